@@ -1,0 +1,44 @@
+"""scicot_jax: distilling chain-of-thought from teacher LLMs into T5 students on JAX."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="scicot_jax",
+    version="0.1.0",
+    description="Sci-CoT, Fine-tune-CoT and MoRSD distillation into T5 students on JAX/TPU.",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["scicot_jax", "scicot_jax.*"]),
+    package_data={"scicot_jax": ["gin/**/*.gin", "tasks/*.toml"]},
+    install_requires=[
+        "numpy>=1.26",
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.10",
+        "seqio>=0.0.19",
+        "tensorflow-datasets>=4.9.6",
+        "gin-config>=0.5",
+        "sentencepiece>=0.2",
+        "google-genai>=1.0",
+        "httpx>=0.27",
+        "safetensors>=0.4",
+        "tensorboardX>=2.6",
+        "matplotlib>=3.8",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "torch==2.13.0", "transformers>=4.44"],
+        "tpu": ["jax[tpu]"],
+        "gpu": ["jax[cuda12]"],
+    },
+    entry_points={
+        "console_scripts": [
+            "scicot-train=scicot_jax.train:console_entry",
+            "scicot-eval=scicot_jax.eval:console_entry",
+            "scicot-infer=scicot_jax.infer:console_entry",
+            "scicot-teacher=scicot_jax.teacher.cli:main",
+        ]
+    },
+)
