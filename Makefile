@@ -1,0 +1,34 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv and install the project.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python tools/run_pipeline.py demo --out runs/demo
+
+lint: install
+	$(BIN)/ruff check scicot_jax tools tests bench
+
+test: install lint
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/data.py
+	$(BIN)/python bench/teacher.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
