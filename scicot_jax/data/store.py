@@ -1,0 +1,421 @@
+"""Rationale store: one run directory = records.jsonl + manifest.json (+ examples.jsonl).
+
+Layout of a run directory:
+  manifest.json         run metadata (teacher, prompt, temperature, D, ...), written atomically
+  records.jsonl         one RationaleRecord per line, appended atomically (single write + fsync)
+  examples.jsonl        optional: the Examples the records refer to (makes the run self-describing)
+  records.jsonl.corrupt truncated tails moved aside by crash repair
+
+One writer process at a time (enforced with an advisory lock taken on the first append);
+any number of readers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECORDS_FILE = "records.jsonl"
+MANIFEST_FILE = "manifest.json"
+EXAMPLES_FILE = "examples.jsonl"
+CORRUPT_SUFFIX = ".corrupt"
+LOCK_FILE = ".writer.lock"
+FORMAT = "scicot-rationales/1"
+
+Key = tuple[str, int]
+
+
+class StoreError(ValueError):
+    """A malformed store file; the message names file:line and field."""
+
+
+@dataclass
+class RationaleRecord:
+    """One rationale for one example: who wrote it, what answer it reaches, whether it is right."""
+
+    example_id: str
+    sample_index: int
+    rationale: str
+    answer: str | None
+    correct: bool | None
+    source: str  # "teacher:<model>" | "student:<checkpoint>" | "import:<dataset>"
+    prompt_kind: str
+    temperature: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    split: str = "train"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> Key:
+        return (self.example_id, self.sample_index)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-dict form, as stored on one line of records.jsonl."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Any, where: str = "record") -> RationaleRecord:
+        """Validate and build; errors name `where` (e.g. 'path:line') and the field."""
+        if not isinstance(d, dict):
+            raise StoreError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        unknown = set(d) - _FIELD_TYPES.keys()
+        if unknown:
+            raise StoreError(f"{where}: unknown field(s) {sorted(unknown)}")
+        kwargs = {}
+        for name, (types, required) in _FIELD_TYPES.items():
+            if name not in d:
+                if required:
+                    raise StoreError(f"{where}: missing field '{name}'")
+                continue
+            value = d[name]
+            # bool is an int subclass; never accept it where a number is meant.
+            ok = isinstance(value, types) and not (
+                isinstance(value, bool) and bool not in types
+            )
+            if not ok:
+                want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise StoreError(
+                    f"{where}: field '{name}': expected {want}, got {json.dumps(value)[:80]}"
+                )
+            kwargs[name] = value
+        if kwargs["sample_index"] < 0:
+            raise StoreError(f"{where}: field 'sample_index': must be >= 0")
+        kwargs["temperature"] = float(kwargs["temperature"])
+        return cls(**kwargs)
+
+
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    "example_id": ((str,), True),
+    "sample_index": ((int,), True),
+    "rationale": ((str,), True),
+    "answer": ((str, type(None)), True),
+    "correct": ((bool, type(None)), True),
+    "source": ((str,), True),
+    "prompt_kind": ((str,), True),
+    "temperature": ((int, float), True),
+    "input_tokens": ((int,), False),
+    "output_tokens": ((int,), False),
+    "split": ((str,), False),
+    "extra": ((dict,), False),
+}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a whole file so readers see the old or the new version, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a rename/creation in `path` (best effort on filesystems that refuse it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _encode(record: RationaleRecord) -> bytes:
+    # ensure_ascii keeps every line pure ASCII, so a byte-level cut can't split a character.
+    return (json.dumps(record.to_json(), ensure_ascii=True, sort_keys=True) + "\n").encode()
+
+
+class RationaleStore:
+    """A run directory of rationale records; see the module docstring for the layout."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]):
+        self.run_dir = Path(run_dir)
+        self.records_path = self.run_dir / RECORDS_FILE
+        self.manifest_path = self.run_dir / MANIFEST_FILE
+        if not self.manifest_path.exists():
+            raise FileNotFoundError(f"{self.manifest_path}: not a rationale run (no manifest)")
+        self.manifest: dict[str, Any] = self._read_manifest()
+        self._lock_fd: int | None = None
+        self._keys: set[Key] = set()
+        self._count = 0
+        if not self.records_path.exists():
+            self.records_path.touch()
+        self._repair_tail()
+        for rec in self.records():
+            if rec.key in self._keys:
+                raise StoreError(
+                    f"{self.records_path}: duplicate record for example_id={rec.example_id!r} "
+                    f"sample_index={rec.sample_index}"
+                )
+            self._keys.add(rec.key)
+            self._count += 1
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, run_dir: str | os.PathLike[str], manifest: dict[str, Any], *, exist_ok: bool = False
+    ) -> RationaleStore:
+        """Make a new run; with exist_ok an existing run is opened as is (for resuming)."""
+        run_dir = Path(run_dir)
+        if (run_dir / MANIFEST_FILE).exists():
+            if exist_ok:
+                return cls(run_dir)
+            raise FileExistsError(f"{run_dir / MANIFEST_FILE}: run already exists")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        full = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **manifest}
+        (run_dir / RECORDS_FILE).touch()
+        _write_atomic(run_dir / MANIFEST_FILE, json.dumps(full, indent=2, sort_keys=True) + "\n")
+        return cls(run_dir)
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike[str]) -> RationaleStore:
+        """Open an existing run, repairing a crash-truncated last line."""
+        return cls(run_dir)
+
+    @staticmethod
+    def is_run_dir(path: str | os.PathLike[str]) -> bool:
+        return (Path(path) / MANIFEST_FILE).is_file()
+
+    def _read_manifest(self) -> dict[str, Any]:
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{self.manifest_path}:{e.lineno}: invalid JSON ({e.msg})") from e
+        if not isinstance(manifest, dict):
+            raise StoreError(f"{self.manifest_path}: expected a JSON object")
+        return manifest
+
+    def update_manifest(self, **kv: Any) -> dict[str, Any]:
+        """Merge keys into manifest.json (atomic replace) and return the new manifest."""
+        self.manifest = {**self._read_manifest(), **kv}
+        text = json.dumps(self.manifest, indent=2, sort_keys=True) + "\n"
+        _write_atomic(self.manifest_path, text)
+        return self.manifest
+
+    # -- crash repair -------------------------------------------------------------------
+    def _repair_tail(self) -> None:
+        """A crash mid-append leaves a last line without newline: keep it if whole, else move it aside."""
+        size = self.records_path.stat().st_size
+        if size == 0:
+            return
+        with open(self.records_path, "rb") as f:
+            # Find the last newline by scanning backwards in chunks (files can be large).
+            pos, tail = size, b""
+            while pos > 0:
+                step = min(1 << 16, pos)
+                pos -= step
+                f.seek(pos)
+                tail = f.read(step) + tail
+                nl = tail.rfind(b"\n")
+                if nl >= 0:
+                    tail = tail[nl + 1 :]
+                    pos += nl + 1
+                    break
+            else:
+                pos = 0
+        if not tail:
+            return
+        lineno = self._count_lines(pos) + 1
+        where = f"{self.records_path}:{lineno}"
+        try:
+            RationaleRecord.from_json(json.loads(tail.decode()), where)
+            whole = True
+        except (ValueError, UnicodeDecodeError):
+            whole = False
+        if not self._try_lock():
+            return  # a live writer in another process: the tail is its append in flight
+        try:
+            self._fix_tail(pos, tail, whole, where)
+        finally:
+            self.close()
+
+    def _fix_tail(self, pos: int, tail: bytes, whole: bool, where: str) -> None:
+        if whole:
+            # The write completed except for the newline (cut exactly there): keep the record.
+            fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND)
+            try:
+                _write_all(fd, b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            warnings.warn(f"{where}: last record lacked its newline (crash); completed it",
+                          stacklevel=4)
+            return
+        corrupt = self.records_path.with_name(self.records_path.name + CORRUPT_SUFFIX)
+        with open(corrupt, "ab") as f:
+            f.write(tail + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with open(self.records_path, "r+b") as f:
+            f.truncate(pos)
+            f.flush()
+            os.fsync(f.fileno())
+        warnings.warn(
+            f"{where}: truncated last line ({len(tail)} bytes, from a crash mid-append) "
+            f"moved to {corrupt}",
+            stacklevel=4,
+        )
+
+    def _count_lines(self, upto: int) -> int:
+        n = 0
+        with open(self.records_path, "rb") as f:
+            while upto > 0:
+                chunk = f.read(min(1 << 20, upto))
+                if not chunk:
+                    break
+                n += chunk.count(b"\n")
+                upto -= len(chunk)
+        return n
+
+    # -- writing ------------------------------------------------------------------------
+    def _try_lock(self) -> bool:
+        if self._lock_fd is not None:
+            return True
+        fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def _take_writer_lock(self) -> None:
+        if not self._try_lock():
+            raise RuntimeError(f"{self.run_dir}: another process is writing to this run")
+
+    def append(self, record: RationaleRecord) -> None:
+        """Append one record durably (one write of a whole line, flush, fsync)."""
+        self.extend([record])
+
+    def extend(self, records: Iterable[RationaleRecord]) -> int:
+        """Append many records with one write + fsync; each line stays whole. Returns the count."""
+        batch: list[RationaleRecord] = []
+        seen: set[Key] = set()
+        for rec in records:
+            # Round-trip validation so a bad record fails here, not when the file is read.
+            RationaleRecord.from_json(rec.to_json(), f"record {rec.key}")
+            if rec.key in self._keys or rec.key in seen:
+                raise KeyError(
+                    f"{self.records_path}: record example_id={rec.example_id!r} "
+                    f"sample_index={rec.sample_index} already stored"
+                )
+            seen.add(rec.key)
+            batch.append(rec)
+        if not batch:
+            return 0
+        self._take_writer_lock()
+        data = b"".join(_encode(r) for r in batch)
+        fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._keys |= seen
+        self._count += len(batch)
+        return len(batch)
+
+    def close(self) -> None:
+        """Release the writer lock (records are already durable)."""
+        if getattr(self, "_lock_fd", None) is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> RationaleStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    # -- reading ------------------------------------------------------------------------
+    def records(self, split: str | None = None) -> Iterator[RationaleRecord]:
+        """Records in file order (optionally one split); a bad line raises with file:line."""
+        with open(self.records_path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.endswith(b"\n"):
+                    return  # a concurrent writer's line in flight; not yet a record
+                where = f"{self.records_path}:{lineno}"
+                if not raw.strip():
+                    raise StoreError(f"{where}: empty line")
+                try:
+                    obj = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise StoreError(f"{where}: invalid JSON ({e})") from e
+                rec = RationaleRecord.from_json(obj, where)
+                if split is None or rec.split == split:
+                    yield rec
+
+    def by_example(self, split: str | None = None) -> dict[str, list[RationaleRecord]]:
+        """Records grouped per example id, each list sorted by sample_index."""
+        groups: dict[str, list[RationaleRecord]] = {}
+        for rec in self.records(split):
+            groups.setdefault(rec.example_id, []).append(rec)
+        for recs in groups.values():
+            recs.sort(key=lambda r: r.sample_index)
+        return groups
+
+    def keys(self) -> set[Key]:
+        """(example_id, sample_index) of every stored record, for exactly-once logic."""
+        return set(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return self._count
+
+    # -- examples -----------------------------------------------------------------------
+    @property
+    def examples_path(self) -> Path:
+        return self.run_dir / EXAMPLES_FILE
+
+    def write_examples(self, examples: Iterable[Any]) -> int:
+        """Write examples.jsonl atomically (Example objects or plain dicts); returns the count."""
+        lines = []
+        for ex in examples:
+            d = ex if isinstance(ex, dict) else ex.to_json()
+            if isinstance(d, str):
+                d = json.loads(d)
+            lines.append(json.dumps(d, ensure_ascii=False, sort_keys=True))
+        _write_atomic(self.examples_path, "".join(line + "\n" for line in lines))
+        return len(lines)
+
+    def examples(self) -> list[Any]:
+        """The run's Examples from examples.jsonl ([] if the run has none)."""
+        if not self.examples_path.exists():
+            return []
+        from scicot_jax.data.examples import Example
+
+        out = []
+        with open(self.examples_path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                try:
+                    out.append(Example.from_json(json.loads(line)))
+                except (ValueError, TypeError, KeyError) as e:
+                    raise StoreError(f"{self.examples_path}:{lineno}: bad example ({e})") from e
+        return out

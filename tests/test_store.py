@@ -1,0 +1,138 @@
+"""Rationale store: atomic appends, crash repair, validation, exactly-once keys."""
+
+import json
+import multiprocessing as mp
+import os
+
+import pytest
+
+from scicot_jax.data.store import RationaleRecord, RationaleStore, StoreError
+
+
+def rec(eid: str, i: int = 0, **kw) -> RationaleRecord:
+    base = dict(
+        example_id=eid, sample_index=i, rationale=f"step for {eid} \u2713", answer="B",
+        correct=True, source="teacher:oracle", prompt_kind="zero_shot_cot", temperature=0.7,
+    )
+    return RationaleRecord(**{**base, **kw})
+
+
+def test_create_append_reopen(tmp_path):
+    run = tmp_path / "run"
+    store = RationaleStore.create(run, {"teacher": "oracle", "temperature": 0.7})
+    store.append(rec("a"))
+    store.extend([rec("a", 1), rec("b", 0, correct=None, answer=None, extra={"x": [1]})])
+    assert len(store) == 3 and ("a", 1) in store
+    store.close()
+    again = RationaleStore.open(run)
+    assert again.keys() == {("a", 0), ("a", 1), ("b", 0)}
+    assert [r.to_json() for r in again.records()] == [
+        rec("a").to_json(), rec("a", 1).to_json(),
+        rec("b", 0, correct=None, answer=None, extra={"x": [1]}).to_json()]
+    assert again.manifest["teacher"] == "oracle" and again.manifest["format"]
+    assert list(again.by_example())[0] == "a"
+    with pytest.raises(FileExistsError):
+        RationaleStore.create(run, {})
+    assert RationaleStore.create(run, {}, exist_ok=True).keys() == again.keys()
+
+
+def test_duplicate_append_rejected(tmp_path):
+    store = RationaleStore.create(tmp_path, {})
+    store.append(rec("a"))
+    with pytest.raises(KeyError, match="already stored"):
+        store.append(rec("a"))
+    with pytest.raises(KeyError):
+        store.extend([rec("c"), rec("c")])
+    assert len(store) == 1
+
+
+def test_manifest_update_is_atomic(tmp_path):
+    store = RationaleStore.create(tmp_path, {"d": 1})
+    store.update_manifest(d=4, done=True)
+    assert json.loads((tmp_path / "manifest.json").read_text())["d"] == 4
+    assert RationaleStore.open(tmp_path).manifest["done"] is True
+    assert not [p for p in os.listdir(tmp_path) if ".tmp." in p]
+
+
+def test_truncated_last_line_is_moved_aside(tmp_path):
+    store = RationaleStore.create(tmp_path, {})
+    store.extend([rec("a"), rec("b")])
+    store.close()
+    path = tmp_path / "records.jsonl"
+    whole = path.read_bytes()
+    cut = json.dumps(rec("c").to_json())[:25].encode()
+    path.write_bytes(whole + cut)
+    with pytest.warns(UserWarning, match=r"records.jsonl:3: truncated last line"):
+        again = RationaleStore.open(tmp_path)
+    assert again.keys() == {("a", 0), ("b", 0)}
+    assert path.read_bytes() == whole
+    assert (tmp_path / "records.jsonl.corrupt").read_bytes() == cut + b"\n"
+    again.append(rec("c"))  # appends continue cleanly after repair
+    assert len(list(RationaleStore.open(tmp_path).records())) == 3
+
+
+def test_whole_record_missing_newline_is_kept(tmp_path):
+    RationaleStore.create(tmp_path, {}).close()
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(json.dumps(rec("a").to_json()).encode())
+    with pytest.warns(UserWarning, match="lacked its newline"):
+        assert RationaleStore.open(tmp_path).keys() == {("a", 0)}
+    assert path.read_bytes().endswith(b"\n")
+
+
+def test_corrupt_line_mid_file_raises_with_location(tmp_path):
+    store = RationaleStore.create(tmp_path, {})
+    store.extend([rec("a"), rec("b")])
+    store.close()
+    path = tmp_path / "records.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "{not json\n" + lines[1])
+    with pytest.raises(StoreError, match=r"records.jsonl:2: invalid JSON"):
+        RationaleStore.open(tmp_path)
+    bad = dict(rec("x").to_json(), correct="yes")
+    path.write_text(lines[0] + json.dumps(bad) + "\n" + lines[1])
+    with pytest.raises(StoreError, match=r"records.jsonl:2: field 'correct'"):
+        RationaleStore.open(tmp_path)
+    missing = {k: v for k, v in rec("x").to_json().items() if k != "rationale"}
+    path.write_text(json.dumps(missing) + "\n" + lines[1])
+    with pytest.raises(StoreError, match=r"records.jsonl:1: missing field 'rationale'"):
+        RationaleStore.open(tmp_path)
+
+
+def test_invalid_record_rejected_on_append(tmp_path):
+    store = RationaleStore.create(tmp_path, {})
+    with pytest.raises(StoreError, match="sample_index"):
+        store.append(rec("a", sample_index=True))
+    assert (tmp_path / "records.jsonl").read_bytes() == b""
+
+
+def _hold_lock(run_dir, ready, release):
+    store = RationaleStore.open(run_dir)
+    store.append(rec("child"))
+    ready.set()
+    release.wait(10)
+    store.close()
+
+
+def test_second_writer_process_refused(tmp_path):
+    RationaleStore.create(tmp_path, {}).close()
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold_lock, args=(tmp_path, ready, release))
+    child.start()
+    try:
+        assert ready.wait(10)
+        reader = RationaleStore.open(tmp_path)  # readers are fine
+        assert ("child", 0) in reader
+        with pytest.raises(RuntimeError, match="another process"):
+            reader.append(rec("parent"))
+    finally:
+        release.set()
+        child.join(10)
+
+
+def test_examples_roundtrip_plain_dicts(tmp_path):
+    store = RationaleStore.create(tmp_path, {})
+    assert store.examples() == []
+    n = store.write_examples([{"id": "a", "question": "q?", "answer": "1"}])
+    assert n == 1 and (tmp_path / "examples.jsonl").read_text().count("\n") == 1
