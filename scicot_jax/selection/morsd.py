@@ -1,0 +1,208 @@
+"""MoRSD: model-oriented rationale selection by accuracy, diversity and difficulty.
+
+Given teacher rationales (rationale-store records) for a set of questions:
+
+1. **Accuracy**: a rationale whose parsed answer is wrong (or unparseable) is dropped.
+2. **Difficulty**: every surviving rationale gets a Rationale Difficulty
+   ``RD = -mean log p_student(answer | question + rationale)`` over the answer's tokens, from a
+   batched scoring callable (the student's score mode). Lower RD = the rationale makes the
+   answer easier for *this* student to produce.
+3. **Diversity**: within each question, candidates are visited from lowest RD up (sample order
+   when there is no scorer); one whose similarity to an already kept sample of the same
+   question reaches the threshold is a near-duplicate and dropped (see ``similarity.py``).
+4. **Budget**: keep the lowest-RD survivors, either ``per_question`` of each question, or a
+   ``fraction`` of all correct rationales chosen globally by RD (after guaranteeing each question
+   ``min_per_question`` so hard questions are not lost entirely).
+
+Every input record gets a ``Decision`` saying whether it was kept and why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from scicot_jax.selection.similarity import DEFAULT_MEASURE, DEFAULT_THRESHOLD, get_measure
+
+# (inputs, targets) text pairs -> mean token negative log-likelihood of targets, one per pair.
+Scorer = Callable[[Sequence[tuple[str, str]]], Sequence[float]]
+# (example, rationale) -> (inputs, targets) for scoring: question + rationale -> answer.
+PairFn = Callable[[Any, str], tuple[str, str]]
+
+KEPT = "kept"
+REASONS = (KEPT, "unknown_example", "beyond_degree", "empty", "unparsed", "incorrect",
+           "duplicate", "over_budget")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """What to filter and how much to keep."""
+
+    require_correct: bool = True
+    dedupe: bool = True
+    measure: str = DEFAULT_MEASURE
+    threshold: float = DEFAULT_THRESHOLD
+    use_difficulty: bool = True
+    per_question: int | None = None
+    fraction: float | None = None
+    min_per_question: int = 1
+    max_degree: int | None = None  # only sample_index < max_degree (diverse-reasoning degree D)
+
+    def __post_init__(self):
+        if self.per_question is not None and self.fraction is not None:
+            raise ValueError("SelectionConfig: give per_question or fraction, not both")
+        if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"SelectionConfig.fraction must be in (0, 1], got {self.fraction}")
+        if self.per_question is not None and self.per_question < 1:
+            raise ValueError(f"SelectionConfig.per_question must be >= 1, got {self.per_question}")
+        get_measure(self.measure)
+
+
+@dataclass
+class Decision:
+    """The fate of one record."""
+
+    example_id: str
+    sample_index: int
+    kept: bool
+    reason: str
+    rd: float | None = None
+    similar_to: int | None = None  # sample_index of the kept near-duplicate
+    similarity: float | None = None
+
+
+@dataclass
+class Selection:
+    """Kept records (in input order), one decision per input record, and a summary."""
+
+    kept: list[Any]
+    decisions: list[Decision]
+    summary: dict = field(default_factory=dict)
+
+
+def default_pair_fn(example: Any, rationale: str) -> tuple[str, str]:
+    """Stage-2 text format: question + rationale -> answer."""
+    from scicot_jax.data import formats
+
+    return formats.stage2(example, rationale)
+
+
+def _filter_reason(rec: Any, examples: Mapping[str, Any], cfg: SelectionConfig) -> str | None:
+    if rec.example_id not in examples:
+        return "unknown_example"
+    if cfg.max_degree is not None and rec.sample_index >= cfg.max_degree:
+        return "beyond_degree"
+    if not (rec.rationale or "").strip():
+        return "empty"
+    if cfg.require_correct and rec.correct is not True:
+        return "unparsed" if rec.answer is None else "incorrect"
+    return None
+
+
+def select(
+    records: Iterable[Any],
+    examples: Mapping[str, Any],
+    cfg: SelectionConfig = SelectionConfig(),
+    scorer: Scorer | None = None,
+    pair_fn: PairFn | None = None,
+) -> Selection:
+    """Run MoRSD over ``records`` (objects with example_id, sample_index, rationale, answer, correct)."""
+    records = list(records)
+    decisions: list[Decision | None] = [None] * len(records)
+    candidates: list[int] = []
+    for i, rec in enumerate(records):
+        reason = _filter_reason(rec, examples, cfg)
+        if reason is None:
+            candidates.append(i)
+        else:
+            decisions[i] = Decision(rec.example_id, rec.sample_index, False, reason)
+
+    rd: dict[int, float] = {}
+    if cfg.use_difficulty and scorer is not None and candidates:
+        pair_fn = pair_fn or default_pair_fn
+        pairs = [pair_fn(examples[records[i].example_id], records[i].rationale) for i in candidates]
+        scores = list(scorer(pairs))
+        if len(scores) != len(pairs):
+            raise ValueError(f"scorer returned {len(scores)} scores for {len(pairs)} pairs")
+        rd = {i: float(s) for i, s in zip(candidates, scores)}
+
+    def order(i: int) -> tuple[float, int]:
+        return (rd.get(i, 0.0), records[i].sample_index)
+
+    by_question: dict[str, list[int]] = defaultdict(list)
+    for i in candidates:
+        by_question[records[i].example_id].append(i)
+
+    similarity = get_measure(cfg.measure)
+    survivors: dict[str, list[int]] = {}
+    for qid, idxs in by_question.items():
+        kept_here: list[int] = []
+        for i in sorted(idxs, key=order):
+            dup = None
+            if cfg.dedupe:
+                for j in kept_here:
+                    s = similarity(records[i].rationale, records[j].rationale)
+                    if s >= cfg.threshold:
+                        dup = (j, s)
+                        break
+            if dup is None:
+                kept_here.append(i)
+            else:
+                j, s = dup
+                decisions[i] = Decision(qid, records[i].sample_index, False, "duplicate", rd.get(i),
+                                        records[j].sample_index, round(s, 4))
+        survivors[qid] = kept_here
+
+    chosen = _apply_budget(survivors, cfg, order, n_correct=len(candidates))
+    for idxs in survivors.values():
+        for i in idxs:
+            ok = i in chosen
+            decisions[i] = Decision(records[i].example_id, records[i].sample_index, ok,
+                                    KEPT if ok else "over_budget", rd.get(i))
+    final = [d for d in decisions if d is not None]
+    assert len(final) == len(records)
+    kept = [rec for rec, d in zip(records, final) if d.kept]
+    return Selection(kept, final, summarize(final, cfg, scored=bool(rd)))
+
+
+def _apply_budget(survivors: dict[str, list[int]], cfg: SelectionConfig,
+                  order: Callable[[int], tuple[float, int]], n_correct: int) -> set[int]:
+    if cfg.per_question is not None:
+        return {i for idxs in survivors.values() for i in idxs[: cfg.per_question]}
+    if cfg.fraction is None:
+        return {i for idxs in survivors.values() for i in idxs}
+    budget = max(1, round(cfg.fraction * n_correct))
+    chosen: set[int] = set()
+    for idxs in survivors.values():  # already sorted by RD within each question
+        chosen.update(idxs[: cfg.min_per_question])
+    rest = sorted((i for idxs in survivors.values() for i in idxs if i not in chosen), key=order)
+    chosen.update(rest[: max(0, budget - len(chosen))])
+    return chosen
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
+def summarize(decisions: Sequence[Decision], cfg: SelectionConfig, scored: bool) -> dict:
+    """Counts per reason, questions covered, and mean RD of kept vs dropped candidates."""
+    reasons = Counter(d.reason for d in decisions)
+    questions = {d.example_id for d in decisions}
+    covered = {d.example_id for d in decisions if d.kept}
+    rd_kept = [d.rd for d in decisions if d.kept and d.rd is not None and math.isfinite(d.rd)]
+    rd_dropped = [d.rd for d in decisions
+                  if not d.kept and d.rd is not None and math.isfinite(d.rd)]
+    return {
+        "records": len(decisions),
+        "kept": reasons.get(KEPT, 0),
+        "reasons": {r: reasons.get(r, 0) for r in REASONS if reasons.get(r, 0)},
+        "questions": len(questions),
+        "questions_with_kept": len(covered),
+        "scored": scored,
+        "mean_rd_kept": _mean(rd_kept),
+        "mean_rd_dropped": _mean(rd_dropped),
+        "config": asdict(cfg),
+    }

@@ -1,0 +1,54 @@
+"""Write a selection's decisions and summary into a directory (JSONL, JSON, Markdown)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from scicot_jax.selection.morsd import Selection
+
+_EXPLAIN = {
+    "kept": "passed every filter and fit the budget",
+    "unknown_example": "record's example id is not in this split's examples",
+    "beyond_degree": "sample index >= the diverse-reasoning degree D",
+    "empty": "empty rationale",
+    "unparsed": "no answer could be parsed from the teacher's output",
+    "incorrect": "the teacher's answer is wrong",
+    "duplicate": "near-duplicate of a kept sample of the same question",
+    "over_budget": "correct and distinct, but a higher RD than the budget allowed",
+}
+
+
+def render_markdown(selection: Selection, title: str = "Rationale selection") -> str:
+    """A short human-readable account of what was kept and why."""
+    s = selection.summary
+    cfg = s["config"]
+    lines = [f"# {title}", "",
+             f"{s['kept']} of {s['records']} rationales kept; "
+             f"{s['questions_with_kept']} of {s['questions']} questions keep at least one.", "",
+             f"Similarity: `{cfg['measure']}` >= {cfg['threshold']} is a near-duplicate; "
+             f"difficulty scored: {s['scored']}; budget: "
+             + (f"{cfg['per_question']} per question" if cfg["per_question"] else
+                f"{cfg['fraction']:.0%} of correct rationales (min {cfg['min_per_question']} "
+                "per question)" if cfg["fraction"] else "none"),
+             "", "| reason | count | meaning |", "|---|---:|---|"]
+    for reason, n in s["reasons"].items():
+        lines.append(f"| {reason} | {n} | {_EXPLAIN.get(reason, '')} |")
+    if s["scored"]:
+        lines += ["", f"Mean RD (answer NLL per token) of kept: {s['mean_rd_kept']}, "
+                      f"of dropped correct candidates: {s['mean_rd_dropped']}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(selection: Selection, out_dir: str | Path, title: str = "Rationale selection") -> Path:
+    """Write decisions.jsonl, summary.json and report.md under ``out_dir``; returns the .md path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "decisions.jsonl", "w") as f:
+        for d in selection.decisions:
+            f.write(json.dumps(asdict(d)) + "\n")
+    (out / "summary.json").write_text(json.dumps(selection.summary, indent=2) + "\n")
+    md = out / "report.md"
+    md.write_text(render_markdown(selection, title))
+    return md
