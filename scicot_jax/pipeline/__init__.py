@@ -1,0 +1,1 @@
+"""Pipeline: teacher -> selection -> students -> evaluation, as resumable steps; scaling studies."""

@@ -1,0 +1,88 @@
+"""Resumable pipeline steps: each step owns a directory in the run dir and a DONE marker.
+
+A step whose ``<run_dir>/<name>/DONE.json`` exists is skipped and its recorded result returned.
+A step that crashed part-way has a directory but no marker and runs again; steps that can
+resume internally (the teacher's exactly-once store, the trainer's checkpoints) pick up there.
+The marker records a fingerprint of the step's inputs: re-running a finished step with
+different inputs is an error rather than a silent reuse of stale artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MARKER = "DONE.json"
+
+
+class StepInputsChanged(RuntimeError):
+    """A finished step is asked to run again with different inputs."""
+
+
+def fingerprint(inputs: Any) -> str:
+    """Stable short hash of JSON-serialisable step inputs."""
+    blob = json.dumps(inputs, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class StepRunner:
+    """Runs named steps inside ``run_dir``, skipping those already finished."""
+
+    def __init__(self, run_dir: str | Path, log: Callable[[str], None] = print,
+                 redo: tuple[str, ...] = ()):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.redo = set(redo)
+        self.timings: dict[str, float] = {}
+        self.skipped: list[str] = []
+
+    def step_dir(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def is_done(self, name: str) -> bool:
+        return (self.step_dir(name) / MARKER).exists()
+
+    def run(self, name: str, fn: Callable[[Path], dict], inputs: Any = None) -> dict:
+        """Return ``fn(step_dir)``'s result dict, or the recorded one if the step is finished."""
+        d = self.step_dir(name)
+        marker = d / MARKER
+        fp = fingerprint(inputs)
+        if name in self.redo and d.exists():
+            shutil.rmtree(d)
+        if marker.exists():
+            done = json.loads(marker.read_text())
+            if done.get("fingerprint") != fp:
+                raise StepInputsChanged(
+                    f"step {name!r} in {d} finished with other inputs "
+                    f"({done.get('fingerprint')} != {fp}); delete that directory or pass "
+                    f"--redo {name}")
+            self.skipped.append(name)
+            self.timings[name] = 0.0
+            self.log(f"[skip] {name} (finished in {done['seconds']:.1f}s)")
+            return done["result"]
+        d.mkdir(parents=True, exist_ok=True)
+        self.log(f"[step] {name}")
+        t0 = time.time()
+        result = fn(d)
+        seconds = time.time() - t0
+        if not isinstance(result, dict):
+            raise TypeError(f"step {name!r} must return a dict, got {type(result).__name__}")
+        _write_json_atomic(marker, {"name": name, "fingerprint": fp, "seconds": seconds,
+                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                    "result": result})
+        self.timings[name] = seconds
+        self.log(f"[done] {name} in {seconds:.1f}s")
+        return json.loads(json.dumps(result, default=str))
