@@ -1,0 +1,57 @@
+"""The one record type every data source produces."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question with its gold answer; for multiple choice `answer` is the label."""
+
+    id: str
+    question: str
+    answer: str
+    choices: tuple[tuple[str, str], ...] = ()  # (label, text)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Normalise lists (e.g. from JSON) so examples compare equal after a round trip.
+        object.__setattr__(self, "choices", tuple((str(lb), str(t)) for lb, t in self.choices))
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The choice labels, e.g. ("A", "B", "C", "D")."""
+        return tuple(label for label, _ in self.choices)
+
+    def choice_text(self, label: str) -> str | None:
+        """The text of the choice with `label`, or None."""
+        return dict(self.choices).get(label)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (use `json.dumps(ex.to_json())` for a line of JSONL)."""
+        return {
+            "id": self.id,
+            "question": self.question,
+            "answer": self.answer,
+            "choices": [list(c) for c in self.choices],
+            "meta": dict(self.meta),
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any] | str) -> Example:
+        """Inverse of `to_json`; also accepts the JSON text itself."""
+        if isinstance(obj, str):
+            obj = json.loads(obj)
+        missing = [k for k in ("id", "question", "answer") if k not in obj]
+        if missing:
+            raise ValueError(f"Example JSON lacks field(s) {missing}: {str(obj)[:200]}")
+        return cls(
+            id=str(obj["id"]),
+            question=obj["question"],
+            answer=str(obj["answer"]),
+            choices=tuple(tuple(c) for c in obj.get("choices", ())),
+            meta=dict(obj.get("meta", {})),
+        )
