@@ -1,0 +1,1 @@
+"""Training: mesh and partitioning, optimizer, loss, train state, checkpoints, the loop."""

@@ -1,0 +1,139 @@
+"""Device mesh, the logical-axis rules table, and shardings for params, state and batches."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+log = logging.getLogger(__name__)
+
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+
+# The one table mapping logical axis names (model annotations) to mesh axes, as in t5x's
+# standard_logical_axis_rules: weights shard over "model" on their wide dimension, batches over
+# "data"; everything else is replicated.
+LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
+    ("batch", DATA_AXIS),
+    ("vocab", MODEL_AXIS),
+    ("mlp", MODEL_AXIS),
+    ("heads", MODEL_AXIS),
+    ("joined_kv", MODEL_AXIS),
+    ("kv", None),
+    ("embed", None),
+    ("relpos_buckets", None),
+    ("layers", None),
+    ("length", None),
+    ("mlp_activations", MODEL_AXIS),
+    ("activation_batch", DATA_AXIS),
+    ("activation_length", None),
+    ("activation_embed", None),
+)
+
+
+def maybe_initialize_distributed() -> bool:
+    """Calls jax.distributed.initialize() when a multi-host environment is detected."""
+    markers = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES",
+               "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+    multi = any(os.environ.get(k) for k in markers)
+    if os.environ.get("SLURM_NTASKS") == "1" or os.environ.get("OMPI_COMM_WORLD_SIZE") == "1":
+        multi = False
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    if hosts and "," not in hosts:
+        multi = False
+    if not multi:
+        return False
+    try:
+        jax.distributed.initialize()
+    except RuntimeError as e:  # already initialized by the caller
+        if "already" not in str(e).lower():
+            raise
+    log.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+    return True
+
+
+def make_mesh(model_parallel: int = 1, data_parallel: int = -1,
+              devices: Sequence[Any] | None = None) -> Mesh:
+    """A (data, model) mesh; data_parallel=-1 takes all devices left over after model_parallel."""
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if model_parallel < 1 or n % model_parallel:
+        raise ValueError(f"model_parallel={model_parallel} does not divide {n} devices")
+    if data_parallel == -1:
+        data_parallel = n // model_parallel
+    if data_parallel * model_parallel != n:
+        raise ValueError(f"mesh {data_parallel}x{model_parallel} != {n} devices")
+    shape = (data_parallel, model_parallel)
+    try:  # topology-aware device order on TPU/GPU; plain order on CPU
+        arr = jax.experimental.mesh_utils.create_device_mesh(shape, devices)
+    except Exception:  # noqa: BLE001 - fall back for fake/odd device sets
+        arr = np.asarray(devices).reshape(shape)
+    return Mesh(arr, (DATA_AXIS, MODEL_AXIS), axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def logical_to_sharding(logical_tree: Any, mesh: Mesh,
+                        rules: Sequence[tuple[str, str | None]] = LOGICAL_AXIS_RULES) -> Any:
+    """Maps a pytree of logical PartitionSpecs/tuples to NamedShardings on the mesh."""
+    def one(spec: Any) -> NamedSharding:
+        spec = P(*spec) if isinstance(spec, tuple | list) else (spec if spec is not None else P())
+        return nn.logical_to_mesh_sharding(spec, mesh, rules)
+
+    return jax.tree.map(one, logical_tree, is_leaf=_is_spec)
+
+
+def _is_spec(x: Any) -> bool:
+    return x is None or isinstance(x, P) or (
+        isinstance(x, tuple) and all(isinstance(a, str | type(None)) for a in x))
+
+
+def fit_sharding(sharding: NamedSharding, shape: Sequence[int]) -> NamedSharding:
+    """Drops mesh axes from dims they do not divide (e.g. tiny test models), so jit accepts it."""
+    spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+    new = []
+    for dim, axes in zip(shape, spec[: len(shape)]):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        size = int(np.prod([sharding.mesh.shape[a] for a in names])) if names else 1
+        new.append(axes if dim % size == 0 else None)
+    return NamedSharding(sharding.mesh, P(*new))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Fully replicated sharding."""
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) dim over the data axis."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def params_shardings(logical_axes: Any, abstract_params: Any, mesh: Mesh,
+                     rules: Sequence[tuple[str, str | None]] = LOGICAL_AXIS_RULES) -> Any:
+    """NamedShardings for params from the model's logical axes, fitted to each param's shape."""
+    shardings = logical_to_sharding(logical_axes, mesh, rules)
+    return jax.tree.map(lambda s, a: fit_sharding(s, a.shape), shardings, abstract_params)
+
+
+def opt_state_shardings(optimizer: Any, abstract_opt_state: Any, abstract_params: Any,
+                        param_shardings: Any, mesh: Mesh) -> Any:
+    """Param-shaped optimizer slots (Adam moments) follow their param; the rest is replicated.
+
+    Adafactor's factored row/column statistics are vectors, so replicating them is cheap.
+    """
+    import optax  # local: partitioning stays importable without the optimizer stack
+
+    rep = replicated(mesh)
+
+    def by_param(leaf: Any, param: Any, s: NamedSharding) -> NamedSharding:
+        return s if tuple(leaf.shape) == tuple(param.shape) else rep
+
+    return optax.tree_map_params(optimizer, by_param, abstract_opt_state, abstract_params,
+                                 param_shardings, transform_non_params=lambda _: rep)

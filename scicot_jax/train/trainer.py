@@ -1,0 +1,303 @@
+"""The training loop: sharded state, AOT-compiled step, checkpoints, preemption, metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scicot_jax.train import partitioning as part
+from scicot_jax.train.checkpoints import Checkpoints
+from scicot_jax.train.data_iter import Batches, Prefetcher, open_batches, to_global
+from scicot_jax.train.init_from import load_initial_params
+from scicot_jax.train.metrics import MetricsWriter, Throughput
+from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer
+from scicot_jax.train.state import ModelSpec, TrainState, abstract_like, t5_spec
+from scicot_jax.train.step import LossConfig, make_eval_step, make_train_step, summarize
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when loss or gradient norm is NaN/inf; no checkpoint is written for that state."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """All knobs of a training run (gin binds `TrainConfig.*`; the binary fills macros in)."""
+
+    model_dir: str
+    train_steps: int
+    batch_size: int  # global, summed over hosts
+    model: Any = None  # T5Config; unused when a ModelSpec is passed to train()
+    feature_lengths: dict = dataclasses.field(
+        default_factory=lambda: {"inputs": 512, "targets": 128})
+    optimizer: OptimizerConfig = OptimizerConfig()
+    loss: LossConfig = LossConfig()
+    num_microbatches: int = 1
+    seed: int = 0  # param init and dropout
+    model_parallel: int = 1
+    checkpoint_period: int = 1000
+    keep_checkpoints: int = 3
+    async_checkpoints: bool = True
+    log_period: int = 100
+    eval_period: int = 0  # 0: no eval during training
+    eval_steps: int | None = None  # cap on eval batches per eval (None: the whole iterator)
+    initial_checkpoint_path: str | None = None
+    prefetch: int = 2
+    handle_sigterm: bool = True
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int
+    preempted: bool
+    metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+    checkpoint_dir: str
+    state: TrainState | None = None
+
+
+class _StopFlag:
+    """Set by SIGTERM (preemption); the loop checks it after every step."""
+
+    def __init__(self, install: bool):
+        self.event = threading.Event()
+        self._old = None
+        if install and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("SIGTERM received: will save a checkpoint and stop after this step")
+        self.event.set()
+
+    def should_stop(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            try:  # all hosts agree on the step to stop at
+                if multihost_utils.reached_preemption_sync_point(step):
+                    return True
+            except Exception:  # noqa: BLE001 - no preemption service configured
+                pass
+        return self.event.is_set()
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], Any] | None = None,
+          model_spec: ModelSpec | None = None, mesh: jax.sharding.Mesh | None = None,
+          eval_fn: Callable[[int, Any], dict[str, float]] | None = None,
+          return_state: bool = False) -> TrainResult:
+    """Trains to `config.train_steps`, resuming from `<model_dir>/checkpoints` when present.
+
+    batches: numpy batches (this host's rows of the global batch), as an iterable or a factory
+    `start_batch -> iterable` that can seek. eval_batches: factory of a finite iterable, used
+    every eval_period for teacher-forced loss; eval_fn(step, params) adds metrics (e.g. SeqIO).
+    """
+    mesh = mesh or part.make_mesh(config.model_parallel)
+    spec = model_spec or t5_spec(config.model, config.feature_lengths)
+    optimizer, schedule = make_optimizer(config.optimizer, config.train_steps)
+    rules = part.LOGICAL_AXIS_RULES
+    rep, data_sh = part.replicated(mesh), part.batch_sharding(mesh)
+
+    abs_params = jax.eval_shape(spec.init, jax.random.key(config.seed))
+    p_sh = part.params_shardings(spec.logical_axes, abs_params, mesh, rules)
+    abs_opt = jax.eval_shape(optimizer.init, abs_params)
+    o_sh = part.opt_state_shardings(optimizer, abs_opt, abs_params, p_sh, mesh)
+    state_sh = TrainState(step=rep, params=p_sh, opt_state=o_sh)
+
+    ckpts = Checkpoints(config.model_dir, keep=config.keep_checkpoints,
+                        async_save=config.async_checkpoints)
+    restored = ckpts.restore_latest(abstract_like(abs_params, p_sh), abstract_like(abs_opt, o_sh))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        if restored:
+            step0, params, opt_state, data_pos, _ = restored
+            log.info("resuming from %s/%d", ckpts.directory, step0)
+            consumed = int(data_pos.get("batches_consumed", step0))
+        else:
+            step0, consumed = 0, 0
+            if config.initial_checkpoint_path:
+                params = load_initial_params(config.initial_checkpoint_path, abs_params, p_sh,
+                                             spec.config)
+            else:
+                params = jax.jit(spec.init, out_shardings=p_sh)(jax.random.key(config.seed))
+            opt_state = jax.jit(optimizer.init, out_shardings=o_sh)(params)
+        state = TrainState(step=jax.device_put(jnp.asarray(step0, jnp.int32), rep),
+                           params=params, opt_state=opt_state)
+
+    writer = MetricsWriter(Path(config.model_dir) / "train")
+    eval_writer = MetricsWriter(Path(config.model_dir) / "eval") if (
+        eval_batches or eval_fn) else None
+    stop = _StopFlag(config.handle_sigterm)
+    prefetch = Prefetcher(open_batches(batches, consumed), data_sh, config.prefetch)
+    last: dict[str, float] = {}
+    last_eval: dict[str, float] = {}
+    step = step0
+    preempted = False
+    try:
+        if step0 >= config.train_steps:
+            log.info("already at step %d >= train_steps=%d", step0, config.train_steps)
+            return TrainResult(step0, False, {}, {}, str(ckpts.directory),
+                               state if return_state else None)
+        first = next(prefetch)
+        _check_batch(first, config, mesh)
+        step_fn = make_train_step(spec, optimizer, schedule, config.loss,
+                                  num_microbatches=config.num_microbatches,
+                                  dropout_seed=config.seed, mesh=mesh)
+        compiled = _compile(step_fn, state, first, state_sh, data_sh, rep, mesh, rules)
+        in_len = first["encoder_input_tokens"].shape[1]
+        tgt_len = first["decoder_target_tokens"].shape[1]
+        fpe = spec.flops_per_example(in_len, tgt_len) if spec.flops_per_example else None
+        meter = Throughput(fpe, mesh.devices.size)
+        eval_step = jax.jit(make_eval_step(spec, config.loss), in_shardings=(p_sh, data_sh),
+                            out_shardings=rep)
+        acc: list[dict[str, float]] = []
+        pending = None
+        batch: dict | None = first
+
+        def flush(p: tuple[int, dict]) -> dict[str, float]:
+            """Fetches one step's metrics (host sync) and stops the run if they are not finite."""
+            s, m = p
+            vals = summarize(jax.device_get(m))
+            for k in ("loss", "grad_norm"):
+                if not math.isfinite(vals[k]):
+                    good = ckpts.latest_step()
+                    raise NonFiniteLossError(
+                        f"{k} is {vals[k]} at step {s} (model_dir={config.model_dir}); stopping "
+                        f"without saving. Last good checkpoint: "
+                        f"{f'{ckpts.directory}/{good}' if good is not None else 'none'}")
+            acc.append(vals)
+            return vals
+
+        while step < config.train_steps:
+            if batch is None:
+                try:
+                    batch = next(prefetch)
+                except StopIteration:
+                    log.warning("data exhausted at step %d", step)
+                    break
+            state, metrics = compiled(state, batch)
+            batch = None
+            step += 1
+            consumed += 1
+            meter.add(config.batch_size, config.batch_size * (in_len + tgt_len))
+            if pending is not None:  # one step late: the device is already busy with `step`
+                flush(pending)
+            pending = (step, metrics)
+            preempted = stop.should_stop(step)
+            save_now = (step % config.checkpoint_period == 0 or step == config.train_steps
+                        or preempted)
+            log_now = step % config.log_period == 0 or save_now
+            if save_now or log_now:
+                flush(pending)
+                pending = None
+            if log_now and acc:
+                last = {k: float(np.mean([a[k] for a in acc])) for k in acc[-1]}
+                last.update(meter.measure())
+                writer.write(step, last)
+                log.info("step %d: loss %.4f acc %.3f lr %.2e %.0f tok/s%s", step,
+                         last["loss"], last["accuracy"], last["learning_rate"],
+                         last["tokens_per_s"],
+                         f" MFU {last['mfu']:.1%}" if "mfu" in last else "")
+                acc.clear()
+            if save_now:
+                ckpts.save(step, state.params, state.opt_state,
+                           {"batches_consumed": consumed, "batch_size": config.batch_size},
+                           {"model": _model_dict(spec.config), "train_steps": config.train_steps})
+            if config.eval_period and step % config.eval_period == 0 and not preempted:
+                last_eval = _evaluate(eval_step, config, state.params, eval_batches, eval_fn,
+                                      step, mesh, data_sh, rules)
+                if eval_writer:
+                    eval_writer.write(step, last_eval)
+            if preempted:
+                log.warning("stopped by SIGTERM at step %d; checkpoint saved", step)
+                break
+        if pending is not None:
+            flush(pending)
+        ckpts.wait()
+    finally:
+        stop.restore()
+        prefetch.close()
+        writer.close()
+        if eval_writer:
+            eval_writer.close()
+        ckpts.close()
+    return TrainResult(step, preempted, last, last_eval, str(ckpts.directory),
+                       state if return_state else None)
+
+
+def _compile(step_fn: Callable, state: TrainState, batch: dict, state_sh: TrainState,
+             data_sh: Any, rep: Any, mesh: Any, rules: Any) -> Any:
+    """AOT-compiles the step with explicit shardings and donated state; logs time and memory."""
+    jitted = jax.jit(step_fn, in_shardings=(state_sh, data_sh), out_shardings=(state_sh, rep),
+                     donate_argnums=(0,))
+    t0 = time.perf_counter()
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        compiled = jitted.lower(state, batch).compile()
+    log.info("train step compiled in %.1fs", time.perf_counter() - t0)
+    try:
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            log.info("train step memory: args %.1f MiB, temps %.1f MiB, outputs %.1f MiB",
+                     mem.argument_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20,
+                     mem.output_size_in_bytes / 2**20)
+    except Exception as e:  # noqa: BLE001 - not every backend reports it
+        log.info("memory_analysis unavailable: %s", e)
+    return compiled
+
+
+def _evaluate(fn: Callable, config: TrainConfig, params: Any,
+              eval_batches: Callable[[], Any] | None, eval_fn: Callable | None, step: int,
+              mesh: Any, data_sh: Any, rules: Any) -> dict[str, float]:
+    """Teacher-forced loss over eval batches, plus whatever eval_fn reports."""
+    out: dict[str, float] = {}
+    if eval_batches is not None:
+        totals: dict[str, float] = {}
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            for i, b in enumerate(eval_batches()):
+                if config.eval_steps is not None and i >= config.eval_steps:
+                    break
+                for k, v in jax.device_get(fn(params, to_global(b, data_sh))).items():
+                    totals[k] = totals.get(k, 0.0) + float(v)
+        if totals:
+            s = summarize(totals)
+            out.update({"loss": s["cross_ent_loss"], "accuracy": s["accuracy"],
+                        "tokens": s["tokens"]})
+    if eval_fn is not None:
+        out.update(eval_fn(step, params))
+    if out:
+        log.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in out.items()})
+    return out
+
+
+def _check_batch(batch: dict, config: TrainConfig, mesh: Any) -> None:
+    n = batch["encoder_input_tokens"].shape[0]
+    if n != config.batch_size:
+        raise ValueError(f"global batch has {n} rows but TrainConfig.batch_size="
+                         f"{config.batch_size}")
+    if n % (mesh.shape[part.DATA_AXIS] * config.num_microbatches):
+        raise ValueError(f"batch_size={n} must be divisible by data axis "
+                         f"{mesh.shape[part.DATA_AXIS]} x num_microbatches "
+                         f"{config.num_microbatches}")
+
+
+def _model_dict(model_config: Any) -> dict | None:
+    if model_config is None:
+        return None
+    if hasattr(model_config, "to_dict"):
+        return model_config.to_dict()
+    return dataclasses.asdict(model_config) if dataclasses.is_dataclass(model_config) else None
