@@ -1,0 +1,141 @@
+"""Persistent request cache: SQLite in WAL mode, keyed by sha256 of the canonical request.
+
+Successes and failures live in separate tables: a failure is kept for the report but is never
+served as a hit, so a re-run retries it. Responses hold only what the provider returned (no
+headers, no keys). Use one connection per thread; one thread (the run's writer) writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from scicot_jax.teacher.protocol import GenRequest, GenResponse
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY, request TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS failures (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, request TEXT NOT NULL, error TEXT NOT NULL,
+    status INTEGER, message TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failures_key ON failures(key);
+"""
+
+
+class CacheError(RuntimeError):
+    """The cache file is unusable (wrong schema, not SQLite)."""
+
+
+class Cache:
+    """One connection to the cache file; not shared between threads."""
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False):
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no such cache")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout=60000")
+            if not readonly:
+                # WAL: readers never block the writer; NORMAL: commits survive a killed process.
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta(k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+                )
+            row = self._db.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise CacheError(f"{self.path}: not a usable teacher cache ({e})") from e
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise CacheError(f"{self.path}: cache schema {row and row[0]!r}, want {SCHEMA_VERSION}")
+
+    # -- reads ------------------------------------------------------------------------
+    def get(self, key: str) -> GenResponse | None:
+        """The cached successful response for `key`, or None (failures are never hits)."""
+        row = self._db.execute("SELECT response FROM responses WHERE key=?", (key,)).fetchone()
+        return None if row is None else GenResponse.from_json(row[0])
+
+    def __contains__(self, key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM responses WHERE key=?", (key,)).fetchone() is not None
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def items(self) -> Iterator[tuple[GenRequest, GenResponse]]:
+        """Every cached (request, response), streaming."""
+        for req, resp in self._db.execute("SELECT request, response FROM responses"):
+            yield GenRequest.from_canonical(req), GenResponse.from_json(resp)
+
+    def failures(self) -> Iterator[dict]:
+        """Recorded failures, oldest first."""
+        q = "SELECT key, request, error, status, message, created FROM failures ORDER BY id"
+        for key, req, err, status, msg, created in self._db.execute(q):
+            yield {"key": key, "request": req, "error": err, "status": status,
+                   "message": msg, "created": created}
+
+    def failure_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM failures").fetchone()[0]
+
+    # -- writes (one writer thread) ------------------------------------------------------
+    def put(self, req: GenRequest, resp: GenResponse) -> None:
+        self.write_batch([(req, resp)], [])
+
+    def put_failure(self, req: GenRequest, error: str, status: int | None, message: str) -> None:
+        self.write_batch([], [(req, error, status, message)])
+
+    def write_batch(
+        self,
+        ok: Iterable[tuple[GenRequest, GenResponse]],
+        failed: Iterable[tuple[GenRequest, str, int | None, str]],
+    ) -> None:
+        """Commit successes and failures in one transaction (group commit)."""
+        now = time.time()
+        ok_rows = [(r.key, r.canonical(), s.to_json(), now) for r, s in ok]
+        fail_rows = [(r.key, r.canonical(), e, st, m, now) for r, e, st, m in failed]
+        if not ok_rows and not fail_rows:
+            return
+        with _transaction(self._db):
+            if ok_rows:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO responses(key, request, response, created) "
+                    "VALUES (?, ?, ?, ?)",
+                    ok_rows,
+                )
+            if fail_rows:
+                self._db.executemany(
+                    "INSERT INTO failures(key, request, error, status, message, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    fail_rows,
+                )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,315 @@
+"""The wire layer of the offline teachers: Gemini and OpenAI routes, latency, fault injection.
+
+A `TeacherServer` is a threaded `http.server` on loopback. Subclasses supply `complete(prompt,
+params) -> (text, finish_reason)`; this module speaks the protocols around it and injects the
+faults real providers produce, so the real clients are tested against them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAULTS = ("ok", "429", "500", "503", "malformed", "drop", "slow", "quota")
+_GEMINI_RE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
+
+
+@dataclass
+class FaultConfig:
+    """Fault injection; rates are per request, `script` lists faults for the next requests."""
+
+    latency_s: tuple[float, float] = (0.0, 0.0)  # uniform (min, max) added to every response
+    rate_429: float = 0.0
+    rate_5xx: float = 0.0
+    rate_malformed: float = 0.0
+    rate_drop: float = 0.0
+    rate_slow: float = 0.0
+    slow_s: float = 5.0
+    retry_after_s: float | None = 1.0  # sent as Retry-After and Gemini RetryInfo.retryDelay
+    daily_quota_after: int | None = None  # after this many answered requests: daily-quota 429s
+    server_rpm: float | None = None  # enforce a requests/min limit with 429s, like a provider
+    script: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.script if f not in FAULTS]
+        if bad:
+            raise ValueError(f"unknown fault(s) {bad}; expected {FAULTS}")
+
+
+def request_id(model: str, prompt: str, seed: Any) -> str:
+    """What the server logs per request; tests recompute it from cache entries."""
+    return hashlib.sha256(json.dumps([model, prompt, seed]).encode()).hexdigest()[:32]
+
+
+def count_tokens(text: str) -> int:
+    """Whitespace words stand in for tokens."""
+    return len(text.split())
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections as with real APIs
+    server: TeacherServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if self.path == "/stats":
+            self._json(200, self.server.stats())
+        elif self.path == "/health":
+            self._json(200, {"ok": True})
+        else:
+            self._json(404, {"error": {"code": 404, "message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            self._json(400, {"error": {"code": 400, "message": "request body is not JSON"}})
+            return
+        m = _GEMINI_RE.match(self.path.split("?")[0])
+        if m:
+            self.server.serve_post(self, "gemini", m.group(2), body)
+        elif self.path in ("/v1/chat/completions", "/v1/completions"):
+            route = "chat" if "chat" in self.path else "completions"
+            self.server.serve_post(self, route, str(body.get("model", "")), body)
+        else:
+            self._json(404, {"error": {"code": 404, "message": f"no route {self.path}"}})
+
+    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), headers)
+
+    def _send(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (timeout): nothing to do
+
+    def _drop(self) -> None:
+        """Close the connection without a response (a reset, as from a dying proxy)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class TeacherServer(ThreadingHTTPServer):
+    """Loopback server speaking Gemini generateContent and OpenAI chat/completions."""
+
+    daemon_threads = True
+    request_queue_size = 256
+    name = "teacher"
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", faults: FaultConfig | None = None,
+                 log_requests: bool = True):
+        super().__init__((host, port), _Handler)
+        self.faults = faults or FaultConfig()
+        self.log_requests = log_requests
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.faults.seed)
+        self._script = list(self.faults.script)
+        self._counts: Counter[str] = Counter()
+        self._received: Counter[str] = Counter()
+        self._answered = 0
+        self._rpm_tokens = 1.0
+        self._rpm_stamp = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> TeacherServer:
+        self._thread = threading.Thread(target=self.serve_forever, name=f"{self.name}-server",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> TeacherServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- stats --------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"counts": dict(self._counts), "answered": self._answered,
+                    "received": dict(self._received) if self.log_requests else {}}
+
+    def received(self) -> Counter[str]:
+        """request_id -> times received (any outcome)."""
+        with self._lock:
+            return Counter(self._received)
+
+    # -- the brain (subclasses) -----------------------------------------------------------
+    def complete(self, prompt: str, params: dict[str, Any]) -> tuple[str, str]:
+        """(text, finish_reason 'stop'|'length') for a prompt; raise LookupError for 404."""
+        raise NotImplementedError
+
+    # -- one request ----------------------------------------------------------------------
+    def _pick_fault(self) -> str:
+        f = self.faults
+        with self._lock:
+            if self._script:
+                return self._script.pop(0)
+            if f.daily_quota_after is not None and self._answered >= f.daily_quota_after:
+                return "quota"
+            if f.server_rpm:
+                now = time.monotonic()
+                burst = max(1.0, f.server_rpm / 60)  # one second of requests
+                self._rpm_tokens = min(burst, self._rpm_tokens
+                                       + (now - self._rpm_stamp) * f.server_rpm / 60)
+                self._rpm_stamp = now
+                if self._rpm_tokens < 1:
+                    return "429"
+                self._rpm_tokens -= 1
+            r = self._rng.random()
+        for name, rate in (("429", f.rate_429), ("500", f.rate_5xx),
+                           ("malformed", f.rate_malformed), ("drop", f.rate_drop),
+                           ("slow", f.rate_slow)):
+            if r < rate:
+                return name
+            r -= rate
+        return "ok"
+
+    def serve_post(self, h: _Handler, route: str, model: str, body: dict[str, Any]) -> None:
+        prompt, params = _parse_request(route, body)
+        with self._lock:
+            self._counts[f"route:{route}"] += 1
+            if self.log_requests:
+                self._received[request_id(model, prompt, params.get("seed"))] += 1
+        fault = self._pick_fault()
+        with self._lock:
+            self._counts[f"fault:{fault}"] += 1
+        lo, hi = self.faults.latency_s
+        if hi > 0:
+            time.sleep(lo + (hi - lo) * random.random())
+        if fault == "drop":
+            h._drop()
+            return
+        if fault in ("429", "quota"):
+            self._send_429(h, route, daily=fault == "quota")
+            return
+        if fault in ("500", "503"):
+            status = int(fault)
+            h._json(status, {"error": {"code": status, "message": "injected server error",
+                                       "status": "UNAVAILABLE" if status == 503 else "INTERNAL",
+                                       "type": "server_error"}})
+            return
+        if fault == "slow":
+            time.sleep(self.faults.slow_s)
+        try:
+            text, finish = self.complete(prompt, params)
+        except LookupError as e:
+            h._json(404, {"error": {"code": 404, "message": str(e), "status": "NOT_FOUND",
+                                    "type": "invalid_request_error"}})
+            return
+        for s in params.get("stop") or ():
+            if s and s in text:
+                text, finish = text[: text.index(s)], "stop"
+        with self._lock:
+            self._answered += 1
+        if fault == "malformed":
+            h._send(200, b'{"choices": [{"text": "unterminated')
+            return
+        h._json(200, _wire_response(route, model, prompt, text, finish))
+
+    def _send_429(self, h: _Handler, route: str, daily: bool) -> None:
+        delay = self.faults.retry_after_s
+        headers = {}
+        if delay is not None and not daily:
+            headers = {"Retry-After": f"{delay:g}", "retry-after-ms": str(int(delay * 1000))}
+        if route == "gemini":
+            quota_id = ("GenerateRequestsPerDayPerProjectPerModel-FreeTier" if daily
+                        else "GenerateRequestsPerMinutePerProjectPerModel")
+            details: list[dict[str, Any]] = [{
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [{"quotaMetric": "generativelanguage.googleapis.com/"
+                                "generate_content_requests", "quotaId": quota_id}],
+            }]
+            if delay is not None and not daily:
+                details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                                "retryDelay": f"{delay:g}s"})
+            err = {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": details,
+                   "message": "You exceeded your current quota (injected)."}
+        elif daily:
+            err = {"message": "Rate limit reached for requests per day (RPD) (injected)",
+                   "type": "requests", "code": "rate_limit_exceeded"}
+        else:
+            err = {"message": "Rate limit reached for requests per min (RPM) (injected)",
+                   "type": "requests", "code": "rate_limit_exceeded"}
+        h._json(429, {"error": err}, headers)
+
+
+def _parse_request(route: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(prompt text, {temperature, max_tokens, seed, stop}) from either protocol's body."""
+    if route == "gemini":
+        contents = body.get("contents") or []
+        texts = [p.get("text", "") for c in contents for p in (c.get("parts") or [])
+                 if isinstance(p, dict)]
+        cfg = body.get("generationConfig") or {}
+        return "".join(texts), {"temperature": cfg.get("temperature", 1.0),
+                                "max_tokens": cfg.get("maxOutputTokens"),
+                                "seed": cfg.get("seed"), "stop": cfg.get("stopSequences")}
+    if route == "chat":
+        msgs = body.get("messages") or []
+        users = [m.get("content", "") for m in msgs if m.get("role") == "user"]
+        prompt = users[-1] if users else ""
+    else:
+        prompt = body.get("prompt", "")
+    stop = body.get("stop")
+    return prompt, {"temperature": body.get("temperature", 1.0),
+                    "max_tokens": body.get("max_tokens") or body.get("max_completion_tokens"),
+                    "seed": body.get("seed"), "stop": [stop] if isinstance(stop, str) else stop}
+
+
+def _wire_response(route: str, model: str, prompt: str, text: str, finish: str) -> dict[str, Any]:
+    n_in, n_out = count_tokens(prompt), count_tokens(text)
+    if route == "gemini":
+        return {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
+                            "finishReason": "MAX_TOKENS" if finish == "length" else "STOP",
+                            "index": 0}],
+            "usageMetadata": {"promptTokenCount": n_in, "candidatesTokenCount": n_out,
+                              "totalTokenCount": n_in + n_out},
+            "modelVersion": model,
+        }
+    usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+    choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+    if route == "chat":
+        choice["message"] = {"role": "assistant", "content": text}
+        kind = "chat.completion"
+    else:
+        choice.update(text=text, logprobs=None)
+        kind = "text_completion"
+    return {"id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": kind, "created": int(time.time()),
+            "model": model, "choices": [choice], "usage": usage}
