@@ -46,7 +46,7 @@ class StepRunner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.redo = set(redo)
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # seconds each step took when it ran (recorded)
         self.skipped: list[str] = []
 
     def step_dir(self, name: str) -> Path:
@@ -70,7 +70,7 @@ class StepRunner:
                     f"({done.get('fingerprint')} != {fp}); delete that directory or pass "
                     f"--redo {name}")
             self.skipped.append(name)
-            self.timings[name] = 0.0
+            self.timings[name] = done["seconds"]
             self.log(f"[skip] {name} (finished in {done['seconds']:.1f}s)")
             return done["result"]
         d.mkdir(parents=True, exist_ok=True)

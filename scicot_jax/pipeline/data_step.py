@@ -1,0 +1,78 @@
+"""The data step: read a card's splits, carve a validation split if needed, subsample train."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scicot_jax.data.examples import Example
+
+SPLITS = ("train", "validation", "test")
+
+
+def card_splits(card: Any) -> tuple[str, ...]:
+    """Split names a card provides (its ``splits`` is a list of names or a name -> source map)."""
+    splits = getattr(card, "splits", None) or SPLITS
+    return tuple(splits)
+
+
+def read_split(card: Any, split: str, data_dir: str | None, limit: int | None) -> list[Example]:
+    """Examples of ``split`` from the card's source; ids must be unique."""
+    from scicot_jax.data import sources
+
+    exs = list(sources.read_examples(card, split, data_dir=data_dir, limit=limit))
+    seen: set[str] = set()
+    for ex in exs:
+        if ex.id in seen:
+            raise ValueError(f"task {card.name}: duplicate example id {ex.id!r} in split {split}")
+        seen.add(ex.id)
+    return exs
+
+
+def subsample(examples: Sequence[Example], fraction: float, seed: int) -> list[Example]:
+    """A deterministic ``fraction`` of ``examples`` (at least one), in their original order."""
+    if fraction >= 1.0:
+        return list(examples)
+    n = max(1, round(fraction * len(examples)))
+    keep = set(random.Random(seed).sample(range(len(examples)), n))
+    return [ex for i, ex in enumerate(examples) if i in keep]
+
+
+def prepare(card: Any, out_dir: Path, *, data_dir: str | None, limits: dict, train_fraction: float,
+            validation_fraction: float, seed: int) -> dict:
+    """Write ``<out_dir>/<split>.jsonl`` for train, validation and test; returns counts and notes."""
+    have = card_splits(card)
+    notes = []
+    data = {s: read_split(card, s, data_dir, limits.get(s)) for s in SPLITS if s in have}
+    if "train" not in data or "test" not in data:
+        raise ValueError(f"task {card.name}: the pipeline needs train and test splits, card has {have}")
+    if "validation" not in data:
+        # Carve from the end of a seeded shuffle of train so test stays untouched (ARC has no dev).
+        train = list(data["train"])
+        random.Random(seed).shuffle(train)
+        n_val = max(1, round(validation_fraction * len(train)))
+        if limits.get("validation") is not None:
+            n_val = min(n_val, limits["validation"])
+        val_ids = {ex.id for ex in train[-n_val:]}
+        data["validation"] = [ex for ex in data["train"] if ex.id in val_ids]
+        data["train"] = [ex for ex in data["train"] if ex.id not in val_ids]
+        notes.append(f"validation = {n_val} examples carved from train (seed {seed})")
+    full_train = len(data["train"])
+    data["train"] = subsample(data["train"], train_fraction, seed)
+    if train_fraction < 1.0:
+        notes.append(f"train = {len(data['train'])} of {full_train} examples ({train_fraction:g})")
+    for split, exs in data.items():
+        with open(out_dir / f"{split}.jsonl", "w") as f:
+            for ex in exs:
+                f.write(json.dumps(ex.to_json()) + "\n")
+    return {"splits": {s: len(v) for s, v in data.items()}, "notes": notes}
+
+
+def load(data_dir: Path, split: str) -> list[Example]:
+    """Examples written by ``prepare``."""
+    path = Path(data_dir) / f"{split}.jsonl"
+    with open(path) as f:
+        return [Example.from_json(line) for line in f if line.strip()]

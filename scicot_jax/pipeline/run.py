@@ -1,0 +1,291 @@
+"""The pipeline: data -> teacher -> selection -> students -> evaluation, as resumable steps.
+
+Step directories inside the run directory (each finished step has a DONE.json and is skipped
+when the pipeline runs again):
+
+  data/                       train/validation/test.jsonl
+  teacher_<prompt>/           rationale-store run of the teacher (or of an import)
+  scorer_<prompt>/            MoRSD: the student that scores rationale difficulty (RD)
+  select_<method>/            selected.jsonl + decisions.jsonl, summary.json, report.md
+  train_<method>/             checkpoint of a one-stage student (baseline, finetune_cot)
+  stage1_<method>/            Sci-CoT Stage-1 student (question -> rationale)
+  rationales_<method>/        rationale-store run written by the Stage-1 student, all splits
+  stage2_<method>/            Sci-CoT Stage-2 student (question + rationale -> answer)
+  eval_<method>/              predictions_<split>.jsonl and accuracy
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from scicot_jax.data import answers, formats
+from scicot_jax.data.examples import Example
+from scicot_jax.pipeline import data_step, results
+from scicot_jax.pipeline.config import MethodSpec, PipelineConfig
+from scicot_jax.pipeline.steps import StepRunner
+from scicot_jax.selection import SelectionConfig, select, write_report
+
+
+class Student(Protocol):
+    """What the pipeline needs from a student trainer (see ``pipeline.student``)."""
+
+    def train(self, pairs: Sequence[tuple[str, str]], out_dir: Path, *, stage: str) -> dict:
+        """Train on (inputs, targets) texts; returns at least {"checkpoint", "train_tokens"}."""
+
+    def predict(self, checkpoint: str, inputs: Sequence[str], *, stage: str) -> list[str]:
+        """Greedy outputs, one per input."""
+
+    def score(self, checkpoint: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Mean token negative log-likelihood of each target given its input."""
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Pipeline:
+    """One run: ``Pipeline(cfg, student).run()`` -> results dict (also results.json/.md)."""
+
+    def __init__(self, cfg: PipelineConfig, student: Student, card: Any = None,
+                 log: Callable[[str], None] = print, redo: tuple[str, ...] = ()):
+        from scicot_jax.data import cards
+
+        self.cfg = cfg
+        card = card if card is not None else cards.load_card(cfg.task)
+        if cfg.source_overrides:
+            card = replace(card, source={**card.source, **cfg.source_overrides})
+        self.card = card
+        self.student = student
+        self.log = log
+        self.run_dir = Path(cfg.out)
+        self.steps = StepRunner(self.run_dir, log=log, redo=redo)
+        self.specs = cfg.method_specs()
+        self._examples: dict[str, list[Example]] = {}
+
+    # ------------------------------------------------------------------ data and teacher
+    def examples(self, split: str) -> list[Example]:
+        if split not in self._examples:
+            self._examples[split] = data_step.load(self.steps.step_dir("data"), split)
+        return self._examples[split]
+
+    def by_id(self, split: str) -> dict[str, Example]:
+        return {ex.id: ex for ex in self.examples(split)}
+
+    def _data(self) -> dict:
+        c = self.cfg
+        return self.steps.run("data", lambda d: data_step.prepare(
+            self.card, d, data_dir=c.data_dir, limits=c.limits, train_fraction=c.train_fraction,
+            validation_fraction=c.validation_fraction, seed=c.seed),
+            inputs={"task": c.task, "source": c.source_overrides, "limits": c.limits,
+                    "train_fraction": c.train_fraction,
+                    "validation_fraction": c.validation_fraction, "seed": c.seed})
+
+    def _teacher(self, prompt: str, samples: int) -> dict:
+        from scicot_jax.pipeline import teacher_step
+
+        t = self.cfg.teacher
+        return self.steps.run(
+            f"teacher_{prompt}",
+            lambda d: teacher_step.run(t, self.card, prompt, samples, self.examples("train"), d),
+            inputs={"teacher": t.__dict__, "prompt": prompt, "samples": samples,
+                    "train": [ex.id for ex in self.examples("train")]})
+
+    def teacher_records(self, prompt: str) -> list:
+        from scicot_jax.data.store import RationaleStore
+
+        store = RationaleStore.open(self.steps.step_dir(f"teacher_{prompt}") / "store")
+        train = self.by_id("train")
+        return [r for r in store.records() if r.example_id in train]
+
+    # ------------------------------------------------------------------ selection
+    def _scorer(self, prompt: str, degree: int) -> dict:
+        """A student to score RD: the initial checkpoint if given, else a probe Stage-2 student."""
+        def work(d: Path) -> dict:
+            init = self.cfg.student.init_checkpoint
+            if init:
+                return {"checkpoint": init, "probe": False}
+            recs = [r for r in self.teacher_records(prompt)
+                    if r.correct and r.sample_index < degree]
+            train = self.by_id("train")
+            pairs = [formats.stage2(train[r.example_id], r.rationale) for r in recs]
+            out = self.student.train(pairs, d, stage="scorer")
+            return {**out, "probe": True, "train_examples": len(pairs)}
+        return self.steps.run(f"scorer_{prompt}_d{degree}", work,
+                              inputs={"student": self.cfg.student.__dict__, "degree": degree})
+
+    def _select(self, spec: MethodSpec) -> dict:
+        if spec.morsd:
+            sel_cfg = replace(self.cfg.selection, max_degree=spec.degree)
+        else:
+            # Fine-tune-CoT / Sci-CoT as published: every correct sample up to degree D.
+            sel_cfg = SelectionConfig(dedupe=False, use_difficulty=False, max_degree=spec.degree)
+
+        def work(d: Path) -> dict:
+            scorer = None
+            if spec.morsd and sel_cfg.use_difficulty:
+                ckpt = self._scorer(spec.prompt, spec.degree)["checkpoint"]
+                scorer = lambda pairs: self.student.score(ckpt, pairs)
+            sel = select(self.teacher_records(spec.prompt), self.by_id("train"), sel_cfg, scorer)
+            _write_jsonl(d / "selected.jsonl", [r.to_json() for r in sel.kept])
+            write_report(sel, d, title=f"Rationale selection for {spec.label}")
+            return {"kept": len(sel.kept), "summary": sel.summary}
+        return self.steps.run(f"select_{spec.slug}", work, inputs={"selection": sel_cfg.__dict__})
+
+    def selected(self, spec: MethodSpec) -> list[tuple[Example, str]]:
+        train = self.by_id("train")
+        rows = _read_jsonl(self.steps.step_dir(f"select_{spec.slug}") / "selected.jsonl")
+        return [(train[r["example_id"]], r["rationale"]) for r in rows]
+
+    # ------------------------------------------------------------------ students
+    def _train(self, name: str, pairs_fn: Callable[[], list[tuple[str, str]]], stage: str) -> dict:
+        def work(d: Path) -> dict:
+            pairs = pairs_fn()
+            if not pairs:
+                raise ValueError(f"step {name}: no training examples (did the teacher get any "
+                                 "answer right? see the select_* report)")
+            return {**self.student.train(pairs, d, stage=stage), "train_examples": len(pairs)}
+        return self.steps.run(name, work, inputs={"student": self.cfg.student.__dict__,
+                                                  "stage": stage})
+
+    def _student_rationales(self, spec: MethodSpec, ckpt: str) -> dict:
+        """The Stage-1 student writes a rationale for every question of every split."""
+        def work(d: Path) -> dict:
+            from scicot_jax.data.store import RationaleRecord, RationaleStore
+
+            store = RationaleStore.create(d / "store", {"source": f"student:{ckpt}",
+                                                        "prompt_kind": "stage1", "samples": 1})
+            acc = {}
+            for split in ("train", *self.cfg.eval_splits):
+                exs = self.examples(split)
+                outs = self.student.predict(ckpt, [formats.render_question(ex) for ex in exs],
+                                            stage="stage1")
+                n_ok = 0
+                for ex, text in zip(exs, outs):
+                    ans = answers.parse_answer(text, self.card.answer_type, choices=ex.choices)
+                    ok = ans is not None and answers.answers_match(ans, ex.answer,
+                                                                   self.card.answer_type)
+                    n_ok += ok
+                    store.append(RationaleRecord(ex.id, 0, text, ans, ok, f"student:{ckpt}",
+                                                 "stage1", 0.0, split=split))
+                acc[split] = n_ok / max(1, len(exs))
+            return {"rationale_answer_accuracy": acc}
+        return self.steps.run(f"rationales_{spec.slug}", work, inputs={"checkpoint": ckpt})
+
+    def student_rationales(self, spec: MethodSpec) -> dict[tuple[str, str], str]:
+        """(split, example id) -> the Stage-1 student's rationale."""
+        from scicot_jax.data.store import RationaleStore
+
+        store = RationaleStore.open(self.steps.step_dir(f"rationales_{spec.slug}") / "store")
+        return {(r.split, r.example_id): r.rationale for r in store.records()}
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, slug: str, ckpt: str, stage: str,
+                  inputs_fn: Callable[[str, Example], str]) -> dict:
+        def work(d: Path) -> dict:
+            acc = {}
+            for split in self.cfg.eval_splits:
+                exs = self.examples(split)
+                inputs = [inputs_fn(split, ex) for ex in exs]
+                outs = self.student.predict(ckpt, inputs, stage=stage)
+                rows, n_ok = [], 0
+                for ex, inp, out in zip(exs, inputs, outs):
+                    pred = answers.parse_answer(out, self.card.answer_type, choices=ex.choices)
+                    ok = pred is not None and answers.answers_match(pred, ex.answer,
+                                                                    self.card.answer_type)
+                    n_ok += ok
+                    rows.append({"id": ex.id, "inputs": inp, "output": out, "prediction": pred,
+                                 "gold": ex.answer, "correct": ok})
+                _write_jsonl(d / f"predictions_{split}.jsonl", rows)
+                acc[split] = n_ok / max(1, len(exs))
+            return {"accuracy": acc}
+        return self.steps.run(f"eval_{slug}", work, inputs={"checkpoint": ckpt, "stage": stage})
+
+    # ------------------------------------------------------------------ methods
+    def _method(self, spec: MethodSpec) -> dict:
+        before = set(self.steps.timings)
+        entry: dict[str, Any] = {"method": spec.method, "degree": spec.degree,
+                                 "selection": "morsd" if spec.morsd else "none"}
+        train = self.examples("train")
+        if spec.method == "baseline":
+            tr = self._train("train_baseline", lambda: [formats.baseline(ex) for ex in train],
+                             "baseline")
+            ev = self._evaluate("baseline", tr["checkpoint"], "baseline",
+                                lambda split, ex: formats.render_question(ex))
+            entry.update(rationales_used=0, train_examples=tr["train_examples"],
+                         train_tokens=tr.get("train_tokens", 0))
+        else:
+            sel = self._select(spec)
+            entry.update(rationales_used=sel["kept"], selection_summary=sel["summary"])
+            if spec.method == "finetune_cot":
+                tr = self._train(f"train_{spec.slug}", lambda: [
+                    formats.one_stage(ex, r) for ex, r in self.selected(spec)], "one_stage")
+                ev = self._evaluate(spec.slug, tr["checkpoint"], "one_stage",
+                                    lambda split, ex: formats.render_question(ex))
+                entry.update(train_examples=tr["train_examples"],
+                             train_tokens=tr.get("train_tokens", 0))
+            else:
+                s1 = self._train(f"stage1_{spec.slug}", lambda: [
+                    formats.stage1(ex, r) for ex, r in self.selected(spec)], "stage1")
+                rat = self._student_rationales(spec, s1["checkpoint"])
+                written = self.student_rationales(spec)
+                s2 = self._train(f"stage2_{spec.slug}", lambda: [
+                    formats.stage2(ex, written["train", ex.id]) for ex in train], "stage2")
+                ev = self._evaluate(spec.slug, s2["checkpoint"], "stage2",
+                                    lambda split, ex: formats.stage2(ex, written[split, ex.id])[0])
+                entry.update(train_examples=s2["train_examples"],
+                             train_tokens=s1.get("train_tokens", 0) + s2.get("train_tokens", 0),
+                             stage1_rationale_answer_accuracy=rat["rationale_answer_accuracy"])
+        entry["accuracy"] = ev["accuracy"]
+        # Compute time of this method's own steps, as recorded when they ran (so a resumed run
+        # reports the same figure); shared steps (teacher, data) are reported separately.
+        entry["seconds"] = round(sum(v for k, v in self.steps.timings.items() if k not in before), 1)
+        return entry
+
+    def run(self) -> dict:
+        """Run every step not yet finished; write and return results."""
+        t0 = time.time()
+        self.cfg_path = self.run_dir / "config.json"
+        self.cfg.save(self.cfg_path)
+        data = self._data()
+        teacher = {}
+        for prompt in sorted({s.prompt for s in self.specs if s.prompt}):
+            samples = max(s.degree for s in self.specs if s.prompt == prompt)
+            teacher[prompt] = self._teacher(prompt, samples)
+        methods = {}
+        for spec in self.specs:
+            self.log(f"== {spec.label}")
+            methods[spec.label] = self._method(spec)
+            if spec.prompt:
+                methods[spec.label]["teacher_accuracy"] = teacher[spec.prompt].get("accuracy")
+        res = {"task": self.card.name, "run_dir": str(self.run_dir),
+               "config": {"student": self.cfg.student.size, "train_fraction": self.cfg.train_fraction,
+                          "methods": list(self.cfg.methods), "seed": self.cfg.seed},
+               "data": data, "teacher": teacher, "methods": methods,
+               "steps": dict(self.steps.timings), "skipped_steps": list(self.steps.skipped),
+               "wall_seconds": round(time.time() - t0, 1),
+               "teacher_tokens": {k: {"input": v.get("input_tokens", 0),
+                                      "output": v.get("output_tokens", 0)}
+                                  for k, v in teacher.items()}}
+        results.write(self.run_dir, res)
+        return res
+
+
+def run_pipeline(cfg: PipelineConfig, student: Student | None = None, **kw: Any) -> dict:
+    """Build the default in-process student (``pipeline.student``) if none is given and run."""
+    if student is None:
+        from scicot_jax.pipeline.student import T5Student
+
+        student = T5Student(cfg.student, card=kw.get("card"), task=cfg.task)
+    return Pipeline(cfg, student, **kw).run()

@@ -1,0 +1,84 @@
+"""The teacher step: rationales from the oracle, replay or a live teacher, or an import."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scicot_jax.data.examples import Example
+from scicot_jax.pipeline.config import TeacherConfig
+
+STORE = "store"
+
+
+def default_temperature(samples: int) -> float:
+    """Fine-tune-CoT: greedy for one sample, 0.7 for diverse reasoning."""
+    return 0.0 if samples <= 1 else 0.7
+
+
+def summarize_store(store_dir: Path) -> dict:
+    """Counts, teacher accuracy over all samples, and tokens of a rationale-store run."""
+    from scicot_jax.data.store import RationaleStore
+
+    store = RationaleStore.open(store_dir)
+    recs = list(store.records())
+    judged = [r for r in recs if r.correct is not None]
+    sources = sorted({r.source for r in recs})
+    return {
+        "records": len(recs),
+        "questions": len({r.example_id for r in recs}),
+        "correct": sum(1 for r in recs if r.correct),
+        "unparsed": sum(1 for r in recs if r.answer is None),
+        "accuracy": (sum(1 for r in judged if r.correct) / len(judged)) if judged else None,
+        "input_tokens": sum(r.input_tokens for r in recs),
+        "output_tokens": sum(r.output_tokens for r in recs),
+        "source": ", ".join(sources),
+        "store": str(store_dir),
+    }
+
+
+def run(t: TeacherConfig, card: Any, prompt: str, samples: int, examples: Sequence[Example],
+        out_dir: Path) -> dict:
+    """Fill ``<out_dir>/store`` with ``samples`` rationales per example; returns a summary."""
+    store_dir = out_dir / STORE
+    if t.backend == "import":
+        _import(t, card, examples, store_dir)
+        return {**summarize_store(store_dir), "backend": "import", "importer": t.importer}
+    from scicot_jax import teacher
+
+    temperature = default_temperature(samples) if t.temperature is None else t.temperature
+    server = None
+    backend, base_url, model = t.backend, t.base_url, t.model
+    if t.backend == "oracle":
+        server = teacher.start_oracle_server(port=0, error_rate=t.oracle_error_rate)
+        backend, base_url = t.api, server.url
+    elif t.backend == "replay":
+        if not t.replay_path:
+            raise ValueError("teacher backend 'replay' needs replay_path (recorded completions)")
+        server = teacher.start_replay_server(t.replay_path)
+        backend, base_url = "openai", server.url
+    try:
+        run_summary = teacher.run_teacher(
+            list(examples), card=card, backend=backend, model=model, prompt=prompt,
+            samples=samples, temperature=temperature,
+            cache_path=str(t.cache or out_dir / "cache.sqlite"), out_dir=str(store_dir),
+            base_url=base_url, max_requests=t.max_requests)
+    finally:
+        if server is not None:
+            server.close()
+    return {**summarize_store(store_dir), "backend": t.backend, "temperature": temperature,
+            "run": {k: v for k, v in (run_summary or {}).items() if not isinstance(v, dict | list)}}
+
+
+def _import(t: TeacherConfig, card: Any, examples: Sequence[Example], store_dir: Path) -> None:
+    """Recorded rationales -> a store run (see ``scicot_jax.data.importers``)."""
+    from scicot_jax.data import importers
+
+    if not t.importer or not t.import_path:
+        raise ValueError("teacher backend 'import' needs importer and import_path")
+    fn = getattr(importers, f"import_{t.importer}", None)
+    if fn is None:
+        names = sorted(n.removeprefix("import_") for n in dir(importers) if n.startswith("import_"))
+        raise ValueError(f"unknown importer {t.importer!r}; choose from {names}")
+    fn(t.import_path, store_dir)

@@ -1,0 +1,90 @@
+"""Pipeline wiring with a stand-in student and teacher: steps, artifacts, results, resume."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scicot_jax.data import synthetic
+from scicot_jax.data.store import RationaleRecord, RationaleStore
+from scicot_jax.pipeline import run as run_mod
+from scicot_jax.pipeline import teacher_step
+from scicot_jax.pipeline.config import MethodSpec, PipelineConfig, StudentConfig
+
+
+def fake_teacher(t, card, prompt, samples, examples, out_dir):
+    """Writes the synthetic rationales; every 4th question's sample 0 is wrong."""
+    store = RationaleStore.create(out_dir / "store", {"prompt": prompt, "samples": samples})
+    for k, ex in enumerate(examples):
+        for i in range(samples):
+            wrong = k % 4 == 0 and i == 0
+            rat = synthetic.write_rationale("mc_reasoning", ex, variant=i)
+            store.append(RationaleRecord(ex.id, i, rat, "Z" if wrong else ex.answer, not wrong,
+                                         "teacher:fake", prompt, 0.7, 10, 20))
+    return teacher_step.summarize_store(out_dir / "store")
+
+
+class FakeStudent:
+    """Memorises its training pairs; unseen inputs get a fixed answer."""
+
+    def __init__(self):
+        self.calls = []
+
+    def train(self, pairs, out_dir, *, stage):
+        self.calls.append(("train", stage, len(pairs)))
+        (Path(out_dir) / "pairs.json").write_text(json.dumps(pairs))
+        return {"checkpoint": str(out_dir), "train_tokens": 7 * len(pairs)}
+
+    def predict(self, checkpoint, inputs, *, stage):
+        self.calls.append(("predict", stage, len(inputs)))
+        memory = dict(map(tuple, json.loads((Path(checkpoint) / "pairs.json").read_text())))
+        return [memory.get(x, "Therefore, the answer is A.") for x in inputs]
+
+    def score(self, checkpoint, pairs):
+        self.calls.append(("score", "", len(pairs)))
+        return [float(len(i) % 7) for i, _ in pairs]
+
+
+def test_method_spec_parsing():
+    assert MethodSpec.parse("finetune_cot+morsd:4") == MethodSpec("finetune_cot", 4, True)
+    assert MethodSpec.parse("scicot").label == "scicot:1"
+    assert MethodSpec.parse("scicot+morsd:2").slug == "scicot-morsd_d2"
+    for bad in ("cot", "baseline:2", "scicot:0", "scicot+x:1", "scicot:two"):
+        with pytest.raises(ValueError):
+            MethodSpec.parse(bad)
+
+
+def test_flow_results_and_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr(teacher_step, "run", fake_teacher)
+    cfg = PipelineConfig(task="synthetic_mc", out=str(tmp_path / "run"),
+                         methods=("baseline", "finetune_cot:1", "finetune_cot:2",
+                                  "scicot+morsd:2"),
+                         limits={"train": 12, "validation": 5, "test": 6},
+                         student=StudentConfig(steps=1))
+    student = FakeStudent()
+    res = run_mod.Pipeline(cfg, student, log=lambda s: None).run()
+    m = res["methods"]
+    assert set(m) == {"baseline", "finetune_cot:1", "finetune_cot:2", "scicot+morsd:2"}
+    assert m["finetune_cot:1"]["rationales_used"] == 9  # 12 questions, 3 wrong sample-0s
+    assert m["finetune_cot:2"]["rationales_used"] == 21
+    assert m["finetune_cot:1"]["teacher_accuracy"] == pytest.approx(21 / 24)
+    sel = m["scicot+morsd:2"]
+    assert sel["selection"] == "morsd" and sel["rationales_used"] == 12  # 1 per question
+    assert sel["selection_summary"]["scored"] is True
+    assert sel["train_examples"] == 12  # Stage 2: every train question
+    assert set(sel["stage1_rationale_answer_accuracy"]) == {"train", "validation", "test"}
+    for v in m.values():
+        assert set(v["accuracy"]) == {"validation", "test"}
+    run = Path(cfg.out)
+    assert (run / "results.md").read_text().count("\n| ") == 5
+    assert (run / "select_scicot-morsd_d2" / "report.md").exists()
+    preds = (run / "eval_finetune_cot_d1" / "predictions_test.jsonl").read_text().splitlines()
+    assert len(preds) == 6 and {"id", "output", "prediction", "gold", "correct"} <= set(
+        json.loads(preds[0]))
+    n_calls = len(student.calls)
+    assert ("score", "", 21) in student.calls  # MoRSD scored every correct rationale, D = 2
+
+    again = run_mod.Pipeline(cfg, student, log=lambda s: None).run()
+    assert len(student.calls) == n_calls  # every step skipped
+    assert again["methods"]["scicot+morsd:2"]["accuracy"] == sel["accuracy"]
+    assert set(again["skipped_steps"]) == set(again["steps"])
