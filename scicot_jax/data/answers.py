@@ -6,7 +6,8 @@ Two modes:
   otherwise the last candidate in the text.
 - compat=<Fine-tune-CoT task key>: reproduces the evaluator of "Large Language Models Are
   Reasoning Teachers" on a step-2 completion: the first candidate of the task's answer format
-  (if "-->" or ANSWER_TRIGGER is present, the first candidate after it).
+  in the text (for a student's one-stage output, the first candidate after "-->"). Its
+  quirks are kept on purpose, e.g. letters are any capital A-E in the text.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ _YES_NO_SPLIT_RE = re.compile(r"[\"'\n.\s:,]")
 _LAST_LETTER_STRIP_RE = re.compile(r"[\"'\n.\s]")
 
 
-def _after_marker(text: str, *, last: bool) -> tuple[str, bool]:
+def _after_marker(
+    text: str, *, last: bool, markers: tuple[str, ...] = _MARKERS
+) -> tuple[str, bool]:
     """Text after the answer marker (and whether one was found)."""
     best = -1
-    for marker in _MARKERS:
+    for marker in markers:
         pos = text.rfind(marker) if last else text.find(marker)
         if pos != -1 and (best == -1 or (pos > best if last else pos < best)):
             best, found = pos, marker
@@ -120,7 +123,8 @@ def parse_answer(
     if text is None:
         return None
     if compat is not None:
-        body, _ = _after_marker(text, last=False)
+        # The step-2 completion follows the trigger already; only "-->" marks an answer.
+        body, _ = _after_marker(text, last=False, markers=("-->",))
         cands = _compat_candidates(body, compat)
         if not cands:
             return None

@@ -102,7 +102,9 @@ def parse_card(raw: dict, path: str | Path) -> TaskCard:
         from scicot_jax.data.synthetic import SYNTHETIC_TASKS
 
         if source["task"] not in SYNTHETIC_TASKS:
-            raise _fail(path, "source.task", f"{source['task']!r} is not one of {sorted(SYNTHETIC_TASKS)}")
+            raise _fail(
+                path, "source.task", f"{source['task']!r} is not one of {sorted(SYNTHETIC_TASKS)}"
+            )
         for key in ("difficulty", "seed"):
             if key in source:
                 _require(source, key, int, path, "source.")

@@ -34,15 +34,23 @@ class SourceError(ValueError):
 
 
 def read_examples(
-    card: TaskCard | str, split: str, *, data_dir: str | Path | None = None, limit: int | None = None
+    card: TaskCard | str,
+    split: str,
+    *,
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
 ) -> Iterator[Example]:
     """Examples of `split` (one of the card's splits); `data_dir` overrides the card's."""
     card = load_card(card)
     if split not in card.splits:
-        raise SourceError(f"{card.path}: card {card.name!r} has no split {split!r}; it has {card.split_names}")
+        raise SourceError(
+            f"{card.path}: card {card.name!r} has no split {split!r}; it has {card.split_names}"
+        )
     m = _SLICE_RE.match(card.splits[split])
     if not m:
-        raise SourceError(f"{card.path}: field 'splits.{split}': bad split spec {card.splits[split]!r}")
+        raise SourceError(
+            f"{card.path}: field 'splits.{split}': bad split spec {card.splits[split]!r}"
+        )
     src_split, start, stop = m.groups()
     reader = _READERS[card.source["type"]]
     examples = reader(card, src_split, data_dir)
@@ -206,7 +214,9 @@ def _map_record(card: TaskCard, record: Any, where: str, default_id: str) -> Exa
             raise SourceError(f"{where}: {e}") from None
     elif card.answer_type == "number":
         if normalize_number(answer) is None:
-            raise SourceError(f"{where}: fields.answer ({fields['answer']!r}) is not a number: {answer!r}")
+            raise SourceError(
+                f"{where}: fields.answer ({fields['answer']!r}) is not a number: {answer!r}"
+            )
     meta = {}
     for key in fields:
         if key not in ("id", "question", "answer", "choices", "answer_format"):
@@ -229,7 +239,13 @@ def _read_synthetic(card: TaskCard, src_split: str, data_dir: Any) -> Iterator[E
 def _read_table(card: TaskCard, src_split: str, data_dir: Any) -> Iterator[Example]:
     path = _split_file(card, "files", src_split, data_dir)
     kind = card.source["type"]
-    rows = iter_jsonl(path) if kind == "jsonl" else iter_csv(path) if kind == "csv" else iter_json_array(path)
+    rows = (
+        iter_jsonl(path)
+        if kind == "jsonl"
+        else iter_csv(path)
+        if kind == "csv"
+        else iter_json_array(path)
+    )
     for i, (lineno, record) in enumerate(rows):
         yield _map_record(card, record, f"{path}:{lineno}", f"{card.name}-{src_split}-{i}")
 
@@ -266,7 +282,9 @@ def _read_tfds(card: TaskCard, src_split: str, data_dir: Any) -> Iterator[Exampl
     try:
         ds = tfds.load(name, split=src_split, data_dir=str(root), download=False)
     except Exception as e:  # tfds raises assorted types for missing versions/splits
-        raise SourceError(f"{card.path}: cannot read TFDS {name!r} split {src_split!r} from {root}: {e}") from e
+        raise SourceError(
+            f"{card.path}: cannot read TFDS {name!r} split {src_split!r} from {root}: {e}"
+        ) from e
 
     def text(x: Any) -> str:
         return x.decode("utf-8") if isinstance(x, bytes) else str(x)
@@ -275,7 +293,9 @@ def _read_tfds(card: TaskCard, src_split: str, data_dir: Any) -> Iterator[Exampl
         where = f"{root}/{name}[{src_split}][{i}]"
         try:
             ch = rec["choices"]
-            choices = parse_choices({"label": [text(x) for x in ch["label"]], "text": [text(x) for x in ch["text"]]})
+            choices = parse_choices(
+                {"label": [text(x) for x in ch["label"]], "text": [text(x) for x in ch["text"]]}
+            )
             answer = mc_answer_label(text(rec["answerKey"]), choices, "label")
         except (KeyError, ValueError) as e:
             raise SourceError(f"{where}: {e}") from None
@@ -319,7 +339,10 @@ def _read_finetune_cot(card: TaskCard, src_split: str, data_dir: Any) -> Iterato
         raise SourceError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
     data = raw.get("data") if isinstance(raw, dict) else raw
     if isinstance(data, list):
-        samples = {int(r.get("sample_index", i)) if isinstance(r, dict) else i: r for i, r in enumerate(data)}
+        samples = {
+            int(r.get("sample_index", i)) if isinstance(r, dict) else i: r
+            for i, r in enumerate(data)
+        }
     elif isinstance(data, dict):
         try:
             samples = {int(k): v for k, v in data.items()}
@@ -338,7 +361,9 @@ def _read_finetune_cot(card: TaskCard, src_split: str, data_dir: Any) -> Iterato
     elif src_split == "all":
         indices = sorted(samples)
     else:
-        raise SourceError(f"{card.path}: field 'source.split_file' missing (needed for split {src_split!r})")
+        raise SourceError(
+            f"{card.path}: field 'source.split_file' missing (needed for split {src_split!r})"
+        )
     data_pos = text.find('"data"')
     for idx in indices:
         if idx not in samples:
@@ -346,12 +371,21 @@ def _read_finetune_cot(card: TaskCard, src_split: str, data_dir: Any) -> Iterato
         rec = samples[idx]
         rec = rec[0] if isinstance(rec, list) and rec else rec
         if not isinstance(rec, dict) or "question" not in rec or "answer" not in rec:
-            raise SourceError(f"{path}:{_sample_line(text, data, idx, data_pos)}: sample {idx} needs 'question' and 'answer'")
+            raise SourceError(
+                f"{path}:{_sample_line(text, data, idx, data_pos)}: sample {idx} needs 'question' and 'answer'"
+            )
         meta = {"sample_index": idx}
-        yield Example(f"{card.name}-{idx}", str(rec["question"]).strip(), str(rec["answer"]).strip(), (), meta)
+        yield Example(
+            f"{card.name}-{idx}", str(rec["question"]).strip(), str(rec["answer"]).strip(), (), meta
+        )
 
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+}
 
 
 def eval_equation(equation: str) -> float:
@@ -385,7 +419,9 @@ def _read_dsbs(card: TaskCard, src_split: str, data_dir: Any) -> Iterator[Exampl
                 value = eval_equation(rec["label"])
                 question = " ".join(rec["input"].split())
                 meta = {"equation": rec["label"], "index": i}
-                yield Example(f"{card.name}-{src_split}-{i}", question, normalize_number(value), (), meta)
+                yield Example(
+                    f"{card.name}-{src_split}-{i}", question, normalize_number(value), (), meta
+                )
         except KeyError as e:
             raise SourceError(f"{where}: record lacks field {e.args[0]!r}") from None
         except (ValueError, SyntaxError, ZeroDivisionError, TypeError, AttributeError) as e:

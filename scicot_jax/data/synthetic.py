@@ -69,7 +69,10 @@ _COIN_Q_END = 'Is the coin still heads up? Note that "flip" here means "reverse"
 def _make_coin_flip(rng: random.Random, difficulty: int) -> Example:
     names = rng.sample(_NAMES, difficulty)
     flips = [rng.random() < 0.5 for _ in names]
-    acts = [f"{n} flips the coin." if f else f"{n} does not flip the coin." for n, f in zip(names, flips)]
+    acts = [
+        f"{n} flips the coin." if f else f"{n} does not flip the coin."
+        for n, f in zip(names, flips)
+    ]
     question = " ".join(["A coin is heads up.", *acts, _COIN_Q_END])
     return Example("", question, "no" if sum(flips) % 2 else "yes")
 
@@ -120,7 +123,9 @@ def _make_last_letter(rng: random.Random, difficulty: int) -> Example:
 
 
 def _solve_last_letter(question: str) -> list[str]:
-    m = re.fullmatch(r'Take the last letters of the words in "([^"]+)" and concatenate them\.', question)
+    m = re.fullmatch(
+        r'Take the last letters of the words in "([^"]+)" and concatenate them\.', question
+    )
     if not m:
         raise ValueError(f"not a last_letter question: {question!r}")
     return m.group(1).split()
@@ -150,7 +155,9 @@ def _make_arithmetic(rng: random.Random, difficulty: int) -> Example:
     value = rng.randint(5, 30)
     sents = [f"{name} has {value} {obj}."]
     for _ in range(difficulty):
-        kinds = [k for k, ok in (("add", value <= 90), ("sub", value >= 2), ("group", value <= 75)) if ok]
+        kinds = [
+            k for k, ok in (("add", value <= 90), ("sub", value >= 2), ("group", value <= 75)) if ok
+        ]
         kind = rng.choice(kinds)
         if kind == "add":
             k = rng.randint(1, min(20, 99 - value))
@@ -160,7 +167,11 @@ def _make_arithmetic(rng: random.Random, difficulty: int) -> Example:
         elif kind == "sub":
             k = rng.randint(1, min(20, value))
             tail = rng.choice(("to a friend", ""))
-            sents.append(f"Then {name} gives {k} {obj} to a friend." if tail else f"Then {name} loses {k} {obj}.")
+            sents.append(
+                f"Then {name} gives {k} {obj} to a friend."
+                if tail
+                else f"Then {name} loses {k} {obj}."
+            )
             value -= k
         else:
             a = rng.randint(2, 5)
@@ -177,7 +188,11 @@ _ARITH_STEPS = (
     (re.compile(r"Then (\w+) finds (\d+) more (\w+)\."), "add", "finds {k} more"),
     (re.compile(r"Then (\w+) gives (\d+) (\w+) to a friend\."), "sub", "gives away {k}"),
     (re.compile(r"Then (\w+) loses (\d+) (\w+)\."), "sub", "loses {k}"),
-    (re.compile(r"Then (\w+) buys (\d+) bags with (\d+) (\w+) in each bag\."), "group", "buys {a} bags of {b}"),
+    (
+        re.compile(r"Then (\w+) buys (\d+) bags with (\d+) (\w+) in each bag\."),
+        "group",
+        "buys {a} bags of {b}",
+    ),
 )
 
 
@@ -205,7 +220,11 @@ def _solve_arithmetic(question: str) -> tuple[str, int, str, list[tuple]]:
 def _rationale_arithmetic(prog: tuple, ex: Example, variant: int) -> str:
     name, value, obj, steps = prog
     out = [
-        (f"{name} starts with {value} {obj}.", f"At first {name} has {value} {obj}.", f"Start: {value}.")[variant]
+        (
+            f"{name} starts with {value} {obj}.",
+            f"At first {name} has {value} {obj}.",
+            f"Start: {value}.",
+        )[variant]
     ]
     for kind, k, phrase, ab in steps:
         op = "-" if kind == "sub" else "+"
@@ -217,7 +236,13 @@ def _rationale_arithmetic(prog: tuple, ex: Example, variant: int) -> str:
             calc = f"{value} {op} {k} = {new}."
         out.append((f"{name} {phrase}: {calc}", f"After that, {calc}", f"Then {calc}")[variant])
         value = new
-    out.append((f"{name} has {value} {obj} now.", f"So {name} ends with {value} {obj}.", f"Result: {value}.")[variant])
+    out.append(
+        (
+            f"{name} has {value} {obj} now.",
+            f"So {name} ends with {value} {obj}.",
+            f"Result: {value}.",
+        )[variant]
+    )
     out.append(_answer_line(str(value)))
     return " ".join(out), str(value)
 
@@ -270,7 +295,9 @@ def _make_mc(rng: random.Random, difficulty: int) -> Example:
     return Example("", question, labels[nums.index(value)], choices)
 
 
-_MC_RE = re.compile(r"(\w+) has (\d+) (\w+)\. (?:He|She|They) (.+)\. How many (\w+) does (\w+) have now\?")
+_MC_RE = re.compile(
+    r"(\w+) has (\d+) (\w+)\. (?:He|She|They) (.+)\. How many (\w+) does (\w+) have now\?"
+)
 
 
 def _solve_mc(question: str) -> tuple[str, int, str, list[tuple[str, int]]]:
@@ -288,7 +315,11 @@ def _solve_mc(question: str) -> tuple[str, int, str, list[tuple[str, int]]]:
 
 def _rationale_mc(prog: tuple, ex: Example, variant: int) -> str:
     name, value, obj, ops = prog
-    out = [(f"{name} starts with {value}.", f"At first {name} has {value} {obj}.", f"Start: {value}.")[variant]]
+    out = [
+        (f"{name} starts with {value}.", f"At first {name} has {value} {obj}.", f"Start: {value}.")[
+            variant
+        ]
+    ]
     for verb, k in ops:
         new = value + k
         calc = f"{value} {'+' if k > 0 else '-'} {abs(k)} = {new}."
@@ -322,7 +353,9 @@ SYNTHETIC_TASKS: dict[str, SyntheticTask] = {
 
 def _task(task: str) -> SyntheticTask:
     if task not in SYNTHETIC_TASKS:
-        raise ValueError(f"unknown synthetic task {task!r}; expected one of {sorted(SYNTHETIC_TASKS)}")
+        raise ValueError(
+            f"unknown synthetic task {task!r}; expected one of {sorted(SYNTHETIC_TASKS)}"
+        )
     return SYNTHETIC_TASKS[task]
 
 
@@ -346,7 +379,9 @@ def generate(
     while len(out) < n:
         tries += 1
         if tries > 200 * n + 1000:
-            raise ValueError(f"{task}: cannot draw {n} distinct {split} questions at difficulty {difficulty}")
+            raise ValueError(
+                f"{task}: cannot draw {n} distinct {split} questions at difficulty {difficulty}"
+            )
         ex = spec.make(rng, difficulty)
         if ex.question in seen or _bucket(ex.question) not in _SPLIT_BUCKETS[split]:
             continue
