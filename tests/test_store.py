@@ -136,3 +136,9 @@ def test_examples_roundtrip_plain_dicts(tmp_path):
     assert store.examples() == []
     n = store.write_examples([{"id": "a", "question": "q?", "answer": "1"}])
     assert n == 1 and (tmp_path / "examples.jsonl").read_text().count("\n") == 1
+
+
+def test_unknown_temperature_allowed(tmp_path):
+    store = RationaleStore.create(tmp_path, {})
+    store.append(rec("a", temperature=None))
+    assert next(RationaleStore.open(tmp_path).records()).temperature is None

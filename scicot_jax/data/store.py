@@ -48,7 +48,7 @@ class RationaleRecord:
     correct: bool | None
     source: str  # "teacher:<model>" | "student:<checkpoint>" | "import:<dataset>"
     prompt_kind: str
-    temperature: float
+    temperature: float | None  # None: not recorded (some imported releases)
     input_tokens: int = 0
     output_tokens: int = 0
     split: str = "train"
@@ -89,7 +89,8 @@ class RationaleRecord:
             kwargs[name] = value
         if kwargs["sample_index"] < 0:
             raise StoreError(f"{where}: field 'sample_index': must be >= 0")
-        kwargs["temperature"] = float(kwargs["temperature"])
+        if kwargs["temperature"] is not None:
+            kwargs["temperature"] = float(kwargs["temperature"])
         return cls(**kwargs)
 
 
@@ -101,7 +102,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
     "correct": ((bool, type(None)), True),
     "source": ((str,), True),
     "prompt_kind": ((str,), True),
-    "temperature": ((int, float), True),
+    "temperature": ((int, float, type(None)), True),
     "input_tokens": ((int,), False),
     "output_tokens": ((int,), False),
     "split": ((str,), False),
