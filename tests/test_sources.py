@@ -225,3 +225,30 @@ def test_synthetic_source():
     examples = list(read_examples("synthetic_mc", "validation", limit=5))
     assert len(examples) == 5 and all(len(e.choices) == 4 for e in examples)
     assert examples == list(read_examples("synthetic_mc", "validation", limit=5))
+
+
+def test_tfds_reader_on_a_mocked_prepared_dataset(tmp_path):
+    """The TFDS path end to end, with tfds' own mock standing in for prepared files (~10 s: TF)."""
+    tf = pytest.importorskip("tensorflow")
+    tfds = pytest.importorskip("tensorflow_datasets")
+    (tmp_path / "ai2_arc").mkdir()
+    records = {
+        "id": ["x1", "x2"],
+        "question": ["Which is hot? ", "Which is cold?"],
+        "answerKey": ["B", "3"],
+        "choices": {
+            "text": tf.constant([["ice", "fire", "snow"], ["sun", "lava", "ice"]]),
+            "label": tf.constant([["A", "B", "C"], ["1", "2", "3"]]),
+        },
+    }
+
+    def as_dataset_fn(self, split, **kwargs):
+        assert split == "validation"
+        return tf.data.Dataset.from_tensor_slices(records)
+
+    with tfds.testing.mock_data(
+        as_dataset_fn=as_dataset_fn, policy=tfds.testing.MockPolicy.USE_CODE
+    ):
+        a, b = read_examples("arc_easy_tfds", "validation", data_dir=tmp_path)
+    assert (a.id, a.question, a.answer, a.choice_text("B")) == ("x1", "Which is hot?", "B", "fire")
+    assert b.labels == ("A", "B", "C") and b.answer == "C"
