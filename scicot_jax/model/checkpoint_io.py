@@ -1,0 +1,74 @@
+"""Parameters-only orbax checkpoints: `<dir>/params` (orbax pytree) + `<dir>/config.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from scicot_jax.model.config import T5Config
+
+Params = dict[str, Any]
+PARAMS_DIR = "params"
+CONFIG_FILE = "config.json"
+
+
+def save_params(path: str | Path, params: Params, config: T5Config, *, force: bool = False) -> Path:
+    """Write params with orbax StandardCheckpointer and config.json beside them; returns path."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(path).absolute()
+    target = directory / PARAMS_DIR
+    if target.exists() and not force:
+        raise FileExistsError(f"{target}: already exists (pass force=True to overwrite)")
+    directory.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(target, params, force=force)
+    # Written last, atomically: a directory with config.json holds a complete checkpoint.
+    tmp = directory / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, directory / CONFIG_FILE)
+    return directory
+
+
+def read_config(path: str | Path) -> T5Config:
+    """The T5Config stored in `<path>/config.json`."""
+    file = Path(path) / CONFIG_FILE
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: missing (not a checkpoint written by save_params)")
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}:{e.lineno}: invalid JSON ({e.msg})") from e
+    try:
+        return T5Config.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{file}: not a T5Config ({e})") from e
+
+
+def load_params(path: str | Path, *, shardings: Any = None) -> tuple[T5Config, Params]:
+    """(config, params) from a save_params directory.
+
+    `shardings` (a pytree of jax.sharding.Sharding matching params, or one Sharding for all)
+    restores straight onto a mesh; by default every array lands on the first local device.
+    """
+    import orbax.checkpoint as ocp
+
+    directory = Path(path).absolute()
+    config = read_config(directory)
+    target = directory / PARAMS_DIR
+    if not target.is_dir():
+        raise FileNotFoundError(f"{target}: missing orbax params directory")
+    with ocp.StandardCheckpointer() as checkpointer:
+        tree = checkpointer.metadata(target).item_metadata.tree
+        if shardings is None or isinstance(shardings, jax.sharding.Sharding):
+            one = shardings or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            shardings = jax.tree.map(lambda _: one, tree)
+        abstract = jax.tree.map(
+            lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s), tree, shardings
+        )
+        params = checkpointer.restore(target, abstract)
+    return config, params

@@ -1,0 +1,63 @@
+"""Orbax params checkpoints and the HF <-> orbax conversion CLI."""
+
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from scicot_jax.model import checkpoint_io
+from scicot_jax.model.config import T5Config
+from scicot_jax.model.hf import flatten
+from scicot_jax.model.t5 import param_shapes
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import convert_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = T5Config.preset("tiny", dtype="float32")
+    rng = np.random.default_rng(0)
+    # Random values of the real shapes; no need to compile the model's init here.
+    return config, jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), param_shapes(config))
+
+
+def _assert_same(a, b):
+    for (path, x), (_, y) in zip(flatten(a), flatten(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg="/".join(path))
+
+
+def test_save_load_roundtrip(tiny, tmp_path):
+    config, params = tiny
+    checkpoint_io.save_params(tmp_path / "ckpt", params, config)
+    loaded_config, loaded = checkpoint_io.load_params(tmp_path / "ckpt")
+    assert loaded_config == config
+    _assert_same(params, loaded)
+    assert all(isinstance(x, jax.Array) for _, x in flatten(loaded))
+    with pytest.raises(FileExistsError, match="params"):
+        checkpoint_io.save_params(tmp_path / "ckpt", params, config)
+    checkpoint_io.save_params(tmp_path / "ckpt", params, config, force=True)
+
+
+def test_load_errors_name_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "config.json")):
+        checkpoint_io.load_params(tmp_path)
+    (tmp_path / "config.json").write_text('{"d_model": 8,\n oops}')
+    with pytest.raises(ValueError, match=r"config.json:2"):
+        checkpoint_io.load_params(tmp_path)
+
+
+def test_cli_hf_roundtrip(tiny, tmp_path, capsys):
+    pytest.importorskip("transformers")
+    config, params = tiny
+    checkpoint_io.save_params(tmp_path / "a", params, config)
+    assert convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "a"), str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "model.safetensors").exists()
+    assert convert_checkpoint.main(["hf-to-orbax", str(tmp_path / "hf"), str(tmp_path / "b")]) == 0
+    back_config, back = checkpoint_io.load_params(tmp_path / "b")
+    _assert_same(params, back)
+    assert back_config.d_model == config.d_model
+    assert convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "nope"), str(tmp_path / "x")]) == 1
+    assert "nope" in capsys.readouterr().err
