@@ -141,3 +141,18 @@ def test_register_all_finds_runs_and_skips_broken(tmp_path, card_path, tiny_voca
         names = T.register_all(tmp_path / "root", vocabulary=tiny_vocab)
     assert "scicot:tiny_mc:stage1:teacher1_d1" in names
     assert any("nocard" in str(w.message) for w in caught)
+
+
+def test_imported_real_run_degrees(shared_data, tmp_path, tiny_vocab):
+    from scicot_jax.data import importers
+
+    run = importers.svamp_multi_cot()
+    importers.write_run(run, tmp_path / "mcot")
+    names = T.register_run_dir(tmp_path / "mcot", vocabulary=tiny_vocab, methods=["one_stage"])
+    assert "scicot:svamp_multi_cot:one_stage:mcot_d8" in names
+    ok0 = sum(r.correct for r in run.records if r.sample_index == 0)
+    ok4 = sum(r.correct for r in run.records if r.sample_index < 4)
+    lengths = {"inputs": 512, "targets": 512}
+    assert _count("scicot:svamp_multi_cot:one_stage:mcot_d1", "train", lengths) == ok0
+    assert _count("scicot:svamp_multi_cot:one_stage:mcot_d4", "train", lengths) == ok4
+    assert _count("scicot:svamp_multi_cot:one_stage:mcot", "test", lengths) == 150
