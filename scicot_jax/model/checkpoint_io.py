@@ -55,20 +55,30 @@ def load_params(path: str | Path, *, shardings: Any = None) -> tuple[T5Config, P
     `shardings` (a pytree of jax.sharding.Sharding matching params, or one Sharding for all)
     restores straight onto a mesh; by default every array lands on the first local device.
     """
-    import orbax.checkpoint as ocp
-
     directory = Path(path).absolute()
     config = read_config(directory)
     target = directory / PARAMS_DIR
     if not target.is_dir():
         raise FileNotFoundError(f"{target}: missing orbax params directory")
+    return config, restore_tree(target, shardings=shardings)
+
+
+def restore_tree(directory: str | Path, *, shardings: Any = None) -> Any:
+    """A pytree saved by orbax StandardSave (ours or a trainer step's `params`), re-placed.
+
+    Restoring against the stored shapes with explicit shardings works whatever device layout
+    the tree was saved from.
+    """
+    import orbax.checkpoint as ocp
+
+    target = Path(directory).absolute()
     with ocp.StandardCheckpointer() as checkpointer:
-        tree = checkpointer.metadata(target).item_metadata.tree
+        meta = checkpointer.metadata(target)
+        tree = getattr(getattr(meta, "item_metadata", meta), "tree", meta)
         if shardings is None or isinstance(shardings, jax.sharding.Sharding):
             one = shardings or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             shardings = jax.tree.map(lambda _: one, tree)
         abstract = jax.tree.map(
             lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s), tree, shardings
         )
-        params = checkpointer.restore(target, abstract)
-    return config, params
+        return checkpointer.restore(target, abstract)
