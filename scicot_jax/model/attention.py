@@ -1,0 +1,149 @@
+"""Multi-head attention for T5: XLA einsum or jax.nn.dot_product_attention, with decode caches."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from scicot_jax.model.config import T5Config
+from scicot_jax.model.layers import ATTENTION_KERNEL_INIT, Dense, constrain
+
+# Finite so that fully masked rows (padding queries) give a uniform softmax instead of NaN.
+MASK_VALUE = -1e10
+
+
+def make_attention_mask(query_ok_BxQ: jax.Array, key_ok_BxK: jax.Array) -> jax.Array:
+    """Boolean mask [B, 1, Q, K] from per-position validity of queries and keys."""
+    return query_ok_BxQ[:, None, :, None] & key_ok_BxK[:, None, None, :]
+
+
+def make_segment_mask(query_seg_BxQ: jax.Array, key_seg_BxK: jax.Array) -> jax.Array:
+    """Boolean mask [B, 1, Q, K] that is true where query and key share a packed segment."""
+    return query_seg_BxQ[:, None, :, None] == key_seg_BxK[:, None, None, :]
+
+
+def xla_attention(
+    q_BxQxHxD: jax.Array,
+    k_BxKxHxD: jax.Array,
+    v_BxKxHxD: jax.Array,
+    bias: jax.Array | None,
+    mask: jax.Array,
+    dropout: nn.Dropout | None = None,
+    deterministic: bool = True,
+) -> jax.Array:
+    """Einsum attention without 1/sqrt(d) scaling; logits and softmax in fp32."""
+    logits_BxHxQxK = jnp.einsum(
+        "bqhd,bkhd->bhqk", q_BxQxHxD, k_BxKxHxD, preferred_element_type=jnp.float32
+    )
+    if bias is not None:
+        logits_BxHxQxK = logits_BxHxQxK + bias
+    logits_BxHxQxK = jnp.where(mask, logits_BxHxQxK, MASK_VALUE)
+    probs = jax.nn.softmax(logits_BxHxQxK, axis=-1).astype(v_BxKxHxD.dtype)
+    if dropout is not None:
+        probs = dropout(probs, deterministic=deterministic)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v_BxKxHxD)
+
+
+def fused_attention(
+    q_BxQxHxD: jax.Array,
+    k_BxKxHxD: jax.Array,
+    v_BxKxHxD: jax.Array,
+    bias: jax.Array | None,
+    mask: jax.Array,
+    allow_cudnn: bool = True,
+) -> jax.Array:
+    """jax.nn.dot_product_attention; relative bias as `bias`, mask as `mask`, scale 1.
+
+    On GPU with half-precision activations it asks for the cuDNN kernel; elsewhere jax's
+    own XLA implementation runs (jax picks XLA when `implementation` is None).
+    """
+    half = q_BxQxHxD.dtype in (jnp.bfloat16, jnp.float16)
+    impl = "cudnn" if allow_cudnn and half and jax.default_backend() == "gpu" else None
+    if bias is not None:
+        bias = bias.astype(q_BxQxHxD.dtype)
+    return jax.nn.dot_product_attention(
+        q_BxQxHxD, k_BxKxHxD, v_BxKxHxD, bias=bias, mask=mask, scale=1.0, implementation=impl
+    )
+
+
+class MultiHeadAttention(nn.Module):
+    """T5 attention block (`query`, `key`, `value`, `out`) with optional decode-time caches.
+
+    In decode mode a self-attention block keeps `cached_key`/`cached_value` [B, max_len, H, D]
+    and writes the current step at `decode_index`; a cross-attention block projects the encoder
+    output once, on the first call, and reads the cached keys and values on every later step.
+    """
+
+    config: T5Config
+    is_cross: bool = False
+    decode: bool = False
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs_q: jax.Array,
+        inputs_kv: jax.Array,
+        bias: jax.Array,
+        mask: jax.Array,
+        decode_index: jax.Array | None = None,
+        max_decode_length: int | None = None,
+    ) -> jax.Array:
+        cfg = self.config
+        heads, d_kv = cfg.num_heads, cfg.d_kv
+        # T5 folds the 1/sqrt(d_kv) logit scale into the query initialisation.
+        query_init = lambda *a: ATTENTION_KERNEL_INIT(*a) / jnp.sqrt(d_kv).astype(a[-1])
+        proj = lambda name, init: Dense(heads * d_kv, ("embed", "joined_kv"), init, cfg, name=name)
+
+        def split_heads(x: jax.Array) -> jax.Array:
+            return constrain(
+                x.reshape(x.shape[:-1] + (heads, d_kv)), ("batch", "length", "heads", "kv")
+            )
+
+        q = split_heads(proj("query", query_init)(inputs_q))
+        if self.decode and self.is_cross:
+            if self.has_variable("cache", "cached_key"):
+                k = self.get_variable("cache", "cached_key")
+                v = self.get_variable("cache", "cached_value")
+            else:  # first decode call: project the encoder output once per sequence
+                k = split_heads(proj("key", ATTENTION_KERNEL_INIT)(inputs_kv))
+                v = split_heads(proj("value", ATTENTION_KERNEL_INIT)(inputs_kv))
+                self.put_variable("cache", "cached_key", k)
+                self.put_variable("cache", "cached_value", v)
+        else:
+            k = split_heads(proj("key", ATTENTION_KERNEL_INIT)(inputs_kv))
+            v = split_heads(proj("value", ATTENTION_KERNEL_INIT)(inputs_kv))
+        if self.decode and not self.is_cross:
+            k, v = self._update_cache(k, v, decode_index, max_decode_length)
+
+        if cfg.attention_impl == "dot_product":
+            # jax.nn.dot_product_attention has no probability dropout; residual dropout still applies.
+            out = fused_attention(q, k, v, bias, mask, allow_cudnn=not self.decode)
+        else:
+            drop = nn.Dropout(cfg.dropout_rate) if cfg.dropout_rate > 0 else None
+            out = xla_attention(q, k, v, bias, mask, drop, self.deterministic)
+        out = out.reshape(out.shape[:-2] + (heads * d_kv,))
+        return Dense(cfg.d_model, ("joined_kv", "embed"), ATTENTION_KERNEL_INIT, cfg, name="out")(
+            out
+        )
+
+    def _update_cache(
+        self, k_Bx1xHxD: jax.Array, v_Bx1xHxD: jax.Array, index: jax.Array, max_len: int | None
+    ) -> tuple[jax.Array, jax.Array]:
+        """Write this step's key/value at `index`; return the whole cache [B, max_len, H, D]."""
+        if k_Bx1xHxD.shape[1] != 1:
+            raise ValueError(
+                f"decode mode takes one token per step, got length {k_Bx1xHxD.shape[1]}"
+            )
+        if not self.has_variable("cache", "cached_key") and max_len is None:
+            raise ValueError(
+                "decode=True needs max_decode_length on the first (cache-creating) call"
+            )
+        shape = (k_Bx1xHxD.shape[0], max_len or 0) + k_Bx1xHxD.shape[2:]
+        cached_k = self.variable("cache", "cached_key", jnp.zeros, shape, k_Bx1xHxD.dtype)
+        cached_v = self.variable("cache", "cached_value", jnp.zeros, shape, v_Bx1xHxD.dtype)
+        start = (0, index, 0, 0)
+        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_Bx1xHxD, start)
+        cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_Bx1xHxD, start)
+        return cached_k.value, cached_v.value
