@@ -85,10 +85,12 @@ class StudentConfig:
 
     size: str = "tiny"  # T5Config preset
     overrides: dict = field(default_factory=dict)  # T5Config field overrides, e.g. {"d_model": 64}
-    vocab: str | None = None  # SentencePiece path | "t5" | None (demo vocabulary)
+    vocab: str | None = None  # SentencePiece path | "t5" | "task" (fitted per run) | None (demo)
+    vocab_size: int = 1024  # for vocab="task"
     init_checkpoint: str | None = None  # orbax/HF-imported checkpoint to start from
     steps: int = 300
     stage2_steps: int | None = None  # default: steps
+    scorer_steps: int | None = None  # MoRSD probe student; default: steps // 2
     batch_size: int = 32
     optimizer: str = "adamw"  # adamw (from scratch) | adafactor (T5 fine-tuning default)
     learning_rate: float = 1e-3

@@ -102,12 +102,30 @@ class Pipeline:
             inputs={"teacher": t.__dict__, "prompt": prompt, "samples": samples,
                     "train": [ex.id for ex in self.examples("train")]})
 
+    def prompt_of(self, spec: MethodSpec) -> str:
+        """The teacher run a method learns from (one shared run for imports)."""
+        return "import" if self.cfg.teacher.backend == "import" else spec.prompt
+
     def teacher_records(self, prompt: str) -> list:
         from scicot_jax.data.store import RationaleStore
 
         store = RationaleStore.open(self.steps.step_dir(f"teacher_{prompt}") / "store")
         train = self.by_id("train")
         return [r for r in store.records() if r.example_id in train]
+
+    def _task_vocab(self, prompts: Sequence[str]) -> None:
+        """Fit the run's vocabulary to its train questions and teacher rationales."""
+        from scicot_jax.pipeline import vocab_step
+
+        def work(d: Path) -> dict:
+            rats = [r.rationale for p in prompts for r in self.teacher_records(p)]
+            path = vocab_step.train(d, vocab_step.corpus(self.examples("train"), rats),
+                                    self.cfg.student.vocab_size)
+            return {"path": str(path)}
+        out = self.steps.run("vocab", work, inputs={"size": self.cfg.student.vocab_size,
+                                                    "prompts": list(prompts)})
+        if hasattr(self.student, "use_vocab"):
+            self.student.use_vocab(self.steps.step_dir("vocab") / Path(out["path"]).name)
 
     # ------------------------------------------------------------------ selection
     def _scorer(self, prompt: str, degree: int) -> dict:
@@ -135,9 +153,10 @@ class Pipeline:
         def work(d: Path) -> dict:
             scorer = None
             if spec.morsd and sel_cfg.use_difficulty:
-                ckpt = self._scorer(spec.prompt, spec.degree)["checkpoint"]
+                ckpt = self._scorer(self.prompt_of(spec), spec.degree)["checkpoint"]
                 scorer = lambda pairs: self.student.score(ckpt, pairs)
-            sel = select(self.teacher_records(spec.prompt), self.by_id("train"), sel_cfg, scorer)
+            sel = select(self.teacher_records(self.prompt_of(spec)), self.by_id("train"), sel_cfg,
+                         scorer)
             _write_jsonl(d / "selected.jsonl", [r.to_json() for r in sel.kept])
             write_report(sel, d, title=f"Rationale selection for {spec.label}")
             return {"kept": len(sel.kept), "summary": sel.summary}
@@ -260,15 +279,18 @@ class Pipeline:
         self.cfg.save(self.cfg_path)
         data = self._data()
         teacher = {}
-        for prompt in sorted({s.prompt for s in self.specs if s.prompt}):
-            samples = max(s.degree for s in self.specs if s.prompt == prompt)
+        for prompt in sorted({self.prompt_of(s) for s in self.specs if s.prompt}):
+            samples = max(s.degree for s in self.specs if self.prompt_of(s) == prompt)
             teacher[prompt] = self._teacher(prompt, samples)
+        if self.cfg.student.vocab == "task":
+            self._task_vocab(sorted(teacher))
         methods = {}
         for spec in self.specs:
             self.log(f"== {spec.label}")
             methods[spec.label] = self._method(spec)
             if spec.prompt:
-                methods[spec.label]["teacher_accuracy"] = teacher[spec.prompt].get("accuracy")
+                methods[spec.label]["teacher_accuracy"] = teacher[self.prompt_of(spec)].get(
+                    "accuracy")
         res = {"task": self.card.name, "run_dir": str(self.run_dir),
                "config": {"student": self.cfg.student.size, "train_fraction": self.cfg.train_fraction,
                           "methods": list(self.cfg.methods), "seed": self.cfg.seed},

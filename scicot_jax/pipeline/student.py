@@ -83,11 +83,6 @@ class T5Student:
     """Student trainer/decoder/scorer over the library API (see ``pipeline.run.Student``)."""
 
     def __init__(self, cfg: StudentConfig, card: Any = None, task: str | None = None):
-        import jax
-
-        from scicot_jax.data import vocab as vocab_lib
-        from scicot_jax.model import T5Config
-
         self.cfg = cfg
         if card is None and task is not None:
             from scicot_jax.data.cards import load_card
@@ -96,14 +91,41 @@ class T5Student:
         lengths = dict(getattr(card, "feature_lengths", None) or {"inputs": 512, "targets": 128})
         self.max_inputs = cfg.inputs_length or lengths["inputs"]
         self.max_targets = cfg.targets_length or lengths["targets"]
-        self.vocab = vocab_lib.get_vocabulary(cfg.vocab)
-        overrides = dict(cfg.overrides)
-        overrides.setdefault("vocab_size", round_up(self.vocab.vocab_size, 128))
-        if jax.default_backend() == "cpu":
-            overrides.setdefault("dtype", "float32")  # bf16 matmuls are emulated, slowly, on CPU
-        self.model = T5Config.preset(cfg.size, **overrides)
+        self._vocab_spec = None if cfg.vocab == "task" else cfg.vocab
+        self._vocab: Any = None
+        self._model: Any = None
         self._params: dict[str, Any] = {}
-        self._decoders: dict[tuple, Any] = {}
+        self._decoders: dict[Any, Any] = {}
+
+    def use_vocab(self, path: str | Path) -> None:
+        """Switch to the vocabulary at ``path`` (the pipeline's task vocabulary)."""
+        self._vocab_spec, self._vocab, self._model = str(path), None, None
+        self._decoders.clear()
+
+    @property
+    def vocab(self) -> Any:
+        if self._vocab is None:
+            if self.cfg.vocab == "task" and self._vocab_spec is None:
+                raise RuntimeError("vocab='task' needs use_vocab(path) before use")
+            from scicot_jax.data import vocab as vocab_lib
+
+            self._vocab = vocab_lib.get_vocabulary(self._vocab_spec)
+        return self._vocab
+
+    @property
+    def model(self) -> Any:
+        """T5Config: the preset, the overrides, and a vocabulary size that fits the vocab."""
+        if self._model is None:
+            import jax
+
+            from scicot_jax.model import T5Config
+
+            overrides = dict(self.cfg.overrides)
+            overrides.setdefault("vocab_size", round_up(self.vocab.vocab_size, 128))
+            if jax.default_backend() == "cpu":
+                overrides.setdefault("dtype", "float32")  # bf16 matmuls are emulated on CPU
+            self._model = T5Config.preset(self.cfg.size, **overrides)
+        return self._model
 
     # ------------------------------------------------------------------ training
     def train_config(self, out_dir: Path, data: TokenizedPairs, steps: int) -> Any:
@@ -126,7 +148,9 @@ class T5Student:
         """Train a fresh student on ``pairs`` into ``out_dir``; resumes from its checkpoints."""
         from scicot_jax.train import trainer
 
-        steps = self.cfg.stage2_steps if stage == "stage2" and self.cfg.stage2_steps else self.cfg.steps
+        steps = {"stage2": self.cfg.stage2_steps,
+                 "scorer": self.cfg.scorer_steps or max(1, self.cfg.steps // 2)}.get(stage)
+        steps = steps or self.cfg.steps
         data = TokenizedPairs(self.vocab, pairs, self.max_inputs, self.max_targets)
         if data.truncated:
             log.warning("%s: %d texts truncated to %d/%d tokens", stage, data.truncated,

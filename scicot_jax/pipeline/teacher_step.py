@@ -49,36 +49,40 @@ def run(t: TeacherConfig, card: Any, prompt: str, samples: int, examples: Sequen
 
     temperature = default_temperature(samples) if t.temperature is None else t.temperature
     server = None
-    backend, base_url, model = t.backend, t.base_url, t.model
+    backend, base_url, options = t.backend, t.base_url, {}
     if t.backend == "oracle":
-        server = teacher.start_oracle_server(port=0, error_rate=t.oracle_error_rate)
+        server = teacher.start_oracle_server(0, error_rate=t.oracle_error_rate, log_requests=False)
         backend, base_url = t.api, server.url
     elif t.backend == "replay":
-        if not t.replay_path:
-            raise ValueError("teacher backend 'replay' needs replay_path (recorded completions)")
-        server = teacher.start_replay_server(t.replay_path)
-        backend, base_url = "openai", server.url
+        server = teacher.start_replay_server(t.replay_path, log_requests=False)
+        backend, base_url, options["api"] = "openai", server.url, "completions"
     try:
-        run_summary = teacher.run_teacher(
-            list(examples), card=card, backend=backend, model=model, prompt=prompt,
+        summary = teacher.run_teacher(
+            list(examples), card=card, backend=backend, model=t.model, prompt=prompt,
             samples=samples, temperature=temperature,
             cache_path=str(t.cache or out_dir / "cache.sqlite"), out_dir=str(store_dir),
-            base_url=base_url, max_requests=t.max_requests)
+            base_url=base_url, max_requests=t.max_requests, split="train", **options)
     finally:
         if server is not None:
             server.close()
+    if summary.get("status") not in (None, "complete"):
+        raise RuntimeError(f"teacher run {store_dir} stopped: {summary.get('status')} "
+                           f"({summary.get('message', '')}); re-run to resume it")
     return {**summarize_store(store_dir), "backend": t.backend, "temperature": temperature,
-            "run": {k: v for k, v in (run_summary or {}).items() if not isinstance(v, dict | list)}}
+            "run": {k: v for k, v in summary.items() if isinstance(v, int | float | str)}}
 
 
 def _import(t: TeacherConfig, card: Any, examples: Sequence[Example], store_dir: Path) -> None:
-    """Recorded rationales -> a store run (see ``scicot_jax.data.importers``)."""
+    """Recorded rationales -> a store run; importer = 'svamp_multi_cot', 'dsbs:cqa',
+    'finetune_cot:svamp' (see ``scicot_jax.data.importers``); import_path overrides the data dir."""
     from scicot_jax.data import importers
 
-    if not t.importer or not t.import_path:
-        raise ValueError("teacher backend 'import' needs importer and import_path")
-    fn = getattr(importers, f"import_{t.importer}", None)
-    if fn is None:
-        names = sorted(n.removeprefix("import_") for n in dir(importers) if n.startswith("import_"))
-        raise ValueError(f"unknown importer {t.importer!r}; choose from {names}")
-    fn(t.import_path, store_dir)
+    name, _, arg = (t.importer or "").partition(":")
+    if name not in importers.IMPORTERS:
+        raise ValueError(f"teacher backend 'import' needs importer NAME[:ARG], NAME one of "
+                         f"{sorted(importers.IMPORTERS)}; got {t.importer!r}")
+    run = importers.IMPORTERS[name](*([arg] if arg else []), data_dir=t.import_path)
+    if run.card.name != card.name:
+        raise ValueError(f"importer {t.importer!r} reads card {run.card.name!r}, but the "
+                         f"pipeline's task is {card.name!r}")
+    importers.write_run(run, store_dir)
