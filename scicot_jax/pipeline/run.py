@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,11 +48,6 @@ def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
     with open(path, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 class Pipeline:
@@ -157,15 +152,35 @@ class Pipeline:
                 scorer = lambda pairs: self.student.score(ckpt, pairs)
             sel = select(self.teacher_records(self.prompt_of(spec)), self.by_id("train"), sel_cfg,
                          scorer)
-            _write_jsonl(d / "selected.jsonl", [r.to_json() for r in sel.kept])
+            # A rationale-store run of the kept records: what the SeqIO registry turns into
+            # one_stage / stage1 tasks (scicot_jax.tasks.register_run_dir).
+            self._new_store(d / "store", f"select_{spec.slug}", {
+                "source": f"selection of teacher_{self.prompt_of(spec)}",
+                "samples_per_example": spec.degree, "selection": asdict(sel_cfg)}, sel.kept).close()
             write_report(sel, d, title=f"Rationale selection for {spec.label}")
             return {"kept": len(sel.kept), "summary": sel.summary}
         return self.steps.run(f"select_{spec.slug}", work, inputs={"selection": sel_cfg.__dict__})
 
+    def _new_store(self, path: Path, name: str, manifest: dict, records: Sequence = ()) -> Any:
+        """A fresh rationale-store run (a crashed step's partial one is replaced)."""
+        import shutil
+
+        from scicot_jax.data.store import RationaleStore
+
+        if path.exists():
+            shutil.rmtree(path)
+        run_name = f"{self.run_dir.name}_{name}"
+        store = RationaleStore.create(path, {"card": self.card.name, "name": run_name, **manifest})
+        store.write_examples([ex for s in data_step.SPLITS for ex in self.examples(s)])
+        store.extend(records)
+        return store
+
     def selected(self, spec: MethodSpec) -> list[tuple[Example, str]]:
+        from scicot_jax.data.store import RationaleStore
+
         train = self.by_id("train")
-        rows = _read_jsonl(self.steps.step_dir(f"select_{spec.slug}") / "selected.jsonl")
-        return [(train[r["example_id"]], r["rationale"]) for r in rows]
+        store = RationaleStore.open(self.steps.step_dir(f"select_{spec.slug}") / "store")
+        return [(train[r.example_id], r.rationale) for r in store.records()]
 
     # ------------------------------------------------------------------ students
     def _train(self, name: str, pairs_fn: Callable[[], list[tuple[str, str]]], stage: str) -> dict:
@@ -181,11 +196,9 @@ class Pipeline:
     def _student_rationales(self, spec: MethodSpec, ckpt: str) -> dict:
         """The Stage-1 student writes a rationale for every question of every split."""
         def work(d: Path) -> dict:
-            from scicot_jax.data.store import RationaleRecord, RationaleStore
+            from scicot_jax.data.store import RationaleRecord
 
-            store = RationaleStore.create(d / "store", {"source": f"student:{ckpt}",
-                                                        "prompt_kind": "stage1", "samples": 1})
-            acc = {}
+            acc, records = {}, []
             for split in ("train", *self.cfg.eval_splits):
                 exs = self.examples(split)
                 outs = self.student.predict(ckpt, [formats.render_question(ex) for ex in exs],
@@ -196,9 +209,12 @@ class Pipeline:
                     ok = ans is not None and answers.answers_match(ans, ex.answer,
                                                                    self.card.answer_type)
                     n_ok += ok
-                    store.append(RationaleRecord(ex.id, 0, text, ans, ok, f"student:{ckpt}",
-                                                 "stage1", 0.0, split=split))
+                    records.append(RationaleRecord(ex.id, 0, text, ans, ok, f"student:{ckpt}",
+                                                   "stage1", 0.0, split=split))
                 acc[split] = n_ok / max(1, len(exs))
+            self._new_store(d / "store", f"rationales_{spec.slug}", {
+                "source": f"student:{ckpt}", "prompt_kind": "stage1",
+                "samples_per_example": 1}, records).close()
             return {"rationale_answer_accuracy": acc}
         return self.steps.run(f"rationales_{spec.slug}", work, inputs={"checkpoint": ckpt})
 
