@@ -117,12 +117,3 @@ def resolve_step_dir(path: str | Path) -> Path | None:
         if steps:
             return base / str(steps[-1])
     return None
-
-
-def restore_params(step_dir: str | Path, abstract_params: Any | None = None) -> Any:
-    """Params of a trainer step dir (sharded like `abstract_params` when given)."""
-    ckptr = ocp.StandardCheckpointer()
-    try:
-        return ckptr.restore(Path(step_dir).absolute() / "params", abstract_params)
-    finally:
-        ckptr.close()

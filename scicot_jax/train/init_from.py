@@ -37,17 +37,21 @@ def load_initial_params(path: str | Path, abstract_params: Any, shardings: Any,
     """Params from `path`, placed with `shardings`, checked against the model's shapes."""
     fmt = detect_format(path)
     log.info("initial checkpoint %s (%s format)", path, fmt)
-    if fmt == "trainer":
-        step_dir = checkpoints.resolve_step_dir(path)
-        params = checkpoints.restore_params(step_dir)
+    if fmt in ("trainer", "params"):
+        from scicot_jax.model.checkpoint_io import restore_tree
+
+        base = checkpoints.resolve_step_dir(path) if fmt == "trainer" else Path(path)
+        try:  # straight onto the mesh when the stored tree has the model's layout
+            params = restore_tree(Path(base) / "params", shardings=shardings)
+            _check_shapes(params, abstract_params, path)
+            return params
+        except (ValueError, TypeError, KeyError) as e:
+            log.info("restoring %s on host for layout conversion (%s)", path, e)
+            params = restore_tree(Path(base) / "params")
     elif fmt == "hf":
-        from scicot_jax.model import import_hf
+        from scicot_jax.model.hf import import_hf
 
         _, params = import_hf(str(path))
-    else:
-        from scicot_jax.model.checkpoint_io import load_params
-
-        _, params = load_params(str(path))
     params = _match_layout(params, abstract_params, model_config)
     _check_shapes(params, abstract_params, path)
     return jax.tree.map(lambda x, s, a: jax.device_put(np.asarray(x, a.dtype), s),
@@ -63,8 +67,8 @@ def _match_layout(params: Any, abstract_params: Any, model_config: Any) -> Any:
     from scicot_jax.model import scan as scan_lib
 
     if getattr(model_config, "scan_layers", False):
-        return scan_lib.to_scanned(params, model_config)
-    return scan_lib.to_unscanned(params, model_config)
+        return scan_lib.scan_params(params, model_config)
+    return scan_lib.unscan_params(params, model_config)
 
 
 def _check_shapes(params: Any, abstract_params: Any, path: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -38,9 +39,8 @@ class ModelSpec:
 
 def t5_spec(config: Any, feature_lengths: dict[str, int] | None = None) -> ModelSpec:
     """ModelSpec for scicot_jax.model.Transformer with the given T5Config."""
-    from scicot_jax.model import flops as flops_lib
+    from scicot_jax.model import Transformer, init_params
     from scicot_jax.model import logical_axes as logical_axes_fn
-    from scicot_jax.model.t5 import Transformer, init_params
 
     lengths = dict(feature_lengths or {"inputs": 8, "targets": 8})
     module = Transformer(config)
@@ -62,10 +62,14 @@ def t5_spec(config: Any, feature_lengths: dict[str, int] | None = None) -> Model
         return init_params(config, rng, batch_shapes=shapes)
 
     def flops(input_len: int, target_len: int) -> float:
+        from scicot_jax.model import flops as flops_lib
+
         return float(flops_lib.flops_per_example(config, input_len, target_len, training=True))
 
+    # MFU needs the model's FLOP count; without scicot_jax.model.flops only tokens/s is logged.
+    has_flops = importlib.util.find_spec("scicot_jax.model.flops") is not None
     return ModelSpec(apply=apply, init=init, logical_axes=logical_axes_fn(config),
-                     flops_per_example=flops, config=config)
+                     flops_per_example=flops if has_flops else None, config=config)
 
 
 def abstract_like(tree: Any, shardings: Any | None = None) -> Any:

@@ -62,7 +62,7 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
                                                   num_microbatches, mesh)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(stats, loss=objective, grad_norm=optax.global_norm(grads),
+        metrics = dict(stats, loss=objective, grad_norm=optax.tree.norm(grads),
                        learning_rate=jnp.asarray(schedule(state.step), jnp.float32))
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

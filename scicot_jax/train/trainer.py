@@ -110,15 +110,10 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
     """
     mesh = mesh or part.make_mesh(config.model_parallel)
     spec = model_spec or t5_spec(config.model, config.feature_lengths)
-    optimizer, schedule = make_optimizer(config.optimizer, config.train_steps)
-    rules = part.LOGICAL_AXIS_RULES
-    rep, data_sh = part.replicated(mesh), part.batch_sharding(mesh)
-
-    abs_params = jax.eval_shape(spec.init, jax.random.key(config.seed))
-    p_sh = part.params_shardings(spec.logical_axes, abs_params, mesh, rules)
-    abs_opt = jax.eval_shape(optimizer.init, abs_params)
-    o_sh = part.opt_state_shardings(optimizer, abs_opt, abs_params, p_sh, mesh)
-    state_sh = TrainState(step=rep, params=p_sh, opt_state=o_sh)
+    su = make_setup(config, spec, mesh)
+    p_sh, o_sh = su.param_shardings, su.opt_shardings
+    abs_params, abs_opt, rules = su.abstract_params, su.abstract_opt_state, su.rules
+    rep, data_sh = su.replicated, su.data
 
     ckpts = Checkpoints(config.model_dir, keep=config.keep_checkpoints,
                         async_save=config.async_checkpoints)
@@ -130,12 +125,12 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
             consumed = int(data_pos.get("batches_consumed", step0))
         else:
             step0, consumed = 0, 0
+            params = None
             if config.initial_checkpoint_path:
                 params = load_initial_params(config.initial_checkpoint_path, abs_params, p_sh,
                                              spec.config)
-            else:
-                params = jax.jit(spec.init, out_shardings=p_sh)(jax.random.key(config.seed))
-            opt_state = jax.jit(optimizer.init, out_shardings=o_sh)(params)
+            fresh = init_state(su, spec, config.seed, params)
+            params, opt_state = fresh.params, fresh.opt_state
         state = TrainState(step=jax.device_put(jnp.asarray(step0, jnp.int32), rep),
                            params=params, opt_state=opt_state)
 
@@ -155,10 +150,7 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
                                state if return_state else None)
         first = next(prefetch)
         _check_batch(first, config, mesh)
-        step_fn = make_train_step(spec, optimizer, schedule, config.loss,
-                                  num_microbatches=config.num_microbatches,
-                                  dropout_seed=config.seed, mesh=mesh)
-        compiled = _compile(step_fn, state, first, state_sh, data_sh, rep, mesh, rules)
+        compiled = compile_step(jit_train_step(su, spec, config), su, state, first)
         in_len = first["encoder_input_tokens"].shape[1]
         tgt_len = first["decoder_target_tokens"].shape[1]
         fpe = spec.flops_per_example(in_len, tgt_len) if spec.flops_per_example else None
@@ -240,13 +232,61 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
                        state if return_state else None)
 
 
-def _compile(step_fn: Callable, state: TrainState, batch: dict, state_sh: TrainState,
-             data_sh: Any, rep: Any, mesh: Any, rules: Any) -> Any:
-    """AOT-compiles the step with explicit shardings and donated state; logs time and memory."""
-    jitted = jax.jit(step_fn, in_shardings=(state_sh, data_sh), out_shardings=(state_sh, rep),
-                     donate_argnums=(0,))
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Mesh, optimizer and the shardings of state and batches for one model and config."""
+
+    mesh: Any
+    optimizer: Any
+    schedule: Any
+    abstract_params: Any
+    abstract_opt_state: Any
+    param_shardings: Any
+    opt_shardings: Any
+    state: TrainState  # of shardings
+    data: Any
+    replicated: Any
+    rules: Any = part.LOGICAL_AXIS_RULES
+
+
+def make_setup(config: TrainConfig, spec: ModelSpec, mesh: Any) -> Setup:
+    """Abstract params/optimizer state and their shardings on `mesh` (nothing allocated)."""
+    optimizer, schedule = make_optimizer(config.optimizer, config.train_steps)
+    abs_params = jax.eval_shape(spec.init, jax.random.key(config.seed))
+    p_sh = part.params_shardings(spec.logical_axes, abs_params, mesh)
+    abs_opt = jax.eval_shape(optimizer.init, abs_params)
+    o_sh = part.opt_state_shardings(optimizer, abs_opt, abs_params, p_sh, mesh)
+    rep = part.replicated(mesh)
+    return Setup(mesh, optimizer, schedule, abs_params, abs_opt, p_sh, o_sh,
+                 TrainState(step=rep, params=p_sh, opt_state=o_sh), part.batch_sharding(mesh),
+                 rep)
+
+
+def init_state(su: Setup, spec: ModelSpec, seed: int, params: Any = None) -> TrainState:
+    """Fresh sharded state (params from `spec.init` unless given)."""
+    with jax.set_mesh(su.mesh), nn.logical_axis_rules(su.rules):
+        if params is None:
+            params = jax.jit(spec.init, out_shardings=su.param_shardings)(jax.random.key(seed))
+        else:
+            params = jax.device_put(params, su.param_shardings)
+        opt_state = jax.jit(su.optimizer.init, out_shardings=su.opt_shardings)(params)
+    return TrainState(step=jax.device_put(jnp.asarray(0, jnp.int32), su.replicated),
+                      params=params, opt_state=opt_state)
+
+
+def jit_train_step(su: Setup, spec: ModelSpec, config: TrainConfig) -> Any:
+    """jax.jit of the step with explicit in/out shardings and the state donated."""
+    fn = make_train_step(spec, su.optimizer, su.schedule, config.loss,
+                         num_microbatches=config.num_microbatches, dropout_seed=config.seed,
+                         mesh=su.mesh)
+    return jax.jit(fn, in_shardings=(su.state, su.data), out_shardings=(su.state, su.replicated),
+                   donate_argnums=(0,))
+
+
+def compile_step(jitted: Any, su: Setup, state: TrainState, batch: dict) -> Any:
+    """AOT-compiles the step; logs compile time and memory_analysis()."""
     t0 = time.perf_counter()
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    with jax.set_mesh(su.mesh), nn.logical_axis_rules(su.rules):
         compiled = jitted.lower(state, batch).compile()
     log.info("train step compiled in %.1fs", time.perf_counter() - t0)
     try:

@@ -1,0 +1,99 @@
+"""t5x loss semantics, normalizing factors, schedules and optimizer construction."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scicot_jax.train import losses
+from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer, make_schedule
+
+
+def _np_reference(logits, targets, weights, ls, z):
+    v = logits.shape[-1]
+    conf, low = 1 - ls, ls / (v - 1)
+    soft = np.full(logits.shape, low)
+    np.put_along_axis(soft, targets[..., None], conf, -1)
+    log_z = np.log(np.exp(logits).sum(-1))
+    logp = logits - log_z[..., None]
+    norm = -(conf * np.log(conf) + (v - 1) * low * np.log(low + 1e-20))
+    per = -(soft * logp).sum(-1) + z * log_z**2 - norm
+    return (per * weights).sum(), (z * log_z**2 * weights).sum()
+
+
+@pytest.mark.parametrize("ls,z", [(0.0, 0.0), (0.1, 1e-4)])
+def test_weighted_cross_entropy_matches_reference(ls, z):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 3, 7))
+    targets = rng.integers(0, 7, (2, 3))
+    weights = np.array([[1, 1, 0], [1, 0, 0]], np.float32)
+    total, total_z, wsum = losses.weighted_cross_entropy(
+        jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), ls, z, 2.0)
+    ref, ref_z = _np_reference(logits, targets, weights, ls, z)
+    np.testing.assert_allclose(total, ref / 2.0, rtol=1e-5)
+    np.testing.assert_allclose(total_z, ref_z / 2.0, rtol=1e-5, atol=1e-9)
+    assert float(wsum) == 3.0
+
+
+def test_perfect_prediction_with_label_smoothing_is_near_zero_loss():
+    # The smoothing entropy is subtracted, so predicting the smoothed target exactly gives 0.
+    v, ls = 5, 0.1
+    soft = np.full((1, 1, v), ls / (v - 1))
+    soft[0, 0, 2] = 1 - ls
+    total, _, _ = losses.weighted_cross_entropy(jnp.log(jnp.asarray(soft)), jnp.array([[2]]),
+                                                None, ls, 0.0)
+    assert abs(float(total)) < 1e-5
+
+
+def test_normalizing_factors():
+    batch = {"decoder_target_tokens": np.array([[5, 6, 1, 0], [7, 1, 0, 0]])}
+    f, w = losses.normalizing_factor_and_weights(losses.NUM_REAL_TARGET_TOKENS, batch)
+    assert float(f) == 5.0 and w.shape == (2, 4)
+    f, _ = losses.normalizing_factor_and_weights(losses.NUM_TOTAL_TARGET_TOKENS, batch)
+    assert f == 8.0
+    f, w = losses.normalizing_factor_and_weights(losses.AVERAGE_PER_SEQUENCE, batch)
+    assert float(f) == 2.0
+    np.testing.assert_allclose(np.asarray(w).sum(-1), [1.0, 1.0], rtol=1e-6)
+    packed = dict(batch, decoder_segment_ids=np.array([[1, 1, 2, 0], [1, 1, 0, 0]]))
+    f, w = losses.normalizing_factor_and_weights(losses.AVERAGE_PER_SEQUENCE, packed)
+    assert float(f) == 3.0  # three segments, each weighing 1
+    np.testing.assert_allclose(np.asarray(w)[0], [0.5, 0.5, 1.0, 0.0], rtol=1e-6)
+    f, _ = losses.normalizing_factor_and_weights(233472.0, batch)
+    assert f == 233472.0
+    with pytest.raises(ValueError, match="loss_normalizing_factor"):
+        losses.normalizing_factor_and_weights("BOGUS", batch)
+
+
+def test_schedules():
+    rs = make_schedule(OptimizerConfig(learning_rate=1.0, schedule="rsqrt", warmup_steps=100))
+    np.testing.assert_allclose([rs(0), rs(100), rs(400)], [0.1, 0.1, 0.05], rtol=1e-6)
+    lin = make_schedule(OptimizerConfig(learning_rate=1.0, schedule="linear", warmup_steps=10),
+                        total_steps=110)
+    np.testing.assert_allclose([lin(0), lin(10), lin(60), lin(110)], [0, 1, 0.5, 0], atol=1e-6)
+    cos = make_schedule(OptimizerConfig(learning_rate=2.0, schedule="cosine",
+                                        end_lr_fraction=0.1), total_steps=100)
+    np.testing.assert_allclose([cos(0), cos(50), cos(100)], [2.0, 1.1, 0.2], rtol=1e-5)
+    const = make_schedule(OptimizerConfig(learning_rate=3.0, warmup_steps=4))
+    np.testing.assert_allclose([const(2), const(4), const(99)], [1.5, 3.0, 3.0], rtol=1e-6)
+    with pytest.raises(ValueError, match="schedule"):
+        make_schedule(OptimizerConfig(schedule="exp"))
+    with pytest.raises(ValueError, match="decay_steps"):
+        make_schedule(OptimizerConfig(schedule="linear"))
+
+
+@pytest.mark.parametrize("name", ["adafactor", "adamw"])
+def test_optimizers_reduce_a_quadratic(name):
+    opt, _ = make_optimizer(OptimizerConfig(name=name, learning_rate=0.1, clip_grad_norm=1.0,
+                                            min_dim_size_to_factor=2))
+    params = {"w": jnp.full((4, 4), 2.0), "b": jnp.full((4,), -1.0)}
+    loss = lambda p: sum(jnp.sum(x**2) for x in jax.tree.leaves(p))
+    state = opt.init(params)
+    start = float(loss(params))
+    for _ in range(20):
+        updates, state = opt.update(jax.grad(loss)(params), state, params)
+        params = jax.tree.map(lambda p, u: p + u, params, updates)
+    assert float(loss(params)) < 0.5 * start
+    with pytest.raises(ValueError, match="adafactor"):
+        make_optimizer(OptimizerConfig(name="sgd"))
