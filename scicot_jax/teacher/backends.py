@@ -7,12 +7,16 @@ API keys come only from the environment and are scrubbed from every error messag
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import functools
+import math
 import os
 import re
+import ssl
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,6 +35,7 @@ DEFAULT_URLS = {
     "gemini": "https://generativelanguage.googleapis.com",
     "openai": "https://api.openai.com/v1",
 }
+T = TypeVar("T")
 _TRANSIENT_STATUS = (408, 409, 425, 500, 502, 503, 504)
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 # OpenAI names daily limits "requests per day (RPD)" / "tokens per day (TPD)".
@@ -124,6 +129,35 @@ def _estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying context for all lanes (loading the CA bundle costs ~50 ms each time)."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+class _Lanes(Generic[T]):
+    """Many small connection pools: httpx does O(connections) work per request in one pool."""
+
+    PER_LANE = 2
+
+    def __init__(self, make: Callable[[int], T], max_connections: int):
+        n = max(1, math.ceil(max_connections / self.PER_LANE))
+        self.lanes = [make(self.PER_LANE) for _ in range(n)]
+        self.load = [0] * n
+
+    @contextlib.contextmanager
+    def pick(self) -> Iterator[T]:
+        """The least busy lane, for one request."""
+        i = min(range(len(self.load)), key=self.load.__getitem__)
+        self.load[i] += 1
+        try:
+            yield self.lanes[i]
+        finally:
+            self.load[i] -= 1
+
+
 class OpenAIBackend:
     """OpenAI-compatible `/chat/completions` or `/completions` (OpenAI, vLLM, the oracle)."""
 
@@ -144,13 +178,11 @@ class OpenAIBackend:
         self._key = api_key
         self._max_tokens_field = max_tokens_field
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=normalise_base_url(base_url or DEFAULT_URLS["openai"], "openai"),
-            headers=headers,
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
-        )
+        url = normalise_base_url(base_url or DEFAULT_URLS["openai"], "openai")
+        self._clients = _Lanes(lambda n: httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=httpx.Timeout(timeout), verify=_ssl_context(),
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+        ), max_connections)
 
     def _body(self, req: GenRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -172,7 +204,8 @@ class OpenAIBackend:
     async def generate(self, req: GenRequest) -> GenResponse:
         path = "/chat/completions" if self.route == "chat" else "/completions"
         try:
-            r = await self._client.post(path, json=self._body(req))
+            with self._clients.pick() as client:
+                r = await client.post(path, json=self._body(req))
         except httpx.TimeoutException as e:
             raise TransientError(f"timeout: {type(e).__name__}") from None
         except httpx.TransportError as e:
@@ -211,7 +244,8 @@ class OpenAIBackend:
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for c in self._clients.lanes:
+            await c.aclose()
 
 
 class GeminiBackend:
@@ -234,20 +268,20 @@ class GeminiBackend:
 
         self._types = types
         self._key = api_key
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
-        )
-        opts = types.HttpOptions(
-            base_url=normalise_base_url(base_url or DEFAULT_URLS["gemini"], "gemini"),
-            api_version="v1beta",
-            timeout=int(timeout * 1000),
-            retry_options=types.HttpRetryOptions(attempts=1),
-            httpx_async_client=self._http,
-        )
-        # A loopback server needs no key; the SDK insists on one, so give a dummy.
-        self._client = genai.Client(api_key=api_key or "no-key", http_options=opts)
+        url = normalise_base_url(base_url or DEFAULT_URLS["gemini"], "gemini")
+
+        def make(n: int) -> tuple[Any, httpx.AsyncClient]:
+            http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), verify=_ssl_context(),
+                                     limits=httpx.Limits(
+                max_connections=n, max_keepalive_connections=n))
+            opts = types.HttpOptions(base_url=url, api_version="v1beta",
+                                     timeout=int(timeout * 1000),
+                                     retry_options=types.HttpRetryOptions(attempts=1),
+                                     httpx_async_client=http)
+            # A loopback server needs no key; the SDK insists on one, so give a dummy.
+            return genai.Client(api_key=api_key or "no-key", http_options=opts), http
+
+        self._clients = _Lanes(make, max_connections)
 
     async def generate(self, req: GenRequest) -> GenResponse:
         from google.genai import errors as genai_errors
@@ -261,9 +295,10 @@ class GeminiBackend:
             stop_sequences=list(req.stop) or None,
         )
         try:
-            resp = await self._client.aio.models.generate_content(
-                model=req.model, contents=req.prompt, config=config
-            )
+            with self._clients.pick() as (client, _):
+                resp = await client.aio.models.generate_content(
+                    model=req.model, contents=req.prompt, config=config
+                )
         except genai_errors.APIError as e:
             self._raise_api_error(e)
         except httpx.TimeoutException as e:
@@ -313,7 +348,8 @@ class GeminiBackend:
         )
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for _, http in self._clients.lanes:
+            await http.aclose()
 
 
 def make_backend(

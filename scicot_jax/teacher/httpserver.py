@@ -59,6 +59,7 @@ def count_tokens(text: str) -> int:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections as with real APIs
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
     server: TeacherServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature

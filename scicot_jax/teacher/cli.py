@@ -1,0 +1,195 @@
+"""`scicot-teacher` / tools/query_teacher.py: run, report, export, apply-review, serve-*.
+
+API keys are read from the environment only (GEMINI_API_KEY / GOOGLE_API_KEY, OPENAI_API_KEY).
+Exit codes: 0 done, 1 some jobs failed (re-run retries them), 2 bad input or arguments,
+3 stopped by --max-cost / --max-requests, 4 daily quota spent, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from scicot_jax.teacher import prompts
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="query a teacher and write a rationale-store run")
+    src = p.add_argument_group("examples")
+    src.add_argument("--task", required=True, help="task card name or path (answer type, source)")
+    src.add_argument("--input", help='JSONL of {"id", "question", "answer", "choices"?}')
+    src.add_argument("--split", default="train", help="card split (and the records' split)")
+    src.add_argument("--data-dir", help="override the card's data directory")
+    src.add_argument("--limit", type=int, help="only the first N examples")
+    t = p.add_argument_group("teacher")
+    t.add_argument("--backend", required=True, choices=("gemini", "openai"))
+    t.add_argument("--api", default="chat", choices=("chat", "completions"),
+                   help="OpenAI-compatible route")
+    t.add_argument("--base-url", help="endpoint override (vLLM, a loopback oracle, a proxy)")
+    t.add_argument("--model", required=True)
+    t.add_argument("--prompt", required=True, choices=prompts.PROMPT_KINDS)
+    t.add_argument("--exemplars", help="few_shot: JSONL of {question, rationale, answer}")
+    t.add_argument("--samples", type=int, default=1, help="D: samples per question")
+    t.add_argument("--temperature", type=float, default=0.0)
+    t.add_argument("--max-tokens", type=int, default=256)
+    t.add_argument("--answer-max-tokens", type=int, default=32, help="zero-shot step 2")
+    t.add_argument("--answer-temperature", type=float, default=0.0, help="zero-shot step 2")
+    t.add_argument("--answer-trigger", default=prompts.DEFAULT_TRIGGER.replace("\n", "\\n"),
+                   help=r"zero-shot step-2 suffix (\n allowed)")
+    t.add_argument("--seed", type=int, default=0, help="base of the per-sample seeds")
+    o = p.add_argument_group("storage")
+    o.add_argument("--cache", required=True, help="SQLite request cache (shared across runs)")
+    o.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--rpm", type=float, default=0.0, help="requests per minute (0: none)")
+    lim.add_argument("--tpm", type=float, default=0.0, help="tokens per minute (0: none)")
+    lim.add_argument("--concurrency", type=int, default=32, help="max requests in flight")
+    lim.add_argument("--timeout", type=float, default=60.0, help="per request, seconds")
+    lim.add_argument("--max-retries", type=int, default=6, help="per request, 5xx/timeouts")
+    lim.add_argument("--max-cost", type=float, help="stop before spending more (USD, estimated)")
+    lim.add_argument("--max-requests", type=int, help="stop after sending this many requests")
+    lim.add_argument("--price-in", type=float, help="USD per 1M input tokens (override)")
+    lim.add_argument("--price-out", type=float, help="USD per 1M output tokens (override)")
+    p.add_argument("--dry-run", action="store_true", help="print the quote; send nothing")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_servers(sub: argparse._SubParsersAction) -> None:
+    o = sub.add_parser("serve-oracle", help="offline oracle teacher for the synthetic tasks")
+    o.add_argument("--port", type=int, default=0)
+    o.add_argument("--latency-ms", type=float, nargs="+", default=[0.0], metavar="MS",
+                   help="latency, or a min and max")
+    o.add_argument("--error-rate", type=float, default=0.0, help="share of wrong rationales")
+    o.add_argument("--seed", type=int, default=0)
+    for name in ("rate-429", "rate-5xx", "rate-malformed", "rate-drop", "rate-slow"):
+        o.add_argument(f"--{name}", type=float, default=0.0)
+    o.add_argument("--slow-s", type=float, default=5.0)
+    o.add_argument("--retry-after", type=float, default=1.0, help="seconds, in 429 responses")
+    o.add_argument("--daily-quota-after", type=int, help="daily-quota 429s after N answers")
+    o.add_argument("--server-rpm", type=float, help="enforce a requests/min limit with 429s")
+    r = sub.add_parser("serve-replay", help="serve recorded Fine-tune-CoT completions")
+    r.add_argument("--data", nargs="+", required=True,
+                   help="D_<task>.json files or folders (e.g. ../shared/data/finetune_cot)")
+    r.add_argument("--port", type=int, default=0)
+    r.add_argument("--latency-ms", type=float, default=0.0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="scicot-teacher", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _add_run(sub)
+    sub.add_parser("report", help="JSON summary of a run").add_argument("run_dir")
+    e = sub.add_parser("export", help="write a review file for manual cleaning")
+    e.add_argument("run_dir")
+    e.add_argument("--out", help="review file (default RUN_DIR/review.jsonl)")
+    a = sub.add_parser("apply-review", help="apply keep/drop/edit decisions into a new run")
+    a.add_argument("run_dir")
+    a.add_argument("file")
+    a.add_argument("--out", help="new run directory (default RUN_DIR-reviewed)")
+    a.add_argument("--missing", default="error", choices=("error", "keep", "drop"),
+                   help="what to do with records the review file does not mention")
+    _add_servers(sub)
+    return ap
+
+
+def _run(args: argparse.Namespace) -> int:
+    from scicot_jax.data.cards import load_card
+    from scicot_jax.teacher.inputs import card_source, jsonl_source, validate_jsonl
+    from scicot_jax.teacher.runner import EXIT_CODES, RunConfig, TeacherRun
+
+    card = load_card(args.task)
+    if args.input:
+        validate_jsonl(args.input)  # every bad line reported before anything is sent
+        source = jsonl_source(args.input, args.limit)
+        desc = {"type": "jsonl", "path": str(Path(args.input).resolve()), "limit": args.limit}
+    else:
+        source = card_source(card, args.split, args.data_dir, args.limit)
+        desc = {"type": "card", "split": args.split, "data_dir": args.data_dir,
+                "limit": args.limit}
+    cfg = RunConfig(
+        backend=args.backend, model=args.model, prompt=args.prompt, samples=args.samples,
+        temperature=args.temperature, max_tokens=args.max_tokens,
+        answer_max_tokens=args.answer_max_tokens, answer_temperature=args.answer_temperature,
+        answer_trigger=args.answer_trigger.replace("\\n", "\n"), exemplars=args.exemplars,
+        seed=args.seed, api=args.api, base_url=args.base_url, split=args.split,
+        timeout=args.timeout, requests_per_minute=args.rpm, tokens_per_minute=args.tpm,
+        concurrency=args.concurrency, max_retries=args.max_retries, max_cost=args.max_cost,
+        max_requests=args.max_requests, price_in=args.price_in, price_out=args.price_out,
+        progress=not args.no_progress)
+    run = TeacherRun(cfg, card, source, args.cache, args.out, input_desc=desc)
+    if args.dry_run:
+        print(json.dumps(run.quote(), indent=2))
+        return 0
+    summary = asyncio.run(run.run())
+    print(json.dumps(summary, indent=2))
+    if summary["status"] != "complete":
+        print(f"scicot-teacher: {summary['status']}: {summary['message']}", file=sys.stderr)
+    return EXIT_CODES.get(summary["status"], 1)
+
+
+def _serve(server: object) -> int:
+    print(json.dumps({"url": server.url}), flush=True)  # type: ignore[attr-defined]
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.close()  # type: ignore[attr-defined]
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from scicot_jax.data.cards import CardError
+    from scicot_jax.data.sources import SourceError
+    from scicot_jax.data.store import StoreError
+    from scicot_jax.teacher.inputs import InputError
+    from scicot_jax.teacher.review import ReviewError
+    from scicot_jax.teacher.runner import RunMismatch
+
+    try:
+        if args.cmd == "run":
+            return _run(args)
+        if args.cmd == "report":
+            from scicot_jax.teacher.report import report
+
+            print(json.dumps(report(args.run_dir), indent=2))
+        elif args.cmd == "export":
+            from scicot_jax.teacher.review import export
+
+            print(export(args.run_dir, args.out))
+        elif args.cmd == "apply-review":
+            from scicot_jax.teacher.review import apply_review
+
+            print(json.dumps(apply_review(args.run_dir, args.file, args.out, args.missing)))
+        elif args.cmd == "serve-oracle":
+            from scicot_jax.teacher.oracle_server import start_oracle_server
+
+            lat = args.latency_ms if len(args.latency_ms) > 1 else args.latency_ms * 2
+            return _serve(start_oracle_server(
+                args.port, latency_ms=(lat[0], lat[1]), error_rate=args.error_rate,
+                seed=args.seed, log_requests=False, rate_429=args.rate_429,
+                rate_5xx=args.rate_5xx, rate_malformed=args.rate_malformed,
+                rate_drop=args.rate_drop, rate_slow=args.rate_slow, slow_s=args.slow_s,
+                retry_after_s=args.retry_after, daily_quota_after=args.daily_quota_after,
+                server_rpm=args.server_rpm))
+        elif args.cmd == "serve-replay":
+            from scicot_jax.teacher.replay_server import start_replay_server
+
+            return _serve(start_replay_server(args.data, args.port, latency_ms=args.latency_ms,
+                                              log_requests=False))
+    except (InputError, RunMismatch, CardError, SourceError, StoreError, ReviewError,
+            FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"scicot-teacher: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Where a run's examples come from: an --input JSONL file, a task card, or Python objects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from scicot_jax.data.examples import Example
+from scicot_jax.data.sources import mc_answer_label, parse_choices
+
+ExampleSource = Callable[[], Iterator[Example]]  # re-iterable: called once per pass
+MAX_REPORTED = 20
+
+
+class InputError(ValueError):
+    """Bad input records; the message lists them as file:line: problem."""
+
+
+def _example(d: Any, where: str) -> Example:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
+    if "id" not in d or not isinstance(d["id"], str | int) or str(d["id"]).strip() == "":
+        raise ValueError(f"{where}: field 'id' missing or not a string/integer")
+    q = d.get("question")
+    if not isinstance(q, str) or not q.strip():
+        raise ValueError(f"{where}: field 'question' missing or empty")
+    ans = d.get("answer")
+    if isinstance(ans, bool) or not isinstance(ans, str | int | float) or str(ans).strip() == "":
+        raise ValueError(f"{where}: field 'answer' missing or empty")
+    choices: tuple[tuple[str, str], ...] = ()
+    if d.get("choices") not in (None, [], {}):
+        try:
+            choices = parse_choices(d["choices"])
+            ans = mc_answer_label(ans, choices)
+        except (ValueError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{where}: field 'choices': {e}") from None
+    meta = {k: v for k, v in d.items() if k not in ("id", "question", "answer", "choices")}
+    return Example(str(d["id"]), q.strip(), str(ans).strip(), choices, meta)
+
+
+def iter_input_jsonl(path: str | Path) -> Iterator[tuple[str, Example | ValueError]]:
+    """(file:line, Example or the error) for every non-blank line."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                yield where, _example(json.loads(line), where)
+            except json.JSONDecodeError as e:
+                yield where, ValueError(f"{where}: invalid JSON ({e.msg})")
+            except ValueError as e:
+                yield where, e
+
+
+def jsonl_source(path: str | Path, limit: int | None = None) -> ExampleSource:
+    """A re-iterable source over an --input file; a bad line raises InputError(file:line)."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: input file not found")
+
+    def gen() -> Iterator[Example]:
+        n = 0
+        for _, item in iter_input_jsonl(path):
+            if limit is not None and n >= limit:
+                return
+            if isinstance(item, ValueError):
+                raise InputError(str(item))
+            n += 1
+            yield item
+
+    return gen
+
+
+def validate_jsonl(path: str | Path) -> int:
+    """Check every line first (before any request is sent); raise listing the bad ones."""
+    errors, n, seen_ids = [], 0, 0
+    for _, item in iter_input_jsonl(path):
+        if isinstance(item, ValueError):
+            errors.append(str(item))
+        else:
+            seen_ids += 1
+        n += 1
+    if errors:
+        more = f"\n... and {len(errors) - MAX_REPORTED} more" if len(errors) > MAX_REPORTED else ""
+        raise InputError(f"{len(errors)} bad input line(s):\n" + "\n".join(errors[:MAX_REPORTED])
+                         + more)
+    return seen_ids
+
+
+def card_source(card: Any, split: str, data_dir: str | None = None,
+                limit: int | None = None) -> ExampleSource:
+    """A re-iterable source over a task card's split."""
+    from scicot_jax.data.sources import read_examples
+
+    return lambda: iter(read_examples(card, split, data_dir=data_dir, limit=limit))
+
+
+def as_source(examples: Iterable[Example] | ExampleSource) -> ExampleSource:
+    """Python API: a sequence or a zero-argument callable; one-shot iterators are listed once."""
+    if callable(examples):
+        return examples  # type: ignore[return-value]
+    if iter(examples) is examples:  # a one-shot iterator cannot be read twice
+        examples = list(examples)
+    return lambda: iter(examples)  # type: ignore[arg-type]

@@ -1,0 +1,79 @@
+"""`report RUN_DIR`: requests, cache hits, tokens, cost, teacher accuracy, kept samples."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from scicot_jax.data.store import RationaleStore
+from scicot_jax.teacher.pricing import price_for
+
+_COUNTERS = ("sent", "ok", "cache_hits", "throttled", "retries", "failures", "jobs_failed",
+             "written", "truncated", "input_tokens", "output_tokens")
+
+
+def accuracy_summary(store: RationaleStore) -> dict[str, Any]:
+    """Teacher accuracy over all samples and kept (correct) samples per question."""
+    n = correct = unparsed = truncated = tok_in = tok_out = 0
+    kept: Counter[str] = Counter()
+    for rec in store.records():
+        n += 1
+        kept[rec.example_id] += bool(rec.correct)
+        correct += bool(rec.correct)
+        unparsed += rec.answer is None
+        truncated += bool(rec.extra.get("truncated"))
+        tok_in += rec.input_tokens
+        tok_out += rec.output_tokens
+    questions = int((store.manifest.get("examples") or {}).get("count", len(kept)))
+    hist = Counter(kept.values())
+    hist[0] += max(0, questions - len(kept))  # questions without any record yet
+    return {
+        "records": n,
+        "questions": questions,
+        "teacher_accuracy": round(100 * correct / n, 2) if n else None,
+        "correct": correct,
+        "unparseable_answers": unparsed,
+        "truncated": truncated,
+        "kept_samples_per_question": {
+            "mean": round(correct / questions, 3) if questions else None,
+            "questions_with_none": hist[0],
+            "histogram": {str(k): hist[k] for k in sorted(hist)},
+        },
+        "record_tokens": {"input": tok_in, "output": tok_out},
+    }
+
+
+def report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON printed by `report`."""
+    store = RationaleStore.open(Path(run_dir))
+    m = store.manifest
+    teacher = m.get("teacher") or {}
+    invocations = m.get("invocations") or []
+    totals = {k: sum(int((inv.get("stats") or {}).get(k, 0)) for inv in invocations)
+              for k in _COUNTERS}
+    billed = sum(float((inv.get("stats") or {}).get("cost_usd", 0.0)) for inv in invocations)
+    acc = accuracy_summary(store)
+    price = price_for(str(teacher.get("model", "")))
+    uncached = price.cost(acc["record_tokens"]["input"], acc["record_tokens"]["output"])
+    return {
+        "run": str(run_dir),
+        "task": m.get("task"),
+        "teacher": teacher,
+        "prompt": m.get("prompt"),
+        "samples": m.get("samples"),
+        "temperature": m.get("temperature"),
+        "requests": {"sent": totals["sent"], "succeeded": totals["ok"],
+                     "cache_hits": totals["cache_hits"], "rate_limited_429": totals["throttled"],
+                     "retried": totals["retries"], "failed": totals["failures"]},
+        "tokens": {"billed_input": totals["input_tokens"],
+                   "billed_output": totals["output_tokens"], **{
+                       f"records_{k}": v for k, v in acc.pop("record_tokens").items()}},
+        "estimated_cost_usd": {"billed": round(billed, 4),
+                               "all_records_at_list_price": round(uncached, 4),
+                               "price_known": price.known},
+        **acc,
+        "invocations": [{k: inv.get(k) for k in ("started", "finished", "status", "message")}
+                        for inv in invocations],
+    }

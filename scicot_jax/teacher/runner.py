@@ -1,0 +1,602 @@
+"""The run engine: (example, sample) jobs -> cache / limiter / backend -> a rationale store.
+
+Streaming: jobs come from a generator and a fixed pool of workers pulls them, so memory does
+not grow with the number of requests. Exactly-once: a job whose record is in the store is
+skipped; every response is committed to the cache before its record is appended (both by one
+writer thread), so after a crash only requests that were in flight are sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scicot_jax.data.answers import ANSWER_TRIGGER, answers_match, parse_answer
+from scicot_jax.data.cards import TaskCard, load_card
+from scicot_jax.data.examples import Example
+from scicot_jax.data.store import RationaleRecord, RationaleStore
+from scicot_jax.teacher import prompts
+from scicot_jax.teacher.backends import Backend, make_backend, provider_name, scrub
+from scicot_jax.teacher.cache import Cache
+from scicot_jax.teacher.inputs import ExampleSource, InputError
+from scicot_jax.teacher.limiter import Limiter, Limits, backoff_delay
+from scicot_jax.teacher.pricing import price_for
+from scicot_jax.teacher.progress import Progress, Stats
+from scicot_jax.teacher.protocol import (
+    FatalRequestError,
+    GenRequest,
+    GenResponse,
+    QuotaExhausted,
+    RateLimited,
+    TeacherError,
+    TransientError,
+)
+
+# Fields whose change would change the requests: a resumed run must keep them.
+SIGNATURE_FIELDS = ("provider", "model", "prompt", "temperature", "max_tokens",
+                    "answer_max_tokens", "answer_temperature", "answer_trigger", "seed")
+EXIT_CODES = {"complete": 0, "failures": 1, "max_cost": 3, "max_requests": 3, "quota": 4,
+              "interrupted": 130}
+
+
+@dataclass
+class RunConfig:
+    """Everything that shapes a teacher run (limits included)."""
+
+    backend: str
+    model: str
+    prompt: str = "zero_shot_cot"
+    samples: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 256
+    answer_max_tokens: int = 32  # zero-shot step 2 (answer extraction)
+    answer_temperature: float = 0.0
+    answer_trigger: str = prompts.DEFAULT_TRIGGER
+    exemplars: str | None = None  # few_shot: JSONL of worked examples
+    seed: int = 0
+    api: str = "chat"  # openai route: chat | completions
+    base_url: str | None = None
+    split: str = "train"
+    timeout: float = 60.0
+    requests_per_minute: float = 0.0
+    tokens_per_minute: float = 0.0
+    concurrency: int = 32
+    max_retries: int = 6  # transient failures per request
+    max_throttle_retries: int = 50  # 429s per request
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    max_cost: float | None = None
+    max_requests: int | None = None
+    price_in: float | None = None
+    price_out: float | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.prompt not in prompts.PROMPT_KINDS:
+            raise ValueError(f"unknown prompt {self.prompt!r}; expected {prompts.PROMPT_KINDS}")
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.prompt == "few_shot" and not self.exemplars:
+            raise ValueError("prompt few_shot needs exemplars (--exemplars FILE.jsonl)")
+
+    @property
+    def provider(self) -> str:
+        return provider_name(self.backend, self.api)
+
+    def signature(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in SIGNATURE_FIELDS}
+        if self.exemplars:
+            d["exemplars_sha256"] = hashlib.sha256(Path(self.exemplars).read_bytes()).hexdigest()
+        return d
+
+
+class RunMismatch(ValueError):
+    """The output directory holds a run made with different settings or examples."""
+
+
+class _Stopped(Exception):
+    """Raised inside a job when the run is stopping (limit, quota, interrupt)."""
+
+
+def derive_seed(base: int, example_id: str, sample_index: int) -> int:
+    """Per-sample seed: distinct per (example, sample), stable across runs."""
+    h = hashlib.sha256(f"{base}\x00{example_id}\x00{sample_index}".encode()).digest()
+    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass
+class _Write:
+    ok: list[tuple[GenRequest, GenResponse]] = field(default_factory=list)
+    failed: list[tuple[GenRequest, str, int | None, str]] = field(default_factory=list)
+    records: list[RationaleRecord] = field(default_factory=list)
+
+
+class Writer(threading.Thread):
+    """The single writer: commits cache rows, then appends records (group commit per batch)."""
+
+    def __init__(self, cache_path: Path, store: RationaleStore, maxsize: int = 2048):
+        super().__init__(name="teacher-writer", daemon=True)
+        self.cache_path, self.store = cache_path, store
+        self.q: queue.Queue[_Write | None] = queue.Queue(maxsize)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        cache = Cache(self.cache_path)
+        try:
+            done = False
+            while not done:
+                batch = [self.q.get()]
+                while len(batch) < 512:
+                    try:
+                        batch.append(self.q.get_nowait())
+                    except queue.Empty:
+                        break
+                done = any(b is None for b in batch)
+                items = [b for b in batch if b is not None]
+                cache.write_batch([x for b in items for x in b.ok],
+                                  [x for b in items for x in b.failed])
+                records = [r for b in items for r in b.records]
+                if records:
+                    self.store.extend(records)
+        except BaseException as e:  # surfaced to the loop by put()/close()
+            self.error = e
+        finally:
+            cache.close()
+
+    async def put(self, item: _Write) -> None:
+        while True:
+            if self.error is not None:
+                raise RuntimeError(f"teacher writer failed: {self.error}") from self.error
+            try:
+                self.q.put_nowait(item)
+                return
+            except queue.Full:
+                await asyncio.sleep(0.002)  # backpressure: the disk is slower than the network
+
+    def close(self) -> None:
+        if self.is_alive():
+            while self.is_alive():
+                try:
+                    self.q.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            self.join()
+        if self.error is not None:
+            raise RuntimeError(f"teacher writer failed: {self.error}") from self.error
+
+
+class TeacherRun:
+    """One invocation of a teacher run over a source of examples."""
+
+    def __init__(self, cfg: RunConfig, card: TaskCard | str, source: ExampleSource,
+                 cache_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                 backend: Backend | None = None, input_desc: dict[str, Any] | None = None):
+        self.cfg = cfg
+        self.card = load_card(card)
+        self.source = source
+        self.cache_path = Path(cache_path)
+        self.out_dir = Path(out_dir)
+        self._backend = backend
+        self.input_desc = input_desc or {"type": "python"}
+        self.exemplars = prompts.load_exemplars(cfg.exemplars) if cfg.exemplars else ()
+        self.price = price_for(cfg.model, cfg.price_in, cfg.price_out)
+        self.stats = Stats()
+        self.status = "complete"
+        self.message = ""
+        self.stopping = False
+        self._reserved_cost = 0.0
+        self._key: str | None = None
+
+    # -- requests ---------------------------------------------------------------------
+    def requests_for(self, ex: Example, k: int) -> GenRequest:
+        """The first request of job (ex, k); zero-shot step 2 follows from its response."""
+        cfg = self.cfg
+        seed = derive_seed(cfg.seed, ex.id, k)
+        if cfg.prompt == "zero_shot_cot":
+            text, stop = prompts.zero_shot_step1(ex), ()
+        elif cfg.prompt == "answer_conditioned":
+            text, stop = prompts.answer_conditioned(ex), ()
+        else:
+            text, stop = prompts.few_shot(ex, self.exemplars), prompts.FEW_SHOT_STOP
+        return GenRequest(cfg.provider, cfg.model, text, cfg.temperature, cfg.max_tokens, seed, k,
+                          stop)
+
+    def step2_for(self, first: GenRequest, reasoning: GenResponse) -> GenRequest:
+        cfg = self.cfg
+        text = prompts.zero_shot_step2(first.prompt, reasoning.text, cfg.answer_trigger)
+        return GenRequest(cfg.provider, cfg.model, text, cfg.answer_temperature,
+                          cfg.answer_max_tokens, first.seed, first.sample_index)
+
+    def _est_tokens(self, req: GenRequest) -> int:
+        return len(req.prompt) // 4 + 1 + req.max_tokens
+
+    def _est_cost(self, req: GenRequest) -> float:
+        return self.price.cost(len(req.prompt) // 4 + 1, req.max_tokens)
+
+    def _stop(self, status: str, message: str) -> None:
+        if not self.stopping:
+            self.stopping, self.status, self.message = True, status, message
+
+    def _check_budget(self, req: GenRequest) -> None:
+        cfg, s = self.cfg, self.stats
+        if cfg.max_requests is not None and s.sent >= cfg.max_requests:
+            self._stop("max_requests", f"stopped after {s.sent} requests (--max-requests)")
+        elif cfg.max_cost is not None and (
+            s.cost_usd + self._reserved_cost + self._est_cost(req) > cfg.max_cost
+        ):
+            self._stop("max_cost", f"stopped at ${s.cost_usd:.4f}: the next request could pass "
+                                   f"--max-cost ${cfg.max_cost:g}")
+        if self.stopping:
+            raise _Stopped
+
+    async def request(self, req: GenRequest) -> GenResponse | None:
+        """Cached response, or send with limits and retries; None if it failed for good."""
+        hit = self.cache.get(req.key)
+        if hit is not None:
+            self.stats.cache_hits += 1
+            return hit
+        est, est_cost = self._est_tokens(req), self._est_cost(req)
+        transient = throttled = 0
+        while True:
+            self._check_budget(req)
+            granted = await self.limiter.acquire(est)
+            if self.stopping:  # stopped while we waited: send nothing more
+                await self.limiter.release(est, None)
+                raise _Stopped
+            s = self.stats
+            s.sent += 1
+            s.in_flight += 1
+            self._reserved_cost += est_cost
+            used, delay = None, 0.0
+            try:
+                resp = await self.backend.generate(req)
+                used = resp.input_tokens + resp.output_tokens
+            except RateLimited as e:
+                s.throttled += 1
+                throttled += 1
+                self.limiter.on_throttle(granted, e.retry_after)
+                if throttled > self.cfg.max_throttle_retries:
+                    return await self._fail(req, e)
+                if e.retry_after is None:
+                    delay = backoff_delay(throttled - 1, self.cfg.backoff_base, self.cfg.backoff_cap)
+                continue
+            except QuotaExhausted as e:
+                self._stop("quota", f"{e} -- the provider's daily quota is spent; re-run the "
+                                    "same command when it resets: finished work is kept.")
+                raise _Stopped from None
+            except TransientError as e:
+                transient += 1
+                if transient > self.cfg.max_retries:
+                    return await self._fail(req, e)
+                s.retries += 1
+                delay = backoff_delay(transient - 1, self.cfg.backoff_base, self.cfg.backoff_cap)
+                continue
+            except FatalRequestError as e:
+                return await self._fail(req, e)
+            finally:
+                s.in_flight -= 1
+                self._reserved_cost -= est_cost
+                await self.limiter.release(est, used)
+                if delay:
+                    await asyncio.sleep(delay)
+            self.limiter.on_success()
+            s.ok += 1
+            s.input_tokens += resp.input_tokens
+            s.output_tokens += resp.output_tokens
+            s.cost_usd += self.price.cost(resp.input_tokens, resp.output_tokens)
+            await self.writer.put(_Write(ok=[(req, resp)]))
+            return resp
+
+    async def _fail(self, req: GenRequest, e: TeacherError) -> None:
+        self.stats.failures += 1
+        msg = scrub(str(e), self._key)[:1000]
+        await self.writer.put(_Write(failed=[(req, type(e).__name__, e.status, msg)]))
+        return None
+
+    # -- jobs -------------------------------------------------------------------------
+    async def job(self, ex: Example, k: int) -> None:
+        first = self.requests_for(ex, k)
+        r1 = await self.request(first)
+        if r1 is None:
+            self.stats.jobs_failed += 1
+            return
+        card, cfg = self.card, self.cfg
+        at, compat = card.answer_type, card.compat
+        extra: dict[str, Any] = {"seed": first.seed, "finish_reason": r1.finish_reason}
+        tokens_in, tokens_out = r1.input_tokens, r1.output_tokens
+        if cfg.prompt == "zero_shot_cot":
+            r2 = await self.request(self.step2_for(first, r1))
+            if r2 is None:
+                self.stats.jobs_failed += 1
+                return
+            tokens_in, tokens_out = tokens_in + r2.input_tokens, tokens_out + r2.output_tokens
+            extra["answer_completion"] = r2.text
+            rationale = r1.text.strip()
+            if compat:  # Fine-tune-CoT's evaluator reads the step-2 completion as is
+                pred = parse_answer(r2.text, at, choices=ex.choices, compat=compat)
+            else:
+                pred = parse_answer(f"{ANSWER_TRIGGER} {r2.text.strip()}", at, choices=ex.choices)
+        else:
+            text = r1.text.split("\nQ:")[0] if cfg.prompt == "few_shot" else r1.text
+            rationale = text.strip()
+            pred = parse_answer(text, at, choices=ex.choices)
+        if r1.truncated:
+            extra["truncated"] = True
+            self.stats.truncated += 1
+        record = RationaleRecord(
+            example_id=ex.id, sample_index=k, rationale=rationale, answer=pred,
+            correct=answers_match(pred, ex.answer, at, compat=compat),
+            source=f"teacher:{cfg.model}", prompt_kind=cfg.prompt, temperature=cfg.temperature,
+            input_tokens=tokens_in, output_tokens=tokens_out, split=cfg.split, extra=extra)
+        await self.writer.put(_Write(records=[record]))
+        self.stats.written += 1
+
+    def jobs(self) -> Iterator[tuple[Example, int]]:
+        for ex in self.source():
+            for k in range(self.cfg.samples):
+                if (ex.id, k) not in self.store:
+                    yield ex, k
+
+    async def _worker(self, jobs: Iterator[tuple[Example, int]]) -> None:
+        n = 0
+        while not self.stopping:
+            try:
+                ex, k = next(jobs)
+            except StopIteration:
+                return
+            try:
+                await self.job(ex, k)
+            except _Stopped:
+                return
+            n += 1
+            self.progress.maybe_render()
+            if n % 64 == 0:
+                await asyncio.sleep(0)  # cache hits never suspend: let others run
+
+    # -- preparation -------------------------------------------------------------------
+    def _scan(self, store: RationaleStore | None, write_to: Path | None) -> dict[str, Any]:
+        """One pass over the examples: count, digest, duplicates, done jobs, examples.jsonl."""
+        digest, n, done, seen = hashlib.sha256(), 0, 0, set()
+        old = (store.manifest.get("examples") or {}) if store else {}
+        old_n, prefix = int(old.get("count", 0)), None
+        f = open(write_to, "w", encoding="utf-8") if write_to else None
+        try:
+            for ex in self.source():
+                line = json.dumps(ex.to_json(), ensure_ascii=False, sort_keys=True)
+                h = int.from_bytes(hashlib.blake2b(ex.id.encode(), digest_size=8).digest(), "big")
+                if h in seen:
+                    raise InputError(f"duplicate example id {ex.id!r} in the input")
+                seen.add(h)
+                digest.update(line.encode() + b"\n")
+                n += 1
+                if n == old_n:
+                    prefix = digest.hexdigest()
+                if f:
+                    f.write(line + "\n")
+                if store is not None:
+                    done += sum((ex.id, k) in store for k in range(self.cfg.samples))
+            if f:
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            if f:
+                f.close()
+        if old_n and (n < old_n or prefix != old.get("sha256")):
+            raise RunMismatch(
+                f"{self.out_dir}: the run was made from {old_n} other examples; the input "
+                f"({n} examples) must repeat them first (or use a new --out)")
+        return {"count": n, "sha256": digest.hexdigest(), "done": done}
+
+    def _manifest(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "kind": "teacher",
+            "card": self._card_ref(),
+            "task": self.card.name,
+            "answer_type": self.card.answer_type,
+            "compat": self.card.compat,
+            "split": cfg.split,
+            "input": self.input_desc,
+            "teacher": {"backend": cfg.backend, "provider": cfg.provider, "model": cfg.model,
+                        "base_url": cfg.base_url},
+            "prompt": cfg.prompt,
+            "samples": cfg.samples,
+            "temperature": cfg.temperature,
+            "signature": cfg.signature(),
+            "cache": str(self.cache_path),
+            "invocations": [],
+        }
+
+    def _card_ref(self) -> str:
+        """The card's name if it is the shipped card of that name, else its path."""
+        try:
+            shipped = load_card(self.card.name)
+        except ValueError:
+            return self.card.path
+        return self.card.name if Path(shipped.path).resolve() == Path(self.card.path).resolve() \
+            else self.card.path
+
+    def _open_store(self) -> RationaleStore:
+        store = RationaleStore.create(self.out_dir, self._manifest(), exist_ok=True)
+        sig = store.manifest.get("signature")
+        if sig is not None and sig != self.cfg.signature():
+            diff = sorted(k for k in set(sig) | set(self.cfg.signature())
+                          if sig.get(k) != self.cfg.signature().get(k))
+            raise RunMismatch(f"{self.out_dir}: the run was made with other settings ({diff}); "
+                              "use the same arguments to resume, or a new --out")
+        return store
+
+    # -- the run ----------------------------------------------------------------------
+    def quote(self) -> dict[str, Any]:
+        """--dry-run: what would be sent and what it would cost; sends and writes nothing."""
+        store = RationaleStore.open(self.out_dir) if RationaleStore.is_run_dir(self.out_dir) \
+            else None
+        cache = Cache(self.cache_path, readonly=True) if self.cache_path.exists() else None
+        q = {"jobs": 0, "already_done": 0, "cached_requests": 0, "requests_to_send": 0,
+             "est_input_tokens": 0, "max_output_tokens": 0}
+
+        def need(prompt_tokens: int, max_out: int) -> None:
+            q["requests_to_send"] += 1
+            q["est_input_tokens"] += prompt_tokens
+            q["max_output_tokens"] += max_out
+
+        try:
+            for ex in self.source():
+                for k in range(self.cfg.samples):
+                    q["jobs"] += 1
+                    if store is not None and (ex.id, k) in store:
+                        q["already_done"] += 1
+                        continue
+                    req = self.requests_for(ex, k)
+                    r1 = cache.get(req.key) if cache else None
+                    if r1 is not None:
+                        q["cached_requests"] += 1
+                    else:
+                        need(len(req.prompt) // 4 + 1, req.max_tokens)
+                    if self.cfg.prompt != "zero_shot_cot":
+                        continue
+                    if r1 is None:  # step 2 repeats step 1's prompt and reasoning
+                        need(len(req.prompt) // 4 + 1 + req.max_tokens, self.cfg.answer_max_tokens)
+                        continue
+                    req2 = self.step2_for(req, r1)
+                    if cache is not None and cache.get(req2.key) is not None:
+                        q["cached_requests"] += 1
+                    else:
+                        need(len(req2.prompt) // 4 + 1, req2.max_tokens)
+        finally:
+            if cache:
+                cache.close()
+        return {
+            "dry_run": True, **q,
+            "est_cost_usd_upper": round(self.price.cost(q["est_input_tokens"],
+                                                        q["max_output_tokens"]), 4),
+            "price_per_m_tokens": [self.price.input_per_m, self.price.output_per_m],
+            "price_known": self.price.known, "model": self.cfg.model,
+        }
+
+    async def run(self) -> dict[str, Any]:
+        """Do the run; returns the summary (status, counters, accuracy of the store)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock(self.out_dir)
+        try:
+            return await self._run()
+        finally:
+            os.close(lock)
+
+    async def _run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.store = self._open_store()
+        tmp = self.out_dir / ".examples.jsonl.tmp"
+        scan = self._scan(self.store, tmp)
+        if scan["count"] >= int((self.store.manifest.get("examples") or {}).get("count", 0)):
+            os.replace(tmp, self.store.examples_path)
+        else:
+            tmp.unlink()
+        self.stats.jobs_total = scan["count"] * cfg.samples
+        self.stats.jobs_skipped = scan["done"]
+        invocations = list(self.store.manifest.get("invocations", []))
+        invocations.append({"started": _now(), "status": "running", "samples": cfg.samples})
+        self.store.update_manifest(examples={"count": scan["count"], "sha256": scan["sha256"]},
+                                   samples=max(cfg.samples, self.store.manifest.get("samples", 1)),
+                                   invocations=invocations)
+        self.cache = Cache(self.cache_path)
+        self.writer = Writer(self.cache_path, self.store)
+        self.writer.start()
+        self.progress = Progress(self.stats, enabled=cfg.progress)
+        self.limiter = Limiter(Limits(cfg.requests_per_minute, cfg.tokens_per_minute,
+                                      cfg.concurrency))
+        backend = self._backend or make_backend(
+            cfg.backend, base_url=cfg.base_url, api=cfg.api, timeout=cfg.timeout,
+            max_connections=cfg.concurrency)
+        self._key = getattr(backend, "_key", None)
+        self.backend = backend
+        error: BaseException | None = None
+        try:
+            with _signals(self):
+                jobs = self.jobs()
+                workers = max(8, 2 * cfg.concurrency)
+                await asyncio.gather(*(self._worker(jobs) for _ in range(workers)))
+        except BaseException as e:
+            error = e
+            self.status, self.message = "error", scrub(f"{type(e).__name__}: {e}", self._key)
+        finally:
+            if self._backend is None:
+                await backend.aclose()
+            try:
+                self.writer.close()
+            except RuntimeError as e:
+                error = error or e
+                self.status, self.message = "error", scrub(str(e), self._key)
+            self.cache.close()
+            if self.status == "complete" and self.stats.jobs_failed:
+                self.status = "failures"
+                self.message = (f"{self.stats.jobs_failed} job(s) failed (see the cache's "
+                                "failures); re-run to retry them")
+            self.progress.maybe_render(force=True)
+            invocations[-1].update(finished=_now(), status=self.status, message=self.message,
+                                   stats=self.stats.to_json())
+            self.store.update_manifest(invocations=invocations)
+            self.store.close()
+        if error is not None:
+            raise error
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        from scicot_jax.teacher.report import accuracy_summary
+
+        return {"status": self.status, "message": self.message, "out_dir": str(self.out_dir),
+                **self.stats.to_json(), **accuracy_summary(self.store)}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _lock(out_dir: Path) -> int:
+    fd = os.open(out_dir / ".teacher.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"{out_dir}: another teacher run is writing here") from None
+    return fd
+
+
+@contextlib.contextmanager
+def _signals(run: TeacherRun) -> Iterator[None]:
+    """First Ctrl-C / SIGTERM: stop cleanly (in-flight requests finish); second: abort."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def handler() -> None:
+        if run.stopping and task is not None:
+            task.cancel()
+        run._stop("interrupted", "interrupted; re-run the same command to resume")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def config_dict(cfg: RunConfig) -> dict[str, Any]:
+    return asdict(cfg)
