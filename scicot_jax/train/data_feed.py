@@ -1,0 +1,146 @@
+"""SeqIO -> numpy batches for the trainer, eval and infer (the one TF-touching train module).
+
+seqio and tensorflow are imported lazily inside functions, so importing this module (and the
+train step, which never imports it) keeps TF off accelerator hosts that only get numpy batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TASK_MODULE = "scicot_jax.tasks"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """Which SeqIO task/mixture split to read and how (t5x's utils.DatasetConfig)."""
+
+    mixture_or_task_name: str
+    task_feature_lengths: dict
+    split: str = "train"
+    batch_size: int = 8  # global
+    shuffle: bool = True
+    seed: int | None = 42
+    pack: bool = True
+    use_cached: bool = False
+    module: str | None = DEFAULT_TASK_MODULE  # MIXTURE_OR_TASK_MODULE, imported to register
+
+
+def import_task_module(module: str | None) -> None:
+    """Imports the module(s) that register SeqIO tasks (comma-separated)."""
+    for name in filter(None, (m.strip() for m in (module or "").split(","))):
+        importlib.import_module(name)
+
+
+def _host_batch_size(global_batch: int) -> int:
+    n = jax.process_count()
+    if global_batch % n:
+        raise ValueError(f"batch_size={global_batch} not divisible by {n} hosts")
+    return global_batch // n
+
+
+def _dataset(cfg: DatasetConfig, num_epochs: int | None, shuffle: bool) -> Any:
+    import seqio
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerator memory
+    import_task_module(cfg.module)
+    converter = seqio.EncDecFeatureConverter(pack=cfg.pack)
+    ds = seqio.get_dataset(
+        cfg.mixture_or_task_name, task_feature_lengths=dict(cfg.task_feature_lengths),
+        dataset_split=cfg.split, shuffle=shuffle, num_epochs=num_epochs,
+        feature_converter=converter, use_cached=cfg.use_cached, seed=cfg.seed,
+        shard_info=seqio.ShardInfo(jax.process_index(), jax.process_count()))
+    return ds
+
+
+def train_batches(cfg: DatasetConfig) -> Callable[[int], Iterator[dict[str, np.ndarray]]]:
+    """Factory `start_batch -> endless iterator` of this host's packed batches.
+
+    The dataset is seeded, so skipping `start_batch` batches resumes exactly where a
+    checkpointed run stopped.
+    """
+    def make(start: int) -> Iterator[dict[str, np.ndarray]]:
+        ds = _dataset(cfg, None, cfg.shuffle).batch(_host_batch_size(cfg.batch_size),
+                                                    drop_remainder=True)
+        if start:
+            ds = ds.skip(start)
+        return ds.prefetch(2).as_numpy_iterator()
+
+    return make
+
+
+def eval_batches(cfg: DatasetConfig) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
+    """Factory of one finite, unshuffled pass (last batch padded with empty rows)."""
+    def make() -> Iterator[dict[str, np.ndarray]]:
+        ds = _dataset(cfg, 1, False)
+        bs = _host_batch_size(cfg.batch_size)
+        for b in ds.batch(bs).as_numpy_iterator():
+            yield pad_rows(b, bs)
+
+    return make
+
+
+def pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """Pads every feature with zero rows (zero tokens carry no loss weight) to `rows`."""
+    out = {}
+    for k, x in batch.items():
+        if x.shape[0] < rows:
+            x = np.concatenate([x, np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)])
+        out[k] = x
+    return out
+
+
+def task_examples(name: str, split: str, feature_lengths: dict, module: str | None = None,
+                  limit: int | None = None) -> tuple[list[dict[str, Any]], Any]:
+    """Preprocessed examples of a task split, in order, with ids and texts; plus the task.
+
+    Each dict has `id`, `inputs`/`targets` (token lists, trimmed), `inputs_pretokenized`,
+    `targets_pretokenized` (str) and the task's other string fields (for postprocessing).
+    """
+    import seqio
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")
+    import_task_module(module)
+    task = seqio.get_mixture_or_task(name)
+    ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False, num_epochs=1,
+                          use_cached=False)
+    out = []
+    for i, ex in enumerate(ds.as_numpy_iterator()):
+        if limit is not None and i >= limit:
+            break
+        row = {k: _py(v) for k, v in ex.items()}
+        row.setdefault("id", f"{split}-{i}")
+        out.append(row)
+    return out, task
+
+
+def sub_tasks(name: str, module: str | None = None) -> list[Any]:
+    """The task itself, or a mixture's tasks (each is evaluated separately, as in t5x)."""
+    import seqio
+
+    import_task_module(module)
+    obj = seqio.get_mixture_or_task(name)
+    return list(obj.tasks) if isinstance(obj, seqio.Mixture) else [obj]
+
+
+def _py(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind in "SO":
+            return [_py(x) for x in v.tolist()]
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
