@@ -21,7 +21,9 @@ def tiny():
     config = T5Config.preset("tiny", dtype="float32")
     rng = np.random.default_rng(0)
     # Random values of the real shapes; no need to compile the model's init here.
-    return config, jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), param_shapes(config))
+    return config, jax.tree.map(
+        lambda s: rng.normal(size=s.shape).astype(s.dtype), param_shapes(config)
+    )
 
 
 def _assert_same(a, b):
@@ -61,7 +63,9 @@ def test_cli_hf_roundtrip(tiny, tmp_path, capsys):
     back_config, back = checkpoint_io.load_params(tmp_path / "b")
     _assert_same(params, back)
     assert back_config.d_model == config.d_model
-    assert convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "nope"), str(tmp_path / "x")]) == 1
+    assert (
+        convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "nope"), str(tmp_path / "x")]) == 1
+    )
     assert "nope" in capsys.readouterr().err
 
 
@@ -76,6 +80,8 @@ def test_cli_exports_trainer_checkpoint(tiny, tmp_path):
     meta = {"model": scanned_config.to_dict()}
     ckpts.save(7, scan_params(params, config), {"count": np.zeros((), np.int32)}, {"pos": 0}, meta)
     ckpts.close()
-    assert convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "model"), str(tmp_path / "hf")]) == 0
+    assert (
+        convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "model"), str(tmp_path / "hf")]) == 0
+    )
     _, back = import_hf(tmp_path / "hf", dtype="float32")
     _assert_same(params, back)

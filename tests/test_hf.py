@@ -19,10 +19,19 @@ TOLERANCE = 1e-4
 
 def _hf_config(**overrides):
     kwargs = dict(
-        vocab_size=VOCAB, d_model=32, d_kv=8, num_heads=4, d_ff=48, num_layers=2,
-        num_decoder_layers=3, relative_attention_num_buckets=8,
-        relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False, dropout_rate=0.0, decoder_start_token_id=0,
+        vocab_size=VOCAB,
+        d_model=32,
+        d_kv=8,
+        num_heads=4,
+        d_ff=48,
+        num_layers=2,
+        num_decoder_layers=3,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
     )
     return transformers.T5Config(**{**kwargs, **overrides})
 

@@ -24,8 +24,10 @@ def hf_to_orbax(hf_dir: Path, out_dir: Path, param_dtype: str, force: bool) -> N
     """Import an HF T5 v1.1 / Flan-T5 directory and save it as a params checkpoint."""
     config, params = hf.import_hf(hf_dir, param_dtype=param_dtype)
     checkpoint_io.save_params(out_dir, params, config, force=force)
-    print(f"{hf_dir} -> {out_dir} ({config.num_encoder_layers}+{config.num_decoder_layers} "
-          f"layers, d_model {config.d_model}, vocab {config.vocab_size})")
+    print(
+        f"{hf_dir} -> {out_dir} ({config.num_encoder_layers}+{config.num_decoder_layers} "
+        f"layers, d_model {config.d_model}, vocab {config.vocab_size})"
+    )
 
 
 def load_any(ckpt_dir: Path) -> tuple[T5Config, dict]:
@@ -54,7 +56,9 @@ def orbax_to_hf(ckpt_dir: Path, out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     to_orbax = sub.add_parser("hf-to-orbax", help="Hugging Face directory -> orbax params")
     to_orbax.add_argument("hf_dir", type=Path)

@@ -42,7 +42,9 @@ def _attention(hf_prefix: str, path: tuple[str, ...], c: T5Config) -> list[Entry
         Entry(f"{hf_prefix}.{hf}.weight", (*path, name, "kernel"), (c.d_model, inner), True)
         for hf, name in (("q", "query"), ("k", "key"), ("v", "value"))
     ]
-    entries.append(Entry(f"{hf_prefix}.o.weight", (*path, "out", "kernel"), (inner, c.d_model), True))
+    entries.append(
+        Entry(f"{hf_prefix}.o.weight", (*path, "out", "kernel"), (inner, c.d_model), True)
+    )
     return entries
 
 
@@ -66,16 +68,22 @@ def param_map(config: T5Config) -> list[Entry]:
         Entry("shared.weight", ("token_embedder", "embedding"), (c.vocab_size, c.d_model), False),
         Entry(
             "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-            ("encoder", "relpos_bias", "rel_embedding"), rel_shape, True,
+            ("encoder", "relpos_bias", "rel_embedding"),
+            rel_shape,
+            True,
         ),
         Entry(
             "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-            ("decoder", "relpos_bias", "rel_embedding"), rel_shape, True,
+            ("decoder", "relpos_bias", "rel_embedding"),
+            rel_shape,
+            True,
         ),
     ]
     for i in range(c.num_encoder_layers):
         hf, p = f"encoder.block.{i}", ("encoder", f"layers_{i}")
-        entries.append(_norm(f"{hf}.layer.0.layer_norm.weight", (*p, "pre_attention_layer_norm"), c))
+        entries.append(
+            _norm(f"{hf}.layer.0.layer_norm.weight", (*p, "pre_attention_layer_norm"), c)
+        )
         entries += _attention(f"{hf}.layer.0.SelfAttention", (*p, "attention"), c)
         entries.append(_norm(f"{hf}.layer.1.layer_norm.weight", (*p, "pre_mlp_layer_norm"), c))
         entries += _mlp(f"{hf}.layer.1.DenseReluDense", (*p, "mlp"), c)
@@ -94,7 +102,9 @@ def param_map(config: T5Config) -> list[Entry]:
         entries += _mlp(f"{hf}.layer.2.DenseReluDense", (*p, "mlp"), c)
     entries.append(_norm("decoder.final_layer_norm.weight", ("decoder", "decoder_norm"), c))
     entries.append(
-        Entry("lm_head.weight", ("decoder", "logits_dense", "kernel"), (c.d_model, c.vocab_size), True)
+        Entry(
+            "lm_head.weight", ("decoder", "logits_dense", "kernel"), (c.d_model, c.vocab_size), True
+        )
     )
     return entries
 
@@ -227,7 +237,9 @@ class _Tensors:
         try:
             return json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"{index}: not a sharded-checkpoint index with 'weight_map' ({e})") from e
+            raise ValueError(
+                f"{index}: not a sharded-checkpoint index with 'weight_map' ({e})"
+            ) from e
 
     def _add_safetensors(self, file: Path) -> None:
         from safetensors import safe_open
@@ -279,7 +291,9 @@ def _set(tree: Params, path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
-def flatten(params: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+def flatten(
+    params: Mapping[str, Any], prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Any]]:
     """(path, leaf) pairs of a nested mapping, in insertion order."""
     for key, value in params.items():
         if isinstance(value, Mapping):
