@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import jax
 
 log = logging.getLogger(__name__)
+_TB_UNSAFE = re.compile(r"[^\w./-]")  # TensorBoard tag charset
 
 # Dense bf16 peak FLOP/s per device, by substrings of jax's device_kind.
 PEAK_FLOPS = (
@@ -72,7 +74,7 @@ class MetricsWriter:
         if not self.enabled:
             return
         for k, v in scalars.items():
-            self._tb.add_scalar(k, float(v), step)
+            self._tb.add_scalar(_TB_UNSAFE.sub("_", k), float(v), step)
         self._jsonl.write(json.dumps({"step": int(step), **{k: float(v) for k, v in
                                                              scalars.items()}}) + "\n")
         self._jsonl.flush()
