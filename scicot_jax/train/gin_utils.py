@@ -86,10 +86,21 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str],
     """Parses gin files then bindings, with search paths (cwd and the repo's gin/ last)."""
     register_configurables()
     paths = [p for s in search_paths for p in s.split(",") if p]
-    for p in [*paths, os.getcwd(), str(GIN_DIR)]:
+    # The repo's gin/ first: gin logs an error for every search path that lacks an include.
+    for p in [str(GIN_DIR), *paths, os.getcwd()]:
         gin.add_config_file_search_path(p)
     resolved = [_find(f, paths) for f in files]
-    gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=False)
+    quiet = _DropMissingPathNoise()
+    logging.getLogger().addFilter(quiet)  # gin logs every search path that lacks an include
+    try:
+        gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=False)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _DropMissingPathNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Path not found")
 
 
 def _find(name: str, paths: Sequence[str]) -> str:
