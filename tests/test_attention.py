@@ -79,7 +79,7 @@ def test_attention_kernels_agree():
 
 
 def test_model_attention_impls_agree():
-    cfg = T5Config.preset("tiny", vocab_size=64, dtype="float32")
+    cfg = T5Config.preset("tiny", vocab_size=96, dtype="float32")
     params = init_params(cfg, jax.random.key(3))
     enc = np.array([[5, 6, 7, 8, 9, 1, 0], [4, 1, 3, 3, 1, 0, 0]], np.int32)
     enc_seg = np.array([[1, 1, 1, 1, 1, 1, 0], [1, 1, 2, 2, 2, 0, 0]], np.int32)

@@ -7,7 +7,7 @@ import pytest
 from scicot_jax.model import T5Config, Transformer, init_params
 from scicot_jax.model.scoring import score
 
-CFG = T5Config.preset("tiny", vocab_size=40, dtype="float32")
+CFG = T5Config.preset("tiny", vocab_size=96, dtype="float32")
 
 
 def make_batch():

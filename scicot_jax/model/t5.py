@@ -291,13 +291,15 @@ def _init_boxed(config: T5Config, rng: jax.Array, enc_shape: tuple, dec_shape: t
     return Transformer(config).init(rng, enc, dec, dec, enable_dropout=False)
 
 
+_jit_init_boxed = jax.jit(_init_boxed, static_argnums=(0, 2, 3))
+
+
 def init_params(
     config: T5Config, rng: jax.Array, batch_shapes: dict[str, tuple[int, int]] | None = None
 ) -> dict:
     """Randomly initialised params (plain nested dict, logical-axis boxes removed), t5x-style init."""
     shapes = batch_shapes or _DEFAULT_SHAPES
-    init = jax.jit(_init_boxed, static_argnums=(0, 2, 3))
-    boxed = init(config, rng, tuple(shapes["encoder"]), tuple(shapes["decoder"]))
+    boxed = _jit_init_boxed(config, rng, tuple(shapes["encoder"]), tuple(shapes["decoder"]))
     return nn.meta.unbox(boxed)["params"]
 
 
