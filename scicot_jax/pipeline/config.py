@@ -85,7 +85,9 @@ class StudentConfig:
 
     size: str = "tiny"  # T5Config preset
     overrides: dict = field(default_factory=dict)  # T5Config field overrides, e.g. {"d_model": 64}
-    vocab: str | None = None  # SentencePiece path | "t5" | "task" (fitted per run) | None (demo)
+    # SentencePiece path | "t5" (T5's, for pretrained checkpoints) | "task" (fitted to the run's
+    # train texts: short sequences for students from scratch) | None (the demo vocabulary).
+    vocab: str | None = "task"
     vocab_size: int = 1024  # for vocab="task"
     init_checkpoint: str | None = None  # orbax/HF-imported checkpoint to start from
     steps: int = 300
@@ -102,6 +104,13 @@ class StudentConfig:
     trainer: str = "inprocess"  # inprocess (numpy batches) | gin (binaries on SeqIO tasks)
     gin: tuple[str, ...] = ()  # extra KEY=VALUE bindings for the gin trainer (t5x style)
     eval_batch_size: int = 64
+
+    def __post_init__(self):
+        if self.init_checkpoint and self.vocab in (None, "task"):
+            raise ValueError("a pretrained init_checkpoint needs the vocabulary it was trained "
+                             "with (e.g. --vocab t5), not a task/demo vocabulary")
+        if self.trainer not in ("inprocess", "gin"):
+            raise ValueError(f"student trainer must be inprocess or gin, got {self.trainer!r}")
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,10 @@ class Pipeline:
                     if r.correct and r.sample_index < degree]
             train = self.by_id("train")
             pairs = [formats.stage2(train[r.example_id], r.rationale) for r in recs]
-            out = self.student.train(pairs, d, stage="scorer")
+            store = self.steps.step_dir(f"teacher_{prompt}") / "store"
+            kw = {"task": self._seqio_task("stage2", store, degree)} if getattr(
+                self.student, "needs_seqio", False) else {}
+            out = self.student.train(pairs, d, stage="scorer", **kw)
             return {**out, "probe": True, "train_examples": len(pairs)}
         return self.steps.run(f"scorer_{prompt}_d{degree}", work,
                               inputs={"student": self.cfg.student.__dict__, "degree": degree})
@@ -183,13 +186,33 @@ class Pipeline:
         return [(train[r.example_id], r.rationale) for r in store.records()]
 
     # ------------------------------------------------------------------ students
-    def _train(self, name: str, pairs_fn: Callable[[], list[tuple[str, str]]], stage: str) -> dict:
+    def _seqio_task(self, method: str, run_dir: Path | None = None,
+                    degree: int | None = None) -> str:
+        """Register (card or run) with the SeqIO registry; the name of the task to train on."""
+        from scicot_jax import tasks
+        from scicot_jax.data.store import RationaleStore
+
+        vocab = getattr(self.student, "vocab_spec", None)
+        if method == "baseline":
+            tasks.register_card(self.card, vocabulary=vocab)
+            return tasks.task_name(self.card.name, "baseline")
+        run_name = RationaleStore.open(run_dir).manifest.get("name") or run_dir.name
+        tasks.register_run_dir(run_dir, card=self.card, vocabulary=vocab, methods=(method,),
+                               degrees=[degree] if degree else [])
+        return tasks.task_name(self.card.name, method, run_name, degree)
+
+    def _train(self, name: str, pairs_fn: Callable[[], list[tuple[str, str]]], stage: str,
+               task_fn: Callable[[], str] | None = None) -> dict:
         def work(d: Path) -> dict:
             pairs = pairs_fn()
             if not pairs:
                 raise ValueError(f"step {name}: no training examples (did the teacher get any "
                                  "answer right? see the select_* report)")
-            return {**self.student.train(pairs, d, stage=stage), "train_examples": len(pairs)}
+            kw = {}
+            if getattr(self.student, "needs_seqio", False) and task_fn is not None:
+                kw["task"] = task_fn()
+            return {**self.student.train(pairs, d, stage=stage, **kw),
+                    "train_examples": len(pairs)}
         return self.steps.run(name, work, inputs={"student": self.cfg.student.__dict__,
                                                   "stage": stage})
 
@@ -255,7 +278,7 @@ class Pipeline:
         train = self.examples("train")
         if spec.method == "baseline":
             tr = self._train("train_baseline", lambda: [formats.baseline(ex) for ex in train],
-                             "baseline")
+                             "baseline", lambda: self._seqio_task("baseline"))
             ev = self._evaluate("baseline", tr["checkpoint"], "baseline",
                                 lambda split, ex: formats.render_question(ex))
             entry.update(rationales_used=0, train_examples=tr["train_examples"],
@@ -264,19 +287,25 @@ class Pipeline:
             sel = self._select(spec)
             entry.update(rationales_used=sel["kept"], selection_summary=sel["summary"])
             if spec.method == "finetune_cot":
+                sel_store = self.steps.step_dir(f"select_{spec.slug}") / "store"
                 tr = self._train(f"train_{spec.slug}", lambda: [
-                    formats.one_stage(ex, r) for ex, r in self.selected(spec)], "one_stage")
+                    formats.one_stage(ex, r) for ex, r in self.selected(spec)], "one_stage",
+                    lambda: self._seqio_task("one_stage", sel_store))
                 ev = self._evaluate(spec.slug, tr["checkpoint"], "one_stage",
                                     lambda split, ex: formats.render_question(ex))
                 entry.update(train_examples=tr["train_examples"],
                              train_tokens=tr.get("train_tokens", 0))
             else:
+                sel_store = self.steps.step_dir(f"select_{spec.slug}") / "store"
                 s1 = self._train(f"stage1_{spec.slug}", lambda: [
-                    formats.stage1(ex, r) for ex, r in self.selected(spec)], "stage1")
+                    formats.stage1(ex, r) for ex, r in self.selected(spec)], "stage1",
+                    lambda: self._seqio_task("stage1", sel_store))
                 rat = self._student_rationales(spec, s1["checkpoint"])
                 written = self.student_rationales(spec)
+                rat_store = self.steps.step_dir(f"rationales_{spec.slug}") / "store"
                 s2 = self._train(f"stage2_{spec.slug}", lambda: [
-                    formats.stage2(ex, written["train", ex.id]) for ex in train], "stage2")
+                    formats.stage2(ex, written["train", ex.id]) for ex in train], "stage2",
+                    lambda: self._seqio_task("stage2", rat_store))
                 ev = self._evaluate(spec.slug, s2["checkpoint"], "stage2",
                                     lambda split, ex: formats.stage2(ex, written[split, ex.id])[0])
                 entry.update(train_examples=s2["train_examples"],
@@ -323,7 +352,9 @@ class Pipeline:
 def run_pipeline(cfg: PipelineConfig, student: Student | None = None, **kw: Any) -> dict:
     """Build the default in-process student (``pipeline.student``) if none is given and run."""
     if student is None:
-        from scicot_jax.pipeline.student import T5Student
-
-        student = T5Student(cfg.student, card=kw.get("card"), task=cfg.task)
+        if cfg.student.trainer == "gin":
+            from scicot_jax.pipeline.gin_student import GinStudent as cls
+        else:
+            from scicot_jax.pipeline.student import T5Student as cls
+        student = cls(cfg.student, card=kw.get("card"), task=cfg.task)
     return Pipeline(cfg, student, **kw).run()

@@ -8,6 +8,7 @@ runs go through the gin binaries and the SeqIO tasks (see ``pipeline.gin_student
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from scicot_jax.pipeline.config import StudentConfig
 log = logging.getLogger(__name__)
 
 PAD, EOS = 0, 1
+STUDENT_FILE = "student.json"  # written next to the checkpoints: lengths the student saw
 
 
 def round_up(n: int, k: int = 8) -> int:
@@ -65,8 +67,10 @@ class TokenizedPairs:
                 "decoder_input_tokens": shift_right(tgt),
                 "decoder_loss_weights": (tgt > 0).astype(np.float32)}
 
-    def batches(self, batch_size: int, seed: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """Endless shuffled epochs, positioned at batch ``start`` (the trainer resumes with it)."""
+    def batches(self, batch_size: int, seed: int, start: int = 0, host: int = 0,
+                hosts: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        """Endless shuffled epochs of global batches, positioned at batch ``start`` (the trainer
+        resumes with it); on multi-host runs each host yields its rows ``host::hosts``."""
         n = len(self)
         per_epoch = max(1, n // batch_size) if n >= batch_size else 1
         step = start
@@ -75,7 +79,7 @@ class TokenizedPairs:
             order = np.random.default_rng((seed, epoch)).permutation(n)
             if n < batch_size:  # tiny data: repeat to fill a batch
                 order = np.resize(order, batch_size)
-            yield self.batch(order[k * batch_size : (k + 1) * batch_size])
+            yield self.batch(order[k * batch_size : (k + 1) * batch_size][host::hosts])
             step += 1
 
 
@@ -95,12 +99,17 @@ class T5Student:
         self._vocab: Any = None
         self._model: Any = None
         self._params: dict[str, Any] = {}
-        self._decoders: dict[Any, Any] = {}
+        self._configs: dict[str, Any] = {}
+        self._mesh: Any = None
+
+    @property
+    def vocab_spec(self) -> str | None:
+        """What ``get_vocabulary`` is given: a path, "t5", or None (demo)."""
+        return self._vocab_spec
 
     def use_vocab(self, path: str | Path) -> None:
         """Switch to the vocabulary at ``path`` (the pipeline's task vocabulary)."""
         self._vocab_spec, self._vocab, self._model = str(path), None, None
-        self._decoders.clear()
 
     @property
     def vocab(self) -> Any:
@@ -144,109 +153,96 @@ class T5Student:
                            log_period=max(1, steps // 5), initial_checkpoint_path=c.init_checkpoint,
                            handle_sigterm=False)
 
-    def train(self, pairs: Sequence[tuple[str, str]], out_dir: Path, *, stage: str) -> dict:
-        """Train a fresh student on ``pairs`` into ``out_dir``; resumes from its checkpoints."""
-        from scicot_jax.train import trainer
-
+    def steps_for(self, stage: str) -> int:
+        """Training steps of a stage: stage2_steps / scorer_steps when set, else steps."""
         steps = {"stage2": self.cfg.stage2_steps,
                  "scorer": self.cfg.scorer_steps or max(1, self.cfg.steps // 2)}.get(stage)
-        steps = steps or self.cfg.steps
+        return steps or self.cfg.steps
+
+    def train(self, pairs: Sequence[tuple[str, str]], out_dir: Path, *, stage: str,
+              task: str | None = None) -> dict:
+        """Train a fresh student on ``pairs`` into ``out_dir``; resumes from its checkpoints.
+        (``task``, the SeqIO name of the same data, is for the gin trainer; unused here.)"""
+        from scicot_jax.train import trainer
+
+        steps = self.steps_for(stage)
         data = TokenizedPairs(self.vocab, pairs, self.max_inputs, self.max_targets)
         if data.truncated:
             log.warning("%s: %d texts truncated to %d/%d tokens", stage, data.truncated,
                         self.max_inputs, self.max_targets)
         tc = self.train_config(out_dir, data, steps)
-        res = trainer.train(tc, lambda start: data.batches(tc.batch_size, self.cfg.seed, start),
-                            return_state=True)
+        import jax
+
+        res = trainer.train(tc, lambda start: data.batches(
+            tc.batch_size, self.cfg.seed, start, jax.process_index(), jax.process_count()),
+            return_state=True)
         ckpt = str(out_dir)
         if res.state is not None:
             self._params[ckpt] = res.state.params
+        lengths = {"inputs": data.inputs_length, "targets": data.targets_length}
+        (out_dir / STUDENT_FILE).write_text(json.dumps({"lengths": lengths, "stage": stage}))
         return {"checkpoint": ckpt, "steps": res.step, "train_tokens":
                 int(res.step * tc.batch_size * data.tokens_per_example),
                 "final_loss": res.metrics.get("loss"), "final_accuracy": res.metrics.get("accuracy"),
-                "lengths": {"inputs": data.inputs_length, "targets": data.targets_length},
+                "lengths": lengths,
                 "truncated": data.truncated}
 
     def params(self, checkpoint: str) -> Any:
-        """Params of a trainer model dir (cached), or of an initial checkpoint (HF, orbax)."""
+        """Params of a trainer model dir or any initial checkpoint (HF, orbax), cached."""
         if checkpoint not in self._params:
-            from scicot_jax.train import checkpoints
+            from scicot_jax.train import inference
 
-            step_dir = checkpoints.resolve_step_dir(checkpoint)
-            if step_dir is not None:
-                self._params[checkpoint] = checkpoints.restore_params(step_dir)
-            else:
-                import jax
-
-                from scicot_jax.model import init_params
-                from scicot_jax.train.init_from import load_initial_params
-
-                abstract = jax.eval_shape(lambda: init_params(self.model, jax.random.key(0)))
-                shardings = jax.tree.map(lambda _: None, abstract)
-                self._params[checkpoint] = load_initial_params(checkpoint, abstract, shardings,
-                                                               self.model)
+            _, self._params[checkpoint] = inference.load_model(checkpoint, self.model, self.mesh)
         return self._params[checkpoint]
 
+    def model_for(self, checkpoint: str) -> Any:
+        """The T5Config to decode ``checkpoint`` with."""
+        return self.model
+
+    @property
+    def mesh(self) -> Any:
+        if self._mesh is None:
+            from scicot_jax.train import partitioning
+
+            self._mesh = partitioning.make_mesh()
+        return self._mesh
+
     # ------------------------------------------------------------------ decoding and scoring
-    def _encode_inputs(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
-        rows = [list(self.vocab.encode(t))[: self.max_inputs - 1] + [EOS] for t in texts]
-        length = min(self.max_inputs, round_up(max(len(r) for r in rows), 16))
-        return pad_rows(rows, length), length
+    def decode_length(self, checkpoint: str) -> int:
+        """Longest output to decode: the student's training target length (outputs of the same
+        kind), else the card's target length."""
+        info = Path(checkpoint) / STUDENT_FILE
+        if info.exists():
+            return int(json.loads(info.read_text())["lengths"]["targets"])
+        return self.max_targets
 
-    def _generate_fn(self, max_len: int) -> Any:
-        key = ("greedy", max_len)
-        if key not in self._decoders:
-            import jax
-
-            from scicot_jax.model import decoding
-
-            self._decoders[key] = jax.jit(lambda p, x: decoding.generate(
-                p, self.model, x, max_decode_length=max_len, method="greedy"))
-        return self._decoders[key]
+    def _tokens(self, texts: Sequence[str], limit: int) -> tuple[list[list[int]], int]:
+        """Token lists ending in EOS (cut to ``limit``) and a padded length for them."""
+        rows = [list(self.vocab.encode(t))[: limit - 1] + [EOS] for t in texts]
+        return rows, min(limit, round_up(max(len(r) for r in rows), 16))
 
     def predict(self, checkpoint: str, inputs: Sequence[str], *, stage: str) -> list[str]:
-        """Greedy decodes, in batches of eval_batch_size (last batch padded: one compile)."""
+        """Greedy decodes, batched and sharded over the data axis."""
         if not inputs:
             return []
-        params = self.params(checkpoint)
-        enc_NxL, _ = self._encode_inputs(inputs)
-        max_len = self.max_targets
-        fn = self._generate_fn(max_len)
-        bs = self.cfg.eval_batch_size
-        outs: list[str] = []
-        for s in range(0, len(inputs), bs):
-            chunk = enc_NxL[s : s + bs]
-            n = len(chunk)
-            if n < bs:
-                chunk = np.concatenate([chunk, np.zeros((bs - n, chunk.shape[1]), np.int32)])
-            tokens_BxDxL, _ = fn(params, chunk)
-            for row in np.asarray(tokens_BxDxL)[:n, 0]:
-                ids = row.tolist()
-                ids = ids[: ids.index(EOS)] if EOS in ids else ids
-                outs.append(self.vocab.decode([i for i in ids if i != PAD]))
-        return outs
+        from scicot_jax.train import inference
+
+        rows, length = self._tokens(inputs, self.max_inputs)
+        outs = inference.predict(self.params(checkpoint), self.model_for(checkpoint), self.mesh, rows,
+                                 input_length=length,
+                                 max_decode_length=self.decode_length(checkpoint),
+                                 batch_size=self.cfg.eval_batch_size)
+        return [self.vocab.decode(tokens[0]) for tokens, _ in outs]
 
     def score(self, checkpoint: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Mean token NLL of each target given its input (the RD of MoRSD for stage-2 pairs)."""
         if not pairs:
             return []
-        import jax
+        from scicot_jax.train import inference
 
-        from scicot_jax.model import scoring
-
-        params = self.params(checkpoint)
-        data = TokenizedPairs(self.vocab, pairs, self.max_inputs, self.max_targets)
-        fn = self._decoders.get("score")
-        if fn is None:
-            fn = self._decoders["score"] = jax.jit(lambda p, b: scoring.score(p, self.model, b))
-        bs = self.cfg.eval_batch_size
-        out: list[float] = []
-        for s in range(0, len(data), bs):
-            idx = np.arange(s, min(s + bs, len(data)))
-            n = len(idx)
-            idx = np.concatenate([idx, np.zeros(bs - n, np.int64)]) if n < bs else idx
-            b = data.batch(idx)
-            b.pop("decoder_loss_weights")
-            res = fn(params, b)
-            out.extend((-np.asarray(res["mean_logprob"])[:n]).tolist())
-        return out
+        enc, enc_len = self._tokens([i for i, _ in pairs], self.max_inputs)
+        tgt, tgt_len = self._tokens([t for _, t in pairs], self.max_targets)
+        res = inference.score(self.params(checkpoint), self.model_for(checkpoint), self.mesh, enc, tgt,
+                              input_length=enc_len, target_length=tgt_len,
+                              batch_size=self.cfg.eval_batch_size)
+        return [-r["mean_logprob"] for r in res]
