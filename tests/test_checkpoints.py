@@ -116,6 +116,17 @@ def test_initial_checkpoint_from_trainer_save_params_and_hf(tmp_path):
                     toy_batches(), return_state=True)
         for a, b in zip(_params(res), want):
             np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=name)
+    # A per-layer checkpoint initializes a scan-over-layers model (stacked params).
+    from scicot_jax.model import unscan_params
+
+    scanned = tiny_config(dropout_rate=0.1, scan_layers=True, remat_policy="full")
+    res = train(_cfg(tmp_path / "scan", 0, model=scanned,
+                     initial_checkpoint_path=str(tmp_path / "saved")), toy_batches(),
+                return_state=True)
+    assert "layers" in res.state.params["encoder"]
+    back = unscan_params(jax.device_get(res.state.params), scanned)
+    for a, b in zip(jax.tree.leaves(back), want):
+        np.testing.assert_array_equal(np.asarray(a), b)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(_cfg(tmp_path / "c", 1, initial_checkpoint_path=str(tmp_path / "nope")),
               toy_batches())
