@@ -12,6 +12,7 @@ from scicot_jax.model.decoding import (
     beam_search,
     generate,
     length_penalty,
+    prefill,
     sample_loop,
     sample_token,
 )
@@ -144,6 +145,28 @@ def test_scanned_dot_product_model_decodes_like_the_default(params, greedy):
     tokens, scores = generate(scan_params(params, CFG), cfg, ENC, max_decode_length=MAX_LEN)
     np.testing.assert_array_equal(tokens, greedy[0])
     np.testing.assert_allclose(scores, greedy[1], rtol=1e-5, atol=1e-5)
+
+
+def test_cross_attention_kv_are_cached_once(params):
+    _, cache = jax.eval_shape(
+        lambda p: prefill(p, CFG, jnp.asarray(ENC), None, MAX_LEN)[:2], params
+    )
+    layer = cache["decoder"]["layers_1"]
+    heads, d_kv = CFG.num_heads, CFG.d_kv
+    assert layer["encoder_decoder_attention"]["cached_key"].shape == (4, ENC.shape[1], heads, d_kv)
+    assert layer["self_attention"]["cached_value"].shape == (4, MAX_LEN, heads, d_kv)
+
+    def later_step(
+        params, cache
+    ):  # no encoder output at all: cross K/V can only come from the cache
+        return Transformer(CFG).apply(
+            {"params": params, "cache": cache}, None, ENC, jnp.zeros((4, 1), jnp.int32), None,
+            enable_dropout=False, decode=True, max_decode_length=MAX_LEN, mutable=["cache"],
+            method=Transformer.decode,
+        )  # fmt: skip
+
+    logits, _ = jax.eval_shape(later_step, params, cache)
+    assert logits.shape == (4, 1, CFG.vocab_size)
 
 
 def fake_step(eos_at):

@@ -98,7 +98,7 @@ def _generate(
 ):
     if config.scan_layers:  # decode caches are per layer; run the per-layer twin of the model
         params, config = unscan_params(params, config), config.replace(scan_layers=False)
-    first_logits, cache, run = _prefill(params, config, enc_tokens, enc_segments, max_len)
+    first_logits, cache, run = prefill(params, config, enc_tokens, enc_segments, max_len)
     batch = enc_tokens.shape[0]
     # Copies for samples / beams share the prefix cache (cross-attention K/V included).
     first_logits, cache, enc_tokens = _repeat_batch((first_logits, cache, enc_tokens), num_decodes)
@@ -128,7 +128,7 @@ def _generate(
     return tokens.reshape(batch, num_decodes, max_len), scores.reshape(batch, num_decodes)
 
 
-def _prefill(params, config, enc_tokens, enc_segments, max_len) -> tuple[jax.Array, Any, Callable]:
+def prefill(params, config, enc_tokens, enc_segments, max_len) -> tuple[jax.Array, Any, Callable]:
     """Encode once and run decoder step 0, which creates the cache; return (logits, cache, run).
 
     `run(tokens_N, cache, encoded, enc_tokens)` is one decoder step; once the cache exists the
