@@ -108,6 +108,8 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
     `start_batch -> iterable` that can seek. eval_batches: factory of a finite iterable, used
     every eval_period for teacher-forced loss; eval_fn(step, params) adds metrics (e.g. SeqIO).
     """
+    if model_spec is None and config.model is None:
+        raise ValueError("TrainConfig.model (a T5Config) is required unless model_spec is given")
     mesh = mesh or part.make_mesh(config.model_parallel)
     spec = model_spec or t5_spec(config.model, config.feature_lengths)
     su = make_setup(config, spec, mesh)
