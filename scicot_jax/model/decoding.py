@@ -81,21 +81,21 @@ def generate(
     jax.jit, static_argnames=("config", "max_len", "method", "num_decodes", "top_k", "use_top_p")
 )
 def _generate(
-    params,
-    enc_tokens,
-    enc_segments,
-    temperature,
-    top_p,
-    alpha,
-    rng,
+    params: Any,
+    enc_tokens: jax.Array,
+    enc_segments: jax.Array | None,
+    temperature: jax.Array,
+    top_p: jax.Array,
+    alpha: jax.Array,
+    rng: jax.Array,
     *,
-    config,
-    max_len,
-    method,
-    num_decodes,
-    top_k,
-    use_top_p,
-):
+    config: T5Config,
+    max_len: int,
+    method: str,
+    num_decodes: int,
+    top_k: int,
+    use_top_p: bool,
+) -> tuple[jax.Array, jax.Array]:
     if config.scan_layers:  # decode caches are per layer; run the per-layer twin of the model
         params, config = unscan_params(params, config), config.replace(scan_layers=False)
     first_logits, cache, run = prefill(params, config, enc_tokens, enc_segments, max_len)
@@ -128,7 +128,13 @@ def _generate(
     return tokens.reshape(batch, num_decodes, max_len), scores.reshape(batch, num_decodes)
 
 
-def prefill(params, config, enc_tokens, enc_segments, max_len) -> tuple[jax.Array, Any, Callable]:
+def prefill(
+    params: Any,
+    config: T5Config,
+    enc_tokens: jax.Array,
+    enc_segments: jax.Array | None,
+    max_len: int,
+) -> tuple[jax.Array, Any, Callable]:
     """Encode once and run decoder step 0, which creates the cache; return (logits, cache, run).
 
     `run(tokens_N, cache, encoded, enc_tokens)` is one decoder step; once the cache exists the
