@@ -36,6 +36,7 @@ class FaultConfig:
     rate_slow: float = 0.0
     slow_s: float = 5.0
     retry_after_s: float | None = 1.0  # sent as Retry-After and Gemini RetryInfo.retryDelay
+    retry_after_header: bool = True  # False: Gemini routes carry only RetryInfo (as Google does)
     daily_quota_after: int | None = None  # after this many answered requests: daily-quota 429s
     server_rpm: float | None = None  # enforce a requests/min limit with 429s, like a provider
     script: list[str] = field(default_factory=list)
@@ -76,6 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:  # the client died mid-request: there is no request to answer
+            self.close_connection = True
+            return
         try:
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
@@ -143,8 +147,8 @@ class TeacherServer(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
     def start(self) -> TeacherServer:
-        self._thread = threading.Thread(target=self.serve_forever, name=f"{self.name}-server",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,),
+                                        name=f"{self.name}-server", daemon=True)
         self._thread.start()
         return self
 
@@ -159,6 +163,13 @@ class TeacherServer(ThreadingHTTPServer):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that vanish (killed, timed out) are normal here; anything else is printed."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
 
     # -- stats --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -204,8 +215,10 @@ class TeacherServer(ThreadingHTTPServer):
 
     def serve_post(self, h: _Handler, route: str, model: str, body: dict[str, Any]) -> None:
         prompt, params = _parse_request(route, body)
+        keyed = bool(h.headers.get("Authorization") or h.headers.get("x-goog-api-key"))
         with self._lock:
             self._counts[f"route:{route}"] += 1
+            self._counts["with_api_key"] += keyed  # counted, never stored
             if self.log_requests:
                 self._received[request_id(model, prompt, params.get("seed"))] += 1
         fault = self._pick_fault()
@@ -234,6 +247,10 @@ class TeacherServer(ThreadingHTTPServer):
             h._json(404, {"error": {"code": 404, "message": str(e), "status": "NOT_FOUND",
                                     "type": "invalid_request_error"}})
             return
+        except Exception as e:  # a bug in the brain: answer like a provider's internal error
+            h._json(500, {"error": {"code": 500, "message": f"{type(e).__name__}: {e}",
+                                    "status": "INTERNAL", "type": "server_error"}})
+            return
         for s in params.get("stop") or ():
             if s and s in text:
                 text, finish = text[: text.index(s)], "stop"
@@ -247,7 +264,8 @@ class TeacherServer(ThreadingHTTPServer):
     def _send_429(self, h: _Handler, route: str, daily: bool) -> None:
         delay = self.faults.retry_after_s
         headers = {}
-        if delay is not None and not daily:
+        if delay is not None and not daily and (self.faults.retry_after_header
+                                                or route != "gemini"):
             headers = {"Retry-After": f"{delay:g}", "retry-after-ms": str(int(delay * 1000))}
         if route == "gemini":
             quota_id = ("GenerateRequestsPerDayPerProjectPerModel-FreeTier" if daily

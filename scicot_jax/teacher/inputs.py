@@ -31,8 +31,12 @@ def _example(d: Any, where: str) -> Example:
         raise ValueError(f"{where}: field 'answer' missing or empty")
     choices: tuple[tuple[str, str], ...] = ()
     if d.get("choices") not in (None, [], {}):
+        raw = d["choices"]
+        if isinstance(raw, list) and all(isinstance(c, list | tuple) and len(c) == 2
+                                         for c in raw):
+            raw = [{"label": c[0], "text": c[1]} for c in raw]  # Example.to_json's pairs
         try:
-            choices = parse_choices(d["choices"])
+            choices = parse_choices(raw)
             ans = mc_answer_label(ans, choices)
         except (ValueError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"{where}: field 'choices': {e}") from None

@@ -92,11 +92,14 @@ class OracleServer(TeacherServer):
         if parsed is None or task is None:
             return UNKNOWN, "stop"
         rng = self._request_rng(prompt, params)
-        if parsed.kind == "answer":
-            text = " " + self._final_answer(parsed, task)
-        else:
-            text = self._rationale(parsed, task, rng, float(params.get("temperature") or 0))
-            text = text if parsed.kind == "few_shot" else " " + text
+        try:
+            if parsed.kind == "answer":
+                text = " " + self._final_answer(parsed, task)
+            else:
+                text = self._rationale(parsed, task, rng, float(params.get("temperature") or 0))
+                text = text if parsed.kind == "few_shot" else " " + text
+        except ValueError:  # e.g. choices that do not contain the result: a confused teacher
+            text = " " + UNKNOWN
         limit = params.get("max_tokens")
         words = text.split(" ")
         if limit and len(text.split()) > int(limit):

@@ -28,7 +28,8 @@ def accuracy_summary(store: RationaleStore) -> dict[str, Any]:
         tok_out += rec.output_tokens
     questions = int((store.manifest.get("examples") or {}).get("count", len(kept)))
     hist = Counter(kept.values())
-    hist[0] += max(0, questions - len(kept))  # questions without any record yet
+    if questions > len(kept):
+        hist[0] += questions - len(kept)  # questions without any record yet
     return {
         "records": n,
         "questions": questions,

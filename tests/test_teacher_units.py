@@ -1,0 +1,177 @@
+"""Teacher building blocks: cache, limiter, retry hints, prompts, input validation, pricing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+
+import pytest
+
+from scicot_jax.data.examples import Example
+from scicot_jax.teacher import prompts
+from scicot_jax.teacher.backends import (
+    gemini_error_details,
+    normalise_base_url,
+    parse_duration,
+    parse_retry_after,
+)
+from scicot_jax.teacher.cache import Cache
+from scicot_jax.teacher.inputs import InputError, jsonl_source, validate_jsonl
+from scicot_jax.teacher.limiter import AdaptiveConcurrency, Limiter, Limits, TokenBucket
+from scicot_jax.teacher.pricing import price_for
+from scicot_jax.teacher.protocol import GenRequest, GenResponse
+from scicot_jax.teacher.runner import derive_seed
+
+
+def _req(prompt: str = "Q: x\nA:", k: int = 0, **kw) -> GenRequest:
+    args = dict(provider="openai-chat", model="m", prompt=prompt, temperature=0.7,
+                max_tokens=64, seed=1, sample_index=k)
+    return GenRequest(**{**args, **kw})
+
+
+def test_cache_key_is_canonical_and_covers_every_field():
+    a = _req()
+    assert a.key == _req().key == GenRequest.from_canonical(a.canonical()).key
+    variants = [_req(k=1), _req(prompt="Q: y\nA:"), _req(model="m2"), _req(temperature=0.0),
+                _req(max_tokens=65), _req(seed=2), _req(provider="gemini"), _req(stop=("\nQ:",))]
+    assert len({v.key for v in variants} | {a.key}) == len(variants) + 1
+
+
+def test_cache_hits_failures_and_wal(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with Cache(path) as c:
+        r1, r2 = _req(k=0), _req(k=1)
+        c.put(r1, GenResponse("because", "stop", 3, 1))
+        c.put_failure(r2, "TransientError", 503, "boom")
+        assert c.get(r1.key).text == "because"
+        assert c.get(r2.key) is None and r2.key not in c  # failures are never hits
+        assert c.failure_count() == 1 and len(c) == 1
+        c.put(r2, GenResponse("later", "length", 3, 9))  # a later success is a hit
+        assert c.get(r2.key).truncated
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert json.loads(db.execute("SELECT request FROM responses LIMIT 1").fetchone()[0])["model"]
+
+
+def test_token_bucket_holds_the_rate():
+    async def go() -> float:
+        b = TokenBucket(rate=200.0, capacity=200.0 * 0.1)
+        t = time.monotonic()
+        for _ in range(60):
+            await b.take()
+        return time.monotonic() - t
+
+    elapsed = asyncio.run(go())
+    assert 59 / 200 * 0.9 <= elapsed <= 59 / 200 + 0.25  # starts with one token, no burst
+
+
+def test_aimd_halves_once_per_congestion_event_and_grows_back():
+    async def go() -> None:
+        c = AdaptiveConcurrency(16)
+        old = await c.acquire()
+        await c.release()
+        assert c.on_throttle(old) and c.limit == 8
+        assert not c.on_throttle(old)  # a request sent before the cut: same event
+        new = await c.acquire()
+        await c.release()
+        assert c.on_throttle(new) and c.limit == 4
+        for _ in range(200):
+            c.on_success()
+        assert c.limit == 16
+
+    asyncio.run(go())
+
+
+def test_limiter_global_pause_blocks_everyone():
+    async def go() -> float:
+        lim = Limiter(Limits(max_concurrency=4))
+        lim.pause(0.3)
+        t = time.monotonic()
+        granted = await lim.acquire(10)
+        await lim.release(10, 5)
+        assert granted >= t
+        return time.monotonic() - t
+
+    assert asyncio.run(go()) >= 0.29
+
+
+def test_retry_hints():
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 <= parse_retry_after({"retry-after": date}) <= 31
+    assert parse_retry_after({}) is None
+    assert parse_duration("13s") == 13 and parse_duration("1m30s") == 90
+    assert parse_duration("250ms") == 0.25
+    body = {"error": {"code": 429, "details": [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+         "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel"}]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}]}}
+    assert gemini_error_details(body) == (7.0, False)
+    body["error"]["details"][0]["violations"][0]["quotaId"] = "GenerateRequestsPerDay-FreeTier"
+    assert gemini_error_details(body)[1] is True
+    assert normalise_base_url("http://h:1", "openai") == "http://h:1/v1"
+    assert normalise_base_url("http://h:1/v1/", "openai") == "http://h:1/v1"
+    assert normalise_base_url("http://h:1/", "gemini") == "http://h:1"
+
+
+def test_prompts_match_fine_tune_cot_and_parse_back():
+    ex = Example("1", "How many apples?", "3")
+    s1 = prompts.zero_shot_step1(ex)
+    assert s1 == "Q: How many apples?\nA: Let's think step by step."
+    s2 = prompts.zero_shot_step2(s1, " 1 + 2 = 3.")
+    assert s2 == s1 + " 1 + 2 = 3.\nTherefore, the answer is"
+    assert prompts.parse_prompt(s1) == prompts.ParsedPrompt("reasoning", "How many apples?", ())
+    p2 = prompts.parse_prompt(s2)
+    assert p2.kind == "answer" and "1 + 2 = 3." in p2.reasoning
+    mc = Example("2", "Pick one.", "B", (("A", "red"), ("B", "blue apple")))
+    cond = prompts.answer_conditioned(mc)
+    assert "Correct answer: (B) blue apple" in cond and cond.endswith("step by step.")
+    pc = prompts.parse_prompt(cond)
+    assert (pc.kind, pc.question, pc.choices) == ("conditioned", "Pick one.", mc.choices)
+    shots = (prompts.Exemplar("What is 1+1?", "1 plus 1 is 2.", "2"),)
+    fs = prompts.few_shot(ex, shots)
+    assert "Therefore, the answer is 2." in fs and fs.endswith("Q: How many apples?\nA:")
+    assert prompts.parse_prompt(fs).kind == "few_shot"
+    assert prompts.parse_prompt(fs).question == "How many apples?"
+
+
+def test_seeds_differ_per_sample_and_are_stable():
+    seeds = {derive_seed(0, "q1", k) for k in range(64)}
+    assert len(seeds) == 64 and derive_seed(0, "q1", 3) == derive_seed(0, "q1", 3)
+    assert derive_seed(1, "q1", 3) != derive_seed(0, "q1", 3)
+
+
+def test_bad_input_lines_are_reported_with_file_and_line(tmp_path):
+    f = tmp_path / "in.jsonl"
+    good = {"id": "a", "question": "Q?", "answer": "1"}
+    f.write_text("\n".join([
+        json.dumps(good),
+        "{not json",
+        json.dumps({"id": "b", "answer": "2"}),
+        "",
+        json.dumps({"id": "c", "question": "Q?", "answer": "Z", "choices": ["x", "y"]}),
+        json.dumps({"id": "d", "question": "Q?", "answer": "y", "choices": ["x", "y"]}),
+    ]) + "\n")
+    with pytest.raises(InputError) as e:
+        validate_jsonl(f)
+    msg = str(e.value)
+    assert f"{f}:2: invalid JSON" in msg
+    assert f"{f}:3: field 'question'" in msg
+    assert f"{f}:5: field 'choices'" in msg
+    assert f"{f}:1" not in msg and f"{f}:6" not in msg
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text(json.dumps(good) + "\n" + json.dumps(
+        {"id": 7, "question": "Pick", "answer": "y", "choices": ["x", "y"]}) + "\n")
+    exs = list(jsonl_source(ok)())
+    assert exs[1].id == "7" and exs[1].answer == "B" and exs[1].choices[1] == ("B", "y")
+
+
+def test_prices():
+    assert price_for("gemini-2.5-flash-lite").input_per_m == 0.10
+    assert price_for("models/gemini-2.5-flash").output_per_m == 2.5
+    p = price_for("my-local-llama")
+    assert not p.known and p.cost(10**6, 10**6) == 0
+    assert price_for("my-local-llama", 1.0, 2.0).cost(10**6, 10**6) == 3.0
