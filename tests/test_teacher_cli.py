@@ -80,6 +80,18 @@ def test_bad_input_lines_exit_2_naming_file_and_line(tmp_path, capsys, oracle):
     assert sum(oracle.received().values()) == 0 and not (tmp_path / "run").exists()
 
 
+def test_duplicate_ids_are_refused_before_sending(tmp_path, capsys, oracle):
+    f = tmp_path / "dup.jsonl"
+    f.write_text("".join(json.dumps({"id": i, "question": f"Q{i}?", "answer": "1"}) + "\n"
+                         for i in ("a", "b", "a")))
+    code = main(["run", "--task", "synthetic_arithmetic", "--input", str(f), "--backend",
+                 "openai", "--base-url", oracle.url, "--model", "oracle", "--prompt",
+                 "zero_shot_cot", "--cache", str(tmp_path / "c.sqlite"), "--out",
+                 str(tmp_path / "run")])
+    assert code == 2 and "duplicate example id(s) in the input: ['a']" in capsys.readouterr().err
+    assert sum(oracle.received().values()) == 0
+
+
 def test_dry_run_quotes_and_sends_nothing(tmp_path, capsys, oracle):
     assert main(_run_args(oracle, tmp_path, "openai", "run", "--dry-run", "--price-in", "1",
                           "--price-out", "2")) == 0

@@ -146,6 +146,9 @@ def test_max_requests_and_max_cost_stop_cleanly(oracle, tmp_path):
     s = _run(srv, tmp_path, n=10, concurrency=2)
     assert s["status"] == "complete" and s["jobs_skipped"] == 3 and s["written"] == 7
     assert s["cache_hits"] == 1  # the half-done job's first step
+    s = _run(srv, tmp_path, n=10, name="wide", concurrency=8, max_requests=5,
+             examples=generate("arithmetic", "validation", n=10))
+    assert s["status"] == "max_requests" and s["sent"] == 5  # no overshoot when concurrent
     s = _run(srv, tmp_path, n=10, name="costly", concurrency=1, price_in=1e4, price_out=1e4,
              max_cost=5.0, examples=generate("arithmetic", "test", n=10))
     assert s["status"] == "max_cost" and 0 < s["cost_usd"] <= 5.0

@@ -360,6 +360,7 @@ def make_backend(
     timeout: float = 60.0,
     max_connections: int = 64,
     api_key: str | None = None,
+    max_tokens_field: str = "max_tokens",
 ) -> Backend:
     """'gemini' | 'openai' (route from `api`) | 'openai-chat' | 'openai-completions'."""
     if backend.startswith("openai-"):
@@ -375,7 +376,7 @@ def make_backend(
         if key is None and base_url is None:
             raise ValueError("OpenAI needs OPENAI_API_KEY in the environment")
         return OpenAIBackend(api, base_url=base_url, api_key=key, timeout=timeout,
-                             max_connections=max_connections)
+                             max_connections=max_connections, max_tokens_field=max_tokens_field)
     raise ValueError(f"unknown backend {backend!r}; expected gemini or openai")
 
 

@@ -33,6 +33,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="OpenAI-compatible route")
     t.add_argument("--base-url", help="endpoint override (vLLM, a loopback oracle, a proxy)")
     t.add_argument("--model", required=True)
+    t.add_argument("--max-tokens-field", default="max_tokens",
+                   choices=("max_tokens", "max_completion_tokens"),
+                   help="OpenAI: o-series models want max_completion_tokens")
     t.add_argument("--prompt", required=True, choices=prompts.PROMPT_KINDS)
     t.add_argument("--exemplars", help="few_shot: JSONL of {question, rationale, answer}")
     t.add_argument("--samples", type=int, default=1, help="D: samples per question")
@@ -118,7 +121,8 @@ def _run(args: argparse.Namespace) -> int:
         temperature=args.temperature, max_tokens=args.max_tokens,
         answer_max_tokens=args.answer_max_tokens, answer_temperature=args.answer_temperature,
         answer_trigger=args.answer_trigger.replace("\\n", "\n"), exemplars=args.exemplars,
-        seed=args.seed, api=args.api, base_url=args.base_url, split=args.split,
+        seed=args.seed, api=args.api, max_tokens_field=args.max_tokens_field,
+        base_url=args.base_url, split=args.split,
         timeout=args.timeout, requests_per_minute=args.rpm, tokens_per_minute=args.tpm,
         concurrency=args.concurrency, max_retries=args.max_retries, max_cost=args.max_cost,
         max_requests=args.max_requests, price_in=args.price_in, price_out=args.price_out,

@@ -18,10 +18,13 @@ import queue
 import signal
 import threading
 import time
+from array import array
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from scicot_jax.data.answers import ANSWER_TRIGGER, answers_match, parse_answer
 from scicot_jax.data.cards import TaskCard, load_card
@@ -67,6 +70,7 @@ class RunConfig:
     exemplars: str | None = None  # few_shot: JSONL of worked examples
     seed: int = 0
     api: str = "chat"  # openai route: chat | completions
+    max_tokens_field: str = "max_tokens"  # openai: "max_completion_tokens" for o-series models
     base_url: str | None = None
     split: str = "train"
     timeout: float = 60.0
@@ -251,11 +255,13 @@ class TeacherRun:
         est, est_cost = self._est_tokens(req), self._est_cost(req)
         transient = throttled = 0
         while True:
-            self._check_budget(req)
+            self._check_budget(req)  # early: do not queue for a slot we cannot use
             granted = await self.limiter.acquire(est)
-            if self.stopping:  # stopped while we waited: send nothing more
+            try:  # again, with no await before the send: others may have spent the budget
+                self._check_budget(req)
+            except _Stopped:
                 await self.limiter.release(est, None)
-                raise _Stopped
+                raise
             s = self.stats
             s.sent += 1
             s.in_flight += 1
@@ -369,17 +375,15 @@ class TeacherRun:
     # -- preparation -------------------------------------------------------------------
     def _scan(self, store: RationaleStore | None, write_to: Path | None) -> dict[str, Any]:
         """One pass over the examples: count, digest, duplicates, done jobs, examples.jsonl."""
-        digest, n, done, seen = hashlib.sha256(), 0, 0, set()
+        # 8 bytes per id (not a set of str): duplicates are found by sorting, memory stays small.
+        digest, n, done, hashes = hashlib.sha256(), 0, 0, array("Q")
         old = (store.manifest.get("examples") or {}) if store else {}
         old_n, prefix = int(old.get("count", 0)), None
         f = open(write_to, "w", encoding="utf-8") if write_to else None
         try:
             for ex in self.source():
                 line = json.dumps(ex.to_json(), ensure_ascii=False, sort_keys=True)
-                h = int.from_bytes(hashlib.blake2b(ex.id.encode(), digest_size=8).digest(), "big")
-                if h in seen:
-                    raise InputError(f"duplicate example id {ex.id!r} in the input")
-                seen.add(h)
+                hashes.append(_id_hash(ex.id))
                 digest.update(line.encode() + b"\n")
                 n += 1
                 if n == old_n:
@@ -394,11 +398,20 @@ class TeacherRun:
         finally:
             if f:
                 f.close()
+        self._check_unique(hashes)
         if old_n and (n < old_n or prefix != old.get("sha256")):
             raise RunMismatch(
                 f"{self.out_dir}: the run was made from {old_n} other examples; the input "
                 f"({n} examples) must repeat them first (or use a new --out)")
         return {"count": n, "sha256": digest.hexdigest(), "done": done}
+
+    def _check_unique(self, hashes: array) -> None:
+        ids = np.sort(np.frombuffer(hashes, dtype=np.uint64))
+        dup = ids[1:][ids[1:] == ids[:-1]]
+        if dup.size:
+            bad = {int(h) for h in dup[:5]}
+            names = sorted({ex.id for ex in self.source() if _id_hash(ex.id) in bad})
+            raise InputError(f"duplicate example id(s) in the input: {names}")
 
     def _manifest(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -429,12 +442,14 @@ class TeacherRun:
         return self.card.name if Path(shipped.path).resolve() == Path(self.card.path).resolve() \
             else self.card.path
 
-    def _open_store(self) -> RationaleStore:
-        store = RationaleStore.create(self.out_dir, self._manifest(), exist_ok=True)
-        sig = store.manifest.get("signature")
-        if sig is not None and sig != self.cfg.signature():
-            diff = sorted(k for k in set(sig) | set(self.cfg.signature())
-                          if sig.get(k) != self.cfg.signature().get(k))
+    def _existing_store(self) -> RationaleStore | None:
+        """The run being resumed (settings checked), or None for a new run."""
+        if not RationaleStore.is_run_dir(self.out_dir):
+            return None
+        store = RationaleStore.open(self.out_dir)
+        sig, want = store.manifest.get("signature"), self.cfg.signature()
+        if sig is not None and sig != want:
+            diff = sorted(k for k in set(sig) | set(want) if sig.get(k) != want.get(k))
             raise RunMismatch(f"{self.out_dir}: the run was made with other settings ({diff}); "
                               "use the same arguments to resume, or a new --out")
         return store
@@ -498,13 +513,16 @@ class TeacherRun:
 
     async def _run(self) -> dict[str, Any]:
         cfg = self.cfg
-        self.store = self._open_store()
+        existing = self._existing_store()
         tmp = self.out_dir / ".examples.jsonl.tmp"
-        scan = self._scan(self.store, tmp)
-        if scan["count"] >= int((self.store.manifest.get("examples") or {}).get("count", 0)):
-            os.replace(tmp, self.store.examples_path)
-        else:
-            tmp.unlink()
+        try:  # bad input fails here, before a manifest exists or anything is sent
+            scan = self._scan(existing, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.store = existing if existing is not None else RationaleStore.create(
+            self.out_dir, self._manifest())
+        os.replace(tmp, self.store.examples_path)
         self.stats.jobs_total = scan["count"] * cfg.samples
         self.stats.jobs_skipped = scan["done"]
         invocations = list(self.store.manifest.get("invocations", []))
@@ -520,7 +538,7 @@ class TeacherRun:
                                       cfg.concurrency))
         backend = self._backend or make_backend(
             cfg.backend, base_url=cfg.base_url, api=cfg.api, timeout=cfg.timeout,
-            max_connections=cfg.concurrency)
+            max_connections=cfg.concurrency, max_tokens_field=cfg.max_tokens_field)
         self._key = getattr(backend, "_key", None)
         self.backend = backend
         error: BaseException | None = None
@@ -559,6 +577,10 @@ class TeacherRun:
 
         return {"status": self.status, "message": self.message, "out_dir": str(self.out_dir),
                 **self.stats.to_json(), **accuracy_summary(self.store)}
+
+
+def _id_hash(example_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(example_id.encode(), digest_size=8).digest(), "big")
 
 
 def _now() -> str:

@@ -1,0 +1,182 @@
+"""Teacher tool benchmark: rate-limit accuracy, cached re-run speed, memory for 100k requests.
+
+  .venv/bin/python bench/teacher.py                # all three parts (~2 minutes on 2 cores)
+  .venv/bin/python bench/teacher.py --parts rate   # one part
+
+1. rate: the oracle answers with 20-50 ms latency; the client is limited to --rpm requests/min.
+   Achieved requests/s, measured at the server between its first and last request, should be
+   >= 98% of the limit (and never above it).
+2. cached: a run whose every request is in the cache (a new run directory over a full cache):
+   records/s through cache lookup, answer parsing and durable appends.
+3. memory: peak RSS of a fresh process running N requests (an instant in-process backend, so
+   only the tool's own cost is measured) for N = 10k and 100k: flat means the two are close.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scicot_jax.data.examples import Example  # noqa: E402
+from scicot_jax.data.synthetic import generate  # noqa: E402
+from scicot_jax.teacher import run_teacher  # noqa: E402
+from scicot_jax.teacher.httpserver import FaultConfig  # noqa: E402
+from scicot_jax.teacher.oracle_server import OracleServer  # noqa: E402
+from scicot_jax.teacher.protocol import GenRequest, GenResponse  # noqa: E402
+from scicot_jax.teacher.runner import RunConfig, TeacherRun  # noqa: E402
+
+
+class TimedOracle(OracleServer):
+    """The oracle, noting when each request arrives."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.arrivals: list[float] = []
+
+    def serve_post(self, h, route, model, body):  # type: ignore[no-untyped-def]
+        self.arrivals.append(time.monotonic())
+        super().serve_post(h, route, model, body)
+
+
+class InstantBackend:
+    """Answers at once: isolates the tool's own costs (cache, limiter, parsing, store)."""
+
+    provider = "openai-chat"
+
+    async def generate(self, req: GenRequest) -> GenResponse:
+        await asyncio.sleep(0)
+        return GenResponse(" 1 + 2 = 3. Therefore, the answer is 3.", "stop", 40, 12)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def bench_rate(rpm: float, seconds: float, tmp: Path) -> dict:
+    n = int(rpm / 60 * seconds)
+    srv = TimedOracle(faults=FaultConfig(latency_s=(0.020, 0.050)), log_requests=False).start()
+    try:
+        exs = generate("arithmetic", "train", n=n, difficulty=2)
+        t = time.monotonic()
+        s = run_teacher(exs, card="synthetic_arithmetic", backend="openai", model="oracle",
+                        prompt="answer_conditioned", samples=1, temperature=0.0,
+                        cache_path=str(tmp / f"rate{rpm}.sqlite"), out_dir=str(tmp / f"r{rpm}"),
+                        base_url=srv.url, rpm=rpm, concurrency=32)
+        wall = time.monotonic() - t
+    finally:
+        srv.close()
+    a = sorted(srv.arrivals)
+    server_rps = (len(a) - 1) / (a[-1] - a[0])
+    limit = rpm / 60
+    return {"rpm_limit": rpm, "requests": s["sent"], "latency_ms": "20-50",
+            "achieved_rps": round(server_rps, 2), "limit_rps": round(limit, 2),
+            "achieved_pct_of_limit": round(100 * server_rps / limit, 2),
+            "max_in_any_60s_window": _max_window(a, 60.0),
+            "wall_rps_incl_setup": round(s["sent"] / wall, 2), "status": s["status"]}
+
+
+def _max_window(times: list[float], width: float) -> int:
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] < t - width:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def _synthetic_source(n: int):
+    """n distinct examples, generated on the fly (nothing materialised)."""
+    def gen():
+        for i in range(n):
+            yield Example(f"q{i}", f"Ann has {i} pens and buys 3 more. How many pens?", str(i + 3))
+    return gen
+
+
+def bench_cached(n: int, tmp: Path) -> dict:
+    cfg = dict(backend="openai", model="bench", prompt="zero_shot_cot", samples=1,
+               temperature=0.0, progress=False, concurrency=32)
+    cache = tmp / "cached.sqlite"
+    fill = TeacherRun(RunConfig(**cfg), "synthetic_arithmetic", _synthetic_source(n), cache,
+                      tmp / "fill", backend=InstantBackend())
+    t = time.monotonic()
+    asyncio.run(fill.run())
+    fill_s = time.monotonic() - t
+    again = TeacherRun(RunConfig(**cfg), "synthetic_arithmetic", _synthetic_source(n), cache,
+                       tmp / "again", backend=InstantBackend())
+    t = time.monotonic()
+    s = asyncio.run(again.run())
+    cached_s = time.monotonic() - t
+    same = TeacherRun(RunConfig(**cfg), "synthetic_arithmetic", _synthetic_source(n), cache,
+                      tmp / "again", backend=InstantBackend())
+    t = time.monotonic()
+    s2 = asyncio.run(same.run())
+    noop_s = time.monotonic() - t
+    assert s["sent"] == 0 and s["written"] == n and s2["written"] == 0
+    return {"records": n, "requests_per_record": 2,
+            "cached_rerun_records_per_s": round(n / cached_s, 1),
+            "instant_backend_fill_records_per_s": round(n / fill_s, 1),
+            "same_run_dir_rerun_s": round(noop_s, 2)}
+
+
+def memory_child(n: int, tmp: str) -> None:
+    """Run n requests in this (fresh) process and print its peak RSS."""
+    cfg = RunConfig(backend="openai", model="bench", prompt="answer_conditioned", samples=1,
+                    progress=False, concurrency=32)
+    run = TeacherRun(cfg, "synthetic_arithmetic", _synthetic_source(n), Path(tmp) / "m.sqlite",
+                     Path(tmp) / "m", backend=InstantBackend())
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.monotonic()
+    s = asyncio.run(run.run())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"requests": s["sent"], "peak_rss_mb": round(peak, 1),
+                      "rss_before_run_mb": round(base, 1), "seconds": round(time.monotonic() - t, 1)}))
+
+
+def bench_memory(sizes: list[int]) -> list[dict]:
+    out = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            p = subprocess.run([sys.executable, __file__, "--memory-child", str(n), tmp],
+                               capture_output=True, text=True, check=True)
+        out.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", nargs="+", default=["rate", "cached", "memory"])
+    ap.add_argument("--rpm", type=float, nargs="+", default=[1200.0, 6000.0])
+    ap.add_argument("--seconds", type=float, default=15.0, help="length of each rate run")
+    ap.add_argument("--cached", type=int, default=5000, help="records in the cached re-run")
+    ap.add_argument("--memory", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--memory-child", nargs=2, metavar=("N", "TMP"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(int(args.memory_child[0]), args.memory_child[1])
+        return
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "rate" in args.parts:
+            results["rate"] = [bench_rate(r, args.seconds, Path(tmp)) for r in args.rpm]
+            print(json.dumps(results["rate"], indent=2), flush=True)
+        if "cached" in args.parts:
+            results["cached"] = bench_cached(args.cached, Path(tmp))
+            print(json.dumps(results["cached"], indent=2), flush=True)
+    if "memory" in args.parts:
+        results["memory"] = bench_memory(args.memory)
+        print(json.dumps(results["memory"], indent=2), flush=True)
+    ok = all(r["achieved_pct_of_limit"] >= 98 for r in results.get("rate", []))
+    print(f"rate target (>= 98% of the limit): {'met' if ok else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
