@@ -109,6 +109,24 @@ def test_other_4xx_is_not_retried(tmp_path):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_refused_credentials_stop_the_run(oracle, tmp_path, backend):
+    srv = oracle(script=["401"])
+    s = _run(srv, tmp_path, backend, n=20, concurrency=1)
+    assert s["status"] == "auth" and s["sent"] == 1 and "credentials" in s["message"]
+
+
+def test_a_failing_endpoint_stops_the_run(tmp_path):
+    rec = tmp_path / "D_x.json"
+    rec.write_text(json.dumps({"metadata": {}, "data": {}}))
+    srv = start_replay_server(rec)  # every prompt is a 404
+    try:
+        s = _run(srv, tmp_path, n=50, concurrency=2, max_consecutive_failures=5)
+    finally:
+        srv.close()
+    assert s["status"] == "failing" and 5 <= s["sent"] <= 7 and "in a row" in s["message"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_truncation_is_recorded_not_retried(oracle, tmp_path, backend):
     srv = oracle()
     s = _run(srv, tmp_path, backend, n=3, max_tokens=6)

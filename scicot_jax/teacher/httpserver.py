@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("ok", "429", "500", "503", "malformed", "drop", "slow", "quota")
+FAULTS = ("ok", "429", "500", "503", "malformed", "drop", "slow", "quota", "401")
 _GEMINI_RE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
 
 
@@ -238,6 +238,10 @@ class TeacherServer(ThreadingHTTPServer):
             h._json(status, {"error": {"code": status, "message": "injected server error",
                                        "status": "UNAVAILABLE" if status == 503 else "INTERNAL",
                                        "type": "server_error"}})
+            return
+        if fault == "401":
+            h._json(401, {"error": {"code": 401, "message": "API key not valid (injected)",
+                                    "status": "UNAUTHENTICATED", "type": "invalid_request_error"}})
             return
         if fault == "slow":
             time.sleep(self.faults.slow_s)

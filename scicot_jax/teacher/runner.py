@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -50,8 +51,8 @@ from scicot_jax.teacher.protocol import (
 # Fields whose change would change the requests: a resumed run must keep them.
 SIGNATURE_FIELDS = ("provider", "model", "prompt", "temperature", "max_tokens",
                     "answer_max_tokens", "answer_temperature", "answer_trigger", "seed")
-EXIT_CODES = {"complete": 0, "failures": 1, "max_cost": 3, "max_requests": 3, "quota": 4,
-              "interrupted": 130}
+EXIT_CODES = {"complete": 0, "failures": 1, "failing": 1, "max_cost": 3, "max_requests": 3,
+              "quota": 4, "auth": 5, "interrupted": 130}
 
 
 @dataclass
@@ -79,6 +80,7 @@ class RunConfig:
     concurrency: int = 32
     max_retries: int = 6  # transient failures per request
     max_throttle_retries: int = 50  # 429s per request
+    max_consecutive_failures: int = 50  # then stop: the endpoint is down or misconfigured
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     max_cost: float | None = None
@@ -202,6 +204,7 @@ class TeacherRun:
         self.message = ""
         self.stopping = False
         self._reserved_cost = 0.0
+        self._failing = 0  # consecutive failed requests
         self._key: str | None = None
 
     # -- requests ---------------------------------------------------------------------
@@ -299,6 +302,7 @@ class TeacherRun:
                 if delay:
                     await asyncio.sleep(delay)
             self.limiter.on_success()
+            self._failing = 0
             s.ok += 1
             s.input_tokens += resp.input_tokens
             s.output_tokens += resp.output_tokens
@@ -308,8 +312,14 @@ class TeacherRun:
 
     async def _fail(self, req: GenRequest, e: TeacherError) -> None:
         self.stats.failures += 1
+        self._failing += 1
         msg = scrub(str(e), self._key)[:1000]
         await self.writer.put(_Write(failed=[(req, type(e).__name__, e.status, msg)]))
+        # Fail fast where every further request would fail the same way (and may cost).
+        if e.status in (401, 403):
+            self._stop("auth", f"the provider refused the credentials: {msg[:300]}")
+        elif self._failing >= self.cfg.max_consecutive_failures:
+            self._stop("failing", f"{self._failing} requests in a row failed; last: {msg[:300]}")
         return None
 
     # -- jobs -------------------------------------------------------------------------
@@ -424,7 +434,7 @@ class TeacherRun:
             "split": cfg.split,
             "input": self.input_desc,
             "teacher": {"backend": cfg.backend, "provider": cfg.provider, "model": cfg.model,
-                        "base_url": cfg.base_url},
+                        "base_url": _safe_url(cfg.base_url)},
             "prompt": cfg.prompt,
             "samples": cfg.samples,
             "temperature": cfg.temperature,
@@ -577,6 +587,16 @@ class TeacherRun:
 
         return {"status": self.status, "message": self.message, "out_dir": str(self.out_dir),
                 **self.stats.to_json(), **accuracy_summary(self.store)}
+
+
+def _safe_url(url: str | None) -> str | None:
+    """A URL fit for the manifest: no query string or user info (where keys can hide)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _id_hash(example_id: str) -> int:
