@@ -295,6 +295,14 @@ class TeacherRun:
                 continue
             except FatalRequestError as e:
                 return await self._fail(req, e)
+            except Exception as e:  # unforeseen client errors: retried, then recorded
+                transient += 1
+                err = TransientError(f"unexpected {type(e).__name__}: {e}"[:500])
+                if transient > self.cfg.max_retries:
+                    return await self._fail(req, err)
+                s.retries += 1
+                delay = backoff_delay(transient - 1, self.cfg.backoff_base, self.cfg.backoff_cap)
+                continue
             finally:
                 s.in_flight -= 1
                 self._reserved_cost -= est_cost
