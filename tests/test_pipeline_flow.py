@@ -88,3 +88,24 @@ def test_flow_results_and_resume(tmp_path, monkeypatch):
     assert len(student.calls) == n_calls  # every step skipped
     assert again["methods"]["scicot+morsd:2"]["accuracy"] == sel["accuracy"]
     assert set(again["skipped_steps"]) == set(again["steps"])
+
+
+def test_cli_flags_build_config(tmp_path):
+    from scicot_jax.pipeline.cli import _parser, config_from_args
+
+    args = _parser().parse_args([
+        "run", "--task", "synthetic_mc", "--out", str(tmp_path), "--methods",
+        "baseline,scicot+morsd:4", "--limit", "train=10", "--source", "difficulty=2",
+        "--teacher", "oracle", "--oracle-error-rate", "0.1", "--student", "small", "--model",
+        "d_model=96", "--steps", "7", "--keep-fraction", "0.5", "--gin", "BATCH_SIZE=8"])
+    cfg = config_from_args(args)
+    assert cfg.method_specs()[1] == MethodSpec("scicot", 4, True)
+    assert cfg.limits == {"train": 10} and cfg.source_overrides == {"difficulty": 2}
+    assert cfg.teacher.oracle_error_rate == 0.1 and cfg.student.overrides == {"d_model": 96}
+    assert cfg.student.size == "small" and cfg.student.steps == 7
+    assert cfg.selection.fraction == 0.5 and cfg.selection.per_question is None
+    assert cfg.student.gin == ("BATCH_SIZE=8",)
+    again = PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    with pytest.raises(ValueError, match="vocabulary"):
+        StudentConfig(init_checkpoint="/ckpt")

@@ -74,12 +74,16 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--model", type=_kv, action="append", default=[], metavar="FIELD=VALUE",
                    help="T5Config override, e.g. d_model=96 (repeatable)")
     s.add_argument("--vocab", help="SentencePiece model (path, gs://, 't5'); default: demo")
+    s.add_argument("--vocab-size", type=int, help="size of the task vocabulary (--vocab task)")
+    s.add_argument("--split-digits", action="store_true",
+                   help="task vocabulary spells numbers digit by digit")
     s.add_argument("--init-checkpoint", help="initial checkpoint (orbax, trainer or HF dir)")
     s.add_argument("--steps", type=int)
     s.add_argument("--stage2-steps", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--optimizer", choices=("adamw", "adafactor"))
     s.add_argument("--lr", type=float)
+    s.add_argument("--weight-decay", type=float)
     s.add_argument("--schedule", choices=("constant", "rsqrt", "linear", "cosine"))
     s.add_argument("--inputs-length", type=int)
     s.add_argument("--targets-length", type=int)
@@ -125,8 +129,10 @@ def config_from_args(args: argparse.Namespace, base: PipelineConfig | None = Non
         "max_requests": args.max_requests}.items() if v is not None}
     student = {k: v for k, v in {
         "size": args.student, "vocab": args.vocab, "init_checkpoint": args.init_checkpoint,
+        "vocab_size": args.vocab_size, "split_digits": args.split_digits or None,
         "steps": args.steps, "stage2_steps": args.stage2_steps, "batch_size": args.batch_size,
         "optimizer": args.optimizer, "learning_rate": args.lr, "schedule": args.schedule,
+        "weight_decay": args.weight_decay,
         "inputs_length": args.inputs_length, "targets_length": args.targets_length,
         "trainer": args.trainer}.items() if v is not None}
     if args.model:

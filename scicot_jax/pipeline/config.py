@@ -89,6 +89,7 @@ class StudentConfig:
     # train texts: short sequences for students from scratch) | None (the demo vocabulary).
     vocab: str | None = "task"
     vocab_size: int = 1024  # for vocab="task"
+    split_digits: bool = False  # for vocab="task": spell numbers digit by digit
     init_checkpoint: str | None = None  # orbax/HF-imported checkpoint to start from
     steps: int = 300
     stage2_steps: int | None = None  # default: steps
@@ -96,6 +97,7 @@ class StudentConfig:
     batch_size: int = 32
     optimizer: str = "adamw"  # adamw (from scratch) | adafactor (T5 fine-tuning default)
     learning_rate: float = 1e-3
+    weight_decay: float = 0.0
     schedule: str = "cosine"  # constant | rsqrt | linear | cosine
     warmup_fraction: float = 0.05
     seed: int = 0

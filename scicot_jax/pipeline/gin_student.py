@@ -34,6 +34,7 @@ class GinStudent(T5Student):
                 f"--gin.OptimizerConfig.name='{c.optimizer}'",
                 f"--gin.OptimizerConfig.schedule='{c.schedule}'",
                 f"--gin.OptimizerConfig.warmup_steps={int(c.warmup_fraction * steps)}",
+                f"--gin.OptimizerConfig.weight_decay={c.weight_decay}",
                 f"--gin.train.seed={c.seed}"]
         if c.init_checkpoint:
             argv.append(f"--gin.INITIAL_CHECKPOINT_PATH='{c.init_checkpoint}'")

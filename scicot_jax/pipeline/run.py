@@ -115,10 +115,11 @@ class Pipeline:
         def work(d: Path) -> dict:
             rats = [r.rationale for p in prompts for r in self.teacher_records(p)]
             path = vocab_step.train(d, vocab_step.corpus(self.examples("train"), rats),
-                                    self.cfg.student.vocab_size)
+                                    st.vocab_size, st.split_digits)
             return {"path": str(path)}
-        out = self.steps.run("vocab", work, inputs={"size": self.cfg.student.vocab_size,
-                                                    "prompts": list(prompts)})
+        st = self.cfg.student
+        out = self.steps.run("vocab", work, inputs={"size": st.vocab_size, "prompts": list(prompts),
+                                                    "split_digits": st.split_digits})
         if hasattr(self.student, "use_vocab"):
             self.student.use_vocab(self.steps.step_dir("vocab") / Path(out["path"]).name)
 

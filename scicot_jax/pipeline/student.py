@@ -144,6 +144,7 @@ class T5Student:
         c = self.cfg
         opt = OptimizerConfig(name=c.optimizer, learning_rate=c.learning_rate,
                               schedule=c.schedule, warmup_steps=int(c.warmup_fraction * steps),
+                              weight_decay=c.weight_decay,
                               clip_grad_norm=1.0 if c.optimizer == "adamw" else None)
         return TrainConfig(model_dir=str(out_dir), train_steps=steps, batch_size=c.batch_size,
                            model=self.model, optimizer=opt, seed=c.seed,
@@ -217,9 +218,10 @@ class T5Student:
         return self.max_targets
 
     def _tokens(self, texts: Sequence[str], limit: int) -> tuple[list[list[int]], int]:
-        """Token lists ending in EOS (cut to ``limit``) and a padded length for them."""
+        """Token lists ending in EOS (cut to ``limit``) and a padded length for them, in steps
+        of 64 so that splits of similar lengths share one compiled decoder."""
         rows = [list(self.vocab.encode(t))[: limit - 1] + [EOS] for t in texts]
-        return rows, min(limit, round_up(max(len(r) for r in rows), 16))
+        return rows, min(limit, round_up(max(len(r) for r in rows), 64))
 
     def predict(self, checkpoint: str, inputs: Sequence[str], *, stage: str) -> list[str]:
         """Greedy decodes, batched and sharded over the data axis."""

@@ -16,10 +16,10 @@ from pathlib import Path
 from scicot_jax.data import formats
 from scicot_jax.data.examples import Example
 
-# T5 conventions (pad=0, eos=1, unk=2, no bos), digits split so numbers compose from digits,
-# single-threaded and unshuffled so the model is deterministic.
+# T5 conventions (pad=0, eos=1, unk=2, no bos), single-threaded and unshuffled so the model
+# is deterministic.
 SPM_OPTIONS = dict(model_type="bpe", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                   character_coverage=1.0, split_digits=True, hard_vocab_limit=False,
+                   character_coverage=1.0, hard_vocab_limit=False,
                    num_threads=1, shuffle_input_sentence=False, input_sentence_size=0,
                    minloglevel=2)
 
@@ -37,8 +37,11 @@ def corpus(examples: Sequence[Example], rationales: Iterable[str]) -> list[str]:
     return [" ".join(t.split()) for t in texts if t.strip()]
 
 
-def train(out_dir: Path, texts: Sequence[str], vocab_size: int) -> Path:
-    """Train the model into ``out_dir/task.model`` (atomic write); returns its path."""
+def train(out_dir: Path, texts: Sequence[str], vocab_size: int, split_digits: bool = False) -> Path:
+    """Train the model into ``out_dir/task.model`` (atomic write); returns its path.
+
+    split_digits=False keeps frequent numbers whole (one token each: shorter sequences, and a
+    number is copied in one step); True spells every number digit by digit."""
     import sentencepiece as spm
 
     if not texts:
@@ -46,7 +49,7 @@ def train(out_dir: Path, texts: Sequence[str], vocab_size: int) -> Path:
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model,
                                    vocab_size=vocab_size, max_sentence_length=1 << 14,
-                                   **SPM_OPTIONS)
+                                   split_digits=split_digits, **SPM_OPTIONS)
     path = out_dir / "task.model"
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(model.getvalue())
