@@ -79,6 +79,8 @@ def test_card_by_path(tmp_path):
         ('name = "my_task"', 'name = "my_task"\ncompat = "mnist"', "compat"),
         ('name = "my_task"', 'name = "my_task"\nanswer_tpye = "x"', "answer_tpye"),
         ('train = "train"\n\n[feature', "train = 3\n\n[feature", "splits.train"),
+        ('train = "train"\n\n[feature', 'train = "train[:x]"\n\n[feature', "splits.train"),
+        ('files = { train = "train.jsonl" }', "files = { train = 3 }", "source.files.train"),
     ],
 )
 def test_bad_card_names_path_and_field(tmp_path, old, new, field):
@@ -95,6 +97,11 @@ def test_bad_synthetic_card(tmp_path):
     text = (CARDS_DIR / "synthetic_mc.toml").read_text().replace('"mc_reasoning"', '"sudoku"')
     path.write_text(text)
     with pytest.raises(CardError, match="'source.task'"):
+        load_card(path)
+    sizes = "sizes = { train = 2000, validation = 200, test = 500 }"
+    assert sizes in text
+    path.write_text(text.replace('"sudoku"', '"mc_reasoning"').replace(sizes, "sizes = 5"))
+    with pytest.raises(CardError, match="'source.sizes'"):
         load_card(path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from scicot_jax.data.answers import ANSWER_TYPES, COMPAT_TASKS
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 METRICS = ("accuracy",)
+# A split spec: a source split name, optionally sliced ("train[:90%]", "train[-200:]").
+SPLIT_SPEC_RE = re.compile(r"^([\w.-]+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
 SOURCE_TYPES = ("synthetic", "jsonl", "json", "csv", "arc", "tfds", "finetune_cot", "dsbs")
 _TOP_LEVEL = {
     "name", "description", "source", "fields", "answer_type", "metric", "splits",
@@ -96,6 +99,9 @@ def parse_card(raw: dict, path: str | Path) -> TaskCard:
         raise _fail(path, "source.type", f"{stype!r} is not one of {SOURCE_TYPES}")
     for key in _SOURCE_REQUIRED[stype]:
         _require(source, key, dict if key == "files" else str, path, "source.")
+    for split, file in source.get("files", {}).items():
+        if not isinstance(file, str) or not file:
+            raise _fail(path, f"source.files.{split}", f"expected a file path, got {file!r}")
     if "data_dir" in source:
         _require(source, "data_dir", str, path, "source.")
     if stype == "synthetic":
@@ -108,7 +114,10 @@ def parse_card(raw: dict, path: str | Path) -> TaskCard:
         for key in ("difficulty", "seed"):
             if key in source:
                 _require(source, key, int, path, "source.")
-        for split, n in source.get("sizes", {}).items():
+        sizes = source.get("sizes", {})
+        if not isinstance(sizes, dict):
+            raise _fail(path, "source.sizes", f"expected a table of split sizes, got {sizes!r}")
+        for split, n in sizes.items():
             if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                 raise _fail(path, f"source.sizes.{split}", f"expected a count >= 0, got {n!r}")
     if stype == "dsbs" and source["dataset"] not in ("cqa", "svamp"):
@@ -132,8 +141,9 @@ def parse_card(raw: dict, path: str | Path) -> TaskCard:
     if not splits:
         raise _fail(path, "splits", "needs at least one split")
     for split, spec in splits.items():
-        if not isinstance(spec, str) or not spec:
-            raise _fail(path, f"splits.{split}", f"expected a source split name, got {spec!r}")
+        if not isinstance(spec, str) or not SPLIT_SPEC_RE.match(spec):
+            raise _fail(path, f"splits.{split}",
+                        f"expected a source split name like 'train' or 'train[:90%]', got {spec!r}")
     lengths = _require(raw, "feature_lengths", dict, path)
     for key in ("inputs", "targets"):
         n = _require(lengths, key, int, path, "feature_lengths.")

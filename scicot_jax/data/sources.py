@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from scicot_jax.data.answers import normalize_number
-from scicot_jax.data.cards import TaskCard, load_card
+from scicot_jax.data.cards import SPLIT_SPEC_RE, TaskCard, load_card
 from scicot_jax.data.examples import Example
 
 LETTERS = "ABCDEFGHIJ"
-_SLICE_RE = re.compile(r"^([\w.-]+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
 
 
 class SourceError(ValueError):
@@ -46,7 +45,7 @@ def read_examples(
         raise SourceError(
             f"{card.path}: card {card.name!r} has no split {split!r}; it has {card.split_names}"
         )
-    m = _SLICE_RE.match(card.splits[split])
+    m = SPLIT_SPEC_RE.match(card.splits[split])
     if not m:
         raise SourceError(
             f"{card.path}: field 'splits.{split}': bad split spec {card.splits[split]!r}"
