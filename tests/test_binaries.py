@@ -19,13 +19,20 @@ TINY = ["--gin_file=models/tiny.gin", "--gin.VOCAB_SIZE=512", "--gin.T5Config.d_
         "--gin.T5Config.num_encoder_layers=1", "--gin.T5Config.num_decoder_layers=1"]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_vocab_path):
+def test_train_eval_infer_binaries(tmp_path, tiny_vocab_path):
+    """One trained model dir feeds the eval and infer checks (one test: one training run,
+    whichever xdist worker gets it)."""
+    enable_compile_cache(tmp_path / "jax_cache")
+    trained = _train(tmp_path / "model")
+    _check_train_outputs(trained)
+    _check_eval(trained)
+    _check_infer(trained, tmp_path)
+
+
+def _train(model_dir: Path):
     """A model dir trained for 4 steps by the train binary (checkpoints at 2 and 4)."""
-    enable_compile_cache(tmp_path_factory.mktemp("jax_cache"))
     from scicot_jax import train
 
-    model_dir = tmp_path_factory.mktemp("model")
     result = train.main(["train", *TINY, "--gin_file=runs/finetune.gin",
                          f"--gin.MODEL_DIR={model_dir}", f"--gin.MIXTURE_OR_TASK_NAME={TASK}",
                          f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}", "--gin.TRAIN_STEPS=4",
@@ -35,7 +42,7 @@ def trained(tmp_path_factory, tiny_vocab_path):
     return model_dir, result
 
 
-def test_train_binary_writes_checkpoints_metrics_and_config(trained):
+def _check_train_outputs(trained):
     model_dir, result = trained
     assert result.step == 4 and not result.preempted
     assert sorted(p.name for p in (model_dir / "checkpoints").iterdir()) == ["2", "4"]
@@ -47,7 +54,7 @@ def test_train_binary_writes_checkpoints_metrics_and_config(trained):
     assert list((model_dir / "train").glob("events.out.tfevents*"))
 
 
-def test_eval_binary_all_checkpoints(trained):
+def _check_eval(trained):
     from scicot_jax import eval as eval_bin
 
     model_dir, _ = trained
@@ -63,7 +70,7 @@ def test_eval_binary_all_checkpoints(trained):
     assert len(preds) == 4 and {"id", "inputs", "output", "prediction", "target"} <= set(preds[0])
 
 
-def test_infer_binary_predict_sample_and_score_jsonl(trained, tmp_path):
+def _check_infer(trained, tmp_path):
     from scicot_jax import infer
 
     model_dir, _ = trained

@@ -91,9 +91,14 @@ def test_optimizers_reduce_a_quadratic(name):
     loss = lambda p: sum(jnp.sum(x**2) for x in jax.tree.leaves(p))
     state = opt.init(params)
     start = float(loss(params))
-    for _ in range(20):
+
+    @jax.jit
+    def step(params, state):
         updates, state = opt.update(jax.grad(loss)(params), state, params)
-        params = jax.tree.map(lambda p, u: p + u, params, updates)
+        return jax.tree.map(lambda p, u: p + u, params, updates), state
+
+    for _ in range(20):
+        params, state = step(params, state)
     assert float(loss(params)) < 0.5 * start
     with pytest.raises(ValueError, match="adafactor"):
         make_optimizer(OptimizerConfig(name="sgd"))
