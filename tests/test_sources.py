@@ -165,6 +165,9 @@ def test_finetune_cot_formats(tmp_path):
         json.dumps([{"question": "L0", "answer": "3"}, {"question": "L1", "answer": "4"}])
     )
     assert [e.question for e in read_examples(card, "train")] == ["L1", "L0"]
+    (tmp_path / "split.json").write_text('{"train": [1,\n 0,]}')
+    with pytest.raises(SourceError, match=r"split\.json:2: invalid JSON"):
+        list(read_examples(card, "train"))
 
 
 def test_finetune_cot_shared_data():

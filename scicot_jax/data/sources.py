@@ -353,7 +353,12 @@ def _read_finetune_cot(card: TaskCard, src_split: str, data_dir: Any) -> Iterato
         split_path = card.resolve(card.source["split_file"], data_dir)
         if not split_path.is_file():
             raise SourceError(f"{card.path}: Fine-tune-CoT split file not found: {split_path}")
-        splits = json.loads(split_path.read_text())
+        try:
+            splits = json.loads(split_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{split_path}:{e.lineno}: invalid JSON: {e.msg}") from e
+        if not isinstance(splits, dict):
+            raise SourceError(f"{split_path}:1: expected {{split: [sample indices]}}")
         if src_split not in splits:
             raise SourceError(f"{split_path}: no split {src_split!r}; it has {sorted(splits)}")
         indices = [int(i) for i in splits[src_split]]
