@@ -97,6 +97,9 @@ def test_corrupt_line_mid_file_raises_with_location(tmp_path):
     path.write_text(json.dumps(missing) + "\n" + lines[1])
     with pytest.raises(StoreError, match=r"records.jsonl:1: missing field 'rationale'"):
         RationaleStore.open(tmp_path)
+    path.write_text(lines[0] + lines[1] + lines[0])
+    with pytest.raises(StoreError, match=r"records.jsonl:3: duplicate record"):
+        RationaleStore.open(tmp_path)
 
 
 def test_invalid_record_rejected_on_append(tmp_path):

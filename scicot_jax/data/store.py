@@ -163,10 +163,10 @@ class RationaleStore:
         if not self.records_path.exists():
             self.records_path.touch()
         self._repair_tail()
-        for rec in self.records():
+        for lineno, rec in enumerate(self.records(), 1):  # records() allows no blank lines
             if rec.key in self._keys:
                 raise StoreError(
-                    f"{self.records_path}: duplicate record for example_id={rec.example_id!r} "
+                    f"{self.records_path}:{lineno}: duplicate record for example_id={rec.example_id!r} "
                     f"sample_index={rec.sample_index}"
                 )
             self._keys.add(rec.key)
