@@ -41,6 +41,14 @@ def import_task_module(module: str | None) -> None:
         importlib.import_module(name)
 
 
+def _hide_accelerators_from_tf(tf: Any) -> None:
+    """TF only feeds data: keep it off the GPU memory JAX needs."""
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TF's devices were already initialized by someone else
+        pass
+
+
 def _host_batch_size(global_batch: int) -> int:
     n = jax.process_count()
     if global_batch % n:
@@ -52,7 +60,7 @@ def _dataset(cfg: DatasetConfig, num_epochs: int | None, shuffle: bool) -> Any:
     import seqio
     import tensorflow as tf
 
-    tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerator memory
+    _hide_accelerators_from_tf(tf)
     import_task_module(cfg.module)
     converter = seqio.EncDecFeatureConverter(pack=cfg.pack)
     ds = seqio.get_dataset(
@@ -110,7 +118,7 @@ def task_examples(name: str, split: str, feature_lengths: dict, module: str | No
     import seqio
     import tensorflow as tf
 
-    tf.config.set_visible_devices([], "GPU")
+    _hide_accelerators_from_tf(tf)
     import_task_module(module)
     task = seqio.get_mixture_or_task(name)
     ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False, num_epochs=1,
