@@ -169,6 +169,22 @@ def test_bad_input_lines_are_reported_with_file_and_line(tmp_path):
     assert exs[1].id == "7" and exs[1].answer == "B" and exs[1].choices[1] == ("B", "y")
 
 
+def test_input_lines_are_checked_against_the_card(tmp_path):
+    from scicot_jax.data.cards import load_card
+
+    f = tmp_path / "in.jsonl"
+    f.write_text(json.dumps({"id": "a", "question": "Which?", "answer": "B"}) + "\n"
+                 + json.dumps({"id": "b", "question": "How many?", "answer": "many"}) + "\n")
+    with pytest.raises(InputError) as e:
+        validate_jsonl(f, load_card("synthetic_mc"))
+    assert f"{f}:1: field 'choices' missing" in str(e.value)
+    with pytest.raises(InputError) as e:
+        validate_jsonl(f, load_card("synthetic_arithmetic"))
+    assert f"{f}:1: field 'answer'" in str(e.value) and f"{f}:2: field 'answer'" in str(e.value)
+    # Fine-tune-CoT's multiple-choice tasks carry their choices inside the question text.
+    assert validate_jsonl(f, load_card("ftcot_aqua")) == 2
+
+
 def test_prices():
     assert price_for("gemini-2.5-flash-lite").input_per_m == 0.10
     assert price_for("models/gemini-2.5-flash").output_per_m == 2.5

@@ -110,8 +110,8 @@ def _run(args: argparse.Namespace) -> int:
 
     card = load_card(args.task)
     if args.input:
-        validate_jsonl(args.input)  # every bad line reported before anything is sent
-        source = jsonl_source(args.input, args.limit)
+        validate_jsonl(args.input, card)  # every bad line reported before anything is sent
+        source = jsonl_source(args.input, args.limit, card)
         desc = {"type": "jsonl", "path": str(Path(args.input).resolve()), "limit": args.limit}
     else:
         source = card_source(card, args.split, args.data_dir, args.limit)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from scicot_jax.data.answers import normalize_number
 from scicot_jax.data.examples import Example
 from scicot_jax.data.sources import mc_answer_label, parse_choices
 
@@ -18,7 +19,7 @@ class InputError(ValueError):
     """Bad input records; the message lists them as file:line: problem."""
 
 
-def _example(d: Any, where: str) -> Example:
+def _example(d: Any, where: str, card: Any = None) -> Example:
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
     if "id" not in d or not isinstance(d["id"], str | int) or str(d["id"]).strip() == "":
@@ -40,12 +41,17 @@ def _example(d: Any, where: str) -> Example:
             ans = mc_answer_label(ans, choices)
         except (ValueError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"{where}: field 'choices': {e}") from None
+    elif card is not None and card.answer_type == "multiple_choice" and card.compat is None:
+        raise ValueError(f"{where}: field 'choices' missing (card {card.name!r} is multiple choice)")
+    if card is not None and card.answer_type == "number" and normalize_number(ans) is None:
+        raise ValueError(f"{where}: field 'answer': {ans!r} is not a number (card {card.name!r})")
     meta = {k: v for k, v in d.items() if k not in ("id", "question", "answer", "choices")}
     return Example(str(d["id"]), q.strip(), str(ans).strip(), choices, meta)
 
 
-def iter_input_jsonl(path: str | Path) -> Iterator[tuple[str, Example | ValueError]]:
-    """(file:line, Example or the error) for every non-blank line."""
+def iter_input_jsonl(path: str | Path, card: Any = None
+                     ) -> Iterator[tuple[str, Example | ValueError]]:
+    """(file:line, Example or the error) for every non-blank line; checked against `card`."""
     path = Path(path)
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -53,21 +59,21 @@ def iter_input_jsonl(path: str | Path) -> Iterator[tuple[str, Example | ValueErr
                 continue
             where = f"{path}:{lineno}"
             try:
-                yield where, _example(json.loads(line), where)
+                yield where, _example(json.loads(line), where, card)
             except json.JSONDecodeError as e:
                 yield where, ValueError(f"{where}: invalid JSON ({e.msg})")
             except ValueError as e:
                 yield where, e
 
 
-def jsonl_source(path: str | Path, limit: int | None = None) -> ExampleSource:
+def jsonl_source(path: str | Path, limit: int | None = None, card: Any = None) -> ExampleSource:
     """A re-iterable source over an --input file; a bad line raises InputError(file:line)."""
     if not Path(path).is_file():
         raise InputError(f"{path}: input file not found")
 
     def gen() -> Iterator[Example]:
         n = 0
-        for _, item in iter_input_jsonl(path):
+        for _, item in iter_input_jsonl(path, card):
             if limit is not None and n >= limit:
                 return
             if isinstance(item, ValueError):
@@ -78,20 +84,21 @@ def jsonl_source(path: str | Path, limit: int | None = None) -> ExampleSource:
     return gen
 
 
-def validate_jsonl(path: str | Path) -> int:
+def validate_jsonl(path: str | Path, card: Any = None) -> int:
     """Check every line first (before any request is sent); raise listing the bad ones."""
-    errors, n, seen_ids = [], 0, 0
-    for _, item in iter_input_jsonl(path):
+    errors: list[str] = []  # the first MAX_REPORTED only: memory stays flat on huge inputs
+    n_bad = n_good = 0
+    for _, item in iter_input_jsonl(path, card):
         if isinstance(item, ValueError):
-            errors.append(str(item))
+            n_bad += 1
+            if len(errors) < MAX_REPORTED:
+                errors.append(str(item))
         else:
-            seen_ids += 1
-        n += 1
-    if errors:
-        more = f"\n... and {len(errors) - MAX_REPORTED} more" if len(errors) > MAX_REPORTED else ""
-        raise InputError(f"{len(errors)} bad input line(s):\n" + "\n".join(errors[:MAX_REPORTED])
-                         + more)
-    return seen_ids
+            n_good += 1
+    if n_bad:
+        more = f"\n... and {n_bad - MAX_REPORTED} more" if n_bad > MAX_REPORTED else ""
+        raise InputError(f"{n_bad} bad input line(s):\n" + "\n".join(errors) + more)
+    return n_good
 
 
 def card_source(card: Any, split: str, data_dir: str | None = None,
