@@ -130,3 +130,12 @@ def test_initial_checkpoint_from_trainer_save_params_and_hf(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(_cfg(tmp_path / "c", 1, initial_checkpoint_path=str(tmp_path / "nope")),
               toy_batches())
+
+
+def test_finite_data_stops_early_and_saves_last_step(tmp_path, caplog):
+    import itertools
+
+    with caplog.at_level(logging.WARNING):
+        res = train(_cfg(tmp_path, 10), itertools.islice(toy_batches(), 6), model_spec=toy_spec())
+    assert res.step == 6 and "data exhausted at step 6" in caplog.text
+    assert Checkpoints(tmp_path).all_steps() == [4, 6]

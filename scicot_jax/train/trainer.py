@@ -177,6 +177,11 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
             acc.append(vals)
             return vals
 
+        def save(s: int) -> None:
+            ckpts.save(s, state.params, state.opt_state,
+                       {"batches_consumed": consumed, "batch_size": config.batch_size},
+                       {"model": _model_dict(spec.config), "train_steps": config.train_steps})
+
         while step < config.train_steps:
             if batch is None:
                 try:
@@ -209,9 +214,7 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
                          f" MFU {last['mfu']:.1%}" if "mfu" in last else "")
                 acc.clear()
             if save_now:
-                ckpts.save(step, state.params, state.opt_state,
-                           {"batches_consumed": consumed, "batch_size": config.batch_size},
-                           {"model": _model_dict(spec.config), "train_steps": config.train_steps})
+                save(step)
             if config.eval_period and step % config.eval_period == 0 and not preempted:
                 last_eval = _evaluate(eval_step, config, state.params, eval_batches, eval_fn,
                                       step, mesh, data_sh, rules)
@@ -222,6 +225,8 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
                 break
         if pending is not None:
             flush(pending)
+        if step > step0 and ckpts.latest_step() != step:  # stopped early: data ran out
+            save(step)
         ckpts.wait()
     finally:
         stop.restore()
