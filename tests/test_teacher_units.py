@@ -191,3 +191,17 @@ def test_prices():
     p = price_for("my-local-llama")
     assert not p.known and p.cost(10**6, 10**6) == 0
     assert price_for("my-local-llama", 1.0, 2.0).cost(10**6, 10**6) == 3.0
+
+
+def test_exemplar_choices_and_errors(tmp_path):
+    f = tmp_path / "shots.jsonl"
+    base = {"question": "Pick", "rationale": "Because.", "answer": "B"}
+    for choices in ({"A": "x", "B": "y"}, ["x", "y"], [["A", "x"], ["B", "y"]]):
+        f.write_text(json.dumps({**base, "choices": choices}) + "\n")
+        assert prompts.load_exemplars(f)[0].choices == (("A", "x"), ("B", "y"))
+    f.write_text(json.dumps(base) + "\n\n" + json.dumps({**base, "choices": ["x"]}) + "\n")
+    with pytest.raises(ValueError, match=rf"{f}:3: field 'choices'"):
+        prompts.load_exemplars(f)
+    f.write_text("[1]\n")
+    with pytest.raises(ValueError, match=rf"{f}:1: expected a JSON object"):
+        prompts.load_exemplars(f)

@@ -145,7 +145,8 @@ def _get(record: Any, dotted: str) -> Any:
 
 
 def parse_choices(value: Any) -> tuple[tuple[str, str], ...]:
-    """Choices as (label, text) from a list of texts, of {label, text}, or {label: [], text: []}."""
+    """Choices as (label, text) from a list of texts, of {label, text}, of (label, text) pairs
+    (Example.to_json), or {label: [], text: []}."""
     if isinstance(value, str):
         value = json.loads(value) if value.strip().startswith(("[", "{")) else value.split("|")
     if isinstance(value, dict):
@@ -158,6 +159,8 @@ def parse_choices(value: Any) -> tuple[tuple[str, str], ...]:
             if not all("label" in c and "text" in c for c in value):
                 raise ValueError("each choice needs 'label' and 'text'")
             pairs = [(c["label"], c["text"]) for c in value]
+        elif value and all(isinstance(c, list | tuple) and len(c) == 2 for c in value):
+            pairs = [(c[0], c[1]) for c in value]
         else:
             pairs = list(zip(LETTERS, value))
     else:

@@ -32,12 +32,8 @@ def _example(d: Any, where: str, card: Any = None) -> Example:
         raise ValueError(f"{where}: field 'answer' missing or empty")
     choices: tuple[tuple[str, str], ...] = ()
     if d.get("choices") not in (None, [], {}):
-        raw = d["choices"]
-        if isinstance(raw, list) and all(isinstance(c, list | tuple) and len(c) == 2
-                                         for c in raw):
-            raw = [{"label": c[0], "text": c[1]} for c in raw]  # Example.to_json's pairs
         try:
-            choices = parse_choices(raw)
+            choices = parse_choices(d["choices"])
             ans = mc_answer_label(ans, choices)
         except (ValueError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"{where}: field 'choices': {e}") from None
@@ -47,6 +43,24 @@ def _example(d: Any, where: str, card: Any = None) -> Example:
         raise ValueError(f"{where}: field 'answer': {ans!r} is not a number (card {card.name!r})")
     meta = {k: v for k, v in d.items() if k not in ("id", "question", "answer", "choices")}
     return Example(str(d["id"]), q.strip(), str(ans).strip(), choices, meta)
+
+
+def json_objects(path: str | Path, error: type[ValueError] = ValueError
+                 ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file:line, object) for every non-blank line; a bad line raises `error` naming it."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{where}: invalid JSON ({e.msg})") from None
+            if not isinstance(d, dict):
+                raise error(f"{where}: expected a JSON object")
+            yield where, d
 
 
 def iter_input_jsonl(path: str | Path, card: Any = None

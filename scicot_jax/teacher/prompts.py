@@ -6,7 +6,6 @@ finds the question again (`parse_prompt`).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ from pathlib import Path
 from scicot_jax.data.answers import ANSWER_TRIGGER
 from scicot_jax.data.examples import Example
 from scicot_jax.data.formats import CHOICES_PREFIX, render_question
+from scicot_jax.data.sources import parse_choices
+from scicot_jax.teacher.inputs import json_objects
 
 PROMPT_KINDS = ("zero_shot_cot", "answer_conditioned", "few_shot")
 STEP_BY_STEP = "Let's think step by step."
@@ -80,27 +81,21 @@ def few_shot(ex: Example, exemplars: tuple[Exemplar, ...]) -> str:
 
 def load_exemplars(path: str | Path) -> tuple[Exemplar, ...]:
     """JSONL of {"question", "rationale", "answer", "choices"?}; errors name file:line."""
-    path = Path(path)
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
+    for where, d in json_objects(path):
+        for key in ("question", "rationale", "answer"):
+            if not isinstance(d.get(key), str | int | float) or str(d[key]).strip() == "":
+                raise ValueError(f"{where}: field '{key}' missing or empty")
+        choices: tuple[tuple[str, str], ...] = ()
+        if d.get("choices"):
+            raw = d["choices"]
+            if isinstance(raw, dict) and "label" not in raw:  # {label: text}
+                raw = [{"label": k, "text": v} for k, v in raw.items()]
             try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
-            if not isinstance(d, dict):
-                raise ValueError(f"{where}: expected a JSON object")
-            for key in ("question", "rationale", "answer"):
-                if not isinstance(d.get(key), str | int | float) or str(d[key]).strip() == "":
-                    raise ValueError(f"{where}: field '{key}' missing or empty")
-            choices = d.get("choices") or ()
-            if isinstance(choices, dict):
-                choices = tuple(choices.items())
-            out.append(Exemplar(d["question"], d["rationale"], str(d["answer"]),
-                                tuple((str(a), str(b)) for a, b in choices)))
+                choices = parse_choices(raw)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{where}: field 'choices': {e}") from None
+        out.append(Exemplar(d["question"], d["rationale"], str(d["answer"]), choices))
     if not out:
         raise ValueError(f"{path}: no exemplars")
     return tuple(out)

@@ -18,6 +18,7 @@ from typing import Any
 from scicot_jax.data.answers import ANSWER_TRIGGER, answers_match, parse_answer
 from scicot_jax.data.formats import render_question
 from scicot_jax.data.store import RationaleStore
+from scicot_jax.teacher.inputs import json_objects
 
 DECISIONS = ("keep", "drop", "edit")
 
@@ -52,32 +53,22 @@ def export(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None =
 def _read_decisions(path: Path) -> dict[tuple[str, int], tuple[str, str, str]]:
     """(example_id, sample_index) -> (decision, rationale, file:line)."""
     out: dict[tuple[str, int], tuple[str, str, str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ReviewError(f"{where}: invalid JSON ({e.msg})") from None
-            if not isinstance(d, dict):
-                raise ReviewError(f"{where}: expected a JSON object")
-            if not isinstance(d.get("example_id"), str):
-                raise ReviewError(f"{where}: field 'example_id' missing or not a string")
-            if not isinstance(d.get("sample_index"), int) or isinstance(d["sample_index"], bool):
-                raise ReviewError(f"{where}: field 'sample_index' missing or not an integer")
-            if d.get("decision") not in DECISIONS:
-                raise ReviewError(f"{where}: field 'decision' must be one of {DECISIONS}, "
-                                  f"got {d.get('decision')!r}")
-            if not isinstance(d.get("rationale"), str) or (
-                d["decision"] == "edit" and not d["rationale"].strip()
-            ):
-                raise ReviewError(f"{where}: field 'rationale' missing or empty")
-            key = (d["example_id"], d["sample_index"])
-            if key in out:
-                raise ReviewError(f"{where}: second decision for {key} (first at {out[key][2]})")
-            out[key] = (d["decision"], d["rationale"], where)
+    for where, d in json_objects(path, ReviewError):
+        if not isinstance(d.get("example_id"), str):
+            raise ReviewError(f"{where}: field 'example_id' missing or not a string")
+        if not isinstance(d.get("sample_index"), int) or isinstance(d["sample_index"], bool):
+            raise ReviewError(f"{where}: field 'sample_index' missing or not an integer")
+        if d.get("decision") not in DECISIONS:
+            raise ReviewError(f"{where}: field 'decision' must be one of {DECISIONS}, "
+                              f"got {d.get('decision')!r}")
+        if not isinstance(d.get("rationale"), str) or (
+            d["decision"] == "edit" and not d["rationale"].strip()
+        ):
+            raise ReviewError(f"{where}: field 'rationale' missing or empty")
+        key = (d["example_id"], d["sample_index"])
+        if key in out:
+            raise ReviewError(f"{where}: second decision for {key} (first at {out[key][2]})")
+        out[key] = (d["decision"], d["rationale"], where)
     return out
 
 
