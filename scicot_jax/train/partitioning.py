@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -73,8 +74,8 @@ def make_mesh(model_parallel: int = 1, data_parallel: int = -1,
         raise ValueError(f"mesh {data_parallel}x{model_parallel} != {n} devices")
     shape = (data_parallel, model_parallel)
     try:  # topology-aware device order on TPU/GPU; plain order on CPU
-        arr = jax.experimental.mesh_utils.create_device_mesh(shape, devices)
-    except Exception:  # noqa: BLE001 - fall back for fake/odd device sets
+        arr = mesh_utils.create_device_mesh(shape, devices)
+    except (ValueError, NotImplementedError, AssertionError):  # odd/fake device sets
         arr = np.asarray(devices).reshape(shape)
     return Mesh(arr, (DATA_AXIS, MODEL_AXIS), axis_types=(AxisType.Auto, AxisType.Auto))
 
