@@ -88,7 +88,17 @@ def test_duplicate_ids_are_refused_before_sending(tmp_path, capsys, oracle):
                  "openai", "--base-url", oracle.url, "--model", "oracle", "--prompt",
                  "zero_shot_cot", "--cache", str(tmp_path / "c.sqlite"), "--out",
                  str(tmp_path / "run")])
-    assert code == 2 and "duplicate example id(s) in the input: ['a']" in capsys.readouterr().err
+    assert code == 2 and f"{f}:3: field 'id': 'a' repeats {f}:1" in capsys.readouterr().err
+    assert sum(oracle.received().values()) == 0
+    # The Python API (no input file) refuses them too, naming the ids.
+    from scicot_jax.data.examples import Example
+    from scicot_jax.teacher import run_teacher
+
+    exs = [Example(i, f"Q{i}?", "1") for i in ("a", "b", "a")]
+    with pytest.raises(ValueError, match=r"duplicate example id\(s\) in the input: \['a'\]"):
+        run_teacher(exs, card="synthetic_arithmetic", backend="openai", model="oracle",
+                    prompt="zero_shot_cot", samples=1, temperature=0.0, base_url=oracle.url,
+                    cache_path=str(tmp_path / "c.sqlite"), out_dir=str(tmp_path / "run2"))
     assert sum(oracle.received().values()) == 0
 
 

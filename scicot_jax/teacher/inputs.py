@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from scicot_jax.data.answers import normalize_number
 from scicot_jax.data.examples import Example
@@ -112,7 +116,40 @@ def validate_jsonl(path: str | Path, card: Any = None) -> int:
     if n_bad:
         more = f"\n... and {n_bad - MAX_REPORTED} more" if n_bad > MAX_REPORTED else ""
         raise InputError(f"{n_bad} bad input line(s):\n" + "\n".join(errors) + more)
+    _check_unique_ids(path, card)
     return n_good
+
+
+def id_hash(example_id: str) -> int:
+    """8-byte hash of an example id: duplicate checks stay small for millions of ids."""
+    return int.from_bytes(hashlib.blake2b(example_id.encode(), digest_size=8).digest(), "big")
+
+
+def duplicate_hashes(hashes: array) -> set[int]:
+    """The hashes that occur more than once."""
+    ids = np.sort(np.frombuffer(hashes, dtype=np.uint64))
+    return {int(h) for h in ids[1:][ids[1:] == ids[:-1]]}
+
+
+def _check_unique_ids(path: str | Path, card: Any) -> None:
+    """Raise naming file:line of each repeated id; two streaming passes, no list of ids."""
+    def examples() -> Iterator[tuple[str, Example]]:
+        return ((w, ex) for w, ex in iter_input_jsonl(path, card) if isinstance(ex, Example))
+
+    dup = duplicate_hashes(array("Q", (id_hash(ex.id) for _, ex in examples())))
+    if not dup:
+        return
+    first: dict[str, str] = {}
+    errors = []
+    for where, ex in examples():
+        if id_hash(ex.id) not in dup:
+            continue
+        if ex.id in first:
+            errors.append(f"{where}: field 'id': {ex.id!r} repeats {first[ex.id]}")
+        else:
+            first[ex.id] = where
+    raise InputError(f"{len(errors)} duplicate example id(s):\n"
+                     + "\n".join(errors[:MAX_REPORTED]))
 
 
 def card_source(card: Any, split: str, data_dir: str | None = None,

@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import numpy as np
-
 from scicot_jax.data.answers import ANSWER_TRIGGER, answers_match, parse_answer
 from scicot_jax.data.cards import TaskCard, load_card
 from scicot_jax.data.examples import Example
@@ -34,7 +32,7 @@ from scicot_jax.data.store import RationaleRecord, RationaleStore
 from scicot_jax.teacher import prompts
 from scicot_jax.teacher.backends import Backend, make_backend, provider_name, scrub
 from scicot_jax.teacher.cache import Cache
-from scicot_jax.teacher.inputs import ExampleSource, InputError
+from scicot_jax.teacher.inputs import ExampleSource, InputError, duplicate_hashes, id_hash
 from scicot_jax.teacher.limiter import Limiter, Limits, backoff_delay
 from scicot_jax.teacher.pricing import price_for
 from scicot_jax.teacher.progress import Progress, Stats
@@ -401,7 +399,7 @@ class TeacherRun:
         try:
             for ex in self.source():
                 line = json.dumps(ex.to_json(), ensure_ascii=False, sort_keys=True)
-                hashes.append(_id_hash(ex.id))
+                hashes.append(id_hash(ex.id))
                 digest.update(line.encode() + b"\n")
                 n += 1
                 if n == old_n:
@@ -424,11 +422,10 @@ class TeacherRun:
         return {"count": n, "sha256": digest.hexdigest(), "done": done}
 
     def _check_unique(self, hashes: array) -> None:
-        ids = np.sort(np.frombuffer(hashes, dtype=np.uint64))
-        dup = ids[1:][ids[1:] == ids[:-1]]
-        if dup.size:
-            bad = {int(h) for h in dup[:5]}
-            names = sorted({ex.id for ex in self.source() if _id_hash(ex.id) in bad})
+        dup = duplicate_hashes(hashes)
+        if dup:
+            bad = set(sorted(dup)[:5])
+            names = sorted({ex.id for ex in self.source() if id_hash(ex.id) in bad})
             raise InputError(f"duplicate example id(s) in the input: {names}")
 
     def _manifest(self) -> dict[str, Any]:
@@ -605,10 +602,6 @@ def _safe_url(url: str | None) -> str | None:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _id_hash(example_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(example_id.encode(), digest_size=8).digest(), "big")
 
 
 def _now() -> str:
