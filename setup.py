@@ -1,16 +1,24 @@
 """scicot_jax: distilling chain-of-thought from teacher LLMs into T5 students on JAX."""
 
+import glob
+import os
+
 from setuptools import find_packages, setup
 
 setup(
     name="scicot_jax",
     version="0.1.0",
     description="Sci-CoT, Fine-tune-CoT and MoRSD distillation into T5 students on JAX/TPU.",
-    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description=open("README.md").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["scicot_jax", "scicot_jax.*"]),
-    package_data={"scicot_jax": ["gin/**/*.gin", "tasks/*.toml"]},
+    # Cards and gin configs sit at the top level; installs copy them to <prefix>/share/scicot_jax.
+    data_files=[
+        ("share/scicot_jax/tasks", sorted(glob.glob("tasks/*.toml"))),
+        *[(f"share/scicot_jax/{d}", sorted(glob.glob(f"{d}/*.gin")))
+          for d in sorted({os.path.dirname(f) for f in glob.glob("gin/**/*.gin", recursive=True)})],
+    ],
     install_requires=[
         "numpy>=1.26",
         "jax>=0.4.35",

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from scicot_jax.data.answers import ANSWER_TYPES, COMPAT_TASKS
+from scicot_jax.resources import resource_dir
 
-CARDS_DIR = Path(__file__).resolve().parents[2] / "tasks"
+CARDS_DIR = resource_dir("tasks")
 METRICS = ("accuracy",)
 # A split spec: a source split name, optionally sliced ("train[:90%]", "train[-200:]").
 SPLIT_SPEC_RE = re.compile(r"^([\w.-]+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
