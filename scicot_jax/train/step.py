@@ -16,6 +16,16 @@ from scicot_jax.train import losses
 from scicot_jax.train.partitioning import DATA_AXIS
 from scicot_jax.train.state import ModelSpec, TrainState
 
+DROPOUT_RNG_IMPLS = ("rbg", "unsafe_rbg", "threefry2x32")
+DEFAULT_DROPOUT_RNG_IMPL = "rbg"
+
+
+def check_rng_impl(name: str) -> str:
+    """`name` if it is a PRNG implementation dropout keys may use, else ValueError."""
+    if name not in DROPOUT_RNG_IMPLS:
+        raise ValueError(f"dropout_rng_impl={name!r}; expected one of {DROPOUT_RNG_IMPLS}")
+    return name
+
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
@@ -44,15 +54,23 @@ def _loss_and_stats(spec: ModelSpec, cfg: LossConfig, params: Any, batch: dict,
 
 def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
                     schedule: Callable[[Any], Any], loss_cfg: LossConfig, *,
-                    num_microbatches: int = 1, dropout_seed: int = 0, mesh: Mesh | None = None
+                    num_microbatches: int = 1, dropout_seed: int = 0, mesh: Mesh | None = None,
+                    dropout_rng_impl: str = DEFAULT_DROPOUT_RNG_IMPL
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """A pure (state, batch) -> (state, metrics) function, ready for jax.jit."""
+    """A pure (state, batch) -> (state, metrics) function, ready for jax.jit.
+
+    Dropout keys are `fold_in(key(dropout_seed, impl=dropout_rng_impl), step)`, so a resumed run
+    replays the same masks. "rbg" (XLA RngBitGenerator; t5x's finetune default RANDOM_SEED=None
+    also uses an RBG key) compiles faster than "threefry2x32" on XLA:CPU (T5 tiny step 8.7 s ->
+    5.7 s) and is deterministic for a fixed backend and partitioning; masks change with the mesh.
+    """
+    check_rng_impl(dropout_rng_impl)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         factor, weights_BxL = losses.normalizing_factor_and_weights(
             loss_cfg.loss_normalizing_factor, batch)
         batch = dict(batch, decoder_loss_weights=weights_BxL)
-        rng = jax.random.fold_in(jax.random.key(dropout_seed), state.step)
+        rng = jax.random.fold_in(jax.random.key(dropout_seed, impl=dropout_rng_impl), state.step)
         grad_fn = jax.value_and_grad(
             lambda p, mb, r: _loss_and_stats(spec, loss_cfg, p, mb, r, factor, True), has_aux=True)
         if num_microbatches <= 1:

@@ -24,7 +24,14 @@ from scicot_jax.train.init_from import load_initial_params
 from scicot_jax.train.metrics import MetricsWriter, Throughput
 from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer
 from scicot_jax.train.state import ModelSpec, TrainState, abstract_like, t5_spec
-from scicot_jax.train.step import LossConfig, make_eval_step, make_train_step, summarize
+from scicot_jax.train.step import (
+    DEFAULT_DROPOUT_RNG_IMPL,
+    LossConfig,
+    check_rng_impl,
+    make_eval_step,
+    make_train_step,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ class TrainConfig:
     loss: LossConfig = LossConfig()
     num_microbatches: int = 1
     seed: int = 0  # param init and dropout
+    dropout_rng_impl: str = DEFAULT_DROPOUT_RNG_IMPL  # "rbg" | "unsafe_rbg" | "threefry2x32"
     model_parallel: int = 1
     checkpoint_period: int = 1000
     keep_checkpoints: int = 3
@@ -57,6 +65,9 @@ class TrainConfig:
     initial_checkpoint_path: str | None = None
     prefetch: int = 2
     handle_sigterm: bool = True
+
+    def __post_init__(self) -> None:
+        check_rng_impl(self.dropout_rng_impl)
 
 
 @dataclasses.dataclass
@@ -285,7 +296,7 @@ def jit_train_step(su: Setup, spec: ModelSpec, config: TrainConfig) -> Any:
     """jax.jit of the step with explicit in/out shardings and the state donated."""
     fn = make_train_step(spec, su.optimizer, su.schedule, config.loss,
                          num_microbatches=config.num_microbatches, dropout_seed=config.seed,
-                         mesh=su.mesh)
+                         mesh=su.mesh, dropout_rng_impl=config.dropout_rng_impl)
     return jax.jit(fn, in_shardings=(su.state, su.data), out_shardings=(su.state, su.replicated),
                    donate_argnums=(0,))
 
