@@ -95,3 +95,19 @@ def test_bad_arguments():
         generate("coin_flip", "dev", 1)
     with pytest.raises(ValueError, match="not a coin_flip question"):
         write_rationale("coin_flip", Example("x", "What?", "yes"))
+
+
+def test_compass_tracks_the_heading_step_by_step():
+    examples = generate("compass", "train", 300, difficulty=5)
+    assert len({e.question for e in examples}) == 300
+    assert {e.answer for e in examples} == set("ABCD")
+    for e in examples:
+        assert e.choices == (("A", "north"), ("B", "east"), ("C", "south"), ("D", "west"))
+        rationale = write_rationale("compass", e, variant=2)
+        assert rationale.count("faces") == 6  # the start and one state per turn
+    e = generate("compass", "test", 1, difficulty=1)[0]
+    start = e.question.split(" faces ")[1].split(".")[0]
+    turn = e.question.split(" It ")[1].split(".")[0]
+    heads = ["north", "east", "south", "west"]
+    shift = {"does not turn": 0, "turns right": 1, "turns around": 2, "turns left": 3}[turn]
+    assert e.answer == "ABCD"[(heads.index(start) + shift) % 4]

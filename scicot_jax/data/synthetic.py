@@ -336,6 +336,51 @@ def _rationale_mc(prog: tuple, ex: Example, variant: int) -> str:
     return " ".join(out), label
 
 
+# ---------------------------------------------------------------- compass (ARC form)
+# Tracking a heading through n turns: one step of state at a time is easy for a small student
+# (a 4-state lookup), the final heading in one shot is modular counting, which small
+# transformers learn poorly. So rationales visibly help: the demo's task.
+_HEADINGS = ("north", "east", "south", "west")  # fixed choice order (A)-(D)
+_TURNS = {"does not turn": 0, "turns right": 1, "turns around": 2, "turns left": 3}
+_COMPASS_AGENTS = ("robot", "ship", "car", "bird")
+_COMPASS_RE = re.compile(r"A (\w+) faces (\w+)\. (.+) Which way does the \1 face now\?")
+
+
+def _make_compass(rng: random.Random, difficulty: int) -> Example:
+    agent, start = rng.choice(_COMPASS_AGENTS), rng.randrange(4)
+    turns = [rng.choice(tuple(_TURNS)) for _ in range(difficulty)]
+    heading = (start + sum(_TURNS[t] for t in turns)) % 4
+    question = (f"A {agent} faces {_HEADINGS[start]}. " + " ".join(f"It {t}." for t in turns)
+                + f" Which way does the {agent} face now?")  # fmt: skip
+    choices = tuple(zip("ABCD", _HEADINGS))
+    return Example("", question, "ABCD"[heading], choices)
+
+
+def _solve_compass(question: str) -> tuple[str, int, list[str]]:
+    m = _COMPASS_RE.fullmatch(question)
+    if not m or m.group(2) not in _HEADINGS:
+        raise ValueError(f"not a compass question: {question!r}")
+    turns = [t.strip() for t in m.group(3).removeprefix("It ").rstrip(".").split(". It ")]
+    unknown = [t for t in turns if t not in _TURNS]
+    if unknown:
+        raise ValueError(f"unrecognised turn {unknown[0]!r} in compass question {question!r}")
+    return m.group(1), _HEADINGS.index(m.group(2)), turns
+
+
+def _rationale_compass(prog: tuple, ex: Example, variant: int) -> str:
+    agent, heading, turns = prog
+    out = [(f"The {agent} starts facing {_HEADINGS[heading]}.", f"Start: {_HEADINGS[heading]}.",
+            f"At first the {agent} faces {_HEADINGS[heading]}.")[variant]]  # fmt: skip
+    for t in turns:
+        heading = (heading + _TURNS[t]) % 4
+        out.append((f"It {t}: {_HEADINGS[heading]}.", f"{t.capitalize()}, so {_HEADINGS[heading]}.",
+                    f"After it {t} it faces {_HEADINGS[heading]}.")[variant])  # fmt: skip
+    label = "ABCD"[heading]
+    out.append(f"{_HEADINGS[heading].capitalize()} is choice ({label}).")
+    out.append(_answer_line(label))
+    return " ".join(out), label
+
+
 SYNTHETIC_TASKS: dict[str, SyntheticTask] = {
     t.name: t
     for t in (
@@ -347,6 +392,8 @@ SYNTHETIC_TASKS: dict[str, SyntheticTask] = {
                       _rationale_arithmetic, "Multi-step arithmetic word problems, n operations."),
         SyntheticTask("mc_reasoning", "multiple_choice", 3, 3, _make_mc, _solve_mc, _rationale_mc,
                       "ARC-form 4-choice question: a chain of n additions/subtractions."),
+        SyntheticTask("compass", "multiple_choice", 5, 3, _make_compass, _solve_compass,
+                      _rationale_compass, "ARC-form 4-choice question: a heading after n turns."),
     )
 }  # fmt: skip
 

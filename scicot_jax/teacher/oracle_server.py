@@ -26,7 +26,7 @@ _FINAL_RE = re.compile(re.escape(ANSWER_TRIGGER) + r" (.+?)\.(?:\s|$)")
 def identify(question: str, has_choices: bool = False) -> str | None:
     """Which synthetic task a question belongs to (its solver accepts it), or None."""
     # Strict solvers first: the arithmetic one also accepts an mc_reasoning question's start.
-    order = ["mc_reasoning"] if has_choices else ["coin_flip", "last_letter", "arithmetic"]
+    order = ["mc_reasoning", "compass"] if has_choices else ["coin_flip", "last_letter", "arithmetic"]
     for name in order + [t for t in SYNTHETIC_TASKS if t not in order and not has_choices]:
         spec = SYNTHETIC_TASKS[name]
         try:
