@@ -151,8 +151,8 @@ class T5Student:
                            feature_lengths={"inputs": data.inputs_length,
                                             "targets": data.targets_length},
                            checkpoint_period=steps, keep_checkpoints=1, async_checkpoints=False,
-                           log_period=max(1, steps // 5), initial_checkpoint_path=c.init_checkpoint,
-                           handle_sigterm=False)
+                           log_period=max(1, steps // 5), handle_sigterm=False,
+                           initial_checkpoint_path=c.init_checkpoint)
 
     def steps_for(self, stage: str) -> int:
         """Training steps of a stage: stage2_steps / scorer_steps when set, else steps."""
@@ -164,6 +164,8 @@ class T5Student:
               task: str | None = None) -> dict:
         """Train a fresh student on ``pairs`` into ``out_dir``; resumes from its checkpoints.
         (``task``, the SeqIO name of the same data, is for the gin trainer; unused here.)"""
+        import jax
+
         from scicot_jax.train import trainer
 
         steps = self.steps_for(stage)
@@ -172,8 +174,6 @@ class T5Student:
             log.warning("%s: %d texts truncated to %d/%d tokens", stage, data.truncated,
                         self.max_inputs, self.max_targets)
         tc = self.train_config(out_dir, data, steps)
-        import jax
-
         res = trainer.train(tc, lambda start: data.batches(
             tc.batch_size, self.cfg.seed, start, jax.process_index(), jax.process_count()),
             return_state=True)
@@ -230,8 +230,8 @@ class T5Student:
         from scicot_jax.train import inference
 
         rows, length = self._tokens(inputs, self.max_inputs)
-        outs = inference.predict(self.params(checkpoint), self.model_for(checkpoint), self.mesh, rows,
-                                 input_length=length,
+        outs = inference.predict(self.params(checkpoint), self.model_for(checkpoint), self.mesh,
+                                 rows, input_length=length,
                                  max_decode_length=self.decode_length(checkpoint),
                                  batch_size=self.cfg.eval_batch_size)
         return [self.vocab.decode(tokens[0]) for tokens, _ in outs]
@@ -244,7 +244,7 @@ class T5Student:
 
         enc, enc_len = self._tokens([i for i, _ in pairs], self.max_inputs)
         tgt, tgt_len = self._tokens([t for _, t in pairs], self.max_targets)
-        res = inference.score(self.params(checkpoint), self.model_for(checkpoint), self.mesh, enc, tgt,
-                              input_length=enc_len, target_length=tgt_len,
+        res = inference.score(self.params(checkpoint), self.model_for(checkpoint), self.mesh,
+                              enc, tgt, input_length=enc_len, target_length=tgt_len,
                               batch_size=self.cfg.eval_batch_size)
         return [-r["mean_logprob"] for r in res]
