@@ -109,3 +109,23 @@ def test_cli_flags_build_config(tmp_path):
     assert again == cfg
     with pytest.raises(ValueError, match="vocabulary"):
         StudentConfig(init_checkpoint="/ckpt")
+
+
+def test_remote_init_checkpoint_is_staged_locally(tmp_path, monkeypatch):
+    src = tmp_path / "bucket" / "flan"
+    (src / "params" / "d").mkdir(parents=True)
+    (src / "config.json").write_text("{}")
+    (src / "params" / "d" / "w").write_text("1")
+    seen = {}
+
+    class Recorder(run_mod.Pipeline):
+        def run(self):
+            seen["init"] = self.cfg.student.init_checkpoint
+            return {}
+
+    monkeypatch.setattr(run_mod, "Pipeline", Recorder)
+    cfg = PipelineConfig(task="synthetic_mc", out=str(tmp_path / "run"),
+                         student=StudentConfig(init_checkpoint=f"file://{src}", vocab="t5"))
+    run_mod.run_pipeline(cfg, FakeStudent(), log=lambda s: None)
+    local = Path(seen["init"])
+    assert local.is_relative_to(tmp_path / "run") and (local / "params/d/w").read_text() == "1"

@@ -350,8 +350,31 @@ class Pipeline:
         return res
 
 
+def stage_checkpoint(src: str, dest: Path) -> Path:
+    """Copy a remote (gs://, ...) checkpoint directory to local ``dest`` through tf.io.gfile,
+    so every loader (orbax, HF import) reads a local path."""
+    import tensorflow as tf
+
+    src = src.rstrip("/")
+    if not tf.io.gfile.isdir(src):
+        raise FileNotFoundError(f"initial checkpoint {src} is not a directory")
+    for root, _, files in tf.io.gfile.walk(src):
+        rel = root[len(src):].lstrip("/")
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            tf.io.gfile.copy(f"{root}/{name}", str(dest / rel / name), overwrite=True)
+    return dest
+
+
 def run_pipeline(cfg: PipelineConfig, student: Student | None = None, **kw: Any) -> dict:
     """Build the default in-process student (``pipeline.student``) if none is given and run."""
+    init = cfg.student.init_checkpoint
+    if init and "://" in init:  # stage a gs:// checkpoint once, as a resumable step
+        runner = StepRunner(cfg.out, log=kw.get("log", print))
+        local = runner.step_dir("init_checkpoint") / "checkpoint"
+        runner.run("init_checkpoint", lambda d: {"path": str(stage_checkpoint(init, local))},
+                   inputs={"source": init})
+        cfg = replace(cfg, student=replace(cfg.student, init_checkpoint=str(local)))
     if student is None:
         if cfg.student.trainer == "gin":
             from scicot_jax.pipeline.gin_student import GinStudent as cls
