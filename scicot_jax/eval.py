@@ -96,14 +96,7 @@ def run(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str = gin.
 
 def main(argv: Sequence[str] | None = None) -> dict[int, dict[str, float]]:
     """Parses flags and gin, then runs `evaluate`."""
-    argv = list(sys.argv if argv is None else argv)
-    args, bindings = gin_utils.parse_args(argv, "Evaluate T5 student checkpoints on SeqIO tasks.")
-    gin_utils.setup_logging(args.log_level)
-    gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths)
-    try:
-        return run()
-    finally:
-        gin.clear_config()
+    return gin_utils.run_binary(argv, "Evaluate T5 student checkpoints on SeqIO tasks.", run)
 
 
 def console_entry() -> None:

@@ -140,14 +140,7 @@ def _write_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parses flags and gin, then runs `infer`."""
-    argv = list(sys.argv if argv is None else argv)
-    args, bindings = gin_utils.parse_args(argv, "Predict or score with a T5 student.")
-    gin_utils.setup_logging(args.log_level)
-    gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths)
-    try:
-        return run()
-    finally:
-        gin.clear_config()
+    return gin_utils.run_binary(argv, "Predict or score with a T5 student.", run)
 
 
 def console_entry() -> None:

@@ -74,14 +74,7 @@ def run(*, model_dir: str = gin.REQUIRED, model: Any = gin.REQUIRED,
 
 def main(argv: Sequence[str] | None = None) -> Any:
     """Parses flags and gin, then runs `train`; returns its TrainResult."""
-    argv = list(sys.argv if argv is None else argv)
-    args, bindings = gin_utils.parse_args(argv, "Train a T5 student (t5x-style gin binary).")
-    gin_utils.setup_logging(args.log_level)
-    gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths)
-    try:
-        return run()
-    finally:
-        gin.clear_config()
+    return gin_utils.run_binary(argv, "Train a T5 student (t5x-style gin binary).", run)
 
 
 def console_entry() -> None:

@@ -127,3 +127,16 @@ def write_operative_config(model_dir: str | Path, name: str) -> None:
     d = Path(model_dir)
     d.mkdir(parents=True, exist_ok=True)
     (d / f"{name}.gin").write_text(gin.config_str())
+
+
+def run_binary(argv: Sequence[str] | None, description: str, run: Any) -> Any:
+    """A binary's main: parse t5x-style flags and gin, call `run()`, then clear gin's config."""
+    import sys
+
+    args, bindings = parse_args(list(sys.argv if argv is None else argv), description)
+    setup_logging(args.log_level)
+    parse_gin(args.gin_file, bindings, args.gin_search_paths)
+    try:
+        return run()
+    finally:
+        gin.clear_config()
