@@ -82,7 +82,7 @@ def run(*, checkpoint_path: str = gin.REQUIRED, output_path: str = gin.REQUIRED,
 
 def _task_examples(name: str, split: str, lengths: dict, module: str | None,
                    limit: int | None) -> tuple[list[dict], Any]:
-    from scicot_jax.train.data_feed import task_examples
+    from scicot_jax.data.seqio_feed import task_examples
 
     exs, task = task_examples(name, split, lengths, module, limit)
     vocab = task.output_features["targets"].vocabulary

@@ -131,7 +131,7 @@ def test_seqio_train_batches_resume_exactly(tiny_vocab_path):
     """Skipping k batches of the seeded SeqIO stream gives batch k: what exact resume relies on."""
     import numpy as np
 
-    from scicot_jax.train.data_feed import DatasetConfig, train_batches
+    from scicot_jax.data.seqio_feed import DatasetConfig, train_batches
 
     cfg = DatasetConfig(TASK, {"inputs": 64, "targets": 8}, batch_size=4)
     full = train_batches(cfg)(0)

@@ -1,4 +1,4 @@
-"""SeqIO -> numpy batches for the trainer, eval and infer (the one TF-touching train module).
+"""SeqIO -> numpy batches for the trainer, eval and infer (the bridge that touches TF, outside train/).
 
 seqio and tensorflow are imported lazily inside functions, so importing this module (and the
 train step, which never imports it) keeps TF off accelerator hosts that only get numpy batches.

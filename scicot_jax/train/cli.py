@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import gin
+from scicot_jax.data.seqio_feed import DatasetConfig
 from scicot_jax.train import gin_utils
-from scicot_jax.train.data_feed import DatasetConfig
 from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.step import LossConfig
 
@@ -33,9 +33,9 @@ def run(*, model_dir: str = gin.REQUIRED, model: Any = gin.REQUIRED,
     """
     import jax
 
+    from scicot_jax.data.seqio_feed import eval_batches, train_batches
     from scicot_jax.train import partitioning as part
     from scicot_jax.train import task_eval
-    from scicot_jax.train.data_feed import eval_batches, train_batches
     from scicot_jax.train.trainer import TrainConfig, train
 
     if jax_compilation_cache_dir:

@@ -24,8 +24,8 @@ def register_configurables() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
+    from scicot_jax.data.seqio_feed import DatasetConfig
     from scicot_jax.model import T5Config
-    from scicot_jax.train.data_feed import DatasetConfig
     from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.step import LossConfig
 

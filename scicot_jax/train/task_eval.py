@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from scicot_jax.train import data_feed, inference
+from scicot_jax.data import seqio_feed as data_feed
+from scicot_jax.train import inference
 
 log = logging.getLogger(__name__)
 
