@@ -9,7 +9,7 @@ from typing import Any
 
 import jax
 
-from scicot_jax.model.config import T5Config
+from scicot_jax.model.config import T5Config, read_json_file
 
 Params = dict[str, Any]
 PARAMS_DIR = "params"
@@ -37,12 +37,7 @@ def save_params(path: str | Path, params: Params, config: T5Config, *, force: bo
 def read_config(path: str | Path) -> T5Config:
     """The T5Config stored in `<path>/config.json`."""
     file = Path(path) / CONFIG_FILE
-    if not file.exists():
-        raise FileNotFoundError(f"{file}: missing (not a checkpoint written by save_params)")
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file}:{e.lineno}: invalid JSON ({e.msg})") from e
+    data = read_json_file(file, "not a checkpoint written by save_params")
     try:
         return T5Config.from_dict(data)
     except (TypeError, ValueError) as e:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
@@ -124,3 +126,13 @@ class T5Config:
                 f"{source}: unknown T5Config field(s) {unknown}; known: {sorted(known)}"
             )
         return cls(**d)
+
+
+def read_json_file(file: Path, missing: str) -> Any:
+    """A checkpoint's JSON file; a missing file says `missing`, bad JSON names file:line."""
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: missing ({missing})")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}:{e.lineno}: invalid JSON ({e.msg})") from e

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from scicot_jax.model.config import T5Config
+from scicot_jax.model.config import T5Config, read_json_file
 from scicot_jax.model.scan import scan_params, unscan_params
 
 Params = dict[str, Any]
@@ -306,12 +306,7 @@ def import_hf(path: str | Path, **config_overrides: Any) -> tuple[T5Config, Para
     """(config, params) from an HF T5 v1.1 / Flan-T5 directory; per-layer params are numpy arrays."""
     directory = Path(path)
     config_file = directory / "config.json"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{config_file}: missing (expected a Hugging Face T5 directory)")
-    try:
-        hf_config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_file}:{e.lineno}: invalid JSON ({e.msg})") from e
+    hf_config = read_json_file(config_file, "expected a Hugging Face T5 directory")
     config = config_from_hf(hf_config, config_file, **config_overrides)
     tensors = _Tensors(directory)
     entries = param_map(config)
