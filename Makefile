@@ -20,6 +20,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check scicot_jax tools tests bench
+	$(BIN)/ruff format --check scicot_jax tools tests bench
 
 test: install lint
 	$(BIN)/python -m pytest -q -n 2 --durations=15 tests $(PYTEST_ARGS)

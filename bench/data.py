@@ -48,9 +48,18 @@ def make_run(tmp: Path, n: int, degree: int, lengths: tuple[int, int]) -> Path:
     card = load_card(card_path)
     store = RationaleStore.create(tmp / "run", {"card": str(card_path), "teacher": "oracle"})
     store.extend(
-        RationaleRecord(ex.id, i, synthetic.write_rationale("mc_reasoning", ex, i), ex.answer,
-                        True, "teacher:oracle", "zero_shot_cot", 0.7)
-        for ex in read_examples(card, "train") for i in range(degree)
+        RationaleRecord(
+            ex.id,
+            i,
+            synthetic.write_rationale("mc_reasoning", ex, i),
+            ex.answer,
+            True,
+            "teacher:oracle",
+            "zero_shot_cot",
+            0.7,
+        )
+        for ex in read_examples(card, "train")
+        for i in range(degree)
     )
     store.close()
     return tmp / "run"
@@ -79,14 +88,20 @@ def measure(name: str, lengths: dict[str, int], batch_size: int, min_examples: i
     batches, real, examples = 0, 0, 0
     for b in it:
         batches += 1
-        real += int((b["encoder_input_tokens"] != 0).sum() + (b["decoder_target_tokens"] != 0).sum())
+        real += int(
+            (b["encoder_input_tokens"] != 0).sum() + (b["decoder_target_tokens"] != 0).sum()
+        )
         examples += int((b["decoder_target_tokens"] == 1).sum())  # one EOS per packed example
     dt = time.perf_counter() - t0
     slots = batches * batch_size * (lengths["inputs"] + lengths["targets"])
     return {
-        "examples": n, "epochs": epochs, "examples_per_s": ex_s,
-        "packed_examples_per_s": examples / dt, "batches_per_s": batches / dt,
-        "slot_tokens_per_s": slots / dt, "real_tokens_per_s": real / dt,
+        "examples": n,
+        "epochs": epochs,
+        "examples_per_s": ex_s,
+        "packed_examples_per_s": examples / dt,
+        "batches_per_s": batches / dt,
+        "slot_tokens_per_s": slots / dt,
+        "real_tokens_per_s": real / dt,
         "packing_density": real / max(slots, 1),
         "examples_per_row": examples / max(batches * batch_size, 1),
         "first_batch_shape": tuple(first["encoder_input_tokens"].shape),
@@ -101,8 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--min_examples", type=int, default=10000, help="repeat epochs up to this")
     ap.add_argument("--vocab", default=None, help="SentencePiece path, 't5' or 'demo' (default)")
-    ap.add_argument("--target", type=float, default=500_000.0,
-                    help="trainer-side token slots/s to exceed (default: T5-small, one H100)")
+    ap.add_argument(
+        "--target",
+        type=float,
+        default=500_000.0,
+        help="trainer-side token slots/s to exceed (default: T5-small, one H100)",
+    )
     a = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from scicot_jax import tasks
@@ -112,15 +131,19 @@ def main(argv: list[str] | None = None) -> None:
     li, lt = (int(x) for x in a.lengths.split(","))
     lengths = {"inputs": li, "targets": lt}
     degrees = [int(d) for d in a.degrees.split(",")]
-    print(f"vocab={vocab.sentencepiece_model_file} size={vocab.vocab_size} lengths={lengths} "
-          f"batch={a.batch_size} cpus={os.cpu_count()} target={a.target:,.0f} tokens/s")
+    print(
+        f"vocab={vocab.sentencepiece_model_file} size={vocab.vocab_size} lengths={lengths} "
+        f"batch={a.batch_size} cpus={os.cpu_count()} target={a.target:,.0f} tokens/s"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp), a.examples, max(degrees), (li, lt))
-        tasks.register_run_dir(run, name="bench", vocabulary=vocab, methods=["one_stage"],
-                               degrees=degrees)
+        tasks.register_run_dir(
+            run, name="bench", vocabulary=vocab, methods=["one_stage"], degrees=degrees
+        )
         for d in degrees:
-            r = measure(f"scicot:bench_mc:one_stage:bench_d{d}", lengths, a.batch_size,
-                        a.min_examples)
+            r = measure(
+                f"scicot:bench_mc:one_stage:bench_d{d}", lengths, a.batch_size, a.min_examples
+            )
             ratio = r["slot_tokens_per_s"] / a.target
             print(
                 f"D={d:<3} examples={r['examples']:>6} epochs={r['epochs']:<3} "

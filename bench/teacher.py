@@ -66,21 +66,37 @@ def bench_rate(rpm: float, seconds: float, tmp: Path) -> dict:
     try:
         exs = generate("arithmetic", "train", n=n, difficulty=2)
         t = time.monotonic()
-        s = run_teacher(exs, card="synthetic_arithmetic", backend="openai", model="oracle",
-                        prompt="answer_conditioned", samples=1, temperature=0.0,
-                        cache_path=str(tmp / f"rate{rpm}.sqlite"), out_dir=str(tmp / f"r{rpm}"),
-                        base_url=srv.url, rpm=rpm, concurrency=32)
+        s = run_teacher(
+            exs,
+            card="synthetic_arithmetic",
+            backend="openai",
+            model="oracle",
+            prompt="answer_conditioned",
+            samples=1,
+            temperature=0.0,
+            cache_path=str(tmp / f"rate{rpm}.sqlite"),
+            out_dir=str(tmp / f"r{rpm}"),
+            base_url=srv.url,
+            rpm=rpm,
+            concurrency=32,
+        )
         wall = time.monotonic() - t
     finally:
         srv.close()
     a = sorted(srv.arrivals)
     server_rps = (len(a) - 1) / (a[-1] - a[0])
     limit = rpm / 60
-    return {"rpm_limit": rpm, "requests": s["sent"], "latency_ms": "20-50",
-            "achieved_rps": round(server_rps, 2), "limit_rps": round(limit, 2),
-            "achieved_pct_of_limit": round(100 * server_rps / limit, 2),
-            "max_in_any_60s_window": _max_window(a, 60.0),
-            "wall_rps_incl_setup": round(s["sent"] / wall, 2), "status": s["status"]}
+    return {
+        "rpm_limit": rpm,
+        "requests": s["sent"],
+        "latency_ms": "20-50",
+        "achieved_rps": round(server_rps, 2),
+        "limit_rps": round(limit, 2),
+        "achieved_pct_of_limit": round(100 * server_rps / limit, 2),
+        "max_in_any_60s_window": _max_window(a, 60.0),
+        "wall_rps_incl_setup": round(s["sent"] / wall, 2),
+        "status": s["status"],
+    }
 
 
 def _max_window(times: list[float], width: float) -> int:
@@ -94,65 +110,120 @@ def _max_window(times: list[float], width: float) -> int:
 
 def _synthetic_source(n: int):
     """n distinct examples, generated on the fly (nothing materialised)."""
+
     def gen():
         for i in range(n):
             yield Example(f"q{i}", f"Ann has {i} pens and buys 3 more. How many pens?", str(i + 3))
+
     return gen
 
 
 def bench_cached(n: int, tmp: Path) -> dict:
-    cfg = dict(backend="openai", model="bench", prompt="zero_shot_cot", samples=1,
-               temperature=0.0, progress=False, concurrency=32)
+    cfg = dict(
+        backend="openai",
+        model="bench",
+        prompt="zero_shot_cot",
+        samples=1,
+        temperature=0.0,
+        progress=False,
+        concurrency=32,
+    )
     cache = tmp / "cached.sqlite"
-    fill = TeacherRun(RunConfig(**cfg), "synthetic_arithmetic", _synthetic_source(n), cache,
-                      tmp / "fill", backend=InstantBackend())
+    fill = TeacherRun(
+        RunConfig(**cfg),
+        "synthetic_arithmetic",
+        _synthetic_source(n),
+        cache,
+        tmp / "fill",
+        backend=InstantBackend(),
+    )
     t = time.monotonic()
     asyncio.run(fill.run())
     fill_s = time.monotonic() - t
-    again = TeacherRun(RunConfig(**cfg), "synthetic_arithmetic", _synthetic_source(n), cache,
-                       tmp / "again", backend=InstantBackend())
+    again = TeacherRun(
+        RunConfig(**cfg),
+        "synthetic_arithmetic",
+        _synthetic_source(n),
+        cache,
+        tmp / "again",
+        backend=InstantBackend(),
+    )
     t = time.monotonic()
     s = asyncio.run(again.run())
     cached_s = time.monotonic() - t
-    same = TeacherRun(RunConfig(**cfg), "synthetic_arithmetic", _synthetic_source(n), cache,
-                      tmp / "again", backend=InstantBackend())
+    same = TeacherRun(
+        RunConfig(**cfg),
+        "synthetic_arithmetic",
+        _synthetic_source(n),
+        cache,
+        tmp / "again",
+        backend=InstantBackend(),
+    )
     t = time.monotonic()
     s2 = asyncio.run(same.run())
     noop_s = time.monotonic() - t
     assert s["sent"] == 0 and s["written"] == n and s2["written"] == 0
-    return {"records": n, "requests_per_record": 2,
-            "cached_rerun_records_per_s": round(n / cached_s, 1),
-            "instant_backend_fill_records_per_s": round(n / fill_s, 1),
-            "same_run_dir_rerun_s": round(noop_s, 2)}
+    return {
+        "records": n,
+        "requests_per_record": 2,
+        "cached_rerun_records_per_s": round(n / cached_s, 1),
+        "instant_backend_fill_records_per_s": round(n / fill_s, 1),
+        "same_run_dir_rerun_s": round(noop_s, 2),
+    }
 
 
 def memory_child(n: int, tmp: str) -> None:
     """Run n requests in this (fresh) process and print its peak RSS."""
-    cfg = RunConfig(backend="openai", model="bench", prompt="answer_conditioned", samples=1,
-                    progress=False, concurrency=32)
-    run = TeacherRun(cfg, "synthetic_arithmetic", _synthetic_source(n), Path(tmp) / "m.sqlite",
-                     Path(tmp) / "m", backend=InstantBackend())
+    cfg = RunConfig(
+        backend="openai",
+        model="bench",
+        prompt="answer_conditioned",
+        samples=1,
+        progress=False,
+        concurrency=32,
+    )
+    run = TeacherRun(
+        cfg,
+        "synthetic_arithmetic",
+        _synthetic_source(n),
+        Path(tmp) / "m.sqlite",
+        Path(tmp) / "m",
+        backend=InstantBackend(),
+    )
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.monotonic()
     s = asyncio.run(run.run())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"requests": s["sent"], "peak_rss_mb": round(peak, 1),
-                      "rss_before_run_mb": round(base, 1), "seconds": round(time.monotonic() - t, 1)}))
+    print(
+        json.dumps(
+            {
+                "requests": s["sent"],
+                "peak_rss_mb": round(peak, 1),
+                "rss_before_run_mb": round(base, 1),
+                "seconds": round(time.monotonic() - t, 1),
+            }
+        )
+    )
 
 
 def bench_memory(sizes: list[int]) -> list[dict]:
     out = []
     for n in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            p = subprocess.run([sys.executable, __file__, "--memory-child", str(n), tmp],
-                               capture_output=True, text=True, check=True)
+            p = subprocess.run(
+                [sys.executable, __file__, "--memory-child", str(n), tmp],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
         out.append(json.loads(p.stdout.strip().splitlines()[-1]))
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--parts", nargs="+", default=["rate", "cached", "memory"])
     ap.add_argument("--rpm", type=float, nargs="+", default=[1200.0, 6000.0])
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each rate run")

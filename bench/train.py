@@ -25,10 +25,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-GPU_DEFAULT = dict(preset="base", vocab=32128, batch=32, input_len=512, target_len=128,
-                   dtype="bfloat16")
-CPU_DEFAULT = dict(preset="tiny", vocab=4096, batch=8, input_len=128, target_len=32,
-                   dtype="float32", d_model=256, num_heads=4, d_kv=64, d_ff=1024, layers=4)
+GPU_DEFAULT = dict(
+    preset="base", vocab=32128, batch=32, input_len=512, target_len=128, dtype="bfloat16"
+)
+CPU_DEFAULT = dict(
+    preset="tiny",
+    vocab=4096,
+    batch=8,
+    input_len=128,
+    target_len=32,
+    dtype="float32",
+    d_model=256,
+    num_heads=4,
+    d_kv=64,
+    d_ff=1024,
+    layers=4,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,19 +57,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scan-layers", action="store_true")
     p.add_argument("--remat", default="none", choices=["none", "full", "dots"])
     p.add_argument("--attention", default=None, help="xla | dot_product (GPU default)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for both (0 = library defaults; 1 is fair on a shared box)")
-    p.add_argument("--peers", default="hf_eager,hf_compile",
-                   help="comma list of hf_eager, hf_compile ('' = ours only)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for both (0 = library defaults; 1 is fair on a shared box)",
+    )
+    p.add_argument(
+        "--peers",
+        default="hf_eager,hf_compile",
+        help="comma list of hf_eager, hf_compile ('' = ours only)",
+    )
     p.add_argument("--json", default=None, help="also write the results here")
     return p.parse_args(argv)
 
 
 def _set_threads(n: int) -> None:
     if n > 0:  # must precede importing jax / torch
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'}"
-                                   f" intra_op_parallelism_threads={n}")
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'}"
+            f" intra_op_parallelism_threads={n}"
+        )
         os.environ["OMP_NUM_THREADS"] = str(n)
 
 
@@ -66,12 +87,22 @@ def build_config(a: argparse.Namespace, gpu: bool) -> Any:
 
     d = dict(GPU_DEFAULT if gpu else CPU_DEFAULT)
     preset = a.preset or d["preset"]
-    kw: dict[str, Any] = dict(vocab_size=a.vocab or d["vocab"], dtype=a.dtype or d["dtype"],
-                              scan_layers=a.scan_layers, remat_policy=a.remat,
-                              attention_impl=a.attention or ("dot_product" if gpu else "xla"))
+    kw: dict[str, Any] = dict(
+        vocab_size=a.vocab or d["vocab"],
+        dtype=a.dtype or d["dtype"],
+        scan_layers=a.scan_layers,
+        remat_policy=a.remat,
+        attention_impl=a.attention or ("dot_product" if gpu else "xla"),
+    )
     if a.preset is None and not gpu:  # the small CPU shape
-        kw.update(d_model=d["d_model"], num_heads=d["num_heads"], d_kv=d["d_kv"], d_ff=d["d_ff"],
-                  num_encoder_layers=d["layers"], num_decoder_layers=d["layers"])
+        kw.update(
+            d_model=d["d_model"],
+            num_heads=d["num_heads"],
+            d_kv=d["d_kv"],
+            d_ff=d["d_ff"],
+            num_encoder_layers=d["layers"],
+            num_decoder_layers=d["layers"],
+        )
     return T5Config.preset(preset, **kw)
 
 
@@ -83,16 +114,20 @@ def make_batch(batch: int, in_len: int, tgt_len: int, vocab: int, seed: int = 0)
     enc = rng.integers(2, vocab, (batch, in_len), dtype=np.int32)
     tgt = rng.integers(2, vocab, (batch, tgt_len), dtype=np.int32)
     dec_in = np.concatenate([np.zeros((batch, 1), np.int32), tgt[:, :-1]], axis=1)
-    return {"encoder_input_tokens": enc, "decoder_input_tokens": dec_in,
-            "decoder_target_tokens": tgt, "decoder_loss_weights": np.ones_like(tgt)}
+    return {
+        "encoder_input_tokens": enc,
+        "decoder_input_tokens": dec_in,
+        "decoder_target_tokens": tgt,
+        "decoder_loss_weights": np.ones_like(tgt),
+    }
 
 
 def bench_ours(config: Any, batch_np: dict, steps: int, warmup: int) -> dict[str, float]:
     import jax
 
+    from scicot_jax.runtime.partitioning import make_mesh
     from scicot_jax.train.data_iter import to_global
     from scicot_jax.train.optimizers import OptimizerConfig
-    from scicot_jax.train.partitioning import make_mesh
     from scicot_jax.train.state import t5_spec
     from scicot_jax.train.trainer import (
         TrainConfig,
@@ -104,9 +139,14 @@ def bench_ours(config: Any, batch_np: dict, steps: int, warmup: int) -> dict[str
 
     b, lin = batch_np["encoder_input_tokens"].shape
     lt = batch_np["decoder_target_tokens"].shape[1]
-    cfg = TrainConfig(model_dir="", train_steps=steps + warmup, batch_size=b, model=config,
-                      feature_lengths={"inputs": lin, "targets": lt},
-                      optimizer=OptimizerConfig(name="adafactor", learning_rate=1e-3))
+    cfg = TrainConfig(
+        model_dir="",
+        train_steps=steps + warmup,
+        batch_size=b,
+        model=config,
+        feature_lengths={"inputs": lin, "targets": lt},
+        optimizer=OptimizerConfig(name="adafactor", learning_rate=1e-3),
+    )
     spec = t5_spec(config, cfg.feature_lengths)
     su = make_setup(cfg, spec, make_mesh())
     state = init_state(su, spec, seed=0)
@@ -121,12 +161,16 @@ def bench_ours(config: Any, batch_np: dict, steps: int, warmup: int) -> dict[str
         jax.block_until_ready(metrics["loss"])
         if i >= warmup:
             times.append(time.perf_counter() - t)
-    return {"step_s": statistics.median(times), "compile_s": compile_s,
-            "loss": float(metrics["loss"])}
+    return {
+        "step_s": statistics.median(times),
+        "compile_s": compile_s,
+        "loss": float(metrics["loss"]),
+    }
 
 
-def bench_hf(config: Any, batch_np: dict, steps: int, warmup: int, compiled: bool,
-             gpu: bool) -> dict[str, float]:
+def bench_hf(
+    config: Any, batch_np: dict, steps: int, warmup: int, compiled: bool, gpu: bool
+) -> dict[str, float]:
     import torch
     import transformers
     from transformers.optimization import Adafactor
@@ -137,17 +181,26 @@ def bench_hf(config: Any, batch_np: dict, steps: int, warmup: int, compiled: boo
     hf_cfg.dropout_rate = 0.0
     device = "cuda" if gpu else "cpu"
     model = transformers.T5ForConditionalGeneration(hf_cfg).to(device).train()
-    opt = Adafactor(model.parameters(), lr=1e-3, relative_step=False, scale_parameter=True,
-                    warmup_init=False, clip_threshold=1.0, decay_rate=-0.8)
+    opt = Adafactor(
+        model.parameters(),
+        lr=1e-3,
+        relative_step=False,
+        scale_parameter=True,
+        warmup_init=False,
+        clip_threshold=1.0,
+        decay_rate=-0.8,
+    )
     fwd = torch.compile(model) if compiled else model
     t = {k: torch.as_tensor(v, dtype=torch.long, device=device) for k, v in batch_np.items()}
     use_bf16 = config.dtype == "bfloat16"
 
     def one_step() -> float:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
-            out = fwd(input_ids=t["encoder_input_tokens"],
-                      decoder_input_ids=t["decoder_input_tokens"],
-                      labels=t["decoder_target_tokens"])
+            out = fwd(
+                input_ids=t["encoder_input_tokens"],
+                decoder_input_ids=t["decoder_input_tokens"],
+                labels=t["decoder_target_tokens"],
+            )
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -197,11 +250,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         torch.set_num_threads(a.threads)
     from scicot_jax.model import flops_per_example, num_params
-    from scicot_jax.train.metrics import peak_flops_per_device
+    from scicot_jax.runtime.metrics import peak_flops_per_device
 
     config = build_config(a, gpu)
     d = GPU_DEFAULT if gpu else CPU_DEFAULT
-    b, lin, lt = a.batch or d["batch"], a.input_len or d["input_len"], a.target_len or d["target_len"]
+    b, lin, lt = (
+        a.batch or d["batch"],
+        a.input_len or d["input_len"],
+        a.target_len or d["target_len"],
+    )
     batch = make_batch(b, lin, lt, config.vocab_size)
     fpe = flops_per_example(config, lin, lt, training=True)
     peak = peak_flops_per_device()
@@ -217,18 +274,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in results.values():
         r["tokens_per_s"] = tokens / r["step_s"]
         r["mfu"] = fpe * b / r["step_s"] / peak
-    out = {"device": peak_kind, "backend": jax.default_backend(), "params": num_params(config),
-           "config": config.to_dict(), "batch": b, "input_len": lin, "target_len": lt,
-           "flops_per_example": fpe, "peak_flops": peak, "threads": a.threads,
-           "results": results,
-           "ratios": {f"ours/{k}": results["ours"]["tokens_per_s"] / v["tokens_per_s"]
-                      for k, v in results.items() if k != "ours"}}
-    print(f"{out['params'] / 1e6:.1f}M params, batch {b}, inputs {lin} / targets {lt}, "
-          f"{config.dtype}, peak {peak / 1e12:.2f} TFLOP/s ({peak_kind})")
+    out = {
+        "device": peak_kind,
+        "backend": jax.default_backend(),
+        "params": num_params(config),
+        "config": config.to_dict(),
+        "batch": b,
+        "input_len": lin,
+        "target_len": lt,
+        "flops_per_example": fpe,
+        "peak_flops": peak,
+        "threads": a.threads,
+        "results": results,
+        "ratios": {
+            f"ours/{k}": results["ours"]["tokens_per_s"] / v["tokens_per_s"]
+            for k, v in results.items()
+            if k != "ours"
+        },
+    }
+    print(
+        f"{out['params'] / 1e6:.1f}M params, batch {b}, inputs {lin} / targets {lt}, "
+        f"{config.dtype}, peak {peak / 1e12:.2f} TFLOP/s ({peak_kind})"
+    )
     print(f"{'system':<12}{'step ms':>10}{'tokens/s':>12}{'MFU':>8}{'compile s':>11}{'loss':>8}")
     for k, r in results.items():
-        print(f"{k:<12}{r['step_s'] * 1e3:>10.1f}{r['tokens_per_s']:>12.0f}{r['mfu']:>8.1%}"
-              f"{r['compile_s']:>11.1f}{r['loss']:>8.3f}")
+        print(
+            f"{k:<12}{r['step_s'] * 1e3:>10.1f}{r['tokens_per_s']:>12.0f}{r['mfu']:>8.1%}"
+            f"{r['compile_s']:>11.1f}{r['loss']:>8.3f}"
+        )
     for k, v in out["ratios"].items():
         print(f"{k}: {v:.2f}x tokens/s")
     if a.json:

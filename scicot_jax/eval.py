@@ -17,20 +17,28 @@ from pathlib import Path
 from typing import Any
 
 import gin
-from scicot_jax.train import gin_utils
+from scicot_jax.runtime import gin_utils
 
 log = logging.getLogger(__name__)
 
 
-def checkpoint_steps(path: str | Path, which: str | int | Sequence[int] = "latest"
-                     ) -> list[tuple[int, Path]]:
+def checkpoint_steps(
+    path: str | Path, which: str | int | Sequence[int] = "latest"
+) -> list[tuple[int, Path]]:
     """(step, dir) pairs to evaluate: a model dir's latest/all/given steps, or one dir."""
-    from scicot_jax.train import checkpoints
+    from scicot_jax.runtime import checkpoints
 
     p = Path(path)
     base = p / checkpoints.CHECKPOINT_SUBDIR if (p / checkpoints.CHECKPOINT_SUBDIR).is_dir() else p
-    steps = sorted(int(c.name) for c in base.glob("*") if c.name.isdigit()
-                   and checkpoints.is_trainer_step_dir(c)) if base.is_dir() else []
+    steps = (
+        sorted(
+            int(c.name)
+            for c in base.glob("*")
+            if c.name.isdigit() and checkpoints.is_trainer_step_dir(c)
+        )
+        if base.is_dir()
+        else []
+    )
     if not steps:  # a single step dir, save_params dir or HF export
         step = 0
         if checkpoints.is_trainer_step_dir(p):
@@ -50,23 +58,35 @@ def checkpoint_steps(path: str | Path, which: str | int | Sequence[int] = "lates
 
 
 @gin.configurable("evaluate")
-def run(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
-        task_feature_lengths: dict = gin.REQUIRED, split: str = "validation",
-        module: str | None = "scicot_jax.tasks", steps: Any = "latest",
-        output_dir: str | None = None, model: Any = None, batch_size: int = 32,
-        max_decode_length: int | None = None, limit: int | None = None,
-        model_parallel: int = 1) -> dict[int, dict[str, float]]:
+def run(
+    *,
+    checkpoint_path: str = gin.REQUIRED,
+    mixture_or_task_name: str = gin.REQUIRED,
+    task_feature_lengths: dict = gin.REQUIRED,
+    split: str = "validation",
+    module: str | None = "scicot_jax.tasks",
+    steps: Any = "latest",
+    output_dir: str | None = None,
+    model: Any = None,
+    batch_size: int = 32,
+    max_decode_length: int | None = None,
+    limit: int | None = None,
+    model_parallel: int = 1,
+) -> dict[int, dict[str, float]]:
     """Evaluates each chosen checkpoint; returns {step: metrics}."""
     from scicot_jax.infer import _write_jsonl
-    from scicot_jax.train import inference, task_eval
-    from scicot_jax.train import partitioning as part
-    from scicot_jax.train.metrics import MetricsWriter
+    from scicot_jax.runtime import inference, task_eval
+    from scicot_jax.runtime import partitioning as part
+    from scicot_jax.runtime.metrics import MetricsWriter
 
     part.maybe_initialize_distributed()
     mesh = part.make_mesh(model_parallel)
     ckpt = Path(checkpoint_path)
-    out_dir = Path(output_dir) if output_dir else (
-        ckpt if (ckpt / "checkpoints").is_dir() else ckpt.parent) / f"eval_{split}"
+    out_dir = (
+        Path(output_dir)
+        if output_dir
+        else (ckpt if (ckpt / "checkpoints").is_dir() else ckpt.parent) / f"eval_{split}"
+    )
     writer = MetricsWriter(out_dir)
     summary_file = out_dir / "metrics.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
@@ -75,12 +95,21 @@ def run(*, checkpoint_path: str = gin.REQUIRED, mixture_or_task_name: str = gin.
         for step, step_dir in checkpoint_steps(ckpt, steps):
             config, params = inference.load_model(step_dir, gin_utils.plain(model), mesh)
             metrics, rows = task_eval.evaluate_task(
-                params, config, mesh, mixture_or_task_name, split, task_feature_lengths,
-                module=module, limit=limit, batch_size=batch_size,
-                max_decode_length=max_decode_length)
+                params,
+                config,
+                mesh,
+                mixture_or_task_name,
+                split,
+                task_feature_lengths,
+                module=module,
+                limit=limit,
+                batch_size=batch_size,
+                max_decode_length=max_decode_length,
+            )
             if not rows:
-                raise ValueError(f"{mixture_or_task_name}: no examples with metrics in split "
-                                 f"{split!r}")
+                raise ValueError(
+                    f"{mixture_or_task_name}: no examples with metrics in split {split!r}"
+                )
             log.info("step %d: %s", step, metrics)
             results[step] = metrics
             writer.write(step, metrics)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import gin
-from scicot_jax.train import gin_utils
+from scicot_jax.runtime import gin_utils
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +25,36 @@ MODES = ("predict", "score")
 
 
 @gin.configurable("infer")
-def run(*, checkpoint_path: str = gin.REQUIRED, output_path: str = gin.REQUIRED,
-        mode: str = "predict", model: Any = None, mixture_or_task_name: str | None = None,
-        split: str = "validation", task_feature_lengths: dict | None = None,
-        module: str | None = "scicot_jax.tasks", input_file: str | None = None,
-        vocabulary: str | None = None, id_key: str = "id", inputs_key: str = "inputs",
-        targets_key: str = "targets", batch_size: int = 32, max_decode_length: int | None = None,
-        method: str = "greedy", num_decodes: int = 1, temperature: float = 1.0, top_k: int = 0,
-        top_p: float = 1.0, alpha: float = 0.6, seed: int = 0, limit: int | None = None,
-        model_parallel: int = 1) -> dict[str, Any]:
+def run(
+    *,
+    checkpoint_path: str = gin.REQUIRED,
+    output_path: str = gin.REQUIRED,
+    mode: str = "predict",
+    model: Any = None,
+    mixture_or_task_name: str | None = None,
+    split: str = "validation",
+    task_feature_lengths: dict | None = None,
+    module: str | None = "scicot_jax.tasks",
+    input_file: str | None = None,
+    vocabulary: str | None = None,
+    id_key: str = "id",
+    inputs_key: str = "inputs",
+    targets_key: str = "targets",
+    batch_size: int = 32,
+    max_decode_length: int | None = None,
+    method: str = "greedy",
+    num_decodes: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    alpha: float = 0.6,
+    seed: int = 0,
+    limit: int | None = None,
+    model_parallel: int = 1,
+) -> dict[str, Any]:
     """Runs prediction or scoring and writes JSONL; returns {"output_path", "num_examples"}."""
-    from scicot_jax.train import inference
-    from scicot_jax.train import partitioning as part
+    from scicot_jax.runtime import inference
+    from scicot_jax.runtime import partitioning as part
 
     if mode not in MODES:
         raise ValueError(f"infer.mode={mode!r}; expected one of {MODES}")
@@ -47,22 +65,45 @@ def run(*, checkpoint_path: str = gin.REQUIRED, output_path: str = gin.REQUIRED,
     config, params = inference.load_model(checkpoint_path, gin_utils.plain(model), mesh)
     lengths = dict(task_feature_lengths or {"inputs": 512, "targets": 128})
     if input_file is not None:
-        examples, vocab = _jsonl_examples(input_file, vocabulary, lengths, id_key, inputs_key,
-                                          targets_key if mode == "score" else None, limit)
+        examples, vocab = _jsonl_examples(
+            input_file,
+            vocabulary,
+            lengths,
+            id_key,
+            inputs_key,
+            targets_key if mode == "score" else None,
+            limit,
+        )
     else:
         examples, vocab = _task_examples(mixture_or_task_name, split, lengths, module, limit)
     log.info("%s: %d examples", mode, len(examples))
     rows: list[dict[str, Any]] = []
     if mode == "predict":
         outs = inference.predict(
-            params, config, mesh, [e["inputs"] for e in examples], input_length=lengths["inputs"],
-            max_decode_length=max_decode_length or lengths["targets"], batch_size=batch_size,
-            method=method, num_decodes=num_decodes, temperature=temperature, top_k=top_k,
-            top_p=top_p, alpha=alpha, seed=seed)
+            params,
+            config,
+            mesh,
+            [e["inputs"] for e in examples],
+            input_length=lengths["inputs"],
+            max_decode_length=max_decode_length or lengths["targets"],
+            batch_size=batch_size,
+            method=method,
+            num_decodes=num_decodes,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            alpha=alpha,
+            seed=seed,
+        )
         for e, (toks, scores) in zip(examples, outs):
             texts = [vocab.decode(t) for t in toks]
-            row = {"id": e["id"], "inputs": e["inputs_text"], "outputs": texts, "scores": scores,
-                   "output": texts[0]}
+            row = {
+                "id": e["id"],
+                "inputs": e["inputs_text"],
+                "outputs": texts,
+                "scores": scores,
+                "output": texts[0],
+            }
             if e.get("targets_text") is not None:
                 row["targets"] = e["targets_text"]
             rows.append(row)
@@ -70,30 +111,52 @@ def run(*, checkpoint_path: str = gin.REQUIRED, output_path: str = gin.REQUIRED,
         missing = [e["id"] for e in examples if e.get("targets") is None]
         if missing:
             raise ValueError(f"score mode needs targets; missing for ids {missing[:5]}")
-        res = inference.score(params, config, mesh, [e["inputs"] for e in examples],
-                              [e["targets"] for e in examples], input_length=lengths["inputs"],
-                              target_length=lengths["targets"], batch_size=batch_size)
+        res = inference.score(
+            params,
+            config,
+            mesh,
+            [e["inputs"] for e in examples],
+            [e["targets"] for e in examples],
+            input_length=lengths["inputs"],
+            target_length=lengths["targets"],
+            batch_size=batch_size,
+        )
         for e, r in zip(examples, res):
-            rows.append({"id": e["id"], "inputs": e["inputs_text"],
-                         "targets": e["targets_text"], **r})
+            rows.append(
+                {"id": e["id"], "inputs": e["inputs_text"], "targets": e["targets_text"], **r}
+            )
     _write_jsonl(output_path, rows)
     return {"output_path": str(output_path), "num_examples": len(rows)}
 
 
-def _task_examples(name: str, split: str, lengths: dict, module: str | None,
-                   limit: int | None) -> tuple[list[dict], Any]:
+def _task_examples(
+    name: str, split: str, lengths: dict, module: str | None, limit: int | None
+) -> tuple[list[dict], Any]:
     from scicot_jax.data.seqio_feed import task_examples
 
     exs, task = task_examples(name, split, lengths, module, limit)
     vocab = task.output_features["targets"].vocabulary
-    return [{"id": str(e["id"]), "inputs": e["inputs"], "targets": e.get("targets"),
-             "inputs_text": e.get("inputs_pretokenized", ""),
-             "targets_text": e.get("targets_pretokenized")} for e in exs], vocab
+    return [
+        {
+            "id": str(e["id"]),
+            "inputs": e["inputs"],
+            "targets": e.get("targets"),
+            "inputs_text": e.get("inputs_pretokenized", ""),
+            "targets_text": e.get("targets_pretokenized"),
+        }
+        for e in exs
+    ], vocab
 
 
-def _jsonl_examples(path: str, vocabulary: str | None, lengths: dict, id_key: str,
-                    inputs_key: str, targets_key: str | None, limit: int | None
-                    ) -> tuple[list[dict], Any]:
+def _jsonl_examples(
+    path: str,
+    vocabulary: str | None,
+    lengths: dict,
+    id_key: str,
+    inputs_key: str,
+    targets_key: str | None,
+    limit: int | None,
+) -> tuple[list[dict], Any]:
     """Reads and tokenizes a JSONL file (EOS appended after trimming, as SeqIO does)."""
     from scicot_jax.data.vocab import get_vocabulary
 
@@ -113,8 +176,11 @@ def _jsonl_examples(path: str, vocabulary: str | None, lengths: dict, id_key: st
             for key in [inputs_key] + ([targets_key] if targets_key else []):
                 if not isinstance(obj.get(key), str):
                     raise ValueError(f"{path}:{lineno}: field {key!r} missing or not a string")
-            ex = {"id": str(obj.get(id_key, f"line-{lineno}")), "inputs_text": obj[inputs_key],
-                  "inputs": list(vocab.encode(obj[inputs_key]))[: lengths["inputs"] - 1] + [eos]}
+            ex = {
+                "id": str(obj.get(id_key, f"line-{lineno}")),
+                "inputs_text": obj[inputs_key],
+                "inputs": list(vocab.encode(obj[inputs_key]))[: lengths["inputs"] - 1] + [eos],
+            }
             if targets_key:
                 ex["targets_text"] = obj[targets_key]
                 ex["targets"] = list(vocab.encode(obj[targets_key]))[: lengths["targets"] - 1]

@@ -139,8 +139,10 @@ def _row(ex: Example, inputs: str, targets: str, sample_index: int = -1) -> dict
 
 
 def _to_dataset(rows: Sequence[dict[str, Any]]) -> tf.data.Dataset:
-    cols = {k: tf.constant([r[k] for r in rows], dtype=tf.string, shape=[len(rows)])
-            for k in _STR_FIELDS}
+    cols = {
+        k: tf.constant([r[k] for r in rows], dtype=tf.string, shape=[len(rows)])
+        for k in _STR_FIELDS
+    }
     cols["sample_index"] = tf.constant(
         np.array([r["sample_index"] for r in rows], np.int32), shape=[len(rows)]
     )
@@ -357,10 +359,12 @@ def register_run_dir(
         if method not in RUN_METHODS:
             raise ValueError(f"unknown run method {method!r}; expected one of {RUN_METHODS}")
         splits = [
-            s for s in dict.fromkeys([*card.split_names, *sorted(run.splits)])
+            s
+            for s in dict.fromkeys([*card.split_names, *sorted(run.splits)])
             if s in run.splits or not run.uses_records(method, s)
         ]
         for degree in [None, *degs]:
+
             def rows_fn(split: str, _m: str = method, _d: int | None = degree) -> list[dict]:
                 return run.rows(_m, split, _d)
 

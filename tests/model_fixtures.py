@@ -9,9 +9,18 @@ VOCAB = 32  # matches train_toy.toy_batches token range
 
 
 def tiny_config(dropout_rate: float = 0.0, **kw) -> T5Config:
-    return T5Config.preset("tiny", vocab_size=VOCAB, d_model=16, num_heads=2, d_kv=8, d_ff=32,
-                           num_encoder_layers=1, num_decoder_layers=1,
-                           dropout_rate=dropout_rate, **kw)
+    return T5Config.preset(
+        "tiny",
+        vocab_size=VOCAB,
+        d_model=16,
+        num_heads=2,
+        d_kv=8,
+        d_ff=32,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        dropout_rate=dropout_rate,
+        **kw,
+    )
 
 
 def tiny_spec(dropout_rate: float = 0.0, **kw) -> ModelSpec:

@@ -14,9 +14,16 @@ from model_fixtures import enable_compile_cache
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "scicot:synthetic_coin_flip:baseline"
 LENGTHS = "{'inputs': 64, 'targets': 8}"
-TINY = ["--gin_file=models/tiny.gin", "--gin.VOCAB_SIZE=512", "--gin.T5Config.d_model=16",
-        "--gin.T5Config.num_heads=2", "--gin.T5Config.d_kv=8", "--gin.T5Config.d_ff=32",
-        "--gin.T5Config.num_encoder_layers=1", "--gin.T5Config.num_decoder_layers=1"]
+TINY = [
+    "--gin_file=models/tiny.gin",
+    "--gin.VOCAB_SIZE=512",
+    "--gin.T5Config.d_model=16",
+    "--gin.T5Config.num_heads=2",
+    "--gin.T5Config.d_kv=8",
+    "--gin.T5Config.d_ff=32",
+    "--gin.T5Config.num_encoder_layers=1",
+    "--gin.T5Config.num_decoder_layers=1",
+]
 
 
 def test_train_eval_infer_binaries(tmp_path, tiny_vocab_path):
@@ -33,12 +40,23 @@ def _train(model_dir: Path):
     """A model dir trained for 4 steps by the train binary (checkpoints at 2 and 4)."""
     from scicot_jax import train
 
-    result = train.main(["train", *TINY, "--gin_file=runs/finetune.gin",
-                         f"--gin.MODEL_DIR={model_dir}", f"--gin.MIXTURE_OR_TASK_NAME={TASK}",
-                         f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}", "--gin.TRAIN_STEPS=4",
-                         "--gin.BATCH_SIZE=4", "--gin.CHECKPOINT_PERIOD=2", "--gin.EVAL_PERIOD=4",
-                         "--gin.train.eval_steps=1", "--gin.train.infer_eval_examples=4",
-                         "--gin.LEARNING_RATE=0.01"])
+    result = train.main(
+        [
+            "train",
+            *TINY,
+            "--gin_file=runs/finetune.gin",
+            f"--gin.MODEL_DIR={model_dir}",
+            f"--gin.MIXTURE_OR_TASK_NAME={TASK}",
+            f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
+            "--gin.TRAIN_STEPS=4",
+            "--gin.BATCH_SIZE=4",
+            "--gin.CHECKPOINT_PERIOD=2",
+            "--gin.EVAL_PERIOD=4",
+            "--gin.train.eval_steps=1",
+            "--gin.train.infer_eval_examples=4",
+            "--gin.LEARNING_RATE=0.01",
+        ]
+    )
     return model_dir, result
 
 
@@ -58,10 +76,18 @@ def _check_eval(trained):
     from scicot_jax import eval as eval_bin
 
     model_dir, _ = trained
-    res = eval_bin.main(["eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT_PATH={model_dir}",
-                         f"--gin.MIXTURE_OR_TASK_NAME={TASK}",
-                         f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}", "--gin.CHECKPOINT_STEPS='all'",
-                         "--gin.evaluate.limit=4", "--gin.BATCH_SIZE=4"])
+    res = eval_bin.main(
+        [
+            "eval",
+            "--gin_file=runs/eval.gin",
+            f"--gin.CHECKPOINT_PATH={model_dir}",
+            f"--gin.MIXTURE_OR_TASK_NAME={TASK}",
+            f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
+            "--gin.CHECKPOINT_STEPS='all'",
+            "--gin.evaluate.limit=4",
+            "--gin.BATCH_SIZE=4",
+        ]
+    )
     assert sorted(res) == [2, 4]
     out = model_dir / "eval_validation"
     summary = json.loads((out / "metrics.json").read_text())
@@ -75,24 +101,45 @@ def _check_infer(trained, tmp_path):
 
     model_dir, _ = trained
     out = tmp_path / "pred.jsonl"
-    res = infer.main(["infer", "--gin_file=runs/infer.gin", f"--gin.CHECKPOINT_PATH={model_dir}",
-                      f"--gin.MIXTURE_OR_TASK_NAME={TASK}", f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
-                      f"--gin.OUTPUT_PATH={out}", "--gin.DECODE_METHOD=sample",
-                      "--gin.NUM_DECODES=2", "--gin.TEMPERATURE=0.7", "--gin.infer.limit=3",
-                      "--gin.BATCH_SIZE=4"])
+    res = infer.main(
+        [
+            "infer",
+            "--gin_file=runs/infer.gin",
+            f"--gin.CHECKPOINT_PATH={model_dir}",
+            f"--gin.MIXTURE_OR_TASK_NAME={TASK}",
+            f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
+            f"--gin.OUTPUT_PATH={out}",
+            "--gin.DECODE_METHOD=sample",
+            "--gin.NUM_DECODES=2",
+            "--gin.TEMPERATURE=0.7",
+            "--gin.infer.limit=3",
+            "--gin.BATCH_SIZE=4",
+        ]
+    )
     rows = [json.loads(line) for line in out.open()]
     assert res["num_examples"] == 3 and len(rows) == 3
     assert len(rows[0]["outputs"]) == 2 and len(rows[0]["scores"]) == 2 and rows[0]["id"]
 
     src = tmp_path / "in.jsonl"
-    src.write_text('{"id": "q1", "inputs": "A coin is heads up.", "targets": "yes"}\n'
-                   '{"id": "q2", "inputs": "Is it?", "targets": "no"}\n')
+    src.write_text(
+        '{"id": "q1", "inputs": "A coin is heads up.", "targets": "yes"}\n'
+        '{"id": "q2", "inputs": "Is it?", "targets": "no"}\n'
+    )
     scored = tmp_path / "scores.jsonl"
-    infer.main(["infer", "--gin_file=runs/infer.gin", "--gin_file=runs/score.gin",
-                f"--gin.CHECKPOINT_PATH={model_dir}/checkpoints/2", "--gin.MIXTURE_OR_TASK_NAME=None",
-                f"--gin.infer.input_file={src}", "--gin.infer.vocabulary='demo'",
-                f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}", f"--gin.OUTPUT_PATH={scored}",
-                "--gin.BATCH_SIZE=4"])
+    infer.main(
+        [
+            "infer",
+            "--gin_file=runs/infer.gin",
+            "--gin_file=runs/score.gin",
+            f"--gin.CHECKPOINT_PATH={model_dir}/checkpoints/2",
+            "--gin.MIXTURE_OR_TASK_NAME=None",
+            f"--gin.infer.input_file={src}",
+            "--gin.infer.vocabulary='demo'",
+            f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
+            f"--gin.OUTPUT_PATH={scored}",
+            "--gin.BATCH_SIZE=4",
+        ]
+    )
     rows = [json.loads(line) for line in scored.open()]
     assert [r["id"] for r in rows] == ["q1", "q2"]
     assert all(r["sum_logprob"] < 0 and r["num_tokens"] >= 2 for r in rows)
@@ -100,30 +147,58 @@ def _check_infer(trained, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "inputs": "ok", "targets": "y"}\n{"id": "y"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'inputs'"):
-        infer.main(["infer", "--gin_file=runs/infer.gin", "--gin_file=runs/score.gin",
-                    f"--gin.CHECKPOINT_PATH={model_dir}", "--gin.MIXTURE_OR_TASK_NAME=None",
-                    f"--gin.infer.input_file={bad}", "--gin.infer.vocabulary='demo'",
-                    f"--gin.OUTPUT_PATH={tmp_path / 'x.jsonl'}"])
+        infer.main(
+            [
+                "infer",
+                "--gin_file=runs/infer.gin",
+                "--gin_file=runs/score.gin",
+                f"--gin.CHECKPOINT_PATH={model_dir}",
+                "--gin.MIXTURE_OR_TASK_NAME=None",
+                f"--gin.infer.input_file={bad}",
+                "--gin.infer.vocabulary='demo'",
+                f"--gin.OUTPUT_PATH={tmp_path / 'x.jsonl'}",
+            ]
+        )
 
 
 def test_flag_parsing_quotes_bare_strings_like_t5x_users_expect():
-    from scicot_jax.train import gin_utils
+    from scicot_jax.runtime import gin_utils
 
     args, bindings = gin_utils.parse_args(
-        ["prog", "--gin_file=a.gin", "--gin_file=b.gin", "--gin.MODEL_DIR=/tmp/x",
-         '--gin.NAME="q"', "--gin.STEPS=10", "--gin.M=@T5Config()", "--gin.L={'inputs': 4}"],
-        "test")
+        [
+            "prog",
+            "--gin_file=a.gin",
+            "--gin_file=b.gin",
+            "--gin.MODEL_DIR=/tmp/x",
+            '--gin.NAME="q"',
+            "--gin.STEPS=10",
+            "--gin.M=@T5Config()",
+            "--gin.L={'inputs': 4}",
+        ],
+        "test",
+    )
     assert args.gin_file == ["a.gin", "b.gin"]
-    assert bindings == ["MODEL_DIR = '/tmp/x'", 'NAME = "q"', "STEPS = 10",
-                        "M = @T5Config()", "L = {'inputs': 4}"]
+    assert bindings == [
+        "MODEL_DIR = '/tmp/x'",
+        'NAME = "q"',
+        "STEPS = 10",
+        "M = @T5Config()",
+        "L = {'inputs': 4}",
+    ]
     with pytest.raises(SystemExit):
         gin_utils.parse_args(["prog", "--bogus"], "test")
 
 
 def test_module_entry_points_run():
     for mod in ("scicot_jax.train", "scicot_jax.eval", "scicot_jax.infer"):
-        r = subprocess.run([sys.executable, "-m", mod, "--help"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+        r = subprocess.run(
+            [sys.executable, "-m", mod, "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        )
         assert r.returncode == 0 and "--gin_file" in r.stdout, (mod, r.stderr[-2000:])
 
 

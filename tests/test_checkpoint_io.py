@@ -72,7 +72,7 @@ def test_cli_hf_roundtrip(tiny, tmp_path, capsys):
 def test_cli_exports_trainer_checkpoint(tiny, tmp_path):
     from scicot_jax.model.hf import import_hf
     from scicot_jax.model.scan import scan_params
-    from scicot_jax.train.checkpoints import Checkpoints
+    from scicot_jax.runtime.checkpoints import Checkpoints
 
     config, params = tiny
     scanned_config = config.replace(scan_layers=True)

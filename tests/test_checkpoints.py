@@ -14,7 +14,7 @@ import pytest
 from model_fixtures import enable_compile_cache, tiny_config
 from train_toy import toy_batches, toy_spec
 
-from scicot_jax.train.checkpoints import Checkpoints
+from scicot_jax.runtime.checkpoints import Checkpoints
 from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.trainer import NonFiniteLossError, TrainConfig, train
 
@@ -25,10 +25,17 @@ def _cache(tmp_path_factory):
 
 
 def _cfg(model_dir: Path, steps: int, **kw) -> TrainConfig:
-    base = dict(model_dir=str(model_dir), train_steps=steps, batch_size=8, checkpoint_period=4,
-                log_period=4, keep_checkpoints=3, model=tiny_config(dropout_rate=0.1),
-                feature_lengths={"inputs": 6, "targets": 5},
-                optimizer=OptimizerConfig(learning_rate=1e-2, min_dim_size_to_factor=8))
+    base = dict(
+        model_dir=str(model_dir),
+        train_steps=steps,
+        batch_size=8,
+        checkpoint_period=4,
+        log_period=4,
+        keep_checkpoints=3,
+        model=tiny_config(dropout_rate=0.1),
+        feature_lengths={"inputs": 6, "targets": 5},
+        optimizer=OptimizerConfig(learning_rate=1e-2, min_dim_size_to_factor=8),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -46,16 +53,19 @@ def _sigterm_at(n: int):
 
 
 def test_sigterm_then_resume_is_bitwise_equal(tmp_path):
-    ref = train(_cfg(tmp_path / "ref", 10), lambda start: _skip(toy_batches(), start),
-                return_state=True)
+    ref = train(
+        _cfg(tmp_path / "ref", 10), lambda start: _skip(toy_batches(), start), return_state=True
+    )
     handler = signal.getsignal(signal.SIGTERM)
-    first = train(_cfg(tmp_path / "run", 10), lambda start: _skip(_sigterm_at(6), start),
-                  return_state=True)
+    first = train(
+        _cfg(tmp_path / "run", 10), lambda start: _skip(_sigterm_at(6), start), return_state=True
+    )
     assert first.preempted and 1 <= first.step < 10, first.step  # prefetch reads ahead
     assert signal.getsignal(signal.SIGTERM) is handler  # the trainer's handler is removed
     assert Checkpoints(tmp_path / "run").latest_step() == first.step
-    second = train(_cfg(tmp_path / "run", 10), lambda start: _skip(toy_batches(), start),
-                   return_state=True)
+    second = train(
+        _cfg(tmp_path / "run", 10), lambda start: _skip(toy_batches(), start), return_state=True
+    )
     assert second.step == 10 and not second.preempted
     for a, b in zip(_params(second), _params(ref)):
         np.testing.assert_array_equal(a, b)
@@ -87,7 +97,9 @@ def test_nan_loss_stops_and_keeps_good_checkpoint(tmp_path):
     spec = toy_spec(0.0)
     poisoned = spec.__class__(
         apply=lambda p, b, r, t: spec.apply(p, b, r, t) * b["poison"][0],
-        init=spec.init, logical_axes=spec.logical_axes)
+        init=spec.init,
+        logical_axes=spec.logical_axes,
+    )
 
     def batches():
         for i, b in enumerate(toy_batches()):
@@ -109,27 +121,36 @@ def test_initial_checkpoint_from_trainer_save_params_and_hf(tmp_path):
     host = jax.device_get(src.state.params)
     save_params(tmp_path / "saved", host, cfg)
     export_hf(cfg, host, tmp_path / "hf")
-    for name, path in (("trainer step", tmp_path / "a" / "checkpoints" / "4"),
-                       ("trainer dir", tmp_path / "a"), ("save_params", tmp_path / "saved"),
-                       ("hf", tmp_path / "hf")):
-        res = train(_cfg(tmp_path / f"b_{name}", 0, initial_checkpoint_path=str(path)),
-                    toy_batches(), return_state=True)
+    for name, path in (
+        ("trainer step", tmp_path / "a" / "checkpoints" / "4"),
+        ("trainer dir", tmp_path / "a"),
+        ("save_params", tmp_path / "saved"),
+        ("hf", tmp_path / "hf"),
+    ):
+        res = train(
+            _cfg(tmp_path / f"b_{name}", 0, initial_checkpoint_path=str(path)),
+            toy_batches(),
+            return_state=True,
+        )
         for a, b in zip(_params(res), want):
             np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=name)
     # A per-layer checkpoint initializes a scan-over-layers model (stacked params).
     from scicot_jax.model import unscan_params
 
     scanned = tiny_config(dropout_rate=0.1, scan_layers=True, remat_policy="full")
-    res = train(_cfg(tmp_path / "scan", 0, model=scanned,
-                     initial_checkpoint_path=str(tmp_path / "saved")), toy_batches(),
-                return_state=True)
+    res = train(
+        _cfg(tmp_path / "scan", 0, model=scanned, initial_checkpoint_path=str(tmp_path / "saved")),
+        toy_batches(),
+        return_state=True,
+    )
     assert "layers" in res.state.params["encoder"]
     back = unscan_params(jax.device_get(res.state.params), scanned)
     for a, b in zip(jax.tree.leaves(back), want):
         np.testing.assert_array_equal(np.asarray(a), b)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        train(_cfg(tmp_path / "c", 1, initial_checkpoint_path=str(tmp_path / "nope")),
-              toy_batches())
+        train(
+            _cfg(tmp_path / "c", 1, initial_checkpoint_path=str(tmp_path / "nope")), toy_batches()
+        )
 
 
 def test_finite_data_stops_early_and_saves_last_step(tmp_path, caplog):

@@ -9,12 +9,19 @@ from scicot_jax.data.cards import load_card
 from scicot_jax.data.examples import Example
 from scicot_jax.data.store import RationaleRecord, RationaleStore
 
-CQA_EX = Example("q1", "Where?", "D", (("A", "park"), ("B", "bus"), ("C", "zoo"), ("D", "math problem"), ("E", "x")))
+CQA_EX = Example(
+    "q1",
+    "Where?",
+    "D",
+    (("A", "park"), ("B", "bus"), ("C", "zoo"), ("D", "math problem"), ("E", "x")),
+)
 
 
 def test_split_palm_cuts_at_next_question():
-    out = ('Only math problem fits. So the answer is (d) math problem.\n\nQ: "The man..."\n'
-           "A: So the answer is (a)")
+    out = (
+        'Only math problem fits. So the answer is (d) math problem.\n\nQ: "The man..."\n'
+        "A: So the answer is (a)"
+    )
     assert I.split_palm(out, "cqa") == ("Only math problem fits.", "(d) math problem.")
     out = "84 / 2 = 42. The answer is (84 / 2).\n\nQ: There are 15 trees. The answer is (6"
     assert I.split_palm(out, "svamp") == ("84 / 2 = 42.", "(84 / 2).")
@@ -32,8 +39,9 @@ def test_parse_palm_answer():
 def test_write_run_is_resumable(tmp_path):
     card = load_card("synthetic_coin_flip")
     exs = [Example(f"e{i}", f"q{i}", "yes") for i in range(3)]
-    recs = [RationaleRecord(e.id, 0, "r", "yes", True, "teacher:t", "zero_shot_cot", 0.0)
-            for e in exs]
+    recs = [
+        RationaleRecord(e.id, 0, "r", "yes", True, "teacher:t", "zero_shot_cot", 0.0) for e in exs
+    ]
     run = I.ImportedRun(card, {"card": card.name}, exs, recs[:2])
     I.write_run(run, tmp_path / "r")
     run.records = recs  # an interrupted import finishes without duplicates
@@ -46,9 +54,15 @@ def test_write_run_is_resumable(tmp_path):
         I.write_run(other, tmp_path / "r")
 
 
-@pytest.mark.parametrize("task,acc", [
-    ("svamp", 64.20), ("multiarith", 77.50), ("coin_flip", 90.60),
-    ("last_letter_concatenation", 57.00)])
+@pytest.mark.parametrize(
+    "task,acc",
+    [
+        ("svamp", 64.20),
+        ("multiarith", 77.50),
+        ("coin_flip", 90.60),
+        ("last_letter_concatenation", 57.00),
+    ],
+)
 def test_finetune_cot_teacher_accuracy(shared_data, task, acc):
     run = I.finetune_cot(task)
     first = [r for r in run.records if r.sample_index == 0]  # one completion per question

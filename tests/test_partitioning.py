@@ -16,11 +16,12 @@ def test_logical_rules_map_t5_axes_to_mesh():
     import jax
     from jax.sharding import PartitionSpec as P
 
-    from scicot_jax.train import partitioning as part
+    from scicot_jax.runtime import partitioning as part
 
     mesh = part.make_mesh(1, devices=jax.devices()[:1])
-    sh = part.logical_to_sharding({"q": ("embed", "joined_kv"), "wo": P("mlp", "embed"),
-                                   "b": ("batch", "length")}, mesh)
+    sh = part.logical_to_sharding(
+        {"q": ("embed", "joined_kv"), "wo": P("mlp", "embed"), "b": ("batch", "length")}, mesh
+    )
     assert sh["q"].spec == P(None, "model")
     assert sh["wo"].spec == P("model", None)
     assert sh["b"].spec == P("data", None)
@@ -31,7 +32,7 @@ def test_logical_rules_map_t5_axes_to_mesh():
 def test_make_mesh_rejects_bad_shapes():
     import jax
 
-    from scicot_jax.train import partitioning as part
+    from scicot_jax.runtime import partitioning as part
 
     with pytest.raises(ValueError, match="does not divide"):
         part.make_mesh(3, devices=jax.devices()[:1] * 2)
@@ -39,10 +40,12 @@ def test_make_mesh_rejects_bad_shapes():
 
 def test_sharded_steps_match_single_device():
     """data=8 and data=4 x model=2 with 2 microbatches match one device (subprocess)."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=600)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    r = subprocess.run(
+        [sys.executable, __file__], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "MATCH data8 data4xmodel2+micro2" in r.stdout, r.stdout
 
@@ -55,7 +58,7 @@ def _child() -> None:
     from model_fixtures import tiny_spec  # noqa: E402
     from train_toy import toy_batches  # noqa: E402
 
-    from scicot_jax.train import partitioning as part
+    from scicot_jax.runtime import partitioning as part
     from scicot_jax.train.data_iter import to_global
     from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.trainer import (
@@ -71,9 +74,15 @@ def _child() -> None:
     batches = [b for _, b in zip(range(2), toy_batches(batch_size=16))]
 
     def run(dp: int, mp: int, micro: int = 1) -> tuple[list, list[float]]:
-        cfg = TrainConfig(model_dir="", train_steps=10, batch_size=16, num_microbatches=micro,
-                          optimizer=OptimizerConfig(name="adafactor", learning_rate=1e-2,
-                                                    min_dim_size_to_factor=8))
+        cfg = TrainConfig(
+            model_dir="",
+            train_steps=10,
+            batch_size=16,
+            num_microbatches=micro,
+            optimizer=OptimizerConfig(
+                name="adafactor", learning_rate=1e-2, min_dim_size_to_factor=8
+            ),
+        )
         mesh = part.make_mesh(mp, dp, devices=jax.devices()[: dp * mp])
         su = make_setup(cfg, spec, mesh)
         state = init_state(su, spec, seed=0)

@@ -19,8 +19,20 @@ def fake_teacher(t, card, prompt, samples, examples, out_dir):
         for i in range(samples):
             wrong = k % 4 == 0 and i == 0
             rat = synthetic.write_rationale("mc_reasoning", ex, variant=i)
-            store.append(RationaleRecord(ex.id, i, rat, "Z" if wrong else ex.answer, not wrong,
-                                         "teacher:fake", prompt, 0.7, 10, 20))
+            store.append(
+                RationaleRecord(
+                    ex.id,
+                    i,
+                    rat,
+                    "Z" if wrong else ex.answer,
+                    not wrong,
+                    "teacher:fake",
+                    prompt,
+                    0.7,
+                    10,
+                    20,
+                )
+            )
     return teacher_step.summarize_store(out_dir / "store")
 
 
@@ -56,11 +68,13 @@ def test_method_spec_parsing():
 
 def test_flow_results_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(teacher_step, "run", fake_teacher)
-    cfg = PipelineConfig(task="synthetic_mc", out=str(tmp_path / "run"),
-                         methods=("baseline", "finetune_cot:1", "finetune_cot:2",
-                                  "scicot+morsd:2"),
-                         limits={"train": 12, "validation": 5, "test": 6},
-                         student=StudentConfig(steps=1))
+    cfg = PipelineConfig(
+        task="synthetic_mc",
+        out=str(tmp_path / "run"),
+        methods=("baseline", "finetune_cot:1", "finetune_cot:2", "scicot+morsd:2"),
+        limits={"train": 12, "validation": 5, "test": 6},
+        student=StudentConfig(steps=1),
+    )
     student = FakeStudent()
     res = run_mod.Pipeline(cfg, student, log=lambda s: None).run()
     m = res["methods"]
@@ -80,7 +94,8 @@ def test_flow_results_and_resume(tmp_path, monkeypatch):
     assert (run / "select_scicot-morsd_d2" / "report.md").exists()
     preds = (run / "eval_finetune_cot_d1" / "predictions_test.jsonl").read_text().splitlines()
     assert len(preds) == 6 and {"id", "output", "prediction", "gold", "correct"} <= set(
-        json.loads(preds[0]))
+        json.loads(preds[0])
+    )
     n_calls = len(student.calls)
     assert ("score", "", 21) in student.calls  # MoRSD scored every correct rationale, D = 2
 
@@ -93,11 +108,35 @@ def test_flow_results_and_resume(tmp_path, monkeypatch):
 def test_cli_flags_build_config(tmp_path):
     from scicot_jax.pipeline.cli import _parser, config_from_args
 
-    args = _parser().parse_args([
-        "run", "--task", "synthetic_mc", "--out", str(tmp_path), "--methods",
-        "baseline,scicot+morsd:4", "--limit", "train=10", "--source", "difficulty=2",
-        "--teacher", "oracle", "--oracle-error-rate", "0.1", "--student", "small", "--model",
-        "d_model=96", "--steps", "7", "--keep-fraction", "0.5", "--gin", "BATCH_SIZE=8"])
+    args = _parser().parse_args(
+        [
+            "run",
+            "--task",
+            "synthetic_mc",
+            "--out",
+            str(tmp_path),
+            "--methods",
+            "baseline,scicot+morsd:4",
+            "--limit",
+            "train=10",
+            "--source",
+            "difficulty=2",
+            "--teacher",
+            "oracle",
+            "--oracle-error-rate",
+            "0.1",
+            "--student",
+            "small",
+            "--model",
+            "d_model=96",
+            "--steps",
+            "7",
+            "--keep-fraction",
+            "0.5",
+            "--gin",
+            "BATCH_SIZE=8",
+        ]
+    )
     cfg = config_from_args(args)
     assert cfg.method_specs()[1] == MethodSpec("scicot", 4, True)
     assert cfg.limits == {"train": 10} and cfg.source_overrides == {"difficulty": 2}
@@ -124,8 +163,11 @@ def test_remote_init_checkpoint_is_staged_locally(tmp_path, monkeypatch):
             return {}
 
     monkeypatch.setattr(run_mod, "Pipeline", Recorder)
-    cfg = PipelineConfig(task="synthetic_mc", out=str(tmp_path / "run"),
-                         student=StudentConfig(init_checkpoint=f"file://{src}", vocab="t5"))
+    cfg = PipelineConfig(
+        task="synthetic_mc",
+        out=str(tmp_path / "run"),
+        student=StudentConfig(init_checkpoint=f"file://{src}", vocab="t5"),
+    )
     run_mod.run_pipeline(cfg, FakeStudent(), log=lambda s: None)
     local = Path(seen["init"])
     assert local.is_relative_to(tmp_path / "run") and (local / "params/d/w").read_text() == "1"

@@ -26,9 +26,13 @@ def real(shared_data):
 
 def test_svamp_multi_cot_morsd(real, tmp_path):
     cfg = PipelineConfig(
-        task="svamp_multi_cot", out=str(tmp_path / "svamp"),
-        methods=("finetune_cot+morsd:10",), limits={"train": 24, "validation": 8, "test": 8},
-        teacher=TeacherConfig(backend="import", importer="svamp_multi_cot"), student=TINY)
+        task="svamp_multi_cot",
+        out=str(tmp_path / "svamp"),
+        methods=("finetune_cot+morsd:10",),
+        limits={"train": 24, "validation": 8, "test": 8},
+        teacher=TeacherConfig(backend="import", importer="svamp_multi_cot"),
+        student=TINY,
+    )
     res = run_pipeline(cfg, log=lambda s: None)
     m = res["methods"]["finetune_cot+morsd:10"]
     summary = m["selection_summary"]
@@ -37,15 +41,22 @@ def test_svamp_multi_cot_morsd(real, tmp_path):
     assert 0.5 < res["teacher"]["import"]["accuracy"] <= 1.0
     assert set(m["accuracy"]) == {"validation", "test"}
     decisions = (tmp_path / "svamp/select_finetune_cot-morsd_d10/decisions.jsonl").read_text()
-    assert all(json.loads(x)["reason"] in ("kept", "over_budget", "duplicate", "incorrect",
-                                           "unparsed") for x in decisions.splitlines())
+    assert all(
+        json.loads(x)["reason"] in ("kept", "over_budget", "duplicate", "incorrect", "unparsed")
+        for x in decisions.splitlines()
+    )
 
 
 def test_cqa_palm_scicot_two_stage(real, tmp_path):
     cfg = PipelineConfig(
-        task="commonsense_qa", out=str(tmp_path / "cqa"), methods=("scicot:1",),
-        limits={"train": 20, "test": 8}, validation_fraction=0.2,
-        teacher=TeacherConfig(backend="import", importer="dsbs:cqa"), student=TINY)
+        task="commonsense_qa",
+        out=str(tmp_path / "cqa"),
+        methods=("scicot:1",),
+        limits={"train": 20, "test": 8},
+        validation_fraction=0.2,
+        teacher=TeacherConfig(backend="import", importer="dsbs:cqa"),
+        student=TINY,
+    )
     res = run_pipeline(cfg, log=lambda s: None)
     assert res["data"]["splits"] == {"train": 16, "validation": 4, "test": 8}
     m = res["methods"]["scicot:1"]
@@ -55,17 +66,45 @@ def test_cqa_palm_scicot_two_stage(real, tmp_path):
 
 def test_study_on_svamp_multi_cot(real, tmp_path, capsys):
     study = tmp_path / "study"
-    rc = study_main(["run", "--out", str(study), "--methods", "finetune_cot",
-                     "--degrees", "1,10", "--students", "tiny", "--",
-                     "--task", "svamp_multi_cot", "--teacher", "import",
-                     "--importer", "svamp_multi_cot", "--limit", "train=16",
-                     "--limit", "validation=4", "--limit", "test=4", "--steps", "1",
-                     "--batch-size", "8"])
+    rc = study_main(
+        [
+            "run",
+            "--out",
+            str(study),
+            "--methods",
+            "finetune_cot",
+            "--degrees",
+            "1,10",
+            "--students",
+            "tiny",
+            "--",
+            "--task",
+            "svamp_multi_cot",
+            "--teacher",
+            "import",
+            "--importer",
+            "svamp_multi_cot",
+            "--limit",
+            "train=16",
+            "--limit",
+            "validation=4",
+            "--limit",
+            "test=4",
+            "--steps",
+            "1",
+            "--batch-size",
+            "8",
+        ]
+    )
     assert rc == 0
     rows = (study / "study.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("run,method")
-    used = {json.loads((study / f"runs/finetune_cot_d{d}_f1_tiny/results.json").read_text())[
-        "methods"][f"finetune_cot:{d}"]["rationales_used"] for d in (1, 10)}
+    used = {
+        json.loads((study / f"runs/finetune_cot_d{d}_f1_tiny/results.json").read_text())["methods"][
+            f"finetune_cot:{d}"
+        ]["rationales_used"]
+        for d in (1, 10)
+    }
     assert len(used) == 2 and max(used) > min(used)  # D = 10 trains on more rationales
     assert (study / "accuracy_vs_degree.png").exists()
     assert "| finetune_cot_d10_f1_tiny |" in capsys.readouterr().out

@@ -32,5 +32,7 @@ def test_crashed_step_runs_again(tmp_path):
     with pytest.raises(RuntimeError):
         r.run("b", crash)
     assert not r.is_done("b")
-    assert r.run("b", lambda d: {"partial_seen": (d / "partial").exists()}) == {"partial_seen": True}
+    assert r.run("b", lambda d: {"partial_seen": (d / "partial").exists()}) == {
+        "partial_seen": True
+    }
     assert r.is_done("b")

@@ -32,24 +32,43 @@ def test_similarity_measures():
 
 
 def test_accuracy_filter_and_reasons():
-    recs = [Rec("q1", 0, "good"), Rec("q1", 1, "bad", answer="B", correct=False),
-            Rec("q1", 2, "none", answer=None, correct=None), Rec("q1", 3, "  "),
-            Rec("zz", 0, "orphan"), Rec("q2", 5, "deep")]
+    recs = [
+        Rec("q1", 0, "good"),
+        Rec("q1", 1, "bad", answer="B", correct=False),
+        Rec("q1", 2, "none", answer=None, correct=None),
+        Rec("q1", 3, "  "),
+        Rec("zz", 0, "orphan"),
+        Rec("q2", 5, "deep"),
+    ]
     sel = select(recs, EXAMPLES, SelectionConfig(max_degree=4))
     assert [d.reason for d in sel.decisions] == [
-        "kept", "incorrect", "unparsed", "empty", "unknown_example", "beyond_degree"]
+        "kept",
+        "incorrect",
+        "unparsed",
+        "empty",
+        "unknown_example",
+        "beyond_degree",
+    ]
     assert [r.rationale for r in sel.kept] == ["good"]
     assert sel.summary["kept"] == 1 and sel.summary["questions_with_kept"] == 1
 
 
 def test_near_duplicates_dropped_within_question_only():
     base = "Alice has 3 apples and buys 4 more so she has 7 apples in total"
-    recs = [Rec("q1", 0, base), Rec("q1", 1, base.replace("so", "thus") + "."),
-            Rec("q1", 2, "Count: 3 plus 4 equals 7."), Rec("q2", 0, base)]
+    recs = [
+        Rec("q1", 0, base),
+        Rec("q1", 1, base.replace("so", "thus") + "."),
+        Rec("q1", 2, "Count: 3 plus 4 equals 7."),
+        Rec("q2", 0, base),
+    ]
     sel = select(recs, EXAMPLES, SelectionConfig(threshold=0.85))
     reasons = [(d.example_id, d.sample_index, d.reason, d.similar_to) for d in sel.decisions]
-    assert reasons == [("q1", 0, "kept", None), ("q1", 1, "duplicate", 0),
-                       ("q1", 2, "kept", None), ("q2", 0, "kept", None)]
+    assert reasons == [
+        ("q1", 0, "kept", None),
+        ("q1", 1, "duplicate", 0),
+        ("q1", 2, "kept", None),
+        ("q2", 0, "kept", None),
+    ]
     no_dedupe = select(recs, EXAMPLES, SelectionConfig(dedupe=False))
     assert len(no_dedupe.kept) == 4
 
@@ -89,8 +108,13 @@ def test_fraction_budget_global_with_min_per_question():
     kept = sorted((r.example_id, r.sample_index) for r in sel.kept)
     # budget 4 of 8: q2's best (RD 8.0) is guaranteed, then the 3 lowest RD overall.
     assert kept == [("q1", 0), ("q1", 1), ("q1", 2), ("q2", 1)]
-    strict = select(recs, EXAMPLES, SelectionConfig(fraction=0.5, min_per_question=0),
-                    scorer=scorer, pair_fn=PAIR)
+    strict = select(
+        recs,
+        EXAMPLES,
+        SelectionConfig(fraction=0.5, min_per_question=0),
+        scorer=scorer,
+        pair_fn=PAIR,
+    )
     assert {r.example_id for r in strict.kept} == {"q1"}
 
 
@@ -100,8 +124,9 @@ def test_bad_config_and_scorer_mismatch():
     with pytest.raises(ValueError, match="unknown similarity"):
         SelectionConfig(measure="edit")
     with pytest.raises(ValueError, match="1 scores for 2"):
-        select([Rec("q1", 0, "a"), Rec("q1", 1, "b")], EXAMPLES, scorer=lambda p: [0.0],
-               pair_fn=PAIR)
+        select(
+            [Rec("q1", 0, "a"), Rec("q1", 1, "b")], EXAMPLES, scorer=lambda p: [0.0], pair_fn=PAIR
+        )
 
 
 def test_report_files(tmp_path):

@@ -47,9 +47,18 @@ def _teacher_run(run_dir, card_path, samples=3):
     for ex in read_examples(card, "train"):
         for i in range(samples):
             wrong = ex.id.endswith("00000") and i == 1
-            store.append(RationaleRecord(
-                ex.id, i, synthetic.write_rationale("mc_reasoning", ex, i),
-                "A" if wrong else ex.answer, not wrong, "teacher:oracle", "zero_shot_cot", 0.7))
+            store.append(
+                RationaleRecord(
+                    ex.id,
+                    i,
+                    synthetic.write_rationale("mc_reasoning", ex, i),
+                    "A" if wrong else ex.answer,
+                    not wrong,
+                    "teacher:oracle",
+                    "zero_shot_cot",
+                    0.7,
+                )
+            )
     store.close()
     return card
 
@@ -61,7 +70,8 @@ def _count(name, split, lengths=LENGTHS):
 
 def test_names_are_legal_and_stable():
     assert T.task_name("arc-easy", "one_stage", "teacher run/1", 4) == (
-        "scicot:arc_easy:one_stage:teacher_run_1_d4")
+        "scicot:arc_easy:one_stage:teacher_run_1_d4"
+    )
     assert T.task_name("arc_easy", "baseline") == "scicot:arc_easy:baseline"
     assert T.degrees_for(1) == [1] and T.degrees_for(10) == [1, 2, 4, 8, 10]
     with pytest.raises(ValueError):
@@ -82,12 +92,20 @@ def test_run_tasks_degrees_and_filter(tmp_path, card_path, tiny_vocab):
     assert T.task_info(f"{base}_d2").degree == 2
     stage2 = seqio.get_mixture_or_task("scicot:tiny_mc:stage2:oracle_run")
     assert list(stage2.splits) == ["train"]  # only splits with rationales
-    T.register_run_dir(tmp_path / "oracle-run", name="all", correct_only=False,
-                       vocabulary=tiny_vocab, methods=["stage1"])
+    T.register_run_dir(
+        tmp_path / "oracle-run",
+        name="all",
+        correct_only=False,
+        vocabulary=tiny_vocab,
+        methods=["stage1"],
+    )
     assert _count("scicot:tiny_mc:stage1:all", "train") == 8 * 3
 
-    ex = next(seqio.get_mixture_or_task(f"{base}_d1").get_dataset(
-        LENGTHS, split="train", shuffle=False).as_numpy_iterator())
+    ex = next(
+        seqio.get_mixture_or_task(f"{base}_d1")
+        .get_dataset(LENGTHS, split="train", shuffle=False)
+        .as_numpy_iterator()
+    )
     assert ex["targets_pretokenized"].decode().endswith(" --> " + ex["answer"].decode())
     assert ex["inputs"][-1] == 1 and ex["targets"][-1] == 1  # EOS appended
 
@@ -102,14 +120,24 @@ def test_packing_with_enc_dec_feature_converter(tmp_path, card_path, tiny_vocab)
     batches = list(converter(ds, lengths).batch(4).as_numpy_iterator())
     b = batches[0]
     assert set(b) == {
-        "encoder_input_tokens", "encoder_segment_ids", "encoder_positions",
-        "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
-        "decoder_segment_ids", "decoder_positions"}
+        "encoder_input_tokens",
+        "encoder_segment_ids",
+        "encoder_positions",
+        "decoder_input_tokens",
+        "decoder_target_tokens",
+        "decoder_loss_weights",
+        "decoder_segment_ids",
+        "decoder_positions",
+    }
     assert b["encoder_input_tokens"].shape == (4, 256)
     assert all(v.dtype == np.int32 for v in b.values())
     assert b["encoder_segment_ids"].max() >= 2  # several examples per row
     # Decoder inputs are the targets shifted right, with 0 at each segment start.
-    tgt, dec, seg = b["decoder_target_tokens"][0], b["decoder_input_tokens"][0], b["decoder_segment_ids"][0]
+    tgt, dec, seg = (
+        b["decoder_target_tokens"][0],
+        b["decoder_input_tokens"][0],
+        b["decoder_segment_ids"][0],
+    )
     starts = np.flatnonzero((seg > 0) & (np.r_[0, seg[:-1]] != seg))
     assert (dec[starts] == 0).all()
     inner = np.setdiff1d(np.flatnonzero(seg > 0), starts)
@@ -120,8 +148,10 @@ def test_packing_with_enc_dec_feature_converter(tmp_path, card_path, tiny_vocab)
 
 def test_postprocess_and_metrics(card_path):
     card = load_card(card_path)
-    example = {"answer": np.bytes_(b"C"),
-               "choices": json.dumps([["A", "3"], ["B", "5"], ["C", "7"], ["D", "9"]]).encode()}
+    example = {
+        "answer": np.bytes_(b"C"),
+        "choices": json.dumps([["A", "3"], ["B", "5"], ["C", "7"], ["D", "9"]]).encode(),
+    }
     post = T.make_postprocessor(card, "one_stage")
     assert post("5 + 2 = 7. Therefore, the answer is C. --> C", example=example) == "C"
     assert post("ignored", example=example, is_target=True) == "C"

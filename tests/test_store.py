@@ -11,8 +11,14 @@ from scicot_jax.data.store import RationaleRecord, RationaleStore, StoreError
 
 def rec(eid: str, i: int = 0, **kw) -> RationaleRecord:
     base = dict(
-        example_id=eid, sample_index=i, rationale=f"step for {eid} \u2713", answer="B",
-        correct=True, source="teacher:oracle", prompt_kind="zero_shot_cot", temperature=0.7,
+        example_id=eid,
+        sample_index=i,
+        rationale=f"step for {eid} \u2713",
+        answer="B",
+        correct=True,
+        source="teacher:oracle",
+        prompt_kind="zero_shot_cot",
+        temperature=0.7,
     )
     return RationaleRecord(**{**base, **kw})
 
@@ -27,8 +33,10 @@ def test_create_append_reopen(tmp_path):
     again = RationaleStore.open(run)
     assert again.keys() == {("a", 0), ("a", 1), ("b", 0)}
     assert [r.to_json() for r in again.records()] == [
-        rec("a").to_json(), rec("a", 1).to_json(),
-        rec("b", 0, correct=None, answer=None, extra={"x": [1]}).to_json()]
+        rec("a").to_json(),
+        rec("a", 1).to_json(),
+        rec("b", 0, correct=None, answer=None, extra={"x": [1]}).to_json(),
+    ]
     assert again.manifest["teacher"] == "oracle" and again.manifest["format"]
     assert list(again.by_example())[0] == "a"
     with pytest.raises(FileExistsError):

@@ -13,8 +13,16 @@ def test_plan_expands_axes():
     assert len(runs) == 2 * (1 + 2 + 2)
     assert "baseline_d0_f0p5_tiny" in names and "scicot-morsd_d4_f1_tiny" in names
     r = next(r for r in runs if r.name == "finetune_cot_d4_f0p5_tiny")
-    assert r.argv("o") == ["--methods", "finetune_cot:4", "--train-fraction", "0.5",
-                           "--student", "tiny", "--out", "o"]
+    assert r.argv("o") == [
+        "--methods",
+        "finetune_cot:4",
+        "--train-fraction",
+        "0.5",
+        "--student",
+        "tiny",
+        "--out",
+        "o",
+    ]
 
 
 def test_commands_local_and_tpu(tmp_path):
@@ -42,12 +50,23 @@ def _fake_pipeline(argv):
     if method == "scicot" and d == "2":
         raise RuntimeError("simulated failure")
     d = int(d or 0)
-    res = {"config": {"train_fraction": float(argv[argv.index("--train-fraction") + 1]),
-                      "student": argv[argv.index("--student") + 1]},
-           "methods": {spec: {"method": method, "selection": "none", "degree": d,
-                              "rationales_used": 10 * d, "train_examples": 10 * max(d, 1),
-                              "accuracy": {"test": 0.2 + 0.1 * d, "validation": 0.3},
-                              "seconds": 1.5}}}
+    res = {
+        "config": {
+            "train_fraction": float(argv[argv.index("--train-fraction") + 1]),
+            "student": argv[argv.index("--student") + 1],
+        },
+        "methods": {
+            spec: {
+                "method": method,
+                "selection": "none",
+                "degree": d,
+                "rationales_used": 10 * d,
+                "train_examples": 10 * max(d, 1),
+                "accuracy": {"test": 0.2 + 0.1 * d, "validation": 0.3},
+                "seconds": 1.5,
+            }
+        },
+    }
     from pathlib import Path
 
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -71,8 +90,27 @@ def test_run_local_collect_render(tmp_path):
 
 
 def test_cli_plan_writes_script(tmp_path, capsys):
-    assert main(["plan", "--out", str(tmp_path), "--methods", "finetune_cot", "--degrees", "1,8",
-                 "--tpu-name", "tpu1", "--zone", "z", "--", "--task", "svamp"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--out",
+                str(tmp_path),
+                "--methods",
+                "finetune_cot",
+                "--degrees",
+                "1,8",
+                "--tpu-name",
+                "tpu1",
+                "--zone",
+                "z",
+                "--",
+                "--task",
+                "svamp",
+            ]
+        )
+        == 0
+    )
     script = (tmp_path / "commands.sh").read_text()
     assert script.count("gcloud compute tpus tpu-vm ssh tpu1") == 2
     assert len(json.loads((tmp_path / "plan.json").read_text())) == 2

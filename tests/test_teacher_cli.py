@@ -32,16 +32,46 @@ def _input(tmp_path: Path, n: int = 4, task: str = "mc_reasoning") -> Path:
     f = tmp_path / "in.jsonl"
     with open(f, "w") as fh:
         for ex in generate(task, "train", n=n):
-            fh.write(json.dumps({"id": ex.id, "question": ex.question, "answer": ex.answer,
-                                 "choices": [list(c) for c in ex.choices]}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": ex.id,
+                        "question": ex.question,
+                        "answer": ex.answer,
+                        "choices": [list(c) for c in ex.choices],
+                    }
+                )
+                + "\n"
+            )
     return f
 
 
 def _run_args(srv, tmp_path, backend="openai", out="run", *extra):
-    return ["run", "--task", "synthetic_mc", "--input", str(_input(tmp_path)), "--backend",
-            backend, "--base-url", srv.url, "--model", "oracle", "--prompt", "zero_shot_cot",
-            "--samples", "2", "--temperature", "0.7", "--cache", str(tmp_path / "c.sqlite"),
-            "--out", str(tmp_path / out), "--no-progress", *extra]
+    return [
+        "run",
+        "--task",
+        "synthetic_mc",
+        "--input",
+        str(_input(tmp_path)),
+        "--backend",
+        backend,
+        "--base-url",
+        srv.url,
+        "--model",
+        "oracle",
+        "--prompt",
+        "zero_shot_cot",
+        "--samples",
+        "2",
+        "--temperature",
+        "0.7",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        "--out",
+        str(tmp_path / out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_api_keys_never_reach_disk_or_output(tmp_path):
@@ -52,17 +82,27 @@ def test_api_keys_never_reach_disk_or_output(tmp_path):
     outputs = []
     try:
         for backend in ("openai", "gemini"):
-            p = subprocess.run([sys.executable, str(ROOT / "tools/query_teacher.py"),
-                                *_run_args(srv, tmp_path, backend, f"run_{backend}"),
-                                "--max-retries", "1"],
-                               cwd=ROOT, env=env, capture_output=True, timeout=120)
+            p = subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "tools/query_teacher.py"),
+                    *_run_args(srv, tmp_path, backend, f"run_{backend}"),
+                    "--max-retries",
+                    "1",
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                timeout=120,
+            )
             outputs.append(p.stdout + p.stderr)
             assert p.returncode in (0, 1), p.stderr.decode()[-2000:]
         assert srv.stats()["counts"]["with_api_key"] >= 16  # the key was sent, as a header
     finally:
         srv.close()
-    leaked = [str(f) for f in tmp_path.rglob("*") if f.is_file()
-              and SECRET.encode() in f.read_bytes()]
+    leaked = [
+        str(f) for f in tmp_path.rglob("*") if f.is_file() and SECRET.encode() in f.read_bytes()
+    ]
     assert not leaked
     assert all(SECRET.encode() not in o for o in outputs)
     assert (tmp_path / "c.sqlite").exists() and (tmp_path / "run_gemini/records.jsonl").exists()
@@ -71,10 +111,27 @@ def test_api_keys_never_reach_disk_or_output(tmp_path):
 def test_bad_input_lines_exit_2_naming_file_and_line(tmp_path, capsys, oracle):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "question": "q?", "answer": "1"}\n{"id": "b", "question": ""}\n')
-    code = main(["run", "--task", "synthetic_arithmetic", "--input", str(bad), "--backend",
-                 "openai", "--base-url", oracle.url, "--model", "oracle", "--prompt",
-                 "zero_shot_cot", "--cache", str(tmp_path / "c.sqlite"), "--out",
-                 str(tmp_path / "run")])
+    code = main(
+        [
+            "run",
+            "--task",
+            "synthetic_arithmetic",
+            "--input",
+            str(bad),
+            "--backend",
+            "openai",
+            "--base-url",
+            oracle.url,
+            "--model",
+            "oracle",
+            "--prompt",
+            "zero_shot_cot",
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert code == 2
     assert f"{bad}:2: field 'question' missing or empty" in capsys.readouterr().err
     assert sum(oracle.received().values()) == 0 and not (tmp_path / "run").exists()
@@ -82,12 +139,33 @@ def test_bad_input_lines_exit_2_naming_file_and_line(tmp_path, capsys, oracle):
 
 def test_duplicate_ids_are_refused_before_sending(tmp_path, capsys, oracle):
     f = tmp_path / "dup.jsonl"
-    f.write_text("".join(json.dumps({"id": i, "question": f"Q{i}?", "answer": "1"}) + "\n"
-                         for i in ("a", "b", "a")))
-    code = main(["run", "--task", "synthetic_arithmetic", "--input", str(f), "--backend",
-                 "openai", "--base-url", oracle.url, "--model", "oracle", "--prompt",
-                 "zero_shot_cot", "--cache", str(tmp_path / "c.sqlite"), "--out",
-                 str(tmp_path / "run")])
+    f.write_text(
+        "".join(
+            json.dumps({"id": i, "question": f"Q{i}?", "answer": "1"}) + "\n"
+            for i in ("a", "b", "a")
+        )
+    )
+    code = main(
+        [
+            "run",
+            "--task",
+            "synthetic_arithmetic",
+            "--input",
+            str(f),
+            "--backend",
+            "openai",
+            "--base-url",
+            oracle.url,
+            "--model",
+            "oracle",
+            "--prompt",
+            "zero_shot_cot",
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert code == 2 and f"{f}:3: field 'id': 'a' repeats {f}:1" in capsys.readouterr().err
     assert sum(oracle.received().values()) == 0
     # The Python API (no input file) refuses them too, naming the ids.
@@ -96,21 +174,50 @@ def test_duplicate_ids_are_refused_before_sending(tmp_path, capsys, oracle):
 
     exs = [Example(i, f"Q{i}?", "1") for i in ("a", "b", "a")]
     with pytest.raises(ValueError, match=r"duplicate example id\(s\) in the input: \['a'\]"):
-        run_teacher(exs, card="synthetic_arithmetic", backend="openai", model="oracle",
-                    prompt="zero_shot_cot", samples=1, temperature=0.0, base_url=oracle.url,
-                    cache_path=str(tmp_path / "c.sqlite"), out_dir=str(tmp_path / "run2"))
+        run_teacher(
+            exs,
+            card="synthetic_arithmetic",
+            backend="openai",
+            model="oracle",
+            prompt="zero_shot_cot",
+            samples=1,
+            temperature=0.0,
+            base_url=oracle.url,
+            cache_path=str(tmp_path / "c.sqlite"),
+            out_dir=str(tmp_path / "run2"),
+        )
     assert sum(oracle.received().values()) == 0
 
 
 def test_dry_run_quotes_and_sends_nothing(tmp_path, capsys, oracle):
-    assert main(_run_args(oracle, tmp_path, "openai", "run", "--dry-run", "--price-in", "1",
-                          "--price-out", "2")) == 0
+    assert (
+        main(
+            _run_args(
+                oracle,
+                tmp_path,
+                "openai",
+                "run",
+                "--dry-run",
+                "--price-in",
+                "1",
+                "--price-out",
+                "2",
+            )
+        )
+        == 0
+    )
     quote = json.loads(capsys.readouterr().out)
     assert quote["jobs"] == 8 and quote["requests_to_send"] == 16
     assert quote["est_cost_usd_upper"] > 0
     assert sum(oracle.received().values()) == 0 and not (tmp_path / "run").exists()
-    assert main(_run_args(oracle, tmp_path, "openai", "run", "--max-requests", "5",
-                          "--concurrency", "1")) == 3
+    assert (
+        main(
+            _run_args(
+                oracle, tmp_path, "openai", "run", "--max-requests", "5", "--concurrency", "1"
+            )
+        )
+        == 3
+    )
     capsys.readouterr()
     assert main(_run_args(oracle, tmp_path, "openai", "run", "--dry-run")) == 0
     quote = json.loads(capsys.readouterr().out)
@@ -134,8 +241,10 @@ def test_report_export_and_apply_review(tmp_path, capsys, oracle):
     rows[1]["decision"] = "edit"
     rows[1]["rationale"] = "Cleaned by hand. Therefore, the answer is A."
     review.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["apply-review", str(tmp_path / "run"), str(review), "--out",
-                 str(tmp_path / "clean")]) == 0
+    assert (
+        main(["apply-review", str(tmp_path / "run"), str(review), "--out", str(tmp_path / "clean")])
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert (res["keep"], res["drop"], res["edit"], res["records"]) == (6, 1, 1, 7)
     clean = RationaleStore.open(tmp_path / "clean")
@@ -146,8 +255,12 @@ def test_report_export_and_apply_review(tmp_path, capsys, oracle):
     assert len(clean.examples()) == 4 and clean.manifest["reviewed_from"]
     rows[2]["rationale"] += " (silently changed)"
     review.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["apply-review", str(tmp_path / "run"), str(review), "--out",
-                 str(tmp_path / "clean2")]) == 2
+    assert (
+        main(
+            ["apply-review", str(tmp_path / "run"), str(review), "--out", str(tmp_path / "clean2")]
+        )
+        == 2
+    )
     assert f"{review}:3: rationale changed but decision is 'keep'" in capsys.readouterr().err
 
 
@@ -160,14 +273,29 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys, oracle):
 
 
 def test_serve_oracle_command(tmp_path):
-    p = subprocess.Popen([sys.executable, str(ROOT / "tools/query_teacher.py"), "serve-oracle",
-                          "--latency-ms", "1", "2"], cwd=ROOT, stdout=subprocess.PIPE)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tools/query_teacher.py"),
+            "serve-oracle",
+            "--latency-ms",
+            "1",
+            "2",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
     try:
         url = json.loads(p.stdout.readline())["url"]
         ex = generate("coin_flip", "test", n=1)[0]
-        r = httpx.post(f"{url}/v1/completions", json={
-            "model": "oracle", "prompt": f"Q: {ex.question}\nA: Let's think step by step.",
-            "temperature": 0})
+        r = httpx.post(
+            f"{url}/v1/completions",
+            json={
+                "model": "oracle",
+                "prompt": f"Q: {ex.question}\nA: Let's think step by step.",
+                "temperature": 0,
+            },
+        )
         text = r.json()["choices"][0]["text"]
         assert text.strip().endswith(f"Therefore, the answer is {ex.answer}.")
     finally:

@@ -21,8 +21,13 @@ N, D, CONCURRENCY = 60, 2, 6
 
 
 def _cli(args: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "tools/query_teacher.py"), *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tools/query_teacher.py"), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
 
 
 def _lines(path: Path) -> int:
@@ -41,10 +46,32 @@ def test_kill_9_then_rerun_is_exactly_once(tmp_path):
             f.write(json.dumps({"id": ex.id, "question": ex.question, "answer": ex.answer}) + "\n")
     srv = start_oracle_server(latency_ms=(20, 40))
     cache, out = tmp_path / "cache.sqlite", tmp_path / "run"
-    args = ["run", "--task", "synthetic_arithmetic", "--input", str(inp), "--backend", "openai",
-            "--base-url", srv.url, "--model", "oracle", "--prompt", "zero_shot_cot",
-            "--samples", str(D), "--temperature", "0.7", "--cache", str(cache), "--out", str(out),
-            "--concurrency", str(CONCURRENCY), "--no-progress"]
+    args = [
+        "run",
+        "--task",
+        "synthetic_arithmetic",
+        "--input",
+        str(inp),
+        "--backend",
+        "openai",
+        "--base-url",
+        srv.url,
+        "--model",
+        "oracle",
+        "--prompt",
+        "zero_shot_cot",
+        "--samples",
+        str(D),
+        "--temperature",
+        "0.7",
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--concurrency",
+        str(CONCURRENCY),
+        "--no-progress",
+    ]
     try:
         proc = _cli(args)
         deadline = time.monotonic() + 60
@@ -80,15 +107,34 @@ def test_kill_9_then_rerun_is_exactly_once(tmp_path):
     assert store.manifest["invocations"][1]["status"] == "complete"
     # The second run never re-sent a request whose response the first one had cached.
     assert summary["sent"] == len(set(second)) + sum(
-        v - 1 for v in second.values())  # every sent request reached the server
+        v - 1 for v in second.values()
+    )  # every sent request reached the server
 
 
 def test_second_writer_on_the_same_run_is_refused(tmp_path):
     srv = start_oracle_server(latency_ms=200)
-    args = ["run", "--task", "synthetic_coin_flip", "--limit", "8", "--backend", "openai",
-            "--base-url", srv.url, "--model", "oracle", "--prompt", "zero_shot_cot",
-            "--cache", str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "run"),
-            "--concurrency", "1", "--no-progress"]
+    args = [
+        "run",
+        "--task",
+        "synthetic_coin_flip",
+        "--limit",
+        "8",
+        "--backend",
+        "openai",
+        "--base-url",
+        srv.url,
+        "--model",
+        "oracle",
+        "--prompt",
+        "zero_shot_cot",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        "--out",
+        str(tmp_path / "run"),
+        "--concurrency",
+        "1",
+        "--no-progress",
+    ]
     try:
         a = _cli(args)
         deadline = time.monotonic() + 30

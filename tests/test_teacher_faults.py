@@ -21,11 +21,19 @@ FAST = dict(backoff_base=0.01, backoff_cap=0.05, timeout=5.0, concurrency=4)
 def _run(srv, tmp_path, backend="openai", n=6, samples=1, name="run", examples=None, **kw):
     exs = examples or generate("arithmetic", "train", n=n)
     opts = {**FAST, **kw}
-    return run_teacher(exs, card="synthetic_arithmetic", backend=backend, model="oracle",
-                       prompt=opts.pop("prompt", "zero_shot_cot"), samples=samples,
-                       temperature=opts.pop("temperature", 0.7),
-                       cache_path=str(tmp_path / "cache.sqlite"), out_dir=str(tmp_path / name),
-                       base_url=srv.url, **opts)
+    return run_teacher(
+        exs,
+        card="synthetic_arithmetic",
+        backend=backend,
+        model="oracle",
+        prompt=opts.pop("prompt", "zero_shot_cot"),
+        samples=samples,
+        temperature=opts.pop("temperature", 0.7),
+        cache_path=str(tmp_path / "cache.sqlite"),
+        out_dir=str(tmp_path / name),
+        base_url=srv.url,
+        **opts,
+    )
 
 
 def _records(tmp_path, name="run"):
@@ -152,8 +160,15 @@ def test_aimd_and_server_rate_limit(oracle, tmp_path):
     assert s["status"] == "complete" and s["written"] == 8 and s["throttled"] > 0
     # With the client limited below the server's limit, there are no 429s at all.
     srv = oracle(server_rpm=600, retry_after_s=None)
-    s2 = _run(srv, tmp_path, n=8, name="polite", concurrency=8, rpm=500,
-              examples=generate("arithmetic", "validation", n=8))
+    s2 = _run(
+        srv,
+        tmp_path,
+        n=8,
+        name="polite",
+        concurrency=8,
+        rpm=500,
+        examples=generate("arithmetic", "validation", n=8),
+    )
     assert s2["status"] == "complete" and s2["throttled"] == 0
 
 
@@ -164,32 +179,75 @@ def test_max_requests_and_max_cost_stop_cleanly(oracle, tmp_path):
     s = _run(srv, tmp_path, n=10, concurrency=2)
     assert s["status"] == "complete" and s["jobs_skipped"] == 3 and s["written"] == 7
     assert s["cache_hits"] == 1  # the half-done job's first step
-    s = _run(srv, tmp_path, n=10, name="wide", concurrency=8, max_requests=5,
-             examples=generate("arithmetic", "validation", n=10))
+    s = _run(
+        srv,
+        tmp_path,
+        n=10,
+        name="wide",
+        concurrency=8,
+        max_requests=5,
+        examples=generate("arithmetic", "validation", n=10),
+    )
     assert s["status"] == "max_requests" and s["sent"] == 5  # no overshoot when concurrent
-    s = _run(srv, tmp_path, n=10, name="costly", concurrency=1, price_in=1e4, price_out=1e4,
-             max_cost=5.0, examples=generate("arithmetic", "test", n=10))
+    s = _run(
+        srv,
+        tmp_path,
+        n=10,
+        name="costly",
+        concurrency=1,
+        price_in=1e4,
+        price_out=1e4,
+        max_cost=5.0,
+        examples=generate("arithmetic", "test", n=10),
+    )
     assert s["status"] == "max_cost" and 0 < s["cost_usd"] <= 5.0
 
 
 def test_prompt_kinds_and_error_rate(oracle, tmp_path):
     srv = oracle(error_rate=0.5)
     exs = generate("mc_reasoning", "train", n=30)
-    s = run_teacher(exs, card="synthetic_mc", backend="openai", model="oracle",
-                    prompt="answer_conditioned", samples=1, temperature=0.7,
-                    cache_path=str(tmp_path / "c.sqlite"), out_dir=str(tmp_path / "ac"),
-                    base_url=srv.url, **FAST)
+    s = run_teacher(
+        exs,
+        card="synthetic_mc",
+        backend="openai",
+        model="oracle",
+        prompt="answer_conditioned",
+        samples=1,
+        temperature=0.7,
+        cache_path=str(tmp_path / "c.sqlite"),
+        out_dir=str(tmp_path / "ac"),
+        base_url=srv.url,
+        **FAST,
+    )
     assert s["status"] == "complete" and 20 <= s["teacher_accuracy"] <= 80
     shots = tmp_path / "shots.jsonl"
-    shots.write_text(json.dumps({"question": "Ann has 3 pens. She gets 2 more. How many pens "
-                                 "does Ann have now?", "rationale": "3 + 2 = 5.", "answer": "B",
-                                 "choices": [["A", "4"], ["B", "5"]]}) + "\n")
+    shots.write_text(
+        json.dumps(
+            {
+                "question": "Ann has 3 pens. She gets 2 more. How many pens does Ann have now?",
+                "rationale": "3 + 2 = 5.",
+                "answer": "B",
+                "choices": [["A", "4"], ["B", "5"]],
+            }
+        )
+        + "\n"
+    )
     good = start_oracle_server()
     try:
-        s = run_teacher(exs[:5], card="synthetic_mc", backend="gemini", model="oracle",
-                        prompt="few_shot", exemplars=str(shots), samples=2, temperature=0.0,
-                        cache_path=str(tmp_path / "c.sqlite"), out_dir=str(tmp_path / "fs"),
-                        base_url=good.url, **FAST)
+        s = run_teacher(
+            exs[:5],
+            card="synthetic_mc",
+            backend="gemini",
+            model="oracle",
+            prompt="few_shot",
+            exemplars=str(shots),
+            samples=2,
+            temperature=0.0,
+            cache_path=str(tmp_path / "c.sqlite"),
+            out_dir=str(tmp_path / "fs"),
+            base_url=good.url,
+            **FAST,
+        )
     finally:
         good.close()
     assert s["status"] == "complete" and s["teacher_accuracy"] == 100.0 and s["written"] == 10
@@ -200,10 +258,19 @@ def test_phrasing_varies_with_temperature(oracle, tmp_path):
     exs = generate("coin_flip", "train", n=4)
     kinds = []
     for t in (0.0, 1.0):
-        run_teacher(exs, card="synthetic_coin_flip", backend="openai", model="oracle",
-                    prompt="zero_shot_cot", samples=6, temperature=t,
-                    cache_path=str(tmp_path / "c.sqlite"), out_dir=str(tmp_path / f"t{t}"),
-                    base_url=srv.url, **FAST)
+        run_teacher(
+            exs,
+            card="synthetic_coin_flip",
+            backend="openai",
+            model="oracle",
+            prompt="zero_shot_cot",
+            samples=6,
+            temperature=t,
+            cache_path=str(tmp_path / "c.sqlite"),
+            out_dir=str(tmp_path / f"t{t}"),
+            base_url=srv.url,
+            **FAST,
+        )
         by_q = Counter()
         for r in _records(tmp_path, f"t{t}"):
             by_q[(r.example_id, r.rationale)] += 1

@@ -13,20 +13,50 @@ from scicot_jax.teacher.cli import main
 DATA = (Path(__file__).parents[1] / "../shared/data/finetune_cot").resolve()
 
 
-@pytest.mark.skipif(not (DATA / "completions/D_svamp.json").is_file(),
-                    reason=f"Fine-tune-CoT release not found at {DATA}")
+@pytest.mark.skipif(
+    not (DATA / "completions/D_svamp.json").is_file(),
+    reason=f"Fine-tune-CoT release not found at {DATA}",
+)
 def test_replay_reproduces_svamp_teacher_accuracy(tmp_path, capsys):
     srv = start_replay_server(DATA)
     correct = records = 0
     try:
         for split in ("train", "test"):  # the paper's figure is over all samples
             out = tmp_path / split
-            code = main(["run", "--task", "ftcot_svamp", "--split", split, "--backend", "openai",
-                         "--api", "completions", "--base-url", srv.url,
-                         "--model", "text-davinci-002", "--prompt", "zero_shot_cot",
-                         "--samples", "1", "--temperature", "0", "--max-tokens", "128",
-                         "--answer-max-tokens", "128", "--cache", str(tmp_path / "c.sqlite"),
-                         "--out", str(out), "--concurrency", "16", "--no-progress"])
+            code = main(
+                [
+                    "run",
+                    "--task",
+                    "ftcot_svamp",
+                    "--split",
+                    split,
+                    "--backend",
+                    "openai",
+                    "--api",
+                    "completions",
+                    "--base-url",
+                    srv.url,
+                    "--model",
+                    "text-davinci-002",
+                    "--prompt",
+                    "zero_shot_cot",
+                    "--samples",
+                    "1",
+                    "--temperature",
+                    "0",
+                    "--max-tokens",
+                    "128",
+                    "--answer-max-tokens",
+                    "128",
+                    "--cache",
+                    str(tmp_path / "c.sqlite"),
+                    "--out",
+                    str(out),
+                    "--concurrency",
+                    "16",
+                    "--no-progress",
+                ]
+            )
             assert code == 0, capsys.readouterr().err
             capsys.readouterr()
             assert main(["report", str(out)]) == 0

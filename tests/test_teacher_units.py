@@ -26,16 +26,31 @@ from scicot_jax.teacher.runner import derive_seed
 
 
 def _req(prompt: str = "Q: x\nA:", k: int = 0, **kw) -> GenRequest:
-    args = dict(provider="openai-chat", model="m", prompt=prompt, temperature=0.7,
-                max_tokens=64, seed=1, sample_index=k)
+    args = dict(
+        provider="openai-chat",
+        model="m",
+        prompt=prompt,
+        temperature=0.7,
+        max_tokens=64,
+        seed=1,
+        sample_index=k,
+    )
     return GenRequest(**{**args, **kw})
 
 
 def test_cache_key_is_canonical_and_covers_every_field():
     a = _req()
     assert a.key == _req().key == GenRequest.from_canonical(a.canonical()).key
-    variants = [_req(k=1), _req(prompt="Q: y\nA:"), _req(model="m2"), _req(temperature=0.0),
-                _req(max_tokens=65), _req(seed=2), _req(provider="gemini"), _req(stop=("\nQ:",))]
+    variants = [
+        _req(k=1),
+        _req(prompt="Q: y\nA:"),
+        _req(model="m2"),
+        _req(temperature=0.0),
+        _req(max_tokens=65),
+        _req(seed=2),
+        _req(provider="gemini"),
+        _req(stop=("\nQ:",)),
+    ]
     assert len({v.key for v in variants} | {a.key}) == len(variants) + 1
 
 
@@ -105,10 +120,18 @@ def test_retry_hints():
     assert parse_retry_after({}) is None
     assert parse_duration("13s") == 13 and parse_duration("1m30s") == 90
     assert parse_duration("250ms") == 0.25
-    body = {"error": {"code": 429, "details": [
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-         "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel"}]},
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}]}}
+    body = {
+        "error": {
+            "code": 429,
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel"}],
+                },
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"},
+            ],
+        }
+    }
     assert gemini_error_details(body) == (7.0, False)
     body["error"]["details"][0]["violations"][0]["quotaId"] = "GenerateRequestsPerDay-FreeTier"
     assert gemini_error_details(body)[1] is True
@@ -147,14 +170,19 @@ def test_seeds_differ_per_sample_and_are_stable():
 def test_bad_input_lines_are_reported_with_file_and_line(tmp_path):
     f = tmp_path / "in.jsonl"
     good = {"id": "a", "question": "Q?", "answer": "1"}
-    f.write_text("\n".join([
-        json.dumps(good),
-        "{not json",
-        json.dumps({"id": "b", "answer": "2"}),
-        "",
-        json.dumps({"id": "c", "question": "Q?", "answer": "Z", "choices": ["x", "y"]}),
-        json.dumps({"id": "d", "question": "Q?", "answer": "y", "choices": ["x", "y"]}),
-    ]) + "\n")
+    f.write_text(
+        "\n".join(
+            [
+                json.dumps(good),
+                "{not json",
+                json.dumps({"id": "b", "answer": "2"}),
+                "",
+                json.dumps({"id": "c", "question": "Q?", "answer": "Z", "choices": ["x", "y"]}),
+                json.dumps({"id": "d", "question": "Q?", "answer": "y", "choices": ["x", "y"]}),
+            ]
+        )
+        + "\n"
+    )
     with pytest.raises(InputError) as e:
         validate_jsonl(f)
     msg = str(e.value)
@@ -163,8 +191,12 @@ def test_bad_input_lines_are_reported_with_file_and_line(tmp_path):
     assert f"{f}:5: field 'choices'" in msg
     assert f"{f}:1" not in msg and f"{f}:6" not in msg
     ok = tmp_path / "ok.jsonl"
-    ok.write_text(json.dumps(good) + "\n" + json.dumps(
-        {"id": 7, "question": "Pick", "answer": "y", "choices": ["x", "y"]}) + "\n")
+    ok.write_text(
+        json.dumps(good)
+        + "\n"
+        + json.dumps({"id": 7, "question": "Pick", "answer": "y", "choices": ["x", "y"]})
+        + "\n"
+    )
     exs = list(jsonl_source(ok)())
     assert exs[1].id == "7" and exs[1].answer == "B" and exs[1].choices[1] == ("B", "y")
 
@@ -173,8 +205,12 @@ def test_input_lines_are_checked_against_the_card(tmp_path):
     from scicot_jax.data.cards import load_card
 
     f = tmp_path / "in.jsonl"
-    f.write_text(json.dumps({"id": "a", "question": "Which?", "answer": "B"}) + "\n"
-                 + json.dumps({"id": "b", "question": "How many?", "answer": "many"}) + "\n")
+    f.write_text(
+        json.dumps({"id": "a", "question": "Which?", "answer": "B"})
+        + "\n"
+        + json.dumps({"id": "b", "question": "How many?", "answer": "many"})
+        + "\n"
+    )
     with pytest.raises(InputError) as e:
         validate_jsonl(f, load_card("synthetic_mc"))
     assert f"{f}:1: field 'choices' missing" in str(e.value)

@@ -30,7 +30,8 @@ def test_weighted_cross_entropy_matches_reference(ls, z):
     targets = rng.integers(0, 7, (2, 3))
     weights = np.array([[1, 1, 0], [1, 0, 0]], np.float32)
     total, total_z, wsum = losses.weighted_cross_entropy(
-        jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), ls, z, 2.0)
+        jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), ls, z, 2.0
+    )
     ref, ref_z = _np_reference(logits, targets, weights, ls, z)
     np.testing.assert_allclose(total, ref / 2.0, rtol=1e-5)
     np.testing.assert_allclose(total_z, ref_z / 2.0, rtol=1e-5, atol=1e-9)
@@ -42,8 +43,9 @@ def test_perfect_prediction_with_label_smoothing_is_near_zero_loss():
     v, ls = 5, 0.1
     soft = np.full((1, 1, v), ls / (v - 1))
     soft[0, 0, 2] = 1 - ls
-    total, _, _ = losses.weighted_cross_entropy(jnp.log(jnp.asarray(soft)), jnp.array([[2]]),
-                                                None, ls, 0.0)
+    total, _, _ = losses.weighted_cross_entropy(
+        jnp.log(jnp.asarray(soft)), jnp.array([[2]]), None, ls, 0.0
+    )
     assert abs(float(total)) < 1e-5
 
 
@@ -69,11 +71,13 @@ def test_normalizing_factors():
 def test_schedules():
     rs = make_schedule(OptimizerConfig(learning_rate=1.0, schedule="rsqrt", warmup_steps=100))
     np.testing.assert_allclose([rs(0), rs(100), rs(400)], [0.1, 0.1, 0.05], rtol=1e-6)
-    lin = make_schedule(OptimizerConfig(learning_rate=1.0, schedule="linear", warmup_steps=10),
-                        total_steps=110)
+    lin = make_schedule(
+        OptimizerConfig(learning_rate=1.0, schedule="linear", warmup_steps=10), total_steps=110
+    )
     np.testing.assert_allclose([lin(0), lin(10), lin(60), lin(110)], [0, 1, 0.5, 0], atol=1e-6)
-    cos = make_schedule(OptimizerConfig(learning_rate=2.0, schedule="cosine",
-                                        end_lr_fraction=0.1), total_steps=100)
+    cos = make_schedule(
+        OptimizerConfig(learning_rate=2.0, schedule="cosine", end_lr_fraction=0.1), total_steps=100
+    )
     np.testing.assert_allclose([cos(0), cos(50), cos(100)], [2.0, 1.1, 0.2], rtol=1e-5)
     const = make_schedule(OptimizerConfig(learning_rate=3.0, warmup_steps=4))
     np.testing.assert_allclose([const(2), const(4), const(99)], [1.5, 3.0, 3.0], rtol=1e-6)
@@ -85,8 +89,9 @@ def test_schedules():
 
 @pytest.mark.parametrize("name", ["adafactor", "adamw"])
 def test_optimizers_reduce_a_quadratic(name):
-    opt, _ = make_optimizer(OptimizerConfig(name=name, learning_rate=0.1, clip_grad_norm=1.0,
-                                            min_dim_size_to_factor=2))
+    opt, _ = make_optimizer(
+        OptimizerConfig(name=name, learning_rate=0.1, clip_grad_norm=1.0, min_dim_size_to_factor=2)
+    )
     params = {"w": jnp.full((4, 4), 2.0), "b": jnp.full((4,), -1.0)}
     loss = lambda p: sum(jnp.sum(x**2) for x in jax.tree.leaves(p))
     state = opt.init(params)
@@ -115,5 +120,6 @@ def test_cross_entropy_custom_vjp_matches_autodiff():
 
     for z in (0.0, 1e-2):
         ours = jax.grad(lambda lg, z=z: losses.cross_entropy_with_logits(lg, soft, z)[0].sum())(
-            logits)
+            logits
+        )
         np.testing.assert_allclose(ours, jax.grad(autodiff)(logits, z), atol=1e-6)

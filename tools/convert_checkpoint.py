@@ -34,7 +34,7 @@ def load_any(ckpt_dir: Path) -> tuple[T5Config, dict]:
     """(config, params) from a save_params directory or a trainer checkpoint."""
     if (ckpt_dir / checkpoint_io.CONFIG_FILE).exists() or not ckpt_dir.is_dir():
         return checkpoint_io.load_params(ckpt_dir)
-    from scicot_jax.train import checkpoints
+    from scicot_jax.runtime import checkpoints
 
     step_dir = checkpoints.resolve_step_dir(ckpt_dir)
     if step_dir is None:

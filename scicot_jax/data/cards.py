@@ -143,8 +143,11 @@ def parse_card(raw: dict, path: str | Path) -> TaskCard:
         raise _fail(path, "splits", "needs at least one split")
     for split, spec in splits.items():
         if not isinstance(spec, str) or not SPLIT_SPEC_RE.match(spec):
-            raise _fail(path, f"splits.{split}",
-                        f"expected a source split name like 'train' or 'train[:90%]', got {spec!r}")
+            raise _fail(
+                path,
+                f"splits.{split}",
+                f"expected a source split name like 'train' or 'train[:90%]', got {spec!r}",
+            )
     lengths = _require(raw, "feature_lengths", dict, path)
     for key in ("inputs", "targets"):
         n = _require(lengths, key, int, path, "feature_lengths.")

@@ -71,11 +71,18 @@ def finetune_cot(
     params = meta.get("parameters", {})
     temperature = params.get("reasoning_temperature", params.get("temperature"))
     model = meta.get("base_model", "unknown")
-    run = ImportedRun(card, {
-        "card": card.name, "importer": "finetune_cot", "teacher": model,
-        "prompt_kind": "zero_shot_cot", "temperature": temperature,
-        "source_file": str(path), "release_metadata": meta,
-    })
+    run = ImportedRun(
+        card,
+        {
+            "card": card.name,
+            "importer": "finetune_cot",
+            "teacher": model,
+            "prompt_kind": "zero_shot_cot",
+            "temperature": temperature,
+            "source_file": str(path),
+            "release_metadata": meta,
+        },
+    )
     for split in _splits(card, splits):
         for ex in read_examples(card, split, data_dir=data_dir):
             run.examples.append(ex)
@@ -90,13 +97,23 @@ def finetune_cot(
                 pred, ok = answers.check_answer(
                     step2, ex.answer, card.answer_type, compat=card.compat
                 )
-                run.records.append(RationaleRecord(
-                    example_id=ex.id, sample_index=int(c.get("completion_index", j)),
-                    rationale=rationale.strip(), answer=pred, correct=ok,
-                    source=f"teacher:{model}", prompt_kind="zero_shot_cot",
-                    temperature=temperature, split=split,
-                    extra={"completion": step2, "finish_reason": c.get("reasoning_finish_reason")},
-                ))
+                run.records.append(
+                    RationaleRecord(
+                        example_id=ex.id,
+                        sample_index=int(c.get("completion_index", j)),
+                        rationale=rationale.strip(),
+                        answer=pred,
+                        correct=ok,
+                        source=f"teacher:{model}",
+                        prompt_kind="zero_shot_cot",
+                        temperature=temperature,
+                        split=split,
+                        extra={
+                            "completion": step2,
+                            "finish_reason": c.get("reasoning_finish_reason"),
+                        },
+                    )
+                )
     return run
 
 
@@ -107,7 +124,9 @@ _CHOICE_RE = re.compile(r"\(([a-zA-Z])\)")
 
 
 def _palm_files(palm_dir: Path, split: str) -> list[Path]:
-    files = sorted(palm_dir.glob(f"{split}_CoT_*.json"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    files = sorted(
+        palm_dir.glob(f"{split}_CoT_*.json"), key=lambda p: int(p.stem.rsplit("_", 1)[1])
+    )
     if not files:
         raise SourceError(f"{palm_dir}: no PaLM files {split}_CoT_<k>.json")
     return files
@@ -153,10 +172,17 @@ def distill_step_by_step(
         raise ValueError(f"dataset must be 'cqa' or 'svamp', got {dataset!r}")
     card = load_card(card or {"cqa": "commonsense_qa", "svamp": "dsbs_svamp"}[dataset])
     palm_dir = card.resolve("palm", data_dir)
-    run = ImportedRun(card, {
-        "card": card.name, "importer": "distill_step_by_step", "teacher": "palm-540b",
-        "prompt_kind": "few_shot_cot", "temperature": None, "source_dir": str(palm_dir),
-    })
+    run = ImportedRun(
+        card,
+        {
+            "card": card.name,
+            "importer": "distill_step_by_step",
+            "teacher": "palm-540b",
+            "prompt_kind": "few_shot_cot",
+            "temperature": None,
+            "source_dir": str(palm_dir),
+        },
+    )
     for split in _splits(card, splits):
         examples = list(read_examples(card, split, data_dir=data_dir))
         outputs: list[tuple[Path, int, Any]] = []
@@ -177,11 +203,20 @@ def distill_step_by_step(
             rationale, answer_text = split_palm(out, dataset)
             pred = parse_palm_answer(answer_text, dataset, ex)
             ok = answers.answers_match(pred, ex.answer, card.answer_type)
-            run.records.append(RationaleRecord(
-                example_id=ex.id, sample_index=0, rationale=rationale, answer=pred,
-                correct=ok, source="teacher:palm-540b", prompt_kind="few_shot_cot",
-                temperature=None, split=split, extra={"answer_text": answer_text},
-            ))
+            run.records.append(
+                RationaleRecord(
+                    example_id=ex.id,
+                    sample_index=0,
+                    rationale=rationale,
+                    answer=pred,
+                    correct=ok,
+                    source="teacher:palm-540b",
+                    prompt_kind="few_shot_cot",
+                    temperature=None,
+                    split=split,
+                    extra={"answer_text": answer_text},
+                )
+            )
     return run
 
 
@@ -198,21 +233,37 @@ def svamp_multi_cot(
     examples = list(read_examples(card, "train", data_dir=data_dir))
     if len(raw) != len(examples):
         raise SourceError(f"{path}: {len(raw)} records but the card read {len(examples)}")
-    run = ImportedRun(card, {
-        "card": card.name, "importer": "svamp_multi_cot", "teacher": "mcc-kd release",
-        "prompt_kind": "zero_shot_cot", "temperature": None, "source_file": str(path),
-    }, examples)
+    run = ImportedRun(
+        card,
+        {
+            "card": card.name,
+            "importer": "svamp_multi_cot",
+            "teacher": "mcc-kd release",
+            "prompt_kind": "zero_shot_cot",
+            "temperature": None,
+            "source_file": str(path),
+        },
+        examples,
+    )
     for i, (ex, rec) in enumerate(zip(examples, raw, strict=True)):
         outs = rec.get("output") if isinstance(rec, dict) else None
         if not isinstance(outs, list) or not all(isinstance(o, str) for o in outs):
             raise SourceError(f"{path}: record {i}: field 'output' must be a list of rationales")
         for j, rationale in enumerate(outs):
             pred, ok = answers.check_answer(rationale, ex.answer, card.answer_type)
-            run.records.append(RationaleRecord(
-                example_id=ex.id, sample_index=j, rationale=rationale.strip(), answer=pred,
-                correct=ok, source="teacher:mcc-kd", prompt_kind="zero_shot_cot",
-                temperature=None, split="train",
-            ))
+            run.records.append(
+                RationaleRecord(
+                    example_id=ex.id,
+                    sample_index=j,
+                    rationale=rationale.strip(),
+                    answer=pred,
+                    correct=ok,
+                    source="teacher:mcc-kd",
+                    prompt_kind="zero_shot_cot",
+                    temperature=None,
+                    split="train",
+                )
+            )
     return run
 
 
@@ -260,8 +311,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     a = ap.parse_args(argv)
     run = IMPORTERS[a.importer](*a.args, data_dir=a.data_dir)
     store = write_run(run, a.run_dir)
-    print(json.dumps({"run_dir": str(store.run_dir), **{k: store.manifest[k] for k in (
-        "card", "num_examples", "num_records", "teacher_accuracy")}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "run_dir": str(store.run_dir),
+                **{
+                    k: store.manifest[k]
+                    for k in ("card", "num_examples", "num_records", "teacher_accuracy")
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

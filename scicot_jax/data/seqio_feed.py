@@ -64,10 +64,16 @@ def _dataset(cfg: DatasetConfig, num_epochs: int | None, shuffle: bool) -> Any:
     import_task_module(cfg.module)
     converter = seqio.EncDecFeatureConverter(pack=cfg.pack)
     ds = seqio.get_dataset(
-        cfg.mixture_or_task_name, task_feature_lengths=dict(cfg.task_feature_lengths),
-        dataset_split=cfg.split, shuffle=shuffle, num_epochs=num_epochs,
-        feature_converter=converter, use_cached=cfg.use_cached, seed=cfg.seed,
-        shard_info=seqio.ShardInfo(jax.process_index(), jax.process_count()))
+        cfg.mixture_or_task_name,
+        task_feature_lengths=dict(cfg.task_feature_lengths),
+        dataset_split=cfg.split,
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        feature_converter=converter,
+        use_cached=cfg.use_cached,
+        seed=cfg.seed,
+        shard_info=seqio.ShardInfo(jax.process_index(), jax.process_count()),
+    )
     return ds
 
 
@@ -77,9 +83,11 @@ def train_batches(cfg: DatasetConfig) -> Callable[[int], Iterator[dict[str, np.n
     The dataset is seeded, so skipping `start_batch` batches resumes exactly where a
     checkpointed run stopped.
     """
+
     def make(start: int) -> Iterator[dict[str, np.ndarray]]:
-        ds = _dataset(cfg, None, cfg.shuffle).batch(_host_batch_size(cfg.batch_size),
-                                                    drop_remainder=True)
+        ds = _dataset(cfg, None, cfg.shuffle).batch(
+            _host_batch_size(cfg.batch_size), drop_remainder=True
+        )
         if start:
             ds = ds.skip(start)
         return ds.prefetch(2).as_numpy_iterator()
@@ -89,6 +97,7 @@ def train_batches(cfg: DatasetConfig) -> Callable[[int], Iterator[dict[str, np.n
 
 def eval_batches(cfg: DatasetConfig) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
     """Factory of one finite, unshuffled pass (last batch padded with empty rows)."""
+
     def make() -> Iterator[dict[str, np.ndarray]]:
         ds = _dataset(cfg, 1, False)
         bs = _host_batch_size(cfg.batch_size)
@@ -108,8 +117,13 @@ def pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
     return out
 
 
-def task_examples(name: str, split: str, feature_lengths: dict, module: str | None = None,
-                  limit: int | None = None) -> tuple[list[dict[str, Any]], Any]:
+def task_examples(
+    name: str,
+    split: str,
+    feature_lengths: dict,
+    module: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[dict[str, Any]], Any]:
     """Preprocessed examples of a task split, in order, with ids and texts; plus the task.
 
     Each dict has `id`, `inputs`/`targets` (token lists, trimmed), `inputs_pretokenized`,
@@ -121,8 +135,9 @@ def task_examples(name: str, split: str, feature_lengths: dict, module: str | No
     _hide_accelerators_from_tf(tf)
     import_task_module(module)
     task = seqio.get_mixture_or_task(name)
-    ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False, num_epochs=1,
-                          use_cached=False)
+    ds = task.get_dataset(
+        dict(feature_lengths), split=split, shuffle=False, num_epochs=1, use_cached=False
+    )
     out = []
     for i, ex in enumerate(ds.as_numpy_iterator()):
         if limit is not None and i >= limit:

@@ -78,9 +78,7 @@ class RationaleRecord:
                 continue
             value = d[name]
             # bool is an int subclass; never accept it where a number is meant.
-            ok = isinstance(value, types) and not (
-                isinstance(value, bool) and bool not in types
-            )
+            ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
             if not ok:
                 want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
                 raise StoreError(
@@ -260,8 +258,9 @@ class RationaleStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            warnings.warn(f"{where}: last record lacked its newline (crash); completed it",
-                          stacklevel=4)
+            warnings.warn(
+                f"{where}: last record lacked its newline (crash); completed it", stacklevel=4
+            )
             return
         corrupt = self.records_path.with_name(self.records_path.name + CORRUPT_SUFFIX)
         with open(corrupt, "ab") as f:

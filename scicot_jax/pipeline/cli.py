@@ -47,21 +47,39 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task", help="task card name (see tasks/) or path to your own .toml card")
     g.add_argument("--out", help="run directory")
     g.add_argument("--config", help="JSON config (a run's config.json); flags override it")
-    g.add_argument("--methods", help="comma list: baseline, finetune_cot:D, scicot:D, "
-                   "with optional +morsd, e.g. finetune_cot+morsd:4")
+    g.add_argument(
+        "--methods",
+        help="comma list: baseline, finetune_cot:D, scicot:D, "
+        "with optional +morsd, e.g. finetune_cot+morsd:4",
+    )
     g.add_argument("--data-dir", help="data folder for the card's source (TFDS, files)")
-    g.add_argument("--limit", type=_kv, action="append", default=[], metavar="SPLIT=N",
-                   help="read at most N examples of SPLIT (repeatable)")
+    g.add_argument(
+        "--limit",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="SPLIT=N",
+        help="read at most N examples of SPLIT (repeatable)",
+    )
     g.add_argument("--train-fraction", type=float)
-    g.add_argument("--source", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of the card's [source], e.g. difficulty=4")
+    g.add_argument(
+        "--source",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the card's [source], e.g. difficulty=4",
+    )
     g.add_argument("--seed", type=int)
     t = p.add_argument_group("teacher")
     t.add_argument("--teacher", choices=TEACHER_BACKENDS)
     t.add_argument("--teacher-model")
     t.add_argument("--base-url")
-    t.add_argument("--teacher-api", choices=("openai", "gemini"),
-                   help="wire protocol used to talk to the oracle")
+    t.add_argument(
+        "--teacher-api",
+        choices=("openai", "gemini"),
+        help="wire protocol used to talk to the oracle",
+    )
     t.add_argument("--temperature", type=float)
     t.add_argument("--cache", help="teacher request cache (SQLite); share it between runs")
     t.add_argument("--importer", help="with --teacher import: importer name")
@@ -71,12 +89,19 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--max-requests", type=int)
     s = p.add_argument_group("student")
     s.add_argument("--student", help="T5 preset: tiny, small, base, large, xl")
-    s.add_argument("--model", type=_kv, action="append", default=[], metavar="FIELD=VALUE",
-                   help="T5Config override, e.g. d_model=96 (repeatable)")
+    s.add_argument(
+        "--model",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="T5Config override, e.g. d_model=96 (repeatable)",
+    )
     s.add_argument("--vocab", help="SentencePiece model (path, gs://, 't5'); default: demo")
     s.add_argument("--vocab-size", type=int, help="size of the task vocabulary (--vocab task)")
-    s.add_argument("--split-digits", action="store_true",
-                   help="task vocabulary spells numbers digit by digit")
+    s.add_argument(
+        "--split-digits", action="store_true", help="task vocabulary spells numbers digit by digit"
+    )
     s.add_argument("--init-checkpoint", help="initial checkpoint (orbax, trainer or HF dir)")
     s.add_argument("--steps", type=int)
     s.add_argument("--stage2-steps", type=int)
@@ -87,23 +112,37 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--schedule", choices=("constant", "rsqrt", "linear", "cosine"))
     s.add_argument("--inputs-length", type=int)
     s.add_argument("--targets-length", type=int)
-    s.add_argument("--gin", action="append", default=[], metavar="KEY=VALUE",
-                   help="gin binding for the trainer binary (with --trainer gin)")
-    s.add_argument("--trainer", choices=("inprocess", "gin"),
-                   help="inprocess: numpy batches (small runs); gin: train/infer binaries on "
-                   "the SeqIO tasks")
+    s.add_argument(
+        "--gin",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="gin binding for the trainer binary (with --trainer gin)",
+    )
+    s.add_argument(
+        "--trainer",
+        choices=("inprocess", "gin"),
+        help="inprocess: numpy batches (small runs); gin: train/infer binaries on the SeqIO tasks",
+    )
     m = p.add_argument_group("MoRSD selection (methods with +morsd)")
     m.add_argument("--per-question", type=int, help="keep the k lowest-RD rationales per question")
     m.add_argument("--keep-fraction", type=float, help="keep this fraction of correct rationales")
     m.add_argument("--similarity", choices=("jaccard", "char_cosine"))
     m.add_argument("--threshold", type=float, help="near-duplicate similarity threshold")
     m.add_argument("--no-difficulty", action="store_true", help="skip RD scoring")
-    p.add_argument("--redo", action="append", default=[], metavar="STEP",
-                   help="re-run this step even if finished (repeatable)")
+    p.add_argument(
+        "--redo",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="re-run this step even if finished (repeatable)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
 
 
-def config_from_args(args: argparse.Namespace, base: PipelineConfig | None = None) -> PipelineConfig:
+def config_from_args(
+    args: argparse.Namespace, base: PipelineConfig | None = None
+) -> PipelineConfig:
     """Flags on top of ``base`` (or defaults)."""
     if base is None:
         if args.config:
@@ -112,45 +151,90 @@ def config_from_args(args: argparse.Namespace, base: PipelineConfig | None = Non
             if not args.task or not args.out:
                 raise SystemExit("run: --task and --out are required (or --config)")
             base = PipelineConfig(task=args.task, out=args.out)
-    top = {k: v for k, v in {
-        "task": args.task, "out": args.out, "data_dir": args.data_dir,
-        "train_fraction": args.train_fraction, "seed": args.seed,
-        "methods": tuple(m for m in args.methods.split(",") if m) if args.methods else None,
-    }.items() if v is not None}
+    top = {
+        k: v
+        for k, v in {
+            "task": args.task,
+            "out": args.out,
+            "data_dir": args.data_dir,
+            "train_fraction": args.train_fraction,
+            "seed": args.seed,
+            "methods": tuple(m for m in args.methods.split(",") if m) if args.methods else None,
+        }.items()
+        if v is not None
+    }
     if args.limit:
         top["limits"] = {**base.limits, **{k: int(v) for k, v in args.limit}}
     if args.source:
-        top["source_overrides"] = {**base.source_overrides, **{k: _value(v) for k, v in args.source}}
-    teacher = {k: v for k, v in {
-        "backend": args.teacher, "model": args.teacher_model, "base_url": args.base_url,
-        "api": args.teacher_api, "temperature": args.temperature, "cache": args.cache,
-        "importer": args.importer, "import_path": args.import_path,
-        "replay_path": args.replay_path, "oracle_error_rate": args.oracle_error_rate,
-        "max_requests": args.max_requests}.items() if v is not None}
-    student = {k: v for k, v in {
-        "size": args.student, "vocab": args.vocab, "init_checkpoint": args.init_checkpoint,
-        "vocab_size": args.vocab_size, "split_digits": args.split_digits or None,
-        "steps": args.steps, "stage2_steps": args.stage2_steps, "batch_size": args.batch_size,
-        "optimizer": args.optimizer, "learning_rate": args.lr, "schedule": args.schedule,
-        "weight_decay": args.weight_decay,
-        "inputs_length": args.inputs_length, "targets_length": args.targets_length,
-        "trainer": args.trainer}.items() if v is not None}
+        top["source_overrides"] = {
+            **base.source_overrides,
+            **{k: _value(v) for k, v in args.source},
+        }
+    teacher = {
+        k: v
+        for k, v in {
+            "backend": args.teacher,
+            "model": args.teacher_model,
+            "base_url": args.base_url,
+            "api": args.teacher_api,
+            "temperature": args.temperature,
+            "cache": args.cache,
+            "importer": args.importer,
+            "import_path": args.import_path,
+            "replay_path": args.replay_path,
+            "oracle_error_rate": args.oracle_error_rate,
+            "max_requests": args.max_requests,
+        }.items()
+        if v is not None
+    }
+    student = {
+        k: v
+        for k, v in {
+            "size": args.student,
+            "vocab": args.vocab,
+            "init_checkpoint": args.init_checkpoint,
+            "vocab_size": args.vocab_size,
+            "split_digits": args.split_digits or None,
+            "steps": args.steps,
+            "stage2_steps": args.stage2_steps,
+            "batch_size": args.batch_size,
+            "optimizer": args.optimizer,
+            "learning_rate": args.lr,
+            "schedule": args.schedule,
+            "weight_decay": args.weight_decay,
+            "inputs_length": args.inputs_length,
+            "targets_length": args.targets_length,
+            "trainer": args.trainer,
+        }.items()
+        if v is not None
+    }
     if args.model:
         student["overrides"] = {**base.student.overrides, **{k: _value(v) for k, v in args.model}}
     if args.gin:
         student["gin"] = (*base.student.gin, *args.gin)
-    sel = {k: v for k, v in {"per_question": args.per_question, "fraction": args.keep_fraction,
-                             "measure": args.similarity, "threshold": args.threshold}.items()
-           if v is not None}
+    sel = {
+        k: v
+        for k, v in {
+            "per_question": args.per_question,
+            "fraction": args.keep_fraction,
+            "measure": args.similarity,
+            "threshold": args.threshold,
+        }.items()
+        if v is not None
+    }
     if args.no_difficulty:
         sel["use_difficulty"] = False
     if "per_question" in sel:
         sel.setdefault("fraction", None)
     if "fraction" in sel and sel["fraction"] is not None:
         sel.setdefault("per_question", None)
-    return replace(base, **top, teacher=replace(base.teacher, **teacher),
-                   student=replace(base.student, **student),
-                   selection=replace(base.selection, **sel))
+    return replace(
+        base,
+        **top,
+        teacher=replace(base.teacher, **teacher),
+        student=replace(base.student, **student),
+        selection=replace(base.selection, **sel),
+    )
 
 
 def demo_config(out: str) -> PipelineConfig:
@@ -160,19 +244,24 @@ def demo_config(out: str) -> PipelineConfig:
     is not, so the methods with rationales learn what the baseline cannot.
     """
     return PipelineConfig(
-        task="synthetic_compass", out=out,
+        task="synthetic_compass",
+        out=out,
         methods=("baseline", "finetune_cot:1", "finetune_cot:4", "scicot:1", "scicot+morsd:4"),
         limits={"train": 1000, "validation": 200, "test": 300},
         teacher=TeacherConfig(backend="oracle", model="oracle"),
-        student=StudentConfig(size="tiny", steps=600, stage2_steps=300, batch_size=32,
-                              learning_rate=3e-3),
+        student=StudentConfig(
+            size="tiny", steps=600, stage2_steps=300, batch_size=32, learning_rate=3e-3
+        ),
         selection=SelectionConfig(per_question=1),
     )
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_pipeline.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="run_pipeline.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     _add_run_args(sub.add_parser("run", help="run the pipeline on any task card"))
     d = sub.add_parser("demo", help="the embedded demo (no network, CPU, minutes)")
@@ -185,8 +274,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Parse, run, print the results table and the run directory; returns the results."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
     cfg = demo_config(args.out) if args.cmd == "demo" else config_from_args(args)
     from scicot_jax.pipeline.run import run_pipeline
 

@@ -31,7 +31,9 @@ class MethodSpec:
         name, _, d = text.strip().partition(":")
         base, _, sel = name.partition("+")
         if base not in METHODS:
-            raise ValueError(f"unknown method {text!r}: use one of {METHODS}, e.g. 'finetune_cot:4'")
+            raise ValueError(
+                f"unknown method {text!r}: use one of {METHODS}, e.g. 'finetune_cot:4'"
+            )
         if sel not in ("", "morsd"):
             raise ValueError(f"unknown selection {sel!r} in {text!r}: only '+morsd'")
         if base == "baseline":
@@ -109,8 +111,10 @@ class StudentConfig:
 
     def __post_init__(self):
         if self.init_checkpoint and self.vocab in (None, "task"):
-            raise ValueError("a pretrained init_checkpoint needs the vocabulary it was trained "
-                             "with (e.g. --vocab t5), not a task/demo vocabulary")
+            raise ValueError(
+                "a pretrained init_checkpoint needs the vocabulary it was trained "
+                "with (e.g. --vocab t5), not a task/demo vocabulary"
+            )
         if self.trainer not in ("inprocess", "gin"):
             raise ValueError(f"student trainer must be inprocess or gin, got {self.trainer!r}")
 
@@ -130,7 +134,9 @@ class PipelineConfig:
     eval_splits: tuple[str, ...] = ("validation", "test")
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
-    selection: SelectionConfig = SelectionConfig(per_question=1)  # MoRSD: best rationale per question
+    selection: SelectionConfig = SelectionConfig(
+        per_question=1
+    )  # MoRSD: best rationale per question
     seed: int = 0
 
     def method_specs(self) -> list[MethodSpec]:

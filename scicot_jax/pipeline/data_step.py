@@ -41,14 +41,24 @@ def subsample(examples: Sequence[Example], fraction: float, seed: int) -> list[E
     return [ex for i, ex in enumerate(examples) if i in keep]
 
 
-def prepare(card: Any, out_dir: Path, *, data_dir: str | None, limits: dict, train_fraction: float,
-            validation_fraction: float, seed: int) -> dict:
+def prepare(
+    card: Any,
+    out_dir: Path,
+    *,
+    data_dir: str | None,
+    limits: dict,
+    train_fraction: float,
+    validation_fraction: float,
+    seed: int,
+) -> dict:
     """Write ``<out_dir>/<split>.jsonl`` for train, validation and test; returns counts and notes."""
     have = card_splits(card)
     notes = []
     data = {s: read_split(card, s, data_dir, limits.get(s)) for s in SPLITS if s in have}
     if "train" not in data or "test" not in data:
-        raise ValueError(f"task {card.name}: the pipeline needs train and test splits, card has {have}")
+        raise ValueError(
+            f"task {card.name}: the pipeline needs train and test splits, card has {have}"
+        )
     if "validation" not in data:
         # Carve from the end of a seeded shuffle of train so test stays untouched (ARC has no dev).
         train = list(data["train"])

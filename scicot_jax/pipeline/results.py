@@ -17,23 +17,35 @@ def _pct(x: float | None) -> str:
 def render_markdown(results: dict[str, Any]) -> str:
     """One row per method: accuracy per split, rationales used, training size, time."""
     t = results.get("teacher") or {}
-    lines = [f"# {results['task']}: results", "",
-             f"Run directory: `{results['run_dir']}`; student `{results['config']['student']}`; "
-             f"wall time {results['wall_seconds']:.0f}s.", ""]
+    lines = [
+        f"# {results['task']}: results",
+        "",
+        f"Run directory: `{results['run_dir']}`; student `{results['config']['student']}`; "
+        f"wall time {results['wall_seconds']:.0f}s.",
+        "",
+    ]
     for kind, s in t.items():
         acc = _pct(s.get("accuracy"))
-        lines.append(f"Teacher ({kind}, {s.get('source', '')}): {s.get('records', 0)} rationales "
-                     f"for {s.get('questions', 0)} questions, accuracy {acc}%, "
-                     f"tokens in/out {s.get('input_tokens', 0)}/{s.get('output_tokens', 0)}.")
-    lines += ["", "| method | D | selection | rationales | train examples | "
-              + " | ".join(f"{s} acc %" for s in SPLITS) + " | train tokens | seconds |",
-              "|---|---:|---|---:|---:|" + "---:|" * len(SPLITS) + "---:|---:|"]
+        lines.append(
+            f"Teacher ({kind}, {s.get('source', '')}): {s.get('records', 0)} rationales "
+            f"for {s.get('questions', 0)} questions, accuracy {acc}%, "
+            f"tokens in/out {s.get('input_tokens', 0)}/{s.get('output_tokens', 0)}."
+        )
+    lines += [
+        "",
+        "| method | D | selection | rationales | train examples | "
+        + " | ".join(f"{s} acc %" for s in SPLITS)
+        + " | train tokens | seconds |",
+        "|---|---:|---|---:|---:|" + "---:|" * len(SPLITS) + "---:|---:|",
+    ]
     for label, m in results["methods"].items():
         acc = m.get("accuracy", {})
-        lines.append(f"| {label} | {m.get('degree') or ''} | {m.get('selection', 'none')} | "
-                     f"{m.get('rationales_used', 0)} | {m.get('train_examples', 0)} | "
-                     + " | ".join(_pct(acc.get(s)) for s in SPLITS)
-                     + f" | {m.get('train_tokens', 0)} | {m.get('seconds', 0):.0f} |")
+        lines.append(
+            f"| {label} | {m.get('degree') or ''} | {m.get('selection', 'none')} | "
+            f"{m.get('rationales_used', 0)} | {m.get('train_examples', 0)} | "
+            + " | ".join(_pct(acc.get(s)) for s in SPLITS)
+            + f" | {m.get('train_tokens', 0)} | {m.get('seconds', 0):.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -53,8 +53,14 @@ def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
 class Pipeline:
     """One run: ``Pipeline(cfg, student).run()`` -> results dict (also results.json/.md)."""
 
-    def __init__(self, cfg: PipelineConfig, student: Student, card: Any = None,
-                 log: Callable[[str], None] = print, redo: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        student: Student,
+        card: Any = None,
+        log: Callable[[str], None] = print,
+        redo: tuple[str, ...] = (),
+    ):
         from scicot_jax.data import cards
 
         self.cfg = cfg
@@ -80,12 +86,26 @@ class Pipeline:
 
     def _data(self) -> dict:
         c = self.cfg
-        return self.steps.run("data", lambda d: data_step.prepare(
-            self.card, d, data_dir=c.data_dir, limits=c.limits, train_fraction=c.train_fraction,
-            validation_fraction=c.validation_fraction, seed=c.seed),
-            inputs={"task": c.task, "source": c.source_overrides, "limits": c.limits,
-                    "train_fraction": c.train_fraction,
-                    "validation_fraction": c.validation_fraction, "seed": c.seed})
+        return self.steps.run(
+            "data",
+            lambda d: data_step.prepare(
+                self.card,
+                d,
+                data_dir=c.data_dir,
+                limits=c.limits,
+                train_fraction=c.train_fraction,
+                validation_fraction=c.validation_fraction,
+                seed=c.seed,
+            ),
+            inputs={
+                "task": c.task,
+                "source": c.source_overrides,
+                "limits": c.limits,
+                "train_fraction": c.train_fraction,
+                "validation_fraction": c.validation_fraction,
+                "seed": c.seed,
+            },
+        )
 
     def _teacher(self, prompt: str, samples: int) -> dict:
         from scicot_jax.pipeline import teacher_step
@@ -94,8 +114,13 @@ class Pipeline:
         return self.steps.run(
             f"teacher_{prompt}",
             lambda d: teacher_step.run(t, self.card, prompt, samples, self.examples("train"), d),
-            inputs={"teacher": t.__dict__, "prompt": prompt, "samples": samples,
-                    "train": [ex.id for ex in self.examples("train")]})
+            inputs={
+                "teacher": t.__dict__,
+                "prompt": prompt,
+                "samples": samples,
+                "train": [ex.id for ex in self.examples("train")],
+            },
+        )
 
     def prompt_of(self, spec: MethodSpec) -> str:
         """The teacher run a method learns from (one shared run for imports)."""
@@ -114,33 +139,51 @@ class Pipeline:
 
         def work(d: Path) -> dict:
             rats = [r.rationale for p in prompts for r in self.teacher_records(p)]
-            path = vocab_step.train(d, vocab_step.corpus(self.examples("train"), rats),
-                                    st.vocab_size, st.split_digits)
+            path = vocab_step.train(
+                d, vocab_step.corpus(self.examples("train"), rats), st.vocab_size, st.split_digits
+            )
             return {"path": str(path)}
+
         st = self.cfg.student
-        out = self.steps.run("vocab", work, inputs={"size": st.vocab_size, "prompts": list(prompts),
-                                                    "split_digits": st.split_digits})
+        out = self.steps.run(
+            "vocab",
+            work,
+            inputs={
+                "size": st.vocab_size,
+                "prompts": list(prompts),
+                "split_digits": st.split_digits,
+            },
+        )
         if hasattr(self.student, "use_vocab"):
             self.student.use_vocab(self.steps.step_dir("vocab") / Path(out["path"]).name)
 
     # ------------------------------------------------------------------ selection
     def _scorer(self, prompt: str, degree: int) -> dict:
         """A student to score RD: the initial checkpoint if given, else a probe Stage-2 student."""
+
         def work(d: Path) -> dict:
             init = self.cfg.student.init_checkpoint
             if init:
                 return {"checkpoint": init, "probe": False}
-            recs = [r for r in self.teacher_records(prompt)
-                    if r.correct and r.sample_index < degree]
+            recs = [
+                r for r in self.teacher_records(prompt) if r.correct and r.sample_index < degree
+            ]
             train = self.by_id("train")
             pairs = [formats.stage2(train[r.example_id], r.rationale) for r in recs]
             store = self.steps.step_dir(f"teacher_{prompt}") / "store"
-            kw = {"task": self._seqio_task("stage2", store, degree)} if getattr(
-                self.student, "needs_seqio", False) else {}
+            kw = (
+                {"task": self._seqio_task("stage2", store, degree)}
+                if getattr(self.student, "needs_seqio", False)
+                else {}
+            )
             out = self.student.train(pairs, d, stage="scorer", **kw)
             return {**out, "probe": True, "train_examples": len(pairs)}
-        return self.steps.run(f"scorer_{prompt}_d{degree}", work,
-                              inputs={"student": self.cfg.student.__dict__, "degree": degree})
+
+        return self.steps.run(
+            f"scorer_{prompt}_d{degree}",
+            work,
+            inputs={"student": self.cfg.student.__dict__, "degree": degree},
+        )
 
     def _select(self, spec: MethodSpec) -> dict:
         if spec.morsd:
@@ -154,15 +197,24 @@ class Pipeline:
             if spec.morsd and sel_cfg.use_difficulty:
                 ckpt = self._scorer(self.prompt_of(spec), spec.degree)["checkpoint"]
                 scorer = lambda pairs: self.student.score(ckpt, pairs)
-            sel = select(self.teacher_records(self.prompt_of(spec)), self.by_id("train"), sel_cfg,
-                         scorer)
+            sel = select(
+                self.teacher_records(self.prompt_of(spec)), self.by_id("train"), sel_cfg, scorer
+            )
             # A rationale-store run of the kept records: what the SeqIO registry turns into
             # one_stage / stage1 tasks (scicot_jax.tasks.register_run_dir).
-            self._new_store(d / "store", f"select_{spec.slug}", {
-                "source": f"selection of teacher_{self.prompt_of(spec)}",
-                "samples_per_example": spec.degree, "selection": asdict(sel_cfg)}, sel.kept).close()
+            self._new_store(
+                d / "store",
+                f"select_{spec.slug}",
+                {
+                    "source": f"selection of teacher_{self.prompt_of(spec)}",
+                    "samples_per_example": spec.degree,
+                    "selection": asdict(sel_cfg),
+                },
+                sel.kept,
+            ).close()
             write_report(sel, d, title=f"Rationale selection for {spec.label}")
             return {"kept": len(sel.kept), "summary": sel.summary}
+
         return self.steps.run(f"select_{spec.slug}", work, inputs={"selection": sel_cfg.__dict__})
 
     def _new_store(self, path: Path, name: str, manifest: dict, records: Sequence = ()) -> Any:
@@ -187,8 +239,9 @@ class Pipeline:
         return [(train[r.example_id], r.rationale) for r in store.records()]
 
     # ------------------------------------------------------------------ students
-    def _seqio_task(self, method: str, run_dir: Path | None = None,
-                    degree: int | None = None) -> str:
+    def _seqio_task(
+        self, method: str, run_dir: Path | None = None, degree: int | None = None
+    ) -> str:
         """Register (card or run) with the SeqIO registry; the name of the task to train on."""
         from scicot_jax import tasks
         from scicot_jax.data.store import RationaleStore
@@ -198,48 +251,71 @@ class Pipeline:
             tasks.register_card(self.card, vocabulary=vocab)
             return tasks.task_name(self.card.name, "baseline")
         run_name = RationaleStore.open(run_dir).manifest.get("name") or run_dir.name
-        tasks.register_run_dir(run_dir, card=self.card, vocabulary=vocab, methods=(method,),
-                               degrees=[degree] if degree else [])
+        tasks.register_run_dir(
+            run_dir,
+            card=self.card,
+            vocabulary=vocab,
+            methods=(method,),
+            degrees=[degree] if degree else [],
+        )
         return tasks.task_name(self.card.name, method, run_name, degree)
 
-    def _train(self, name: str, pairs_fn: Callable[[], list[tuple[str, str]]], stage: str,
-               task_fn: Callable[[], str] | None = None) -> dict:
+    def _train(
+        self,
+        name: str,
+        pairs_fn: Callable[[], list[tuple[str, str]]],
+        stage: str,
+        task_fn: Callable[[], str] | None = None,
+    ) -> dict:
         def work(d: Path) -> dict:
             pairs = pairs_fn()
             if not pairs:
-                raise ValueError(f"step {name}: no training examples (did the teacher get any "
-                                 "answer right? see the select_* report)")
+                raise ValueError(
+                    f"step {name}: no training examples (did the teacher get any "
+                    "answer right? see the select_* report)"
+                )
             kw = {}
             if getattr(self.student, "needs_seqio", False) and task_fn is not None:
                 kw["task"] = task_fn()
-            return {**self.student.train(pairs, d, stage=stage, **kw),
-                    "train_examples": len(pairs)}
-        return self.steps.run(name, work, inputs={"student": self.cfg.student.__dict__,
-                                                  "stage": stage})
+            return {**self.student.train(pairs, d, stage=stage, **kw), "train_examples": len(pairs)}
+
+        return self.steps.run(
+            name, work, inputs={"student": self.cfg.student.__dict__, "stage": stage}
+        )
 
     def _student_rationales(self, spec: MethodSpec, ckpt: str) -> dict:
         """The Stage-1 student writes a rationale for every question of every split."""
+
         def work(d: Path) -> dict:
             from scicot_jax.data.store import RationaleRecord
 
             acc, records = {}, []
             for split in ("train", *self.cfg.eval_splits):
                 exs = self.examples(split)
-                outs = self.student.predict(ckpt, [formats.render_question(ex) for ex in exs],
-                                            stage="stage1")
+                outs = self.student.predict(
+                    ckpt, [formats.render_question(ex) for ex in exs], stage="stage1"
+                )
                 n_ok = 0
                 for ex, text in zip(exs, outs):
                     ans = answers.parse_answer(text, self.card.answer_type, choices=ex.choices)
-                    ok = ans is not None and answers.answers_match(ans, ex.answer,
-                                                                   self.card.answer_type)
+                    ok = ans is not None and answers.answers_match(
+                        ans, ex.answer, self.card.answer_type
+                    )
                     n_ok += ok
-                    records.append(RationaleRecord(ex.id, 0, text, ans, ok, f"student:{ckpt}",
-                                                   "stage1", 0.0, split=split))
+                    records.append(
+                        RationaleRecord(
+                            ex.id, 0, text, ans, ok, f"student:{ckpt}", "stage1", 0.0, split=split
+                        )
+                    )
                 acc[split] = n_ok / max(1, len(exs))
-            self._new_store(d / "store", f"rationales_{spec.slug}", {
-                "source": f"student:{ckpt}", "prompt_kind": "stage1",
-                "samples_per_example": 1}, records).close()
+            self._new_store(
+                d / "store",
+                f"rationales_{spec.slug}",
+                {"source": f"student:{ckpt}", "prompt_kind": "stage1", "samples_per_example": 1},
+                records,
+            ).close()
             return {"rationale_answer_accuracy": acc}
+
         return self.steps.run(f"rationales_{spec.slug}", work, inputs={"checkpoint": ckpt})
 
     def student_rationales(self, spec: MethodSpec) -> dict[tuple[str, str], str]:
@@ -250,8 +326,9 @@ class Pipeline:
         return {(r.split, r.example_id): r.rationale for r in store.records()}
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate(self, slug: str, ckpt: str, stage: str,
-                  inputs_fn: Callable[[str, Example], str]) -> dict:
+    def _evaluate(
+        self, slug: str, ckpt: str, stage: str, inputs_fn: Callable[[str, Example], str]
+    ) -> dict:
         def work(d: Path) -> dict:
             acc = {}
             for split in self.cfg.eval_splits:
@@ -261,61 +338,107 @@ class Pipeline:
                 rows, n_ok = [], 0
                 for ex, inp, out in zip(exs, inputs, outs):
                     pred = answers.parse_answer(out, self.card.answer_type, choices=ex.choices)
-                    ok = pred is not None and answers.answers_match(pred, ex.answer,
-                                                                    self.card.answer_type)
+                    ok = pred is not None and answers.answers_match(
+                        pred, ex.answer, self.card.answer_type
+                    )
                     n_ok += ok
-                    rows.append({"id": ex.id, "inputs": inp, "output": out, "prediction": pred,
-                                 "gold": ex.answer, "correct": ok})
+                    rows.append(
+                        {
+                            "id": ex.id,
+                            "inputs": inp,
+                            "output": out,
+                            "prediction": pred,
+                            "gold": ex.answer,
+                            "correct": ok,
+                        }
+                    )
                 _write_jsonl(d / f"predictions_{split}.jsonl", rows)
                 acc[split] = n_ok / max(1, len(exs))
             return {"accuracy": acc}
+
         return self.steps.run(f"eval_{slug}", work, inputs={"checkpoint": ckpt, "stage": stage})
 
     # ------------------------------------------------------------------ methods
     def _method(self, spec: MethodSpec) -> dict:
         before = set(self.steps.timings)
-        entry: dict[str, Any] = {"method": spec.method, "degree": spec.degree,
-                                 "selection": "morsd" if spec.morsd else "none"}
+        entry: dict[str, Any] = {
+            "method": spec.method,
+            "degree": spec.degree,
+            "selection": "morsd" if spec.morsd else "none",
+        }
         train = self.examples("train")
         if spec.method == "baseline":
-            tr = self._train("train_baseline", lambda: [formats.baseline(ex) for ex in train],
-                             "baseline", lambda: self._seqio_task("baseline"))
-            ev = self._evaluate("baseline", tr["checkpoint"], "baseline",
-                                lambda split, ex: formats.render_question(ex))
-            entry.update(rationales_used=0, train_examples=tr["train_examples"],
-                         train_tokens=tr.get("train_tokens", 0))
+            tr = self._train(
+                "train_baseline",
+                lambda: [formats.baseline(ex) for ex in train],
+                "baseline",
+                lambda: self._seqio_task("baseline"),
+            )
+            ev = self._evaluate(
+                "baseline",
+                tr["checkpoint"],
+                "baseline",
+                lambda split, ex: formats.render_question(ex),
+            )
+            entry.update(
+                rationales_used=0,
+                train_examples=tr["train_examples"],
+                train_tokens=tr.get("train_tokens", 0),
+            )
         else:
             sel = self._select(spec)
             entry.update(rationales_used=sel["kept"], selection_summary=sel["summary"])
             if spec.method == "finetune_cot":
                 sel_store = self.steps.step_dir(f"select_{spec.slug}") / "store"
-                tr = self._train(f"train_{spec.slug}", lambda: [
-                    formats.one_stage(ex, r) for ex, r in self.selected(spec)], "one_stage",
-                    lambda: self._seqio_task("one_stage", sel_store))
-                ev = self._evaluate(spec.slug, tr["checkpoint"], "one_stage",
-                                    lambda split, ex: formats.render_question(ex))
-                entry.update(train_examples=tr["train_examples"],
-                             train_tokens=tr.get("train_tokens", 0))
+                tr = self._train(
+                    f"train_{spec.slug}",
+                    lambda: [formats.one_stage(ex, r) for ex, r in self.selected(spec)],
+                    "one_stage",
+                    lambda: self._seqio_task("one_stage", sel_store),
+                )
+                ev = self._evaluate(
+                    spec.slug,
+                    tr["checkpoint"],
+                    "one_stage",
+                    lambda split, ex: formats.render_question(ex),
+                )
+                entry.update(
+                    train_examples=tr["train_examples"], train_tokens=tr.get("train_tokens", 0)
+                )
             else:
                 sel_store = self.steps.step_dir(f"select_{spec.slug}") / "store"
-                s1 = self._train(f"stage1_{spec.slug}", lambda: [
-                    formats.stage1(ex, r) for ex, r in self.selected(spec)], "stage1",
-                    lambda: self._seqio_task("stage1", sel_store))
+                s1 = self._train(
+                    f"stage1_{spec.slug}",
+                    lambda: [formats.stage1(ex, r) for ex, r in self.selected(spec)],
+                    "stage1",
+                    lambda: self._seqio_task("stage1", sel_store),
+                )
                 rat = self._student_rationales(spec, s1["checkpoint"])
                 written = self.student_rationales(spec)
                 rat_store = self.steps.step_dir(f"rationales_{spec.slug}") / "store"
-                s2 = self._train(f"stage2_{spec.slug}", lambda: [
-                    formats.stage2(ex, written["train", ex.id]) for ex in train], "stage2",
-                    lambda: self._seqio_task("stage2", rat_store))
-                ev = self._evaluate(spec.slug, s2["checkpoint"], "stage2",
-                                    lambda split, ex: formats.stage2(ex, written[split, ex.id])[0])
-                entry.update(train_examples=s2["train_examples"],
-                             train_tokens=s1.get("train_tokens", 0) + s2.get("train_tokens", 0),
-                             stage1_rationale_answer_accuracy=rat["rationale_answer_accuracy"])
+                s2 = self._train(
+                    f"stage2_{spec.slug}",
+                    lambda: [formats.stage2(ex, written["train", ex.id]) for ex in train],
+                    "stage2",
+                    lambda: self._seqio_task("stage2", rat_store),
+                )
+                ev = self._evaluate(
+                    spec.slug,
+                    s2["checkpoint"],
+                    "stage2",
+                    lambda split, ex: formats.stage2(ex, written[split, ex.id])[0],
+                )
+                entry.update(
+                    train_examples=s2["train_examples"],
+                    train_tokens=s1.get("train_tokens", 0) + s2.get("train_tokens", 0),
+                    stage1_rationale_answer_accuracy=rat["rationale_answer_accuracy"],
+                )
         entry["accuracy"] = ev["accuracy"]
         # Compute time of this method's own steps, as recorded when they ran (so a resumed run
         # reports the same figure); shared steps (teacher, data) are reported separately.
-        entry["seconds"] = round(sum(v for k, v in self.steps.timings.items() if k not in before), 1)
+        entry["seconds"] = round(
+            sum(v for k, v in self.steps.timings.items() if k not in before), 1
+        )
         return entry
 
     def run(self) -> dict:
@@ -336,16 +459,28 @@ class Pipeline:
             methods[spec.label] = self._method(spec)
             if spec.prompt:
                 methods[spec.label]["teacher_accuracy"] = teacher[self.prompt_of(spec)].get(
-                    "accuracy")
-        res = {"task": self.card.name, "run_dir": str(self.run_dir),
-               "config": {"student": self.cfg.student.size, "train_fraction": self.cfg.train_fraction,
-                          "methods": list(self.cfg.methods), "seed": self.cfg.seed},
-               "data": data, "teacher": teacher, "methods": methods,
-               "steps": dict(self.steps.timings), "skipped_steps": list(self.steps.skipped),
-               "wall_seconds": round(time.time() - t0, 1),
-               "teacher_tokens": {k: {"input": v.get("input_tokens", 0),
-                                      "output": v.get("output_tokens", 0)}
-                                  for k, v in teacher.items()}}
+                    "accuracy"
+                )
+        res = {
+            "task": self.card.name,
+            "run_dir": str(self.run_dir),
+            "config": {
+                "student": self.cfg.student.size,
+                "train_fraction": self.cfg.train_fraction,
+                "methods": list(self.cfg.methods),
+                "seed": self.cfg.seed,
+            },
+            "data": data,
+            "teacher": teacher,
+            "methods": methods,
+            "steps": dict(self.steps.timings),
+            "skipped_steps": list(self.steps.skipped),
+            "wall_seconds": round(time.time() - t0, 1),
+            "teacher_tokens": {
+                k: {"input": v.get("input_tokens", 0), "output": v.get("output_tokens", 0)}
+                for k, v in teacher.items()
+            },
+        }
         results.write(self.run_dir, res)
         return res
 
@@ -359,7 +494,7 @@ def stage_checkpoint(src: str, dest: Path) -> Path:
     if not tf.io.gfile.isdir(src):
         raise FileNotFoundError(f"initial checkpoint {src} is not a directory")
     for root, _, files in tf.io.gfile.walk(src):
-        rel = root[len(src):].lstrip("/")
+        rel = root[len(src) :].lstrip("/")
         (dest / rel).mkdir(parents=True, exist_ok=True)
         for name in files:
             tf.io.gfile.copy(f"{root}/{name}", str(dest / rel / name), overwrite=True)
@@ -372,8 +507,11 @@ def run_pipeline(cfg: PipelineConfig, student: Student | None = None, **kw: Any)
     if init and "://" in init:  # stage a gs:// checkpoint once, as a resumable step
         runner = StepRunner(cfg.out, log=kw.get("log", print))
         local = runner.step_dir("init_checkpoint") / "checkpoint"
-        runner.run("init_checkpoint", lambda d: {"path": str(stage_checkpoint(init, local))},
-                   inputs={"source": init})
+        runner.run(
+            "init_checkpoint",
+            lambda d: {"path": str(stage_checkpoint(init, local))},
+            inputs={"source": init},
+        )
         cfg = replace(cfg, student=replace(cfg.student, init_checkpoint=str(local)))
     if student is None:
         if cfg.student.trainer == "gin":

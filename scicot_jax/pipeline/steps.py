@@ -40,8 +40,9 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 class StepRunner:
     """Runs named steps inside ``run_dir``, skipping those already finished."""
 
-    def __init__(self, run_dir: str | Path, log: Callable[[str], None] = print,
-                 redo: tuple[str, ...] = ()):
+    def __init__(
+        self, run_dir: str | Path, log: Callable[[str], None] = print, redo: tuple[str, ...] = ()
+    ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -68,7 +69,8 @@ class StepRunner:
                 raise StepInputsChanged(
                     f"step {name!r} in {d} finished with other inputs "
                     f"({done.get('fingerprint')} != {fp}); delete that directory or pass "
-                    f"--redo {name}")
+                    f"--redo {name}"
+                )
             self.skipped.append(name)
             self.timings[name] = done["seconds"]
             self.log(f"[skip] {name} (finished in {done['seconds']:.1f}s)")
@@ -80,9 +82,16 @@ class StepRunner:
         seconds = time.time() - t0
         if not isinstance(result, dict):
             raise TypeError(f"step {name!r} must return a dict, got {type(result).__name__}")
-        _write_json_atomic(marker, {"name": name, "fingerprint": fp, "seconds": seconds,
-                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                    "result": result})
+        _write_json_atomic(
+            marker,
+            {
+                "name": name,
+                "fingerprint": fp,
+                "seconds": seconds,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "result": result,
+            },
+        )
         self.timings[name] = seconds
         self.log(f"[done] {name} in {seconds:.1f}s")
         return json.loads(json.dumps(result, default=str))

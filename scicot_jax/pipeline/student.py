@@ -46,12 +46,14 @@ def shift_right(targets_BxL: np.ndarray) -> np.ndarray:
 class TokenizedPairs:
     """(inputs, targets) texts as fixed-length token arrays."""
 
-    def __init__(self, vocab: Any, pairs: Sequence[tuple[str, str]], max_inputs: int,
-                 max_targets: int):
+    def __init__(
+        self, vocab: Any, pairs: Sequence[tuple[str, str]], max_inputs: int, max_targets: int
+    ):
         enc = [list(vocab.encode(i))[: max_inputs - 1] + [EOS] for i, _ in pairs]
         dec = [list(vocab.encode(t))[: max_targets - 1] + [EOS] for _, t in pairs]
         self.truncated = sum(len(vocab.encode(i)) >= max_inputs for i, _ in pairs) + sum(
-            len(vocab.encode(t)) >= max_targets for _, t in pairs)
+            len(vocab.encode(t)) >= max_targets for _, t in pairs
+        )
         self.inputs_length = min(max_inputs, round_up(max(len(e) for e in enc)))
         self.targets_length = min(max_targets, round_up(max(len(d) for d in dec)))
         self.encoder_BxL = pad_rows(enc, self.inputs_length)
@@ -63,12 +65,16 @@ class TokenizedPairs:
 
     def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         tgt = self.targets_BxL[idx]
-        return {"encoder_input_tokens": self.encoder_BxL[idx], "decoder_target_tokens": tgt,
-                "decoder_input_tokens": shift_right(tgt),
-                "decoder_loss_weights": (tgt > 0).astype(np.float32)}
+        return {
+            "encoder_input_tokens": self.encoder_BxL[idx],
+            "decoder_target_tokens": tgt,
+            "decoder_input_tokens": shift_right(tgt),
+            "decoder_loss_weights": (tgt > 0).astype(np.float32),
+        }
 
-    def batches(self, batch_size: int, seed: int, start: int = 0, host: int = 0,
-                hosts: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    def batches(
+        self, batch_size: int, seed: int, start: int = 0, host: int = 0, hosts: int = 1
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Endless shuffled epochs of global batches, positioned at batch ``start`` (the trainer
         resumes with it); on multi-host runs each host yields its rows ``host::hosts``."""
         n = len(self)
@@ -142,26 +148,46 @@ class T5Student:
         from scicot_jax.train.trainer import TrainConfig
 
         c = self.cfg
-        opt = OptimizerConfig(name=c.optimizer, learning_rate=c.learning_rate,
-                              schedule=c.schedule, warmup_steps=int(c.warmup_fraction * steps),
-                              weight_decay=c.weight_decay,
-                              clip_grad_norm=1.0 if c.optimizer == "adamw" else None)
-        return TrainConfig(model_dir=str(out_dir), train_steps=steps, batch_size=c.batch_size,
-                           model=self.model, optimizer=opt, seed=c.seed,
-                           feature_lengths={"inputs": data.inputs_length,
-                                            "targets": data.targets_length},
-                           checkpoint_period=steps, keep_checkpoints=1, async_checkpoints=False,
-                           log_period=max(1, steps // 5), handle_sigterm=False,
-                           initial_checkpoint_path=c.init_checkpoint)
+        opt = OptimizerConfig(
+            name=c.optimizer,
+            learning_rate=c.learning_rate,
+            schedule=c.schedule,
+            warmup_steps=int(c.warmup_fraction * steps),
+            weight_decay=c.weight_decay,
+            clip_grad_norm=1.0 if c.optimizer == "adamw" else None,
+        )
+        return TrainConfig(
+            model_dir=str(out_dir),
+            train_steps=steps,
+            batch_size=c.batch_size,
+            model=self.model,
+            optimizer=opt,
+            seed=c.seed,
+            feature_lengths={"inputs": data.inputs_length, "targets": data.targets_length},
+            checkpoint_period=steps,
+            keep_checkpoints=1,
+            async_checkpoints=False,
+            log_period=max(1, steps // 5),
+            handle_sigterm=False,
+            initial_checkpoint_path=c.init_checkpoint,
+        )
 
     def steps_for(self, stage: str) -> int:
         """Training steps of a stage: stage2_steps / scorer_steps when set, else steps."""
-        steps = {"stage2": self.cfg.stage2_steps,
-                 "scorer": self.cfg.scorer_steps or max(1, self.cfg.steps // 2)}.get(stage)
+        steps = {
+            "stage2": self.cfg.stage2_steps,
+            "scorer": self.cfg.scorer_steps or max(1, self.cfg.steps // 2),
+        }.get(stage)
         return steps or self.cfg.steps
 
-    def train(self, pairs: Sequence[tuple[str, str]], out_dir: Path, *, stage: str,
-              task: str | None = None) -> dict:
+    def train(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        out_dir: Path,
+        *,
+        stage: str,
+        task: str | None = None,
+    ) -> dict:
         """Train a fresh student on ``pairs`` into ``out_dir``; resumes from its checkpoints.
         (``task``, the SeqIO name of the same data, is for the gin trainer; unused here.)"""
         import jax
@@ -171,27 +197,40 @@ class T5Student:
         steps = self.steps_for(stage)
         data = TokenizedPairs(self.vocab, pairs, self.max_inputs, self.max_targets)
         if data.truncated:
-            log.warning("%s: %d texts truncated to %d/%d tokens", stage, data.truncated,
-                        self.max_inputs, self.max_targets)
+            log.warning(
+                "%s: %d texts truncated to %d/%d tokens",
+                stage,
+                data.truncated,
+                self.max_inputs,
+                self.max_targets,
+            )
         tc = self.train_config(out_dir, data, steps)
-        res = trainer.train(tc, lambda start: data.batches(
-            tc.batch_size, self.cfg.seed, start, jax.process_index(), jax.process_count()),
-            return_state=True)
+        res = trainer.train(
+            tc,
+            lambda start: data.batches(
+                tc.batch_size, self.cfg.seed, start, jax.process_index(), jax.process_count()
+            ),
+            return_state=True,
+        )
         ckpt = str(out_dir)
         if res.state is not None:
             self._params[ckpt] = res.state.params
         lengths = {"inputs": data.inputs_length, "targets": data.targets_length}
         (out_dir / STUDENT_FILE).write_text(json.dumps({"lengths": lengths, "stage": stage}))
-        return {"checkpoint": ckpt, "steps": res.step, "train_tokens":
-                int(res.step * tc.batch_size * data.tokens_per_example),
-                "final_loss": res.metrics.get("loss"), "final_accuracy": res.metrics.get("accuracy"),
-                "lengths": lengths,
-                "truncated": data.truncated}
+        return {
+            "checkpoint": ckpt,
+            "steps": res.step,
+            "train_tokens": int(res.step * tc.batch_size * data.tokens_per_example),
+            "final_loss": res.metrics.get("loss"),
+            "final_accuracy": res.metrics.get("accuracy"),
+            "lengths": lengths,
+            "truncated": data.truncated,
+        }
 
     def params(self, checkpoint: str) -> Any:
         """Params of a trainer model dir or any initial checkpoint (HF, orbax), cached."""
         if checkpoint not in self._params:
-            from scicot_jax.train import inference
+            from scicot_jax.runtime import inference
 
             _, self._params[checkpoint] = inference.load_model(checkpoint, self.model, self.mesh)
         return self._params[checkpoint]
@@ -203,7 +242,7 @@ class T5Student:
     @property
     def mesh(self) -> Any:
         if self._mesh is None:
-            from scicot_jax.train import partitioning
+            from scicot_jax.runtime import partitioning
 
             self._mesh = partitioning.make_mesh()
         return self._mesh
@@ -227,24 +266,36 @@ class T5Student:
         """Greedy decodes, batched and sharded over the data axis."""
         if not inputs:
             return []
-        from scicot_jax.train import inference
+        from scicot_jax.runtime import inference
 
         rows, length = self._tokens(inputs, self.max_inputs)
-        outs = inference.predict(self.params(checkpoint), self.model_for(checkpoint), self.mesh,
-                                 rows, input_length=length,
-                                 max_decode_length=self.decode_length(checkpoint),
-                                 batch_size=self.cfg.eval_batch_size)
+        outs = inference.predict(
+            self.params(checkpoint),
+            self.model_for(checkpoint),
+            self.mesh,
+            rows,
+            input_length=length,
+            max_decode_length=self.decode_length(checkpoint),
+            batch_size=self.cfg.eval_batch_size,
+        )
         return [self.vocab.decode(tokens[0]) for tokens, _ in outs]
 
     def score(self, checkpoint: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Mean token NLL of each target given its input (the RD of MoRSD for stage-2 pairs)."""
         if not pairs:
             return []
-        from scicot_jax.train import inference
+        from scicot_jax.runtime import inference
 
         enc, enc_len = self._tokens([i for i, _ in pairs], self.max_inputs)
         tgt, tgt_len = self._tokens([t for _, t in pairs], self.max_targets)
-        res = inference.score(self.params(checkpoint), self.model_for(checkpoint), self.mesh,
-                              enc, tgt, input_length=enc_len, target_length=tgt_len,
-                              batch_size=self.cfg.eval_batch_size)
+        res = inference.score(
+            self.params(checkpoint),
+            self.model_for(checkpoint),
+            self.mesh,
+            enc,
+            tgt,
+            input_length=enc_len,
+            target_length=tgt_len,
+            batch_size=self.cfg.eval_batch_size,
+        )
         return [-r["mean_logprob"] for r in res]

@@ -20,9 +20,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 NO_DEGREE_METHODS = ("baseline",)
-COLUMNS = ("run", "method", "selection", "degree", "train_fraction", "student", "rationales_used",
-           "train_examples", "accuracy_test", "accuracy_validation", "teacher_accuracy",
-           "train_tokens", "wall_seconds")
+COLUMNS = (
+    "run",
+    "method",
+    "selection",
+    "degree",
+    "train_fraction",
+    "student",
+    "rationales_used",
+    "train_examples",
+    "accuracy_test",
+    "accuracy_validation",
+    "teacher_accuracy",
+    "train_tokens",
+    "wall_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -41,16 +53,28 @@ class StudyRun:
 
     def argv(self, out_dir: str) -> list[str]:
         """Pipeline arguments specific to this run."""
-        return ["--methods", self.method_spec(), "--train-fraction", f"{self.train_fraction:g}",
-                "--student", self.student, "--out", out_dir]
+        return [
+            "--methods",
+            self.method_spec(),
+            "--train-fraction",
+            f"{self.train_fraction:g}",
+            "--student",
+            self.student,
+            "--out",
+            out_dir,
+        ]
 
 
 def _fmt_fraction(f: float) -> str:
     return f"{f:g}".replace(".", "p")
 
 
-def plan(methods: Sequence[str], degrees: Sequence[int], fractions: Sequence[float] = (1.0,),
-         students: Sequence[str] = ("tiny",)) -> list[StudyRun]:
+def plan(
+    methods: Sequence[str],
+    degrees: Sequence[int],
+    fractions: Sequence[float] = (1.0,),
+    students: Sequence[str] = ("tiny",),
+) -> list[StudyRun]:
     """All runs of the sweep; methods without rationales get one run per (fraction, student)."""
     runs = []
     for student in students:
@@ -59,7 +83,7 @@ def plan(methods: Sequence[str], degrees: Sequence[int], fractions: Sequence[flo
                 raise ValueError(f"train fraction must be in (0, 1], got {frac}")
             for method in methods:
                 base = method.split("+")[0]
-                for d in ((0,) if base in NO_DEGREE_METHODS else degrees):
+                for d in (0,) if base in NO_DEGREE_METHODS else degrees:
                     if base not in NO_DEGREE_METHODS and d < 1:
                         raise ValueError(f"degree must be >= 1 for {method}, got {d}")
                     name = f"{method.replace('+', '-')}_d{d}_f{_fmt_fraction(frac)}_{student}"
@@ -83,23 +107,34 @@ class TpuTarget:
     gcs_dir: str | None = None  # copy each finished run directory here (gsutil rsync)
 
 
-def commands(runs: Sequence[StudyRun], study_dir: str | Path, base_args: Sequence[str],
-             tpu: TpuTarget | None = None, python: str = "python") -> list[str]:
+def commands(
+    runs: Sequence[StudyRun],
+    study_dir: str | Path,
+    base_args: Sequence[str],
+    tpu: TpuTarget | None = None,
+    python: str = "python",
+) -> list[str]:
     """One shell line per run: the pipeline command, or its gcloud TPU-VM ssh wrapper."""
     lines = []
     for run in runs:
         if tpu is None:
-            argv = [python, "tools/run_pipeline.py", "run", *base_args,
-                    *run.argv(str(run_dir(study_dir, run)))]
+            argv = [
+                python,
+                "tools/run_pipeline.py",
+                "run",
+                *base_args,
+                *run.argv(str(run_dir(study_dir, run))),
+            ]
             lines.append(shlex.join(argv))
             continue
         out = f"{study_dir}/runs/{run.name}"
-        inner = shlex.join([tpu.python, "tools/run_pipeline.py", "run", *base_args,
-                            *run.argv(out)])
+        inner = shlex.join([tpu.python, "tools/run_pipeline.py", "run", *base_args, *run.argv(out)])
         inner = f"cd {tpu.repo_dir} && {inner}"
         if tpu.gcs_dir:
-            inner += f" && gsutil -m rsync -r {shlex.quote(out)} " \
-                     f"{shlex.quote(tpu.gcs_dir.rstrip('/') + '/runs/' + run.name)}"
+            inner += (
+                f" && gsutil -m rsync -r {shlex.quote(out)} "
+                f"{shlex.quote(tpu.gcs_dir.rstrip('/') + '/runs/' + run.name)}"
+            )
         ssh = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", tpu.name, f"--zone={tpu.zone}"]
         if tpu.project:
             ssh.append(f"--project={tpu.project}")
@@ -114,15 +149,22 @@ def write_plan(study_dir: str | Path, runs: Sequence[StudyRun], lines: Sequence[
     d.mkdir(parents=True, exist_ok=True)
     (d / "plan.json").write_text(json.dumps([asdict(r) for r in runs], indent=2) + "\n")
     script = d / "commands.sh"
-    script.write_text("#!/bin/sh\n# One line per run of the study; run them in any order.\nset -e\n"
-                      + "\n".join(lines) + "\n")
+    script.write_text(
+        "#!/bin/sh\n# One line per run of the study; run them in any order.\nset -e\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     script.chmod(0o755)
     return script
 
 
-def run_local(runs: Sequence[StudyRun], study_dir: str | Path, base_args: Sequence[str],
-              pipeline_main: Callable[[list[str]], object],
-              log: Callable[[str], None] = print) -> dict[str, str]:
+def run_local(
+    runs: Sequence[StudyRun],
+    study_dir: str | Path,
+    base_args: Sequence[str],
+    pipeline_main: Callable[[list[str]], object],
+    log: Callable[[str], None] = print,
+) -> dict[str, str]:
     """Run each point in sequence in this process; a failed run is logged and the sweep goes on."""
     status = {}
     for i, run in enumerate(runs):
@@ -147,28 +189,35 @@ def collect(study_dir: str | Path) -> list[dict]:
     """One row per (run, method) from ``<study>/runs/*/results.json``, sorted by run name."""
     rows = []
     plan_file = Path(study_dir) / "plan.json"
-    planned = {r["name"]: r for r in json.loads(plan_file.read_text())} if plan_file.exists() else {}
+    planned = (
+        {r["name"]: r for r in json.loads(plan_file.read_text())} if plan_file.exists() else {}
+    )
     for path in sorted(Path(study_dir).glob("runs/*/results.json")):
         res = json.loads(path.read_text())
         name = path.parent.name
         cfg = res.get("config", {})
         for key, m in res.get("methods", {}).items():
             acc = m.get("accuracy", {})
-            rows.append({
-                "run": name,
-                "method": m.get("method", key) + ("+morsd" if m.get("selection") == "morsd" else ""),
-                "selection": m.get("selection", "none"),
-                "degree": m.get("degree", 0),
-                "train_fraction": cfg.get("train_fraction", planned.get(name, {}).get("train_fraction")),
-                "student": cfg.get("student", planned.get(name, {}).get("student")),
-                "rationales_used": m.get("rationales_used", 0),
-                "train_examples": m.get("train_examples"),
-                "accuracy_test": acc.get("test"),
-                "accuracy_validation": acc.get("validation"),
-                "teacher_accuracy": m.get("teacher_accuracy"),
-                "train_tokens": m.get("train_tokens"),
-                "wall_seconds": m.get("seconds"),
-            })
+            rows.append(
+                {
+                    "run": name,
+                    "method": m.get("method", key)
+                    + ("+morsd" if m.get("selection") == "morsd" else ""),
+                    "selection": m.get("selection", "none"),
+                    "degree": m.get("degree", 0),
+                    "train_fraction": cfg.get(
+                        "train_fraction", planned.get(name, {}).get("train_fraction")
+                    ),
+                    "student": cfg.get("student", planned.get(name, {}).get("student")),
+                    "rationales_used": m.get("rationales_used", 0),
+                    "train_examples": m.get("train_examples"),
+                    "accuracy_test": acc.get("test"),
+                    "accuracy_validation": acc.get("validation"),
+                    "teacher_accuracy": m.get("teacher_accuracy"),
+                    "train_tokens": m.get("train_tokens"),
+                    "wall_seconds": m.get("seconds"),
+                }
+            )
     return rows
 
 
@@ -178,7 +227,9 @@ def _cell(v) -> str:
     return "" if v is None else str(v)
 
 
-def render(rows: Sequence[dict], out_dir: str | Path, title: str = "Scaling study") -> dict[str, Path]:
+def render(
+    rows: Sequence[dict], out_dir: str | Path, title: str = "Scaling study"
+) -> dict[str, Path]:
     """Write study.csv, study.md, accuracy_vs_degree.png and accuracy_vs_rationales.png."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,8 +264,10 @@ def _plots(rows: Sequence[dict], out: Path) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
     paths = {}
-    for key, x, xlabel in (("degree", "degree", "diverse-reasoning degree D"),
-                           ("rationales", "rationales_used", "rationales used for training")):
+    for key, x, xlabel in (
+        ("degree", "degree", "diverse-reasoning degree D"),
+        ("rationales", "rationales_used", "rationales used for training"),
+    ):
         fig, ax = plt.subplots(figsize=(6, 4))
         for label, pts in _series(rows, x).items():
             if x == "degree" and all(px == 0 for px, _ in pts):

@@ -23,18 +23,29 @@ def _csv(kind):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scaling_study.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="scaling_study.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("plan", "run"):
         s = sub.add_parser(name)
         s.add_argument("--out", required=True, help="study directory")
-        s.add_argument("--methods", type=_csv(str), default=["finetune_cot", "scicot"],
-                       help="comma list: baseline, finetune_cot, scicot, with optional +morsd")
+        s.add_argument(
+            "--methods",
+            type=_csv(str),
+            default=["finetune_cot", "scicot"],
+            help="comma list: baseline, finetune_cot, scicot, with optional +morsd",
+        )
         s.add_argument("--degrees", type=_csv(int), default=[1, 2, 4])
         s.add_argument("--fractions", type=_csv(float), default=[1.0])
-        s.add_argument("--students", type=_csv(str), default=["tiny"],
-                       help="model presets (tiny, small, base, ...)")
+        s.add_argument(
+            "--students",
+            type=_csv(str),
+            default=["tiny"],
+            help="model presets (tiny, small, base, ...)",
+        )
         if name == "plan":
             s.add_argument("--python", default="python")
             s.add_argument("--tpu-name", help="Cloud TPU VM: wrap each line in gcloud ... ssh")
@@ -62,8 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tpu_name:
             if not args.zone:
                 raise SystemExit("--tpu-name needs --zone")
-            tpu = study.TpuTarget(args.tpu_name, args.zone, args.project, args.repo_dir,
-                                  gcs_dir=args.gcs_dir)
+            tpu = study.TpuTarget(
+                args.tpu_name, args.zone, args.project, args.repo_dir, gcs_dir=args.gcs_dir
+            )
         lines = study.commands(runs, args.out, base_args, tpu=tpu, python=args.python)
         script = study.write_plan(args.out, runs, lines)
         print("\n".join(lines))

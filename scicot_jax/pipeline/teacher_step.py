@@ -38,8 +38,14 @@ def summarize_store(store_dir: Path) -> dict:
     }
 
 
-def run(t: TeacherConfig, card: Any, prompt: str, samples: int, examples: Sequence[Example],
-        out_dir: Path) -> dict:
+def run(
+    t: TeacherConfig,
+    card: Any,
+    prompt: str,
+    samples: int,
+    examples: Sequence[Example],
+    out_dir: Path,
+) -> dict:
     """Fill ``<out_dir>/store`` with ``samples`` rationales per example; returns a summary."""
     store_dir = out_dir / STORE
     if t.backend == "import":
@@ -58,18 +64,34 @@ def run(t: TeacherConfig, card: Any, prompt: str, samples: int, examples: Sequen
         backend, base_url, options["api"] = "openai", server.url, "completions"
     try:
         summary = teacher.run_teacher(
-            list(examples), card=card, backend=backend, model=t.model, prompt=prompt,
-            samples=samples, temperature=temperature,
-            cache_path=str(t.cache or out_dir / "cache.sqlite"), out_dir=str(store_dir),
-            base_url=base_url, max_requests=t.max_requests, split="train", **options)
+            list(examples),
+            card=card,
+            backend=backend,
+            model=t.model,
+            prompt=prompt,
+            samples=samples,
+            temperature=temperature,
+            cache_path=str(t.cache or out_dir / "cache.sqlite"),
+            out_dir=str(store_dir),
+            base_url=base_url,
+            max_requests=t.max_requests,
+            split="train",
+            **options,
+        )
     finally:
         if server is not None:
             server.close()
     if summary.get("status") not in (None, "complete"):
-        raise RuntimeError(f"teacher run {store_dir} stopped: {summary.get('status')} "
-                           f"({summary.get('message', '')}); re-run to resume it")
-    return {**summarize_store(store_dir), "backend": t.backend, "temperature": temperature,
-            "run": {k: v for k, v in summary.items() if isinstance(v, int | float | str)}}
+        raise RuntimeError(
+            f"teacher run {store_dir} stopped: {summary.get('status')} "
+            f"({summary.get('message', '')}); re-run to resume it"
+        )
+    return {
+        **summarize_store(store_dir),
+        "backend": t.backend,
+        "temperature": temperature,
+        "run": {k: v for k, v in summary.items() if isinstance(v, int | float | str)},
+    }
 
 
 def _import(t: TeacherConfig, card: Any, examples: Sequence[Example], store_dir: Path) -> None:
@@ -79,10 +101,14 @@ def _import(t: TeacherConfig, card: Any, examples: Sequence[Example], store_dir:
 
     name, _, arg = (t.importer or "").partition(":")
     if name not in importers.IMPORTERS:
-        raise ValueError(f"teacher backend 'import' needs importer NAME[:ARG], NAME one of "
-                         f"{sorted(importers.IMPORTERS)}; got {t.importer!r}")
+        raise ValueError(
+            f"teacher backend 'import' needs importer NAME[:ARG], NAME one of "
+            f"{sorted(importers.IMPORTERS)}; got {t.importer!r}"
+        )
     run = importers.IMPORTERS[name](*([arg] if arg else []), data_dir=t.import_path)
     if run.card.name != card.name:
-        raise ValueError(f"importer {t.importer!r} reads card {run.card.name!r}, but the "
-                         f"pipeline's task is {card.name!r}")
+        raise ValueError(
+            f"importer {t.importer!r} reads card {run.card.name!r}, but the "
+            f"pipeline's task is {card.name!r}"
+        )
     importers.write_run(run, store_dir)

@@ -18,10 +18,19 @@ from scicot_jax.data.examples import Example
 
 # T5 conventions (pad=0, eos=1, unk=2, no bos), single-threaded and unshuffled so the model
 # is deterministic.
-SPM_OPTIONS = dict(model_type="bpe", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                   character_coverage=1.0, hard_vocab_limit=False,
-                   num_threads=1, shuffle_input_sentence=False, input_sentence_size=0,
-                   minloglevel=2)
+SPM_OPTIONS = dict(
+    model_type="bpe",
+    pad_id=0,
+    eos_id=1,
+    unk_id=2,
+    bos_id=-1,
+    character_coverage=1.0,
+    hard_vocab_limit=False,
+    num_threads=1,
+    shuffle_input_sentence=False,
+    input_sentence_size=0,
+    minloglevel=2,
+)
 
 
 def corpus(examples: Sequence[Example], rationales: Iterable[str]) -> list[str]:
@@ -47,9 +56,14 @@ def train(out_dir: Path, texts: Sequence[str], vocab_size: int, split_digits: bo
     if not texts:
         raise ValueError("task vocabulary: no texts to train on")
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model,
-                                   vocab_size=vocab_size, max_sentence_length=1 << 14,
-                                   split_digits=split_digits, **SPM_OPTIONS)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=vocab_size,
+        max_sentence_length=1 << 14,
+        split_digits=split_digits,
+        **SPM_OPTIONS,
+    )
     path = out_dir / "task.model"
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(model.getvalue())

@@ -4,5 +4,13 @@ from scicot_jax.selection.morsd import Decision, Selection, SelectionConfig, sel
 from scicot_jax.selection.report import render_markdown, write_report
 from scicot_jax.selection.similarity import char_cosine, jaccard
 
-__all__ = ["Decision", "Selection", "SelectionConfig", "select", "render_markdown",
-           "write_report", "char_cosine", "jaccard"]
+__all__ = [
+    "Decision",
+    "Selection",
+    "SelectionConfig",
+    "select",
+    "render_markdown",
+    "write_report",
+    "char_cosine",
+    "jaccard",
+]

@@ -33,8 +33,16 @@ Scorer = Callable[[Sequence[tuple[str, str]]], Sequence[float]]
 PairFn = Callable[[Any, str], tuple[str, str]]
 
 KEPT = "kept"
-REASONS = (KEPT, "unknown_example", "beyond_degree", "empty", "unparsed", "incorrect",
-           "duplicate", "over_budget")
+REASONS = (
+    KEPT,
+    "unknown_example",
+    "beyond_degree",
+    "empty",
+    "unparsed",
+    "incorrect",
+    "duplicate",
+    "over_budget",
+)
 
 
 @dataclass(frozen=True)
@@ -152,24 +160,40 @@ def select(
                 kept_here.append(i)
             else:
                 j, s = dup
-                decisions[i] = Decision(qid, records[i].sample_index, False, "duplicate", rd.get(i),
-                                        records[j].sample_index, round(s, 4))
+                decisions[i] = Decision(
+                    qid,
+                    records[i].sample_index,
+                    False,
+                    "duplicate",
+                    rd.get(i),
+                    records[j].sample_index,
+                    round(s, 4),
+                )
         survivors[qid] = kept_here
 
     chosen = _apply_budget(survivors, cfg, order, n_correct=len(candidates))
     for idxs in survivors.values():
         for i in idxs:
             ok = i in chosen
-            decisions[i] = Decision(records[i].example_id, records[i].sample_index, ok,
-                                    KEPT if ok else "over_budget", rd.get(i))
+            decisions[i] = Decision(
+                records[i].example_id,
+                records[i].sample_index,
+                ok,
+                KEPT if ok else "over_budget",
+                rd.get(i),
+            )
     final = [d for d in decisions if d is not None]
     assert len(final) == len(records)
     kept = [rec for rec, d in zip(records, final) if d.kept]
     return Selection(kept, final, summarize(final, cfg, scored=bool(rd)))
 
 
-def _apply_budget(survivors: dict[str, list[int]], cfg: SelectionConfig,
-                  order: Callable[[int], tuple[float, int]], n_correct: int) -> set[int]:
+def _apply_budget(
+    survivors: dict[str, list[int]],
+    cfg: SelectionConfig,
+    order: Callable[[int], tuple[float, int]],
+    n_correct: int,
+) -> set[int]:
     if cfg.per_question is not None:
         return {i for idxs in survivors.values() for i in idxs[: cfg.per_question]}
     if cfg.fraction is None:
@@ -193,8 +217,9 @@ def summarize(decisions: Sequence[Decision], cfg: SelectionConfig, scored: bool)
     questions = {d.example_id for d in decisions}
     covered = {d.example_id for d in decisions if d.kept}
     rd_kept = [d.rd for d in decisions if d.kept and d.rd is not None and math.isfinite(d.rd)]
-    rd_dropped = [d.rd for d in decisions
-                  if not d.kept and d.rd is not None and math.isfinite(d.rd)]
+    rd_dropped = [
+        d.rd for d in decisions if not d.kept and d.rd is not None and math.isfinite(d.rd)
+    ]
     return {
         "records": len(decisions),
         "kept": reasons.get(KEPT, 0),

@@ -24,24 +24,40 @@ def render_markdown(selection: Selection, title: str = "Rationale selection") ->
     """A short human-readable account of what was kept and why."""
     s = selection.summary
     cfg = s["config"]
-    lines = [f"# {title}", "",
-             f"{s['kept']} of {s['records']} rationales kept; "
-             f"{s['questions_with_kept']} of {s['questions']} questions keep at least one.", "",
-             f"Similarity: `{cfg['measure']}` >= {cfg['threshold']} is a near-duplicate; "
-             f"difficulty scored: {s['scored']}; budget: "
-             + (f"{cfg['per_question']} per question" if cfg["per_question"] else
-                f"{cfg['fraction']:.0%} of correct rationales (min {cfg['min_per_question']} "
-                "per question)" if cfg["fraction"] else "none"),
-             "", "| reason | count | meaning |", "|---|---:|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        f"{s['kept']} of {s['records']} rationales kept; "
+        f"{s['questions_with_kept']} of {s['questions']} questions keep at least one.",
+        "",
+        f"Similarity: `{cfg['measure']}` >= {cfg['threshold']} is a near-duplicate; "
+        f"difficulty scored: {s['scored']}; budget: "
+        + (
+            f"{cfg['per_question']} per question"
+            if cfg["per_question"]
+            else f"{cfg['fraction']:.0%} of correct rationales (min {cfg['min_per_question']} "
+            "per question)"
+            if cfg["fraction"]
+            else "none"
+        ),
+        "",
+        "| reason | count | meaning |",
+        "|---|---:|---|",
+    ]
     for reason, n in s["reasons"].items():
         lines.append(f"| {reason} | {n} | {_EXPLAIN.get(reason, '')} |")
     if s["scored"]:
-        lines += ["", f"Mean RD (answer NLL per token) of kept: {s['mean_rd_kept']}, "
-                      f"of dropped correct candidates: {s['mean_rd_dropped']}."]
+        lines += [
+            "",
+            f"Mean RD (answer NLL per token) of kept: {s['mean_rd_kept']}, "
+            f"of dropped correct candidates: {s['mean_rd_dropped']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_report(selection: Selection, out_dir: str | Path, title: str = "Rationale selection") -> Path:
+def write_report(
+    selection: Selection, out_dir: str | Path, title: str = "Rationale selection"
+) -> Path:
     """Write decisions.jsonl, summary.json and report.md under ``out_dir``; returns the .md path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -66,4 +66,6 @@ def get_measure(name: str) -> Callable[[str, str], float]:
     try:
         return MEASURES[name]
     except KeyError:
-        raise ValueError(f"unknown similarity measure {name!r}; choose from {sorted(MEASURES)}") from None
+        raise ValueError(
+            f"unknown similarity measure {name!r}; choose from {sorted(MEASURES)}"
+        ) from None

@@ -12,20 +12,44 @@ from typing import Any
 _ALIASES = {"rpm": "requests_per_minute", "tpm": "tokens_per_minute"}
 
 
-def _config(backend: str, model: str, prompt: str, samples: int, temperature: float,
-            base_url: str | None, options: dict[str, Any]) -> Any:
+def _config(
+    backend: str,
+    model: str,
+    prompt: str,
+    samples: int,
+    temperature: float,
+    base_url: str | None,
+    options: dict[str, Any],
+) -> Any:
     from scicot_jax.teacher.runner import RunConfig
 
     opts = {_ALIASES.get(k, k): v for k, v in options.items() if v is not None}
     opts.setdefault("progress", False)
-    return RunConfig(backend=backend, model=model, prompt=prompt, samples=samples,
-                     temperature=temperature, base_url=base_url, **opts)
+    return RunConfig(
+        backend=backend,
+        model=model,
+        prompt=prompt,
+        samples=samples,
+        temperature=temperature,
+        base_url=base_url,
+        **opts,
+    )
 
 
-async def arun_teacher(examples: Iterable[Any] | Callable[[], Iterator[Any]], *, card: Any,
-                       backend: str, model: str, prompt: str, samples: int, temperature: float,
-                       cache_path: str, out_dir: str, base_url: str | None = None,
-                       **options: Any) -> dict[str, Any]:
+async def arun_teacher(
+    examples: Iterable[Any] | Callable[[], Iterator[Any]],
+    *,
+    card: Any,
+    backend: str,
+    model: str,
+    prompt: str,
+    samples: int,
+    temperature: float,
+    cache_path: str,
+    out_dir: str,
+    base_url: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Async form of `run_teacher`."""
     from scicot_jax.teacher.inputs import as_source
     from scicot_jax.teacher.runner import TeacherRun
@@ -34,10 +58,20 @@ async def arun_teacher(examples: Iterable[Any] | Callable[[], Iterator[Any]], *,
     return await TeacherRun(cfg, card, as_source(examples), cache_path, out_dir).run()
 
 
-def run_teacher(examples: Iterable[Any] | Callable[[], Iterator[Any]], *, card: Any,
-                backend: str, model: str, prompt: str, samples: int, temperature: float,
-                cache_path: str, out_dir: str, base_url: str | None = None,
-                **options: Any) -> dict[str, Any]:
+def run_teacher(
+    examples: Iterable[Any] | Callable[[], Iterator[Any]],
+    *,
+    card: Any,
+    backend: str,
+    model: str,
+    prompt: str,
+    samples: int,
+    temperature: float,
+    cache_path: str,
+    out_dir: str,
+    base_url: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Query a teacher for `samples` rationales per example into the run at `out_dir`.
 
     examples: a sequence of Examples, or a zero-argument callable returning an iterator (read
@@ -46,10 +80,21 @@ def run_teacher(examples: Iterable[Any] | Callable[[], Iterator[Any]], *, card: 
     max_tokens, max_cost, max_requests, seed, split, exemplars, progress, ...); None is ignored.
     Returns the summary dict (status, counters, teacher_accuracy, ...).
     """
-    return asyncio.run(arun_teacher(examples, card=card, backend=backend, model=model,
-                                    prompt=prompt, samples=samples, temperature=temperature,
-                                    cache_path=cache_path, out_dir=out_dir, base_url=base_url,
-                                    **options))
+    return asyncio.run(
+        arun_teacher(
+            examples,
+            card=card,
+            backend=backend,
+            model=model,
+            prompt=prompt,
+            samples=samples,
+            temperature=temperature,
+            cache_path=cache_path,
+            out_dir=out_dir,
+            base_url=base_url,
+            **options,
+        )
+    )
 
 
 def start_oracle_server(port: int = 0, **opts: Any) -> Any:

@@ -179,10 +179,16 @@ class OpenAIBackend:
         self._max_tokens_field = max_tokens_field
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         url = normalise_base_url(base_url or DEFAULT_URLS["openai"], "openai")
-        self._clients = _Lanes(lambda n: httpx.AsyncClient(
-            base_url=url, headers=headers, timeout=httpx.Timeout(timeout), verify=_ssl_context(),
-            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
-        ), max_connections)
+        self._clients = _Lanes(
+            lambda n: httpx.AsyncClient(
+                base_url=url,
+                headers=headers,
+                timeout=httpx.Timeout(timeout),
+                verify=_ssl_context(),
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            ),
+            max_connections,
+        )
 
     def _body(self, req: GenRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -238,7 +244,9 @@ class OpenAIBackend:
         finish = choice.get("finish_reason") or "stop"
         return GenResponse(
             text=out,
-            finish_reason="length" if finish == "length" else ("stop" if finish == "stop" else finish),
+            finish_reason="length"
+            if finish == "length"
+            else ("stop" if finish == "stop" else finish),
             input_tokens=int(usage.get("prompt_tokens") or _estimate_tokens(req.prompt)),
             output_tokens=int(usage.get("completion_tokens") or _estimate_tokens(out)),
         )
@@ -252,8 +260,15 @@ class GeminiBackend:
     """Gemini `generateContent` through google-genai's async client, SDK retries off."""
 
     provider = "gemini"
-    _BLOCKED = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "LANGUAGE",
-                "IMAGE_SAFETY")
+    _BLOCKED = (
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "LANGUAGE",
+        "IMAGE_SAFETY",
+    )
 
     def __init__(
         self,
@@ -271,13 +286,18 @@ class GeminiBackend:
         url = normalise_base_url(base_url or DEFAULT_URLS["gemini"], "gemini")
 
         def make(n: int) -> tuple[Any, httpx.AsyncClient]:
-            http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), verify=_ssl_context(),
-                                     limits=httpx.Limits(
-                max_connections=n, max_keepalive_connections=n))
-            opts = types.HttpOptions(base_url=url, api_version="v1beta",
-                                     timeout=int(timeout * 1000),
-                                     retry_options=types.HttpRetryOptions(attempts=1),
-                                     httpx_async_client=http)
+            http = httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout),
+                verify=_ssl_context(),
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            )
+            opts = types.HttpOptions(
+                base_url=url,
+                api_version="v1beta",
+                timeout=int(timeout * 1000),
+                retry_options=types.HttpRetryOptions(attempts=1),
+                httpx_async_client=http,
+            )
             # A loopback server needs no key; the SDK insists on one, so give a dummy.
             return genai.Client(api_key=api_key or "no-key", http_options=opts), http
 
@@ -342,8 +362,9 @@ class GeminiBackend:
         return GenResponse(
             text=text,
             finish_reason={"STOP": "stop", "MAX_TOKENS": "length"}.get(finish, finish.lower()),
-            input_tokens=int(getattr(usage, "prompt_token_count", None)
-                             or _estimate_tokens(req.prompt)),
+            input_tokens=int(
+                getattr(usage, "prompt_token_count", None) or _estimate_tokens(req.prompt)
+            ),
             output_tokens=int(out_tokens or _estimate_tokens(text)),
         )
 
@@ -369,14 +390,21 @@ def make_backend(
         key = api_key or api_key_from_env("gemini")
         if key is None and base_url is None:
             raise ValueError("Gemini needs GEMINI_API_KEY or GOOGLE_API_KEY in the environment")
-        return GeminiBackend(base_url=base_url, api_key=key, timeout=timeout,
-                             max_connections=max_connections)
+        return GeminiBackend(
+            base_url=base_url, api_key=key, timeout=timeout, max_connections=max_connections
+        )
     if backend == "openai":
         key = api_key or api_key_from_env("openai")
         if key is None and base_url is None:
             raise ValueError("OpenAI needs OPENAI_API_KEY in the environment")
-        return OpenAIBackend(api, base_url=base_url, api_key=key, timeout=timeout,
-                             max_connections=max_connections, max_tokens_field=max_tokens_field)
+        return OpenAIBackend(
+            api,
+            base_url=base_url,
+            api_key=key,
+            timeout=timeout,
+            max_connections=max_connections,
+            max_tokens_field=max_tokens_field,
+        )
     raise ValueError(f"unknown backend {backend!r}; expected gemini or openai")
 
 
@@ -388,6 +416,14 @@ def provider_name(backend: str, api: str = "chat") -> str:
 
 
 __all__ = [
-    "Backend", "GeminiBackend", "OpenAIBackend", "make_backend", "provider_name",
-    "api_key_from_env", "parse_retry_after", "parse_duration", "gemini_error_details", "scrub",
+    "Backend",
+    "GeminiBackend",
+    "OpenAIBackend",
+    "make_backend",
+    "provider_name",
+    "api_key_from_env",
+    "parse_retry_after",
+    "parse_duration",
+    "gemini_error_details",
+    "scrub",
 ]

@@ -66,7 +66,9 @@ class Cache:
         return None if row is None else GenResponse.from_json(row[0])
 
     def __contains__(self, key: str) -> bool:
-        return self._db.execute("SELECT 1 FROM responses WHERE key=?", (key,)).fetchone() is not None
+        return (
+            self._db.execute("SELECT 1 FROM responses WHERE key=?", (key,)).fetchone() is not None
+        )
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
@@ -80,8 +82,14 @@ class Cache:
         """Recorded failures, oldest first."""
         q = "SELECT key, request, error, status, message, created FROM failures ORDER BY id"
         for key, req, err, status, msg, created in self._db.execute(q):
-            yield {"key": key, "request": req, "error": err, "status": status,
-                   "message": msg, "created": created}
+            yield {
+                "key": key,
+                "request": req,
+                "error": err,
+                "status": status,
+                "message": msg,
+                "created": created,
+            }
 
     def failure_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM failures").fetchone()[0]

@@ -30,13 +30,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--limit", type=int, help="only the first N examples")
     t = p.add_argument_group("teacher")
     t.add_argument("--backend", required=True, choices=("gemini", "openai"))
-    t.add_argument("--api", default="chat", choices=("chat", "completions"),
-                   help="OpenAI-compatible route")
+    t.add_argument(
+        "--api", default="chat", choices=("chat", "completions"), help="OpenAI-compatible route"
+    )
     t.add_argument("--base-url", help="endpoint override (vLLM, a loopback oracle, a proxy)")
     t.add_argument("--model", required=True)
-    t.add_argument("--max-tokens-field", default="max_tokens",
-                   choices=("max_tokens", "max_completion_tokens"),
-                   help="OpenAI: o-series models want max_completion_tokens")
+    t.add_argument(
+        "--max-tokens-field",
+        default="max_tokens",
+        choices=("max_tokens", "max_completion_tokens"),
+        help="OpenAI: o-series models want max_completion_tokens",
+    )
     t.add_argument("--prompt", required=True, choices=prompts.PROMPT_KINDS)
     t.add_argument("--exemplars", help="few_shot: JSONL of {question, rationale, answer}")
     t.add_argument("--samples", type=int, default=1, help="D: samples per question")
@@ -44,8 +48,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--max-tokens", type=int, default=256)
     t.add_argument("--answer-max-tokens", type=int, default=32, help="zero-shot step 2")
     t.add_argument("--answer-temperature", type=float, default=0.0, help="zero-shot step 2")
-    t.add_argument("--answer-trigger", default=prompts.DEFAULT_TRIGGER.replace("\n", "\\n"),
-                   help=r"zero-shot step-2 suffix (\n allowed)")
+    t.add_argument(
+        "--answer-trigger",
+        default=prompts.DEFAULT_TRIGGER.replace("\n", "\\n"),
+        help=r"zero-shot step-2 suffix (\n allowed)",
+    )
     t.add_argument("--seed", type=int, default=0, help="base of the per-sample seeds")
     o = p.add_argument_group("storage")
     o.add_argument("--cache", required=True, help="SQLite request cache (shared across runs)")
@@ -67,8 +74,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _add_servers(sub: argparse._SubParsersAction) -> None:
     o = sub.add_parser("serve-oracle", help="offline oracle teacher for the synthetic tasks")
     o.add_argument("--port", type=int, default=0)
-    o.add_argument("--latency-ms", type=float, nargs="+", default=[0.0], metavar="MS",
-                   help="latency, or a min and max")
+    o.add_argument(
+        "--latency-ms",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="MS",
+        help="latency, or a min and max",
+    )
     o.add_argument("--error-rate", type=float, default=0.0, help="share of wrong rationales")
     o.add_argument("--seed", type=int, default=0)
     for name in ("rate-429", "rate-5xx", "rate-malformed", "rate-drop", "rate-slow"):
@@ -78,15 +91,22 @@ def _add_servers(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--daily-quota-after", type=int, help="daily-quota 429s after N answers")
     o.add_argument("--server-rpm", type=float, help="enforce a requests/min limit with 429s")
     r = sub.add_parser("serve-replay", help="serve recorded Fine-tune-CoT completions")
-    r.add_argument("--data", nargs="+", required=True,
-                   help="D_<task>.json files or folders (e.g. ../shared/data/finetune_cot)")
+    r.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help="D_<task>.json files or folders (e.g. ../shared/data/finetune_cot)",
+    )
     r.add_argument("--port", type=int, default=0)
     r.add_argument("--latency-ms", type=float, default=0.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="scicot-teacher", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="scicot-teacher",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     _add_run(sub)
     sub.add_parser("report", help="JSON summary of a run").add_argument("run_dir")
@@ -97,8 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("run_dir")
     a.add_argument("file")
     a.add_argument("--out", help="new run directory (default RUN_DIR-reviewed)")
-    a.add_argument("--missing", default="error", choices=("error", "keep", "drop"),
-                   help="what to do with records the review file does not mention")
+    a.add_argument(
+        "--missing",
+        default="error",
+        choices=("error", "keep", "drop"),
+        help="what to do with records the review file does not mention",
+    )
     _add_servers(sub)
     return ap
 
@@ -115,19 +139,34 @@ def _run(args: argparse.Namespace) -> int:
         desc = {"type": "jsonl", "path": str(Path(args.input).resolve()), "limit": args.limit}
     else:
         source = card_source(card, args.split, args.data_dir, args.limit)
-        desc = {"type": "card", "split": args.split, "data_dir": args.data_dir,
-                "limit": args.limit}
+        desc = {"type": "card", "split": args.split, "data_dir": args.data_dir, "limit": args.limit}
     cfg = RunConfig(
-        backend=args.backend, model=args.model, prompt=args.prompt, samples=args.samples,
-        temperature=args.temperature, max_tokens=args.max_tokens,
-        answer_max_tokens=args.answer_max_tokens, answer_temperature=args.answer_temperature,
-        answer_trigger=args.answer_trigger.replace("\\n", "\n"), exemplars=args.exemplars,
-        seed=args.seed, api=args.api, max_tokens_field=args.max_tokens_field,
-        base_url=args.base_url, split=args.split,
-        timeout=args.timeout, requests_per_minute=args.rpm, tokens_per_minute=args.tpm,
-        concurrency=args.concurrency, max_retries=args.max_retries, max_cost=args.max_cost,
-        max_requests=args.max_requests, price_in=args.price_in, price_out=args.price_out,
-        progress=not args.no_progress)
+        backend=args.backend,
+        model=args.model,
+        prompt=args.prompt,
+        samples=args.samples,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        answer_max_tokens=args.answer_max_tokens,
+        answer_temperature=args.answer_temperature,
+        answer_trigger=args.answer_trigger.replace("\\n", "\n"),
+        exemplars=args.exemplars,
+        seed=args.seed,
+        api=args.api,
+        max_tokens_field=args.max_tokens_field,
+        base_url=args.base_url,
+        split=args.split,
+        timeout=args.timeout,
+        requests_per_minute=args.rpm,
+        tokens_per_minute=args.tpm,
+        concurrency=args.concurrency,
+        max_retries=args.max_retries,
+        max_cost=args.max_cost,
+        max_requests=args.max_requests,
+        price_in=args.price_in,
+        price_out=args.price_out,
+        progress=not args.no_progress,
+    )
     run = TeacherRun(cfg, card, source, args.cache, args.out, input_desc=desc)
     if args.dry_run:
         print(json.dumps(run.quote(), indent=2))
@@ -177,20 +216,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             from scicot_jax.teacher.oracle_server import start_oracle_server
 
             lat = args.latency_ms if len(args.latency_ms) > 1 else args.latency_ms * 2
-            return _serve(start_oracle_server(
-                args.port, latency_ms=(lat[0], lat[1]), error_rate=args.error_rate,
-                seed=args.seed, log_requests=False, rate_429=args.rate_429,
-                rate_5xx=args.rate_5xx, rate_malformed=args.rate_malformed,
-                rate_drop=args.rate_drop, rate_slow=args.rate_slow, slow_s=args.slow_s,
-                retry_after_s=args.retry_after, daily_quota_after=args.daily_quota_after,
-                server_rpm=args.server_rpm))
+            return _serve(
+                start_oracle_server(
+                    args.port,
+                    latency_ms=(lat[0], lat[1]),
+                    error_rate=args.error_rate,
+                    seed=args.seed,
+                    log_requests=False,
+                    rate_429=args.rate_429,
+                    rate_5xx=args.rate_5xx,
+                    rate_malformed=args.rate_malformed,
+                    rate_drop=args.rate_drop,
+                    rate_slow=args.rate_slow,
+                    slow_s=args.slow_s,
+                    retry_after_s=args.retry_after,
+                    daily_quota_after=args.daily_quota_after,
+                    server_rpm=args.server_rpm,
+                )
+            )
         elif args.cmd == "serve-replay":
             from scicot_jax.teacher.replay_server import start_replay_server
 
-            return _serve(start_replay_server(args.data, args.port, latency_ms=args.latency_ms,
-                                              log_requests=False))
-    except (InputError, RunMismatch, CardError, SourceError, StoreError, ReviewError,
-            FileNotFoundError, FileExistsError, ValueError) as e:
+            return _serve(
+                start_replay_server(
+                    args.data, args.port, latency_ms=args.latency_ms, log_requests=False
+                )
+            )
+    except (
+        InputError,
+        RunMismatch,
+        CardError,
+        SourceError,
+        StoreError,
+        ReviewError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+    ) as e:
         print(f"scicot-teacher: error: {e}", file=sys.stderr)
         return 2
     return 0

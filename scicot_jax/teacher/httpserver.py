@@ -125,8 +125,13 @@ class TeacherServer(ThreadingHTTPServer):
     request_queue_size = 256
     name = "teacher"
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", faults: FaultConfig | None = None,
-                 log_requests: bool = True):
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        faults: FaultConfig | None = None,
+        log_requests: bool = True,
+    ):
         super().__init__((host, port), _Handler)
         self.faults = faults or FaultConfig()
         self.log_requests = log_requests
@@ -147,8 +152,9 @@ class TeacherServer(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
     def start(self) -> TeacherServer:
-        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,),
-                                        name=f"{self.name}-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, args=(0.05,), name=f"{self.name}-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -174,8 +180,11 @@ class TeacherServer(ThreadingHTTPServer):
     # -- stats --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"counts": dict(self._counts), "answered": self._answered,
-                    "received": dict(self._received) if self.log_requests else {}}
+            return {
+                "counts": dict(self._counts),
+                "answered": self._answered,
+                "received": dict(self._received) if self.log_requests else {},
+            }
 
     def received(self) -> Counter[str]:
         """request_id -> times received (any outcome)."""
@@ -198,16 +207,21 @@ class TeacherServer(ThreadingHTTPServer):
             if f.server_rpm:
                 now = time.monotonic()
                 burst = max(1.0, f.server_rpm / 60)  # one second of requests
-                self._rpm_tokens = min(burst, self._rpm_tokens
-                                       + (now - self._rpm_stamp) * f.server_rpm / 60)
+                self._rpm_tokens = min(
+                    burst, self._rpm_tokens + (now - self._rpm_stamp) * f.server_rpm / 60
+                )
                 self._rpm_stamp = now
                 if self._rpm_tokens < 1:
                     return "429"
                 self._rpm_tokens -= 1
             r = self._rng.random()
-        for name, rate in (("429", f.rate_429), ("500", f.rate_5xx),
-                           ("malformed", f.rate_malformed), ("drop", f.rate_drop),
-                           ("slow", f.rate_slow)):
+        for name, rate in (
+            ("429", f.rate_429),
+            ("500", f.rate_5xx),
+            ("malformed", f.rate_malformed),
+            ("drop", f.rate_drop),
+            ("slow", f.rate_slow),
+        ):
             if r < rate:
                 return name
             r -= rate
@@ -235,25 +249,60 @@ class TeacherServer(ThreadingHTTPServer):
             return
         if fault in ("500", "503"):
             status = int(fault)
-            h._json(status, {"error": {"code": status, "message": "injected server error",
-                                       "status": "UNAVAILABLE" if status == 503 else "INTERNAL",
-                                       "type": "server_error"}})
+            h._json(
+                status,
+                {
+                    "error": {
+                        "code": status,
+                        "message": "injected server error",
+                        "status": "UNAVAILABLE" if status == 503 else "INTERNAL",
+                        "type": "server_error",
+                    }
+                },
+            )
             return
         if fault == "401":
-            h._json(401, {"error": {"code": 401, "message": "API key not valid (injected)",
-                                    "status": "UNAUTHENTICATED", "type": "invalid_request_error"}})
+            h._json(
+                401,
+                {
+                    "error": {
+                        "code": 401,
+                        "message": "API key not valid (injected)",
+                        "status": "UNAUTHENTICATED",
+                        "type": "invalid_request_error",
+                    }
+                },
+            )
             return
         if fault == "slow":
             time.sleep(self.faults.slow_s)
         try:
             text, finish = self.complete(prompt, params)
         except LookupError as e:
-            h._json(404, {"error": {"code": 404, "message": str(e), "status": "NOT_FOUND",
-                                    "type": "invalid_request_error"}})
+            h._json(
+                404,
+                {
+                    "error": {
+                        "code": 404,
+                        "message": str(e),
+                        "status": "NOT_FOUND",
+                        "type": "invalid_request_error",
+                    }
+                },
+            )
             return
         except Exception as e:  # a bug in the brain: answer like a provider's internal error
-            h._json(500, {"error": {"code": 500, "message": f"{type(e).__name__}: {e}",
-                                    "status": "INTERNAL", "type": "server_error"}})
+            h._json(
+                500,
+                {
+                    "error": {
+                        "code": 500,
+                        "message": f"{type(e).__name__}: {e}",
+                        "status": "INTERNAL",
+                        "type": "server_error",
+                    }
+                },
+            )
             return
         for s in params.get("stop") or ():
             if s and s in text:
@@ -268,28 +317,55 @@ class TeacherServer(ThreadingHTTPServer):
     def _send_429(self, h: _Handler, route: str, daily: bool) -> None:
         delay = self.faults.retry_after_s
         headers = {}
-        if delay is not None and not daily and (self.faults.retry_after_header
-                                                or route != "gemini"):
+        if (
+            delay is not None
+            and not daily
+            and (self.faults.retry_after_header or route != "gemini")
+        ):
             headers = {"Retry-After": f"{delay:g}", "retry-after-ms": str(int(delay * 1000))}
         if route == "gemini":
-            quota_id = ("GenerateRequestsPerDayPerProjectPerModel-FreeTier" if daily
-                        else "GenerateRequestsPerMinutePerProjectPerModel")
-            details: list[dict[str, Any]] = [{
-                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                "violations": [{"quotaMetric": "generativelanguage.googleapis.com/"
-                                "generate_content_requests", "quotaId": quota_id}],
-            }]
+            quota_id = (
+                "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+                if daily
+                else "GenerateRequestsPerMinutePerProjectPerModel"
+            )
+            details: list[dict[str, Any]] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaMetric": "generativelanguage.googleapis.com/"
+                            "generate_content_requests",
+                            "quotaId": quota_id,
+                        }
+                    ],
+                }
+            ]
             if delay is not None and not daily:
-                details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                                "retryDelay": f"{delay:g}s"})
-            err = {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": details,
-                   "message": "You exceeded your current quota (injected)."}
+                details.append(
+                    {
+                        "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                        "retryDelay": f"{delay:g}s",
+                    }
+                )
+            err = {
+                "code": 429,
+                "status": "RESOURCE_EXHAUSTED",
+                "details": details,
+                "message": "You exceeded your current quota (injected).",
+            }
         elif daily:
-            err = {"message": "Rate limit reached for requests per day (RPD) (injected)",
-                   "type": "requests", "code": "rate_limit_exceeded"}
+            err = {
+                "message": "Rate limit reached for requests per day (RPD) (injected)",
+                "type": "requests",
+                "code": "rate_limit_exceeded",
+            }
         else:
-            err = {"message": "Rate limit reached for requests per min (RPM) (injected)",
-                   "type": "requests", "code": "rate_limit_exceeded"}
+            err = {
+                "message": "Rate limit reached for requests per min (RPM) (injected)",
+                "type": "requests",
+                "code": "rate_limit_exceeded",
+            }
         h._json(429, {"error": err}, headers)
 
 
@@ -297,12 +373,19 @@ def _parse_request(route: str, body: dict[str, Any]) -> tuple[str, dict[str, Any
     """(prompt text, {temperature, max_tokens, seed, stop}) from either protocol's body."""
     if route == "gemini":
         contents = body.get("contents") or []
-        texts = [p.get("text", "") for c in contents for p in (c.get("parts") or [])
-                 if isinstance(p, dict)]
+        texts = [
+            p.get("text", "")
+            for c in contents
+            for p in (c.get("parts") or [])
+            if isinstance(p, dict)
+        ]
         cfg = body.get("generationConfig") or {}
-        return "".join(texts), {"temperature": cfg.get("temperature", 1.0),
-                                "max_tokens": cfg.get("maxOutputTokens"),
-                                "seed": cfg.get("seed"), "stop": cfg.get("stopSequences")}
+        return "".join(texts), {
+            "temperature": cfg.get("temperature", 1.0),
+            "max_tokens": cfg.get("maxOutputTokens"),
+            "seed": cfg.get("seed"),
+            "stop": cfg.get("stopSequences"),
+        }
     if route == "chat":
         msgs = body.get("messages") or []
         users = [m.get("content", "") for m in msgs if m.get("role") == "user"]
@@ -310,20 +393,30 @@ def _parse_request(route: str, body: dict[str, Any]) -> tuple[str, dict[str, Any
     else:
         prompt = body.get("prompt", "")
     stop = body.get("stop")
-    return prompt, {"temperature": body.get("temperature", 1.0),
-                    "max_tokens": body.get("max_tokens") or body.get("max_completion_tokens"),
-                    "seed": body.get("seed"), "stop": [stop] if isinstance(stop, str) else stop}
+    return prompt, {
+        "temperature": body.get("temperature", 1.0),
+        "max_tokens": body.get("max_tokens") or body.get("max_completion_tokens"),
+        "seed": body.get("seed"),
+        "stop": [stop] if isinstance(stop, str) else stop,
+    }
 
 
 def _wire_response(route: str, model: str, prompt: str, text: str, finish: str) -> dict[str, Any]:
     n_in, n_out = count_tokens(prompt), count_tokens(text)
     if route == "gemini":
         return {
-            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
-                            "finishReason": "MAX_TOKENS" if finish == "length" else "STOP",
-                            "index": 0}],
-            "usageMetadata": {"promptTokenCount": n_in, "candidatesTokenCount": n_out,
-                              "totalTokenCount": n_in + n_out},
+            "candidates": [
+                {
+                    "content": {"role": "model", "parts": [{"text": text}]},
+                    "finishReason": "MAX_TOKENS" if finish == "length" else "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": n_in,
+                "candidatesTokenCount": n_out,
+                "totalTokenCount": n_in + n_out,
+            },
             "modelVersion": model,
         }
     usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
@@ -334,5 +427,11 @@ def _wire_response(route: str, model: str, prompt: str, text: str, finish: str) 
     else:
         choice.update(text=text, logprobs=None)
         kind = "text_completion"
-    return {"id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": kind, "created": int(time.time()),
-            "model": model, "choices": [choice], "usage": usage}
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex[:12]}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": usage,
+    }

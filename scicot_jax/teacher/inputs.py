@@ -42,15 +42,18 @@ def _example(d: Any, where: str, card: Any = None) -> Example:
         except (ValueError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"{where}: field 'choices': {e}") from None
     elif card is not None and card.answer_type == "multiple_choice" and card.compat is None:
-        raise ValueError(f"{where}: field 'choices' missing (card {card.name!r} is multiple choice)")
+        raise ValueError(
+            f"{where}: field 'choices' missing (card {card.name!r} is multiple choice)"
+        )
     if card is not None and card.answer_type == "number" and normalize_number(ans) is None:
         raise ValueError(f"{where}: field 'answer': {ans!r} is not a number (card {card.name!r})")
     meta = {k: v for k, v in d.items() if k not in ("id", "question", "answer", "choices")}
     return Example(str(d["id"]), q.strip(), str(ans).strip(), choices, meta)
 
 
-def json_objects(path: str | Path, error: type[ValueError] = ValueError
-                 ) -> Iterator[tuple[str, dict[str, Any]]]:
+def json_objects(
+    path: str | Path, error: type[ValueError] = ValueError
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """(file:line, object) for every non-blank line; a bad line raises `error` naming it."""
     path = Path(path)
     with open(path, encoding="utf-8") as f:
@@ -67,8 +70,9 @@ def json_objects(path: str | Path, error: type[ValueError] = ValueError
             yield where, d
 
 
-def iter_input_jsonl(path: str | Path, card: Any = None
-                     ) -> Iterator[tuple[str, Example | ValueError]]:
+def iter_input_jsonl(
+    path: str | Path, card: Any = None
+) -> Iterator[tuple[str, Example | ValueError]]:
     """(file:line, Example or the error) for every non-blank line; checked against `card`."""
     path = Path(path)
     with open(path, encoding="utf-8") as f:
@@ -133,6 +137,7 @@ def duplicate_hashes(hashes: array) -> set[int]:
 
 def _check_unique_ids(path: str | Path, card: Any) -> None:
     """Raise naming file:line of each repeated id; two streaming passes, no list of ids."""
+
     def examples() -> Iterator[tuple[str, Example]]:
         return ((w, ex) for w, ex in iter_input_jsonl(path, card) if isinstance(ex, Example))
 
@@ -148,12 +153,12 @@ def _check_unique_ids(path: str | Path, card: Any) -> None:
             errors.append(f"{where}: field 'id': {ex.id!r} repeats {first[ex.id]}")
         else:
             first[ex.id] = where
-    raise InputError(f"{len(errors)} duplicate example id(s):\n"
-                     + "\n".join(errors[:MAX_REPORTED]))
+    raise InputError(f"{len(errors)} duplicate example id(s):\n" + "\n".join(errors[:MAX_REPORTED]))
 
 
-def card_source(card: Any, split: str, data_dir: str | None = None,
-                limit: int | None = None) -> ExampleSource:
+def card_source(
+    card: Any, split: str, data_dir: str | None = None, limit: int | None = None
+) -> ExampleSource:
     """A re-iterable source over a task card's split."""
     from scicot_jax.data.sources import read_examples
 

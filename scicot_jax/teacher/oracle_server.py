@@ -26,7 +26,9 @@ _FINAL_RE = re.compile(re.escape(ANSWER_TRIGGER) + r" (.+?)\.(?:\s|$)")
 def identify(question: str, has_choices: bool = False) -> str | None:
     """Which synthetic task a question belongs to (its solver accepts it), or None."""
     # Strict solvers first: the arithmetic one also accepts an mc_reasoning question's start.
-    order = ["mc_reasoning", "compass"] if has_choices else ["coin_flip", "last_letter", "arithmetic"]
+    order = (
+        ["mc_reasoning", "compass"] if has_choices else ["coin_flip", "last_letter", "arithmetic"]
+    )
     for name in order + [t for t in SYNTHETIC_TASKS if t not in order and not has_choices]:
         spec = SYNTHETIC_TASKS[name]
         try:
@@ -54,17 +56,17 @@ def _misread(question: str, rng: random.Random) -> str:
     if nums:
         m = rng.choice(nums)
         new = max(1, int(m.group()) + rng.choice((-2, -1, 1, 2)))
-        return question[: m.start()] + str(new) + question[m.end():]
+        return question[: m.start()] + str(new) + question[m.end() :]
     flips = list(re.finditer(r"does not flip|flips", question))
     if flips:
         m = rng.choice(flips)
         new = "flips" if m.group() == "does not flip" else "does not flip"
-        return question[: m.start()] + new + question[m.end():]
+        return question[: m.start()] + new + question[m.end() :]
     words = re.search(r'"([^"]+)"', question)
     if words:
         ws = words.group(1).split()
         ws[rng.randrange(len(ws))] = rng.choice(("Nina", "Otto", "Lars", "Rosa"))
-        return question[: words.start(1)] + " ".join(ws) + question[words.end(1):]
+        return question[: words.start(1)] + " ".join(ws) + question[words.end(1) :]
     return question
 
 
@@ -73,8 +75,15 @@ class OracleServer(TeacherServer):
 
     name = "oracle"
 
-    def __init__(self, port: int = 0, *, error_rate: float = 0.0,
-                 faults: FaultConfig | None = None, log_requests: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        error_rate: float = 0.0,
+        faults: FaultConfig | None = None,
+        log_requests: bool = True,
+        seed: int = 0,
+    ):
         super().__init__(port, faults=faults, log_requests=log_requests)
         self.error_rate = error_rate
         self.seed = seed
@@ -125,14 +134,17 @@ class OracleServer(TeacherServer):
         for _ in range(8):  # a misread question gives a consistent but wrong rationale
             try:
                 alt, alt_answer = write_rationale_and_answer(
-                    task, Example("", _misread(p.question, rng), "", p.choices), variant)
+                    task, Example("", _misread(p.question, rng), "", p.choices), variant
+                )
             except (ValueError, KeyError):
                 continue
             if alt_answer != answer:
                 return alt
         # Otherwise a wrong last step.
         final = f"{ANSWER_TRIGGER} {answer}."
-        return rationale.replace(final, f"{ANSWER_TRIGGER} {_wrong_answer(answer, task, p.choices)}.")
+        return rationale.replace(
+            final, f"{ANSWER_TRIGGER} {_wrong_answer(answer, task, p.choices)}."
+        )
 
     def _final_answer(self, p: ParsedPrompt, task: str) -> str:
         """Zero-shot step 2: the answer the given reasoning reached (else the true answer)."""
@@ -143,9 +155,15 @@ class OracleServer(TeacherServer):
         return f"{answer}."
 
 
-def start_oracle_server(port: int = 0, *, latency_ms: tuple[float, float] | float = 0.0,
-                        error_rate: float = 0.0, log_requests: bool = True, seed: int = 0,
-                        **fault_opts: Any) -> OracleServer:
+def start_oracle_server(
+    port: int = 0,
+    *,
+    latency_ms: tuple[float, float] | float = 0.0,
+    error_rate: float = 0.0,
+    log_requests: bool = True,
+    seed: int = 0,
+    **fault_opts: Any,
+) -> OracleServer:
     """Start an oracle on loopback in a background thread; `.url`, `.close()`.
 
     fault_opts are FaultConfig fields: rate_429, rate_5xx, rate_malformed, rate_drop,
@@ -153,5 +171,6 @@ def start_oracle_server(port: int = 0, *, latency_ms: tuple[float, float] | floa
     """
     lat = (latency_ms, latency_ms) if isinstance(latency_ms, int | float) else latency_ms
     faults = FaultConfig(latency_s=(lat[0] / 1000, lat[1] / 1000), seed=seed, **fault_opts)
-    return OracleServer(port, error_rate=error_rate, faults=faults, log_requests=log_requests,
-                        seed=seed).start()
+    return OracleServer(
+        port, error_rate=error_rate, faults=faults, log_requests=log_requests, seed=seed
+    ).start()

@@ -48,5 +48,8 @@ def price_for(model: str, price_in: float | None = None, price_out: float | None
     match = max((p for p in PRICES if name.startswith(p)), key=len, default=None)
     base = PRICES.get(match, (0.0, 0.0)) if match else (0.0, 0.0)
     known = match is not None or (price_in is not None and price_out is not None)
-    return Price(base[0] if price_in is None else price_in,
-                 base[1] if price_out is None else price_out, known)
+    return Price(
+        base[0] if price_in is None else price_in,
+        base[1] if price_out is None else price_out,
+        known,
+    )

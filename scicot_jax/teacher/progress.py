@@ -72,8 +72,13 @@ def _fmt_n(n: float) -> str:
 class Progress:
     """Renders Stats at most every `interval` s: in place on a TTY, else a line at a time."""
 
-    def __init__(self, stats: Stats, stream: TextIO | None = None, enabled: bool = True,
-                 interval: float | None = None):
+    def __init__(
+        self,
+        stats: Stats,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+        interval: float | None = None,
+    ):
         self.stats = stats
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -89,10 +94,12 @@ class Progress:
         proj = s.projected_cost()
         cost = f"${s.cost_usd:.4f}" + (f" (~${proj:.2f} total)" if proj is not None else "")
         rate = s.processed / max(1e-9, time.monotonic() - s.started)
-        return (f"[teacher] {done}{pct} | hits {s.cache_hits} | in flight {s.in_flight} | "
-                f"429s {s.throttled} | retries {s.retries} | failed {s.jobs_failed} | "
-                f"tok {_fmt_n(s.input_tokens + s.output_tokens)} | {cost} | "
-                f"{rate:.1f} rec/s | ETA {_fmt_s(s.eta_s())}")
+        return (
+            f"[teacher] {done}{pct} | hits {s.cache_hits} | in flight {s.in_flight} | "
+            f"429s {s.throttled} | retries {s.retries} | failed {s.jobs_failed} | "
+            f"tok {_fmt_n(s.input_tokens + s.output_tokens)} | {cost} | "
+            f"{rate:.1f} rec/s | ETA {_fmt_s(s.eta_s())}"
+        )
 
     def maybe_render(self, force: bool = False) -> None:
         if not self.enabled:

@@ -126,7 +126,7 @@ def parse_prompt(prompt: str) -> ParsedPrompt | None:
     start = start + 1 if start >= 0 else (0 if prompt.startswith("Q: ") else -1)
     if start < 0:
         return None
-    block = prompt[start + 3:]
+    block = prompt[start + 3 :]
     body, sep, after = block.partition("\nA:")
     if not sep:
         return None
@@ -137,7 +137,7 @@ def parse_prompt(prompt: str) -> ParsedPrompt | None:
     after = after.removeprefix(" ")
     if not after.startswith(STEP_BY_STEP):
         return ParsedPrompt("few_shot", question, choices)
-    rest = after[len(STEP_BY_STEP):]
+    rest = after[len(STEP_BY_STEP) :]
     if conditioned:
         return ParsedPrompt("conditioned", question, choices)
     if rest.strip():

@@ -44,8 +44,10 @@ def load_recordings(paths: Iterable[str | Path]) -> dict[str, list[tuple[str, st
 def _add(table: dict[str, list[tuple[str, str]]], s: Any, path: Path) -> None:
     if not isinstance(s, dict):
         raise ValueError(f"{path}: a sample is not a JSON object")
-    pairs = [("reasoning_prompt", "reasoning_completion", s.get("reasoning_finish_reason")),
-             ("prompt", "completion", s.get("finish_reason"))]
+    pairs = [
+        ("reasoning_prompt", "reasoning_completion", s.get("reasoning_finish_reason")),
+        ("prompt", "completion", s.get("finish_reason")),
+    ]
     for pk, ck, finish in pairs:
         if isinstance(s.get(pk), str) and isinstance(s.get(ck), str):
             entry = (s[ck], "length" if finish == "length" else "stop")
@@ -58,8 +60,14 @@ class ReplayServer(TeacherServer):
 
     name = "replay"
 
-    def __init__(self, recordings: dict[str, list[tuple[str, str]]], port: int = 0, *,
-                 faults: FaultConfig | None = None, log_requests: bool = True):
+    def __init__(
+        self,
+        recordings: dict[str, list[tuple[str, str]]],
+        port: int = 0,
+        *,
+        faults: FaultConfig | None = None,
+        log_requests: bool = True,
+    ):
         super().__init__(port, faults=faults, log_requests=log_requests)
         self.recordings = recordings
 
@@ -72,11 +80,17 @@ class ReplayServer(TeacherServer):
         return options[int(seed) % len(options)]
 
 
-def start_replay_server(data: str | Path | Iterable[str | Path], port: int = 0, *,
-                        latency_ms: float = 0.0, log_requests: bool = True,
-                        **fault_opts: Any) -> ReplayServer:
+def start_replay_server(
+    data: str | Path | Iterable[str | Path],
+    port: int = 0,
+    *,
+    latency_ms: float = 0.0,
+    log_requests: bool = True,
+    **fault_opts: Any,
+) -> ReplayServer:
     """Start a replay server over recorded completion files; `.url`, `.close()`."""
     paths = [data] if isinstance(data, str | Path) else list(data)
     faults = FaultConfig(latency_s=(latency_ms / 1000, latency_ms / 1000), **fault_opts)
-    return ReplayServer(load_recordings(paths), port, faults=faults,
-                        log_requests=log_requests).start()
+    return ReplayServer(
+        load_recordings(paths), port, faults=faults, log_requests=log_requests
+    ).start()

@@ -10,8 +10,19 @@ from typing import Any
 from scicot_jax.data.store import RationaleStore
 from scicot_jax.teacher.pricing import price_for
 
-_COUNTERS = ("sent", "ok", "cache_hits", "throttled", "retries", "failures", "jobs_failed",
-             "written", "truncated", "input_tokens", "output_tokens")
+_COUNTERS = (
+    "sent",
+    "ok",
+    "cache_hits",
+    "throttled",
+    "retries",
+    "failures",
+    "jobs_failed",
+    "written",
+    "truncated",
+    "input_tokens",
+    "output_tokens",
+)
 
 
 def accuracy_summary(store: RationaleStore) -> dict[str, Any]:
@@ -52,8 +63,9 @@ def report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     m = store.manifest
     teacher = m.get("teacher") or {}
     invocations = m.get("invocations") or []
-    totals = {k: sum(int((inv.get("stats") or {}).get(k, 0)) for inv in invocations)
-              for k in _COUNTERS}
+    totals = {
+        k: sum(int((inv.get("stats") or {}).get(k, 0)) for inv in invocations) for k in _COUNTERS
+    }
     billed = sum(float((inv.get("stats") or {}).get("cost_usd", 0.0)) for inv in invocations)
     acc = accuracy_summary(store)
     price = price_for(str(teacher.get("model", "")))
@@ -65,16 +77,27 @@ def report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "prompt": m.get("prompt"),
         "samples": m.get("samples"),
         "temperature": m.get("temperature"),
-        "requests": {"sent": totals["sent"], "succeeded": totals["ok"],
-                     "cache_hits": totals["cache_hits"], "rate_limited_429": totals["throttled"],
-                     "retried": totals["retries"], "failed": totals["failures"]},
-        "tokens": {"billed_input": totals["input_tokens"],
-                   "billed_output": totals["output_tokens"], **{
-                       f"records_{k}": v for k, v in acc.pop("record_tokens").items()}},
-        "estimated_cost_usd": {"billed": round(billed, 4),
-                               "all_records_at_list_price": round(uncached, 4),
-                               "price_known": price.known},
+        "requests": {
+            "sent": totals["sent"],
+            "succeeded": totals["ok"],
+            "cache_hits": totals["cache_hits"],
+            "rate_limited_429": totals["throttled"],
+            "retried": totals["retries"],
+            "failed": totals["failures"],
+        },
+        "tokens": {
+            "billed_input": totals["input_tokens"],
+            "billed_output": totals["output_tokens"],
+            **{f"records_{k}": v for k, v in acc.pop("record_tokens").items()},
+        },
+        "estimated_cost_usd": {
+            "billed": round(billed, 4),
+            "all_records_at_list_price": round(uncached, 4),
+            "price_known": price.known,
+        },
         **acc,
-        "invocations": [{k: inv.get(k) for k in ("started", "finished", "status", "message")}
-                        for inv in invocations],
+        "invocations": [
+            {k: inv.get(k) for k in ("started", "finished", "status", "message")}
+            for inv in invocations
+        ],
     }

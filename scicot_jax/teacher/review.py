@@ -36,16 +36,22 @@ def export(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None =
     with open(tmp, "w", encoding="utf-8") as f:
         for rec in store.records():
             ex = examples.get(rec.example_id)
-            f.write(json.dumps({
-                "example_id": rec.example_id,
-                "sample_index": rec.sample_index,
-                "question": render_question(ex) if ex else None,
-                "gold": ex.answer if ex else None,
-                "answer": rec.answer,
-                "correct": rec.correct,
-                "decision": "keep" if rec.correct else "drop",
-                "rationale": rec.rationale,
-            }, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "example_id": rec.example_id,
+                        "sample_index": rec.sample_index,
+                        "question": render_question(ex) if ex else None,
+                        "gold": ex.answer if ex else None,
+                        "answer": rec.answer,
+                        "correct": rec.correct,
+                        "decision": "keep" if rec.correct else "drop",
+                        "rationale": rec.rationale,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     os.replace(tmp, out)
     return out
 
@@ -59,8 +65,9 @@ def _read_decisions(path: Path) -> dict[tuple[str, int], tuple[str, str, str]]:
         if not isinstance(d.get("sample_index"), int) or isinstance(d["sample_index"], bool):
             raise ReviewError(f"{where}: field 'sample_index' missing or not an integer")
         if d.get("decision") not in DECISIONS:
-            raise ReviewError(f"{where}: field 'decision' must be one of {DECISIONS}, "
-                              f"got {d.get('decision')!r}")
+            raise ReviewError(
+                f"{where}: field 'decision' must be one of {DECISIONS}, got {d.get('decision')!r}"
+            )
         if not isinstance(d.get("rationale"), str) or (
             d["decision"] == "edit" and not d["rationale"].strip()
         ):
@@ -72,9 +79,12 @@ def _read_decisions(path: Path) -> dict[tuple[str, int], tuple[str, str, str]]:
     return out
 
 
-def apply_review(run_dir: str | os.PathLike[str], review_file: str | os.PathLike[str],
-                 out_dir: str | os.PathLike[str] | None = None,
-                 missing: str = "error") -> dict[str, Any]:
+def apply_review(
+    run_dir: str | os.PathLike[str],
+    review_file: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    missing: str = "error",
+) -> dict[str, Any]:
     """Write a reviewed copy of the run; `missing` (error | keep | drop) for unreviewed records."""
     src = RationaleStore.open(run_dir)
     decisions = _read_decisions(Path(review_file))
@@ -90,8 +100,10 @@ def apply_review(run_dir: str | os.PathLike[str], review_file: str | os.PathLike
         entry = decisions.pop(rec.key, None)
         if entry is None:
             if missing not in ("keep", "drop"):
-                raise ReviewError(f"{review_file}: no decision for example_id="
-                                  f"{rec.example_id!r} sample_index={rec.sample_index}")
+                raise ReviewError(
+                    f"{review_file}: no decision for example_id="
+                    f"{rec.example_id!r} sample_index={rec.sample_index}"
+                )
             counts["unreviewed"] += 1
             entry = (missing, rec.rationale, "?")
         decision, text, where = entry
@@ -105,19 +117,25 @@ def apply_review(run_dir: str | os.PathLike[str], review_file: str | os.PathLike
             answer = rec.answer
             if ANSWER_TRIGGER in text and at:  # the edit states an answer: trust the edit
                 answer = parse_answer(text, at, choices=ex.choices if ex else ())
-            correct = answers_match(answer, ex.answer, at, compat=compat) if ex and at \
-                else rec.correct
-            rec = dataclasses.replace(rec, rationale=text.strip(), answer=answer, correct=correct,
-                                      extra={**rec.extra, "review": "edit",
-                                             "original_rationale": rec.rationale})
+            correct = (
+                answers_match(answer, ex.answer, at, compat=compat) if ex and at else rec.correct
+            )
+            rec = dataclasses.replace(
+                rec,
+                rationale=text.strip(),
+                answer=answer,
+                correct=correct,
+                extra={**rec.extra, "review": "edit", "original_rationale": rec.rationale},
+            )
         else:
             rec = dataclasses.replace(rec, extra={**rec.extra, "review": "keep"})
         kept.append(rec)
     if decisions:
         key, (_, _, where) = next(iter(decisions.items()))
         raise ReviewError(f"{where}: {key} is not a record of {run_dir}")
-    manifest.update(reviewed_from=str(Path(run_dir).resolve()), review_file=str(review_file),
-                    review=counts)
+    manifest.update(
+        reviewed_from=str(Path(run_dir).resolve()), review_file=str(review_file), review=counts
+    )
     dst = RationaleStore.create(out_dir, manifest)
     if src.examples_path.exists():
         shutil.copyfile(src.examples_path, dst.examples_path)

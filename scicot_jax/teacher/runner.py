@@ -47,10 +47,27 @@ from scicot_jax.teacher.protocol import (
 )
 
 # Fields whose change would change the requests: a resumed run must keep them.
-SIGNATURE_FIELDS = ("provider", "model", "prompt", "temperature", "max_tokens",
-                    "answer_max_tokens", "answer_temperature", "answer_trigger", "seed")
-EXIT_CODES = {"complete": 0, "failures": 1, "failing": 1, "max_cost": 3, "max_requests": 3,
-              "quota": 4, "auth": 5, "interrupted": 130}
+SIGNATURE_FIELDS = (
+    "provider",
+    "model",
+    "prompt",
+    "temperature",
+    "max_tokens",
+    "answer_max_tokens",
+    "answer_temperature",
+    "answer_trigger",
+    "seed",
+)
+EXIT_CODES = {
+    "complete": 0,
+    "failures": 1,
+    "failing": 1,
+    "max_cost": 3,
+    "max_requests": 3,
+    "quota": 4,
+    "auth": 5,
+    "interrupted": 130,
+}
 
 
 @dataclass
@@ -149,8 +166,9 @@ class Writer(threading.Thread):
                         break
                 done = any(b is None for b in batch)
                 items = [b for b in batch if b is not None]
-                cache.write_batch([x for b in items for x in b.ok],
-                                  [x for b in items for x in b.failed])
+                cache.write_batch(
+                    [x for b in items for x in b.ok], [x for b in items for x in b.failed]
+                )
                 records = [r for b in items for r in b.records]
                 if records:
                     self.store.extend(records)
@@ -185,9 +203,17 @@ class Writer(threading.Thread):
 class TeacherRun:
     """One invocation of a teacher run over a source of examples."""
 
-    def __init__(self, cfg: RunConfig, card: TaskCard | str, source: ExampleSource,
-                 cache_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-                 backend: Backend | None = None, input_desc: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        card: TaskCard | str,
+        source: ExampleSource,
+        cache_path: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        *,
+        backend: Backend | None = None,
+        input_desc: dict[str, Any] | None = None,
+    ):
         self.cfg = cfg
         self.card = load_card(card)
         self.source = source
@@ -216,14 +242,22 @@ class TeacherRun:
             text, stop = prompts.answer_conditioned(ex), ()
         else:
             text, stop = prompts.few_shot(ex, self.exemplars), prompts.FEW_SHOT_STOP
-        return GenRequest(cfg.provider, cfg.model, text, cfg.temperature, cfg.max_tokens, seed, k,
-                          stop)
+        return GenRequest(
+            cfg.provider, cfg.model, text, cfg.temperature, cfg.max_tokens, seed, k, stop
+        )
 
     def step2_for(self, first: GenRequest, reasoning: GenResponse) -> GenRequest:
         cfg = self.cfg
         text = prompts.zero_shot_step2(first.prompt, reasoning.text, cfg.answer_trigger)
-        return GenRequest(cfg.provider, cfg.model, text, cfg.answer_temperature,
-                          cfg.answer_max_tokens, first.seed, first.sample_index)
+        return GenRequest(
+            cfg.provider,
+            cfg.model,
+            text,
+            cfg.answer_temperature,
+            cfg.answer_max_tokens,
+            first.seed,
+            first.sample_index,
+        )
 
     def _est_tokens(self, req: GenRequest) -> int:
         return len(req.prompt) // 4 + 1 + req.max_tokens
@@ -242,8 +276,11 @@ class TeacherRun:
         elif cfg.max_cost is not None and (
             s.cost_usd + self._reserved_cost + self._est_cost(req) > cfg.max_cost
         ):
-            self._stop("max_cost", f"stopped at ${s.cost_usd:.4f}: the next request could pass "
-                                   f"--max-cost ${cfg.max_cost:g}")
+            self._stop(
+                "max_cost",
+                f"stopped at ${s.cost_usd:.4f}: the next request could pass "
+                f"--max-cost ${cfg.max_cost:g}",
+            )
         if self.stopping:
             raise _Stopped
 
@@ -278,11 +315,16 @@ class TeacherRun:
                 if throttled > self.cfg.max_throttle_retries:
                     return await self._fail(req, e)
                 if e.retry_after is None:
-                    delay = backoff_delay(throttled - 1, self.cfg.backoff_base, self.cfg.backoff_cap)
+                    delay = backoff_delay(
+                        throttled - 1, self.cfg.backoff_base, self.cfg.backoff_cap
+                    )
                 continue
             except QuotaExhausted as e:
-                self._stop("quota", f"{e} -- the provider's daily quota is spent; re-run the "
-                                    "same command when it resets: finished work is kept.")
+                self._stop(
+                    "quota",
+                    f"{e} -- the provider's daily quota is spent; re-run the "
+                    "same command when it resets: finished work is kept.",
+                )
                 raise _Stopped from None
             except TransientError as e:
                 transient += 1
@@ -359,10 +401,19 @@ class TeacherRun:
             extra["truncated"] = True
             self.stats.truncated += 1
         record = RationaleRecord(
-            example_id=ex.id, sample_index=k, rationale=rationale, answer=pred,
+            example_id=ex.id,
+            sample_index=k,
+            rationale=rationale,
+            answer=pred,
             correct=answers_match(pred, ex.answer, at, compat=compat),
-            source=f"teacher:{cfg.model}", prompt_kind=cfg.prompt, temperature=cfg.temperature,
-            input_tokens=tokens_in, output_tokens=tokens_out, split=cfg.split, extra=extra)
+            source=f"teacher:{cfg.model}",
+            prompt_kind=cfg.prompt,
+            temperature=cfg.temperature,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            split=cfg.split,
+            extra=extra,
+        )
         await self.writer.put(_Write(records=[record]))
         self.stats.written += 1
 
@@ -418,7 +469,8 @@ class TeacherRun:
         if old_n and (n < old_n or prefix != old.get("sha256")):
             raise RunMismatch(
                 f"{self.out_dir}: the run was made from {old_n} other examples; the input "
-                f"({n} examples) must repeat them first (or use a new --out)")
+                f"({n} examples) must repeat them first (or use a new --out)"
+            )
         return {"count": n, "sha256": digest.hexdigest(), "done": done}
 
     def _check_unique(self, hashes: array) -> None:
@@ -438,8 +490,12 @@ class TeacherRun:
             "compat": self.card.compat,
             "split": cfg.split,
             "input": self.input_desc,
-            "teacher": {"backend": cfg.backend, "provider": cfg.provider, "model": cfg.model,
-                        "base_url": _safe_url(cfg.base_url)},
+            "teacher": {
+                "backend": cfg.backend,
+                "provider": cfg.provider,
+                "model": cfg.model,
+                "base_url": _safe_url(cfg.base_url),
+            },
             "prompt": cfg.prompt,
             "samples": cfg.samples,
             "temperature": cfg.temperature,
@@ -454,8 +510,11 @@ class TeacherRun:
             shipped = load_card(self.card.name)
         except ValueError:
             return self.card.path
-        return self.card.name if Path(shipped.path).resolve() == Path(self.card.path).resolve() \
+        return (
+            self.card.name
+            if Path(shipped.path).resolve() == Path(self.card.path).resolve()
             else self.card.path
+        )
 
     def _existing_store(self) -> RationaleStore | None:
         """The run being resumed (settings checked), or None for a new run."""
@@ -465,18 +524,27 @@ class TeacherRun:
         sig, want = store.manifest.get("signature"), self.cfg.signature()
         if sig is not None and sig != want:
             diff = sorted(k for k in set(sig) | set(want) if sig.get(k) != want.get(k))
-            raise RunMismatch(f"{self.out_dir}: the run was made with other settings ({diff}); "
-                              "use the same arguments to resume, or a new --out")
+            raise RunMismatch(
+                f"{self.out_dir}: the run was made with other settings ({diff}); "
+                "use the same arguments to resume, or a new --out"
+            )
         return store
 
     # -- the run ----------------------------------------------------------------------
     def quote(self) -> dict[str, Any]:
         """--dry-run: what would be sent and what it would cost; sends and writes nothing."""
-        store = RationaleStore.open(self.out_dir) if RationaleStore.is_run_dir(self.out_dir) \
-            else None
+        store = (
+            RationaleStore.open(self.out_dir) if RationaleStore.is_run_dir(self.out_dir) else None
+        )
         cache = Cache(self.cache_path, readonly=True) if self.cache_path.exists() else None
-        q = {"jobs": 0, "already_done": 0, "cached_requests": 0, "requests_to_send": 0,
-             "est_input_tokens": 0, "max_output_tokens": 0}
+        q = {
+            "jobs": 0,
+            "already_done": 0,
+            "cached_requests": 0,
+            "requests_to_send": 0,
+            "est_input_tokens": 0,
+            "max_output_tokens": 0,
+        }
 
         def need(prompt_tokens: int, max_out: int) -> None:
             q["requests_to_send"] += 1
@@ -510,11 +578,14 @@ class TeacherRun:
             if cache:
                 cache.close()
         return {
-            "dry_run": True, **q,
-            "est_cost_usd_upper": round(self.price.cost(q["est_input_tokens"],
-                                                        q["max_output_tokens"]), 4),
+            "dry_run": True,
+            **q,
+            "est_cost_usd_upper": round(
+                self.price.cost(q["est_input_tokens"], q["max_output_tokens"]), 4
+            ),
             "price_per_m_tokens": [self.price.input_per_m, self.price.output_per_m],
-            "price_known": self.price.known, "model": self.cfg.model,
+            "price_known": self.price.known,
+            "model": self.cfg.model,
         }
 
     async def run(self) -> dict[str, Any]:
@@ -535,25 +606,36 @@ class TeacherRun:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        self.store = existing if existing is not None else RationaleStore.create(
-            self.out_dir, self._manifest())
+        self.store = (
+            existing
+            if existing is not None
+            else RationaleStore.create(self.out_dir, self._manifest())
+        )
         os.replace(tmp, self.store.examples_path)
         self.stats.jobs_total = scan["count"] * cfg.samples
         self.stats.jobs_skipped = scan["done"]
         invocations = list(self.store.manifest.get("invocations", []))
         invocations.append({"started": _now(), "status": "running", "samples": cfg.samples})
-        self.store.update_manifest(examples={"count": scan["count"], "sha256": scan["sha256"]},
-                                   samples=max(cfg.samples, self.store.manifest.get("samples", 1)),
-                                   invocations=invocations)
+        self.store.update_manifest(
+            examples={"count": scan["count"], "sha256": scan["sha256"]},
+            samples=max(cfg.samples, self.store.manifest.get("samples", 1)),
+            invocations=invocations,
+        )
         self.cache = Cache(self.cache_path)
         self.writer = Writer(self.cache_path, self.store)
         self.writer.start()
         self.progress = Progress(self.stats, enabled=cfg.progress)
-        self.limiter = Limiter(Limits(cfg.requests_per_minute, cfg.tokens_per_minute,
-                                      cfg.concurrency))
+        self.limiter = Limiter(
+            Limits(cfg.requests_per_minute, cfg.tokens_per_minute, cfg.concurrency)
+        )
         backend = self._backend or make_backend(
-            cfg.backend, base_url=cfg.base_url, api=cfg.api, timeout=cfg.timeout,
-            max_connections=cfg.concurrency, max_tokens_field=cfg.max_tokens_field)
+            cfg.backend,
+            base_url=cfg.base_url,
+            api=cfg.api,
+            timeout=cfg.timeout,
+            max_connections=cfg.concurrency,
+            max_tokens_field=cfg.max_tokens_field,
+        )
         self._key = getattr(backend, "_key", None)
         self.backend = backend
         error: BaseException | None = None
@@ -576,11 +658,17 @@ class TeacherRun:
             self.cache.close()
             if self.status == "complete" and self.stats.jobs_failed:
                 self.status = "failures"
-                self.message = (f"{self.stats.jobs_failed} job(s) failed (see the cache's "
-                                "failures); re-run to retry them")
+                self.message = (
+                    f"{self.stats.jobs_failed} job(s) failed (see the cache's "
+                    "failures); re-run to retry them"
+                )
             self.progress.maybe_render(force=True)
-            invocations[-1].update(finished=_now(), status=self.status, message=self.message,
-                                   stats=self.stats.to_json())
+            invocations[-1].update(
+                finished=_now(),
+                status=self.status,
+                message=self.message,
+                stats=self.stats.to_json(),
+            )
             self.store.update_manifest(invocations=invocations)
             self.store.close()
         if error is not None:
@@ -590,8 +678,13 @@ class TeacherRun:
     def summary(self) -> dict[str, Any]:
         from scicot_jax.teacher.report import accuracy_summary
 
-        return {"status": self.status, "message": self.message, "out_dir": str(self.out_dir),
-                **self.stats.to_json(), **accuracy_summary(self.store)}
+        return {
+            "status": self.status,
+            "message": self.message,
+            "out_dir": str(self.out_dir),
+            **self.stats.to_json(),
+            **accuracy_summary(self.store),
+        }
 
 
 def _safe_url(url: str | None) -> str | None:

@@ -1,4 +1,4 @@
-"""Training: mesh and partitioning, optimizer, loss, train state, checkpoints, the loop.
+"""Training only: optimizer, loss, train state, train step, data iterator and the loop.
 
 The binary's entry points (`main`, `run`, `console_entry`) are loaded on first use so that
 `import scicot_jax.train.<module>` stays light.

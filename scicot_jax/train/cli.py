@@ -9,7 +9,7 @@ from typing import Any
 
 import gin
 from scicot_jax.data.seqio_feed import DatasetConfig
-from scicot_jax.train import gin_utils
+from scicot_jax.runtime import gin_utils
 from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.step import LossConfig
 
@@ -17,15 +17,29 @@ log = logging.getLogger(__name__)
 
 
 @gin.configurable("train")
-def run(*, model_dir: str = gin.REQUIRED, model: Any = gin.REQUIRED,
-        train_dataset: DatasetConfig = gin.REQUIRED, train_steps: int = gin.REQUIRED,
-        eval_dataset: DatasetConfig | None = None, optimizer: OptimizerConfig | None = None,
-        loss: LossConfig | None = None, num_microbatches: int = 1,
-        checkpoint_period: int = 1000, keep_checkpoints: int = 3, async_checkpoints: bool = True,
-        log_period: int = 100, eval_period: int = 0, eval_steps: int | None = None,
-        infer_eval: bool = False, infer_eval_examples: int | None = 256,
-        initial_checkpoint_path: str | None = None, model_parallel: int = 1, seed: int = 0,
-        jax_compilation_cache_dir: str | None = None) -> Any:
+def run(
+    *,
+    model_dir: str = gin.REQUIRED,
+    model: Any = gin.REQUIRED,
+    train_dataset: DatasetConfig = gin.REQUIRED,
+    train_steps: int = gin.REQUIRED,
+    eval_dataset: DatasetConfig | None = None,
+    optimizer: OptimizerConfig | None = None,
+    loss: LossConfig | None = None,
+    num_microbatches: int = 1,
+    checkpoint_period: int = 1000,
+    keep_checkpoints: int = 3,
+    async_checkpoints: bool = True,
+    log_period: int = 100,
+    eval_period: int = 0,
+    eval_steps: int | None = None,
+    infer_eval: bool = False,
+    infer_eval_examples: int | None = 256,
+    initial_checkpoint_path: str | None = None,
+    model_parallel: int = 1,
+    seed: int = 0,
+    jax_compilation_cache_dir: str | None = None,
+) -> Any:
     """Trains `model` on a SeqIO task; gin binds every argument (see gin/runs/finetune.gin).
 
     eval_period > 0 with an eval_dataset logs teacher-forced eval loss, and with infer_eval
@@ -34,8 +48,8 @@ def run(*, model_dir: str = gin.REQUIRED, model: Any = gin.REQUIRED,
     import jax
 
     from scicot_jax.data.seqio_feed import eval_batches, train_batches
-    from scicot_jax.train import partitioning as part
-    from scicot_jax.train import task_eval
+    from scicot_jax.runtime import partitioning as part
+    from scicot_jax.runtime import task_eval
     from scicot_jax.train.trainer import TrainConfig, train
 
     if jax_compilation_cache_dir:
@@ -45,30 +59,56 @@ def run(*, model_dir: str = gin.REQUIRED, model: Any = gin.REQUIRED,
     train_dataset = gin_utils.plain(train_dataset)
     eval_dataset = gin_utils.plain(eval_dataset) if eval_dataset is not None else None
     config = TrainConfig(
-        model_dir=str(model_dir), train_steps=int(train_steps),
-        batch_size=train_dataset.batch_size, model=model,
+        model_dir=str(model_dir),
+        train_steps=int(train_steps),
+        batch_size=train_dataset.batch_size,
+        model=model,
         feature_lengths=dict(train_dataset.task_feature_lengths),
         optimizer=gin_utils.plain(optimizer) or OptimizerConfig(),
-        loss=gin_utils.plain(loss) or LossConfig(), num_microbatches=num_microbatches,
-        seed=seed, model_parallel=model_parallel, checkpoint_period=checkpoint_period,
-        keep_checkpoints=keep_checkpoints, async_checkpoints=async_checkpoints,
-        log_period=log_period, eval_period=eval_period if eval_dataset else 0,
-        eval_steps=eval_steps, initial_checkpoint_path=initial_checkpoint_path or None)
+        loss=gin_utils.plain(loss) or LossConfig(),
+        num_microbatches=num_microbatches,
+        seed=seed,
+        model_parallel=model_parallel,
+        checkpoint_period=checkpoint_period,
+        keep_checkpoints=keep_checkpoints,
+        async_checkpoints=async_checkpoints,
+        log_period=log_period,
+        eval_period=eval_period if eval_dataset else 0,
+        eval_steps=eval_steps,
+        initial_checkpoint_path=initial_checkpoint_path or None,
+    )
     gin_utils.write_operative_config(model_dir, "config")
     mesh = part.make_mesh(model_parallel)
     eval_fn = None
     if infer_eval and eval_dataset is not None:
+
         def eval_fn(step: int, params: Any) -> dict[str, float]:
             metrics, _ = task_eval.evaluate_task(
-                params, model, mesh, eval_dataset.mixture_or_task_name, eval_dataset.split,
-                eval_dataset.task_feature_lengths, module=eval_dataset.module,
-                limit=infer_eval_examples, batch_size=eval_dataset.batch_size)
+                params,
+                model,
+                mesh,
+                eval_dataset.mixture_or_task_name,
+                eval_dataset.split,
+                eval_dataset.task_feature_lengths,
+                module=eval_dataset.module,
+                limit=infer_eval_examples,
+                batch_size=eval_dataset.batch_size,
+            )
             return metrics
-    result = train(config, train_batches(train_dataset),
-                   eval_batches=eval_batches(eval_dataset) if eval_dataset else None,
-                   mesh=mesh, eval_fn=eval_fn)
-    log.info("train finished at step %d%s; checkpoints in %s", result.step,
-             " (preempted)" if result.preempted else "", result.checkpoint_dir)
+
+    result = train(
+        config,
+        train_batches(train_dataset),
+        eval_batches=eval_batches(eval_dataset) if eval_dataset else None,
+        mesh=mesh,
+        eval_fn=eval_fn,
+    )
+    log.info(
+        "train finished at step %d%s; checkpoints in %s",
+        result.step,
+        " (preempted)" if result.preempted else "",
+        result.checkpoint_dir,
+    )
     return result
 
 

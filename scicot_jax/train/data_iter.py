@@ -48,8 +48,7 @@ class Prefetcher:
 
     _DONE = object()
 
-    def __init__(self, it: Iterator[dict[str, np.ndarray]], sharding: NamedSharding,
-                 size: int = 2):
+    def __init__(self, it: Iterator[dict[str, np.ndarray]], sharding: NamedSharding, size: int = 2):
         self._q: queue.Queue = queue.Queue(maxsize=max(size, 1))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(it, sharding), daemon=True)

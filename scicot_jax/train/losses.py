@@ -14,8 +14,9 @@ SPECIAL_FACTORS = (NUM_REAL_TARGET_TOKENS, NUM_TOTAL_TARGET_TOKENS, AVERAGE_PER_
 
 
 @jax.custom_vjp
-def cross_entropy_with_logits(logits_BxLxV: jax.Array, soft_targets_BxLxV: jax.Array,
-                              z_loss: float) -> tuple[jax.Array, jax.Array]:
+def cross_entropy_with_logits(
+    logits_BxLxV: jax.Array, soft_targets_BxLxV: jax.Array, z_loss: float
+) -> tuple[jax.Array, jax.Array]:
     """Per-token soft-target cross entropy plus z_loss * log(Z)^2; returns (loss, z_loss).
 
     Custom VJP as in t5x: the backward pass is one fused (softmax - targets) expression instead
@@ -48,10 +49,14 @@ def _xent_bwd(res: tuple, g: tuple) -> tuple:
 cross_entropy_with_logits.defvjp(_xent_fwd, _xent_bwd)
 
 
-def weighted_cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array,
-                           weights_BxL: jax.Array | None = None, label_smoothing: float = 0.0,
-                           z_loss: float = 0.0, loss_normalizing_factor: float | None = None
-                           ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def weighted_cross_entropy(
+    logits_BxLxV: jax.Array,
+    targets_BxL: jax.Array,
+    weights_BxL: jax.Array | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    loss_normalizing_factor: float | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """t5x's compute_weighted_cross_entropy: (total_loss, total_z_loss, weight_sum)."""
     vocab = logits_BxLxV.shape[-1]
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)
@@ -78,8 +83,9 @@ def loss_weights(batch: dict) -> jax.Array:
     return (jnp.asarray(batch["decoder_target_tokens"]) > 0).astype(jnp.float32)
 
 
-def normalizing_factor_and_weights(factor: float | str | None, batch: dict
-                                   ) -> tuple[jax.Array | float | None, jax.Array]:
+def normalizing_factor_and_weights(
+    factor: float | str | None, batch: dict
+) -> tuple[jax.Array | float | None, jax.Array]:
     """Resolves special normalizing factors over the *full* batch (before microbatching)."""
     weights_BxL = loss_weights(batch)
     if factor is None or isinstance(factor, int | float):
@@ -100,9 +106,11 @@ def normalizing_factor_and_weights(factor: float | str | None, batch: dict
             onehot = jax.nn.one_hot(seg, seg.shape[-1] + 1)[..., 1:]  # drop padding segment 0
             per_seg = jnp.einsum("bl,bls->bs", weights_BxL, onehot)
             tok_seg_total = jnp.einsum("bs,bls->bl", per_seg, onehot)
-            weights_BxL = jnp.where(tok_seg_total > 0,
-                                    weights_BxL / jnp.maximum(tok_seg_total, 1e-9), 0.0)
+            weights_BxL = jnp.where(
+                tok_seg_total > 0, weights_BxL / jnp.maximum(tok_seg_total, 1e-9), 0.0
+            )
             num_seqs = jnp.sum(per_seg > 0)
         return jnp.maximum(num_seqs.astype(jnp.float32), 1.0), weights_BxL
-    raise ValueError(f"loss_normalizing_factor={factor!r}; expected a number, None or one of "
-                     f"{SPECIAL_FACTORS}")
+    raise ValueError(
+        f"loss_normalizing_factor={factor!r}; expected a number, None or one of {SPECIAL_FACTORS}"
+    )

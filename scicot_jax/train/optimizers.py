@@ -48,10 +48,13 @@ def make_schedule(cfg: OptimizerConfig, total_steps: int | None = None) -> optax
         if not warm:
             return optax.constant_schedule(lr)
         return optax.join_schedules(
-            [optax.linear_schedule(0.0, lr, warm), optax.constant_schedule(lr)], [warm])
+            [optax.linear_schedule(0.0, lr, warm), optax.constant_schedule(lr)], [warm]
+        )
     decay = cfg.decay_steps or total_steps
     if not decay:
-        raise ValueError(f"schedule {cfg.schedule!r} needs OptimizerConfig.decay_steps or train steps")
+        raise ValueError(
+            f"schedule {cfg.schedule!r} needs OptimizerConfig.decay_steps or train steps"
+        )
     end = lr * cfg.end_lr_fraction
     if cfg.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0 if warm else lr, lr, warm, decay, end)
@@ -61,16 +64,22 @@ def make_schedule(cfg: OptimizerConfig, total_steps: int | None = None) -> optax
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), body], [warm])
 
 
-def make_optimizer(cfg: OptimizerConfig, total_steps: int | None = None
-                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+    cfg: OptimizerConfig, total_steps: int | None = None
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, schedule) for the config; the schedule is returned for logging."""
     sched = make_schedule(cfg, total_steps)
     if cfg.name == "adafactor":
         opt = optax.adafactor(
-            learning_rate=sched, min_dim_size_to_factor=cfg.min_dim_size_to_factor,
-            decay_rate=cfg.decay_rate, multiply_by_parameter_scale=cfg.multiply_by_parameter_scale,
-            clipping_threshold=cfg.clipping_threshold, momentum=cfg.momentum,
-            weight_decay_rate=cfg.weight_decay or None, factored=cfg.factored)
+            learning_rate=sched,
+            min_dim_size_to_factor=cfg.min_dim_size_to_factor,
+            decay_rate=cfg.decay_rate,
+            multiply_by_parameter_scale=cfg.multiply_by_parameter_scale,
+            clipping_threshold=cfg.clipping_threshold,
+            momentum=cfg.momentum,
+            weight_decay_rate=cfg.weight_decay or None,
+            factored=cfg.factored,
+        )
     elif cfg.name == "adamw":
         opt = optax.adamw(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
     else:

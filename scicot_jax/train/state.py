@@ -48,14 +48,16 @@ def t5_spec(config: Any, feature_lengths: dict[str, int] | None = None) -> Model
     def apply(params: Any, batch: dict, rng: jax.Array | None, enable_dropout: bool) -> jax.Array:
         return module.apply(
             {"params": params},
-            batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+            batch["encoder_input_tokens"],
+            batch["decoder_input_tokens"],
             batch["decoder_target_tokens"],
             encoder_segment_ids=batch.get("encoder_segment_ids"),
             decoder_segment_ids=batch.get("decoder_segment_ids"),
             encoder_positions=batch.get("encoder_positions"),
             decoder_positions=batch.get("decoder_positions"),
             enable_dropout=enable_dropout,
-            rngs={"dropout": rng} if enable_dropout and rng is not None else None)
+            rngs={"dropout": rng} if enable_dropout and rng is not None else None,
+        )
 
     def init(rng: jax.Array) -> Any:
         shapes = {"encoder": (1, lengths["inputs"]), "decoder": (1, lengths["targets"])}
@@ -68,13 +70,21 @@ def t5_spec(config: Any, feature_lengths: dict[str, int] | None = None) -> Model
 
     # MFU needs the model's FLOP count; without scicot_jax.model.flops only tokens/s is logged.
     has_flops = importlib.util.find_spec("scicot_jax.model.flops") is not None
-    return ModelSpec(apply=apply, init=init, logical_axes=logical_axes_fn(config),
-                     flops_per_example=flops if has_flops else None, config=config)
+    return ModelSpec(
+        apply=apply,
+        init=init,
+        logical_axes=logical_axes_fn(config),
+        flops_per_example=flops if has_flops else None,
+        config=config,
+    )
 
 
 def abstract_like(tree: Any, shardings: Any | None = None) -> Any:
     """ShapeDtypeStructs for a pytree (with shardings attached when given)."""
     if shardings is None:
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x),
-                                                          sharding=s), tree, shardings)
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x), sharding=s),
+        tree,
+        shardings,
+    )

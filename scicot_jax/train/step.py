@@ -12,8 +12,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from scicot_jax.runtime.partitioning import DATA_AXIS
 from scicot_jax.train import losses
-from scicot_jax.train.partitioning import DATA_AXIS
 from scicot_jax.train.state import ModelSpec, TrainState
 
 DROPOUT_RNG_IMPLS = ("rbg", "unsafe_rbg", "threefry2x32")
@@ -36,27 +36,45 @@ class LossConfig:
     loss_normalizing_factor: float | str | None = losses.NUM_REAL_TARGET_TOKENS
 
 
-def _loss_and_stats(spec: ModelSpec, cfg: LossConfig, params: Any, batch: dict,
-                    rng: jax.Array | None, factor: Any, train: bool
-                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def _loss_and_stats(
+    spec: ModelSpec,
+    cfg: LossConfig,
+    params: Any,
+    batch: dict,
+    rng: jax.Array | None,
+    factor: Any,
+    train: bool,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Objective (normalized by `factor`) and summed stats for one (micro)batch."""
     logits_BxLxV = spec.apply(params, batch, rng, train)
     targets_BxL, weights_BxL = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
     total, total_z, wsum = losses.weighted_cross_entropy(
-        logits_BxLxV, targets_BxL, weights_BxL, cfg.label_smoothing, cfg.z_loss, None)
+        logits_BxLxV, targets_BxL, weights_BxL, cfg.label_smoothing, cfg.z_loss, None
+    )
     correct = jnp.sum((jnp.argmax(logits_BxLxV, -1) == targets_BxL) * (weights_BxL > 0))
     tokens = jnp.sum(weights_BxL > 0).astype(jnp.float32)
     objective = total if factor is None else total / factor
-    stats = {"loss_sum": total, "z_loss_sum": total_z, "weight_sum": wsum,
-             "correct": correct.astype(jnp.float32), "tokens": tokens}
+    stats = {
+        "loss_sum": total,
+        "z_loss_sum": total_z,
+        "weight_sum": wsum,
+        "correct": correct.astype(jnp.float32),
+        "tokens": tokens,
+    }
     return objective, stats
 
 
-def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
-                    schedule: Callable[[Any], Any], loss_cfg: LossConfig, *,
-                    num_microbatches: int = 1, dropout_seed: int = 0, mesh: Mesh | None = None,
-                    dropout_rng_impl: str = DEFAULT_DROPOUT_RNG_IMPL
-                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+def make_train_step(
+    spec: ModelSpec,
+    optimizer: optax.GradientTransformation,
+    schedule: Callable[[Any], Any],
+    loss_cfg: LossConfig,
+    *,
+    num_microbatches: int = 1,
+    dropout_seed: int = 0,
+    mesh: Mesh | None = None,
+    dropout_rng_impl: str = DEFAULT_DROPOUT_RNG_IMPL,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """A pure (state, batch) -> (state, metrics) function, ready for jax.jit.
 
     Dropout keys are `fold_in(key(dropout_seed, impl=dropout_rng_impl), step)`, so a resumed run
@@ -68,28 +86,37 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         factor, weights_BxL = losses.normalizing_factor_and_weights(
-            loss_cfg.loss_normalizing_factor, batch)
+            loss_cfg.loss_normalizing_factor, batch
+        )
         batch = dict(batch, decoder_loss_weights=weights_BxL)
         rng = jax.random.fold_in(jax.random.key(dropout_seed, impl=dropout_rng_impl), state.step)
         grad_fn = jax.value_and_grad(
-            lambda p, mb, r: _loss_and_stats(spec, loss_cfg, p, mb, r, factor, True), has_aux=True)
+            lambda p, mb, r: _loss_and_stats(spec, loss_cfg, p, mb, r, factor, True), has_aux=True
+        )
         if num_microbatches <= 1:
             (objective, stats), grads = grad_fn(state.params, batch, rng)
         else:
-            objective, stats, grads = _accumulate(grad_fn, state.params, batch, rng,
-                                                  num_microbatches, mesh)
+            objective, stats, grads = _accumulate(
+                grad_fn, state.params, batch, rng, num_microbatches, mesh
+            )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(stats, loss=objective, grad_norm=optax.tree.norm(grads),
-                       learning_rate=jnp.asarray(schedule(state.step), jnp.float32))
+        metrics = dict(
+            stats,
+            loss=objective,
+            grad_norm=optax.tree.norm(grads),
+            learning_rate=jnp.asarray(schedule(state.step), jnp.float32),
+        )
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
 
 
-def _accumulate(grad_fn: Callable, params: Any, batch: dict, rng: jax.Array, m: int,
-                mesh: Mesh | None) -> tuple[jax.Array, dict, Any]:
+def _accumulate(
+    grad_fn: Callable, params: Any, batch: dict, rng: jax.Array, m: int, mesh: Mesh | None
+) -> tuple[jax.Array, dict, Any]:
     """Sums gradients over m microbatches with lax.scan (memory of one microbatch)."""
+
     def split(x: jax.Array) -> jax.Array:
         if x.shape[0] % m:
             raise ValueError(f"batch size {x.shape[0]} not divisible by num_microbatches={m}")
@@ -106,20 +133,27 @@ def _accumulate(grad_fn: Callable, params: Any, batch: dict, rng: jax.Array, m: 
         mb, k = xs
         (obj, stats), grads = grad_fn(params, mb, jax.random.fold_in(rng, k))
         add = lambda a, b: a + b
-        return (obj_acc + obj, jax.tree.map(add, stats_acc, stats),
-                jax.tree.map(add, grads_acc, grads)), None
+        return (
+            obj_acc + obj,
+            jax.tree.map(add, stats_acc, stats),
+            jax.tree.map(add, grads_acc, grads),
+        ), None
 
     zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-    zeros_s = {k: jnp.zeros((), jnp.float32) for k in
-               ("loss_sum", "z_loss_sum", "weight_sum", "correct", "tokens")}
+    zeros_s = {
+        k: jnp.zeros((), jnp.float32)
+        for k in ("loss_sum", "z_loss_sum", "weight_sum", "correct", "tokens")
+    }
     (obj, stats, grads), _ = jax.lax.scan(
-        body, (jnp.zeros((), jnp.float32), zeros_s, zeros_g), (micro, jnp.arange(m)))
+        body, (jnp.zeros((), jnp.float32), zeros_s, zeros_g), (micro, jnp.arange(m))
+    )
     grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
     return obj, stats, grads
 
 
-def make_eval_step(spec: ModelSpec, loss_cfg: LossConfig
-                   ) -> Callable[[Any, dict], dict[str, jax.Array]]:
+def make_eval_step(
+    spec: ModelSpec, loss_cfg: LossConfig
+) -> Callable[[Any, dict], dict[str, jax.Array]]:
     """(params, batch) -> summed loss stats without dropout, for teacher-forced eval."""
 
     def eval_step(params: Any, batch: dict) -> dict[str, jax.Array]:

@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scicot_jax.train import partitioning as part
-from scicot_jax.train.checkpoints import Checkpoints
+from scicot_jax.runtime import partitioning as part
+from scicot_jax.runtime.checkpoints import Checkpoints
+from scicot_jax.runtime.init_from import load_initial_params
+from scicot_jax.runtime.metrics import MetricsWriter, Throughput
 from scicot_jax.train.data_iter import Batches, Prefetcher, open_batches, to_global
-from scicot_jax.train.init_from import load_initial_params
-from scicot_jax.train.metrics import MetricsWriter, Throughput
 from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer
 from scicot_jax.train.state import ModelSpec, TrainState, abstract_like, t5_spec
 from scicot_jax.train.step import (
@@ -49,7 +49,8 @@ class TrainConfig:
     batch_size: int  # global, summed over hosts
     model: Any = None  # T5Config; unused when a ModelSpec is passed to train()
     feature_lengths: dict = dataclasses.field(
-        default_factory=lambda: {"inputs": 512, "targets": 128})
+        default_factory=lambda: {"inputs": 512, "targets": 128}
+    )
     optimizer: OptimizerConfig = OptimizerConfig()
     loss: LossConfig = LossConfig()
     num_microbatches: int = 1
@@ -109,10 +110,16 @@ class _StopFlag:
             signal.signal(signal.SIGTERM, self._old)
 
 
-def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], Any] | None = None,
-          model_spec: ModelSpec | None = None, mesh: jax.sharding.Mesh | None = None,
-          eval_fn: Callable[[int, Any], dict[str, float]] | None = None,
-          return_state: bool = False) -> TrainResult:
+def train(
+    config: TrainConfig,
+    batches: Batches,
+    *,
+    eval_batches: Callable[[], Any] | None = None,
+    model_spec: ModelSpec | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    eval_fn: Callable[[int, Any], dict[str, float]] | None = None,
+    return_state: bool = False,
+) -> TrainResult:
     """Trains to `config.train_steps`, resuming from `<model_dir>/checkpoints` when present.
 
     batches: numpy batches (this host's rows of the global batch), as an iterable or a factory
@@ -128,8 +135,9 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
     abs_params, abs_opt, rules = su.abstract_params, su.abstract_opt_state, su.rules
     rep, data_sh = su.replicated, su.data
 
-    ckpts = Checkpoints(config.model_dir, keep=config.keep_checkpoints,
-                        async_save=config.async_checkpoints)
+    ckpts = Checkpoints(
+        config.model_dir, keep=config.keep_checkpoints, async_save=config.async_checkpoints
+    )
     restored = ckpts.restore_latest(abstract_like(abs_params, p_sh), abstract_like(abs_opt, o_sh))
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         if restored:
@@ -140,16 +148,21 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
             step0, consumed = 0, 0
             params = None
             if config.initial_checkpoint_path:
-                params = load_initial_params(config.initial_checkpoint_path, abs_params, p_sh,
-                                             spec.config)
+                params = load_initial_params(
+                    config.initial_checkpoint_path, abs_params, p_sh, spec.config
+                )
             fresh = init_state(su, spec, config.seed, params)
             params, opt_state = fresh.params, fresh.opt_state
-        state = TrainState(step=jax.device_put(jnp.asarray(step0, jnp.int32), rep),
-                           params=params, opt_state=opt_state)
+        state = TrainState(
+            step=jax.device_put(jnp.asarray(step0, jnp.int32), rep),
+            params=params,
+            opt_state=opt_state,
+        )
 
     writer = MetricsWriter(Path(config.model_dir) / "train")
-    eval_writer = MetricsWriter(Path(config.model_dir) / "eval") if (
-        eval_batches or eval_fn) else None
+    eval_writer = (
+        MetricsWriter(Path(config.model_dir) / "eval") if (eval_batches or eval_fn) else None
+    )
     stop = _StopFlag(config.handle_sigterm)
     prefetch = Prefetcher(open_batches(batches, consumed), data_sh, config.prefetch)
     last: dict[str, float] = {}
@@ -159,8 +172,9 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
     try:
         if step0 >= config.train_steps:
             log.info("already at step %d >= train_steps=%d", step0, config.train_steps)
-            return TrainResult(step0, False, {}, {}, str(ckpts.directory),
-                               state if return_state else None)
+            return TrainResult(
+                step0, False, {}, {}, str(ckpts.directory), state if return_state else None
+            )
         first = next(prefetch)
         _check_batch(first, config, mesh)
         compiled = compile_step(jit_train_step(su, spec, config), su, state, first)
@@ -168,8 +182,9 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
         tgt_len = first["decoder_target_tokens"].shape[1]
         fpe = spec.flops_per_example(in_len, tgt_len) if spec.flops_per_example else None
         meter = Throughput(fpe, mesh.devices.size)
-        eval_step = jax.jit(make_eval_step(spec, config.loss), in_shardings=(p_sh, data_sh),
-                            out_shardings=rep)
+        eval_step = jax.jit(
+            make_eval_step(spec, config.loss), in_shardings=(p_sh, data_sh), out_shardings=rep
+        )
         acc: list[dict[str, float]] = []
         pending = None
         batch: dict | None = first
@@ -184,14 +199,19 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
                     raise NonFiniteLossError(
                         f"{k} is {vals[k]} at step {s} (model_dir={config.model_dir}); stopping "
                         f"without saving. Last good checkpoint: "
-                        f"{f'{ckpts.directory}/{good}' if good is not None else 'none'}")
+                        f"{f'{ckpts.directory}/{good}' if good is not None else 'none'}"
+                    )
             acc.append(vals)
             return vals
 
         def save(s: int) -> None:
-            ckpts.save(s, state.params, state.opt_state,
-                       {"batches_consumed": consumed, "batch_size": config.batch_size},
-                       {"model": _model_dict(spec.config), "train_steps": config.train_steps})
+            ckpts.save(
+                s,
+                state.params,
+                state.opt_state,
+                {"batches_consumed": consumed, "batch_size": config.batch_size},
+                {"model": _model_dict(spec.config), "train_steps": config.train_steps},
+            )
 
         while step < config.train_steps:
             if batch is None:
@@ -209,8 +229,9 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
                 flush(pending)
             pending = (step, metrics)
             preempted = stop.should_stop(step)
-            save_now = (step % config.checkpoint_period == 0 or step == config.train_steps
-                        or preempted)
+            save_now = (
+                step % config.checkpoint_period == 0 or step == config.train_steps or preempted
+            )
             log_now = step % config.log_period == 0 or save_now
             if save_now or log_now:
                 flush(pending)
@@ -219,16 +240,30 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
                 last = {k: float(np.mean([a[k] for a in acc])) for k in acc[-1]}
                 last.update(meter.measure())
                 writer.write(step, last)
-                log.info("step %d: loss %.4f acc %.3f lr %.2e %.0f tok/s%s", step,
-                         last["loss"], last["accuracy"], last["learning_rate"],
-                         last["tokens_per_s"],
-                         f" MFU {last['mfu']:.1%}" if "mfu" in last else "")
+                log.info(
+                    "step %d: loss %.4f acc %.3f lr %.2e %.0f tok/s%s",
+                    step,
+                    last["loss"],
+                    last["accuracy"],
+                    last["learning_rate"],
+                    last["tokens_per_s"],
+                    f" MFU {last['mfu']:.1%}" if "mfu" in last else "",
+                )
                 acc.clear()
             if save_now:
                 save(step)
             if config.eval_period and step % config.eval_period == 0 and not preempted:
-                last_eval = _evaluate(eval_step, config, state.params, eval_batches, eval_fn,
-                                      step, mesh, data_sh, rules)
+                last_eval = _evaluate(
+                    eval_step,
+                    config,
+                    state.params,
+                    eval_batches,
+                    eval_fn,
+                    step,
+                    mesh,
+                    data_sh,
+                    rules,
+                )
                 if eval_writer:
                     eval_writer.write(step, last_eval)
             if preempted:
@@ -246,8 +281,9 @@ def train(config: TrainConfig, batches: Batches, *, eval_batches: Callable[[], A
         if eval_writer:
             eval_writer.close()
         ckpts.close()
-    return TrainResult(step, preempted, last, last_eval, str(ckpts.directory),
-                       state if return_state else None)
+    return TrainResult(
+        step, preempted, last, last_eval, str(ckpts.directory), state if return_state else None
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,9 +311,18 @@ def make_setup(config: TrainConfig, spec: ModelSpec, mesh: Any) -> Setup:
     abs_opt = jax.eval_shape(optimizer.init, abs_params)
     o_sh = part.opt_state_shardings(optimizer, abs_opt, abs_params, p_sh, mesh)
     rep = part.replicated(mesh)
-    return Setup(mesh, optimizer, schedule, abs_params, abs_opt, p_sh, o_sh,
-                 TrainState(step=rep, params=p_sh, opt_state=o_sh), part.batch_sharding(mesh),
-                 rep)
+    return Setup(
+        mesh,
+        optimizer,
+        schedule,
+        abs_params,
+        abs_opt,
+        p_sh,
+        o_sh,
+        TrainState(step=rep, params=p_sh, opt_state=o_sh),
+        part.batch_sharding(mesh),
+        rep,
+    )
 
 
 def init_state(su: Setup, spec: ModelSpec, seed: int, params: Any = None) -> TrainState:
@@ -288,17 +333,31 @@ def init_state(su: Setup, spec: ModelSpec, seed: int, params: Any = None) -> Tra
         else:
             params = jax.device_put(params, su.param_shardings)
         opt_state = jax.jit(su.optimizer.init, out_shardings=su.opt_shardings)(params)
-    return TrainState(step=jax.device_put(jnp.asarray(0, jnp.int32), su.replicated),
-                      params=params, opt_state=opt_state)
+    return TrainState(
+        step=jax.device_put(jnp.asarray(0, jnp.int32), su.replicated),
+        params=params,
+        opt_state=opt_state,
+    )
 
 
 def jit_train_step(su: Setup, spec: ModelSpec, config: TrainConfig) -> Any:
     """jax.jit of the step with explicit in/out shardings and the state donated."""
-    fn = make_train_step(spec, su.optimizer, su.schedule, config.loss,
-                         num_microbatches=config.num_microbatches, dropout_seed=config.seed,
-                         mesh=su.mesh, dropout_rng_impl=config.dropout_rng_impl)
-    return jax.jit(fn, in_shardings=(su.state, su.data), out_shardings=(su.state, su.replicated),
-                   donate_argnums=(0,))
+    fn = make_train_step(
+        spec,
+        su.optimizer,
+        su.schedule,
+        config.loss,
+        num_microbatches=config.num_microbatches,
+        dropout_seed=config.seed,
+        mesh=su.mesh,
+        dropout_rng_impl=config.dropout_rng_impl,
+    )
+    return jax.jit(
+        fn,
+        in_shardings=(su.state, su.data),
+        out_shardings=(su.state, su.replicated),
+        donate_argnums=(0,),
+    )
 
 
 def compile_step(jitted: Any, su: Setup, state: TrainState, batch: dict) -> Any:
@@ -310,17 +369,28 @@ def compile_step(jitted: Any, su: Setup, state: TrainState, batch: dict) -> Any:
     try:
         mem = compiled.memory_analysis()
         if mem is not None:
-            log.info("train step memory: args %.1f MiB, temps %.1f MiB, outputs %.1f MiB",
-                     mem.argument_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20,
-                     mem.output_size_in_bytes / 2**20)
+            log.info(
+                "train step memory: args %.1f MiB, temps %.1f MiB, outputs %.1f MiB",
+                mem.argument_size_in_bytes / 2**20,
+                mem.temp_size_in_bytes / 2**20,
+                mem.output_size_in_bytes / 2**20,
+            )
     except Exception as e:  # noqa: BLE001 - not every backend reports it
         log.info("memory_analysis unavailable: %s", e)
     return compiled
 
 
-def _evaluate(fn: Callable, config: TrainConfig, params: Any,
-              eval_batches: Callable[[], Any] | None, eval_fn: Callable | None, step: int,
-              mesh: Any, data_sh: Any, rules: Any) -> dict[str, float]:
+def _evaluate(
+    fn: Callable,
+    config: TrainConfig,
+    params: Any,
+    eval_batches: Callable[[], Any] | None,
+    eval_fn: Callable | None,
+    step: int,
+    mesh: Any,
+    data_sh: Any,
+    rules: Any,
+) -> dict[str, float]:
     """Teacher-forced loss over eval batches, plus whatever eval_fn reports."""
     out: dict[str, float] = {}
     if eval_batches is not None:
@@ -333,8 +403,9 @@ def _evaluate(fn: Callable, config: TrainConfig, params: Any,
                     totals[k] = totals.get(k, 0.0) + float(v)
         if totals:
             s = summarize(totals)
-            out.update({"loss": s["cross_ent_loss"], "accuracy": s["accuracy"],
-                        "tokens": s["tokens"]})
+            out.update(
+                {"loss": s["cross_ent_loss"], "accuracy": s["accuracy"], "tokens": s["tokens"]}
+            )
     if eval_fn is not None:
         out.update(eval_fn(step, params))
     if out:
@@ -345,12 +416,15 @@ def _evaluate(fn: Callable, config: TrainConfig, params: Any,
 def _check_batch(batch: dict, config: TrainConfig, mesh: Any) -> None:
     n = batch["encoder_input_tokens"].shape[0]
     if n != config.batch_size:
-        raise ValueError(f"global batch has {n} rows but TrainConfig.batch_size="
-                         f"{config.batch_size}")
+        raise ValueError(
+            f"global batch has {n} rows but TrainConfig.batch_size={config.batch_size}"
+        )
     if n % (mesh.shape[part.DATA_AXIS] * config.num_microbatches):
-        raise ValueError(f"batch_size={n} must be divisible by data axis "
-                         f"{mesh.shape[part.DATA_AXIS]} x num_microbatches "
-                         f"{config.num_microbatches}")
+        raise ValueError(
+            f"batch_size={n} must be divisible by data axis "
+            f"{mesh.shape[part.DATA_AXIS]} x num_microbatches "
+            f"{config.num_microbatches}"
+        )
 
 
 def _model_dict(model_config: Any) -> dict | None:

@@ -16,9 +16,17 @@ _TB_UNSAFE = re.compile(r"[^\w./-]")  # TensorBoard tag charset
 
 # Dense bf16 peak FLOP/s per device, by substrings of jax's device_kind.
 PEAK_FLOPS = (
-    ("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12), ("A10", 125e12),
-    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5", 197e12), ("TPU v4", 275e12),
-    ("TPU v3", 123e12), ("TPU v2", 45e12),
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+    ("L4", 121e12),
+    ("A10", 125e12),
+    ("TPU v6", 918e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5", 197e12),
+    ("TPU v4", 275e12),
+    ("TPU v3", 123e12),
+    ("TPU v2", 45e12),
 )
 
 
@@ -34,8 +42,9 @@ def peak_flops_per_device(device: Any | None = None) -> float | None:
 class Throughput:
     """Tokens/s, examples/s and MFU over the interval since the last `measure` call."""
 
-    def __init__(self, flops_per_example: float | None, num_devices: int,
-                 peak_flops: float | None = None):
+    def __init__(
+        self, flops_per_example: float | None, num_devices: int, peak_flops: float | None = None
+    ):
         self.flops_per_example = flops_per_example
         self.peak = (peak_flops or peak_flops_per_device() or 0.0) * num_devices
         self._t, self._examples, self._tokens = time.perf_counter(), 0, 0
@@ -75,8 +84,9 @@ class MetricsWriter:
             return
         for k, v in scalars.items():
             self._tb.add_scalar(_TB_UNSAFE.sub("_", k), float(v), step)
-        self._jsonl.write(json.dumps({"step": int(step), **{k: float(v) for k, v in
-                                                             scalars.items()}}) + "\n")
+        self._jsonl.write(
+            json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n"
+        )
         self._jsonl.flush()
 
     def write_text(self, step: int, tag: str, text: str) -> None:

@@ -54,16 +54,29 @@ def _gin_value(text: str) -> str:
         return repr(t)
 
 
-def parse_args(argv: Sequence[str], description: str,
-               extra: Sequence[tuple[str, dict]] = ()) -> tuple[argparse.Namespace, list[str]]:
+def parse_args(
+    argv: Sequence[str], description: str, extra: Sequence[tuple[str, dict]] = ()
+) -> tuple[argparse.Namespace, list[str]]:
     """(flags, gin bindings) from argv (argv[0] is the program name, as in absl)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--gin_file", action="append", default=[],
-                        help="gin config file (repeatable), looked up in --gin_search_paths")
-    parser.add_argument("--gin_search_paths", action="append", default=[],
-                        help="comma-separated directories for gin files and includes")
-    parser.add_argument("--gin_bindings", action="append", default=[],
-                        help="a gin binding, e.g. 'TRAIN_STEPS = 100' (repeatable)")
+    parser.add_argument(
+        "--gin_file",
+        action="append",
+        default=[],
+        help="gin config file (repeatable), looked up in --gin_search_paths",
+    )
+    parser.add_argument(
+        "--gin_search_paths",
+        action="append",
+        default=[],
+        help="comma-separated directories for gin files and includes",
+    )
+    parser.add_argument(
+        "--gin_bindings",
+        action="append",
+        default=[],
+        help="a gin binding, e.g. 'TRAIN_STEPS = 100' (repeatable)",
+    )
     parser.add_argument("--log_level", default="INFO")
     for name, kw in extra:
         parser.add_argument(name, **kw)
@@ -72,7 +85,7 @@ def parse_args(argv: Sequence[str], description: str,
     unknown = []
     for a in rest:
         if a.startswith("--gin.") and "=" in a:
-            key, value = a[len("--gin."):].split("=", 1)
+            key, value = a[len("--gin.") :].split("=", 1)
             bindings.append(f"{key} = {_gin_value(value)}")
         else:
             unknown.append(a)
@@ -81,8 +94,9 @@ def parse_args(argv: Sequence[str], description: str,
     return args, bindings
 
 
-def parse_gin(files: Sequence[str], bindings: Sequence[str],
-              search_paths: Sequence[str] = ()) -> None:
+def parse_gin(
+    files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()
+) -> None:
     """Parses gin files then bindings, with search paths (cwd and the repo's gin/ last)."""
     register_configurables()
     paths = [p for s in search_paths for p in s.split(",") if p]
@@ -112,8 +126,10 @@ def _find(name: str, paths: Sequence[str]) -> str:
 
 
 def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("absl", "jax._src", "orbax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -11,9 +11,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from scicot_jax.train import checkpoints
-from scicot_jax.train import partitioning as part
-from scicot_jax.train.init_from import detect_format, load_initial_params
+from scicot_jax.runtime import checkpoints
+from scicot_jax.runtime import partitioning as part
+from scicot_jax.runtime.init_from import detect_format, load_initial_params
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,23 @@ def _batches(n: int, batch_size: int):
         yield start, min(start + batch_size, n)
 
 
-def predict(params: Any, config: Any, mesh: Any, inputs: Sequence[Sequence[int]], *,
-            input_length: int, max_decode_length: int, batch_size: int = 32,
-            method: str = "greedy", num_decodes: int = 1, temperature: float = 1.0,
-            top_k: int = 0, top_p: float = 1.0, alpha: float = 0.6, seed: int = 0
-            ) -> list[tuple[list[list[int]], list[float]]]:
+def predict(
+    params: Any,
+    config: Any,
+    mesh: Any,
+    inputs: Sequence[Sequence[int]],
+    *,
+    input_length: int,
+    max_decode_length: int,
+    batch_size: int = 32,
+    method: str = "greedy",
+    num_decodes: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    alpha: float = 0.6,
+    seed: int = 0,
+) -> list[tuple[list[list[int]], list[float]]]:
     """Per input: (num_decodes token lists cut at EOS, scores), best first for beam."""
     from scicot_jax.model.decoding import generate
 
@@ -80,18 +92,35 @@ def predict(params: Any, config: Any, mesh: Any, inputs: Sequence[Sequence[int]]
         enc = pad_tokens(list(inputs[a:b]) + [[]] * (batch_size - (b - a)), input_length)
         enc_g = jax.device_put(enc, data_sh)
         toks, scores = generate(
-            params, config, enc_g, max_decode_length=max_decode_length, method=method,
-            num_decodes=num_decodes, temperature=temperature, top_k=top_k, top_p=top_p,
-            alpha=alpha, rng=jax.random.fold_in(jax.random.key(seed), i))
+            params,
+            config,
+            enc_g,
+            max_decode_length=max_decode_length,
+            method=method,
+            num_decodes=num_decodes,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            alpha=alpha,
+            rng=jax.random.fold_in(jax.random.key(seed), i),
+        )
         toks, scores = np.asarray(jax.device_get(toks)), np.asarray(jax.device_get(scores))
         for j in range(b - a):
             out.append(([_cut(t, config.eos_id) for t in toks[j]], [float(s) for s in scores[j]]))
     return out
 
 
-def score(params: Any, config: Any, mesh: Any, inputs: Sequence[Sequence[int]],
-          targets: Sequence[Sequence[int]], *, input_length: int, target_length: int,
-          batch_size: int = 32) -> list[dict[str, float]]:
+def score(
+    params: Any,
+    config: Any,
+    mesh: Any,
+    inputs: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    *,
+    input_length: int,
+    target_length: int,
+    batch_size: int = 32,
+) -> list[dict[str, float]]:
     """Per example: sum/mean log-probability of the target tokens and their count."""
     from scicot_jax.model.scoring import score as score_fn
 
@@ -103,15 +132,23 @@ def score(params: Any, config: Any, mesh: Any, inputs: Sequence[Sequence[int]],
         enc = pad_tokens(list(inputs[a:b]) + pad, input_length)
         tgt = pad_tokens(list(targets[a:b]) + pad, target_length)
         dec_in = np.concatenate([np.zeros_like(tgt[:, :1]), tgt[:, :-1]], axis=1)
-        batch = {k: jax.device_put(v, data_sh) for k, v in (
-            ("encoder_input_tokens", enc), ("decoder_input_tokens", dec_in),
-            ("decoder_target_tokens", tgt))}
-        res = {k: np.asarray(jax.device_get(v)) for k, v in score_fn(params, config,
-                                                                    batch).items()}
+        batch = {
+            k: jax.device_put(v, data_sh)
+            for k, v in (
+                ("encoder_input_tokens", enc),
+                ("decoder_input_tokens", dec_in),
+                ("decoder_target_tokens", tgt),
+            )
+        }
+        res = {k: np.asarray(jax.device_get(v)) for k, v in score_fn(params, config, batch).items()}
         for j in range(b - a):
-            out.append({"sum_logprob": float(res["sum_logprob"][j]),
-                        "mean_logprob": float(res["mean_logprob"][j]),
-                        "num_tokens": int(res["num_tokens"][j])})
+            out.append(
+                {
+                    "sum_logprob": float(res["sum_logprob"][j]),
+                    "mean_logprob": float(res["mean_logprob"][j]),
+                    "num_tokens": int(res["num_tokens"][j]),
+                }
+            )
     return out
 
 

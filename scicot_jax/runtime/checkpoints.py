@@ -27,10 +27,12 @@ class Checkpoints:
         self._open()
 
     def _open(self) -> None:
-        opts = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
-                                            enable_async_checkpointing=self._async)
-        self.manager = ocp.CheckpointManager(self.directory, options=opts,
-                                             item_names=("params", "opt_state", "data", "meta"))
+        opts = ocp.CheckpointManagerOptions(
+            max_to_keep=self._keep, create=True, enable_async_checkpointing=self._async
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=opts, item_names=("params", "opt_state", "data", "meta")
+        )
 
     def all_steps(self) -> list[int]:
         """Committed steps, oldest first (orbax ignores unfinished temporary directories)."""
@@ -45,12 +47,20 @@ class Checkpoints:
         if step in self.manager.all_steps():
             return False
         meta = dict(meta, step=int(step), saved_at=time.time())
-        return self.manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-            data=ocp.args.JsonSave(data), meta=ocp.args.JsonSave(meta)), force=True)
+        return self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params),
+                opt_state=ocp.args.StandardSave(opt_state),
+                data=ocp.args.JsonSave(data),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
 
-    def restore_latest(self, abstract_params: Any, abstract_opt_state: Any
-                       ) -> tuple[int, Any, Any, dict, dict] | None:
+    def restore_latest(
+        self, abstract_params: Any, abstract_opt_state: Any
+    ) -> tuple[int, Any, Any, dict, dict] | None:
         """(step, params, opt_state, data, meta) from the newest readable step, or None.
 
         A step that fails to restore (truncated or missing files) is renamed to
@@ -58,15 +68,25 @@ class Checkpoints:
         """
         for step in reversed(self.all_steps()):
             try:
-                out = self.manager.restore(step, args=ocp.args.Composite(
-                    params=ocp.args.StandardRestore(abstract_params),
-                    opt_state=ocp.args.StandardRestore(abstract_opt_state),
-                    data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+                out = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        params=ocp.args.StandardRestore(abstract_params),
+                        opt_state=ocp.args.StandardRestore(abstract_opt_state),
+                        data=ocp.args.JsonRestore(),
+                        meta=ocp.args.JsonRestore(),
+                    ),
+                )
                 _check_finite(out["params"], f"{self.directory}/{step}")
                 return step, out["params"], out["opt_state"], dict(out["data"]), dict(out["meta"])
             except Exception as e:  # noqa: BLE001 - any failure means "not usable"
-                log.warning("checkpoint %s/%d is unreadable (%s: %s); falling back to the "
-                            "previous one", self.directory, step, type(e).__name__, e)
+                log.warning(
+                    "checkpoint %s/%d is unreadable (%s: %s); falling back to the previous one",
+                    self.directory,
+                    step,
+                    type(e).__name__,
+                    e,
+                )
                 self._quarantine(step)
         return None
 
@@ -112,8 +132,13 @@ def resolve_step_dir(path: str | Path) -> Path | None:
     if is_trainer_step_dir(p):
         return p
     for base in (p / CHECKPOINT_SUBDIR, p):
-        steps = sorted(int(c.name) for c in base.glob("*") if c.name.isdigit()
-                       and is_trainer_step_dir(c)) if base.is_dir() else []
+        steps = (
+            sorted(
+                int(c.name) for c in base.glob("*") if c.name.isdigit() and is_trainer_step_dir(c)
+            )
+            if base.is_dir()
+            else []
+        )
         if steps:
             return base / str(steps[-1])
     return None

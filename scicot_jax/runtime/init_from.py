@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from scicot_jax.train import checkpoints
+from scicot_jax.runtime import checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ def detect_format(path: str | Path) -> str:
     return "params"
 
 
-def load_initial_params(path: str | Path, abstract_params: Any, shardings: Any,
-                        model_config: Any = None) -> Any:
+def load_initial_params(
+    path: str | Path, abstract_params: Any, shardings: Any, model_config: Any = None
+) -> Any:
     """Params from `path`, placed with `shardings`, checked against the model's shapes."""
     fmt = detect_format(path)
     log.info("initial checkpoint %s (%s format)", path, fmt)
@@ -54,8 +55,12 @@ def load_initial_params(path: str | Path, abstract_params: Any, shardings: Any,
         _, params = import_hf(str(path))
     params = _match_layout(params, abstract_params, model_config)
     _check_shapes(params, abstract_params, path)
-    return jax.tree.map(lambda x, s, a: jax.device_put(np.asarray(x, a.dtype), s),
-                        params, shardings, abstract_params)
+    return jax.tree.map(
+        lambda x, s, a: jax.device_put(np.asarray(x, a.dtype), s),
+        params,
+        shardings,
+        abstract_params,
+    )
 
 
 def _match_layout(params: Any, abstract_params: Any, model_config: Any) -> Any:
@@ -77,9 +82,13 @@ def _check_shapes(params: Any, abstract_params: Any, path: Any) -> None:
     got_d = dict(got)
     missing = [jax.tree_util.keystr(k) for k in want if k not in got_d]
     if missing:
-        raise ValueError(f"initial checkpoint {path}: missing params {missing[:5]}"
-                         f"{' ...' if len(missing) > 5 else ''}")
+        raise ValueError(
+            f"initial checkpoint {path}: missing params {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}"
+        )
     for k, a in want.items():
         if tuple(np.shape(got_d[k])) != tuple(a.shape):
-            raise ValueError(f"initial checkpoint {path}: {jax.tree_util.keystr(k)} has shape "
-                             f"{tuple(np.shape(got_d[k]))}, model expects {tuple(a.shape)}")
+            raise ValueError(
+                f"initial checkpoint {path}: {jax.tree_util.keystr(k)} has shape "
+                f"{tuple(np.shape(got_d[k]))}, model expects {tuple(a.shape)}"
+            )

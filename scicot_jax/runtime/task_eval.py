@@ -6,15 +6,24 @@ import logging
 from typing import Any
 
 from scicot_jax.data import seqio_feed as data_feed
-from scicot_jax.train import inference
+from scicot_jax.runtime import inference
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_task(params: Any, config: Any, mesh: Any, task_name: str, split: str,
-                  feature_lengths: dict, *, module: str | None = None, limit: int | None = None,
-                  batch_size: int = 32, max_decode_length: int | None = None
-                  ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def evaluate_task(
+    params: Any,
+    config: Any,
+    mesh: Any,
+    task_name: str,
+    split: str,
+    feature_lengths: dict,
+    *,
+    module: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 32,
+    max_decode_length: int | None = None,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """(metrics keyed "<task>/<metric>", prediction rows) for greedy decoding of `split`."""
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
@@ -26,23 +35,35 @@ def evaluate_task(params: Any, config: Any, mesh: Any, task_name: str, split: st
             continue
         vocab = task.output_features["targets"].vocabulary
         outs = inference.predict(
-            params, config, mesh, [ex["inputs"] for ex in examples],
+            params,
+            config,
+            mesh,
+            [ex["inputs"] for ex in examples],
             input_length=feature_lengths["inputs"],
             max_decode_length=max_decode_length or feature_lengths["targets"],
-            batch_size=batch_size)
+            batch_size=batch_size,
+        )
         preds, targets = [], []
         for ex, (toks, scores) in zip(examples, outs):
             text = vocab.decode(toks[0])
             pred = task.postprocess_fn(text, example=ex, is_target=False)
-            target = task.postprocess_fn(ex.get("targets_pretokenized", ""), example=ex,
-                                         is_target=True)
+            target = task.postprocess_fn(
+                ex.get("targets_pretokenized", ""), example=ex, is_target=True
+            )
             preds.append(pred)
             targets.append(target)
-            rows.append({"task": task.name, "id": ex["id"],
-                         "inputs": ex.get("inputs_pretokenized", ""), "output": text,
-                         "prediction": pred, "target": target,
-                         "targets_pretokenized": ex.get("targets_pretokenized", ""),
-                         "score": scores[0]})
+            rows.append(
+                {
+                    "task": task.name,
+                    "id": ex["id"],
+                    "inputs": ex.get("inputs_pretokenized", ""),
+                    "output": text,
+                    "prediction": pred,
+                    "target": target,
+                    "targets_pretokenized": ex.get("targets_pretokenized", ""),
+                    "score": scores[0],
+                }
+            )
         for fn in task.metric_fns:
             for k, v in fn(targets, preds).items():
                 metrics[f"{task.name}/{k}"] = float(getattr(v, "value", v))

@@ -42,8 +42,13 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
 
 def maybe_initialize_distributed() -> bool:
     """Calls jax.distributed.initialize() when a multi-host environment is detected."""
-    markers = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES",
-               "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+    markers = (
+        "JAX_COORDINATOR_ADDRESS",
+        "COORDINATOR_ADDRESS",
+        "TPU_WORKER_HOSTNAMES",
+        "SLURM_NTASKS",
+        "OMPI_COMM_WORLD_SIZE",
+    )
     multi = any(os.environ.get(k) for k in markers)
     if os.environ.get("SLURM_NTASKS") == "1" or os.environ.get("OMPI_COMM_WORLD_SIZE") == "1":
         multi = False
@@ -61,8 +66,9 @@ def maybe_initialize_distributed() -> bool:
     return True
 
 
-def make_mesh(model_parallel: int = 1, data_parallel: int = -1,
-              devices: Sequence[Any] | None = None) -> Mesh:
+def make_mesh(
+    model_parallel: int = 1, data_parallel: int = -1, devices: Sequence[Any] | None = None
+) -> Mesh:
     """A (data, model) mesh; data_parallel=-1 takes all devices left over after model_parallel."""
     devices = list(jax.devices() if devices is None else devices)
     n = len(devices)
@@ -80,9 +86,11 @@ def make_mesh(model_parallel: int = 1, data_parallel: int = -1,
     return Mesh(arr, (DATA_AXIS, MODEL_AXIS), axis_types=(AxisType.Auto, AxisType.Auto))
 
 
-def logical_to_sharding(logical_tree: Any, mesh: Mesh,
-                        rules: Sequence[tuple[str, str | None]] = LOGICAL_AXIS_RULES) -> Any:
+def logical_to_sharding(
+    logical_tree: Any, mesh: Mesh, rules: Sequence[tuple[str, str | None]] = LOGICAL_AXIS_RULES
+) -> Any:
     """Maps a pytree of logical PartitionSpecs/tuples to NamedShardings on the mesh."""
+
     def one(spec: Any) -> NamedSharding:
         spec = P(*spec) if isinstance(spec, tuple | list) else (spec if spec is not None else P())
         return nn.logical_to_mesh_sharding(spec, mesh, rules)
@@ -91,8 +99,11 @@ def logical_to_sharding(logical_tree: Any, mesh: Mesh,
 
 
 def _is_spec(x: Any) -> bool:
-    return x is None or isinstance(x, P) or (
-        isinstance(x, tuple) and all(isinstance(a, str | type(None)) for a in x))
+    return (
+        x is None
+        or isinstance(x, P)
+        or (isinstance(x, tuple) and all(isinstance(a, str | type(None)) for a in x))
+    )
 
 
 def fit_sharding(sharding: NamedSharding, shape: Sequence[int]) -> NamedSharding:
@@ -116,15 +127,20 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def params_shardings(logical_axes: Any, abstract_params: Any, mesh: Mesh,
-                     rules: Sequence[tuple[str, str | None]] = LOGICAL_AXIS_RULES) -> Any:
+def params_shardings(
+    logical_axes: Any,
+    abstract_params: Any,
+    mesh: Mesh,
+    rules: Sequence[tuple[str, str | None]] = LOGICAL_AXIS_RULES,
+) -> Any:
     """NamedShardings for params from the model's logical axes, fitted to each param's shape."""
     shardings = logical_to_sharding(logical_axes, mesh, rules)
     return jax.tree.map(lambda s, a: fit_sharding(s, a.shape), shardings, abstract_params)
 
 
-def opt_state_shardings(optimizer: Any, abstract_opt_state: Any, abstract_params: Any,
-                        param_shardings: Any, mesh: Mesh) -> Any:
+def opt_state_shardings(
+    optimizer: Any, abstract_opt_state: Any, abstract_params: Any, param_shardings: Any, mesh: Mesh
+) -> Any:
     """Param-shaped optimizer slots (Adam moments) follow their param; the rest is replicated.
 
     Adafactor's factored row/column statistics are vectors, so replicating them is cheap.
@@ -136,5 +152,11 @@ def opt_state_shardings(optimizer: Any, abstract_opt_state: Any, abstract_params
     def by_param(leaf: Any, param: Any, s: NamedSharding) -> NamedSharding:
         return s if tuple(leaf.shape) == tuple(param.shape) else rep
 
-    return optax.tree_map_params(optimizer, by_param, abstract_opt_state, abstract_params,
-                                 param_shardings, transform_non_params=lambda _: rep)
+    return optax.tree_map_params(
+        optimizer,
+        by_param,
+        abstract_opt_state,
+        abstract_params,
+        param_shardings,
+        transform_non_params=lambda _: rep,
+    )
