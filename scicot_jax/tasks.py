@@ -40,7 +40,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from scicot_jax.data import answers, formats
+from scicot_jax.data import formats, grading
 from scicot_jax.data.cards import TaskCard, list_cards, load_card
 from scicot_jax.data.examples import Example
 from scicot_jax.data.store import RationaleRecord, RationaleStore
@@ -234,9 +234,9 @@ def _text(value: Any) -> str:
 
 
 def make_postprocessor(card: TaskCard, method: str) -> Callable[..., str]:
-    """Decoded text -> parsed answer (targets -> the example's gold answer)."""
-    # Stage 1 emits a rationale: its answer is the last candidate, not compat's first one.
-    compat = None if method == "stage1" else card.compat
+    """Decoded text -> parsed answer (targets -> the example's gold answer), by the card's
+    grader for what ``method``'s student writes (``scicot_jax.data.grading``)."""
+    grader = grading.grader_for(card, grading.OUTPUT_KIND[method])
 
     def postprocess(output: Any, example: dict | None = None, is_target: bool = False) -> str:
         if is_target and example is not None and "answer" in example:
@@ -244,10 +244,7 @@ def make_postprocessor(card: TaskCard, method: str) -> Callable[..., str]:
         choices = ()
         if example is not None and "choices" in example:
             choices = tuple(tuple(c) for c in json.loads(_text(example["choices"])))
-        parsed = answers.parse_answer(
-            _text(output), card.answer_type, choices=choices, compat=compat
-        )
-        return parsed or ""
+        return grader.parse(_text(output), choices) or ""
 
     return postprocess
 
@@ -255,14 +252,11 @@ def make_postprocessor(card: TaskCard, method: str) -> Callable[..., str]:
 def make_metric(card: TaskCard, method: str) -> Callable[[Sequence[str], Sequence[str]], dict]:
     """Accuracy in percent (Stage 1: the accuracy of the answers its rationales reach)."""
     key = "rationale_answer_accuracy" if method == "stage1" else "accuracy"
-    compat = None if method == "stage1" else card.compat
+    grader = grading.grader_for(card, grading.OUTPUT_KIND[method])
 
     def accuracy(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-        hits = sum(
-            answers.answers_match(p or None, t, card.answer_type, compat=compat)
-            for t, p in zip(targets, predictions, strict=True)
-        )
-        return {key: 100.0 * hits / max(len(targets), 1)}
+        hits = sum(grader.correct(p or None, t) for t, p in zip(targets, predictions, strict=True))
+        return {key: grading.percent(hits, len(targets)) or 0.0}
 
     accuracy.__name__ = key
     return accuracy

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from scicot_jax.data import synthetic
+from scicot_jax.data import cards, grading, synthetic
 from scicot_jax.data.store import RationaleRecord, RationaleStore
 from scicot_jax.pipeline import run as run_mod
 from scicot_jax.pipeline import teacher_step
@@ -81,7 +81,7 @@ def test_flow_results_and_resume(tmp_path, monkeypatch):
     assert set(m) == {"baseline", "finetune_cot:1", "finetune_cot:2", "scicot+morsd:2"}
     assert m["finetune_cot:1"]["rationales_used"] == 9  # 12 questions, 3 wrong sample-0s
     assert m["finetune_cot:2"]["rationales_used"] == 21
-    assert m["finetune_cot:1"]["teacher_accuracy"] == pytest.approx(21 / 24)
+    assert m["finetune_cot:1"]["teacher_accuracy"] == pytest.approx(100 * 21 / 24, abs=0.01)
     sel = m["scicot+morsd:2"]
     assert sel["selection"] == "morsd" and sel["rationales_used"] == 12  # 1 per question
     assert sel["selection_summary"]["scored"] is True
@@ -92,10 +92,20 @@ def test_flow_results_and_resume(tmp_path, monkeypatch):
     run = Path(cfg.out)
     assert (run / "results.md").read_text().count("\n| ") == 5
     assert (run / "select_scicot-morsd_d2" / "report.md").exists()
-    preds = (run / "eval_finetune_cot_d1" / "predictions_test.jsonl").read_text().splitlines()
-    assert len(preds) == 6 and {"id", "output", "prediction", "gold", "correct"} <= set(
-        json.loads(preds[0])
-    )
+    for label, v in m.items():  # every accuracy recomputes from its predictions file
+        slug = MethodSpec.parse(label).slug
+        for split in ("validation", "test"):
+            rows = grading.read_predictions(run / f"eval_{slug}" / f"predictions_{split}.jsonl")
+            assert len(rows) == cfg.limits[split] and {r["split"] for r in rows} == {split}
+            assert grading.accuracy_from_predictions(rows)[split] == v["accuracy"][split]
+            card = cards.load_card("synthetic_mc")
+            kind = (
+                "answer"
+                if label == "baseline"
+                else ("one_stage" if "finetune" in label else "answer")
+            )
+            regraded = grading.accuracy_from_predictions(rows, grading.grader_for(card, kind))
+            assert regraded[split] == v["accuracy"][split]
     n_calls = len(student.calls)
     assert ("score", "", 21) in student.calls  # MoRSD scored every correct rationale, D = 2
 

@@ -62,7 +62,7 @@ def _fake_pipeline(argv):
                 "degree": d,
                 "rationales_used": 10 * d,
                 "train_examples": 10 * max(d, 1),
-                "accuracy": {"test": 0.2 + 0.1 * d, "validation": 0.3},
+                "accuracy": {"test": 20.0 + 10 * d, "validation": 30.0},
                 "seconds": 1.5,
             }
         },
@@ -81,7 +81,7 @@ def test_run_local_collect_render(tmp_path):
     rows = study.collect(tmp_path)
     assert len(rows) == 4
     ft = sorted((r["degree"], r["accuracy_test"]) for r in rows if r["method"] == "finetune_cot")
-    assert ft == [(1, 0.30000000000000004), (2, 0.4)]
+    assert ft == [(1, 30.0), (2, 40.0)]
     paths = study.render(rows, tmp_path)
     assert paths["csv"].read_text().splitlines()[0].startswith("run,method,selection,degree")
     assert "| finetune_cot_d2_f1_tiny | finetune_cot |" in paths["md"].read_text()

@@ -5,14 +5,19 @@ Two modes:
   separator "-->" or ANSWER_TRIGGER, the first candidate after the (last) marker wins;
   otherwise the last candidate in the text.
 - compat=<Fine-tune-CoT task key>: reproduces the evaluator of "Large Language Models Are
-  Reasoning Teachers" on a step-2 completion: the first candidate of the task's answer format
-  in the text (for a student's one-stage output, the first candidate after "-->"). Its
-  quirks are kept on purpose, e.g. letters are any capital A-E in the text.
+  Reasoning Teachers" (``Evaluator.cleanse_prediction``): with a prefix ("-->" for one-stage
+  student outputs), the first candidate of the task's answer format after the first prefix,
+  else the last candidate; without one (a step-2 completion), the first candidate. Its quirks
+  are kept on purpose, e.g. letters are any capital A-E (A-F, A-C per task) in the text.
+
+Without compat, multiple-choice labels are the example's own, or any A-Z when the choices are
+inline in the question. ``scicot_jax.data.grading`` picks the rules per kind of output.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Sequence
 
 ANSWER_TRIGGER = "Therefore, the answer is"
@@ -37,6 +42,11 @@ _MARKERS = ("-->", ANSWER_TRIGGER)
 _YES_NO_SPLIT_RE = re.compile(r"[\"'\n.\s:,]")
 # Characters Fine-tune-CoT deletes from a last-letter answer.
 _LAST_LETTER_STRIP_RE = re.compile(r"[\"'\n.\s]")
+
+
+def after_first(text: str, marker: str) -> tuple[str, bool]:
+    """Text after the first ``marker`` (and whether there was one)."""
+    return _after_marker(text, last=False, markers=(marker,))
 
 
 def _after_marker(
@@ -81,7 +91,7 @@ def _yes_no_candidates(text: str) -> list[str]:
 
 
 def _choice_candidates(text: str, choices: Sequence[tuple[str, str]]) -> list[str]:
-    labels = [lb for lb, _ in choices] or list("ABCDE")
+    labels = [lb for lb, _ in choices] or list(string.ascii_uppercase)
     alt = "|".join(re.escape(lb) for lb in sorted(labels, key=len, reverse=True))
     # Parenthesised labels are unambiguous; bare capitals may be the article "A".
     found = re.findall(rf"\(({alt})\)", text)
@@ -112,6 +122,17 @@ def _compat_candidates(text: str, compat: str) -> list[str]:
     raise ValueError(f"unknown compat task {compat!r}; expected one of {COMPAT_TASKS}")
 
 
+def parse_compat(text: str, compat: str, prefix: str | None) -> str | None:
+    """Fine-tune-CoT's answer of ``text``: without ``prefix`` the first candidate; with one, the
+    first candidate after its first occurrence, or the last candidate if it does not occur."""
+    body, found = (text, False) if prefix is None else after_first(text, prefix)
+    cands = _compat_candidates(body, compat)
+    if not cands:
+        return None
+    pick = cands[0] if prefix is None or found else cands[-1]
+    return normalize_number(pick) if compat in COMPAT_FLOAT else pick
+
+
 def parse_answer(
     text: str,
     answer_type: str,
@@ -123,15 +144,17 @@ def parse_answer(
     if text is None:
         return None
     if compat is not None:
-        # The step-2 completion follows the trigger already; only "-->" marks an answer.
-        body, _ = _after_marker(text, last=False, markers=("-->",))
-        cands = _compat_candidates(body, compat)
-        if not cands:
-            return None
-        if compat in COMPAT_FLOAT:
-            return normalize_number(cands[0])
-        return cands[0]
+        # A step-2 completion follows the trigger already; only "-->" marks an answer.
+        return parse_compat(text, compat, "-->" if "-->" in text else None)
     body, found = _after_marker(text, last=True)
+    return pick_candidate(body, answer_type, choices, first=found)
+
+
+def pick_candidate(
+    body: str, answer_type: str, choices: Sequence[tuple[str, str]] = (), *, first: bool
+) -> str | None:
+    """The first (an answer follows a marker) or last (free text) answer candidate in ``body``."""
+    found = first
     if answer_type == "number":
         cands = [c for c in (normalize_number(x) for x in _number_candidates(body)) if c]
     elif answer_type == "yes_no":

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scicot_jax.data import answers
+from scicot_jax.data import answers, grading
 from scicot_jax.data.cards import TaskCard, load_card
 from scicot_jax.data.examples import Example
 from scicot_jax.data.sources import SourceError, eval_equation, read_examples
@@ -94,8 +94,8 @@ def finetune_cot(
                     rationale, step2 = c["reasoning_completion"], c["completion"]
                 except (KeyError, TypeError) as e:
                     raise SourceError(f"{where}: lacks field {e}") from None
-                pred, ok = answers.check_answer(
-                    step2, ex.answer, card.answer_type, compat=card.compat
+                pred, ok = grading.grader_for(card, "teacher_step2").grade(
+                    step2, ex.answer, ex.choices
                 )
                 run.records.append(
                     RationaleRecord(
@@ -202,7 +202,7 @@ def distill_step_by_step(
                 raise SourceError(f"{f}: element {k}: expected a string continuation")
             rationale, answer_text = split_palm(out, dataset)
             pred = parse_palm_answer(answer_text, dataset, ex)
-            ok = answers.answers_match(pred, ex.answer, card.answer_type)
+            ok = grading.grader_for(card, "answer").correct(pred, ex.answer)
             run.records.append(
                 RationaleRecord(
                     example_id=ex.id,
@@ -250,7 +250,7 @@ def svamp_multi_cot(
         if not isinstance(outs, list) or not all(isinstance(o, str) for o in outs):
             raise SourceError(f"{path}: record {i}: field 'output' must be a list of rationales")
         for j, rationale in enumerate(outs):
-            pred, ok = answers.check_answer(rationale, ex.answer, card.answer_type)
+            pred, ok = grading.grader_for(card, "rationale").grade(rationale, ex.answer, ex.choices)
             run.records.append(
                 RationaleRecord(
                     example_id=ex.id,

@@ -11,7 +11,8 @@ SPLITS = ("validation", "test")
 
 
 def _pct(x: float | None) -> str:
-    return "" if x is None else f"{100 * x:.1f}"
+    """An accuracy (already in percent) for a table."""
+    return "" if x is None else f"{x:.1f}"
 
 
 def render_markdown(results: dict[str, Any]) -> str:

@@ -16,14 +16,13 @@ when the pipeline runs again):
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from scicot_jax.data import answers, formats
+from scicot_jax.data import formats, grading
 from scicot_jax.data.examples import Example
 from scicot_jax.pipeline import data_step, results
 from scicot_jax.pipeline.config import MethodSpec, PipelineConfig
@@ -42,12 +41,6 @@ class Student(Protocol):
 
     def score(self, checkpoint: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Mean token negative log-likelihood of each target given its input."""
-
-
-def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
 
 
 class Pipeline:
@@ -289,25 +282,30 @@ class Pipeline:
         def work(d: Path) -> dict:
             from scicot_jax.data.store import RationaleRecord
 
-            acc, records = {}, []
+            grader = grading.grader_for(self.card, "rationale")
+            acc, records, rows = {}, [], []
             for split in ("train", *self.cfg.eval_splits):
                 exs = self.examples(split)
-                outs = self.student.predict(
-                    ckpt, [formats.render_question(ex) for ex in exs], stage="stage1"
-                )
-                n_ok = 0
-                for ex, text in zip(exs, outs):
-                    ans = answers.parse_answer(text, self.card.answer_type, choices=ex.choices)
-                    ok = ans is not None and answers.answers_match(
-                        ans, ex.answer, self.card.answer_type
-                    )
-                    n_ok += ok
+                inputs = [formats.render_question(ex) for ex in exs]
+                outs = self.student.predict(ckpt, inputs, stage="stage1")
+                graded = grading.grade_outputs(grader, split, exs, inputs, outs)
+                for ex, row in zip(exs, graded):
                     records.append(
                         RationaleRecord(
-                            ex.id, 0, text, ans, ok, f"student:{ckpt}", "stage1", 0.0, split=split
+                            ex.id,
+                            0,
+                            row["output"],
+                            row["parsed"],
+                            row["correct"],
+                            f"student:{ckpt}",
+                            "stage1",
+                            0.0,
+                            split=split,
                         )
                     )
-                acc[split] = n_ok / max(1, len(exs))
+                rows += graded
+                acc[split] = grading.percent(sum(r["correct"] for r in graded), len(graded))
+            grading.write_predictions(d / "predictions.jsonl", rows)
             self._new_store(
                 d / "store",
                 f"rationales_{spec.slug}",
@@ -329,32 +327,19 @@ class Pipeline:
     def _evaluate(
         self, slug: str, ckpt: str, stage: str, inputs_fn: Callable[[str, Example], str]
     ) -> dict:
+        """Decode every eval split, grade with the card's rules (percent), write predictions."""
+        grader = grading.grader_for(self.card, grading.OUTPUT_KIND[stage])
+
         def work(d: Path) -> dict:
             acc = {}
             for split in self.cfg.eval_splits:
                 exs = self.examples(split)
                 inputs = [inputs_fn(split, ex) for ex in exs]
                 outs = self.student.predict(ckpt, inputs, stage=stage)
-                rows, n_ok = [], 0
-                for ex, inp, out in zip(exs, inputs, outs):
-                    pred = answers.parse_answer(out, self.card.answer_type, choices=ex.choices)
-                    ok = pred is not None and answers.answers_match(
-                        pred, ex.answer, self.card.answer_type
-                    )
-                    n_ok += ok
-                    rows.append(
-                        {
-                            "id": ex.id,
-                            "inputs": inp,
-                            "output": out,
-                            "prediction": pred,
-                            "gold": ex.answer,
-                            "correct": ok,
-                        }
-                    )
-                _write_jsonl(d / f"predictions_{split}.jsonl", rows)
-                acc[split] = n_ok / max(1, len(exs))
-            return {"accuracy": acc}
+                rows = grading.grade_outputs(grader, split, exs, inputs, outs)
+                grading.write_predictions(d / f"predictions_{split}.jsonl", rows)
+                acc[split] = grading.accuracy_from_predictions(rows)[split]
+            return {"accuracy": acc, "scale": "percent", "grader": asdict(grader)}
 
         return self.steps.run(f"eval_{slug}", work, inputs={"checkpoint": ckpt, "stage": stage})
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scicot_jax.data import grading
 from scicot_jax.data.examples import Example
 from scicot_jax.pipeline.config import TeacherConfig
 
@@ -30,7 +31,7 @@ def summarize_store(store_dir: Path) -> dict:
         "questions": len({r.example_id for r in recs}),
         "correct": sum(1 for r in recs if r.correct),
         "unparsed": sum(1 for r in recs if r.answer is None),
-        "accuracy": (sum(1 for r in judged if r.correct) / len(judged)) if judged else None,
+        "accuracy": grading.percent(sum(1 for r in judged if r.correct), len(judged)),
         "input_tokens": sum(r.input_tokens for r in recs),
         "output_tokens": sum(r.output_tokens for r in recs),
         "source": ", ".join(sources),

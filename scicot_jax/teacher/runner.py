@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from scicot_jax.data.answers import ANSWER_TRIGGER, answers_match, parse_answer
+from scicot_jax.data import grading
 from scicot_jax.data.cards import TaskCard, load_card
 from scicot_jax.data.examples import Example
 from scicot_jax.data.store import RationaleRecord, RationaleStore
@@ -378,7 +378,6 @@ class TeacherRun:
             self.stats.jobs_failed += 1
             return
         card, cfg = self.card, self.cfg
-        at, compat = card.answer_type, card.compat
         extra: dict[str, Any] = {"seed": first.seed, "finish_reason": r1.finish_reason}
         tokens_in, tokens_out = r1.input_tokens, r1.output_tokens
         if cfg.prompt == "zero_shot_cot":
@@ -389,14 +388,13 @@ class TeacherRun:
             tokens_in, tokens_out = tokens_in + r2.input_tokens, tokens_out + r2.output_tokens
             extra["answer_completion"] = r2.text
             rationale = r1.text.strip()
-            if compat:  # Fine-tune-CoT's evaluator reads the step-2 completion as is
-                pred = parse_answer(r2.text, at, choices=ex.choices, compat=compat)
-            else:
-                pred = parse_answer(f"{ANSWER_TRIGGER} {r2.text.strip()}", at, choices=ex.choices)
+            pred, ok = grading.grader_for(card, "teacher_step2").grade(
+                r2.text, ex.answer, ex.choices
+            )
         else:
             text = r1.text.split("\nQ:")[0] if cfg.prompt == "few_shot" else r1.text
             rationale = text.strip()
-            pred = parse_answer(text, at, choices=ex.choices)
+            pred, ok = grading.grader_for(card, "rationale").grade(text, ex.answer, ex.choices)
         if r1.truncated:
             extra["truncated"] = True
             self.stats.truncated += 1
@@ -405,7 +403,7 @@ class TeacherRun:
             sample_index=k,
             rationale=rationale,
             answer=pred,
-            correct=answers_match(pred, ex.answer, at, compat=compat),
+            correct=ok,
             source=f"teacher:{cfg.model}",
             prompt_kind=cfg.prompt,
             temperature=cfg.temperature,
