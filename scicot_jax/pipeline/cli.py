@@ -63,6 +63,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--train-fraction", type=float)
     g.add_argument(
+        "--validation-fraction",
+        type=float,
+        help="share of train carved off as validation when the card has no validation split "
+        "(default 0.1; 0: the card's own validation split, or none)",
+    )
+    g.add_argument(
         "--source",
         type=_kv,
         action="append",
@@ -158,6 +164,7 @@ def config_from_args(
             "out": args.out,
             "data_dir": args.data_dir,
             "train_fraction": args.train_fraction,
+            "validation_fraction": args.validation_fraction,
             "seed": args.seed,
             "methods": tuple(m for m in args.methods.split(",") if m) if args.methods else None,
         }.items()
@@ -187,6 +194,8 @@ def config_from_args(
         }.items()
         if v is not None
     }
+    if args.teacher in ("replay", "import") and not args.teacher_model:
+        teacher["model"] = args.teacher  # not the oracle's name on a replayed or imported run
     student = {
         k: v
         for k, v in {
@@ -279,10 +288,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         format="%(asctime)s %(name)s: %(message)s",
     )
     cfg = demo_config(args.out) if args.cmd == "demo" else config_from_args(args)
+    from scicot_jax.data.sources import SourceError
     from scicot_jax.pipeline.run import run_pipeline
 
     t0 = time.time()
-    res = run_pipeline(cfg, redo=tuple(args.redo))
+    try:
+        res = run_pipeline(cfg, redo=tuple(args.redo))
+    except SourceError as e:  # a missing or bad data file: one line, no traceback
+        raise SystemExit(f"run_pipeline.py: error: {e}") from None
     print((Path(cfg.out) / "results.md").read_text())
     print(f"run directory: {Path(cfg.out).resolve()}  ({time.time() - t0:.0f}s)")
     return res

@@ -23,7 +23,10 @@ def read_split(card: Any, split: str, data_dir: str | None, limit: int | None) -
     """Examples of ``split`` from the card's source; ids must be unique."""
     from scicot_jax.data import sources
 
-    exs = list(sources.read_examples(card, split, data_dir=data_dir, limit=limit))
+    try:
+        exs = list(sources.read_examples(card, split, data_dir=data_dir, limit=limit))
+    except (sources.SourceError, FileNotFoundError) as e:
+        raise sources.SourceError(f"task {card.name}, split {split}: {e}") from None
     seen: set[str] = set()
     for ex in exs:
         if ex.id in seen:
@@ -59,6 +62,11 @@ def prepare(
         raise ValueError(
             f"task {card.name}: the pipeline needs train and test splits, card has {have}"
         )
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), got {validation_fraction}")
+    if "validation" not in data and validation_fraction == 0:
+        data["validation"] = []
+        notes.append("no validation split (the card has none and the validation fraction is 0)")
     if "validation" not in data:
         # Carve from the end of a seeded shuffle of train so test stays untouched (ARC has no dev).
         train = list(data["train"])

@@ -28,8 +28,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     for kind, s in t.items():
         acc = _pct(s.get("accuracy"))
         lines.append(
-            f"Teacher ({kind}, {s.get('source', '')}): {s.get('records', 0)} rationales "
-            f"for {s.get('questions', 0)} questions, accuracy {acc}%, "
+            f"Teacher run `{kind}`: {s.get('teacher') or s.get('source', '')}, "
+            f"temperature {s.get('temperature', '-')}: {s.get('records', 0)} rationales "
+            f"for {s.get('questions', 0)} questions, accuracy {acc}% over all samples, "
             f"tokens in/out {s.get('input_tokens', 0)}/{s.get('output_tokens', 0)}."
         )
     lines += [

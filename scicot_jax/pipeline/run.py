@@ -100,24 +100,47 @@ class Pipeline:
             },
         )
 
-    def _teacher(self, prompt: str, samples: int) -> dict:
+    def _teacher(self, key: str, samples: int) -> dict:
         from scicot_jax.pipeline import teacher_step
 
         t = self.cfg.teacher
+        prompt, temperature = self.teacher_runs()[key]
         return self.steps.run(
-            f"teacher_{prompt}",
-            lambda d: teacher_step.run(t, self.card, prompt, samples, self.examples("train"), d),
+            f"teacher_{key}",
+            lambda d: teacher_step.run(
+                t, self.card, prompt, samples, self.examples("train"), d, temperature
+            ),
             inputs={
                 "teacher": t.__dict__,
                 "prompt": prompt,
+                "temperature": temperature,
                 "samples": samples,
                 "train": [ex.id for ex in self.examples("train")],
             },
         )
 
+    def teacher_temperature(self, spec: MethodSpec) -> float:
+        """D = 1: greedy, D > 1: sampled at 0.7 (Fine-tune-CoT), unless --temperature is set."""
+        from scicot_jax.pipeline import teacher_step
+
+        t = self.cfg.teacher.temperature
+        return teacher_step.default_temperature(spec.degree) if t is None else t
+
     def prompt_of(self, spec: MethodSpec) -> str:
-        """The teacher run a method learns from (one shared run for imports)."""
-        return "import" if self.cfg.teacher.backend == "import" else spec.prompt
+        """The teacher run a method learns from: its prompt, and the temperature if sampled
+        (a D = 1 method learns from the greedy run); one shared run for imports."""
+        if self.cfg.teacher.backend == "import":
+            return "import"
+        temperature = self.teacher_temperature(spec)
+        return spec.prompt if temperature == 0 else f"{spec.prompt}_t{temperature:g}"
+
+    def teacher_runs(self) -> dict[str, tuple[str | None, float | None]]:
+        """Teacher run key -> (prompt, temperature) over the run's methods."""
+        return {
+            self.prompt_of(s): (s.prompt, self.teacher_temperature(s))
+            for s in self.specs
+            if s.prompt
+        }
 
     def teacher_records(self, prompt: str) -> list:
         from scicot_jax.data.store import RationaleStore
@@ -338,7 +361,7 @@ class Pipeline:
                 outs = self.student.predict(ckpt, inputs, stage=stage)
                 rows = grading.grade_outputs(grader, split, exs, inputs, outs)
                 grading.write_predictions(d / f"predictions_{split}.jsonl", rows)
-                acc[split] = grading.accuracy_from_predictions(rows)[split]
+                acc[split] = grading.accuracy_from_predictions(rows).get(split)
             return {"accuracy": acc, "scale": "percent", "grader": asdict(grader)}
 
         return self.steps.run(f"eval_{slug}", work, inputs={"checkpoint": ckpt, "stage": stage})

@@ -13,9 +13,41 @@ from scicot_jax.pipeline.config import TeacherConfig
 STORE = "store"
 
 
+SAMPLING_TEMPERATURE = 0.7  # Fine-tune-CoT's diverse reasoning
+
+
 def default_temperature(samples: int) -> float:
     """Fine-tune-CoT: greedy for one sample, 0.7 for diverse reasoning."""
-    return 0.0 if samples <= 1 else 0.7
+    return 0.0 if samples <= 1 else SAMPLING_TEMPERATURE
+
+
+def describe(t: TeacherConfig) -> str:
+    """Which teacher a run used, in words (results and reports name it)."""
+    if t.backend == "oracle":
+        return "oracle (offline solver of the synthetic tasks)"
+    if t.backend == "replay":
+        return f"replay of recorded completions {t.replay_path}"
+    if t.backend == "import":
+        return f"import {t.importer} from {t.import_path or 'the card data'}"
+    return f"live {t.backend} model {t.model}" + (f" at {t.base_url}" if t.base_url else "")
+
+
+def check_replay_degree(
+    recordings: dict[str, list], examples: Sequence[Example], prompt: str, samples: int
+) -> None:
+    """Refuse D > 1 unless the recording holds D distinct completions of every question."""
+    from scicot_jax.teacher import prompts
+
+    if samples <= 1 or prompt != "zero_shot_cot":
+        return
+    for ex in examples:
+        have = len(recordings.get(prompts.zero_shot_step1(ex), ()))
+        if have < samples:
+            raise ValueError(
+                f"replay teacher: question {ex.id} has {have} recorded completion(s), but D = "
+                f"{samples} needs {samples} distinct samples per question; use D = 1 or "
+                "recordings with diverse samples (e.g. --teacher import of a multi-sample set)"
+            )
 
 
 def summarize_store(store_dir: Path) -> dict:
@@ -26,12 +58,16 @@ def summarize_store(store_dir: Path) -> dict:
     recs = list(store.records())
     judged = [r for r in recs if r.correct is not None]
     sources = sorted({r.source for r in recs})
+    by_split: dict[str, list[bool]] = {}
+    for r in judged:
+        by_split.setdefault(r.split or "train", []).append(bool(r.correct))
     return {
         "records": len(recs),
         "questions": len({r.example_id for r in recs}),
         "correct": sum(1 for r in recs if r.correct),
         "unparsed": sum(1 for r in recs if r.answer is None),
         "accuracy": grading.percent(sum(1 for r in judged if r.correct), len(judged)),
+        "accuracy_by_split": {k: grading.percent(sum(v), len(v)) for k, v in by_split.items()},
         "input_tokens": sum(r.input_tokens for r in recs),
         "output_tokens": sum(r.output_tokens for r in recs),
         "source": ", ".join(sources),
@@ -46,22 +82,42 @@ def run(
     samples: int,
     examples: Sequence[Example],
     out_dir: Path,
+    temperature: float | None = None,
 ) -> dict:
-    """Fill ``<out_dir>/store`` with ``samples`` rationales per example; returns a summary."""
+    """Fill ``<out_dir>/store`` with ``samples`` rationales per example at ``temperature``
+    (default: greedy for one sample, 0.7 for more); returns a summary."""
     store_dir = out_dir / STORE
     if t.backend == "import":
         _import(t, card, examples, store_dir)
-        return {**summarize_store(store_dir), "backend": "import", "importer": t.importer}
+        return {
+            **summarize_store(store_dir),
+            "backend": "import",
+            "importer": t.importer,
+            "teacher": describe(t),
+        }
     from scicot_jax import teacher
 
-    temperature = default_temperature(samples) if t.temperature is None else t.temperature
+    if temperature is None:
+        temperature = default_temperature(samples) if t.temperature is None else t.temperature
     server = None
     backend, base_url, options = t.backend, t.base_url, {}
     if t.backend == "oracle":
         server = teacher.start_oracle_server(0, error_rate=t.oracle_error_rate, log_requests=False)
         backend, base_url = t.api, server.url
     elif t.backend == "replay":
-        server = teacher.start_replay_server(t.replay_path, log_requests=False)
+        from scicot_jax.teacher.replay_server import ReplayServer, load_recordings
+        from scicot_jax.teacher.runner import derive_seed
+
+        if not t.replay_path:
+            raise ValueError("--teacher replay needs --replay-path (recorded completions)")
+        recordings = load_recordings([t.replay_path])
+        check_replay_degree(recordings, examples, prompt, samples)
+        server = ReplayServer(recordings, log_requests=False)
+        # Sample k of a question is its k-th recorded completion (distinct samples).
+        server.sample_of_seed.update(
+            {derive_seed(0, ex.id, k): k for ex in examples for k in range(samples)}
+        )
+        server.start()
         backend, base_url, options["api"] = "openai", server.url, "completions"
     try:
         summary = teacher.run_teacher(
@@ -90,6 +146,7 @@ def run(
     return {
         **summarize_store(store_dir),
         "backend": t.backend,
+        "teacher": describe(t),
         "temperature": temperature,
         "run": {k: v for k, v in summary.items() if isinstance(v, int | float | str)},
     }

@@ -70,14 +70,21 @@ class ReplayServer(TeacherServer):
     ):
         super().__init__(port, faults=faults, log_requests=log_requests)
         self.recordings = recordings
+        # Request seed -> sample index, when the client's seeds are known (the pipeline's
+        # teacher step): sample k gets the k-th recorded completion, so D samples are distinct.
+        self.sample_of_seed: dict[int, int] = {}
 
     def complete(self, prompt: str, params: dict[str, Any]) -> tuple[str, str]:
         options = self.recordings.get(prompt)
         if not options:
             raise LookupError(f"prompt not in the recording: {prompt[:120]!r}...")
-        # Several recorded completions (diverse samples): the request's seed picks one.
-        seed = params.get("seed") or 0
-        return options[int(seed) % len(options)]
+        seed = int(params.get("seed") or 0)
+        k = self.sample_of_seed.get(seed)
+        if k is None:  # an unknown client: the seed picks one of the recorded samples
+            return options[seed % len(options)]
+        if k >= len(options) and float(params.get("temperature") or 0) > 0:
+            raise LookupError(f"sample {k} asked, {len(options)} recorded for {prompt[:80]!r}")
+        return options[min(k, len(options) - 1)]
 
 
 def start_replay_server(
