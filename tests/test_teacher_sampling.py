@@ -4,6 +4,7 @@ recorded samples (or a clear refusal), the validation carve-off flag, errors a n
 import json
 
 import pytest
+from test_pipeline_flow import FakeStudent
 
 from scicot_jax.data import cards
 from scicot_jax.data.examples import Example
@@ -12,7 +13,6 @@ from scicot_jax.pipeline import cli, teacher_step
 from scicot_jax.pipeline import run as run_mod
 from scicot_jax.pipeline.config import PipelineConfig, StudentConfig, TeacherConfig
 from scicot_jax.teacher import prompts
-from test_pipeline_flow import FakeStudent
 
 
 def _records(run, key):
