@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +61,76 @@ def pad_tokens(rows: Sequence[Sequence[int]], length: int) -> np.ndarray:
     return out
 
 
-def _batches(n: int, batch_size: int):
+MIN_BUCKET = 8  # shortest padded length; buckets double from here up to the caller's cap
+
+
+def bucket_length(n: int, cap: int) -> int:
+    """The padded length for a row of n tokens: the next power of two (>= MIN_BUCKET), <= cap."""
+    return min(cap, max(MIN_BUCKET, 1 << max(0, n - 1).bit_length()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """One global batch: caller indices of its rows (filler rows repeat the last) and the padded
+    length of each feature (one compiled shape per distinct set of lengths)."""
+
+    rows: tuple[int, ...]
+    size: int  # real rows; rows[size:] are fillers
+    lengths: tuple[int, ...]
+
+
+def plan_batches(
+    lengths: Sequence[Sequence[int]], caps: Sequence[int], batch_size: int
+) -> list[Batch]:
+    """Batches of `batch_size` rows, longest first, each padded only to its own bucket.
+
+    `lengths[f][i]` is feature f's token count for example i, truncated at `caps[f]`. Sorting by
+    the bucketed lengths groups rows that need the same compiled shape, and similar lengths
+    finish decoding together, so a batch's early stop fires sooner. The last batch is filled with
+    copies of its last row (not empty rows, which might never emit EOS and hold the loop open).
+    """
+    n = len(lengths[0]) if lengths else 0
+    clipped = [[min(x, cap) for x in feat] for feat, cap in zip(lengths, caps)]
+    key = lambda i: (
+        tuple(-bucket_length(f[i], c) for f, c in zip(clipped, caps))
+        + tuple(-f[i] for f in clipped)
+    )
+    order = sorted(range(n), key=key)  # stable: ties keep the caller's order
+    out = []
     for start in range(0, n, batch_size):
-        yield start, min(start + batch_size, n)
+        idx = order[start : start + batch_size]
+        lens = tuple(bucket_length(max(f[i] for i in idx), c) for f, c in zip(clipped, caps))
+        out.append(Batch(tuple(idx + idx[-1:] * (batch_size - len(idx))), len(idx), lens))
+    return out
+
+
+def run_pipelined(
+    batches: Sequence[Batch],
+    dispatch: Callable[[int, Batch], Any],
+    unpack: Callable[[Batch, Any], Sequence[Any]],
+) -> list[Any]:
+    """Per-example results in the caller's order.
+
+    `dispatch(k, batch)` starts batch k on the device and returns its device arrays without
+    waiting; `unpack(batch, host_arrays)` turns fetched arrays into one result per real row.
+    Batch k+1 is dispatched before batch k is fetched, so the device never waits on the host.
+    """
+    results: dict[int, Any] = {}
+
+    def drain(batch: Batch, arrays: Any) -> None:
+        host = jax.device_get(arrays)
+        for i, r in zip(batch.rows[: batch.size], unpack(batch, host)):
+            results[i] = r
+
+    pending: tuple[Batch, Any] | None = None
+    for k, batch in enumerate(batches):
+        arrays = dispatch(k, batch)
+        if pending is not None:
+            drain(*pending)
+        pending = (batch, arrays)
+    if pending is not None:
+        drain(*pending)
+    return [results[i] for i in range(len(results))]
 
 
 def predict(
@@ -82,19 +150,23 @@ def predict(
     alpha: float = 0.6,
     seed: int = 0,
 ) -> list[tuple[list[list[int]], list[float]]]:
-    """Per input: (num_decodes token lists cut at EOS, scores), best first for beam."""
+    """Per input: (num_decodes token lists cut at EOS, scores), best first for beam.
+
+    Inputs are truncated at `input_length`; batch k (in length-sorted order) samples with
+    rng fold_in(key(seed), k).
+    """
     from scicot_jax.model.decoding import generate
 
     data_sh = part.batch_sharding(mesh)
     batch_size = _fit_batch(batch_size, mesh)
-    out: list[tuple[list[list[int]], list[float]]] = []
-    for i, (a, b) in enumerate(_batches(len(inputs), batch_size)):
-        enc = pad_tokens(list(inputs[a:b]) + [[]] * (batch_size - (b - a)), input_length)
-        enc_g = jax.device_put(enc, data_sh)
-        toks, scores = generate(
+    batches = plan_batches([[len(r) for r in inputs]], [input_length], batch_size)
+
+    def dispatch(k: int, batch: Batch) -> Any:
+        enc = pad_tokens([inputs[i] for i in batch.rows], batch.lengths[0])
+        return generate(
             params,
             config,
-            enc_g,
+            jax.device_put(enc, data_sh),
             max_decode_length=max_decode_length,
             method=method,
             num_decodes=num_decodes,
@@ -102,12 +174,17 @@ def predict(
             top_k=top_k,
             top_p=top_p,
             alpha=alpha,
-            rng=jax.random.fold_in(jax.random.key(seed), i),
+            rng=jax.random.fold_in(jax.random.key(seed), k),
         )
-        toks, scores = np.asarray(jax.device_get(toks)), np.asarray(jax.device_get(scores))
-        for j in range(b - a):
-            out.append(([_cut(t, config.eos_id) for t in toks[j]], [float(s) for s in scores[j]]))
-    return out
+
+    def unpack(batch: Batch, host: Any) -> list:
+        toks, scores = host
+        return [
+            ([_cut(t, config.eos_id) for t in toks[j]], [float(s) for s in scores[j]])
+            for j in range(batch.size)
+        ]
+
+    return run_pipelined(batches, dispatch, unpack)
 
 
 def score(
@@ -124,32 +201,35 @@ def score(
     """Per example: sum/mean log-probability of the target tokens and their count."""
     from scicot_jax.model.scoring import score as score_fn
 
+    if len(inputs) != len(targets):
+        raise ValueError(f"score: {len(inputs)} inputs but {len(targets)} targets")
     data_sh = part.batch_sharding(mesh)
     batch_size = _fit_batch(batch_size, mesh)
-    out: list[dict[str, float]] = []
-    for a, b in _batches(len(inputs), batch_size):
-        pad = [[]] * (batch_size - (b - a))
-        enc = pad_tokens(list(inputs[a:b]) + pad, input_length)
-        tgt = pad_tokens(list(targets[a:b]) + pad, target_length)
+    lengths = [[len(r) for r in inputs], [len(r) for r in targets]]
+    batches = plan_batches(lengths, [input_length, target_length], batch_size)
+
+    def dispatch(k: int, batch: Batch) -> Any:
+        enc = pad_tokens([inputs[i] for i in batch.rows], batch.lengths[0])
+        tgt = pad_tokens([targets[i] for i in batch.rows], batch.lengths[1])
         dec_in = np.concatenate([np.zeros_like(tgt[:, :1]), tgt[:, :-1]], axis=1)
-        batch = {
-            k: jax.device_put(v, data_sh)
-            for k, v in (
-                ("encoder_input_tokens", enc),
-                ("decoder_input_tokens", dec_in),
-                ("decoder_target_tokens", tgt),
-            )
+        arrays = {
+            "encoder_input_tokens": enc,
+            "decoder_input_tokens": dec_in,
+            "decoder_target_tokens": tgt,
         }
-        res = {k: np.asarray(jax.device_get(v)) for k, v in score_fn(params, config, batch).items()}
-        for j in range(b - a):
-            out.append(
-                {
-                    "sum_logprob": float(res["sum_logprob"][j]),
-                    "mean_logprob": float(res["mean_logprob"][j]),
-                    "num_tokens": int(res["num_tokens"][j]),
-                }
-            )
-    return out
+        return score_fn(params, config, jax.device_put(arrays, data_sh))
+
+    def unpack(batch: Batch, res: Any) -> list:
+        return [
+            {
+                "sum_logprob": float(res["sum_logprob"][j]),
+                "mean_logprob": float(res["mean_logprob"][j]),
+                "num_tokens": int(res["num_tokens"][j]),
+            }
+            for j in range(batch.size)
+        ]
+
+    return run_pipelined(batches, dispatch, unpack)
 
 
 def _fit_batch(batch_size: int, mesh: Any) -> int:
