@@ -41,11 +41,12 @@ class FakeStudent:
 
     def __init__(self):
         self.calls = []
+        self.scored = []
 
-    def train(self, pairs, out_dir, *, stage):
+    def train(self, pairs, out_dir, *, stage, steps=None):
         self.calls.append(("train", stage, len(pairs)))
         (Path(out_dir) / "pairs.json").write_text(json.dumps(pairs))
-        return {"checkpoint": str(out_dir), "train_tokens": 7 * len(pairs)}
+        return {"checkpoint": str(out_dir), "train_tokens": 7 * len(pairs), "steps": steps or 1}
 
     def predict(self, checkpoint, inputs, *, stage):
         self.calls.append(("predict", stage, len(inputs)))
@@ -54,6 +55,7 @@ class FakeStudent:
 
     def score(self, checkpoint, pairs):
         self.calls.append(("score", "", len(pairs)))
+        self.scored.append((checkpoint, [tuple(p) for p in pairs]))
         return [float(len(i) % 7) for i, _ in pairs]
 
 
@@ -93,7 +95,8 @@ def test_flow_results_and_resume(tmp_path, monkeypatch):
         assert set(v["accuracy"]) == {"validation", "test"}
     run = Path(cfg.out)
     assert (run / "results.md").read_text().count("\n| ") == 5
-    assert (run / "select_scicot-morsd_d2" / "report.md").exists()
+    report = (run / "select_scicot-morsd_d2" / "report.md").read_text()
+    assert "cross-fitted probes" in report and "| kept | 12 |" in report
     for label, v in m.items():  # every accuracy recomputes from its predictions file
         slug = MethodSpec.parse(label).slug
         for split in ("validation", "test"):
@@ -109,7 +112,18 @@ def test_flow_results_and_resume(tmp_path, monkeypatch):
             regraded = grading.accuracy_from_predictions(rows, grading.grader_for(card, kind))
             assert regraded[split] == v["accuracy"][split]
     n_calls = len(student.calls)
-    assert ("score", "", 21) in student.calls  # MoRSD scored every correct rationale, D = 2
+    # MoRSD scored every correct rationale (D = 2) by cross-fitting: two probes, each
+    # trained on one half of the questions, each scoring only the other half
+    assert sum(n for kind, _, n in student.calls if kind == "score") == 21
+    assert [c for c in student.calls if c[:2] == ("train", "scorer")].__len__() == 2
+    assert len(student.scored) == 2
+    for ckpt, pairs in student.scored:
+        seen = {tuple(p) for p in json.loads((Path(ckpt) / "pairs.json").read_text())}
+        assert pairs and not seen & set(pairs)
+        questions = lambda ps: {i.split("\n")[0] for i, _ in ps}  # noqa: E731
+        assert not questions(seen) & questions(pairs)
+    compute = m["scicot+morsd:2"]
+    assert compute["train_tokens"] > 0 and compute["train_steps"] > 0
 
     again = run_mod.Pipeline(cfg, student, log=lambda s: None).run()
     assert len(student.calls) == n_calls  # every step skipped

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
 from scicot_jax.pipeline.config import (
     TEACHER_BACKENDS,
     PipelineConfig,
@@ -109,7 +110,20 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--split-digits", action="store_true", help="task vocabulary spells numbers digit by digit"
     )
     s.add_argument("--init-checkpoint", help="initial checkpoint (orbax, trainer or HF dir)")
-    s.add_argument("--steps", type=int)
+    s.add_argument("--steps", type=int, help="training budget in steps (see --match)")
+    s.add_argument(
+        "--epochs",
+        type=float,
+        help="training budget in epochs over the train questions, instead of --steps "
+        "(Fine-tune-CoT cards default to the paper's 20)",
+    )
+    s.add_argument(
+        "--match",
+        choices=MATCH,
+        help="compute-matched methods (default tokens): every method, MoRSD's probes "
+        "included, trains on as many tokens (or steps) as --steps of plain fine-tuning; "
+        "none: each stage trains --steps / --stage2-steps",
+    )
     s.add_argument("--stage2-steps", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--optimizer", choices=("adamw", "adafactor"))
@@ -165,6 +179,7 @@ def config_from_args(
             "data_dir": args.data_dir,
             "train_fraction": args.train_fraction,
             "validation_fraction": args.validation_fraction,
+            "match": args.match,
             "seed": args.seed,
             "methods": tuple(m for m in args.methods.split(",") if m) if args.methods else None,
         }.items()
@@ -205,6 +220,7 @@ def config_from_args(
             "vocab_size": args.vocab_size,
             "split_digits": args.split_digits or None,
             "steps": args.steps,
+            "epochs": args.epochs,
             "stage2_steps": args.stage2_steps,
             "batch_size": args.batch_size,
             "optimizer": args.optimizer,
@@ -217,6 +233,10 @@ def config_from_args(
         }.items()
         if v is not None
     }
+    if args.steps is not None and args.epochs is None:
+        student["epochs"] = None  # --steps replaces a configured epoch budget
+    elif args.steps is None and args.epochs is None and base.student.epochs is None:
+        student["epochs"] = paper_epochs(top.get("task", base.task))
     if args.model:
         student["overrides"] = {**base.student.overrides, **{k: _value(v) for k, v in args.model}}
     if args.gin:
@@ -244,6 +264,17 @@ def config_from_args(
         student=replace(base.student, **student),
         selection=replace(base.selection, **sel),
     )
+
+
+def paper_epochs(task: str) -> float | None:
+    """The published recipe's epochs for a card, where known (Fine-tune-CoT: 20)."""
+    from scicot_jax.data.cards import load_card
+
+    try:
+        source = load_card(task).source.get("type")
+    except (OSError, ValueError):
+        return None  # a bad card is reported when the run reads it
+    return PAPER_EPOCHS.get(source)
 
 
 def demo_config(out: str) -> PipelineConfig:

@@ -94,6 +94,7 @@ class StudentConfig:
     split_digits: bool = False  # for vocab="task": spell numbers digit by digit
     init_checkpoint: str | None = None  # orbax/HF-imported checkpoint to start from
     steps: int = 300
+    epochs: float | None = None  # instead of steps: epochs over the train questions
     stage2_steps: int | None = None  # default: steps
     scorer_steps: int | None = None  # MoRSD probe student; default: steps // 2
     batch_size: int = 32
@@ -132,6 +133,9 @@ class PipelineConfig:
     train_fraction: float = 1.0
     validation_fraction: float = 0.1  # carved from train when the card has no validation split
     eval_splits: tuple[str, ...] = ("validation", "test")
+    # Compute-matched methods: equal train "tokens" or "steps" ("none": each stage its own
+    # steps); see pipeline.budget.
+    match: str = "tokens"
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     selection: SelectionConfig = SelectionConfig(

@@ -58,13 +58,15 @@ class GinStudent(T5Student):
         *,
         stage: str,
         task: str | None = None,
+        steps: int | None = None,
     ) -> dict:
-        """Train on the registered SeqIO ``task`` (``pairs`` only size the feature lengths)."""
+        """Train on the registered SeqIO ``task`` (``pairs`` only size the feature lengths)
+        for ``steps`` (default: the stage's configured steps)."""
         if task is None:
             raise ValueError(f"{stage}: the gin trainer needs a registered SeqIO task")
         from scicot_jax.train import cli
 
-        steps = self.steps_for(stage)
+        steps = steps or self.steps_for(stage)
         enc, enc_len = self._tokens([i for i, _ in pairs], self.max_inputs)
         tgt, tgt_len = self._tokens([t for _, t in pairs], self.max_targets)
         lengths = {"inputs": enc_len, "targets": tgt_len}
@@ -78,6 +80,7 @@ class GinStudent(T5Student):
             "steps": res.step,
             "task": task,
             "train_tokens": int(res.step * self.cfg.batch_size * tokens),
+            "train_flops": self.train_flops(res.step, lengths),
             "final_loss": res.metrics.get("loss"),
             "lengths": lengths,
         }

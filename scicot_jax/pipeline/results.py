@@ -33,12 +33,19 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"for {s.get('questions', 0)} questions, accuracy {acc}% over all samples, "
             f"tokens in/out {s.get('input_tokens', 0)}/{s.get('output_tokens', 0)}."
         )
+    b = results["config"].get("budget") or {}
+    if b:
+        lines += [
+            "",
+            f"Budget: match {b.get('match')}, {b.get('tokens', 0):,} train tokens "
+            f"(= {b.get('steps')} steps of plain fine-tuning) per method, MoRSD probes included.",
+        ]
     lines += [
         "",
         "| method | D | selection | rationales | train examples | "
         + " | ".join(f"{s} acc %" for s in SPLITS)
-        + " | train tokens | seconds |",
-        "|---|---:|---|---:|---:|" + "---:|" * len(SPLITS) + "---:|---:|",
+        + " | train steps | train tokens | train PFLOPs | seconds |",
+        "|---|---:|---|---:|---:|" + "---:|" * len(SPLITS) + "---:|---:|---:|---:|",
     ]
     for label, m in results["methods"].items():
         acc = m.get("accuracy", {})
@@ -46,7 +53,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"| {label} | {m.get('degree') or ''} | {m.get('selection', 'none')} | "
             f"{m.get('rationales_used', 0)} | {m.get('train_examples', 0)} | "
             + " | ".join(_pct(acc.get(s)) for s in SPLITS)
-            + f" | {m.get('train_tokens', 0)} | {m.get('seconds', 0):.0f} |"
+            + f" | {m.get('train_steps', '')} | {m.get('train_tokens', 0):,} | "
+            f"{(m.get('train_flops') or 0) / 1e15:.3f} | {m.get('seconds', 0):.0f} |"
         )
     return "\n".join(lines) + "\n"
 

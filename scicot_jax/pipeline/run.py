@@ -16,6 +16,7 @@ when the pipeline runs again):
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 from scicot_jax.data import formats, grading
 from scicot_jax.data.examples import Example
 from scicot_jax.pipeline import data_step, results
+from scicot_jax.pipeline.budget import Budget
 from scicot_jax.pipeline.config import MethodSpec, PipelineConfig
 from scicot_jax.pipeline.steps import StepRunner
 from scicot_jax.selection import SelectionConfig, select, write_report
@@ -174,32 +176,69 @@ class Pipeline:
             self.student.use_vocab(self.steps.step_dir("vocab") / Path(out["path"]).name)
 
     # ------------------------------------------------------------------ selection
-    def _scorer(self, prompt: str, degree: int) -> dict:
-        """A student to score RD: the initial checkpoint if given, else a probe Stage-2 student."""
+    def _probe(self, key: str, degree: int, half: int) -> dict:
+        """A probe Stage-2 student trained on the correct rationales of one half of the train
+        questions; it scores the other half (cross-fitting: no rationale is scored by a student
+        that saw it)."""
 
         def work(d: Path) -> dict:
-            init = self.cfg.student.init_checkpoint
-            if init:
-                return {"checkpoint": init, "probe": False}
             recs = [
-                r for r in self.teacher_records(prompt) if r.correct and r.sample_index < degree
+                r
+                for r in self.teacher_records(key)
+                if r.correct and r.sample_index < degree and question_half(r.example_id) == half
             ]
             train = self.by_id("train")
-            pairs = [formats.stage2(train[r.example_id], r.rationale) for r in recs]
-            store = self.steps.step_dir(f"teacher_{prompt}") / "store"
-            kw = (
-                {"task": self._seqio_task("stage2", store, degree)}
-                if getattr(self.student, "needs_seqio", False)
-                else {}
+            store = self._new_store(
+                d / "store",
+                f"probe{half}_{key}_d{degree}",
+                {"source": f"half {half} of teacher_{key}", "samples_per_example": degree},
+                recs,
             )
-            out = self.student.train(pairs, d, stage="scorer", **kw)
-            return {**out, "probe": True, "train_examples": len(pairs)}
+            store.close()
+            return self._train_stage(
+                d,
+                [formats.stage2(train[r.example_id], r.rationale) for r in recs],
+                "scorer",
+                self.budget().share("scicot", "scorer", True) / 2,
+                lambda: self._seqio_task("stage2", d / "store", degree),
+            )
 
         return self.steps.run(
-            f"scorer_{prompt}_d{degree}",
+            f"probe{half}_{key}_d{degree}",
             work,
-            inputs={"student": self.cfg.student.__dict__, "degree": degree},
+            inputs={
+                "student": self.cfg.student.__dict__,
+                "degree": degree,
+                "budget": self._budget_key(),
+            },
         )
+
+    def rd_scorer(self, key: str, degree: int) -> tuple[Callable, list[dict], str]:
+        """(scorer of stage-2 pairs, the probe students trained for it, how RD is measured).
+
+        With an initial checkpoint, the pretrained student scores directly (as in MoRSD);
+        otherwise two probes cross-fit: each scores the questions it was not trained on."""
+        init = self.cfg.student.init_checkpoint
+        if init:
+            return (lambda pairs: self.student.score(init, pairs)), [], "pretrained student"
+        probes = [self._probe(key, degree, h) for h in (0, 1)]
+        train = self.by_id("train")
+        half_of = {
+            formats.stage2(train[r.example_id], r.rationale): question_half(r.example_id)
+            for r in self.teacher_records(key)
+        }
+
+        def score(pairs: Sequence[tuple[str, str]]) -> list[float]:
+            out: list[float] = [0.0] * len(pairs)
+            for h, probe in enumerate(probes):
+                idx = [i for i, p in enumerate(pairs) if half_of[p] != h]  # the other half
+                for i, rd in zip(
+                    idx, self.student.score(probe["checkpoint"], [pairs[i] for i in idx])
+                ):
+                    out[i] = rd
+            return out
+
+        return score, probes, "cross-fitted probes (each scores the half it did not train on)"
 
     def _select(self, spec: MethodSpec) -> dict:
         if spec.morsd:
@@ -209,13 +248,13 @@ class Pipeline:
             sel_cfg = SelectionConfig(dedupe=False, use_difficulty=False, max_degree=spec.degree)
 
         def work(d: Path) -> dict:
-            scorer = None
+            scorer, probes, rd_source = None, [], None
             if spec.morsd and sel_cfg.use_difficulty:
-                ckpt = self._scorer(self.prompt_of(spec), spec.degree)["checkpoint"]
-                scorer = lambda pairs: self.student.score(ckpt, pairs)
+                scorer, probes, rd_source = self.rd_scorer(self.prompt_of(spec), spec.degree)
             sel = select(
                 self.teacher_records(self.prompt_of(spec)), self.by_id("train"), sel_cfg, scorer
             )
+            sel.summary["rd_source"] = rd_source
             # A rationale-store run of the kept records: what the SeqIO registry turns into
             # one_stage / stage1 tasks (scicot_jax.tasks.register_run_dir).
             self._new_store(
@@ -229,9 +268,17 @@ class Pipeline:
                 sel.kept,
             ).close()
             write_report(sel, d, title=f"Rationale selection for {spec.label}")
-            return {"kept": len(sel.kept), "summary": sel.summary}
+            return {
+                "kept": len(sel.kept),
+                "summary": sel.summary,
+                "scorer_compute": compute_of(probes),
+            }
 
-        return self.steps.run(f"select_{spec.slug}", work, inputs={"selection": sel_cfg.__dict__})
+        return self.steps.run(
+            f"select_{spec.slug}",
+            work,
+            inputs={"selection": sel_cfg.__dict__, "budget": self._budget_key()},
+        )
 
     def _new_store(self, path: Path, name: str, manifest: dict, records: Sequence = ()) -> Any:
         """A fresh rationale-store run (a crashed step's partial one is replaced)."""
@@ -276,27 +323,74 @@ class Pipeline:
         )
         return tasks.task_name(self.card.name, method, run_name, degree)
 
+    # ------------------------------------------------------------------ budgets
+    def budget(self) -> Budget:
+        """The run's training budget (reference: plain fine-tuning on its train questions)."""
+        if not hasattr(self, "_budget_cache"):
+            st = self.cfg.student
+            ref = [formats.baseline(ex) for ex in self.examples("train")]
+            self._budget_cache = Budget(
+                self.cfg.match,
+                st.steps,
+                st.batch_size,
+                self._tokens_per_example(ref),
+                st.epochs,
+                len(ref),
+            )
+        return self._budget_cache
+
+    def _budget_key(self) -> dict:
+        b = self.budget()
+        return {"match": b.match, "steps": b.reference_steps, "tokens": round(b.tokens)}
+
+    def _tokens_per_example(self, pairs: Sequence[tuple[str, str]]) -> float:
+        """Mean tokens (inputs + targets) per example, in the student's vocabulary."""
+        count = getattr(self.student, "tokens_per_example", None)
+        if count is not None:
+            return float(count(pairs))
+        return sum(len(i.split()) + len(t.split()) + 2 for i, t in pairs) / max(1, len(pairs))
+
+    def _train_stage(
+        self,
+        d: Path,
+        pairs: list[tuple[str, str]],
+        stage: str,
+        share: float,
+        task_fn: Callable[[], str] | None,
+    ) -> dict:
+        """Train one stage on ``share`` of the method's budget, inside step directory ``d``."""
+        if not pairs:
+            raise ValueError(
+                f"step {d.name}: no training examples (did the teacher get any "
+                "answer right? see the select_* report)"
+            )
+        kw: dict[str, Any] = {}
+        if getattr(self.student, "needs_seqio", False) and task_fn is not None:
+            kw["task"] = task_fn()
+        steps = self.budget().stage_steps(share, self._tokens_per_example(pairs), len(pairs))
+        if steps is not None:
+            kw["steps"] = steps
+        return {**self.student.train(pairs, d, stage=stage, **kw), "train_examples": len(pairs)}
+
     def _train(
         self,
         name: str,
         pairs_fn: Callable[[], list[tuple[str, str]]],
         stage: str,
         task_fn: Callable[[], str] | None = None,
+        spec: MethodSpec | None = None,
     ) -> dict:
-        def work(d: Path) -> dict:
-            pairs = pairs_fn()
-            if not pairs:
-                raise ValueError(
-                    f"step {name}: no training examples (did the teacher get any "
-                    "answer right? see the select_* report)"
-                )
-            kw = {}
-            if getattr(self.student, "needs_seqio", False) and task_fn is not None:
-                kw["task"] = task_fn()
-            return {**self.student.train(pairs, d, stage=stage, **kw), "train_examples": len(pairs)}
-
+        method = spec.method if spec else "baseline"
+        share = self.budget().share(method, stage, bool(spec and spec.morsd))
         return self.steps.run(
-            name, work, inputs={"student": self.cfg.student.__dict__, "stage": stage}
+            name,
+            lambda d: self._train_stage(d, pairs_fn(), stage, share, task_fn),
+            inputs={
+                "student": self.cfg.student.__dict__,
+                "stage": stage,
+                "budget": self._budget_key(),
+                "share": share,
+            },
         )
 
     def _student_rationales(self, spec: MethodSpec, ckpt: str) -> dict:
@@ -388,14 +482,12 @@ class Pipeline:
                 "baseline",
                 lambda split, ex: formats.render_question(ex),
             )
-            entry.update(
-                rationales_used=0,
-                train_examples=tr["train_examples"],
-                train_tokens=tr.get("train_tokens", 0),
-            )
+            entry.update(rationales_used=0, train_examples=tr["train_examples"])
+            trained = [tr]
         else:
             sel = self._select(spec)
             entry.update(rationales_used=sel["kept"], selection_summary=sel["summary"])
+            trained = [sel.get("scorer_compute") or {}]
             if spec.method == "finetune_cot":
                 sel_store = self.steps.step_dir(f"select_{spec.slug}") / "store"
                 tr = self._train(
@@ -403,6 +495,7 @@ class Pipeline:
                     lambda: [formats.one_stage(ex, r) for ex, r in self.selected(spec)],
                     "one_stage",
                     lambda: self._seqio_task("one_stage", sel_store),
+                    spec,
                 )
                 ev = self._evaluate(
                     spec.slug,
@@ -410,9 +503,8 @@ class Pipeline:
                     "one_stage",
                     lambda split, ex: formats.render_question(ex),
                 )
-                entry.update(
-                    train_examples=tr["train_examples"], train_tokens=tr.get("train_tokens", 0)
-                )
+                entry.update(train_examples=tr["train_examples"])
+                trained.append(tr)
             else:
                 sel_store = self.steps.step_dir(f"select_{spec.slug}") / "store"
                 s1 = self._train(
@@ -420,6 +512,7 @@ class Pipeline:
                     lambda: [formats.stage1(ex, r) for ex, r in self.selected(spec)],
                     "stage1",
                     lambda: self._seqio_task("stage1", sel_store),
+                    spec,
                 )
                 rat = self._student_rationales(spec, s1["checkpoint"])
                 written = self.student_rationales(spec)
@@ -429,6 +522,7 @@ class Pipeline:
                     lambda: [formats.stage2(ex, written["train", ex.id]) for ex in train],
                     "stage2",
                     lambda: self._seqio_task("stage2", rat_store),
+                    spec,
                 )
                 ev = self._evaluate(
                     spec.slug,
@@ -438,10 +532,17 @@ class Pipeline:
                 )
                 entry.update(
                     train_examples=s2["train_examples"],
-                    train_tokens=s1.get("train_tokens", 0) + s2.get("train_tokens", 0),
                     stage1_rationale_answer_accuracy=rat["rationale_answer_accuracy"],
                 )
+                trained += [s1, s2]
         entry["accuracy"] = ev["accuracy"]
+        # The method's compute: every student it trained, MoRSD's probes included.
+        compute = compute_of(trained)
+        entry.update(
+            train_steps=compute["steps"],
+            train_tokens=compute["train_tokens"],
+            train_flops=compute["train_flops"],
+        )
         # Compute time of this method's own steps, as recorded when they ran (so a resumed run
         # reports the same figure); shared steps (teacher, data) are reported separately.
         entry["seconds"] = round(
@@ -474,6 +575,7 @@ class Pipeline:
             "run_dir": str(self.run_dir),
             "config": {
                 "student": self.cfg.student.size,
+                "budget": self._budget_key(),
                 "train_fraction": self.cfg.train_fraction,
                 "methods": list(self.cfg.methods),
                 "seed": self.cfg.seed,
@@ -491,6 +593,19 @@ class Pipeline:
         }
         results.write(self.run_dir, res)
         return res
+
+
+def question_half(example_id: str) -> int:
+    """0 or 1: which half of the train questions an example falls in (MoRSD cross-fitting)."""
+    return hashlib.sha256(example_id.encode()).digest()[0] % 2
+
+
+def compute_of(trained: Sequence[dict]) -> dict:
+    """Steps, train tokens and train FLOPs summed over trained students."""
+    return {
+        k: sum(int(t.get(k) or 0) for t in trained)
+        for k in ("steps", "train_tokens", "train_flops")
+    }
 
 
 def stage_checkpoint(src: str, dest: Path) -> Path:

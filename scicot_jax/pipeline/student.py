@@ -187,14 +187,16 @@ class T5Student:
         *,
         stage: str,
         task: str | None = None,
+        steps: int | None = None,
     ) -> dict:
-        """Train a fresh student on ``pairs`` into ``out_dir``; resumes from its checkpoints.
-        (``task``, the SeqIO name of the same data, is for the gin trainer; unused here.)"""
+        """Train a fresh student on ``pairs`` into ``out_dir`` for ``steps`` (default: the
+        stage's configured steps); resumes from its checkpoints. (``task``, the SeqIO name of
+        the same data, is for the gin trainer; unused here.)"""
         import jax
 
         from scicot_jax.train import trainer
 
-        steps = self.steps_for(stage)
+        steps = steps or self.steps_for(stage)
         data = TokenizedPairs(self.vocab, pairs, self.max_inputs, self.max_targets)
         if data.truncated:
             log.warning(
@@ -221,11 +223,28 @@ class T5Student:
             "checkpoint": ckpt,
             "steps": res.step,
             "train_tokens": int(res.step * tc.batch_size * data.tokens_per_example),
+            "train_flops": self.train_flops(res.step, lengths),
             "final_loss": res.metrics.get("loss"),
             "final_accuracy": res.metrics.get("accuracy"),
             "lengths": lengths,
             "truncated": data.truncated,
         }
+
+    def tokens_per_example(self, pairs: Sequence[tuple[str, str]]) -> float:
+        """Mean tokens (inputs + targets, with EOS, cut to the max lengths) per pair."""
+        n = sum(
+            min(len(self.vocab.encode(i)) + 1, self.max_inputs)
+            + min(len(self.vocab.encode(t)) + 1, self.max_targets)
+            for i, t in pairs
+        )
+        return n / max(1, len(pairs))
+
+    def train_flops(self, steps: int, lengths: dict[str, int]) -> int:
+        """Training FLOPs of ``steps`` batches at the padded ``lengths`` (forward + backward)."""
+        from scicot_jax.model.flops import flops_per_example
+
+        per = flops_per_example(self.model, lengths["inputs"], lengths["targets"])
+        return int(steps * self.cfg.batch_size * per)
 
     def params(self, checkpoint: str) -> Any:
         """Params of a trainer model dir or any initial checkpoint (HF, orbax), cached."""

@@ -211,6 +211,16 @@ def _mean(xs: list[float]) -> float | None:
     return round(sum(xs) / len(xs), 4) if xs else None
 
 
+def rd_distribution(xs: Sequence[float]) -> dict | None:
+    """Count, mean and quantiles (min, 25 %, median, 75 %, max) of RD values."""
+    if not xs:
+        return None
+    v = sorted(xs)
+    q = {name: round(v[min(len(v) - 1, int(f * len(v)))], 4) for name, f in
+         (("min", 0), ("p25", 0.25), ("median", 0.5), ("p75", 0.75))}  # fmt: skip
+    return {"count": len(v), "mean": _mean(v), **q, "max": round(v[-1], 4)}
+
+
 def summarize(decisions: Sequence[Decision], cfg: SelectionConfig, scored: bool) -> dict:
     """Counts per reason, questions covered, and mean RD of kept vs dropped candidates."""
     reasons = Counter(d.reason for d in decisions)
@@ -229,5 +239,17 @@ def summarize(decisions: Sequence[Decision], cfg: SelectionConfig, scored: bool)
         "scored": scored,
         "mean_rd_kept": _mean(rd_kept),
         "mean_rd_dropped": _mean(rd_dropped),
+        "rd_kept": rd_distribution(rd_kept),
+        "rd_dropped": rd_distribution(rd_dropped),
+        "rd_dropped_by_reason": {
+            r: rd_distribution(
+                [
+                    d.rd
+                    for d in decisions
+                    if d.reason == r and d.rd is not None and math.isfinite(d.rd)
+                ]
+            )
+            for r in ("duplicate", "over_budget")
+        },  # fmt: skip
         "config": asdict(cfg),
     }

@@ -49,9 +49,26 @@ def render_markdown(selection: Selection, title: str = "Rationale selection") ->
     if s["scored"]:
         lines += [
             "",
-            f"Mean RD (answer NLL per token) of kept: {s['mean_rd_kept']}, "
-            f"of dropped correct candidates: {s['mean_rd_dropped']}.",
+            f"Rationale difficulty (RD: the student's NLL per answer token given question + "
+            f"rationale) from {s.get('rd_source') or 'the scorer'}:",
+            "",
+            "| candidates | count | mean | min | 25 % | median | 75 % | max |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        groups = [("kept", s.get("rd_kept"))] + [
+            (f"dropped: {r}", dist) for r, dist in (s.get("rd_dropped_by_reason") or {}).items()
+        ]
+        for name, dist in groups:
+            if dist:
+                lines.append(
+                    f"| {name} | {dist['count']} | {dist['mean']} | {dist['min']} | "
+                    f"{dist['p25']} | {dist['median']} | {dist['p75']} | {dist['max']} |"
+                )
+    lines += [
+        "",
+        "Every rationale's fate (kept or the reason it was dropped, its RD, the kept sample a "
+        "duplicate resembles) is in `decisions.jsonl`.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,73 @@
+"""Training budgets: compute-matched comparisons of methods.
+
+A method's compute is every student it trains: one stage (baseline, Fine-tune-CoT), two stages
+(Sci-CoT), plus the MoRSD probes that score rationale difficulty. With ``match="tokens"`` (the
+default) every method trains on the same number of tokens: as many as ``steps`` steps (or
+``epochs`` epochs) of plain fine-tuning on the run's train questions, a reference every run has,
+whatever its methods. ``match="steps"`` gives every method the same number of optimizer steps;
+``match="none"`` trains each stage its own ``steps`` / ``stage2_steps`` / ``scorer_steps``
+(or ``epochs`` of its own data, as in Fine-tune-CoT's recipe).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MATCH = ("tokens", "steps", "none")
+# Share of a method's budget per stage. Sci-CoT: Stage 1 (long rationale targets) gets two
+# thirds. MoRSD: the probes that score RD take a quarter, the method's stages the rest.
+STAGE_SHARES = {
+    "baseline": {"baseline": 1.0},
+    "finetune_cot": {"one_stage": 1.0},
+    "scicot": {"stage1": 2 / 3, "stage2": 1 / 3},
+}
+SCORER_SHARE = 0.25
+# Published recipes by card source type: Fine-tune-CoT trains students for 20 epochs.
+PAPER_EPOCHS = {"finetune_cot": 20.0}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many steps each stage of each method trains."""
+
+    match: str
+    steps: int  # reference: steps of plain fine-tuning (or of each stage with match="none")
+    batch_size: int
+    reference_tokens_per_example: float  # of the run's plain fine-tuning data
+    epochs: float | None = None
+    train_examples: int = 0  # of the reference data (for epochs)
+
+    def __post_init__(self):
+        if self.match not in MATCH:
+            raise ValueError(f"budget match must be one of {MATCH}, got {self.match!r}")
+
+    @property
+    def reference_steps(self) -> int:
+        """Steps of plain fine-tuning the budget equals (epochs over the train questions)."""
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * self.train_examples / self.batch_size))
+        return self.steps
+
+    @property
+    def tokens(self) -> float:
+        """Train tokens every method gets (match="tokens")."""
+        return self.reference_steps * self.batch_size * self.reference_tokens_per_example
+
+    def share(self, method: str, stage: str, morsd: bool) -> float:
+        """The fraction of the budget one stage of ``method`` gets (MoRSD probes: ``scorer``)."""
+        if stage == "scorer":
+            return SCORER_SHARE
+        share = STAGE_SHARES[method][stage]
+        return share * (1 - SCORER_SHARE) if morsd else share
+
+    def stage_steps(self, share: float, tokens_per_example: float, examples: int) -> int | None:
+        """Steps for a stage with ``share`` of the budget, on data of the given size (None:
+        the student's own configured steps, match="none" without epochs)."""
+        if self.match == "steps":
+            return max(1, round(share * self.reference_steps))
+        if self.match == "tokens":
+            return max(1, round(share * self.tokens / (self.batch_size * tokens_per_example)))
+        if self.epochs is not None:  # the paper's recipe: epochs of each stage's own data
+            return max(1, math.ceil(self.epochs * examples / self.batch_size))
+        return None
