@@ -1,6 +1,6 @@
-"""Teacher tool benchmark: rate-limit accuracy, cached re-run speed, memory for 100k requests.
+"""Teacher tool benchmark: rate-limit accuracy, cached re-run speed, memory at 100k-10M records.
 
-  .venv/bin/python bench/teacher.py                # all three parts (~2 minutes on 2 cores)
+  .venv/bin/python bench/teacher.py                # rate, cached, memory (100k, 1M), resume (10M)
   .venv/bin/python bench/teacher.py --parts rate   # one part
 
 1. rate: the oracle answers with 20-50 ms latency; the client is limited to --rpm requests/min.
@@ -8,8 +8,14 @@
    >= 98% of the limit (and never above it).
 2. cached: a run whose every request is in the cache (a new run directory over a full cache):
    records/s through cache lookup, answer parsing and durable appends.
+   Reported per wall second and per CPU second of the process, with the load average: the
+   machine is shared, so wall rates move with the other tenants' load.
 3. memory: peak RSS of a fresh process running N requests (an instant in-process backend, so
-   only the tool's own cost is measured) for N = 10k and 100k: flat means the two are close.
+   only the tool's own cost is measured) for N = 100k and 1M: flat means the two are close.
+4. resume: the 10M-record point, simulated: a run directory holding N finished records is
+   written first, then a fresh process resumes the run over the same N examples (every job is
+   found in the store; nothing is sent). Peak RSS covers the store's key index (8 B/record), the
+   input scan and the job walk.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -118,23 +125,23 @@ def _synthetic_source(n: int):
     return gen
 
 
-def bench_cached(n: int, tmp: Path) -> dict:
+def bench_cached(n: int, tmp: Path, prompt: str) -> dict:
     cfg = dict(
         backend="openai",
         model="bench",
-        prompt="zero_shot_cot",
+        prompt=prompt,
         samples=1,
         temperature=0.0,
         progress=False,
         concurrency=32,
     )
-    cache = tmp / "cached.sqlite"
+    cache = tmp / f"cached-{prompt}.sqlite"
     fill = TeacherRun(
         RunConfig(**cfg),
         "synthetic_arithmetic",
         _synthetic_source(n),
         cache,
-        tmp / "fill",
+        tmp / f"fill-{prompt}",
         backend=InstantBackend(),
     )
     t = time.monotonic()
@@ -145,18 +152,18 @@ def bench_cached(n: int, tmp: Path) -> dict:
         "synthetic_arithmetic",
         _synthetic_source(n),
         cache,
-        tmp / "again",
+        tmp / f"again-{prompt}",
         backend=InstantBackend(),
     )
-    t = time.monotonic()
+    t, cpu = time.monotonic(), time.process_time()
     s = asyncio.run(again.run())
-    cached_s = time.monotonic() - t
+    cached_s, cached_cpu = time.monotonic() - t, time.process_time() - cpu
     same = TeacherRun(
         RunConfig(**cfg),
         "synthetic_arithmetic",
         _synthetic_source(n),
         cache,
-        tmp / "again",
+        tmp / f"again-{prompt}",
         backend=InstantBackend(),
     )
     t = time.monotonic()
@@ -165,15 +172,17 @@ def bench_cached(n: int, tmp: Path) -> dict:
     assert s["sent"] == 0 and s["written"] == n and s2["written"] == 0
     return {
         "records": n,
-        "requests_per_record": 2,
+        "prompt": prompt,
+        "requests_per_record": 2 if prompt == "zero_shot_cot" else 1,
         "cached_rerun_records_per_s": round(n / cached_s, 1),
+        "cached_rerun_records_per_cpu_s": round(n / cached_cpu, 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "instant_backend_fill_records_per_s": round(n / fill_s, 1),
         "same_run_dir_rerun_s": round(noop_s, 2),
     }
 
 
-def memory_child(n: int, tmp: str) -> None:
-    """Run n requests in this (fresh) process and print its peak RSS."""
+def _run_for(n: int, tmp: str) -> TeacherRun:
     cfg = RunConfig(
         backend="openai",
         model="bench",
@@ -182,7 +191,7 @@ def memory_child(n: int, tmp: str) -> None:
         progress=False,
         concurrency=32,
     )
-    run = TeacherRun(
+    return TeacherRun(
         cfg,
         "synthetic_arithmetic",
         _synthetic_source(n),
@@ -190,6 +199,11 @@ def memory_child(n: int, tmp: str) -> None:
         Path(tmp) / "m",
         backend=InstantBackend(),
     )
+
+
+def memory_child(n: int, tmp: str) -> None:
+    """Run (or resume) n jobs in this fresh process and print its peak RSS."""
+    run = _run_for(n, tmp)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.monotonic()
     s = asyncio.run(run.run())
@@ -197,42 +211,82 @@ def memory_child(n: int, tmp: str) -> None:
     print(
         json.dumps(
             {
-                "requests": s["sent"],
+                "records": n,
+                "requests_sent": s["sent"],
+                "jobs_skipped": s["jobs_skipped"],
                 "peak_rss_mb": round(peak, 1),
                 "rss_before_run_mb": round(base, 1),
+                "run_bytes_per_record": round((peak - base) * 2**20 / n, 1),
                 "seconds": round(time.monotonic() - t, 1),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
             }
         )
     )
+
+
+def fill_child(n: int, tmp: str) -> None:
+    """Write a run directory holding n finished records for `_run_for(n)` (fast, no requests)."""
+    from scicot_jax.data.store import RationaleStore
+
+    run = _run_for(n, tmp)
+    store = RationaleStore.create(run.out_dir, run._manifest())
+    line = (
+        '{{"answer": "{a}", "correct": true, "example_id": "q{i}", "extra": {{}}, '
+        '"input_tokens": 40, "output_tokens": 12, "prompt_kind": "answer_conditioned", '
+        '"rationale": "{i} + 3 = {a}. Therefore, the answer is {a}.", "sample_index": 0, '
+        '"source": "teacher:bench", "split": "train", "temperature": 0.0}}\n'
+    )
+    with open(store.records_path, "a", encoding="ascii") as f:
+        for i in range(n):
+            f.write(line.format(i=i, a=i + 3))
+
+
+def _child(*args: str) -> dict:
+    p = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else {}
 
 
 def bench_memory(sizes: list[int]) -> list[dict]:
     out = []
     for n in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            p = subprocess.run(
-                [sys.executable, __file__, "--memory-child", str(n), tmp],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-        out.append(json.loads(p.stdout.strip().splitlines()[-1]))
+            out.append(_child("--memory-child", str(n), tmp))
     return out
+
+
+def bench_resume(n: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.monotonic()
+        _child("--fill-child", str(n), tmp)
+        fill_s = time.monotonic() - t
+        out = _child("--memory-child", str(n), tmp)
+    assert out["jobs_skipped"] == n and out["requests_sent"] == 0, out
+    return {**out, "simulated": "resume over a pre-written store", "fill_s": round(fill_s, 1)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--parts", nargs="+", default=["rate", "cached", "memory"])
+    ap.add_argument("--parts", nargs="+", default=["rate", "cached", "memory", "resume"])
     ap.add_argument("--rpm", type=float, nargs="+", default=[1200.0, 6000.0])
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each rate run")
     ap.add_argument("--cached", type=int, default=5000, help="records in the cached re-run")
-    ap.add_argument("--memory", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument(
+        "--prompts", nargs="+", default=["zero_shot_cot", "answer_conditioned"], help="cached"
+    )
+    ap.add_argument("--memory", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--resume", type=int, default=10_000_000, help="records in the resume part")
     ap.add_argument("--memory-child", nargs=2, metavar=("N", "TMP"), help=argparse.SUPPRESS)
+    ap.add_argument("--fill-child", nargs=2, metavar=("N", "TMP"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
         memory_child(int(args.memory_child[0]), args.memory_child[1])
+        return
+    if args.fill_child:
+        fill_child(int(args.fill_child[0]), args.fill_child[1])
         return
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -240,11 +294,14 @@ def main() -> None:
             results["rate"] = [bench_rate(r, args.seconds, Path(tmp)) for r in args.rpm]
             print(json.dumps(results["rate"], indent=2), flush=True)
         if "cached" in args.parts:
-            results["cached"] = bench_cached(args.cached, Path(tmp))
+            results["cached"] = [bench_cached(args.cached, Path(tmp), p) for p in args.prompts]
             print(json.dumps(results["cached"], indent=2), flush=True)
     if "memory" in args.parts:
         results["memory"] = bench_memory(args.memory)
         print(json.dumps(results["memory"], indent=2), flush=True)
+    if "resume" in args.parts:
+        results["resume"] = bench_resume(args.resume)
+        print(json.dumps(results["resume"], indent=2), flush=True)
     ok = all(r["achieved_pct_of_limit"] >= 98 for r in results.get("rate", []))
     print(f"rate target (>= 98% of the limit): {'met' if ok else 'MISSED'}")
 

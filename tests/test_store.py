@@ -153,3 +153,58 @@ def test_unknown_temperature_allowed(tmp_path):
     store = RationaleStore.create(tmp_path, {})
     store.append(rec("a", temperature=None))
     assert next(RationaleStore.open(tmp_path).records()).temperature is None
+
+
+def test_key_index_sorts_its_tail_and_answers_exactly(monkeypatch):
+    from scicot_jax.data import key_index
+
+    monkeypatch.setattr(key_index, "_MIN_TAIL", 8)
+    index = key_index.KeyIndex()
+    for i in range(1000):
+        index.add_hash(key_index.key_hash(f"q{i}", i % 3))
+    assert index._sorted > 900 and len(index) == 1000  # the tail was merged (sorted) repeatedly
+    assert all((f"q{i}", i % 3) in index for i in range(1000))
+    assert not any((f"q{i}", 3) in index for i in range(1000))
+    assert index.nbytes() < 1000 * 8 * 1.2  # 8 bytes per key
+
+
+def test_hash_collisions_are_told_apart(tmp_path, monkeypatch):
+    from scicot_jax.data import key_index
+    from scicot_jax.data import store as store_mod
+
+    def poor(eid, k):
+        return len(eid)  # every id of one length collides
+
+    monkeypatch.setattr(key_index, "key_hash", poor)
+    monkeypatch.setattr(store_mod, "key_hash", poor)
+    store = RationaleStore.create(tmp_path, {})
+    store.extend([rec("a"), rec("b")])
+    store.append(rec("c"))
+    assert ("a", 0) in store and ("c", 0) in store and ("d", 0) not in store
+    with pytest.raises(KeyError, match="already stored"):
+        store.append(rec("b"))
+    store.close()
+    again = RationaleStore.open(tmp_path)
+    assert ("b", 0) in again and ("e", 0) not in again and len(again) == 3
+    path = tmp_path / "records.jsonl"
+    path.write_text(path.read_text() + path.read_text().splitlines(keepends=True)[1])
+    with pytest.raises(StoreError, match=r"records.jsonl:4: duplicate record.*'b'"):
+        RationaleStore.open(tmp_path)
+
+
+def test_accuracy_summary_histogram_of_kept_samples(tmp_path):
+    from scicot_jax.teacher.report import accuracy_summary
+
+    store = RationaleStore.create(tmp_path, {"examples": {"count": 4}})
+    store.extend(
+        [
+            rec("a", 0, correct=True),
+            rec("b", 0, correct=False),
+            rec("c", 1, correct=True),
+            rec("a", 1, correct=False),
+            rec("c", 0, correct=True),
+        ]
+    )
+    kept = accuracy_summary(store)["kept_samples_per_question"]
+    # a: 1 kept, b: 0, c: 2, d (no record yet): 0
+    assert kept == {"mean": 0.75, "questions_with_none": 2, "histogram": {"0": 2, "1": 1, "2": 1}}

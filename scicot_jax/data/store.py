@@ -12,16 +12,18 @@ any number of readers.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import json
 import os
 import time
 import warnings
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from scicot_jax.data.key_index import KeyIndex, key_hash, sorted_duplicates
 
 RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -60,7 +62,9 @@ class RationaleRecord:
 
     def to_json(self) -> dict[str, Any]:
         """Plain-dict form, as stored on one line of records.jsonl."""
-        return dataclasses.asdict(self)
+        d = {f: getattr(self, f) for f in _FIELD_TYPES}
+        d["extra"] = dict(self.extra)  # a shallow copy: dataclasses.asdict is slow per record
+        return d
 
     @classmethod
     def from_json(cls, d: Any, where: str = "record") -> RationaleRecord:
@@ -77,6 +81,9 @@ class RationaleRecord:
                     raise StoreError(f"{where}: missing field '{name}'")
                 continue
             value = d[name]
+            if type(value) in types:  # the common case, decided without isinstance
+                kwargs[name] = value
+                continue
             # bool is an int subclass; never accept it where a number is meant.
             ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
             if not ok:
@@ -140,9 +147,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _encode(record: RationaleRecord) -> bytes:
+def _encode_json(d: dict[str, Any]) -> bytes:
     # ensure_ascii keeps every line pure ASCII, so a byte-level cut can't split a character.
-    return (json.dumps(record.to_json(), ensure_ascii=True, sort_keys=True) + "\n").encode()
+    return (json.dumps(d, ensure_ascii=True, sort_keys=True) + "\n").encode()
 
 
 class RationaleStore:
@@ -156,19 +163,43 @@ class RationaleStore:
             raise FileNotFoundError(f"{self.manifest_path}: not a rationale run (no manifest)")
         self.manifest: dict[str, Any] = self._read_manifest()
         self._lock_fd: int | None = None
-        self._keys: set[Key] = set()
-        self._count = 0
         if not self.records_path.exists():
             self.records_path.touch()
         self._repair_tail()
-        for lineno, rec in enumerate(self.records(), 1):  # records() allows no blank lines
-            if rec.key in self._keys:
-                raise StoreError(
-                    f"{self.records_path}:{lineno}: duplicate record for example_id={rec.example_id!r} "
-                    f"sample_index={rec.sample_index}"
-                )
-            self._keys.add(rec.key)
-            self._count += 1
+        # 8 bytes per record (not a set of tuples): 10M records stay at ~80 MB resident.
+        hashes = array("Q", (key_hash(*rec.key) for rec in self.records()))
+        self._count = len(hashes)
+        dup = sorted_duplicates(hashes)
+        self._index = KeyIndex(hashes)
+        if dup:
+            self._resolve_duplicates(dup)
+
+    def _with_hashes(self, hashes: set[int]) -> dict[int, list[tuple[Key, int]]]:
+        """hash -> [(key, line number)] of the stored records whose key hash is in `hashes`."""
+        found: dict[int, list[tuple[Key, int]]] = {}
+        for lineno, rec in enumerate(self.records(), 1):
+            h = key_hash(*rec.key)
+            if h in hashes:
+                found.setdefault(h, []).append((rec.key, lineno))
+        return found
+
+    def _resolve_duplicates(self, dup: set[int]) -> None:
+        """Equal hashes at open: a repeated key is an error; distinct keys a (rare) collision."""
+        repeats = []
+        for h, hits in self._with_hashes(dup).items():
+            seen: set[Key] = set()
+            for key, lineno in hits:
+                if key in seen:
+                    repeats.append((lineno, key))
+                seen.add(key)
+            if len(seen) > 1:
+                self._index.add_collision(h, seen)
+        if repeats:
+            lineno, (eid, k) = min(repeats)
+            raise StoreError(
+                f"{self.records_path}:{lineno}: duplicate record for example_id={eid!r} "
+                f"sample_index={k}"
+            )
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -197,12 +228,18 @@ class RationaleStore:
         return (Path(path) / MANIFEST_FILE).is_file()
 
     def _read_manifest(self) -> dict[str, Any]:
+        return self.read_manifest(self.run_dir)
+
+    @staticmethod
+    def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+        """A run's manifest.json alone (without reading its records)."""
+        path = Path(run_dir) / MANIFEST_FILE
         try:
-            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            manifest = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise StoreError(f"{self.manifest_path}:{e.lineno}: invalid JSON ({e.msg})") from e
+            raise StoreError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
         if not isinstance(manifest, dict):
-            raise StoreError(f"{self.manifest_path}: expected a JSON object")
+            raise StoreError(f"{path}: expected a JSON object")
         return manifest
 
     def update_manifest(self, **kv: Any) -> dict[str, Any]:
@@ -311,31 +348,45 @@ class RationaleStore:
 
     def extend(self, records: Iterable[RationaleRecord]) -> int:
         """Append many records with one write + fsync; each line stays whole. Returns the count."""
-        batch: list[RationaleRecord] = []
-        seen: set[Key] = set()
+        lines: list[bytes] = []
+        seen: dict[Key, int] = {}
+        maybe_stored: dict[int, Key] = {}
         for rec in records:
-            # Round-trip validation so a bad record fails here, not when the file is read.
-            RationaleRecord.from_json(rec.to_json(), f"record {rec.key}")
-            if rec.key in self._keys or rec.key in seen:
-                raise KeyError(
-                    f"{self.records_path}: record example_id={rec.example_id!r} "
-                    f"sample_index={rec.sample_index} already stored"
-                )
-            seen.add(rec.key)
-            batch.append(rec)
-        if not batch:
+            d = rec.to_json()
+            # Validation so a bad record fails here, not when the file is read.
+            RationaleRecord.from_json(d, f"record {rec.key}")
+            h = key_hash(*rec.key)
+            if rec.key in seen:
+                self._already(rec.key)
+            if self._index.contains_hash(h):
+                maybe_stored[h] = rec.key
+            seen[rec.key] = h
+            lines.append(_encode_json(d))
+        if not lines:
             return 0
+        if maybe_stored:  # a stored key or a hash collision: settle it exactly (rare)
+            for h, hits in self._with_hashes(set(maybe_stored)).items():
+                keys = {key for key, _ in hits}
+                if maybe_stored[h] in keys:
+                    self._already(maybe_stored[h])
+                self._index.add_collision(h, keys | {maybe_stored[h]})
         self._take_writer_lock()
-        data = b"".join(_encode(r) for r in batch)
         fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND)
         try:
-            _write_all(fd, data)
+            _write_all(fd, b"".join(lines))
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._keys |= seen
-        self._count += len(batch)
-        return len(batch)
+        for h in seen.values():
+            self._index.add_hash(h)
+        self._count += len(lines)
+        return len(lines)
+
+    def _already(self, key: Key) -> None:
+        raise KeyError(
+            f"{self.records_path}: record example_id={key[0]!r} sample_index={key[1]} "
+            "already stored"
+        )
 
     def close(self) -> None:
         """Release the writer lock (records are already durable)."""
@@ -380,11 +431,11 @@ class RationaleStore:
         return groups
 
     def keys(self) -> set[Key]:
-        """(example_id, sample_index) of every stored record, for exactly-once logic."""
-        return set(self._keys)
+        """(example_id, sample_index) of every stored record (read from the file)."""
+        return {rec.key for rec in self.records()}
 
     def __contains__(self, key: object) -> bool:
-        return key in self._keys
+        return key in self._index
 
     def __len__(self) -> int:
         return self._count

@@ -65,6 +65,17 @@ class Cache:
         row = self._db.execute("SELECT response FROM responses WHERE key=?", (key,)).fetchone()
         return None if row is None else GenResponse.from_json(row[0])
 
+    def get_many(self, keys: list[str]) -> dict[str, GenResponse]:
+        """key -> cached response for those of `keys` that are cached (one query per 500)."""
+        out: dict[str, GenResponse] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            q = f"SELECT key, response FROM responses WHERE key IN ({marks})"
+            for key, resp in self._db.execute(q, part):
+                out[key] = GenResponse.from_json(resp)
+        return out
+
     def __contains__(self, key: str) -> bool:
         return (
             self._db.execute("SELECT 1 FROM responses WHERE key=?", (key,)).fetchone() is not None

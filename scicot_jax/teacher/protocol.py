@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 PROVIDERS = ("gemini", "openai-chat", "openai-completions")
@@ -25,13 +26,14 @@ class GenRequest:
 
     def canonical(self) -> str:
         """Sorted, compact JSON of every field that can change the response."""
-        d = asdict(self)
+        d = {f: getattr(self, f) for f in _REQUEST_FIELDS}  # asdict is slow at 20k requests/s
         d["stop"] = list(self.stop)
         d["temperature"] = float(self.temperature)
         return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
+        """sha256 of the canonical JSON (computed once: cache, batch and writer all ask)."""
         return hashlib.sha256(self.canonical().encode()).hexdigest()
 
     @classmethod
@@ -39,6 +41,9 @@ class GenRequest:
         d = json.loads(text)
         d["stop"] = tuple(d.get("stop", ()))
         return cls(**d)
+
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(GenRequest))
 
 
 @dataclass

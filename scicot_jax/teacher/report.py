@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scicot_jax.data.store import RationaleStore
+from scicot_jax.teacher.inputs import id_hash
 from scicot_jax.teacher.pricing import price_for
 
 _COUNTERS = (
@@ -25,22 +29,42 @@ _COUNTERS = (
 )
 
 
+_MASK = (1 << 64) - 1
+
+
+def _kept_per_question(marks: array) -> tuple[int, np.ndarray]:
+    """(questions with a record, correct records per such question), sorting `marks` in place."""
+    if not marks:
+        return 0, np.zeros(0, np.int64)
+    view = np.frombuffer(marks, dtype=np.uint64)
+    view.sort()
+    ok = np.empty(len(view), bool)
+    np.bitwise_and(view, np.uint64(1), out=ok, casting="unsafe")
+    np.right_shift(view, np.uint64(1), out=view)  # ids, still sorted
+    starts = np.flatnonzero(np.concatenate(([True], view[1:] != view[:-1])))
+    del view
+    return len(starts), np.add.reduceat(ok, starts, dtype=np.int64)
+
+
 def accuracy_summary(store: RationaleStore) -> dict[str, Any]:
     """Teacher accuracy over all samples and kept (correct) samples per question."""
     n = correct = unparsed = truncated = tok_in = tok_out = 0
-    kept: Counter[str] = Counter()
+    # One 8-byte entry per record (not a Counter of ids): (id hash << 1) | correct.
+    marks = array("Q")
     for rec in store.records():
         n += 1
-        kept[rec.example_id] += bool(rec.correct)
+        marks.append(((id_hash(rec.example_id) << 1) & _MASK) | bool(rec.correct))
         correct += bool(rec.correct)
         unparsed += rec.answer is None
         truncated += bool(rec.extra.get("truncated"))
         tok_in += rec.input_tokens
         tok_out += rec.output_tokens
-    questions = int((store.manifest.get("examples") or {}).get("count", len(kept)))
-    hist = Counter(kept.values())
-    if questions > len(kept):
-        hist[0] += questions - len(kept)  # questions without any record yet
+    with_records, per_question = _kept_per_question(marks)
+    del marks
+    hist = Counter({k: int(v) for k, v in enumerate(np.bincount(per_question)) if v})
+    questions = int((store.manifest.get("examples") or {}).get("count", with_records))
+    if questions > with_records:
+        hist[0] += questions - with_records  # questions without any record yet
     return {
         "records": n,
         "questions": questions,

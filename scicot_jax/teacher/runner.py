@@ -58,6 +58,7 @@ SIGNATURE_FIELDS = (
     "answer_trigger",
     "seed",
 )
+CHUNK = 512  # jobs looked up in the cache per query (and written per group commit)
 EXIT_CODES = {
     "complete": 0,
     "failures": 1,
@@ -176,6 +177,17 @@ class Writer(threading.Thread):
             self.error = e
         finally:
             cache.close()
+
+    def put_blocking(self, item: _Write) -> None:
+        """put() for synchronous callers (the bulk cache path): waits while the queue is full."""
+        while True:
+            if self.error is not None:
+                raise RuntimeError(f"teacher writer failed: {self.error}") from self.error
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     async def put(self, item: _Write) -> None:
         while True:
@@ -377,14 +389,23 @@ class TeacherRun:
         if r1 is None:
             self.stats.jobs_failed += 1
             return
-        card, cfg = self.card, self.cfg
-        extra: dict[str, Any] = {"seed": first.seed, "finish_reason": r1.finish_reason}
-        tokens_in, tokens_out = r1.input_tokens, r1.output_tokens
-        if cfg.prompt == "zero_shot_cot":
+        r2 = None
+        if self.cfg.prompt == "zero_shot_cot":
             r2 = await self.request(self.step2_for(first, r1))
             if r2 is None:
                 self.stats.jobs_failed += 1
                 return
+        await self.writer.put(_Write(records=[self.record_for(ex, k, first, r1, r2)]))
+        self.stats.written += 1
+
+    def record_for(
+        self, ex: Example, k: int, first: GenRequest, r1: GenResponse, r2: GenResponse | None
+    ) -> RationaleRecord:
+        """The record of job (ex, k) from its responses (r2: zero-shot step 2's)."""
+        card, cfg = self.card, self.cfg
+        extra: dict[str, Any] = {"seed": first.seed, "finish_reason": r1.finish_reason}
+        tokens_in, tokens_out = r1.input_tokens, r1.output_tokens
+        if r2 is not None:
             tokens_in, tokens_out = tokens_in + r2.input_tokens, tokens_out + r2.output_tokens
             extra["answer_completion"] = r2.text
             rationale = r1.text.strip()
@@ -398,7 +419,7 @@ class TeacherRun:
         if r1.truncated:
             extra["truncated"] = True
             self.stats.truncated += 1
-        record = RationaleRecord(
+        return RationaleRecord(
             example_id=ex.id,
             sample_index=k,
             rationale=rationale,
@@ -412,14 +433,53 @@ class TeacherRun:
             split=cfg.split,
             extra=extra,
         )
-        await self.writer.put(_Write(records=[record]))
-        self.stats.written += 1
 
     def jobs(self) -> Iterator[tuple[Example, int]]:
+        """The jobs still to do, in input order; those the cache answers are written here."""
+        chunk: list[tuple[Example, int]] = []
         for ex in self.source():
             for k in range(self.cfg.samples):
-                if (ex.id, k) not in self.store:
-                    yield ex, k
+                if (ex.id, k) in self.store:
+                    self.stats.jobs_skipped += 1
+                    continue
+                chunk.append((ex, k))
+                if len(chunk) == CHUNK:
+                    yield from self._from_cache(chunk)
+                    chunk = []
+        yield from self._from_cache(chunk)
+
+    def cached_responses(
+        self, chunk: list[tuple[Example, int]]
+    ) -> list[tuple[GenRequest, GenResponse | None, GenRequest | None, GenResponse | None]]:
+        """Per job: (first request, its cached response, step-2 request, its cached response)."""
+        firsts = [self.requests_for(ex, k) for ex, k in chunk]
+        hits = self.cache.get_many([r.key for r in firsts])
+        seconds: list[GenRequest | None] = [None] * len(firsts)
+        if self.cfg.prompt == "zero_shot_cot":
+            for i, r in enumerate(firsts):
+                if r.key in hits:
+                    seconds[i] = self.step2_for(r, hits[r.key])
+            hits.update(self.cache.get_many([r.key for r in seconds if r is not None]))
+        return [
+            (r, hits.get(r.key), r2, hits.get(r2.key) if r2 is not None else None)
+            for r, r2 in zip(firsts, seconds, strict=True)
+        ]
+
+    def _from_cache(self, chunk: list[tuple[Example, int]]) -> list[tuple[Example, int]]:
+        """Write the records the cache answers fully (one group commit); return the rest."""
+        records, rest = [], []
+        two_step = self.cfg.prompt == "zero_shot_cot"
+        for (ex, k), (first, r1, _, r2) in zip(chunk, self.cached_responses(chunk), strict=True):
+            if r1 is None or (two_step and r2 is None):
+                rest.append((ex, k))
+                continue
+            self.stats.cache_hits += 1 + two_step
+            records.append(self.record_for(ex, k, first, r1, r2))
+        if records:
+            self.writer.put_blocking(_Write(records=records))
+            self.stats.written += len(records)
+            self.progress.maybe_render()
+        return rest
 
     async def _worker(self, jobs: Iterator[tuple[Example, int]]) -> None:
         n = 0
@@ -438,11 +498,11 @@ class TeacherRun:
                 await asyncio.sleep(0)  # cache hits never suspend: let others run
 
     # -- preparation -------------------------------------------------------------------
-    def _scan(self, store: RationaleStore | None, write_to: Path | None) -> dict[str, Any]:
-        """One pass over the examples: count, digest, duplicates, done jobs, examples.jsonl."""
+    def _scan(self, manifest: dict[str, Any] | None, write_to: Path | None) -> dict[str, Any]:
+        """One pass over the examples: count, digest, duplicates, examples.jsonl."""
         # 8 bytes per id (not a set of str): duplicates are found by sorting, memory stays small.
-        digest, n, done, hashes = hashlib.sha256(), 0, 0, array("Q")
-        old = (store.manifest.get("examples") or {}) if store else {}
+        digest, n, hashes = hashlib.sha256(), 0, array("Q")
+        old = (manifest.get("examples") or {}) if manifest else {}
         old_n, prefix = int(old.get("count", 0)), None
         f = open(write_to, "w", encoding="utf-8") if write_to else None
         try:
@@ -455,8 +515,6 @@ class TeacherRun:
                     prefix = digest.hexdigest()
                 if f:
                     f.write(line + "\n")
-                if store is not None:
-                    done += sum((ex.id, k) in store for k in range(self.cfg.samples))
             if f:
                 f.flush()
                 os.fsync(f.fileno())
@@ -464,12 +522,13 @@ class TeacherRun:
             if f:
                 f.close()
         self._check_unique(hashes)
+        del hashes
         if old_n and (n < old_n or prefix != old.get("sha256")):
             raise RunMismatch(
                 f"{self.out_dir}: the run was made from {old_n} other examples; the input "
                 f"({n} examples) must repeat them first (or use a new --out)"
             )
-        return {"count": n, "sha256": digest.hexdigest(), "done": done}
+        return {"count": n, "sha256": digest.hexdigest()}
 
     def _check_unique(self, hashes: array) -> None:
         dup = duplicate_hashes(hashes)
@@ -514,19 +573,19 @@ class TeacherRun:
             else self.card.path
         )
 
-    def _existing_store(self) -> RationaleStore | None:
-        """The run being resumed (settings checked), or None for a new run."""
+    def _existing_manifest(self) -> dict[str, Any] | None:
+        """The manifest of the run being resumed (settings checked), or None for a new run."""
         if not RationaleStore.is_run_dir(self.out_dir):
             return None
-        store = RationaleStore.open(self.out_dir)
-        sig, want = store.manifest.get("signature"), self.cfg.signature()
+        manifest = RationaleStore.read_manifest(self.out_dir)
+        sig, want = manifest.get("signature"), self.cfg.signature()
         if sig is not None and sig != want:
             diff = sorted(k for k in set(sig) | set(want) if sig.get(k) != want.get(k))
             raise RunMismatch(
                 f"{self.out_dir}: the run was made with other settings ({diff}); "
                 "use the same arguments to resume, or a new --out"
             )
-        return store
+        return manifest
 
     # -- the run ----------------------------------------------------------------------
     def quote(self) -> dict[str, Any]:
@@ -597,21 +656,21 @@ class TeacherRun:
 
     async def _run(self) -> dict[str, Any]:
         cfg = self.cfg
-        existing = self._existing_store()
+        existing = self._existing_manifest()
         tmp = self.out_dir / ".examples.jsonl.tmp"
         try:  # bad input fails here, before a manifest exists or anything is sent
             scan = self._scan(existing, tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        # Opened after the scan: its key index and the scan's id hashes never coexist.
         self.store = (
-            existing
+            RationaleStore.open(self.out_dir)
             if existing is not None
             else RationaleStore.create(self.out_dir, self._manifest())
         )
         os.replace(tmp, self.store.examples_path)
         self.stats.jobs_total = scan["count"] * cfg.samples
-        self.stats.jobs_skipped = scan["done"]
         invocations = list(self.store.manifest.get("invocations", []))
         invocations.append({"started": _now(), "status": "running", "samples": cfg.samples})
         self.store.update_manifest(
