@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,8 +128,7 @@ def main(argv: Sequence[str] | None = None) -> dict[int, dict[str, float]]:
 
 
 def console_entry() -> None:
-    main(sys.argv)
-    sys.exit(0)
+    gin_utils.console_main(main, "scicot-eval")
 
 
 if __name__ == "__main__":

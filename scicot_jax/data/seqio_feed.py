@@ -41,6 +41,20 @@ def import_task_module(module: str | None) -> None:
         importlib.import_module(name)
 
 
+def check_task(cfg: DatasetConfig) -> None:
+    """Raises a one-line ValueError when the dataset's task or mixture is not registered."""
+    import seqio
+
+    import_task_module(cfg.module)
+    try:
+        seqio.get_mixture_or_task(cfg.mixture_or_task_name)
+    except ValueError:
+        raise ValueError(
+            f"unknown SeqIO task or mixture {cfg.mixture_or_task_name!r} "
+            f"(MIXTURE_OR_TASK_NAME; module {cfg.module!r} registers the known ones)"
+        ) from None
+
+
 def _hide_accelerators_from_tf(tf: Any) -> None:
     """TF only feeds data: keep it off the GPU memory JAX needs."""
     try:

@@ -58,6 +58,15 @@ def load_params(path: str | Path, *, shardings: Any = None) -> tuple[T5Config, P
     return config, restore_tree(target, shardings=shardings)
 
 
+def tree_metadata(directory: str | Path) -> Any:
+    """The stored pytree of array metadata (shape, dtype) of an orbax StandardSave directory."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as checkpointer:
+        meta = checkpointer.metadata(Path(directory).absolute())
+    return getattr(getattr(meta, "item_metadata", meta), "tree", meta)
+
+
 def restore_tree(directory: str | Path, *, shardings: Any = None) -> Any:
     """A pytree saved by orbax StandardSave (ours or a trainer step's `params`), re-placed.
 
@@ -67,9 +76,8 @@ def restore_tree(directory: str | Path, *, shardings: Any = None) -> Any:
     import orbax.checkpoint as ocp
 
     target = Path(directory).absolute()
+    tree = tree_metadata(target)
     with ocp.StandardCheckpointer() as checkpointer:
-        meta = checkpointer.metadata(target)
-        tree = getattr(getattr(meta, "item_metadata", meta), "tree", meta)
         if shardings is None or isinstance(shardings, jax.sharding.Sharding):
             one = shardings or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             shardings = jax.tree.map(lambda _: one, tree)

@@ -17,6 +17,14 @@ log = logging.getLogger(__name__)
 CHECKPOINT_SUBDIR = "checkpoints"
 
 
+class CheckpointMismatchError(ValueError):
+    """A readable checkpoint written for a different model: resuming it is refused."""
+
+
+class NoReadableCheckpointError(RuntimeError):
+    """Every step in a checkpoints directory failed to restore."""
+
+
 class Checkpoints:
     """A CheckpointManager over `<model_dir>/checkpoints/<step>/{params,opt_state,data,meta}`."""
 
@@ -59,14 +67,25 @@ class Checkpoints:
         )
 
     def restore_latest(
-        self, abstract_params: Any, abstract_opt_state: Any
+        self, abstract_params: Any, abstract_opt_state: Any, model: dict | None = None
     ) -> tuple[int, Any, Any, dict, dict] | None:
-        """(step, params, opt_state, data, meta) from the newest readable step, or None.
+        """(step, params, opt_state, data, meta) from the newest readable step, or None if none.
 
-        A step that fails to restore (truncated or missing files) is renamed to
-        `<step>.corrupt` with a warning and the previous one is tried.
+        A step written for another model (different param shapes) raises
+        CheckpointMismatchError and changes nothing. A step whose files cannot be read is
+        skipped for the previous one and, once a readable step is found, renamed to
+        `<step>.corrupt-<time>`; if no step is readable, NoReadableCheckpointError (nothing
+        renamed) rather than a silent restart from step 0.
         """
+        unreadable: list[tuple[int, str]] = []
         for step in reversed(self.all_steps()):
+            step_dir = self.directory / str(step)
+            try:
+                stored = _stored_metadata(step_dir)
+            except Exception as e:  # noqa: BLE001 - unreadable metadata: not a usable step
+                unreadable.append((step, self._unreadable(step, e)))
+                continue
+            _check_matches(step_dir, stored, abstract_params, abstract_opt_state, model)
             try:
                 out = self.manager.restore(
                     step,
@@ -77,18 +96,27 @@ class Checkpoints:
                         meta=ocp.args.JsonRestore(),
                     ),
                 )
-                _check_finite(out["params"], f"{self.directory}/{step}")
-                return step, out["params"], out["opt_state"], dict(out["data"]), dict(out["meta"])
+                _check_finite(out["params"], str(step_dir))
             except Exception as e:  # noqa: BLE001 - any failure means "not usable"
-                log.warning(
-                    "checkpoint %s/%d is unreadable (%s: %s); falling back to the previous one",
-                    self.directory,
-                    step,
-                    type(e).__name__,
-                    e,
-                )
-                self._quarantine(step)
+                unreadable.append((step, self._unreadable(step, e)))
+                continue
+            for bad, _ in unreadable:
+                self._quarantine(bad)
+            return step, out["params"], out["opt_state"], dict(out["data"]), dict(out["meta"])
+        if unreadable:
+            steps = ", ".join(str(s) for s, _ in unreadable)
+            raise NoReadableCheckpointError(
+                f"{self.directory}: every checkpoint (steps {steps}) is unreadable "
+                f"(step {unreadable[0][0]}: {unreadable[0][1]}); nothing was renamed. Restore a "
+                "good copy, or move them aside to start again from step 0"
+            )
         return None
+
+    def _unreadable(self, step: int, e: Exception) -> str:
+        """Logs why a step cannot be used; returns that reason in one line."""
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        log.warning("checkpoint %s/%d is unreadable (%s)", self.directory, step, reason)
+        return reason
 
     def _quarantine(self, step: int) -> None:
         """Moves a bad step aside so a later save of the same step number can succeed."""
@@ -112,6 +140,63 @@ def _check_finite(tree: Any, where: str) -> None:
     for leaf in jax.tree.leaves(tree):
         if not bool(np.isfinite(np.asarray(jax.device_get(leaf), np.float32)).all()):
             raise ValueError(f"non-finite values in checkpoint {where}")
+
+
+def _stored_metadata(step_dir: Path) -> dict:
+    """The meta JSON and the stored params/opt_state array metadata of one step."""
+    from scicot_jax.model.checkpoint_io import tree_metadata
+
+    out = {"meta": read_meta(step_dir)}
+    for item in ("params", "opt_state"):
+        tree = tree_metadata(step_dir / item)
+        if not any(hasattr(x, "shape") for x in jax.tree.leaves(tree)):
+            raise ValueError(f"{step_dir / item}: no readable array metadata")
+        out[item] = tree
+    return out
+
+
+def _check_matches(
+    step_dir: Path, stored: dict, abstract_params: Any, abstract_opt: Any, model: dict | None
+) -> None:
+    """Raises CheckpointMismatchError when the step's arrays do not fit the model's."""
+    why = _params_differ(stored["params"], abstract_params) or _shapes_differ(
+        stored["opt_state"], abstract_opt, "optimizer state"
+    )
+    if why is None:
+        return
+    saved = stored["meta"].get("model")
+    if isinstance(saved, dict) and isinstance(model, dict):
+        diffs = [k for k in model if k in saved and saved[k] != model[k]]
+        if diffs:
+            why = "; ".join(f"has {k} {saved[k]}, the model {model[k]}" for k in diffs)
+    raise CheckpointMismatchError(
+        f"checkpoint {step_dir.name} in {step_dir.parent} {why}: it was written for another "
+        "model. Resume with the same model config, use a new MODEL_DIR, or start from these "
+        "weights with INITIAL_CHECKPOINT_PATH"
+    )
+
+
+def _params_differ(stored: Any, abstract: Any) -> str | None:
+    """The first param whose presence or shape differs, as words; None if all match."""
+    got = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(stored)[0]}
+    want = {
+        jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(abstract)[0]
+    }
+    for k in sorted(set(got) | set(want)):
+        if k not in got:
+            return f"has no param {k}"
+        if k not in want:
+            return f"has param {k} the model lacks"
+        if tuple(got[k].shape) != tuple(want[k].shape):
+            return f"has {k} of shape {tuple(got[k].shape)}, the model {tuple(want[k].shape)}"
+    return None
+
+
+def _shapes_differ(stored: Any, abstract: Any, what: str) -> str | None:
+    """Compares the multiset of array shapes (container types differ once stored)."""
+    got = sorted(tuple(x.shape) for x in jax.tree.leaves(stored) if hasattr(x, "shape"))
+    want = sorted(tuple(x.shape) for x in jax.tree.leaves(abstract) if hasattr(x, "shape"))
+    return None if got == want else f"has a different {what} ({len(got)} vs {len(want)} arrays)"
 
 
 def read_meta(step_dir: str | Path) -> dict:

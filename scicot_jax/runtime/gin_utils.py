@@ -156,3 +156,29 @@ def run_binary(argv: Sequence[str] | None, description: str, run: Any) -> Any:
         return run()
     finally:
         gin.clear_config()
+
+
+# Exit codes of the train/eval/infer binaries (README "Exit codes").
+EXIT_DONE, EXIT_FAILED, EXIT_BAD_CONFIG, EXIT_PREEMPTED = 0, 1, 2, 75
+
+
+def console_main(main: Any, prog: str) -> None:
+    """Runs a binary's `main(sys.argv)` and exits: an expected failure is one stderr line.
+
+    0 done; 1 training stopped on a non-finite loss; 2 bad flags, gin, task, checkpoint or
+    input; 75 preempted by SIGTERM after saving a checkpoint (a re-run resumes).
+    """
+    import sys
+
+    from scicot_jax.runtime.checkpoints import NoReadableCheckpointError
+    from scicot_jax.train.trainer import NonFiniteLossError
+
+    try:
+        result = main(sys.argv)
+    except NonFiniteLossError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    except (ValueError, OSError, NoReadableCheckpointError) as e:
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(EXIT_BAD_CONFIG)
+    sys.exit(EXIT_PREEMPTED if getattr(result, "preempted", False) else EXIT_DONE)

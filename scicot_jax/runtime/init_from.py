@@ -22,6 +22,11 @@ def detect_format(path: str | Path) -> str:
         raise FileNotFoundError(f"initial checkpoint {p} does not exist")
     if checkpoints.resolve_step_dir(p) is not None:
         return "trainer"
+    if p.is_dir() and not (p / "config.json").exists() and not (p / "params").is_dir():
+        raise FileNotFoundError(
+            f"initial checkpoint {p}: no trainer checkpoint, save_params directory "
+            "(params/, config.json) or HF export (config.json) in it"
+        )
     cfg = p / "config.json"
     if cfg.exists():
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +46,7 @@ def run(
     """
     import jax
 
-    from scicot_jax.data.seqio_feed import eval_batches, train_batches
+    from scicot_jax.data.seqio_feed import check_task, eval_batches, train_batches
     from scicot_jax.runtime import partitioning as part
     from scicot_jax.runtime import task_eval
     from scicot_jax.train.trainer import TrainConfig, train
@@ -58,6 +57,8 @@ def run(
     model = gin_utils.plain(model)
     train_dataset = gin_utils.plain(train_dataset)
     eval_dataset = gin_utils.plain(eval_dataset) if eval_dataset is not None else None
+    for ds in filter(None, (train_dataset, eval_dataset)):
+        check_task(ds)  # before MODEL_DIR gets anything
     config = TrainConfig(
         model_dir=str(model_dir),
         train_steps=int(train_steps),
@@ -77,7 +78,6 @@ def run(
         eval_steps=eval_steps,
         initial_checkpoint_path=initial_checkpoint_path or None,
     )
-    gin_utils.write_operative_config(model_dir, "config")
     mesh = part.make_mesh(model_parallel)
     eval_fn = None
     if infer_eval and eval_dataset is not None:
@@ -102,6 +102,7 @@ def run(
         eval_batches=eval_batches(eval_dataset) if eval_dataset else None,
         mesh=mesh,
         eval_fn=eval_fn,
+        on_start=lambda: gin_utils.write_operative_config(model_dir, "config"),
     )
     log.info(
         "train finished at step %d%s; checkpoints in %s",
@@ -118,8 +119,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
 
 def console_entry() -> None:
-    main(sys.argv)
-    sys.exit(0)
+    gin_utils.console_main(main, "scicot-train")
 
 
 __all__ = ["run", "main", "console_entry"]

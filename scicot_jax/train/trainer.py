@@ -119,12 +119,15 @@ def train(
     mesh: jax.sharding.Mesh | None = None,
     eval_fn: Callable[[int, Any], dict[str, float]] | None = None,
     return_state: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Trains to `config.train_steps`, resuming from `<model_dir>/checkpoints` when present.
 
     batches: numpy batches (this host's rows of the global batch), as an iterable or a factory
     `start_batch -> iterable` that can seek. eval_batches: factory of a finite iterable, used
     every eval_period for teacher-forced loss; eval_fn(step, params) adds metrics (e.g. SeqIO).
+    on_start runs once the checkpoint to resume (if any) has been checked against the model,
+    before the run writes anything (the binary writes config.gin there).
     """
     if model_spec is None and config.model is None:
         raise ValueError("TrainConfig.model (a T5Config) is required unless model_spec is given")
@@ -138,7 +141,9 @@ def train(
     ckpts = Checkpoints(
         config.model_dir, keep=config.keep_checkpoints, async_save=config.async_checkpoints
     )
-    restored = ckpts.restore_latest(abstract_like(abs_params, p_sh), abstract_like(abs_opt, o_sh))
+    restored = ckpts.restore_latest(
+        abstract_like(abs_params, p_sh), abstract_like(abs_opt, o_sh), _model_dict(spec.config)
+    )
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         if restored:
             step0, params, opt_state, data_pos, _ = restored
@@ -159,6 +164,8 @@ def train(
             opt_state=opt_state,
         )
 
+    if on_start is not None:
+        on_start()
     writer = MetricsWriter(Path(config.model_dir) / "train")
     eval_writer = (
         MetricsWriter(Path(config.model_dir) / "eval") if (eval_batches or eval_fn) else None

@@ -1,0 +1,77 @@
+"""The train binary's expected failures: one stderr line, a documented exit code, no traceback,
+and nothing created in MODEL_DIR before the configuration is known to be good."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scicot_jax.runtime import gin_utils
+from scicot_jax.train.trainer import TrainResult
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--gin_file=models/tiny.gin",
+    "--gin.VOCAB_SIZE=512",
+    "--gin.T5Config.d_model=16",
+    "--gin.T5Config.num_heads=2",
+    "--gin.T5Config.d_kv=8",
+    "--gin.T5Config.d_ff=32",
+    "--gin.T5Config.num_encoder_layers=1",
+    "--gin.T5Config.num_decoder_layers=1",
+    "--gin_file=runs/finetune.gin",
+    "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 8}",
+    "--gin.TRAIN_STEPS=2",
+    "--gin.BATCH_SIZE=4",
+]
+
+
+def _train(*flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "scicot_jax.train", *TINY, *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+
+
+def _one_line_error(r: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    assert r.returncode == code, (r.returncode, r.stderr[-3000:])
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    errors = [x for x in r.stderr.splitlines() if x.startswith("scicot-train: error:")]
+    assert len(errors) == 1, r.stderr[-3000:]
+    for w in words:
+        assert w in errors[0], errors[0]
+
+
+def test_unknown_task_is_one_line_and_creates_nothing(tmp_path, tiny_vocab_path):
+    model_dir = tmp_path / "model"
+    r = _train(f"--gin.MODEL_DIR={model_dir}", "--gin.MIXTURE_OR_TASK_NAME=scicot:no_such_task")
+    _one_line_error(r, 2, "unknown SeqIO task", "scicot:no_such_task")
+    assert not model_dir.exists()
+
+
+def test_empty_initial_checkpoint_dir_is_one_line(tmp_path, tiny_vocab_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = _train(
+        f"--gin.MODEL_DIR={tmp_path / 'model'}",
+        "--gin.MIXTURE_OR_TASK_NAME=scicot:synthetic_coin_flip:baseline",
+        f"--gin.INITIAL_CHECKPOINT_PATH='{empty}'",
+    )
+    _one_line_error(r, 2, str(empty), "no trainer checkpoint")
+
+
+@pytest.mark.parametrize(("preempted", "code"), [(True, 75), (False, 0)])
+def test_preempted_run_exits_with_the_documented_code(monkeypatch, preempted, code):
+    result = TrainResult(3, preempted, {}, {}, "/x")
+    monkeypatch.setattr(sys, "argv", ["scicot-train"])
+    with pytest.raises(SystemExit) as e:
+        gin_utils.console_main(lambda argv: result, "scicot-train")
+    assert e.value.code == code
