@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
+import json
 import math
 import os
 import re
@@ -17,7 +18,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, Protocol, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -53,16 +54,68 @@ class Backend(Protocol):
 
 
 def api_key_from_env(family: str) -> str | None:
-    """The first key set among the family's environment variables."""
+    """The first key set among the family's environment variables (checked, never echoed)."""
     for name in KEY_ENV[family]:
         if os.environ.get(name):
-            return os.environ[name]
+            return check_api_key(os.environ[name], name)
     return None
 
 
-def scrub(text: str, secret: str | None) -> str:
-    """Remove the key from text that may be logged or stored."""
-    return text.replace(secret, "<redacted>") if secret else text
+def check_api_key(key: str, name: str) -> str:
+    """The key as given; whitespace or control characters in it are a configuration error.
+
+    Such a key (a CRLF .env file) makes every request fail with the key inside the error.
+    """
+    if any(c.isspace() or not c.isprintable() for c in key):
+        raise ValueError(
+            f"{name} contains whitespace or control characters (a CRLF .env file or a "
+            "trailing newline?); fix the variable (the key is not shown)"
+        )
+    return key
+
+
+REDACTED = "<redacted>"
+_PIECE = 8  # a key piece this long is as good as a leak
+_SCAN = 4096  # partial pieces are looked for in this many characters past the cut
+
+
+@functools.lru_cache(maxsize=8)
+def _key_forms(secret: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The key as it may appear in text (raw, JSON- and Python-escaped, URL-quoted), longest
+    first, and every `_PIECE`-character piece of those forms."""
+    forms = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1], quote(secret, safe="")}
+    pieces = frozenset(f[i : i + _PIECE] for f in forms for i in range(len(f) - _PIECE + 1))
+    return tuple(sorted(forms, key=len, reverse=True)), pieces
+
+
+def scrub(text: str, secret: str | None, limit: int | None = None) -> str:
+    """Text fit to log or store: the key removed in every form (whole, escaped, quoted, or any
+    piece of 8+ characters), then cut to `limit` characters; scrubbing comes first, so a cut
+    never leaves part of a key behind."""
+    if not secret:
+        return text[:limit]
+    forms, pieces = _key_forms(secret)
+    for f in forms:
+        text = text.replace(f, REDACTED)
+    if len(secret) >= _PIECE:
+        text = _mask_pieces(text if limit is None else text[: limit + _SCAN], pieces)
+    return text[:limit]
+
+
+def _mask_pieces(text: str, pieces: frozenset[str]) -> str:
+    """Replaces every stretch of text covered by key pieces with REDACTED."""
+    spans: list[list[int]] = []
+    for i in range(len(text) - _PIECE + 1):
+        if text[i : i + _PIECE] in pieces:
+            if spans and i <= spans[-1][1]:
+                spans[-1][1] = i + _PIECE
+            else:
+                spans.append([i, i + _PIECE])
+    out, pos = [], 0
+    for a, b in spans:
+        out += [text[pos:a], REDACTED]
+        pos = b
+    return "".join(out) + text[pos:]
 
 
 def parse_duration(text: str) -> float | None:
@@ -216,7 +269,7 @@ class OpenAIBackend:
             raise TransientError(f"timeout: {type(e).__name__}") from None
         except httpx.TransportError as e:
             raise TransientError(scrub(f"connection: {type(e).__name__}: {e}", self._key)) from None
-        text = scrub(r.text[:500], self._key)
+        text = scrub(r.text, self._key, 500)
         if r.status_code == 429:
             try:
                 err = r.json().get("error", {}) or {}
@@ -326,12 +379,12 @@ class GeminiBackend:
         except httpx.TransportError as e:
             raise TransientError(scrub(f"connection: {type(e).__name__}: {e}", self._key)) from None
         except ValueError as e:  # json.JSONDecodeError and pydantic.ValidationError are both
-            raise TransientError(scrub(f"malformed response: {e}"[:300], self._key)) from None
+            raise TransientError(scrub(f"malformed response: {e}", self._key, 300)) from None
         return self._to_response(req, resp)
 
     def _raise_api_error(self, e: Any) -> None:
         code = int(getattr(e, "code", 0) or 0)
-        msg = scrub(f"HTTP {code}: {getattr(e, 'message', '') or e}"[:500], self._key)
+        msg = scrub(f"HTTP {code}: {getattr(e, 'message', '') or e}", self._key, 500)
         if code == 429:
             delay, daily = gemini_error_details(getattr(e, "details", None))
             if daily:
@@ -387,14 +440,14 @@ def make_backend(
     if backend.startswith("openai-"):
         backend, api = "openai", backend.split("-", 1)[1]
     if backend == "gemini":
-        key = api_key or api_key_from_env("gemini")
+        key = check_api_key(api_key, "api_key") if api_key else api_key_from_env("gemini")
         if key is None and base_url is None:
             raise ValueError("Gemini needs GEMINI_API_KEY or GOOGLE_API_KEY in the environment")
         return GeminiBackend(
             base_url=base_url, api_key=key, timeout=timeout, max_connections=max_connections
         )
     if backend == "openai":
-        key = api_key or api_key_from_env("openai")
+        key = check_api_key(api_key, "api_key") if api_key else api_key_from_env("openai")
         if key is None and base_url is None:
             raise ValueError("OpenAI needs OPENAI_API_KEY in the environment")
         return OpenAIBackend(
@@ -422,6 +475,7 @@ __all__ = [
     "make_backend",
     "provider_name",
     "api_key_from_env",
+    "check_api_key",
     "parse_retry_after",
     "parse_duration",
     "gemini_error_details",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("ok", "429", "500", "503", "malformed", "drop", "slow", "quota", "401")
+FAULTS = ("ok", "429", "500", "503", "malformed", "drop", "slow", "quota", "401", "echo_key")
 _GEMINI_RE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
 
 
@@ -141,6 +141,7 @@ class TeacherServer(ThreadingHTTPServer):
         self._counts: Counter[str] = Counter()
         self._received: Counter[str] = Counter()
         self._answered = 0
+        self._echoed = 0
         self._rpm_tokens = 1.0
         self._rpm_stamp = time.monotonic()
         self._thread: threading.Thread | None = None
@@ -244,6 +245,9 @@ class TeacherServer(ThreadingHTTPServer):
         if fault == "drop":
             h._drop()
             return
+        if fault == "echo_key":
+            self._echo_key(h)
+            return
         if fault in ("429", "quota"):
             self._send_429(h, route, daily=fault == "quota")
             return
@@ -313,6 +317,17 @@ class TeacherServer(ThreadingHTTPServer):
             h._send(200, b'{"choices": [{"text": "unterminated')
             return
         h._json(200, _wire_response(route, model, prompt, text, finish))
+
+    def _echo_key(self, h: _Handler) -> None:
+        """A 400 whose body echoes the request's API key, at offset 0, 1, 2, ... in turn (also
+        JSON-quoted and a 12-character piece), as careless proxies and providers do."""
+        key = h.headers.get("x-goog-api-key") or ""
+        auth = h.headers.get("Authorization") or ""
+        key = key or (auth[len("Bearer ") :] if auth.startswith("Bearer ") else auth)
+        with self._lock:
+            offset, self._echoed = self._echoed, self._echoed + 1
+        body = f"{'.' * offset}{key} invalid; {json.dumps(key)} {key[:12]}".ljust(offset + 700, ".")
+        h._send(400, body.encode())
 
     def _send_429(self, h: _Handler, route: str, daily: bool) -> None:
         delay = self.faults.retry_after_s

@@ -349,7 +349,7 @@ class TeacherRun:
                 return await self._fail(req, e)
             except Exception as e:  # unforeseen client errors: retried, then recorded
                 transient += 1
-                err = TransientError(f"unexpected {type(e).__name__}: {e}"[:500])
+                err = TransientError(scrub(f"unexpected {type(e).__name__}: {e}", self._key, 500))
                 if transient > self.cfg.max_retries:
                     return await self._fail(req, err)
                 s.retries += 1
@@ -373,7 +373,7 @@ class TeacherRun:
     async def _fail(self, req: GenRequest, e: TeacherError) -> None:
         self.stats.failures += 1
         self._failing += 1
-        msg = scrub(str(e), self._key)[:1000]
+        msg = scrub(str(e), self._key, 1000)
         await self.writer.put(_Write(failed=[(req, type(e).__name__, e.status, msg)]))
         # Fail fast where every further request would fail the same way (and may cost).
         if e.status in (401, 403):
@@ -647,12 +647,27 @@ class TeacherRun:
 
     async def run(self) -> dict[str, Any]:
         """Do the run; returns the summary (status, counters, accuracy of the store)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        lock = _lock(self.out_dir)
+        cfg = self.cfg
+        # First: a bad key or endpoint is a configuration error before anything is written.
+        self.backend = self._backend or make_backend(
+            cfg.backend,
+            base_url=cfg.base_url,
+            api=cfg.api,
+            timeout=cfg.timeout,
+            max_connections=cfg.concurrency,
+            max_tokens_field=cfg.max_tokens_field,
+        )
+        self._key = getattr(self.backend, "_key", None)
         try:
-            return await self._run()
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            lock = _lock(self.out_dir)
+            try:
+                return await self._run()
+            finally:
+                os.close(lock)
         finally:
-            os.close(lock)
+            if self._backend is None:
+                await self.backend.aclose()
 
     async def _run(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -685,16 +700,6 @@ class TeacherRun:
         self.limiter = Limiter(
             Limits(cfg.requests_per_minute, cfg.tokens_per_minute, cfg.concurrency)
         )
-        backend = self._backend or make_backend(
-            cfg.backend,
-            base_url=cfg.base_url,
-            api=cfg.api,
-            timeout=cfg.timeout,
-            max_connections=cfg.concurrency,
-            max_tokens_field=cfg.max_tokens_field,
-        )
-        self._key = getattr(backend, "_key", None)
-        self.backend = backend
         error: BaseException | None = None
         try:
             with _signals(self):
@@ -705,8 +710,6 @@ class TeacherRun:
             error = e
             self.status, self.message = "error", scrub(f"{type(e).__name__}: {e}", self._key)
         finally:
-            if self._backend is None:
-                await backend.aclose()
             try:
                 self.writer.close()
             except RuntimeError as e:
