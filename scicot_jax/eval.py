@@ -3,13 +3,12 @@
   python -m scicot_jax.eval --gin_file=runs/eval.gin --gin.CHECKPOINT_PATH=/tmp/m \
     --gin.MIXTURE_OR_TASK_NAME=scicot:synthetic_coin_flip:baseline
 
-For each checkpoint step writes <output_dir>/metrics-<step>.json, predictions-<step>.jsonl,
-TensorBoard scalars, and <output_dir>/metrics.json mapping every evaluated step to metrics.
+For each checkpoint step and task writes t5x's (SeqIO JSONLogger's) files to EVAL_OUTPUT_DIR
+(default <model dir>/inference_eval): {task}-{step:06}.jsonl, {task}-metrics.jsonl, TensorBoard.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +55,18 @@ def checkpoint_steps(
     return [(s, base / str(s)) for s in chosen]
 
 
+def model_dir_of(checkpoint_path: str | Path) -> Path:
+    """The model dir holding a checkpoint (`<model_dir>/checkpoints/<step>`), or its parent."""
+    from scicot_jax.runtime import checkpoints
+
+    p = Path(checkpoint_path)
+    if (p / checkpoints.CHECKPOINT_SUBDIR).is_dir():
+        return p
+    if p.parent.name == checkpoints.CHECKPOINT_SUBDIR:
+        return p.parent.parent
+    return p.parent
+
+
 @gin.configurable("evaluate")
 def run(
     *,
@@ -70,28 +81,25 @@ def run(
     batch_size: int = 32,
     max_decode_length: int | None = None,
     limit: int | None = None,
+    use_cached: bool = False,
     model_parallel: int = 1,
 ) -> dict[int, dict[str, float]]:
-    """Evaluates each chosen checkpoint; returns {step: metrics}."""
-    from scicot_jax.infer import _write_jsonl
+    """Evaluates each chosen checkpoint; returns {step: metrics keyed "<task>/<metric>"}.
+
+    Writes t5x's files to output_dir (EVAL_OUTPUT_DIR; default <model dir>/inference_eval):
+    `{task}-{step:06}.jsonl`, `{task}-metrics.jsonl` and TensorBoard scalars.
+    """
     from scicot_jax.runtime import inference, task_eval
     from scicot_jax.runtime import partitioning as part
     from scicot_jax.runtime.metrics import MetricsWriter
 
     part.maybe_initialize_distributed()
     mesh = part.make_mesh(model_parallel)
-    ckpt = Path(checkpoint_path)
-    out_dir = (
-        Path(output_dir)
-        if output_dir
-        else (ckpt if (ckpt / "checkpoints").is_dir() else ckpt.parent) / f"eval_{split}"
-    )
+    out_dir = Path(output_dir) if output_dir else model_dir_of(checkpoint_path) / "inference_eval"
     writer = MetricsWriter(out_dir)
-    summary_file = out_dir / "metrics.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     results: dict[int, dict[str, float]] = {}
     try:
-        for step, step_dir in checkpoint_steps(ckpt, steps):
+        for step, step_dir in checkpoint_steps(checkpoint_path, steps):
             config, params = inference.load_model(step_dir, gin_utils.plain(model), mesh)
             metrics, rows = task_eval.evaluate_task(
                 params,
@@ -104,6 +112,7 @@ def run(
                 limit=limit,
                 batch_size=batch_size,
                 max_decode_length=max_decode_length,
+                use_cached=use_cached,
             )
             if not rows:
                 raise ValueError(
@@ -112,11 +121,7 @@ def run(
             log.info("step %d: %s", step, metrics)
             results[step] = metrics
             writer.write(step, metrics)
-            _write_jsonl(out_dir / f"predictions-{step}.jsonl", rows)
-            if writer.enabled:
-                (out_dir / f"metrics-{step}.json").write_text(json.dumps(metrics, indent=2))
-                summary[str(step)] = metrics
-                summary_file.write_text(json.dumps(summary, indent=2, sort_keys=True))
+            task_eval.write_t5x_outputs(out_dir, step, metrics, rows)
     finally:
         writer.close()
     return results

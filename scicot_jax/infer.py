@@ -1,10 +1,13 @@
 """The infer binary: predict (greedy / sample / beam) or score a SeqIO split or a JSONL file.
 
   python -m scicot_jax.infer --gin_file=runs/infer.gin --gin.CHECKPOINT_PATH=/tmp/m \
-    --gin.MIXTURE_OR_TASK_NAME=scicot:synthetic_coin_flip:baseline --gin.OUTPUT_PATH=/tmp/p.jsonl
+    --gin.MIXTURE_OR_TASK_NAME=scicot:synthetic_coin_flip:baseline --gin.INFER_OUTPUT_DIR=/tmp/p
 
-Writes one JSON line per example: id, inputs, outputs (num_decodes texts) and scores for
-predict; id, inputs, targets, sum_logprob, mean_logprob, num_tokens for score.
+Writes t5x's files, one per task (a JSONL input counts as a task named after the file):
+`{INFER_OUTPUT_DIR}/{task}-{mode}.jsonl-{shard_id:05}-of-{num_shards:05}`, rows as t5x's
+infer.py writes them: `inputs` (the *_pretokenized features, plus `id`), and `prediction`
+(mode predict; a list of num_decodes texts with return_all_decodes), `prediction` and
+`aux.scores` (predict_with_aux), or `score`, the targets' log-likelihood (score).
 """
 
 from __future__ import annotations
@@ -20,20 +23,23 @@ from scicot_jax.runtime import gin_utils
 
 log = logging.getLogger(__name__)
 
-MODES = ("predict", "score")
+MODES = ("predict", "predict_with_aux", "score")
 
 
 @gin.configurable("infer")
 def run(
     *,
     checkpoint_path: str = gin.REQUIRED,
-    output_path: str = gin.REQUIRED,
+    output_dir: str = gin.REQUIRED,
     mode: str = "predict",
     model: Any = None,
     mixture_or_task_name: str | None = None,
     split: str = "validation",
     task_feature_lengths: dict | None = None,
     module: str | None = "scicot_jax.tasks",
+    use_cached: bool = False,
+    shard_id: int = 0,
+    num_shards: int = 1,
     input_file: str | None = None,
     vocabulary: str | None = None,
     id_key: str = "id",
@@ -43,6 +49,7 @@ def run(
     max_decode_length: int | None = None,
     method: str = "greedy",
     num_decodes: int = 1,
+    return_all_decodes: bool = False,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -51,7 +58,11 @@ def run(
     limit: int | None = None,
     model_parallel: int = 1,
 ) -> dict[str, Any]:
-    """Runs prediction or scoring and writes JSONL; returns {"output_path", "num_examples"}."""
+    """Runs prediction or scoring of shard `shard_id` of `num_shards`; returns {task: path}.
+
+    shard_id/num_shards split the examples across separate infer jobs (t5x's infer flags);
+    within a job every process decodes its own slice of each batch and process 0 writes.
+    """
     from scicot_jax.runtime import inference
     from scicot_jax.runtime import partitioning as part
 
@@ -59,6 +70,8 @@ def run(
         raise ValueError(f"infer.mode={mode!r}; expected one of {MODES}")
     if (mixture_or_task_name is None) == (input_file is None):
         raise ValueError("infer: give exactly one of mixture_or_task_name or input_file")
+    if not 0 <= shard_id < num_shards:
+        raise ValueError(f"infer.shard_id={shard_id} not in [0, num_shards={num_shards})")
     part.maybe_initialize_distributed()
     mesh = part.make_mesh(model_parallel)
     config, params = inference.load_model(checkpoint_path, gin_utils.plain(model), mesh)
@@ -73,67 +86,106 @@ def run(
             targets_key if mode == "score" else None,
             limit,
         )
+        tasks = [(Path(input_file).name.split(".")[0], examples[shard_id::num_shards], vocab)]
     else:
-        examples, vocab = _task_examples(mixture_or_task_name, split, lengths, module, limit)
-    log.info("%s: %d examples", mode, len(examples))
-    rows: list[dict[str, Any]] = []
-    if mode == "predict":
-        outs = inference.predict(
-            params,
-            config,
-            mesh,
-            [e["inputs"] for e in examples],
-            input_length=lengths["inputs"],
-            max_decode_length=max_decode_length or lengths["targets"],
-            batch_size=batch_size,
-            method=method,
-            num_decodes=num_decodes,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            alpha=alpha,
-            seed=seed,
-        )
-        for e, (toks, scores) in zip(examples, outs):
-            texts = [vocab.decode(t) for t in toks]
-            row = {
-                "id": e["id"],
-                "inputs": e["inputs_text"],
-                "outputs": texts,
-                "scores": scores,
-                "output": texts[0],
-            }
-            if e.get("targets_text") is not None:
-                row["targets"] = e["targets_text"]
-            rows.append(row)
-    else:
-        missing = [e["id"] for e in examples if e.get("targets") is None]
-        if missing:
-            raise ValueError(f"score mode needs targets; missing for ids {missing[:5]}")
-        res = inference.score(
-            params,
-            config,
-            mesh,
-            [e["inputs"] for e in examples],
-            [e["targets"] for e in examples],
-            input_length=lengths["inputs"],
-            target_length=lengths["targets"],
-            batch_size=batch_size,
-        )
-        for e, r in zip(examples, res):
-            rows.append(
-                {"id": e["id"], "inputs": e["inputs_text"], "targets": e["targets_text"], **r}
+        from scicot_jax.data.seqio_feed import sub_tasks
+
+        tasks = [
+            (
+                t.name,
+                *_task_examples(
+                    t.name, split, lengths, module, limit, use_cached, shard_id, num_shards
+                ),
             )
-    _write_jsonl(output_path, rows)
-    return {"output_path": str(output_path), "num_examples": len(rows)}
+            for t in sub_tasks(mixture_or_task_name, module)
+            if split in t.splits
+        ]
+    written = {}
+    for task, exs, vocab in tasks:
+        log.info("%s %s: %d examples", mode, task, len(exs))
+        if mode == "score":
+            rows = _score_rows(inference, params, config, mesh, exs, lengths, batch_size)
+        else:
+            outs = inference.predict(
+                params,
+                config,
+                mesh,
+                [e["inputs"] for e in exs],
+                input_length=lengths["inputs"],
+                max_decode_length=max_decode_length or lengths["targets"],
+                batch_size=batch_size,
+                method=method,
+                num_decodes=num_decodes,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                alpha=alpha,
+                seed=seed,
+            )
+            rows = [
+                _prediction_row(e, toks, scores, vocab, mode, return_all_decodes)
+                for e, (toks, scores) in zip(exs, outs)
+            ]
+        path = Path(output_dir) / f"{task}-{mode}.jsonl-{shard_id:05}-of-{num_shards:05}"
+        _write_jsonl(path, rows)
+        written[task] = str(path)
+    return written
+
+
+def _inputs(e: dict) -> dict[str, Any]:
+    """t5x's `inputs` field: the *_pretokenized features (and our example id)."""
+    out = {"id": e["id"], "inputs_pretokenized": e["inputs_text"]}
+    if e.get("targets_text") is not None:
+        out["targets_pretokenized"] = e["targets_text"]
+    return out
+
+
+def _prediction_row(
+    e: dict, toks: list, scores: list, vocab: Any, mode: str, all_decodes: bool
+) -> dict[str, Any]:
+    """One predict / predict_with_aux row; best decode only unless return_all_decodes."""
+    best = max(range(len(scores)), key=scores.__getitem__)
+    texts = [vocab.decode(t) for t in toks]
+    row = {"inputs": _inputs(e), "prediction": texts if all_decodes else texts[best]}
+    if mode == "predict_with_aux":
+        row["aux"] = {"scores": scores if all_decodes else scores[best]}
+    return row
+
+
+def _score_rows(
+    inference: Any, params: Any, config: Any, mesh: Any, exs: list, lengths: dict, batch_size: int
+) -> list[dict[str, Any]]:
+    missing = [e["id"] for e in exs if e.get("targets") is None]
+    if missing:
+        raise ValueError(f"score mode needs targets; missing for ids {missing[:5]}")
+    res = inference.score(
+        params,
+        config,
+        mesh,
+        [e["inputs"] for e in exs],
+        [e["targets"] for e in exs],
+        input_length=lengths["inputs"],
+        target_length=lengths["targets"],
+        batch_size=batch_size,
+    )
+    return [{"inputs": _inputs(e), "score": r["sum_logprob"]} for e, r in zip(exs, res)]
 
 
 def _task_examples(
-    name: str, split: str, lengths: dict, module: str | None, limit: int | None
+    name: str,
+    split: str,
+    lengths: dict,
+    module: str | None,
+    limit: int | None,
+    use_cached: bool,
+    shard_id: int,
+    num_shards: int,
 ) -> tuple[list[dict], Any]:
     from scicot_jax.data.seqio_feed import task_examples
 
-    exs, task = task_examples(name, split, lengths, module, limit)
+    exs, task = task_examples(
+        name, split, lengths, module, limit, use_cached=use_cached, shard=(shard_id, num_shards)
+    )
     vocab = task.output_features["targets"].vocabulary
     return [
         {
@@ -205,7 +257,13 @@ def _write_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parses flags and gin, then runs `infer`."""
-    return gin_utils.run_binary(argv, "Predict or score with a T5 student.", run)
+    shard_flag = dict(type=int, help="this job's shard of the examples (overrides infer.shard_id)")
+    return gin_utils.run_binary(
+        argv,
+        "Predict or score with a T5 student.",
+        run,
+        {"shard_id": ("infer.shard_id", shard_flag)},
+    )
 
 
 def console_entry() -> None:

@@ -289,7 +289,12 @@ def _add_task(
         name,
         source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
         output_features=features,
-        preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+        # Cacheable by seqio's cache_tasks_main; EOS after the cache (it needs sequence_length).
+        preprocessors=[
+            seqio.preprocessors.tokenize,
+            seqio.CacheDatasetPlaceholder(),
+            seqio.preprocessors.append_eos_after_trim,
+        ],
         postprocess_fn=make_postprocessor(card, method),
         metric_fns=[make_metric(card, method)],
     )

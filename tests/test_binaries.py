@@ -89,18 +89,21 @@ def _check_eval(trained):
         ]
     )
     assert sorted(res) == [2, 4]
-    out = model_dir / "eval_validation"
-    summary = json.loads((out / "metrics.json").read_text())
-    assert set(summary) == {"2", "4"} and f"{TASK}/accuracy" in summary["4"]
-    preds = [json.loads(line) for line in (out / "predictions-4.jsonl").open()]
-    assert len(preds) == 4 and {"id", "inputs", "output", "prediction", "target"} <= set(preds[0])
+    out = model_dir / "inference_eval"  # t5x's default output dir; train's eval wrote step 4
+    lines = [json.loads(line) for line in (out / f"{TASK}-metrics.jsonl").open()]
+    assert [r["step"] for r in lines] == [4, 2, 4] and "accuracy" in lines[-1]
+    assert lines[-1]["accuracy"] == res[4][f"{TASK}/accuracy"]
+    preds = [json.loads(line) for line in (out / f"{TASK}-000004.jsonl").open()]
+    assert len(preds) == 4 and {"input", "prediction", "target", "score"} <= set(preds[0])
+    assert preds[0]["input"]["inputs_pretokenized"] and (out / f"{TASK}-000002.jsonl").is_file()
+    assert list(out.glob("events.out.tfevents*"))
 
 
 def _check_infer(trained, tmp_path):
     from scicot_jax import infer
 
     model_dir, _ = trained
-    out = tmp_path / "pred.jsonl"
+    out = tmp_path / "pred"
     res = infer.main(
         [
             "infer",
@@ -108,41 +111,51 @@ def _check_infer(trained, tmp_path):
             f"--gin.CHECKPOINT_PATH={model_dir}",
             f"--gin.MIXTURE_OR_TASK_NAME={TASK}",
             f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
-            f"--gin.OUTPUT_PATH={out}",
+            f"--gin.INFER_OUTPUT_DIR={out}",
             "--gin.DECODE_METHOD=sample",
             "--gin.NUM_DECODES=2",
             "--gin.TEMPERATURE=0.7",
+            "--gin.infer.return_all_decodes=True",
+            "--gin.infer.mode='predict_with_aux'",
             "--gin.infer.limit=3",
             "--gin.BATCH_SIZE=4",
         ]
     )
-    rows = [json.loads(line) for line in out.open()]
-    assert res["num_examples"] == 3 and len(rows) == 3
-    assert len(rows[0]["outputs"]) == 2 and len(rows[0]["scores"]) == 2 and rows[0]["id"]
+    path = out / f"{TASK}-predict_with_aux.jsonl-00000-of-00001"
+    assert res == {TASK: str(path)}
+    rows = [json.loads(line) for line in path.open()]
+    assert len(rows) == 3 and len(rows[0]["prediction"]) == 2
+    assert len(rows[0]["aux"]["scores"]) == 2 and rows[0]["inputs"]["inputs_pretokenized"]
 
     src = tmp_path / "in.jsonl"
     src.write_text(
         '{"id": "q1", "inputs": "A coin is heads up.", "targets": "yes"}\n'
         '{"id": "q2", "inputs": "Is it?", "targets": "no"}\n'
+        '{"id": "q3", "inputs": "Is it not?", "targets": "yes"}\n'
     )
-    scored = tmp_path / "scores.jsonl"
-    infer.main(
-        [
-            "infer",
-            "--gin_file=runs/infer.gin",
-            "--gin_file=runs/score.gin",
-            f"--gin.CHECKPOINT_PATH={model_dir}/checkpoints/2",
-            "--gin.MIXTURE_OR_TASK_NAME=None",
-            f"--gin.infer.input_file={src}",
-            "--gin.infer.vocabulary='demo'",
-            f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
-            f"--gin.OUTPUT_PATH={scored}",
-            "--gin.BATCH_SIZE=4",
-        ]
-    )
-    rows = [json.loads(line) for line in scored.open()]
-    assert [r["id"] for r in rows] == ["q1", "q2"]
-    assert all(r["sum_logprob"] < 0 and r["num_tokens"] >= 2 for r in rows)
+    for shard in (0, 1):  # t5x's --shard_id with infer.num_shards: one file per shard
+        infer.main(
+            [
+                "infer",
+                "--gin_file=runs/infer.gin",
+                "--gin_file=runs/score.gin",
+                f"--gin.CHECKPOINT_PATH={model_dir}/checkpoints/2",
+                "--gin.MIXTURE_OR_TASK_NAME=None",
+                f"--gin.infer.input_file={src}",
+                "--gin.infer.vocabulary='demo'",
+                f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
+                f"--gin.INFER_OUTPUT_DIR={out}",
+                "--gin.BATCH_SIZE=4",
+                f"--shard_id={shard}",
+                "--gin.infer.num_shards=2",
+            ]
+        )
+    shards = [
+        [json.loads(x) for x in (out / f"in-score.jsonl-0000{i}-of-00002").open()] for i in (0, 1)
+    ]
+    assert [[r["inputs"]["id"] for r in rows] for rows in shards] == [["q1", "q3"], ["q2"]]
+    assert all(r["score"] < 0 for rows in shards for r in rows)
+    assert shards[0][0]["inputs"]["targets_pretokenized"] == "yes"
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "inputs": "ok", "targets": "y"}\n{"id": "y"}\n')
@@ -156,7 +169,7 @@ def _check_infer(trained, tmp_path):
                 "--gin.MIXTURE_OR_TASK_NAME=None",
                 f"--gin.infer.input_file={bad}",
                 "--gin.infer.vocabulary='demo'",
-                f"--gin.OUTPUT_PATH={tmp_path / 'x.jsonl'}",
+                f"--gin.INFER_OUTPUT_DIR={tmp_path / 'x'}",
             ]
         )
 

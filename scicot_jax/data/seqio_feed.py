@@ -137,10 +137,14 @@ def task_examples(
     feature_lengths: dict,
     module: str | None = None,
     limit: int | None = None,
+    *,
+    use_cached: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[list[dict[str, Any]], Any]:
     """Preprocessed examples of a task split, in order, with ids and texts; plus the task.
 
-    Each dict has `id`, `inputs`/`targets` (token lists, trimmed), `inputs_pretokenized`,
+    use_cached reads the SeqIO cache (seqio's cache_tasks_main); shard=(index, count) keeps
+    that shard of the split (t5x infer's shard_id/num_shards). Each dict has `id`, `inputs`/`targets` (token lists, trimmed), `inputs_pretokenized`,
     `targets_pretokenized` (str) and the task's other string fields (for postprocessing).
     """
     import seqio
@@ -150,7 +154,12 @@ def task_examples(
     import_task_module(module)
     task = seqio.get_mixture_or_task(name)
     ds = task.get_dataset(
-        dict(feature_lengths), split=split, shuffle=False, num_epochs=1, use_cached=False
+        dict(feature_lengths),
+        split=split,
+        shuffle=False,
+        num_epochs=1,
+        use_cached=use_cached,
+        shard_info=seqio.ShardInfo(*shard) if shard != (0, 1) else None,
     )
     out = []
     for i, ex in enumerate(ds.as_numpy_iterator()):

@@ -16,7 +16,9 @@ from pathlib import Path
 import seqio
 
 T5_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
-T5_EXTRA_IDS = 100
+# t5x's t5_1_1 gin uses this file with extra_ids=0: the "100extra" file already holds the 100
+# sentinels, so it has 32,100 ids (the 32,128-row embedding rounds that up for TPUs).
+T5_EXTRA_IDS = 0
 DEMO_VOCAB_SIZE = 512
 # Bump when the demo corpus or trainer options change, so stale cached models are not reused.
 DEMO_VOCAB_VERSION = 1
@@ -134,7 +136,7 @@ def get_vocabulary(
     """A SentencePiece vocabulary from a path (local or gs://), "t5", "demo", or $SCICOT_VOCAB.
 
     None reads $SCICOT_VOCAB and falls back to the demo vocabulary. "t5" is T5's
-    cc_all.32000.100extra model (100 extra ids, like t5x's default). Nothing is downloaded or
+    cc_all.32000.100extra model with t5x's extra_ids=0 (32,100 ids). Nothing is downloaded or
     trained until the vocabulary is first used.
     """
     spec = os.fspath(path_or_none) if path_or_none is not None else os.environ.get(VOCAB_ENV)

@@ -42,7 +42,9 @@ class GinStudent(T5Student):
             f"--gin.OptimizerConfig.schedule='{c.schedule}'",
             f"--gin.OptimizerConfig.warmup_steps={int(c.warmup_fraction * steps)}",
             f"--gin.OptimizerConfig.weight_decay={c.weight_decay}",
-            f"--gin.train.seed={c.seed}",
+            f"--gin.RANDOM_SEED={c.seed}",
+            # the in-process student's per-token mean (t5x's t5_1_1 default is the sum)
+            "--gin.LOSS_NORMALIZING_FACTOR='NUM_REAL_TARGET_TOKENS'",
         ]
         if c.init_checkpoint:
             argv.append(f"--gin.INITIAL_CHECKPOINT_PATH='{c.init_checkpoint}'")

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 GIN_DIR = Path(__file__).resolve().parents[2] / "gin"  # the repo's (or sdist's) gin/ tree
 _REGISTERED = False
+_READ_MACROS: set[str] = set()  # macros read by the config at any point of parsing
 
 
 def register_configurables() -> None:
@@ -78,6 +79,7 @@ def parse_args(
         help="a gin binding, e.g. 'TRAIN_STEPS = 100' (repeatable)",
     )
     parser.add_argument("--log_level", default="INFO")
+    _add_t5x_flags(parser)
     for name, kw in extra:
         parser.add_argument(name, **kw)
     args, rest = parser.parse_known_args(list(argv[1:]))
@@ -89,9 +91,65 @@ def parse_args(
             bindings.append(f"{key} = {_gin_value(value)}")
         else:
             unknown.append(a)
+    unknown = _parse_absl_flags(argv[0] if argv else "prog", unknown)
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if not args.multiprocess_gpu:
+        given = [f for f in _PROCESS_FLAGS if getattr(args, f) is not None]
+        if given:
+            parser.error(f"--{given[0]} needs --multiprocess_gpu (as in t5x)")
     return args, bindings
+
+
+_PROCESS_FLAGS = ("coordinator_address", "process_count", "process_index")
+
+
+def _bool_flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "t", "yes", "y"):
+        return True
+    if text.lower() in ("0", "false", "f", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _add_t5x_flags(parser: argparse.ArgumentParser) -> None:
+    """t5x's train/eval/infer flags beyond gin's (names, types and meaning as in t5x)."""
+    parser.add_argument(
+        "--tfds_data_dir",
+        help="TFDS data directory for every Task (seqio.set_tfds_data_dir_override)",
+    )
+    parser.add_argument(
+        "--seqio_additional_cache_dirs",
+        type=lambda s: [d for d in s.split(",") if d],
+        default=[],
+        help="comma-separated directories searched for cached Tasks (USE_CACHED_TASKS)",
+    )
+    parser.add_argument(
+        "--multiprocess_gpu",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_bool_flag,
+        help="initialize jax.distributed with the three flags below (one process per host)",
+    )
+    parser.add_argument("--nomultiprocess_gpu", dest="multiprocess_gpu", action="store_false")
+    parser.add_argument("--coordinator_address", help="host:port of process 0's coordinator")
+    parser.add_argument("--process_count", type=int, help="number of processes")
+    parser.add_argument("--process_index", type=int, help="index of this process")
+    parser.add_argument(
+        "--initialization_timeout", type=int, help="seconds jax.distributed waits for peers"
+    )
+
+
+def _parse_absl_flags(prog: str, args: list[str]) -> list[str]:
+    """Lets absl parse the flags it defines (--alsologtostderr, --log_dir, -v, ...)."""
+    from absl import flags
+    from absl import logging as absl_logging  # noqa: F401 - defines the logging flags
+
+    try:
+        return flags.FLAGS([prog, *args], known_only=True)[1:]
+    except flags.Error as e:
+        raise SystemExit(f"{prog}: {e}") from e
 
 
 def parse_gin(
@@ -106,8 +164,13 @@ def parse_gin(
     resolved = [_find(f, paths) for f in files]
     quiet = _DropMissingPathNoise()
     logging.getLogger().addFilter(quiet)  # gin logs every search path that lacks an include
-    try:
-        gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=False)
+    _READ_MACROS.clear()
+    try:  # one file at a time: a macro read by a binding that a later file overrides counts
+        for f in resolved:
+            gin.parse_config_file(f)
+            _READ_MACROS.update(_macros_read())
+        gin.parse_config(list(bindings))
+        _READ_MACROS.update(_macros_read())
     finally:
         logging.getLogger().removeFilter(quiet)
 
@@ -145,14 +208,33 @@ def write_operative_config(model_dir: str | Path, name: str) -> None:
     (d / f"{name}.gin").write_text(gin.config_str())
 
 
-def run_binary(argv: Sequence[str] | None, description: str, run: Any) -> Any:
-    """A binary's main: parse t5x-style flags and gin, call `run()`, then clear gin's config."""
+def run_binary(
+    argv: Sequence[str] | None,
+    description: str,
+    run: Any,
+    flag_bindings: dict[str, tuple[str, dict]] | None = None,
+) -> Any:
+    """A binary's main: parse t5x-style flags and gin, call `run()`, then clear gin's config.
+
+    flag_bindings: {flag: (gin parameter it overrides when given, argparse kwargs)}, e.g.
+    infer's `--shard_id` for `infer.shard_id`, as in t5x.
+    """
     import sys
 
-    args, bindings = parse_args(list(sys.argv if argv is None else argv), description)
+    flag_bindings = flag_bindings or {}
+    args, bindings = parse_args(
+        list(sys.argv if argv is None else argv),
+        description,
+        [(f"--{flag}", kw) for flag, (_, kw) in flag_bindings.items()],
+    )
+    for flag, (param, _) in flag_bindings.items():
+        if getattr(args, flag) is not None:
+            bindings.append(f"{param} = {getattr(args, flag)!r}")
     setup_logging(args.log_level)
+    apply_t5x_flags(args)
     parse_gin(args.gin_file, bindings, args.gin_search_paths)
     try:
+        check_macros_used()
         return run()
     finally:
         gin.clear_config()
@@ -182,3 +264,62 @@ def console_main(main: Any, prog: str) -> None:
         print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(EXIT_BAD_CONFIG)
     sys.exit(EXIT_PREEMPTED if getattr(result, "preempted", False) else EXIT_DONE)
+
+
+def apply_t5x_flags(args: argparse.Namespace) -> None:
+    """What t5x's binaries do with their flags before parsing gin."""
+    from absl import flags
+
+    if flags.FLAGS["verbosity"].present:  # absl's -v/--verbosity sets the Python log level
+        from absl import logging as absl_logging
+
+        logging.getLogger().setLevel(absl_logging.absl_to_standard(flags.FLAGS.verbosity))
+    if flags.FLAGS["log_dir"].present and flags.FLAGS.log_dir:
+        from absl import logging as absl_logging
+
+        handler = absl_logging.get_absl_handler()
+        handler.use_absl_log_file(log_dir=flags.FLAGS.log_dir)
+        logging.getLogger().addHandler(handler)
+    if args.multiprocess_gpu:
+        from scicot_jax.runtime import partitioning
+
+        partitioning.initialize_distributed(
+            args.coordinator_address,
+            args.process_count,
+            args.process_index,
+            args.initialization_timeout,
+        )
+    if args.tfds_data_dir or args.seqio_additional_cache_dirs:
+        import seqio
+
+        if args.tfds_data_dir:
+            seqio.set_tfds_data_dir_override(args.tfds_data_dir)
+        seqio.add_global_cache_dirs(args.seqio_additional_cache_dirs)
+
+
+def _macros_read() -> set[str]:
+    """Macros that some binding of the current gin config reads (`%NAME`)."""
+    from gin import config as gin_config
+
+    return {
+        ref.scoped_selector.rsplit("/", 1)[0]
+        for ref in gin_config.iterate_references(gin_config._CONFIG)
+        if ref.scoped_selector.endswith("/gin.macro")
+    }
+
+
+def check_macros_used() -> None:
+    """Raises on a macro that no binding reads (a typo: `TRAIN_STEPZ` for `TRAIN_STEPS`)."""
+    import difflib
+
+    from gin import config as gin_config
+
+    # gin has no public list of macros: `NAME = value` is stored as ("NAME", "gin.macro").
+    defined = {name for name, selector in gin_config._CONFIG if selector == "gin.macro"}
+    unread = sorted(defined - _READ_MACROS - _macros_read())
+    if unread:
+        name = unread[0]
+        known = sorted(_READ_MACROS)
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else f"; known macros: {known}"
+        raise ValueError(f"gin macro {name!r} is set but nothing reads it{hint}")

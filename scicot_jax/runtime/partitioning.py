@@ -66,6 +66,39 @@ def maybe_initialize_distributed() -> bool:
     return True
 
 
+def initialize_distributed(
+    coordinator_address: str | None,
+    process_count: int | None,
+    process_index: int | None,
+    timeout_s: int | None = None,
+) -> None:
+    """jax.distributed.initialize with t5x's --coordinator_address/--process_count/--process_index.
+
+    On CPU the cross-process collectives need an implementation: gloo (it only affects the CPU
+    client, so GPU/TPU hosts are unchanged).
+    """
+    if (process_count or 1) > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {"initialization_timeout": timeout_s} if timeout_s else {}
+    log.info(
+        "jax.distributed: coordinator %s, process %s of %s",
+        coordinator_address,
+        process_index,
+        process_count,
+    )
+    jax.distributed.initialize(coordinator_address, process_count, process_index, **kwargs)
+
+
+def broadcast_time_seed() -> int:
+    """A seed from process 0's clock, shared by all processes."""
+    import time
+
+    from jax.experimental import multihost_utils
+
+    seed = np.int32(time.time_ns() % (2**31 - 1))
+    return int(multihost_utils.broadcast_one_to_all(seed))
+
+
 def make_mesh(
     model_parallel: int = 1, data_parallel: int = -1, devices: Sequence[Any] | None = None
 ) -> Mesh:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from scicot_jax.data import seqio_feed as data_feed
@@ -23,6 +25,7 @@ def evaluate_task(
     limit: int | None = None,
     batch_size: int = 32,
     max_decode_length: int | None = None,
+    use_cached: bool = False,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """(metrics keyed "<task>/<metric>", prediction rows) for greedy decoding of `split`."""
     metrics: dict[str, float] = {}
@@ -30,7 +33,9 @@ def evaluate_task(
     for task in data_feed.sub_tasks(task_name, module):
         if split not in task.splits or not task.metric_fns:
             continue
-        examples, _ = data_feed.task_examples(task.name, split, feature_lengths, module, limit)
+        examples, _ = data_feed.task_examples(
+            task.name, split, feature_lengths, module, limit, use_cached=use_cached
+        )
         if not examples:
             continue
         vocab = task.output_features["targets"].vocabulary
@@ -55,6 +60,7 @@ def evaluate_task(
             rows.append(
                 {
                     "task": task.name,
+                    "input": ex,
                     "id": ex["id"],
                     "inputs": ex.get("inputs_pretokenized", ""),
                     "output": text,
@@ -68,3 +74,45 @@ def evaluate_task(
             for k, v in fn(targets, preds).items():
                 metrics[f"{task.name}/{k}"] = float(getattr(v, "value", v))
     return metrics, rows
+
+
+def write_t5x_outputs(
+    out_dir: str | Path, step: int, metrics: dict[str, float], rows: list[dict[str, Any]]
+) -> None:
+    """SeqIO JSONLogger's files (process 0): `{task}-{step:06}.jsonl`, `{task}-metrics.jsonl`.
+
+    Metrics are keyed "<task>/<metric>"; each task's line holds {"step", <metric>: value}.
+    """
+    import jax
+
+    if jax.process_index() != 0:
+        return
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for task in sorted({r["task"] for r in rows} | {k.split("/")[0] for k in metrics}):
+        mine = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.split("/")[0] == task}
+        if mine:
+            path = out / f"{task}-metrics.jsonl"
+            old = path.read_text() if path.exists() else ""
+            _replace(path, old + json.dumps({"step": step, **mine}) + "\n")
+        lines = [
+            json.dumps(
+                {
+                    "input": r["input"],
+                    "target": r["target"],
+                    "prediction": r["prediction"],
+                    "score": r["score"],
+                },
+                ensure_ascii=False,
+            )
+            for r in rows
+            if r["task"] == task
+        ]
+        _replace(out / f"{task}-{step:06}.jsonl", "".join(line + "\n" for line in lines))
+
+
+def _replace(path: Path, text: str) -> None:
+    """Writes via a temporary file, so readers never see a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

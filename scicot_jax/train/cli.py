@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import gin
@@ -36,7 +37,7 @@ def run(
     infer_eval_examples: int | None = 256,
     initial_checkpoint_path: str | None = None,
     model_parallel: int = 1,
-    seed: int = 0,
+    seed: int | None = 0,
     jax_compilation_cache_dir: str | None = None,
 ) -> Any:
     """Trains `model` on a SeqIO task; gin binds every argument (see gin/runs/finetune.gin).
@@ -54,6 +55,9 @@ def run(
     if jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", jax_compilation_cache_dir)
     part.maybe_initialize_distributed()
+    if seed is None:  # RANDOM_SEED = None: a fresh seed, the same on every host (as t5x)
+        seed = part.broadcast_time_seed()
+        log.info("RANDOM_SEED=None: using seed %d", seed)
     model = gin_utils.plain(model)
     train_dataset = gin_utils.plain(train_dataset)
     eval_dataset = gin_utils.plain(eval_dataset) if eval_dataset is not None else None
@@ -83,7 +87,7 @@ def run(
     if infer_eval and eval_dataset is not None:
 
         def eval_fn(step: int, params: Any) -> dict[str, float]:
-            metrics, _ = task_eval.evaluate_task(
+            metrics, rows = task_eval.evaluate_task(
                 params,
                 model,
                 mesh,
@@ -93,7 +97,10 @@ def run(
                 module=eval_dataset.module,
                 limit=infer_eval_examples,
                 batch_size=eval_dataset.batch_size,
+                use_cached=eval_dataset.use_cached,
             )
+            # t5x's in-training SeqIO evaluator writes here too
+            task_eval.write_t5x_outputs(Path(model_dir) / "inference_eval", step, metrics, rows)
             return metrics
 
     result = train(

@@ -1,0 +1,149 @@
+"""t5x's binary flags and macros: accepted with t5x's meaning, and every macro read by something."""
+
+from __future__ import annotations
+
+import pytest
+
+import gin
+from scicot_jax.runtime import gin_utils
+
+TASK = "scicot:synthetic_coin_flip:baseline"
+REQUIRED = ["MODEL_DIR = '/tmp/m'", f"MIXTURE_OR_TASK_NAME = '{TASK}'"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+    import scicot_jax.eval  # noqa: F401 - registers the binaries' configurables
+    import scicot_jax.infer  # noqa: F401
+    import scicot_jax.train.cli  # noqa: F401
+
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def _value(param: str):
+    """The value a binding resolves to (through macros)."""
+    v = gin.query_parameter(param)
+    return v.scoped_configurable_fn() if isinstance(v, gin.config.ConfigurableReference) else v
+
+
+def test_t5x_flags_parse_with_t5x_names(tmp_path):
+    args, bindings = gin_utils.parse_args(
+        [
+            "train",
+            "--gin_file=runs/finetune.gin",
+            f"--tfds_data_dir={tmp_path}/tfds",
+            f"--seqio_additional_cache_dirs={tmp_path}/a,{tmp_path}/b",
+            "--multiprocess_gpu",
+            "--coordinator_address=127.0.0.1:1234",
+            "--process_count=2",
+            "--process_index=1",
+            "--alsologtostderr",
+            "--gin.TRAIN_STEPS=3",
+        ],
+        "t",
+    )
+    assert args.multiprocess_gpu and args.coordinator_address == "127.0.0.1:1234"
+    assert (args.process_count, args.process_index) == (2, 1)
+    assert args.seqio_additional_cache_dirs == [f"{tmp_path}/a", f"{tmp_path}/b"]
+    assert args.tfds_data_dir == f"{tmp_path}/tfds" and bindings == ["TRAIN_STEPS = 3"]
+    from absl import flags
+
+    assert flags.FLAGS.alsologtostderr
+    with pytest.raises(SystemExit):  # as in t5x, the process flags only mean something with it
+        gin_utils.parse_args(["train", "--process_count=2"], "t")
+
+
+def test_seqio_flags_reach_seqio(tmp_path):
+    import seqio
+
+    args, _ = gin_utils.parse_args(
+        [
+            "eval",
+            f"--tfds_data_dir={tmp_path}/tfds",
+            f"--seqio_additional_cache_dirs={tmp_path}/cache",
+        ],
+        "t",
+    )
+    gin_utils.apply_t5x_flags(args)
+    assert f"{tmp_path}/cache" in seqio.get_global_cache_dirs()
+    from seqio import utils as seqio_utils
+
+    assert seqio_utils._TFDS_DATA_DIR_OVERRIDE == f"{tmp_path}/tfds"
+    seqio.set_global_cache_dirs([])
+    seqio.set_tfds_data_dir_override(None)
+
+
+def test_misspelt_macro_is_an_error_naming_the_nearest():
+    gin_utils.parse_gin(["models/tiny.gin", "runs/finetune.gin"], [*REQUIRED, "TRAIN_STEPZ = 5"])
+    with pytest.raises(ValueError, match="'TRAIN_STEPZ'.*did you mean 'TRAIN_STEPS'"):
+        gin_utils.check_macros_used()
+
+
+def test_macro_overridden_by_a_direct_binding_is_not_an_error():
+    gin_utils.parse_gin(
+        ["models/tiny.gin", "runs/finetune.gin"], [*REQUIRED, "train.eval_steps = 1"]
+    )
+    gin_utils.check_macros_used()
+    assert _value("train.eval_steps") == 1
+
+
+@pytest.mark.parametrize(
+    "files, macro, value, param",
+    [
+        ("finetune", "Z_LOSS", 0.5, "LossConfig.z_loss"),
+        ("finetune", "LABEL_SMOOTHING", 0.1, "LossConfig.label_smoothing"),
+        ("finetune", "LOSS_NORMALIZING_FACTOR", 1024.0, "LossConfig.loss_normalizing_factor"),
+        ("finetune", "USE_CACHED_TASKS", True, "train/DatasetConfig.use_cached"),
+        ("finetune", "USE_CACHED_TASKS", True, "eval/DatasetConfig.use_cached"),
+        ("finetune", "SHUFFLE_TRAIN_EXAMPLES", False, "train/DatasetConfig.shuffle"),
+        ("finetune", "RANDOM_SEED", 7, "train.seed"),
+        ("finetune", "EVAL_STEPS", 3, "train.eval_steps"),
+        ("finetune", "EVAL_PERIOD", 3, "train.eval_period"),
+        ("finetune", "INITIAL_CHECKPOINT_PATH", "/ckpt", "train.initial_checkpoint_path"),
+        ("finetune", "DROPOUT_RATE", 0.3, "T5Config.dropout_rate"),
+        ("eval", "EVAL_OUTPUT_DIR", "/out", "evaluate.output_dir"),
+        ("eval", "USE_CACHED_TASKS", True, "evaluate.use_cached"),
+        ("eval", "MIXTURE_OR_TASK_SPLIT", "test", "evaluate.split"),
+        ("infer", "INFER_OUTPUT_DIR", "/out", "infer.output_dir"),
+        ("infer", "USE_CACHED_TASKS", True, "infer.use_cached"),
+        ("infer", "MIXTURE_OR_TASK_SPLIT", "test", "infer.split"),
+    ],
+)
+def test_t5x_macros_reach_their_parameters(files, macro, value, param):
+    """Each t5x macro sets the parameter the binary reads (its effect is tested there)."""
+    extra = {
+        "finetune": ["models/tiny.gin", "runs/finetune.gin"],
+        "eval": ["runs/eval.gin"],
+        "infer": ["runs/infer.gin"],
+    }[files]
+    base = REQUIRED if files == "finetune" else [f"MIXTURE_OR_TASK_NAME = '{TASK}'"]
+    gin_utils.parse_gin(extra, base)
+    before = _value(param)
+    gin.clear_config()
+    gin_utils.parse_gin(extra, [*base, f"{macro} = {value!r}"])
+    gin_utils.check_macros_used()
+    assert _value(param) == value != before
+
+
+def test_use_cached_tasks_reads_seqio_cache_dirs(tmp_path, tiny_vocab_path):
+    """USE_CACHED_TASKS=True reads caches only: an uncached task fails naming it."""
+    import seqio
+
+    from scicot_jax.data.seqio_feed import task_examples
+
+    exs, _ = task_examples(TASK, "validation", {"inputs": 64, "targets": 8}, "scicot_jax.tasks", 2)
+    assert len(exs) == 2
+    seqio.add_global_cache_dirs([str(tmp_path)])
+    try:
+        with pytest.raises(AssertionError, match="does not exist in any of the task cache"):
+            task_examples(
+                TASK,
+                "validation",
+                {"inputs": 64, "targets": 8},
+                "scicot_jax.tasks",
+                use_cached=True,
+            )
+    finally:
+        seqio.set_global_cache_dirs([])
