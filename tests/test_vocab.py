@@ -53,8 +53,9 @@ def test_t5_vocabulary_is_what_t5x_t5_1_1_gin_builds(tiny_vocab_path):
     """
     import re
 
-    import gin
     import seqio
+
+    import gin
 
     built_by_gin = gin.external_configurable(seqio.SentencePieceVocabulary, module="seqio")
     for size in ("small", "base", "large", "xl"):
