@@ -39,14 +39,12 @@ def _cached_ids(cache: Path) -> set[str]:
         return {request_id(q.model, q.prompt, q.seed) for q, _ in c.items()}
 
 
-def test_kill_9_then_rerun_is_exactly_once(tmp_path):
+def _args(tmp_path: Path, url: str, n: int = N) -> list[str]:
     inp = tmp_path / "in.jsonl"
     with open(inp, "w") as f:
-        for ex in generate("arithmetic", "train", n=N):
+        for ex in generate("arithmetic", "train", n=n):
             f.write(json.dumps({"id": ex.id, "question": ex.question, "answer": ex.answer}) + "\n")
-    srv = start_oracle_server(latency_ms=(20, 40))
-    cache, out = tmp_path / "cache.sqlite", tmp_path / "run"
-    args = [
+    return [
         "run",
         "--task",
         "synthetic_arithmetic",
@@ -55,7 +53,7 @@ def test_kill_9_then_rerun_is_exactly_once(tmp_path):
         "--backend",
         "openai",
         "--base-url",
-        srv.url,
+        url,
         "--model",
         "oracle",
         "--prompt",
@@ -65,22 +63,33 @@ def test_kill_9_then_rerun_is_exactly_once(tmp_path):
         "--temperature",
         "0.7",
         "--cache",
-        str(cache),
+        str(tmp_path / "cache.sqlite"),
         "--out",
-        str(out),
+        str(tmp_path / "run"),
         "--concurrency",
         str(CONCURRENCY),
         "--no-progress",
     ]
+
+
+def _kill_after(args: list[str], records: Path, n: int) -> None:
+    """Starts a run and kill -9s it once `records` has n lines."""
+    proc = _cli(args)
+    deadline = time.monotonic() + 60
+    while _lines(records) < n and proc.poll() is None:
+        assert time.monotonic() < deadline, "run made no progress"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_kill_9_then_rerun_is_exactly_once(tmp_path):
+    srv = start_oracle_server(latency_ms=(20, 40))
+    cache, out = tmp_path / "cache.sqlite", tmp_path / "run"
+    args = _args(tmp_path, srv.url)
     try:
-        proc = _cli(args)
-        deadline = time.monotonic() + 60
-        while _lines(out / "records.jsonl") < 30 and proc.poll() is None:
-            assert time.monotonic() < deadline, "run made no progress"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL
+        _kill_after(args, out / "records.jsonl", 30)
         first = srv.received()
         cached = _cached_ids(cache)
         assert 30 <= _lines(out / "records.jsonl") < N * D
@@ -103,12 +112,43 @@ def test_kill_9_then_rerun_is_exactly_once(tmp_path):
     keys = [r.key for r in store.records()]
     assert len(keys) == len(set(keys)) == N * D  # zero duplicates, nothing lost
     assert {k for _, k in keys} == set(range(D))
-    assert store.manifest["invocations"][0]["status"] == "running"  # the killed one
+    assert store.manifest["invocations"][0]["status"] == "interrupted"  # the killed one
     assert store.manifest["invocations"][1]["status"] == "complete"
     # The second run never re-sent a request whose response the first one had cached.
     assert summary["sent"] == len(set(second)) + sum(
         v - 1 for v in second.values()
     )  # every sent request reached the server
+
+
+def test_report_after_three_kill_9s_matches_what_the_server_received(tmp_path):
+    from scicot_jax.teacher.report import report
+
+    srv = start_oracle_server(latency_ms=(20, 40))
+    out = tmp_path / "run"
+    args = _args(tmp_path, srv.url)
+    try:
+        for n in (20, 50, 80):
+            _kill_after(args, out / "records.jsonl", n)
+        killed = report(out)  # read-only: shows the killed invocations as interrupted
+        received_at_kills = sum(srv.received().values())
+        rerun = _cli(args)
+        _, stderr = rerun.communicate(timeout=120)
+        assert rerun.returncode == 0, stderr.decode()[-2000:]
+        received = sum(srv.received().values())
+    finally:
+        srv.close()
+    assert [i["status"] for i in killed["invocations"]] == ["interrupted"] * 3
+    # Each request is counted (with the lease that guards it) just before it is sent: only a
+    # request caught between that commit and the socket write at a kill is counted unreceived.
+    assert 0 <= killed["requests"]["sent"] - received_at_kills <= 3 * CONCURRENCY
+    final = report(out)
+    assert 0 <= final["requests"]["sent"] - received <= 3 * CONCURRENCY
+    assert [i["status"] for i in final["invocations"]] == ["interrupted"] * 3 + ["complete"]
+    assert final["records"] == N * D
+    print(
+        f"server received {received}, report says sent {final['requests']['sent']} "
+        f"(at the kills: {received_at_kills} vs {killed['requests']['sent']})"
+    )
 
 
 def test_second_writer_on_the_same_run_is_refused(tmp_path):

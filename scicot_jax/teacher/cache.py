@@ -7,11 +7,14 @@ headers, no keys). Use one connection per thread; one thread (the run's writer) 
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from scicot_jax.teacher.protocol import GenRequest, GenResponse
 
@@ -27,7 +30,21 @@ CREATE TABLE IF NOT EXISTS failures (
     status INTEGER, message TEXT NOT NULL, created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failures_key ON failures(key);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS invocations (
+    id TEXT PRIMARY KEY, stats TEXT NOT NULL, updated REAL NOT NULL
+) WITHOUT ROWID;
 """
+# leases: requests being sent right now, so that runs sharing the cache send each one once (an
+# expired lease is a dead holder's and is taken over). invocations: each run's counters, saved
+# in the transaction that stores its responses, so a killed run's report is still right.
+
+
+# () -> (invocation id, counters): read inside the transaction that saves them, so the last
+# commit always holds the newest counters.
+Stats = Callable[[], tuple[str, dict[str, Any]]]
 
 
 class CacheError(RuntimeError):
@@ -105,6 +122,52 @@ class Cache:
     def failure_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM failures").fetchone()[0]
 
+    def invocation_stats(self, invocation: str) -> dict | None:
+        """The counters last saved by an invocation of `run`, or None."""
+        try:
+            row = self._db.execute(
+                "SELECT stats FROM invocations WHERE id=?", (invocation,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # a cache from before the table existed
+            return None
+        return None if row is None else json.loads(row[0])
+
+    # -- leases (any thread with its own connection) ---------------------------------------
+    def lease(self, key: str, holder: str, ttl: float, stats: Stats | None = None) -> str:
+        """'hit' (cached meanwhile), 'busy' (another holder's live lease) or 'leased'.
+
+        Taking or renewing a lease saves `stats` (invocation id, counters as JSON) in the same
+        transaction, so a request counted as sent is one the cache knows about.
+        """
+        with _transaction(self._db):
+            if self._db.execute("SELECT 1 FROM responses WHERE key=?", (key,)).fetchone():
+                return "hit"
+            now = time.time()
+            row = self._db.execute(
+                "SELECT holder, expires FROM leases WHERE key=?", (key,)
+            ).fetchone()
+            if row is not None and row[0] != holder and row[1] > now and holder_alive(row[0]):
+                return "busy"
+            self._db.execute(
+                "INSERT OR REPLACE INTO leases(key, holder, expires) VALUES (?, ?, ?)",
+                (key, holder, now + ttl),
+            )
+            self._save_stats(stats, now)
+        return "leased"
+
+    def release_leases(self, holder: str) -> None:
+        """Drops every lease of `holder` (a run that stops hands its requests over)."""
+        with _transaction(self._db):
+            self._db.execute("DELETE FROM leases WHERE holder=?", (holder,))
+
+    def _save_stats(self, stats: Stats | None, now: float) -> None:
+        if stats is not None:
+            invocation, counters = stats()
+            self._db.execute(
+                "INSERT OR REPLACE INTO invocations(id, stats, updated) VALUES (?, ?, ?)",
+                (invocation, json.dumps(counters), now),
+            )
+
     # -- writes (one writer thread) ------------------------------------------------------
     def put(self, req: GenRequest, resp: GenResponse) -> None:
         self.write_batch([(req, resp)], [])
@@ -116,14 +179,20 @@ class Cache:
         self,
         ok: Iterable[tuple[GenRequest, GenResponse]],
         failed: Iterable[tuple[GenRequest, str, int | None, str]],
+        stats: Stats | None = None,
     ) -> None:
-        """Commit successes and failures in one transaction (group commit)."""
+        """Commit successes and failures in one transaction (group commit), release their
+        leases and save the invocation's counters (`stats`) with them."""
         now = time.time()
         ok_rows = [(r.key, r.canonical(), s.to_json(), now) for r, s in ok]
         fail_rows = [(r.key, r.canonical(), e, st, m, now) for r, e, st, m in failed]
-        if not ok_rows and not fail_rows:
+        if not ok_rows and not fail_rows and stats is None:
             return
         with _transaction(self._db):
+            done = [(row[0],) for row in ok_rows + fail_rows]
+            if done:
+                self._db.executemany("DELETE FROM leases WHERE key=?", done)
+            self._save_stats(stats, now)
             if ok_rows:
                 self._db.executemany(
                     "INSERT OR IGNORE INTO responses(key, request, response, created) "
@@ -145,6 +214,21 @@ class Cache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def holder_alive(holder: str) -> bool:
+    """False for a lease holder ("host:pid:...") that was a process of this host, now gone."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's: only its lease's expiry tells
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _transaction:

@@ -193,9 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scicot_jax.data.cards import CardError
     from scicot_jax.data.sources import SourceError
     from scicot_jax.data.store import StoreError
+    from scicot_jax.teacher.cache import CacheError
     from scicot_jax.teacher.inputs import InputError
     from scicot_jax.teacher.review import ReviewError
-    from scicot_jax.teacher.runner import RunMismatch
+    from scicot_jax.teacher.runner import RunBusy, RunMismatch
 
     try:
         if args.cmd == "run":
@@ -249,8 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         SourceError,
         StoreError,
         ReviewError,
-        FileNotFoundError,
-        FileExistsError,
+        CacheError,
+        RunBusy,
+        OSError,
         ValueError,
     ) as e:
         print(f"scicot-teacher: error: {e}", file=sys.stderr)

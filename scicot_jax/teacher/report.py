@@ -81,12 +81,32 @@ def accuracy_summary(store: RationaleStore) -> dict[str, Any]:
     }
 
 
+def _invocations(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's invocations; one still `running` with nobody writing the run was
+    killed: it is shown `interrupted` with the counters it saved in the cache as it ran."""
+    from scicot_jax.teacher.cache import Cache, CacheError
+    from scicot_jax.teacher.runner import mark_interrupted, run_is_live
+
+    invocations = manifest.get("invocations") or []
+    if not any(inv.get("status") == "running" for inv in invocations) or run_is_live(run_dir):
+        return invocations
+    try:
+        cache = Cache(manifest.get("cache", ""), readonly=True)
+    except (OSError, CacheError):
+        cache = None
+    try:
+        return [mark_interrupted(inv, cache) for inv in invocations]
+    finally:
+        if cache is not None:
+            cache.close()
+
+
 def report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON printed by `report`."""
     store = RationaleStore.open(Path(run_dir))
     m = store.manifest
     teacher = m.get("teacher") or {}
-    invocations = m.get("invocations") or []
+    invocations = _invocations(Path(run_dir), m)
     totals = {
         k: sum(int((inv.get("stats") or {}).get(k, 0)) for inv in invocations) for k in _COUNTERS
     }

@@ -16,8 +16,10 @@ import json
 import os
 import queue
 import signal
+import socket
 import threading
 import time
+import uuid
 from array import array
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,6 +34,7 @@ from scicot_jax.data.store import RationaleRecord, RationaleStore
 from scicot_jax.teacher import prompts
 from scicot_jax.teacher.backends import Backend, make_backend, provider_name, scrub
 from scicot_jax.teacher.cache import Cache
+from scicot_jax.teacher.cache import Stats as CacheStats
 from scicot_jax.teacher.inputs import ExampleSource, InputError, duplicate_hashes, id_hash
 from scicot_jax.teacher.limiter import Limiter, Limits, backoff_delay
 from scicot_jax.teacher.pricing import price_for
@@ -128,6 +131,10 @@ class RunMismatch(ValueError):
     """The output directory holds a run made with different settings or examples."""
 
 
+class RunBusy(RuntimeError):
+    """Another teacher run is writing the output directory."""
+
+
 class _Stopped(Exception):
     """Raised inside a job when the run is stopping (limit, quota, interrupt)."""
 
@@ -148,9 +155,15 @@ class _Write:
 class Writer(threading.Thread):
     """The single writer: commits cache rows, then appends records (group commit per batch)."""
 
-    def __init__(self, cache_path: Path, store: RationaleStore, maxsize: int = 2048):
+    def __init__(
+        self,
+        cache_path: Path,
+        store: RationaleStore,
+        maxsize: int = 2048,
+        stats: CacheStats | None = None,
+    ):
         super().__init__(name="teacher-writer", daemon=True)
-        self.cache_path, self.store = cache_path, store
+        self.cache_path, self.store, self.stats = cache_path, store, stats
         self.q: queue.Queue[_Write | None] = queue.Queue(maxsize)
         self.error: BaseException | None = None
 
@@ -168,7 +181,9 @@ class Writer(threading.Thread):
                 done = any(b is None for b in batch)
                 items = [b for b in batch if b is not None]
                 cache.write_batch(
-                    [x for b in items for x in b.ok], [x for b in items for x in b.failed]
+                    [x for b in items for x in b.ok],
+                    [x for b in items for x in b.failed],
+                    self.stats,
                 )
                 records = [r for b in items for r in b.records]
                 if records:
@@ -242,6 +257,10 @@ class TeacherRun:
         self._reserved_cost = 0.0
         self._failing = 0  # consecutive failed requests
         self._key: str | None = None
+        # Names this invocation in the cache (its counters, its leases on requests in flight).
+        self.invocation = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # A lease outlives one attempt and its back-off; a dead holder's expires.
+        self._lease_ttl = cfg.timeout + cfg.backoff_cap + 60.0
 
     # -- requests ---------------------------------------------------------------------
     def requests_for(self, ex: Example, k: int) -> GenRequest:
@@ -296,9 +315,28 @@ class TeacherRun:
         if self.stopping:
             raise _Stopped
 
+    def counters(self) -> tuple[str, dict[str, Any]]:
+        """(invocation id, counters): what the cache saves as this invocation's stats."""
+        return self.invocation, self.stats.to_json()
+
+    async def _lease(self, req: GenRequest) -> GenResponse | None:
+        """Waits until this run holds the request's lease (another run sharing the cache may
+        be sending it); returns the response instead if that run cached it meanwhile."""
+        wait = 0.02
+        while True:
+            state = self.cache.lease(req.key, self.invocation, self._lease_ttl)
+            if state == "leased":
+                return None
+            if state == "hit" and (resp := self.cache.get(req.key)) is not None:
+                return resp
+            if self.stopping:
+                raise _Stopped
+            await asyncio.sleep(wait)
+            wait = min(0.5, wait * 1.5)
+
     async def request(self, req: GenRequest) -> GenResponse | None:
         """Cached response, or send with limits and retries; None if it failed for good."""
-        hit = self.cache.get(req.key)
+        hit = self.cache.get(req.key) or await self._lease(req)
         if hit is not None:
             self.stats.cache_hits += 1
             return hit
@@ -314,6 +352,8 @@ class TeacherRun:
                 raise
             s = self.stats
             s.sent += 1
+            # Renews the lease and saves the counters: a request is counted before it is sent.
+            self.cache.lease(req.key, self.invocation, self._lease_ttl, self.counters)
             s.in_flight += 1
             self._reserved_cost += est_cost
             used, delay = None, 0.0
@@ -557,7 +597,7 @@ class TeacherRun:
             "samples": cfg.samples,
             "temperature": cfg.temperature,
             "signature": cfg.signature(),
-            "cache": str(self.cache_path),
+            "cache": str(self.cache_path.resolve()),
             "invocations": [],
         }
 
@@ -659,12 +699,16 @@ class TeacherRun:
         )
         self._key = getattr(self.backend, "_key", None)
         try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            lock = _lock(self.out_dir)
+            self.cache = Cache(self.cache_path)  # an unusable cache fails before the run dir
             try:
-                return await self._run()
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                lock = _lock(self.out_dir)
+                try:
+                    return await self._run()
+                finally:
+                    os.close(lock)
             finally:
-                os.close(lock)
+                self.cache.close()
         finally:
             if self._backend is None:
                 await self.backend.aclose()
@@ -686,15 +730,18 @@ class TeacherRun:
         )
         os.replace(tmp, self.store.examples_path)
         self.stats.jobs_total = scan["count"] * cfg.samples
-        invocations = list(self.store.manifest.get("invocations", []))
-        invocations.append({"started": _now(), "status": "running", "samples": cfg.samples})
+        invocations = [
+            mark_interrupted(inv, self.cache) for inv in self.store.manifest.get("invocations", [])
+        ]
+        invocations.append(
+            {"id": self.invocation, "started": _now(), "status": "running", "samples": cfg.samples}
+        )
         self.store.update_manifest(
             examples={"count": scan["count"], "sha256": scan["sha256"]},
             samples=max(cfg.samples, self.store.manifest.get("samples", 1)),
             invocations=invocations,
         )
-        self.cache = Cache(self.cache_path)
-        self.writer = Writer(self.cache_path, self.store)
+        self.writer = Writer(self.cache_path, self.store, stats=self.counters)
         self.writer.start()
         self.progress = Progress(self.stats, enabled=cfg.progress)
         self.limiter = Limiter(
@@ -715,7 +762,7 @@ class TeacherRun:
             except RuntimeError as e:
                 error = error or e
                 self.status, self.message = "error", scrub(str(e), self._key)
-            self.cache.close()
+            self.cache.release_leases(self.invocation)
             if self.status == "complete" and self.stats.jobs_failed:
                 self.status = "failures"
                 self.message = (
@@ -757,6 +804,31 @@ def _safe_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def mark_interrupted(inv: dict[str, Any], cache: Cache | None) -> dict[str, Any]:
+    """An invocation still `running` in the manifest of a run nobody is writing was killed:
+    it becomes `interrupted`, with the counters it last saved in the cache."""
+    if inv.get("status") != "running":
+        return inv
+    saved = cache.invocation_stats(inv["id"]) if cache is not None and inv.get("id") else None
+    return dict(
+        inv,
+        status="interrupted",
+        message="killed (found still running); counters as last saved with its responses",
+        stats=saved or inv.get("stats") or {},
+    )
+
+
+def run_is_live(out_dir: Path) -> bool:
+    """True while a teacher run holds the run directory's lock."""
+    try:
+        os.close(_lock(out_dir))
+    except RunBusy:
+        return True
+    except OSError:  # no run dir lock file can be made (read-only): assume nobody writes
+        return False
+    return False
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -767,7 +839,7 @@ def _lock(out_dir: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise RuntimeError(f"{out_dir}: another teacher run is writing here") from None
+        raise RunBusy(f"{out_dir}: another teacher run is writing here") from None
     return fd
 
 
