@@ -48,7 +48,7 @@ def test_methods_train_on_equal_tokens(tmp_path):
     assert m["baseline"]["train_steps"] == 200
     assert m["finetune_cot:1"]["train_steps"] < 200
     md = (tmp_path / "tokens" / "results.md").read_text()
-    assert "train tokens" in md and "train PFLOPs" in md and "match tokens" in md
+    assert "train tokens" in md and "train FLOPs" in md and "match tokens" in md
 
 
 def test_methods_train_equal_steps(tmp_path):

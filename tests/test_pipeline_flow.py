@@ -12,7 +12,7 @@ from scicot_jax.pipeline import teacher_step
 from scicot_jax.pipeline.config import MethodSpec, PipelineConfig, StudentConfig
 
 
-def fake_teacher(t, card, prompt, samples, examples, out_dir, temperature=None):
+def fake_teacher(t, card, prompt, samples, examples, out_dir, temperature=None, seed=0):
     """Writes the synthetic rationales; every 4th question's sample 0 is wrong."""
     store = RationaleStore.create(out_dir / "store", {"prompt": prompt, "samples": samples})
     for k, ex in enumerate(examples):

@@ -44,7 +44,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "| method | D | selection | rationales | train examples | "
         + " | ".join(f"{s} acc %" for s in SPLITS)
-        + " | train steps | train tokens | train PFLOPs | seconds |",
+        + " | train steps | train tokens | train FLOPs | seconds |",
         "|---|---:|---|---:|---:|" + "---:|" * len(SPLITS) + "---:|---:|---:|---:|",
     ]
     for label, m in results["methods"].items():
@@ -54,7 +54,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{m.get('rationales_used', 0)} | {m.get('train_examples', 0)} | "
             + " | ".join(_pct(acc.get(s)) for s in SPLITS)
             + f" | {m.get('train_steps', '')} | {m.get('train_tokens', 0):,} | "
-            f"{(m.get('train_flops') or 0) / 1e15:.3f} | {m.get('seconds', 0):.0f} |"
+            f"{(m.get('train_flops') or 0):.2e} | {m.get('seconds', 0):.0f} |"
         )
     return "\n".join(lines) + "\n"
 

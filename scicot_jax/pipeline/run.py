@@ -110,13 +110,14 @@ class Pipeline:
         return self.steps.run(
             f"teacher_{key}",
             lambda d: teacher_step.run(
-                t, self.card, prompt, samples, self.examples("train"), d, temperature
+                t, self.card, prompt, samples, self.examples("train"), d, temperature, self.cfg.seed
             ),
             inputs={
                 "teacher": t.__dict__,
                 "prompt": prompt,
                 "temperature": temperature,
                 "samples": samples,
+                "seed": self.cfg.seed,
                 "train": [ex.id for ex in self.examples("train")],
             },
         )

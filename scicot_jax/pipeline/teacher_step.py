@@ -83,9 +83,11 @@ def run(
     examples: Sequence[Example],
     out_dir: Path,
     temperature: float | None = None,
+    seed: int = 0,
 ) -> dict:
     """Fill ``<out_dir>/store`` with ``samples`` rationales per example at ``temperature``
-    (default: greedy for one sample, 0.7 for more); returns a summary."""
+    (default: greedy for one sample, 0.7 for more); ``seed`` draws the oracle's failures.
+    Returns a summary."""
     store_dir = out_dir / STORE
     if t.backend == "import":
         _import(t, card, examples, store_dir)
@@ -102,7 +104,18 @@ def run(
     server = None
     backend, base_url, options = t.backend, t.base_url, {}
     if t.backend == "oracle":
-        server = teacher.start_oracle_server(0, error_rate=t.oracle_error_rate, log_requests=False)
+        from scicot_jax.teacher.oracle_behaviour import Behaviour
+
+        behaviour = Behaviour(
+            t.oracle_step_error, t.oracle_flawed_right, t.oracle_rationalise, seed=seed
+        )
+        server = teacher.start_oracle_server(
+            0,
+            error_rate=t.oracle_error_rate,
+            log_requests=False,
+            seed=seed,
+            behaviour=behaviour,
+        )
         backend, base_url = t.api, server.url
     elif t.backend == "replay":
         from scicot_jax.teacher.replay_server import ReplayServer, load_recordings

@@ -3,7 +3,8 @@
 It reads the question back out of the prompt, solves it with the task's rationale writer and
 answers like an LLM would: phrasing varies with temperature (seeded by the request's seed),
 a configurable share of rationales are wrong (a misread question or a wrong final step), long
-answers are cut at max_tokens (finish_reason "length").
+answers are cut at max_tokens (finish_reason "length"). With a ``Behaviour`` it errs like a
+real teacher, per question and seeded (see ``oracle_behaviour``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from scicot_jax.data.answers import ANSWER_TRIGGER
 from scicot_jax.data.examples import Example
 from scicot_jax.data.synthetic import SYNTHETIC_TASKS, write_rationale_and_answer
 from scicot_jax.teacher.httpserver import FaultConfig, TeacherServer
+from scicot_jax.teacher.oracle_behaviour import Behaviour, compass_rationale, steps_of
 from scicot_jax.teacher.prompts import ParsedPrompt, parse_prompt
 
 UNKNOWN = "I am not sure how to solve this question."
@@ -83,16 +85,19 @@ class OracleServer(TeacherServer):
         faults: FaultConfig | None = None,
         log_requests: bool = True,
         seed: int = 0,
+        behaviour: Behaviour | None = None,
     ):
         super().__init__(port, faults=faults, log_requests=log_requests)
         self.error_rate = error_rate
         self.seed = seed
+        self.behaviour = behaviour or Behaviour(seed=seed)
 
     def _request_rng(self, prompt: str, params: dict[str, Any]) -> random.Random:
         seed = params.get("seed")
         if seed is None and float(params.get("temperature") or 0) > 0:
             return random.Random()  # unseeded sampling: like an LLM, differs every time
-        h = hashlib.sha256(f"{self.seed}|{seed}|{prompt}".encode()).digest()
+        temperature = float(params.get("temperature") or 0)
+        h = hashlib.sha256(f"{self.seed}|{seed}|{temperature}|{prompt}".encode()).digest()
         return random.Random(int.from_bytes(h[:8], "big"))
 
     def complete(self, prompt: str, params: dict[str, Any]) -> tuple[str, str]:
@@ -122,6 +127,21 @@ class OracleServer(TeacherServer):
         return text, "stop"
 
     def _rationale(self, p: ParsedPrompt, task: str, rng: random.Random, temperature: float) -> str:
+        b = self.behaviour
+        if b.active:
+            steps, greedy = steps_of(task, p.question), temperature <= 0
+            if p.kind == "conditioned":
+                bad = b.conditioned_rationalises(p.question, steps, rng, greedy)
+                flaw = "rationalised" if bad else None
+            else:
+                flaw = "wrong" if b.zero_shot_wrong(p.question, steps, rng, greedy) else None
+            if flaw is None and rng.random() < b.flawed_right:
+                flaw = "flawed_right"
+            if task == "compass":
+                return compass_rationale(p.question, rng, flaw)[0]
+            if flaw == "wrong":
+                return self._wrong_rationale(p, task, rng, 0)
+            # other tasks: their own writers (a flawed step only for compass questions)
         spec = SYNTHETIC_TASKS[task]
         # More phrasings become likely as temperature rises (all of them from T ~ 0.7).
         n_var = 1 if temperature <= 0 else min(spec.num_variants, 1 + int(temperature * 3 + 0.5))
@@ -131,6 +151,13 @@ class OracleServer(TeacherServer):
         rationale, answer = write_rationale_and_answer(task, ex, variant)
         if not wrong:
             return rationale
+        return self._wrong_rationale(p, task, rng, variant)
+
+    def _wrong_rationale(self, p: ParsedPrompt, task: str, rng: random.Random, variant: int) -> str:
+        """A wrong rationale: a misread question reasoned consistently, else a wrong last step."""
+        rationale, answer = write_rationale_and_answer(
+            task, Example("", p.question, "", p.choices), variant
+        )
         for _ in range(8):  # a misread question gives a consistent but wrong rationale
             try:
                 alt, alt_answer = write_rationale_and_answer(
@@ -162,6 +189,7 @@ def start_oracle_server(
     error_rate: float = 0.0,
     log_requests: bool = True,
     seed: int = 0,
+    behaviour: Behaviour | None = None,
     **fault_opts: Any,
 ) -> OracleServer:
     """Start an oracle on loopback in a background thread; `.url`, `.close()`.
@@ -172,5 +200,10 @@ def start_oracle_server(
     lat = (latency_ms, latency_ms) if isinstance(latency_ms, int | float) else latency_ms
     faults = FaultConfig(latency_s=(lat[0] / 1000, lat[1] / 1000), seed=seed, **fault_opts)
     return OracleServer(
-        port, error_rate=error_rate, faults=faults, log_requests=log_requests, seed=seed
+        port,
+        error_rate=error_rate,
+        faults=faults,
+        log_requests=log_requests,
+        seed=seed,
+        behaviour=behaviour,
     ).start()

@@ -1,0 +1,149 @@
+"""How the oracle teacher errs, like a real LLM teacher, seeded per question.
+
+- **Zero-shot CoT** is wrong on a share of questions that grows with difficulty (the number of
+  reasoning steps): a question is *hard for the teacher* with probability
+  ``1 - (1 - step_error) ** steps``, drawn once per question from the server seed. Greedy answers
+  to a hard question are wrong; sampled answers are wrong with probability ``HARD_WRONG`` on a
+  hard question and ``EASY_WRONG`` on an easy one, so more samples recover more questions.
+- A wrong rationale has a **flawed step** (one turn executed wrongly, later steps consistent
+  with it), not a swapped final letter.
+- Some right answers still carry a flawed step (``flawed_right``): a later step jumps back.
+- **Answer-conditioned** prompting always ends in the given answer; on a hard question it
+  sometimes **rationalises** (``rationalise``): the steps go wrong and the conclusion asserts
+  the given answer anyway.
+- **Phrasing varies**: openers, step sentences, connectives and conclusions are drawn per
+  sentence from the request's random stream (dozens of combinations per step, not templates).
+
+Compass questions get step-level rationales; the other synthetic tasks keep their writers and
+err through a misread question (see ``oracle_server``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+from scicot_jax.data.answers import ANSWER_TRIGGER
+from scicot_jax.data.synthetic import SYNTHETIC_TASKS
+
+HARD_WRONG = 0.7  # chance a sampled zero-shot answer to a hard question is wrong
+EASY_WRONG = 0.08  # ... to an easy question
+_HEADINGS = ("north", "east", "south", "west")
+_TURNS = {"does not turn": 0, "turns right": 1, "turns around": 2, "turns left": 3}
+# A careless step: the turn read as another one (left/right swapped, "around" skipped ...).
+_CONFUSED = {0: (1, 3), 1: (3, 2), 2: (0, 1), 3: (1, 2)}
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """Failure rates of the oracle (all 0: a perfect teacher)."""
+
+    step_error: float = 0.0  # per reasoning step, for the share of hard questions
+    flawed_right: float = 0.0  # right answers whose rationale has a flawed step
+    rationalise: float = 0.0  # answer-conditioned, hard question: rationalised wrong step
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.step_error > 0 or self.flawed_right > 0 or self.rationalise > 0
+
+    def _u(self, question: str, what: str) -> float:
+        """A uniform draw fixed per (seed, question, what)."""
+        h = hashlib.sha256(f"{self.seed}|{what}|{question}".encode()).digest()
+        return int.from_bytes(h[:8], "big") / 2**64
+
+    def hard(self, question: str, steps: int) -> bool:
+        """Whether zero-shot CoT gets this question wrong when greedy."""
+        return self._u(question, "hard") < 1 - (1 - self.step_error) ** steps
+
+    def zero_shot_wrong(self, question: str, steps: int, rng: random.Random, greedy: bool):
+        """Whether this zero-shot sample is wrong."""
+        hard = self.hard(question, steps)
+        if greedy:
+            return hard
+        return rng.random() < (HARD_WRONG if hard else EASY_WRONG)
+
+    def conditioned_rationalises(self, question: str, steps: int, rng, greedy: bool) -> bool:
+        """Whether this answer-conditioned sample reasons through a wrong step."""
+        if not self.hard(question, steps):
+            return False
+        return (self._u(question, "rationalise") if greedy else rng.random()) < self.rationalise
+
+
+def steps_of(task: str, question: str) -> int:
+    """Reasoning steps of a synthetic question (its difficulty)."""
+    prog = SYNTHETIC_TASKS[task].solve(question)
+    if task == "compass":
+        return len(prog[2])
+    if task in ("mc_reasoning", "arithmetic"):
+        return len(prog[-1])
+    return len(prog)
+
+
+# -- compass rationales with varied phrasing and optional flaws ------------------------------
+_OPEN = (
+    "The {a} starts facing {h}.",
+    "At first the {a} faces {h}.",
+    "Start: {h}.",
+    "Initially, the {a} is pointing {h}.",
+    "The {a} begins facing {h}.",
+    "We begin with the {a} facing {h}.",
+    "Facing {h} to start.",
+)
+_LEAD = ("", "", "", "Let's track the heading turn by turn. ", "Follow each turn. ",
+         "Keep track of the direction. ")  # fmt: skip
+_STEP = (
+    "It {t}: {h}.",
+    "{T}, so {h}.",
+    "After it {t} it faces {h}.",
+    "Then it {t}, now facing {h}.",
+    "It {t}, which leaves it facing {h}.",
+    "Next it {t}: now {h}.",
+    "{T} -> {h}.",
+    "Once it {t}, the {a} faces {h}.",
+)
+_NO_TURN = ("It does not turn, still {h}.", "No turn: still {h}.", "It does not turn: {h}.")
+_CLOSE = (
+    "{H} is choice ({L}).",
+    "So the {a} faces {h}, which is choice ({L}).",
+    "The final heading is {h}, choice ({L}).",
+    "It ends up facing {h}: ({L}).",
+    "{H} matches ({L}).",
+)
+
+
+def compass_rationale(
+    question: str, rng: random.Random, flaw: str | None = None
+) -> tuple[str, str]:
+    """(rationale, answer label) for a compass question, phrased from ``rng``.
+
+    flaw: None (correct), "wrong" (one step executed wrongly, the rest consistent: a wrong
+    answer), "flawed_right" (a wrong step, then a later step jumps back to the true heading),
+    "rationalised" (a wrong step carried to the end, then the true answer asserted anyway).
+    """
+    agent, heading, turns = SYNTHETIC_TASKS["compass"].solve(question)
+    truth = [heading]
+    for t in turns:
+        truth.append((truth[-1] + _TURNS[t]) % 4)
+    stated = list(truth)
+    if flaw is not None:
+        k = rng.randrange(len(turns) - 1) if flaw == "flawed_right" and len(turns) > 1 else (
+            rng.randrange(len(turns)))  # fmt: skip
+        stated[k + 1] = (stated[k] + rng.choice(_CONFUSED[_TURNS[turns[k]]])) % 4
+        for j in range(k + 1, len(turns)):
+            stated[j + 1] = (stated[j] + _TURNS[turns[j]]) % 4
+        if flaw == "flawed_right":
+            stated[-1] = truth[-1]  # a later step jumps back to the right heading
+    out = [rng.choice(_LEAD) + rng.choice(_OPEN).format(a=agent, h=_HEADINGS[heading])]
+    for t, h in zip(turns, stated[1:]):
+        pool = _NO_TURN if t == "does not turn" and rng.random() < 0.5 else _STEP
+        out.append(rng.choice(pool).format(t=t, T=t.capitalize(), h=_HEADINGS[h], a=agent))
+    final = truth[-1] if flaw in (None, "flawed_right", "rationalised") else stated[-1]
+    label = "ABCD"[final]
+    close = rng.choice(_CLOSE).format(
+        a=agent, h=_HEADINGS[final], H=_HEADINGS[final].capitalize(), L=label
+    )
+    out.append(close)
+    out.append(f"{ANSWER_TRIGGER} {label}.")
+    return " ".join(out), label
