@@ -37,7 +37,10 @@ class BestFitPacker:
 
     def add(self, inputs: Sequence[int], targets: Sequence[int]) -> list[dict[str, np.ndarray]]:
         """Place one example (truncated to the lengths); returns the rows this closed (0 or 1)."""
-        ex = (np.asarray(inputs, np.int32)[: self.cap[0]], np.asarray(targets, np.int32)[: self.cap[1]])
+        ex = (
+            np.asarray(inputs, np.int32)[: self.cap[0]],
+            np.asarray(targets, np.int32)[: self.cap[1]],
+        )
         need = np.array([len(ex[0]), len(ex[1])], np.int64)
         left = self._free - need
         fits = np.flatnonzero((left >= 0).all(axis=1))
@@ -72,34 +75,33 @@ def packed_row(
     examples: Sequence[tuple[np.ndarray, np.ndarray]], cap: Sequence[int]
 ) -> dict[str, np.ndarray]:
     """One row in EncDecFeatureConverter(pack=True)'s features from (inputs, targets) arrays."""
-    row = {}
-    for name, prefix, length in (("inputs", "encoder", cap[0]), ("targets", "decoder", cap[1])):
-        toks = np.zeros(length, np.int32)
-        seg = np.zeros(length, np.int32)
-        pos = np.zeros(length, np.int32)
-        shifted = np.zeros(length, np.int32)
-        at = 0
-        for s, ex in enumerate(examples, 1):
-            x = ex[0] if name == "inputs" else ex[1]
-            n = len(x)
-            toks[at : at + n] = x
-            seg[at : at + n] = s
-            pos[at : at + n] = np.arange(n)
-            shifted[at + 1 : at + n] = x[:-1]  # decoder inputs: shifted right inside the segment
-            at += n
-        if name == "inputs":
-            row.update(
-                encoder_input_tokens=toks, encoder_segment_ids=seg, encoder_positions=pos
-            )
-        else:
-            row.update(
-                decoder_target_tokens=toks,
-                decoder_input_tokens=shifted,
-                decoder_loss_weights=(toks != 0).astype(np.int32),
-                decoder_segment_ids=seg,
-                decoder_positions=pos,
-            )
-    return row
+    enc, enc_seg, enc_pos = _concat([e[0] for e in examples], int(cap[0]))
+    dec, dec_seg, dec_pos = _concat([e[1] for e in examples], int(cap[1]))
+    dec_in = np.zeros_like(dec)
+    dec_in[1:] = dec[:-1]
+    dec_in[dec_pos == 0] = 0  # shifted right inside each segment: every segment starts at 0
+    return {
+        "encoder_input_tokens": enc,
+        "encoder_segment_ids": enc_seg,
+        "encoder_positions": enc_pos,
+        "decoder_target_tokens": dec,
+        "decoder_input_tokens": dec_in,
+        "decoder_loss_weights": (dec != 0).astype(np.int32),
+        "decoder_segment_ids": dec_seg,
+        "decoder_positions": dec_pos,
+    }
+
+
+def _concat(parts: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tokens, segment ids from 1, positions from 0), zero padded to `length`."""
+    toks, seg, pos = (np.zeros(length, np.int32) for _ in range(3))
+    at = 0
+    for s, x in enumerate(parts, 1):
+        toks[at : at + len(x)] = x
+        seg[at : at + len(x)] = s
+        pos[at : at + len(x)] = np.arange(len(x))
+        at += len(x)
+    return toks, seg, pos
 
 
 def pack_examples(
@@ -122,10 +124,15 @@ def batch_rows(
     for row in rows:
         buf.append(row)
         if len(buf) == batch_size:
-            yield {k: np.stack([r[k] for r in buf]) for k in buf[0]}
+            yield stack_rows(buf)
             buf = []
     if buf and not drop_remainder:
-        yield {k: np.stack([r[k] for r in buf]) for k in buf[0]}
+        yield stack_rows(buf)
+
+
+def stack_rows(rows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Rows -> one batch (each feature stacked along a new axis 0)."""
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
 def density(batch: Mapping[str, np.ndarray]) -> float:
@@ -159,9 +166,7 @@ def fit_lengths(
         if lengths not in seen:
             named = {"inputs": lengths[0], "targets": lengths[1]}
             rows = list(pack_examples(examples, named, open_rows))[:-open_rows]  # steady state
-            seen[lengths] = (
-                density({k: np.stack([r[k] for r in rows]) for k in rows[0]}) if rows else 0.0
-            )
+            seen[lengths] = density(stack_rows(rows)) if rows else 0.0
         return seen[lengths]
 
     for _ in range(3):

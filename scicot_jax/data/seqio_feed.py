@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import numpy as np
+
+from scicot_jax.data import packing
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,10 @@ class DatasetConfig:
     shuffle: bool = True
     seed: int | None = 42
     pack: bool = True
+    # "best_fit": data.packing over `packing_open_rows` open rows (>= 0.95 dense when the
+    # lengths suit the data, see packing.fit_lengths); "seqio": EncDecFeatureConverter's own.
+    packer: str = "best_fit"
+    packing_open_rows: int = packing.DEFAULT_OPEN_ROWS
     use_cached: bool = False
     module: str | None = DEFAULT_TASK_MODULE  # MIXTURE_OR_TASK_MODULE, imported to register
 
@@ -70,13 +77,18 @@ def _host_batch_size(global_batch: int) -> int:
     return global_batch // n
 
 
-def _dataset(cfg: DatasetConfig, num_epochs: int | None, shuffle: bool) -> Any:
+PACKERS = ("best_fit", "seqio")
+
+
+def _dataset(
+    cfg: DatasetConfig, num_epochs: int | None, shuffle: bool, converter: Any = None
+) -> Any:
     import seqio
     import tensorflow as tf
 
     _hide_accelerators_from_tf(tf)
     import_task_module(cfg.module)
-    converter = seqio.EncDecFeatureConverter(pack=cfg.pack)
+    converter = converter or seqio.EncDecFeatureConverter(pack=cfg.pack)
     ds = seqio.get_dataset(
         cfg.mixture_or_task_name,
         task_feature_lengths=dict(cfg.task_feature_lengths),
@@ -95,8 +107,12 @@ def train_batches(cfg: DatasetConfig) -> Callable[[int], Iterator[dict[str, np.n
     """Factory `start_batch -> endless iterator` of this host's packed batches.
 
     The dataset is seeded, so skipping `start_batch` batches resumes exactly where a
-    checkpointed run stopped.
+    checkpointed run stopped (the best-fit packer replays the same stream to that batch).
     """
+    if cfg.packer not in PACKERS:
+        raise ValueError(f"DatasetConfig.packer={cfg.packer!r}; expected one of {PACKERS}")
+    if cfg.pack and cfg.packer == "best_fit":
+        return lambda start: itertools.islice(best_fit_batches(cfg), start, None)
 
     def make(start: int) -> Iterator[dict[str, np.ndarray]]:
         ds = _dataset(cfg, None, cfg.shuffle).batch(
@@ -107,6 +123,18 @@ def train_batches(cfg: DatasetConfig) -> Callable[[int], Iterator[dict[str, np.n
         return ds.prefetch(2).as_numpy_iterator()
 
     return make
+
+
+def best_fit_batches(cfg: DatasetConfig) -> Iterator[dict[str, np.ndarray]]:
+    """This host's endless batches of best-fit packed rows of the shuffled, repeated examples."""
+    import seqio
+
+    ds = _dataset(cfg, None, cfg.shuffle, seqio.PassThroughFeatureConverter())
+    ds = ds.map(lambda ex: {"inputs": ex["inputs"], "targets": ex["targets"]}).prefetch(64)
+    rows = packing.pack_examples(
+        ds.as_numpy_iterator(), cfg.task_feature_lengths, cfg.packing_open_rows
+    )
+    return packing.batch_rows(rows, _host_batch_size(cfg.batch_size))
 
 
 def eval_batches(cfg: DatasetConfig) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
