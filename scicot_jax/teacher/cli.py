@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from scicot_jax.teacher import prompts
 
@@ -101,8 +102,15 @@ def _add_servers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--latency-ms", type=float, default=0.0)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr (exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="scicot-teacher",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -130,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from scicot_jax.data.cards import load_card
     from scicot_jax.teacher.inputs import card_source, jsonl_source, validate_jsonl
-    from scicot_jax.teacher.runner import EXIT_CODES, RunConfig, TeacherRun
+    from scicot_jax.teacher.runner import EXIT_CODES, RunConfig, TeacherRun, check_number
 
+    check_number("--limit", args.limit, 1)
     card = load_card(args.task)
     if args.input:
         validate_jsonl(args.input, card)  # every bad line reported before anything is sent

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import queue
 import signal
@@ -74,6 +75,46 @@ EXIT_CODES = {
 }
 
 
+# RunConfig field -> (its command-line flag, minimum, maximum, minimum excluded); None: unset.
+NUMERIC_SETTINGS: dict[str, tuple[str, float, float | None, bool]] = {
+    "samples": ("--samples", 1, None, False),
+    "temperature": ("--temperature", 0.0, 2.0, False),
+    "max_tokens": ("--max-tokens", 1, None, False),
+    "answer_max_tokens": ("--answer-max-tokens", 1, None, False),
+    "answer_temperature": ("--answer-temperature", 0.0, 2.0, False),
+    "timeout": ("--timeout", 0.0, None, True),
+    "requests_per_minute": ("--rpm", 0.0, None, False),
+    "tokens_per_minute": ("--tpm", 0.0, None, False),
+    "concurrency": ("--concurrency", 1, None, False),
+    "max_retries": ("--max-retries", 0, None, False),
+    "max_throttle_retries": ("max_throttle_retries", 0, None, False),
+    "max_consecutive_failures": ("max_consecutive_failures", 1, None, False),
+    "max_cost": ("--max-cost", 0.0, None, False),
+    "max_requests": ("--max-requests", 1, None, False),
+    "price_in": ("--price-in", 0.0, None, False),
+    "price_out": ("--price-out", 0.0, None, False),
+}
+
+
+def check_number(
+    flag: str, value: float | None, lo: float, hi: float | None = None, lo_open: bool = False
+) -> None:
+    """Raises a one-line ValueError naming `flag` unless value is finite and within bounds."""
+    if value is None:
+        return
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > lo if lo_open else value >= lo)
+        and (hi is None or value <= hi)
+    )
+    if not ok:
+        bound = f"> {lo:g}" if lo_open else f">= {lo:g}"
+        bound = f"between {lo:g} and {hi:g}" if hi is not None else bound
+        raise ValueError(f"{flag} must be a number {bound}, got {value!r}")
+
+
 @dataclass
 class RunConfig:
     """Everything that shapes a teacher run (limits included)."""
@@ -111,8 +152,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.prompt not in prompts.PROMPT_KINDS:
             raise ValueError(f"unknown prompt {self.prompt!r}; expected {prompts.PROMPT_KINDS}")
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        for name, (flag, lo, hi, lo_open) in NUMERIC_SETTINGS.items():
+            check_number(flag, getattr(self, name), lo, hi, lo_open)
         if self.prompt == "few_shot" and not self.exemplars:
             raise ValueError("prompt few_shot needs exemplars (--exemplars FILE.jsonl)")
 
