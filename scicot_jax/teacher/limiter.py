@@ -1,12 +1,14 @@
 """Client-side limits: request and token buckets, an AIMD concurrency cap, a global pause.
 
-Everything runs on one asyncio loop, so plain attributes need no locks; asyncio.Lock and
-asyncio.Condition give FIFO fairness among waiting requests.
+Everything runs on one asyncio loop, so plain attributes need no locks. Waiting requests are
+served first come, first served: buckets wait behind an asyncio.Lock, and a freed concurrency
+slot is handed to the longest waiter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import random
 import time
@@ -57,26 +59,43 @@ class AdaptiveConcurrency:
         self.limit = float(self.max_limit)
         self.in_flight = 0
         self._last_decrease = -math.inf
-        self._cond = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def acquire(self) -> float:
-        """Wait for a slot; returns the monotonic time it was granted (pass to on_throttle)."""
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.in_flight < int(self.limit))
+        """Wait for a slot, first come first served; returns the monotonic time it was granted
+        (pass to on_throttle)."""
+        if not self._waiters and self.in_flight < int(self.limit):
             self.in_flight += 1
+        else:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut  # the slot is handed over (in_flight already counts it)
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self.in_flight -= 1  # granted as we were cancelled: pass it on
+                    self._grant()
+                else:
+                    self._waiters.remove(fut)
+                raise
         return time.monotonic()
 
     async def release(self) -> None:
-        async with self._cond:
-            self.in_flight -= 1
-            # Wake only as many waiters as there are free slots (no thundering herd).
-            free = int(self.limit) - self.in_flight
-            if free > 0:
-                self._cond.notify(free)
+        self.in_flight -= 1
+        self._grant()
+
+    def _grant(self) -> None:
+        """Hands free slots to the longest waiters (a releaser never jumps the queue)."""
+        while self._waiters and self.in_flight < int(self.limit):
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(None)
 
     def on_success(self) -> None:
         # Additive increase: +1 per `limit` successes (one "window").
         self.limit = min(self.max_limit, self.limit + 1.0 / self.limit)
+        self._grant()
 
     def on_throttle(self, granted_at: float) -> bool:
         """Halve once per congestion event: only 429s for requests sent after the last cut."""
