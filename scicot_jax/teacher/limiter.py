@@ -2,13 +2,14 @@
 
 Everything runs on one asyncio loop, so plain attributes need no locks. Waiting requests are
 served first come, first served: buckets wait behind an asyncio.Lock, and a freed concurrency
-slot is handed to the longest waiter.
+slot is handed to the waiter of the earliest job (then the longest waiter).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import heapq
+import itertools
 import math
 import random
 import time
@@ -59,16 +60,22 @@ class AdaptiveConcurrency:
         self.limit = float(self.max_limit)
         self.in_flight = 0
         self._last_decrease = -math.inf
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # (order, arrival, future): the smallest order waits least; arrival breaks ties (FIFO).
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
 
-    async def acquire(self) -> float:
-        """Wait for a slot, first come first served; returns the monotonic time it was granted
-        (pass to on_throttle)."""
+    async def acquire(self, order: float | None = None) -> float:
+        """Wait for a slot; returns the monotonic time it was granted (pass to on_throttle).
+
+        Waiters are served by `order` (the runner passes its job's pull order, so a job's
+        second request goes before later jobs' first), then first come, first served.
+        """
         if not self._waiters and self.in_flight < int(self.limit):
             self.in_flight += 1
         else:
             fut = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
+            key = math.inf if order is None else order
+            heapq.heappush(self._waiters, (key, next(self._arrivals), fut))
             try:
                 await fut  # the slot is handed over (in_flight already counts it)
             except asyncio.CancelledError:
@@ -76,7 +83,8 @@ class AdaptiveConcurrency:
                     self.in_flight -= 1  # granted as we were cancelled: pass it on
                     self._grant()
                 else:
-                    self._waiters.remove(fut)
+                    self._waiters = [w for w in self._waiters if w[2] is not fut]
+                    heapq.heapify(self._waiters)
                 raise
         return time.monotonic()
 
@@ -87,7 +95,7 @@ class AdaptiveConcurrency:
     def _grant(self) -> None:
         """Hands free slots to the longest waiters (a releaser never jumps the queue)."""
         while self._waiters and self.in_flight < int(self.limit):
-            fut = self._waiters.popleft()
+            fut = heapq.heappop(self._waiters)[2]
             if not fut.done():
                 self.in_flight += 1
                 fut.set_result(None)
@@ -148,9 +156,10 @@ class Limiter:
         while (left := self.pause_until - time.monotonic()) > 0:
             await asyncio.sleep(left)
 
-    async def acquire(self, est_tokens: int) -> float:
-        """Wait for a slot, the pause, a request token and tokens; returns the grant time."""
-        granted = await self.concurrency.acquire()
+    async def acquire(self, est_tokens: int, order: float | None = None) -> float:
+        """Wait for a slot (by `order`, see AdaptiveConcurrency), the pause, a request token
+        and tokens; returns the grant time."""
+        granted = await self.concurrency.acquire(order)
         try:
             await self._wait_pause()
             if self.requests is not None:

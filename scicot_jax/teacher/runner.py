@@ -297,6 +297,7 @@ class TeacherRun:
         self.stopping = False
         self._reserved_cost = 0.0
         self._failing = 0  # consecutive failed requests
+        self._pulled = 0  # jobs taken by workers so far: a job's place in the limiter's queue
         self._key: str | None = None
         # Names this invocation in the cache (its counters, its leases on requests in flight).
         self.invocation = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -375,8 +376,10 @@ class TeacherRun:
             await asyncio.sleep(wait)
             wait = min(0.5, wait * 1.5)
 
-    async def request(self, req: GenRequest) -> GenResponse | None:
-        """Cached response, or send with limits and retries; None if it failed for good."""
+    async def request(self, req: GenRequest, order: int | None = None) -> GenResponse | None:
+        """Cached response, or send with limits and retries; None if it failed for good.
+
+        `order` (the job's pull order) ranks the request among those waiting for a slot."""
         hit = self.cache.get(req.key) or await self._lease(req)
         if hit is not None:
             self.stats.cache_hits += 1
@@ -385,7 +388,7 @@ class TeacherRun:
         transient = throttled = 0
         while True:
             self._check_budget(req)  # early: do not queue for a slot we cannot use
-            granted = await self.limiter.acquire(est)
+            granted = await self.limiter.acquire(est, order)
             try:  # again, with no await before the send: others may have spent the budget
                 self._check_budget(req)
             except _Stopped:
@@ -464,15 +467,15 @@ class TeacherRun:
         return None
 
     # -- jobs -------------------------------------------------------------------------
-    async def job(self, ex: Example, k: int) -> None:
+    async def job(self, ex: Example, k: int, order: int | None = None) -> None:
         first = self.requests_for(ex, k)
-        r1 = await self.request(first)
+        r1 = await self.request(first, order)
         if r1 is None:
             self.stats.jobs_failed += 1
             return
         r2 = None
         if self.cfg.prompt == "zero_shot_cot":
-            r2 = await self.request(self.step2_for(first, r1))
+            r2 = await self.request(self.step2_for(first, r1), order)
             if r2 is None:
                 self.stats.jobs_failed += 1
                 return
@@ -567,10 +570,11 @@ class TeacherRun:
         while not self.stopping:
             try:
                 ex, k = next(jobs)
+                order = self._pulled = self._pulled + 1
             except StopIteration:
                 return
             try:
-                await self.job(ex, k)
+                await self.job(ex, k, order)
             except _Stopped:
                 return
             n += 1
