@@ -133,3 +133,66 @@ def test_busy_run_dir_is_one_line(tmp_path, capsys, oracle):
 
         os.close(fd)
     _one_line(capsys, 2, "another teacher run is writing here")
+
+
+# -- input gaps: each bad input is refused naming file, line and field, before any request ---
+def _refused(tmp_path, capsys, oracle, inp: Path, *words: str, task: str = "synthetic_arithmetic"):
+    before = sum(oracle.received().values())
+    args = _args(tmp_path, oracle.url, inp=inp)
+    args[args.index("--task") + 1] = task
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err
+    assert not (tmp_path / "run").exists() and sum(oracle.received().values()) == before
+
+
+def test_non_utf8_byte_names_file_and_line(tmp_path, capsys, oracle):
+    inp = tmp_path / "latin1.jsonl"
+    inp.write_bytes(
+        b'{"id": "a", "question": "1+1?", "answer": "2"}\n{"id": "b", "question": "caf\xe9?", "answer": "3"}\n'
+    )
+    _refused(tmp_path, capsys, oracle, inp, f"{inp}:2:", "UTF-8")
+
+
+def test_empty_input_is_an_error(tmp_path, capsys, oracle):
+    inp = tmp_path / "empty.jsonl"
+    inp.write_text("\n\n")
+    _refused(tmp_path, capsys, oracle, inp, str(inp), "no examples")
+
+
+def test_huge_question_is_refused(tmp_path, capsys, oracle):
+    inp = tmp_path / "huge.jsonl"
+    q = "How many? " + "x" * 10_000_000
+    inp.write_text(json.dumps({"id": "big", "question": q, "answer": "1"}) + "\n")
+    _refused(tmp_path, capsys, oracle, inp, f"{inp}:1:", "field 'question'", "characters")
+
+
+def test_yes_no_card_refuses_maybe(tmp_path, capsys, oracle):
+    inp = tmp_path / "yn.jsonl"
+    inp.write_text(
+        '{"id": "a", "question": "Heads?", "answer": "yes"}\n'
+        '{"id": "b", "question": "Tails?", "answer": "maybe"}\n'
+    )
+    _refused(
+        tmp_path, capsys, oracle, inp, f"{inp}:2:", "field 'answer'", "maybe",
+        task="synthetic_coin_flip",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "field"),
+    [
+        ("[source]", "difficultyy = 7", "source.difficultyy"),
+        ("[feature_lengths]", "input = 64", "feature_lengths.input"),
+    ],
+)
+def test_unknown_keys_in_card_tables_are_refused(tmp_path, capsys, oracle, table, line, field):
+    from scicot_jax.data.cards import CARDS_DIR
+
+    text = (CARDS_DIR / "synthetic_arithmetic.toml").read_text()
+    assert table in text
+    card = tmp_path / "card.toml"
+    card.write_text(text.replace(table, f"{table}\n{line}", 1))
+    _refused(tmp_path, capsys, oracle, _input(tmp_path), str(card), field, task=str(card))

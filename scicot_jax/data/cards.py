@@ -33,6 +33,14 @@ _SOURCE_REQUIRED = {
 }
 
 
+# Further source keys each type may set (besides type, data_dir and its required ones).
+_SOURCE_OPTIONAL = {
+    "synthetic": ("sizes", "seed", "difficulty"),
+    "finetune_cot": ("split_file",),
+}
+_FEATURE_LENGTHS = ("inputs", "targets")
+
+
 class CardError(ValueError):
     """A task card is missing a field or has a wrong one."""
 
@@ -87,6 +95,17 @@ def _require(raw: dict, key: str, typ: type | tuple, path: Path, prefix: str = "
     return raw[key]
 
 
+def _no_unknown(table: dict, allowed: set[str], path: Path, prefix: str, why: str = "") -> None:
+    """A misspelt key (`difficultyy = 7`) is an error, not silently ignored."""
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise _fail(
+            path,
+            f"{prefix}{unknown[0]}",
+            f"unknown field{' ' + why if why else ''}; allowed: {sorted(allowed)}",
+        )
+
+
 def parse_card(raw: dict, path: str | Path) -> TaskCard:
     """Validate a card's parsed TOML; errors name the card path and the field."""
     path = Path(path)
@@ -98,8 +117,12 @@ def parse_card(raw: dict, path: str | Path) -> TaskCard:
     stype = _require(source, "type", str, path, "source.")
     if stype not in SOURCE_TYPES:
         raise _fail(path, "source.type", f"{stype!r} is not one of {SOURCE_TYPES}")
+    allowed = {"type", "data_dir", *_SOURCE_REQUIRED[stype], *_SOURCE_OPTIONAL.get(stype, ())}
+    _no_unknown(source, allowed, path, "source.", f"for source type {stype!r}")
     for key in _SOURCE_REQUIRED[stype]:
         _require(source, key, dict if key == "files" else str, path, "source.")
+    if "split_file" in source:
+        _require(source, "split_file", str, path, "source.")
     for split, file in source.get("files", {}).items():
         if not isinstance(file, str) or not file:
             raise _fail(path, f"source.files.{split}", f"expected a file path, got {file!r}")
@@ -149,6 +172,7 @@ def parse_card(raw: dict, path: str | Path) -> TaskCard:
                 f"expected a source split name like 'train' or 'train[:90%]', got {spec!r}",
             )
     lengths = _require(raw, "feature_lengths", dict, path)
+    _no_unknown(lengths, set(_FEATURE_LENGTHS), path, "feature_lengths.")
     for key in ("inputs", "targets"):
         n = _require(lengths, key, int, path, "feature_lengths.")
         if n <= 0:

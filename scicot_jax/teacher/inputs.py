@@ -17,6 +17,8 @@ from scicot_jax.data.sources import mc_answer_label, parse_choices
 
 ExampleSource = Callable[[], Iterator[Example]]  # re-iterable: called once per pass
 MAX_REPORTED = 20
+# Longer questions are refused: far past any model's context, and costly if sent anyway.
+MAX_QUESTION_CHARS = 100_000
 
 
 class InputError(ValueError):
@@ -31,6 +33,10 @@ def _example(d: Any, where: str, card: Any = None) -> Example:
     q = d.get("question")
     if not isinstance(q, str) or not q.strip():
         raise ValueError(f"{where}: field 'question' missing or empty")
+    if len(q) > MAX_QUESTION_CHARS:
+        raise ValueError(
+            f"{where}: field 'question' has {len(q):,} characters, more than {MAX_QUESTION_CHARS:,}"
+        )
     ans = d.get("answer")
     if isinstance(ans, bool) or not isinstance(ans, str | int | float) or str(ans).strip() == "":
         raise ValueError(f"{where}: field 'answer' missing or empty")
@@ -47,6 +53,13 @@ def _example(d: Any, where: str, card: Any = None) -> Example:
         )
     if card is not None and card.answer_type == "number" and normalize_number(ans) is None:
         raise ValueError(f"{where}: field 'answer': {ans!r} is not a number (card {card.name!r})")
+    if (
+        card is not None
+        and card.answer_type == "yes_no"
+        and card.compat is None
+        and str(ans).strip().lower() not in ("yes", "no")
+    ):
+        raise ValueError(f"{where}: field 'answer': {ans!r} is not yes or no (card {card.name!r})")
     meta = {k: v for k, v in d.items() if k not in ("id", "question", "answer", "choices")}
     return Example(str(d["id"]), q.strip(), str(ans).strip(), choices, meta)
 
@@ -56,7 +69,7 @@ def json_objects(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(file:line, object) for every non-blank line; a bad line raises `error` naming it."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is reported as file:line
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -65,6 +78,8 @@ def json_objects(
                 d = json.loads(line)
             except json.JSONDecodeError as e:
                 raise error(f"{where}: invalid JSON ({e.msg})") from None
+            except UnicodeDecodeError as e:
+                raise error(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
             if not isinstance(d, dict):
                 raise error(f"{where}: expected a JSON object")
             yield where, d
@@ -75,7 +90,7 @@ def iter_input_jsonl(
 ) -> Iterator[tuple[str, Example | ValueError]]:
     """(file:line, Example or the error) for every non-blank line; checked against `card`."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is reported as file:line
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -84,6 +99,8 @@ def iter_input_jsonl(
                 yield where, _example(json.loads(line), where, card)
             except json.JSONDecodeError as e:
                 yield where, ValueError(f"{where}: invalid JSON ({e.msg})")
+            except UnicodeDecodeError as e:
+                yield where, ValueError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})")
             except ValueError as e:
                 yield where, e
 
@@ -120,6 +137,8 @@ def validate_jsonl(path: str | Path, card: Any = None) -> int:
     if n_bad:
         more = f"\n... and {n_bad - MAX_REPORTED} more" if n_bad > MAX_REPORTED else ""
         raise InputError(f"{n_bad} bad input line(s):\n" + "\n".join(errors) + more)
+    if not n_good:
+        raise InputError(f"{path}: no examples (the file is empty)")
     _check_unique_ids(path, card)
     return n_good
 

@@ -606,6 +606,8 @@ class TeacherRun:
         finally:
             if f:
                 f.close()
+        if n == 0:
+            raise InputError(f"the input has no examples ({json.dumps(self.input_desc)})")
         self._check_unique(hashes)
         del hashes
         if old_n and (n < old_n or prefix != old.get("sha256")):
