@@ -211,6 +211,47 @@ class _Lanes(Generic[T]):
             self.load[i] -= 1
 
 
+def openai_body(
+    req: GenRequest, route: str, max_tokens_field: str = "max_tokens"
+) -> dict[str, Any]:
+    """The JSON body of `req` for the chat or completions route (online and batch lines)."""
+    body: dict[str, Any] = {
+        "model": req.model,
+        "temperature": req.temperature,
+        max_tokens_field: req.max_tokens,
+        "n": 1,
+    }
+    if req.seed is not None:
+        body["seed"] = req.seed
+    if req.stop:
+        body["stop"] = list(req.stop)
+    if route == "chat":
+        body["messages"] = [{"role": "user", "content": req.prompt}]
+    else:
+        body["prompt"] = req.prompt
+    return body
+
+
+def openai_response(req: GenRequest, data: Any, route: str, raw: str = "") -> GenResponse:
+    """A 200 body of the chat or completions route as a GenResponse (TransientError if bad)."""
+    try:
+        choice = data["choices"][0]
+        out = choice["message"]["content"] if route == "chat" else choice["text"]
+        if not isinstance(out, str):
+            raise TypeError("completion text is not a string")
+    except (KeyError, IndexError, TypeError) as e:
+        shown = raw or str(data)
+        raise TransientError(f"malformed response ({type(e).__name__}): {shown[:200]}") from None
+    usage = data.get("usage") or {}
+    finish = choice.get("finish_reason") or "stop"
+    return GenResponse(
+        text=out,
+        finish_reason="length" if finish == "length" else ("stop" if finish == "stop" else finish),
+        input_tokens=int(usage.get("prompt_tokens") or _estimate_tokens(req.prompt)),
+        output_tokens=int(usage.get("completion_tokens") or _estimate_tokens(out)),
+    )
+
+
 class OpenAIBackend:
     """OpenAI-compatible `/chat/completions` or `/completions` (OpenAI, vLLM, the oracle)."""
 
@@ -244,21 +285,7 @@ class OpenAIBackend:
         )
 
     def _body(self, req: GenRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": req.model,
-            "temperature": req.temperature,
-            self._max_tokens_field: req.max_tokens,
-            "n": 1,
-        }
-        if req.seed is not None:
-            body["seed"] = req.seed
-        if req.stop:
-            body["stop"] = list(req.stop)
-        if self.route == "chat":
-            body["messages"] = [{"role": "user", "content": req.prompt}]
-        else:
-            body["prompt"] = req.prompt
-        return body
+        return openai_body(req, self.route, self._max_tokens_field)
 
     async def generate(self, req: GenRequest) -> GenResponse:
         path = "/chat/completions" if self.route == "chat" else "/completions"
@@ -287,22 +314,9 @@ class OpenAIBackend:
             raise FatalRequestError(f"HTTP {r.status_code}: {text}", r.status_code)
         try:
             data = r.json()
-            choice = data["choices"][0]
-            out = choice["message"]["content"] if self.route == "chat" else choice["text"]
-            if not isinstance(out, str):
-                raise TypeError("completion text is not a string")
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise TransientError(f"malformed response ({type(e).__name__}): {text[:200]}") from None
-        usage = data.get("usage") or {}
-        finish = choice.get("finish_reason") or "stop"
-        return GenResponse(
-            text=out,
-            finish_reason="length"
-            if finish == "length"
-            else ("stop" if finish == "stop" else finish),
-            input_tokens=int(usage.get("prompt_tokens") or _estimate_tokens(req.prompt)),
-            output_tokens=int(usage.get("completion_tokens") or _estimate_tokens(out)),
-        )
+        except ValueError:
+            raise TransientError(f"malformed response (not JSON): {text[:200]}") from None
+        return openai_response(req, data, self.route, text)
 
     async def aclose(self) -> None:
         for c in self._clients.lanes:
@@ -359,14 +373,7 @@ class GeminiBackend:
     async def generate(self, req: GenRequest) -> GenResponse:
         from google.genai import errors as genai_errors
 
-        t = self._types
-        config = t.GenerateContentConfig(
-            temperature=req.temperature,
-            max_output_tokens=req.max_tokens,
-            seed=req.seed,
-            candidate_count=1,
-            stop_sequences=list(req.stop) or None,
-        )
+        config = self.config(req)
         try:
             with self._clients.pick() as (client, _):
                 resp = await client.aio.models.generate_content(
@@ -380,7 +387,7 @@ class GeminiBackend:
             raise TransientError(scrub(f"connection: {type(e).__name__}: {e}", self._key)) from None
         except ValueError as e:  # json.JSONDecodeError and pydantic.ValidationError are both
             raise TransientError(scrub(f"malformed response: {e}", self._key, 300)) from None
-        return self._to_response(req, resp)
+        return self.to_response(req, resp)
 
     def _raise_api_error(self, e: Any) -> None:
         code = int(getattr(e, "code", 0) or 0)
@@ -396,13 +403,28 @@ class GeminiBackend:
             raise TransientError(msg, code) from None
         raise FatalRequestError(msg, code) from None
 
-    def _to_response(self, req: GenRequest, resp: Any) -> GenResponse:
+    @classmethod
+    def config(cls, req: GenRequest) -> Any:
+        """google-genai's GenerateContentConfig for `req` (online and batch requests)."""
+        from google.genai import types
+
+        return types.GenerateContentConfig(
+            temperature=req.temperature,
+            max_output_tokens=req.max_tokens,
+            seed=req.seed,
+            candidate_count=1,
+            stop_sequences=list(req.stop) or None,
+        )
+
+    @classmethod
+    def to_response(cls, req: GenRequest, resp: Any) -> GenResponse:
+        """A GenerateContentResponse as a GenResponse (FatalRequestError if blocked or empty)."""
         cands = resp.candidates or []
         if not cands:
             block = getattr(resp.prompt_feedback, "block_reason", None)
             raise FatalRequestError(f"no candidates (prompt blocked: {block})")
         finish = str(getattr(cands[0].finish_reason, "value", cands[0].finish_reason) or "STOP")
-        if finish in self._BLOCKED:
+        if finish in cls._BLOCKED:
             raise FatalRequestError(f"response blocked: finish_reason={finish}")
         parts = getattr(cands[0].content, "parts", None) or []
         text = "".join(p.text for p in parts if getattr(p, "text", None) and not p.thought)

@@ -36,6 +36,20 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE TABLE IF NOT EXISTS invocations (
     id TEXT PRIMARY KEY, stats TEXT NOT NULL, updated REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    id TEXT PRIMARY KEY, run TEXT NOT NULL, provider TEXT NOT NULL, phase TEXT NOT NULL,
+    state TEXT, remote_file TEXT, remote_id TEXT, input_path TEXT NOT NULL,
+    requests INTEGER NOT NULL, est_cost REAL NOT NULL DEFAULT 0,
+    succeeded INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+    cost REAL NOT NULL DEFAULT 0, created REAL NOT NULL, updated REAL NOT NULL, message TEXT
+);
+CREATE INDEX IF NOT EXISTS batch_jobs_run ON batch_jobs(run, phase);
+CREATE TABLE IF NOT EXISTS batch_items (
+    job TEXT NOT NULL, key TEXT NOT NULL, request TEXT NOT NULL, outcome TEXT,
+    PRIMARY KEY (job, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batch_items_key ON batch_items(key);
 """
 # leases: requests being sent right now, so that runs sharing the cache send each one once (an
 # expired lease is a dead holder's and is taken over). invocations: each run's counters, saved
@@ -205,6 +219,15 @@ class Cache:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     fail_rows,
                 )
+
+    # -- batch jobs (teacher/batch.py keeps their bookkeeping here, beside the responses) ---
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._db
+
+    def transaction(self) -> _transaction:
+        """BEGIN IMMEDIATE ... COMMIT on this connection."""
+        return _transaction(self._db)
 
     def close(self) -> None:
         self._db.close()

@@ -68,6 +68,22 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     lim.add_argument("--max-requests", type=int, help="stop after sending this many requests")
     lim.add_argument("--price-in", type=float, help="USD per 1M input tokens (override)")
     lim.add_argument("--price-out", type=float, help="USD per 1M output tokens (override)")
+    b = p.add_argument_group("batch mode")
+    b.add_argument(
+        "--mode",
+        default="online",
+        choices=("online", "batch"),
+        help="batch: the provider's batch API (half price, results within hours)",
+    )
+    b.add_argument(
+        "--fallback",
+        default="none",
+        choices=("none", "online"),
+        help="batch: send online what failed in --batch-attempts jobs",
+    )
+    b.add_argument("--batch-poll", type=float, default=30.0, help="seconds between job polls")
+    b.add_argument("--batch-max-requests", type=int, help="per job (default: provider limit)")
+    b.add_argument("--batch-attempts", type=int, default=3, help="jobs a request may fail in")
     p.add_argument("--dry-run", action="store_true", help="print the quote; send nothing")
     p.add_argument("--no-progress", action="store_true")
 
@@ -92,6 +108,12 @@ def _add_servers(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--daily-quota-after", type=int, help="daily-quota 429s after N answers")
     o.add_argument("--server-rpm", type=float, help="enforce a requests/min limit with 429s")
     r = sub.add_parser("serve-replay", help="serve recorded Fine-tune-CoT completions")
+    for srv in (o, r):
+        g = srv.add_argument_group("batch jobs (both protocols)")
+        g.add_argument("--batch-queue-s", type=float, default=0.0, help="pending before running")
+        g.add_argument("--batch-item-s", type=float, default=0.0, help="seconds per item")
+        g.add_argument("--batch-item-error-rate", type=float, default=0.0)
+        g.add_argument("--batch-expire-after", type=int, help="items done before a job expires")
     r.add_argument(
         "--data",
         nargs="+",
@@ -118,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     _add_run(sub)
     sub.add_parser("report", help="JSON summary of a run").add_argument("run_dir")
+    sub.add_parser("cancel", help="cancel a run's batch jobs in flight").add_argument("run_dir")
     e = sub.add_parser("export", help="write a review file for manual cleaning")
     e.add_argument("run_dir")
     e.add_argument("--out", help="review file (default RUN_DIR/review.jsonl)")
@@ -175,6 +198,11 @@ def _run(args: argparse.Namespace) -> int:
         price_in=args.price_in,
         price_out=args.price_out,
         progress=not args.no_progress,
+        mode=args.mode,
+        fallback=args.fallback,
+        batch_poll_s=args.batch_poll,
+        batch_max_requests=args.batch_max_requests,
+        batch_attempts=args.batch_attempts,
     )
     run = TeacherRun(cfg, card, source, args.cache, args.out, input_desc=desc)
     if args.dry_run:
@@ -185,6 +213,17 @@ def _run(args: argparse.Namespace) -> int:
     if summary["status"] != "complete":
         print(f"scicot-teacher: {summary['status']}: {summary['message']}", file=sys.stderr)
     return EXIT_CODES.get(summary["status"], 1)
+
+
+def _batch_faults(args: argparse.Namespace) -> object:
+    from scicot_jax.teacher.batch_server import BatchFaults
+
+    return BatchFaults(
+        queue_s=args.batch_queue_s,
+        item_s=args.batch_item_s,
+        item_error_rate=args.batch_item_error_rate,
+        expire_after=args.batch_expire_after,
+    )
 
 
 def _serve(server: object) -> int:
@@ -204,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scicot_jax.data.store import StoreError
     from scicot_jax.teacher.cache import CacheError
     from scicot_jax.teacher.inputs import InputError
+    from scicot_jax.teacher.protocol import TeacherError
     from scicot_jax.teacher.review import ReviewError
     from scicot_jax.teacher.runner import RunBusy, RunMismatch
 
@@ -214,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from scicot_jax.teacher.report import report
 
             print(json.dumps(report(args.run_dir), indent=2))
+        elif args.cmd == "cancel":
+            from scicot_jax.teacher.batch import cancel_run
+
+            print(json.dumps(cancel_run(args.run_dir), indent=2))
         elif args.cmd == "export":
             from scicot_jax.teacher.review import export
 
@@ -242,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     retry_after_s=args.retry_after,
                     daily_quota_after=args.daily_quota_after,
                     server_rpm=args.server_rpm,
+                    batch_faults=_batch_faults(args),
                 )
             )
         elif args.cmd == "serve-replay":
@@ -249,7 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return _serve(
                 start_replay_server(
-                    args.data, args.port, latency_ms=args.latency_ms, log_requests=False
+                    args.data,
+                    args.port,
+                    latency_ms=args.latency_ms,
+                    log_requests=False,
+                    batch_faults=_batch_faults(args),
                 )
             )
     except (
@@ -266,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as e:
         print(f"scicot-teacher: error: {e}", file=sys.stderr)
         return 2
+    except TeacherError as e:  # cancel: the provider refused or is unreachable
+        print(f"scicot-teacher: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

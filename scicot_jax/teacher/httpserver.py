@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from scicot_jax.teacher.batch_server import BatchFaults, BatchService
+from scicot_jax.teacher.batch_server import handle as handle_batch
+
 FAULTS = ("ok", "429", "500", "503", "malformed", "drop", "slow", "quota", "401", "echo_key")
 _GEMINI_RE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
 
@@ -67,6 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if handle_batch(self.server.batch, self, "GET", self.path, b""):
+            return
         if self.path == "/stats":
             self._json(200, self.server.stats())
         elif self.path == "/health":
@@ -79,6 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         if len(raw) < length:  # the client died mid-request: there is no request to answer
             self.close_connection = True
+            return
+        if handle_batch(self.server.batch, self, "POST", self.path, raw):
             return
         try:
             body = json.loads(raw or b"{}")
@@ -131,8 +138,10 @@ class TeacherServer(ThreadingHTTPServer):
         host: str = "127.0.0.1",
         faults: FaultConfig | None = None,
         log_requests: bool = True,
+        batch_faults: BatchFaults | None = None,
     ):
         super().__init__((host, port), _Handler)
+        self.batch = BatchService(self, batch_faults)
         self.faults = faults or FaultConfig()
         self.log_requests = log_requests
         self._lock = threading.Lock()
@@ -160,6 +169,7 @@ class TeacherServer(ThreadingHTTPServer):
         return self
 
     def close(self) -> None:
+        self.batch.close()
         self.shutdown()
         self.server_close()
         if self._thread is not None:
@@ -197,6 +207,23 @@ class TeacherServer(ThreadingHTTPServer):
         """(text, finish_reason 'stop'|'length') for a prompt; raise LookupError for 404."""
         raise NotImplementedError
 
+    def log_request(self, route: str, model: str, prompt: str, params: dict[str, Any]) -> None:
+        """Count a request (online or a batch item) by route and by request id."""
+        with self._lock:
+            self._counts[f"route:{route}"] += 1
+            if self.log_requests:
+                self._received[request_id(model, prompt, params.get("seed"))] += 1
+
+    def answer(self, prompt: str, params: dict[str, Any]) -> tuple[str, str]:
+        """complete(), cut at the first stop sequence; counted as answered."""
+        text, finish = self.complete(prompt, params)
+        for s in params.get("stop") or ():
+            if s and s in text:
+                text, finish = text[: text.index(s)], "stop"
+        with self._lock:
+            self._answered += 1
+        return text, finish
+
     # -- one request ----------------------------------------------------------------------
     def _pick_fault(self) -> str:
         f = self.faults
@@ -232,10 +259,8 @@ class TeacherServer(ThreadingHTTPServer):
         prompt, params = _parse_request(route, body)
         keyed = bool(h.headers.get("Authorization") or h.headers.get("x-goog-api-key"))
         with self._lock:
-            self._counts[f"route:{route}"] += 1
             self._counts["with_api_key"] += keyed  # counted, never stored
-            if self.log_requests:
-                self._received[request_id(model, prompt, params.get("seed"))] += 1
+        self.log_request(route, model, prompt, params)
         fault = self._pick_fault()
         with self._lock:
             self._counts[f"fault:{fault}"] += 1
@@ -281,7 +306,7 @@ class TeacherServer(ThreadingHTTPServer):
         if fault == "slow":
             time.sleep(self.faults.slow_s)
         try:
-            text, finish = self.complete(prompt, params)
+            text, finish = self.answer(prompt, params)
         except LookupError as e:
             h._json(
                 404,
@@ -308,11 +333,6 @@ class TeacherServer(ThreadingHTTPServer):
                 },
             )
             return
-        for s in params.get("stop") or ():
-            if s and s in text:
-                text, finish = text[: text.index(s)], "stop"
-        with self._lock:
-            self._answered += 1
         if fault == "malformed":
             h._send(200, b'{"choices": [{"text": "unterminated')
             return

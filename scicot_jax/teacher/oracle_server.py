@@ -17,6 +17,7 @@ from typing import Any
 from scicot_jax.data.answers import ANSWER_TRIGGER
 from scicot_jax.data.examples import Example
 from scicot_jax.data.synthetic import SYNTHETIC_TASKS, write_rationale_and_answer
+from scicot_jax.teacher.batch_server import BatchFaults
 from scicot_jax.teacher.httpserver import FaultConfig, TeacherServer
 from scicot_jax.teacher.oracle_behaviour import Behaviour, compass_rationale, steps_of
 from scicot_jax.teacher.prompts import ParsedPrompt, parse_prompt
@@ -84,10 +85,11 @@ class OracleServer(TeacherServer):
         error_rate: float = 0.0,
         faults: FaultConfig | None = None,
         log_requests: bool = True,
+        batch_faults: BatchFaults | None = None,
         seed: int = 0,
         behaviour: Behaviour | None = None,
     ):
-        super().__init__(port, faults=faults, log_requests=log_requests)
+        super().__init__(port, faults=faults, log_requests=log_requests, batch_faults=batch_faults)
         self.error_rate = error_rate
         self.seed = seed
         self.behaviour = behaviour or Behaviour(seed=seed)
@@ -190,6 +192,7 @@ def start_oracle_server(
     log_requests: bool = True,
     seed: int = 0,
     behaviour: Behaviour | None = None,
+    batch_faults: BatchFaults | None = None,
     **fault_opts: Any,
 ) -> OracleServer:
     """Start an oracle on loopback in a background thread; `.url`, `.close()`.
@@ -206,4 +209,5 @@ def start_oracle_server(
         log_requests=log_requests,
         seed=seed,
         behaviour=behaviour,
+        batch_faults=batch_faults,
     ).start()

@@ -53,3 +53,16 @@ def price_for(model: str, price_in: float | None = None, price_out: float | None
         base[1] if price_out is None else price_out,
         known,
     )
+
+
+# Batch jobs bill at half the standard price on both providers: "50% cost discount compared to
+# synchronous APIs" (platform.openai.com/docs/guides/batch) and "priced at 50% of the standard
+# cost" (ai.google.dev/gemini-api/docs/batch-mode).
+BATCH_DISCOUNT = 0.5
+
+
+def batch_price(price: Price) -> Price:
+    """The batch-mode price of a model (explicit --price-in/--price-out are standard prices)."""
+    return Price(
+        price.input_per_m * BATCH_DISCOUNT, price.output_per_m * BATCH_DISCOUNT, price.known
+    )

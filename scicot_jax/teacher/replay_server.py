@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from scicot_jax.teacher.batch_server import BatchFaults
 from scicot_jax.teacher.httpserver import FaultConfig, TeacherServer
 
 
@@ -67,8 +68,9 @@ class ReplayServer(TeacherServer):
         *,
         faults: FaultConfig | None = None,
         log_requests: bool = True,
+        batch_faults: BatchFaults | None = None,
     ):
-        super().__init__(port, faults=faults, log_requests=log_requests)
+        super().__init__(port, faults=faults, log_requests=log_requests, batch_faults=batch_faults)
         self.recordings = recordings
         # Request seed -> sample index, when the client's seeds are known (the pipeline's
         # teacher step): sample k gets the k-th recorded completion, so D samples are distinct.
@@ -93,11 +95,16 @@ def start_replay_server(
     *,
     latency_ms: float = 0.0,
     log_requests: bool = True,
+    batch_faults: BatchFaults | None = None,
     **fault_opts: Any,
 ) -> ReplayServer:
     """Start a replay server over recorded completion files; `.url`, `.close()`."""
     paths = [data] if isinstance(data, str | Path) else list(data)
     faults = FaultConfig(latency_s=(latency_ms / 1000, latency_ms / 1000), **fault_opts)
     return ReplayServer(
-        load_recordings(paths), port, faults=faults, log_requests=log_requests
+        load_recordings(paths),
+        port,
+        faults=faults,
+        log_requests=log_requests,
+        batch_faults=batch_faults,
     ).start()

@@ -101,6 +101,32 @@ def _invocations(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]
             cache.close()
 
 
+def _batch_jobs(cache: str | None, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Per-job state and spend of the run's batch jobs (from the cache)."""
+    from scicot_jax.teacher.batch import job_table
+
+    jobs = job_table(cache, run_dir) if cache else []
+    return {
+        "count": len(jobs),
+        "in_flight": sum(j["phase"] != "collected" for j in jobs),
+        "spent_usd": round(sum(j["cost"] for j in jobs), 6),
+        "jobs": [
+            {
+                "id": j["id"],
+                "remote_id": j["remote_id"],
+                "state": j["state"] or j["phase"],
+                "requests": j["requests"],
+                "succeeded": j["succeeded"],
+                "failed": j["failed"],
+                "cost_usd": round(j["cost"], 6),
+                "est_cost_usd_upper": round(j["est_cost"], 6),
+                **({"message": j["message"]} if j["message"] else {}),
+            }
+            for j in jobs
+        ],
+    }
+
+
 def report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON printed by `report`."""
     store = RationaleStore.open(Path(run_dir))
@@ -141,7 +167,8 @@ def report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         },
         **acc,
         "invocations": [
-            {k: inv.get(k) for k in ("started", "finished", "status", "message")}
+            {k: inv.get(k) for k in ("started", "finished", "status", "message", "mode")}
             for inv in invocations
         ],
+        "batch_jobs": _batch_jobs(m.get("cache"), run_dir),
     }

@@ -34,11 +34,12 @@ from scicot_jax.data.examples import Example
 from scicot_jax.data.store import RationaleRecord, RationaleStore
 from scicot_jax.teacher import prompts
 from scicot_jax.teacher.backends import Backend, make_backend, provider_name, scrub
+from scicot_jax.teacher.batch_clients import make_batch_client
 from scicot_jax.teacher.cache import Cache
 from scicot_jax.teacher.cache import Stats as CacheStats
 from scicot_jax.teacher.inputs import ExampleSource, InputError, duplicate_hashes, id_hash
 from scicot_jax.teacher.limiter import Limiter, Limits, backoff_delay
-from scicot_jax.teacher.pricing import price_for
+from scicot_jax.teacher.pricing import batch_price, price_for
 from scicot_jax.teacher.progress import Progress, Stats
 from scicot_jax.teacher.protocol import (
     FatalRequestError,
@@ -72,6 +73,7 @@ EXIT_CODES = {
     "quota": 4,
     "auth": 5,
     "interrupted": 130,
+    "cancelled": 130,
 }
 
 
@@ -148,6 +150,11 @@ class RunConfig:
     price_in: float | None = None
     price_out: float | None = None
     progress: bool = True
+    mode: str = "online"  # online | batch (the provider's batch API, half price, hours)
+    fallback: str = "none"  # batch: none | online (requests that keep failing in batches)
+    batch_poll_s: float = 30.0
+    batch_max_requests: int | None = None  # per job; None: the provider's documented limit
+    batch_attempts: int = 3  # batch jobs a request may fail in before it is given up
 
     def __post_init__(self) -> None:
         if self.prompt not in prompts.PROMPT_KINDS:
@@ -156,6 +163,10 @@ class RunConfig:
             check_number(flag, getattr(self, name), lo, hi, lo_open)
         if self.prompt == "few_shot" and not self.exemplars:
             raise ValueError("prompt few_shot needs exemplars (--exemplars FILE.jsonl)")
+        if self.mode not in ("online", "batch") or self.fallback not in ("none", "online"):
+            raise ValueError(f"mode {self.mode!r} / fallback {self.fallback!r}: unknown")
+        if self.batch_poll_s <= 0 or self.batch_attempts < 1:
+            raise ValueError("batch_poll_s must be > 0 and batch_attempts >= 1")
 
     @property
     def provider(self) -> str:
@@ -191,6 +202,7 @@ class _Write:
     ok: list[tuple[GenRequest, GenResponse]] = field(default_factory=list)
     failed: list[tuple[GenRequest, str, int | None, str]] = field(default_factory=list)
     records: list[RationaleRecord] = field(default_factory=list)
+    done: threading.Event | None = None  # set once everything queued before it is written
 
 
 class Writer(threading.Thread):
@@ -229,6 +241,9 @@ class Writer(threading.Thread):
                 records = [r for b in items for r in b.records]
                 if records:
                     self.store.extend(records)
+                for b in items:
+                    if b.done is not None:
+                        b.done.set()
         except BaseException as e:  # surfaced to the loop by put()/close()
             self.error = e
         finally:
@@ -244,6 +259,16 @@ class Writer(threading.Thread):
                 return
             except queue.Full:
                 continue
+
+    def drain(self) -> None:
+        """Wait until everything queued so far is committed (the store then knows it)."""
+        if not self.is_alive():
+            return
+        done = threading.Event()
+        self.put_blocking(_Write(done=done))
+        while not done.wait(0.1):
+            if self.error is not None or not self.is_alive():
+                raise RuntimeError(f"teacher writer failed: {self.error}") from self.error
 
     async def put(self, item: _Write) -> None:
         while True:
@@ -518,13 +543,14 @@ class TeacherRun:
             extra=extra,
         )
 
-    def jobs(self) -> Iterator[tuple[Example, int]]:
+    def jobs(self, count_skipped: bool = True) -> Iterator[tuple[Example, int]]:
         """The jobs still to do, in input order; those the cache answers are written here."""
+        self.writer.drain()  # records queued by an earlier pass must count as stored
         chunk: list[tuple[Example, int]] = []
         for ex in self.source():
             for k in range(self.cfg.samples):
                 if (ex.id, k) in self.store:
-                    self.stats.jobs_skipped += 1
+                    self.stats.jobs_skipped += count_skipped
                     continue
                 chunk.append((ex, k))
                 if len(chunk) == CHUNK:
@@ -721,14 +747,16 @@ class TeacherRun:
         finally:
             if cache:
                 cache.close()
+        price = batch_price(self.price) if self.cfg.mode == "batch" else self.price
         return {
             "dry_run": True,
+            "mode": self.cfg.mode,
             **q,
             "est_cost_usd_upper": round(
-                self.price.cost(q["est_input_tokens"], q["max_output_tokens"]), 4
+                price.cost(q["est_input_tokens"], q["max_output_tokens"]), 4
             ),
-            "price_per_m_tokens": [self.price.input_per_m, self.price.output_per_m],
-            "price_known": self.price.known,
+            "price_per_m_tokens": [price.input_per_m, price.output_per_m],
+            "price_known": price.known,
             "model": self.cfg.model,
         }
 
@@ -736,15 +764,32 @@ class TeacherRun:
         """Do the run; returns the summary (status, counters, accuracy of the store)."""
         cfg = self.cfg
         # First: a bad key or endpoint is a configuration error before anything is written.
-        self.backend = self._backend or make_backend(
-            cfg.backend,
-            base_url=cfg.base_url,
-            api=cfg.api,
-            timeout=cfg.timeout,
-            max_connections=cfg.concurrency,
-            max_tokens_field=cfg.max_tokens_field,
+        online = cfg.mode == "online" or cfg.fallback == "online"
+        made = self._backend is None and online  # batch mode alone needs no online client
+        self.backend = (
+            make_backend(
+                cfg.backend,
+                base_url=cfg.base_url,
+                api=cfg.api,
+                timeout=cfg.timeout,
+                max_connections=cfg.concurrency,
+                max_tokens_field=cfg.max_tokens_field,
+            )
+            if made
+            else self._backend
         )
-        self._key = getattr(self.backend, "_key", None)
+        self.batch_client = (
+            make_batch_client(
+                cfg.backend,
+                base_url=cfg.base_url,
+                api=cfg.api,
+                timeout=cfg.timeout,
+                max_tokens_field=cfg.max_tokens_field,
+            )
+            if cfg.mode == "batch"
+            else None
+        )
+        self._key = getattr(self.backend or self.batch_client, "_key", None)
         try:
             self.cache = Cache(self.cache_path)  # an unusable cache fails before the run dir
             try:
@@ -757,8 +802,10 @@ class TeacherRun:
             finally:
                 self.cache.close()
         finally:
-            if self._backend is None:
+            if made:
                 await self.backend.aclose()
+            if self.batch_client is not None:
+                self.batch_client.close()
 
     async def _run(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -781,7 +828,13 @@ class TeacherRun:
             mark_interrupted(inv, self.cache) for inv in self.store.manifest.get("invocations", [])
         ]
         invocations.append(
-            {"id": self.invocation, "started": _now(), "status": "running", "samples": cfg.samples}
+            {
+                "id": self.invocation,
+                "started": _now(),
+                "status": "running",
+                "samples": cfg.samples,
+                "mode": cfg.mode,
+            }
         )
         self.store.update_manifest(
             examples={"count": scan["count"], "sha256": scan["sha256"]},
@@ -797,9 +850,12 @@ class TeacherRun:
         error: BaseException | None = None
         try:
             with _signals(self):
-                jobs = self.jobs()
-                workers = max(8, 2 * cfg.concurrency)
-                await asyncio.gather(*(self._worker(jobs) for _ in range(workers)))
+                if self.batch_client is not None:
+                    await self._batch(self.batch_client)
+                if cfg.mode == "online" or (cfg.fallback == "online" and not self.stopping):
+                    jobs = self.jobs(count_skipped=cfg.mode == "online")
+                    workers = max(8, 2 * cfg.concurrency)
+                    await asyncio.gather(*(self._worker(jobs) for _ in range(workers)))
         except BaseException as e:
             error = e
             self.status, self.message = "error", scrub(f"{type(e).__name__}: {e}", self._key)
@@ -828,6 +884,15 @@ class TeacherRun:
         if error is not None:
             raise error
         return self.summary()
+
+    async def _batch(self, client: Any) -> None:
+        """--mode batch: the batch driver; what keeps failing is failed (or goes online)."""
+        from scicot_jax.teacher.batch import BatchDriver
+
+        driver = BatchDriver(self, client, self.cache)
+        await driver.drive()
+        if self.cfg.fallback != "online":
+            self.stats.jobs_failed += driver.exhausted
 
     def summary(self) -> dict[str, Any]:
         from scicot_jax.teacher.report import accuracy_summary

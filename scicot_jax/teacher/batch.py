@@ -1,0 +1,440 @@
+"""`--mode batch`: the run's uncached requests go to the provider's batch API, exactly once.
+
+Passes over the jobs: records the cache answers are written; every other job contributes its
+next request (zero-shot step 1, or step 2 built from a cached step 1), which is packed into
+jobs of at most the provider's size limits. Passes repeat until nothing is left to send, so
+zero-shot step 2 goes out as a second batch automatically.
+
+Exactly-once across kill -9: a job's request keys are committed to the cache (batch_items,
+phase 'built') before anything is uploaded; the phase moves built -> uploaded -> submitting ->
+submitted -> collected, each step committed. A key in a job not yet collected is never put in
+another job. A crash between 'submitting' and 'submitted' (the provider may have the job, we
+lack its id) is settled on resume by looking the job up by our input file / job name before
+submitting again. Results are committed to the responses table together with the job's
+'collected' phase, in one transaction, so a crash while downloading downloads again and a
+crash after it loses nothing. Failed, expired or lost items go into a later job (up to
+--batch-attempts), or online with --fallback online; successes are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from scicot_jax.teacher.batch_clients import BatchClient, JobLost, make_batch_client
+from scicot_jax.teacher.cache import Cache
+from scicot_jax.teacher.pricing import batch_price
+from scicot_jax.teacher.protocol import FatalRequestError, GenRequest, GenResponse, TeacherError
+
+if TYPE_CHECKING:
+    from scicot_jax.teacher.runner import TeacherRun
+
+CRASH_ENV = "SCICOT_TEACHER_CRASH_AT"  # tests: SIGKILL the run at one of these points
+CRASH_POINTS = ("built", "uploaded", "submitted", "polled", "downloaded", "collected")
+_FATAL_WEIGHT = 1000  # a 4xx item: as if every attempt were used
+
+
+def crash_point(name: str) -> None:
+    """kill -9 this process here when the test environment asks for it (no cleanup at all)."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class BatchDriver:
+    """Builds, submits, polls and collects the batch jobs of one run."""
+
+    def __init__(self, run: TeacherRun, client: BatchClient, cache: Cache):
+        self.run, self.client, self.cache = run, client, cache
+        self.db = cache.db
+        self.run_id = str(run.out_dir.resolve())
+        self.dir = run.out_dir / "batches"
+        self.price = batch_price(run.price)
+        self.exhausted = 0
+
+    # -- the loop ------------------------------------------------------------------------
+    async def drive(self) -> None:
+        """Resume jobs in flight, then pass / submit / wait until nothing is left to send."""
+        first = True
+        while not self.run.stopping:
+            await self.wait()
+            if self.run.stopping:
+                return
+            submitted, exhausted = self.one_pass(count_skipped=first)
+            first = False
+            if submitted == 0 and not self._open():
+                self.exhausted = exhausted
+                return
+
+    def one_pass(self, count_skipped: bool) -> tuple[int, int]:
+        """Write what the cache answers; pack every other job's next request into jobs."""
+        builder = _Builder(self)
+        exhausted = 0
+        for chunk in _chunks(self.run.jobs(count_skipped=count_skipped)):
+            reqs = [
+                r1req if r1 is None else r2req
+                for r1req, r1, r2req, _ in self.run.cached_responses(chunk)
+            ]
+            keys = [r.key for r in reqs]  # type: ignore[union-attr]
+            busy, tries = self._in_flight(keys), self._attempts(keys)
+            for req in reqs:
+                assert req is not None
+                if req.key in busy:
+                    continue
+                if tries.get(req.key, 0) >= self.run.cfg.batch_attempts:
+                    exhausted += 1
+                    continue
+                builder.add(req)
+                if self.run.stopping:
+                    return builder.submitted, exhausted
+        builder.flush()
+        return builder.submitted, exhausted
+
+    async def wait(self) -> None:
+        """Advance every open job of this run until all are collected (or the run stops)."""
+        while not self.run.stopping:
+            jobs = self._open()
+            if not jobs:
+                return
+            for job in jobs:
+                if self.run.stopping:
+                    return
+                self.advance(job)
+            crash_point("polled")
+            if self._open():
+                await _sleep(self.run, self.run.cfg.batch_poll_s)
+
+    # -- one job -------------------------------------------------------------------------
+    def submit_new(self, reqs: list[GenRequest], lines: list[bytes]) -> bool:
+        """Persist a new job (file + keys), then upload and submit it; False if over budget."""
+        run, cfg = self.run, self.run.cfg
+        est = sum(self.price.cost(len(r.prompt) // 4 + 1, r.max_tokens) for r in reqs)
+        if cfg.max_cost is not None:
+            spent, held = self._spend()
+            if spent + held + est > cfg.max_cost:
+                run._stop(
+                    "max_cost",
+                    f"stopped at ${spent:.4f} (+${held:.4f} in flight): a batch of {len(reqs)} "
+                    f"requests could pass --max-cost ${cfg.max_cost:g}",
+                )
+                return False
+        local_id = f"scicot-{uuid.uuid4().hex[:16]}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"{local_id}.jsonl"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.writelines(lines)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        now = time.time()
+        with self.cache.transaction():
+            self.db.execute(
+                "INSERT INTO batch_jobs(id, run, provider, phase, input_path, requests, est_cost,"
+                " created, updated) VALUES (?, ?, ?, 'built', ?, ?, ?, ?, ?)",
+                (local_id, self.run_id, self.client.provider, str(path), len(reqs), est, now, now),
+            )
+            self.db.executemany(
+                "INSERT INTO batch_items(job, key, request) VALUES (?, ?, ?)",
+                [(local_id, r.key, r.canonical()) for r in reqs],
+            )
+        crash_point("built")
+        self.advance(self._job(local_id))
+        return True
+
+    def advance(self, job: dict[str, Any]) -> None:
+        """One step for each phase the job can leave now (upload, submit, poll, collect)."""
+        try:
+            self._advance(job)
+        except JobLost as e:
+            self._collect(job, "lost", [], str(e))
+        except TeacherError as e:  # the provider is unwell: try again at the next poll
+            self._update(job["id"], message=str(e)[:300])
+
+    def _advance(self, job: dict[str, Any]) -> None:
+        jid = job["id"]
+        if job["phase"] == "built":
+            fid = self.client.upload(_path(job), jid)
+            self._update(jid, phase="uploaded", remote_file=fid)
+            crash_point("uploaded")
+            job = self._job(jid)
+        if job["phase"] == "submitting":  # a crash hid whether the provider has it
+            rid = self.client.find(jid, job["remote_file"])
+            if rid is not None:
+                self._submitted(jid, rid, job["requests"])
+                job = self._job(jid)
+            else:
+                job["phase"] = "uploaded"
+        if job["phase"] == "uploaded":
+            self._update(jid, phase="submitting")
+            rid = self.client.submit(jid, job["remote_file"], list(self._requests(jid).values()))
+            crash_point("submitted")
+            self._submitted(jid, rid, job["requests"])
+            return  # just submitted: poll from the next round
+        if job["phase"] == "submitted":
+            st = self.client.status(job["remote_id"])
+            if st.done:
+                results = list(self.client.results(job["remote_id"], self._requests(jid)))
+                crash_point("downloaded")
+                self._collect(job, st.state, results, st.message)
+                if st.state == "cancelled":  # `scicot-teacher cancel`: stop spending
+                    self.run._stop(
+                        "cancelled",
+                        f"batch job {jid} was cancelled; its finished items are kept, "
+                        "re-run the same command to send the rest",
+                    )
+            elif st.state != job["state"]:
+                self._update(jid, state=st.state)
+
+    def _submitted(self, jid: str, rid: str, n: int) -> None:
+        self._update(jid, phase="submitted", remote_id=rid, state="pending")
+        self.run.stats.sent += n
+
+    def _collect(
+        self,
+        job: dict[str, Any],
+        state: str,
+        results: list[tuple[str, GenResponse | TeacherError]],
+        message: str,
+    ) -> None:
+        """Commit results, failures and the job's end in one transaction; then count them."""
+        reqs = self._requests(job["id"])
+        ok = [(reqs[k], r) for k, r in results if isinstance(r, GenResponse)]
+        bad = [(reqs[k], e) for k, e in results if not isinstance(e, GenResponse)]
+        answered = {k for k, _ in results}
+        tok_in = sum(r.input_tokens for _, r in ok)
+        tok_out = sum(r.output_tokens for _, r in ok)
+        cost = self.price.cost(tok_in, tok_out)
+        now = time.time()
+        outcome = [("ok", k) for k, r in results if isinstance(r, GenResponse)]
+        outcome += [
+            ("fatal" if isinstance(e, FatalRequestError) else "failed", k)
+            for k, e in results
+            if not isinstance(e, GenResponse)
+        ]
+        outcome += [(state, k) for k in reqs if k not in answered]  # expired, cancelled, lost
+        s = self.run.stats
+        s.ok += len(ok)
+        s.failures += len(reqs) - len(ok)
+        s.input_tokens += tok_in
+        s.output_tokens += tok_out
+        s.cost_usd += cost
+        with self.cache.transaction():
+            self.cache._save_stats(self.run.counters, now)  # the counters commit with the results
+            self.db.executemany(
+                "INSERT OR IGNORE INTO responses(key, request, response, created)"
+                " VALUES (?, ?, ?, ?)",
+                [(q.key, q.canonical(), r.to_json(), now) for q, r in ok],
+            )
+            self.db.executemany(
+                "INSERT INTO failures(key, request, error, status, message, created)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (q.key, q.canonical(), type(e).__name__, e.status, str(e)[:1000], now)
+                    for q, e in bad
+                ],
+            )
+            self.db.executemany(
+                "UPDATE batch_items SET outcome=? WHERE job=? AND key=?",
+                [(o, job["id"], k) for o, k in outcome],
+            )
+            self.db.execute(
+                "UPDATE batch_jobs SET phase='collected', state=?, succeeded=?, failed=?,"
+                " input_tokens=?, output_tokens=?, cost=?, message=?, updated=? WHERE id=?",
+                (
+                    state,
+                    len(ok),
+                    len(reqs) - len(ok),
+                    tok_in,
+                    tok_out,
+                    cost,
+                    message[:300],
+                    now,
+                    job["id"],
+                ),
+            )
+        crash_point("collected")
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _job(self, jid: str) -> dict[str, Any]:
+        cur = self.db.execute("SELECT * FROM batch_jobs WHERE id=?", (jid,))
+        return dict(zip([c[0] for c in cur.description], cur.fetchone(), strict=True))
+
+    def _open(self) -> list[dict[str, Any]]:
+        cur = self.db.execute(
+            "SELECT * FROM batch_jobs WHERE run=? AND phase!='collected' ORDER BY created",
+            (self.run_id,),
+        )
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def _update(self, jid: str, **kv: Any) -> None:
+        sets = ", ".join(f"{k}=?" for k in kv)
+        with self.cache.transaction():
+            self.db.execute(
+                f"UPDATE batch_jobs SET {sets}, updated=? WHERE id=?",
+                (*kv.values(), time.time(), jid),
+            )
+
+    def _requests(self, jid: str) -> dict[str, GenRequest]:
+        rows = self.db.execute("SELECT key, request FROM batch_items WHERE job=?", (jid,))
+        return {k: GenRequest.from_canonical(r) for k, r in rows}
+
+    def _in_flight(self, keys: list[str]) -> set[str]:
+        """Those of `keys` carried by a job of any run that is not collected yet."""
+        return {
+            k
+            for (k,) in _in(
+                self.db,
+                "SELECT i.key FROM batch_items i JOIN batch_jobs j ON i.job=j.id"
+                " WHERE j.phase!='collected' AND i.key IN ({})",
+                keys,
+            )
+        }
+
+    def _attempts(self, keys: list[str]) -> dict[str, int]:
+        """Failed batch attempts per key (a 4xx counts as all of them)."""
+        w = _FATAL_WEIGHT
+        q = (
+            f"SELECT key, SUM(CASE outcome WHEN 'fatal' THEN {w} ELSE 1 END) FROM batch_items"
+            " WHERE outcome IS NOT NULL AND outcome!='ok' AND key IN ({}) GROUP BY key"
+        )
+        return dict(_in(self.db, q, keys))
+
+    def _spend(self) -> tuple[float, float]:
+        """(USD billed by collected jobs, USD held by open ones) of this run."""
+        spent, held = self.db.execute(
+            "SELECT COALESCE(SUM(cost), 0), COALESCE(SUM(CASE WHEN phase!='collected'"
+            " THEN est_cost ELSE 0 END), 0) FROM batch_jobs WHERE run=?",
+            (self.run_id,),
+        ).fetchone()
+        return float(spent), float(held)
+
+
+class _Builder:
+    """Packs requests into jobs within the provider's limits (requests and bytes)."""
+
+    def __init__(self, driver: BatchDriver):
+        self.driver = driver
+        c, cfg = driver.client, driver.run.cfg
+        self.max_requests = min(c.max_requests, cfg.batch_max_requests or c.max_requests)
+        self.max_bytes = c.max_bytes
+        self.reqs: list[GenRequest] = []
+        self.lines: list[bytes] = []
+        self.size = self.submitted = 0
+
+    def add(self, req: GenRequest) -> None:
+        line = self.driver.client.line(req)
+        if self.reqs and (
+            len(self.reqs) >= self.max_requests or self.size + len(line) > self.max_bytes
+        ):
+            self.flush()
+        self.reqs.append(req)
+        self.lines.append(line)
+        self.size += len(line)
+
+    def flush(self) -> None:
+        if self.reqs and not self.driver.run.stopping:
+            if self.driver.submit_new(self.reqs, self.lines):
+                self.submitted += len(self.reqs)
+        self.reqs, self.lines, self.size = [], [], 0
+
+
+def _path(job: dict[str, Any]) -> Any:
+    from pathlib import Path
+
+    return Path(job["input_path"])
+
+
+def _in(db: Any, query: str, keys: list[str]) -> Iterator[tuple[Any, ...]]:
+    for i in range(0, len(keys), 500):
+        part = keys[i : i + 500]
+        yield from db.execute(query.format(",".join("?" * len(part))), part)
+
+
+def _chunks(jobs: Iterator[Any], n: int = 512) -> Iterator[list[Any]]:
+    chunk = []
+    for j in jobs:
+        chunk.append(j)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def _sleep(run: TeacherRun, seconds: float) -> None:
+    """Sleep in short steps so Ctrl-C stops a long poll interval at once."""
+    end = time.monotonic() + seconds
+    while not run.stopping and time.monotonic() < end:
+        await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
+
+
+def job_table(cache_path: Any, run_dir: Any) -> list[dict[str, Any]]:
+    """The batch jobs of a run, oldest first (for `report`); [] if there are none."""
+    from pathlib import Path
+
+    if not Path(cache_path).exists():
+        return []
+    with Cache(cache_path, readonly=True) as cache:
+        try:
+            cur = cache.db.execute(
+                "SELECT id, remote_id, phase, state, requests, succeeded, failed, est_cost, cost,"
+                " message FROM batch_jobs WHERE run=? ORDER BY created",
+                (str(Path(run_dir).resolve()),),
+            )
+        except Exception:  # a cache from before batch mode: no such table
+            return []
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def cancel_run(run_dir: Any) -> list[dict[str, Any]]:
+    """`cancel RUN_DIR`: cancel the run's submitted jobs; unsent ones are dropped."""
+    from pathlib import Path
+
+    from scicot_jax.data.store import RationaleStore
+
+    manifest = RationaleStore.read_manifest(run_dir)
+    teacher = manifest.get("teacher") or {}
+    provider = str(teacher.get("provider", "openai-chat"))
+    client = make_batch_client(
+        str(teacher.get("backend")),
+        base_url=teacher.get("base_url"),
+        api="completions" if provider.endswith("completions") else "chat",
+    )
+    out = []
+    run_id = str(Path(run_dir).resolve())
+    with Cache(manifest["cache"]) as cache:
+        rows = cache.db.execute(
+            "SELECT id, phase, remote_file, remote_id FROM batch_jobs WHERE run=? AND"
+            " phase!='collected'",
+            (run_id,),
+        ).fetchall()
+        for jid, phase, remote_file, remote_id in rows:
+            if phase == "submitting":
+                remote_id = client.find(jid, remote_file)
+            if remote_id:
+                client.cancel(remote_id)
+                out.append({"id": jid, "remote_id": remote_id, "action": "cancel requested"})
+                if phase == "submitting":
+                    with cache.transaction():
+                        cache.db.execute(
+                            "UPDATE batch_jobs SET phase='submitted', remote_id=?, state='pending'"
+                            " WHERE id=?",
+                            (remote_id, jid),
+                        )
+                continue
+            with cache.transaction():  # never submitted: nothing to cancel remotely
+                cache.db.execute(
+                    "UPDATE batch_jobs SET phase='collected', state='cancelled' WHERE id=?",
+                    (jid,),
+                )
+                cache.db.execute("UPDATE batch_items SET outcome='cancelled' WHERE job=?", (jid,))
+            out.append({"id": jid, "remote_id": None, "action": "dropped before submission"})
+    client.close()
+    return out
