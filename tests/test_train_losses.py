@@ -123,3 +123,38 @@ def test_cross_entropy_custom_vjp_matches_autodiff():
             logits
         )
         np.testing.assert_allclose(ours, jax.grad(autodiff)(logits, z), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode, expected", [("batch", 1.0), ("microbatch", 2.0)])
+def test_microbatch_loss_normalization(mode, expected):
+    """NUM_REAL_TARGET_TOKENS with 2 microbatches of 2 and 6 target tokens, all at loss log V:
+    "batch" divides the sum by 8 (one unsplit batch), "microbatch" (t5x's trainer) sums
+    2/2 + 6/6 (each microbatch by its own factor), so the objective doubles."""
+    import optax
+
+    from scicot_jax.train.state import ModelSpec, TrainState
+    from scicot_jax.train.step import LossConfig, make_train_step
+
+    vocab = 8
+    spec = ModelSpec(
+        apply=lambda p, b, rng, train: (
+            jnp.zeros(b["decoder_target_tokens"].shape + (vocab,)) + p["w"]
+        ),
+        init=lambda rng: {"w": jnp.zeros(())},
+        logical_axes={"w": ()},
+    )
+    # rows 0, 2 form microbatch 0 (1 token each), rows 1, 3 microbatch 1 (3 tokens each)
+    tgt = np.array([[3, 0, 0], [3, 4, 5], [3, 0, 0], [3, 4, 5]], np.int32)
+    batch = {"decoder_target_tokens": tgt, "decoder_input_tokens": tgt}
+    cfg = LossConfig(z_loss=0.0, microbatch_normalization=mode)
+    opt = optax.sgd(0.0)
+    step = make_train_step(spec, opt, lambda s: 0.0, cfg, num_microbatches=2)
+    params = spec.init(None)
+    state = TrainState(step=jnp.asarray(0), params=params, opt_state=opt.init(params))
+    _, metrics = jax.jit(step)(state, batch)
+    np.testing.assert_allclose(float(metrics["loss"]), expected * np.log(vocab), rtol=1e-6)
+    whole = make_train_step(spec, opt, lambda s: 0.0, cfg, num_microbatches=1)
+    _, metrics = jax.jit(whole)(state, batch)
+    np.testing.assert_allclose(float(metrics["loss"]), np.log(vocab), rtol=1e-6)
+    with pytest.raises(ValueError, match="microbatch_normalization"):
+        LossConfig(microbatch_normalization="t5")

@@ -34,6 +34,18 @@ class LossConfig:
     label_smoothing: float = 0.0
     z_loss: float = 1e-4
     loss_normalizing_factor: float | str | None = losses.NUM_REAL_TARGET_TOKENS
+    # With num_microbatches > 1: "batch" resolves a special factor over the whole batch (the
+    # step equals one unsplit batch); "microbatch" normalizes each microbatch by its own factor
+    # and sums the gradients, as t5x's trainer does (there microbatches are contiguous slices;
+    # ours hold rows k, k+m, ... so each spans every data shard).
+    microbatch_normalization: str = "batch"
+
+    def __post_init__(self) -> None:
+        if self.microbatch_normalization not in ("batch", "microbatch"):
+            raise ValueError(
+                f"LossConfig.microbatch_normalization={self.microbatch_normalization!r}; "
+                "expected 'batch' or 'microbatch'"
+            )
 
 
 def _loss_and_stats(
@@ -84,15 +96,23 @@ def make_train_step(
     """
     check_rng_impl(dropout_rng_impl)
 
+    per_microbatch = num_microbatches > 1 and loss_cfg.microbatch_normalization == "microbatch"
+
+    def loss_fn(params: Any, mb: dict, rng: jax.Array, factor: Any) -> tuple[jax.Array, dict]:
+        if per_microbatch:  # this microbatch's own factor (and weights), as t5x's trainer
+            factor, w = losses.normalizing_factor_and_weights(loss_cfg.loss_normalizing_factor, mb)
+            mb = dict(mb, decoder_loss_weights=w)
+        return _loss_and_stats(spec, loss_cfg, params, mb, rng, factor, True)
+
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        factor, weights_BxL = losses.normalizing_factor_and_weights(
-            loss_cfg.loss_normalizing_factor, batch
-        )
-        batch = dict(batch, decoder_loss_weights=weights_BxL)
+        factor = None
+        if not per_microbatch:
+            factor, weights_BxL = losses.normalizing_factor_and_weights(
+                loss_cfg.loss_normalizing_factor, batch
+            )
+            batch = dict(batch, decoder_loss_weights=weights_BxL)
         rng = jax.random.fold_in(jax.random.key(dropout_seed, impl=dropout_rng_impl), state.step)
-        grad_fn = jax.value_and_grad(
-            lambda p, mb, r: _loss_and_stats(spec, loss_cfg, p, mb, r, factor, True), has_aux=True
-        )
+        grad_fn = jax.value_and_grad(lambda p, mb, r: loss_fn(p, mb, r, factor), has_aux=True)
         if num_microbatches <= 1:
             (objective, stats), grads = grad_fn(state.params, batch, rng)
         else:
