@@ -2,6 +2,7 @@
 
 import json
 import shlex
+from pathlib import Path
 
 from scicot_jax.pipeline import study
 from scicot_jax.pipeline.study_cli import main
@@ -20,9 +21,14 @@ def test_plan_expands_axes():
         "0.5",
         "--student",
         "tiny",
+        "--seed",
+        "0",
         "--out",
         "o",
     ]
+    seeded = study.plan(["finetune_cot"], [4], [1.0], ["tiny"], seeds=range(3))
+    assert [r.name for r in seeded] == [f"finetune_cot_d4_f1_tiny_s{s}" for s in range(3)]
+    assert seeded[2].argv("o")[-4:] == ["--seed", "2", "--out", "o"]
 
 
 def test_commands_local_and_tpu(tmp_path):
@@ -50,10 +56,13 @@ def _fake_pipeline(argv):
     if method == "scicot" and d == "2":
         raise RuntimeError("simulated failure")
     d = int(d or 0)
+    seed = int(argv[argv.index("--seed") + 1])
     res = {
+        "chance": 25.0,
         "config": {
             "train_fraction": float(argv[argv.index("--train-fraction") + 1]),
             "student": argv[argv.index("--student") + 1],
+            "seed": seed,
         },
         "methods": {
             spec: {
@@ -62,7 +71,9 @@ def _fake_pipeline(argv):
                 "degree": d,
                 "rationales_used": 10 * d,
                 "train_examples": 10 * max(d, 1),
-                "accuracy": {"test": 20.0 + 10 * d, "validation": 30.0},
+                "accuracy": {"test": 20.0 + 10 * d + 2 * seed, "validation": 30.0},
+                "teacher_accuracy": 80.0 if d else None,
+                "train_tokens": 1000 * (d + 1),
                 "seconds": 1.5,
             }
         },
@@ -74,19 +85,66 @@ def _fake_pipeline(argv):
 
 
 def test_run_local_collect_render(tmp_path):
-    runs = study.plan(["baseline", "finetune_cot", "scicot"], [1, 2], [1.0], ["tiny"])
+    runs = study.plan(["baseline", "finetune_cot", "scicot"], [1, 2], [1.0], ["tiny"], range(3))
     status = study.run_local(runs, tmp_path, ["--task", "t"], _fake_pipeline, log=lambda s: None)
-    assert status["scicot_d2_f1_tiny"] == "failed"
-    assert (tmp_path / "runs/scicot_d2_f1_tiny/error.txt").exists()
+    assert status["scicot_d2_f1_tiny_s0"] == "failed"
+    assert (tmp_path / "runs/scicot_d2_f1_tiny_s0/error.txt").exists()
     rows = study.collect(tmp_path)
-    assert len(rows) == 4
-    ft = sorted((r["degree"], r["accuracy_test"]) for r in rows if r["method"] == "finetune_cot")
-    assert ft == [(1, 30.0), (2, 40.0)]
+    assert len(rows) == 4 * 3  # one row per run and seed
+    ft = sorted(
+        (r["degree"], r["seed"], r["accuracy_test"]) for r in rows if r["method"] == "finetune_cot"
+    )
+    assert ft[:3] == [(1, 0, 30.0), (1, 1, 32.0), (1, 2, 34.0)]
+    summary = {(r["method"], r["degree"]): r for r in study.summarize(rows)}
+    ft2 = summary["finetune_cot", 2]
+    assert ft2["seeds"] == 3 and ft2["accuracy_test_mean"] == 42.0
+    assert ft2["accuracy_test_std"] == 2.0  # sample std of 40, 42, 44
     paths = study.render(rows, tmp_path)
     assert paths["csv"].read_text().splitlines()[0].startswith("run,method,selection,degree")
-    assert "| finetune_cot_d2_f1_tiny | finetune_cot |" in paths["md"].read_text()
-    for key in ("degree", "rationales"):
-        assert paths[key].read_bytes()[:4] == b"\x89PNG"
+    assert len(paths["csv"].read_text().splitlines()) == 1 + 12
+    assert len(paths["summary"].read_text().splitlines()) == 1 + 4
+    md = paths["md"].read_text()
+    assert "| finetune_cot | 2 | 1.0 | tiny | 3 | 42.00 ± 2.00 |" in md
+    for key in ("degree", "train_fraction", "student", "train_tokens", "method"):
+        assert paths[key].read_bytes()[:4] == b"\x89PNG", key
+
+
+def test_plot_axes_are_fixed_with_chance_and_teacher_lines(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from scicot_jax.pipeline import study_plots
+
+    seen = {}
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, path, **kw):
+        ax = fig.axes[0]
+        seen[Path(path).name] = (ax.get_ylim(), [t.get_text() for t in ax.get_legend().texts])
+        return real_savefig(fig, path, **kw)
+
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    summary = [
+        {"method": "baseline", "degree": 0, "train_fraction": 1.0, "student": "tiny",
+         "accuracy_test_mean": 24.0, "accuracy_test_std": 0.5, "chance": 25.0,
+         "teacher_accuracy_mean": None, "train_tokens_mean": 1e5},
+        {"method": "finetune_cot", "degree": 1, "train_fraction": 1.0, "student": "tiny",
+         "accuracy_test_mean": 25.0, "accuracy_test_std": 1.0, "chance": 25.0,
+         "teacher_accuracy_mean": 70.0, "train_tokens_mean": 1e5},
+        {"method": "finetune_cot", "degree": 4, "train_fraction": 1.0, "student": "tiny",
+         "accuracy_test_mean": 26.0, "accuracy_test_std": 1.0, "chance": 25.0,
+         "teacher_accuracy_mean": 74.0, "train_tokens_mean": 1e5},
+    ]  # fmt: skip
+    study_plots.plot_all(summary, tmp_path)
+    assert set(seen) == {
+        "accuracy_vs_degree.png",
+        "accuracy_vs_train_fraction.png",
+        "accuracy_vs_student.png",
+        "accuracy_vs_train_tokens.png",
+        "accuracy_by_method.png",
+    }
+    for ylim, legend in seen.values():  # 24-26 % must not look like a steep trend
+        assert ylim == (0.0, 100.0)
+        assert "chance" in legend and "teacher" in legend
 
 
 def test_cli_plan_writes_script(tmp_path, capsys):

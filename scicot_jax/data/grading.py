@@ -83,6 +83,20 @@ def grader_for(card: Any, kind: str) -> Grader:
     return Grader(card.answer_type, getattr(card, "compat", None), kind)
 
 
+def chance_percent(card: Any, examples: Sequence[Any]) -> float | None:
+    """Accuracy of a uniform guess, in percent (None where guessing has no fixed odds)."""
+    if card.answer_type == "yes_no":
+        return 50.0
+    if card.answer_type != "multiple_choice" or not examples:
+        return None
+    compat = getattr(card, "compat", None)
+    if compat in answers.COMPAT_LETTERS:
+        return round(100.0 / len(answers.COMPAT_LETTERS[compat]), 2)
+    if not all(ex.choices for ex in examples):
+        return None
+    return round(sum(100.0 / len(ex.choices) for ex in examples) / len(examples), 2)
+
+
 def percent(hits: int, total: int) -> float | None:
     """Accuracy in percent, rounded to 0.01 (None for nothing graded)."""
     return round(100.0 * hits / total, 2) if total else None

@@ -582,6 +582,7 @@ class Pipeline:
                 "seed": self.cfg.seed,
             },
             "data": data,
+            "chance": grading.chance_percent(self.card, self.examples("test")),
             "teacher": teacher,
             "methods": methods,
             "steps": dict(self.steps.timings),

@@ -4,7 +4,9 @@
 run``) with its own run directory under ``<study>/runs/<name>``. ``commands`` writes the launch
 line of every run (plain, or wrapped for a Cloud TPU VM with ``gcloud ... ssh --worker=all``);
 ``run_local`` executes them in sequence in this process. ``collect`` reads every run's
-``results.json`` and ``render`` writes ``study.csv``, ``study.md`` and PNG plots.
+``results.json`` (one row per run, method and seed), ``summarize`` groups seeds into mean and
+standard deviation, and ``render`` writes ``study.csv`` (per seed), ``summary.csv``,
+``study.md`` and PNG plots (``study_plots``).
 """
 
 from __future__ import annotations
@@ -27,13 +29,31 @@ COLUMNS = (
     "degree",
     "train_fraction",
     "student",
+    "seed",
     "rationales_used",
     "train_examples",
     "accuracy_test",
     "accuracy_validation",
     "teacher_accuracy",
+    "chance",
+    "train_steps",
     "train_tokens",
+    "train_flops",
     "wall_seconds",
+)
+# A point of the sweep: what stays fixed across seeds.
+POINT = ("method", "degree", "train_fraction", "student")
+SUMMARY_COLUMNS = (
+    *POINT,
+    "seeds",
+    "accuracy_test_mean",
+    "accuracy_test_std",
+    "accuracy_validation_mean",
+    "accuracy_validation_std",
+    "teacher_accuracy_mean",
+    "chance",
+    "train_tokens_mean",
+    "train_flops_mean",
 )
 
 
@@ -46,6 +66,7 @@ class StudyRun:
     degree: int  # 0 for methods without rationales
     train_fraction: float
     student: str
+    seed: int = 0
 
     def method_spec(self) -> str:
         """The pipeline's ``--methods`` entry for this run."""
@@ -60,6 +81,8 @@ class StudyRun:
             f"{self.train_fraction:g}",
             "--student",
             self.student,
+            "--seed",
+            str(self.seed),
             "--out",
             out_dir,
         ]
@@ -74,10 +97,13 @@ def plan(
     degrees: Sequence[int],
     fractions: Sequence[float] = (1.0,),
     students: Sequence[str] = ("tiny",),
+    seeds: Sequence[int] = (0,),
 ) -> list[StudyRun]:
-    """All runs of the sweep; methods without rationales get one run per (fraction, student)."""
+    """All runs of the sweep, once per seed; methods without rationales get one run per
+    (fraction, student, seed)."""
     runs = []
-    for student in students:
+    tag = (lambda s: "") if tuple(seeds) == (0,) else (lambda s: f"_s{s}")
+    for seed, student in ((se, st) for se in seeds for st in students):
         for frac in fractions:
             if not 0.0 < frac <= 1.0:
                 raise ValueError(f"train fraction must be in (0, 1], got {frac}")
@@ -87,7 +113,7 @@ def plan(
                     if base not in NO_DEGREE_METHODS and d < 1:
                         raise ValueError(f"degree must be >= 1 for {method}, got {d}")
                     name = f"{method.replace('+', '-')}_d{d}_f{_fmt_fraction(frac)}_{student}"
-                    runs.append(StudyRun(name, method, d, frac, student))
+                    runs.append(StudyRun(name + tag(seed), method, d, frac, student, seed))
     return runs
 
 
@@ -195,7 +221,7 @@ def collect(study_dir: str | Path) -> list[dict]:
     for path in sorted(Path(study_dir).glob("runs/*/results.json")):
         res = json.loads(path.read_text())
         name = path.parent.name
-        cfg = res.get("config", {})
+        cfg, plan_row = res.get("config", {}), planned.get(name, {})
         for key, m in res.get("methods", {}).items():
             acc = m.get("accuracy", {})
             rows.append(
@@ -205,85 +231,98 @@ def collect(study_dir: str | Path) -> list[dict]:
                     + ("+morsd" if m.get("selection") == "morsd" else ""),
                     "selection": m.get("selection", "none"),
                     "degree": m.get("degree", 0),
-                    "train_fraction": cfg.get(
-                        "train_fraction", planned.get(name, {}).get("train_fraction")
-                    ),
-                    "student": cfg.get("student", planned.get(name, {}).get("student")),
+                    "train_fraction": cfg.get("train_fraction", plan_row.get("train_fraction")),
+                    "student": cfg.get("student", plan_row.get("student")),
+                    "seed": cfg.get("seed", plan_row.get("seed", 0)),
                     "rationales_used": m.get("rationales_used", 0),
                     "train_examples": m.get("train_examples"),
                     "accuracy_test": acc.get("test"),
                     "accuracy_validation": acc.get("validation"),
                     "teacher_accuracy": m.get("teacher_accuracy"),
+                    "chance": res.get("chance"),
+                    "train_steps": m.get("train_steps"),
                     "train_tokens": m.get("train_tokens"),
+                    "train_flops": m.get("train_flops"),
                     "wall_seconds": m.get("seconds"),
                 }
             )
     return rows
 
 
+def _mean_std(xs: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (0 for one value; None for none)."""
+    xs = [float(x) for x in xs if x is not None]
+    if not xs:
+        return None, None
+    mean = sum(xs) / len(xs)
+    var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
+    return round(mean, 2), round(var**0.5, 2)
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+    """One row per sweep point (method, D, fraction, student): mean and std over its seeds."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r.get(k) for k in POINT)].append(r)
+    out = []
+    for key, rs in groups.items():
+        row = dict(zip(POINT, key))
+        row["seeds"] = len(rs)
+        for col in ("accuracy_test", "accuracy_validation"):
+            row[f"{col}_mean"], row[f"{col}_std"] = _mean_std([r.get(col) for r in rs])
+        row["teacher_accuracy_mean"] = _mean_std([r.get("teacher_accuracy") for r in rs])[0]
+        row["chance"] = rs[0].get("chance")
+        row["train_tokens_mean"] = _mean_std([r.get("train_tokens") for r in rs])[0]
+        row["train_flops_mean"] = _mean_std([r.get("train_flops") for r in rs])[0]
+        out.append(row)
+    return out
+
+
 def _cell(v) -> str:
     if isinstance(v, float):
-        return f"{v:.4f}" if v < 10 else f"{v:.0f}"
+        return f"{v:.2f}" if abs(v) < 1e4 else f"{v:.3g}"
     return "" if v is None else str(v)
+
+
+def _write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns))
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c) for c in columns})
 
 
 def render(
     rows: Sequence[dict], out_dir: str | Path, title: str = "Scaling study"
 ) -> dict[str, Path]:
-    """Write study.csv, study.md, accuracy_vs_degree.png and accuracy_vs_rationales.png."""
+    """Write study.csv (per seed), summary.csv, study.md and the PNG plots; returns paths."""
+    from scicot_jax.pipeline import study_plots
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "study.csv", "md": out / "study.md"}
-    with open(paths["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c) for c in COLUMNS})
-    md = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    summary = summarize(rows)
+    paths = {"csv": out / "study.csv", "summary": out / "summary.csv", "md": out / "study.md"}
+    _write_csv(paths["csv"], rows, COLUMNS)
+    _write_csv(paths["summary"], summary, SUMMARY_COLUMNS)
+    md = [
+        f"# {title}",
+        "",
+        "Test accuracy in percent, mean ± standard deviation over seeds.",
+        "",
+        "| method | D | train fraction | student | seeds | test acc % | validation acc % "
+        "| teacher acc % | train tokens | train FLOPs |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in summary:
+        md.append(
+            f"| {r['method']} | {r['degree'] or ''} | {r['train_fraction']} | {r['student']} | "
+            f"{r['seeds']} | {_cell(r['accuracy_test_mean'])} ± {_cell(r['accuracy_test_std'])} | "
+            f"{_cell(r['accuracy_validation_mean'])} ± {_cell(r['accuracy_validation_std'])} | "
+            f"{_cell(r['teacher_accuracy_mean'])} | {_cell(r['train_tokens_mean'])} | "
+            f"{_cell(r['train_flops_mean'])} |"
+        )
+    md += ["", "## Every run", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(_cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
     paths["md"].write_text("\n".join(md) + "\n")
-    paths.update(_plots(rows, out))
-    return paths
-
-
-def _series(rows: Sequence[dict], x: str) -> dict[str, list[tuple[float, float]]]:
-    """Test accuracy against ``x``, one series per (method, student, fraction)."""
-    series = defaultdict(list)
-    for r in rows:
-        if r.get("accuracy_test") is None or r.get(x) is None:
-            continue
-        label = f"{r['method']} ({r['student']}, f={r['train_fraction']})"
-        series[label].append((float(r[x]), float(r["accuracy_test"])))
-    return {k: sorted(v) for k, v in sorted(series.items())}
-
-
-def _plots(rows: Sequence[dict], out: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = {}
-    for key, x, xlabel in (
-        ("degree", "degree", "diverse-reasoning degree D"),
-        ("rationales", "rationales_used", "rationales used for training"),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, pts in _series(rows, x).items():
-            if x == "degree" and all(px == 0 for px, _ in pts):
-                ax.axhline(pts[0][1], ls="--", lw=1, color="gray", label=label)
-                continue
-            pts = [(px, py) for px, py in pts if px > 0]
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-        ax.set_xscale("log", base=2 if x == "degree" else 10)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        paths[key] = out / f"accuracy_vs_{key}.png"
-        fig.savefig(paths[key], dpi=100)
-        plt.close(fig)
+    paths.update(study_plots.plot_all(summary, out))
     return paths

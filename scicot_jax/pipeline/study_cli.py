@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--degrees", type=_csv(int), default=[1, 2, 4])
         s.add_argument("--fractions", type=_csv(float), default=[1.0])
         s.add_argument(
+            "--seeds",
+            type=int,
+            default=1,
+            help="run every point with seeds 0..N-1 (teacher failures, data, student)",
+        )
+        s.add_argument(
             "--students",
             type=_csv(str),
             default=["tiny"],
@@ -67,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "report":
         return _report(args.study_dir)
-    runs = study.plan(args.methods, args.degrees, args.fractions, args.students)
+    runs = study.plan(args.methods, args.degrees, args.fractions, args.students, range(args.seeds))
     if args.cmd == "plan":
         tpu = None
         if args.tpu_name:

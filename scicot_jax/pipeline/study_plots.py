@@ -1,0 +1,134 @@
+"""PNG plots of a scaling study: test accuracy (mean ± std over seeds) against each sweep axis
+(degree D, train fraction, student size, method) and against train tokens; the y-axis is fixed
+at 0-100 %, with chance and the teacher's accuracy drawn as lines."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+FLAT_COLORS = ("tab:red", "tab:brown", "tab:pink", "tab:olive")
+SIZES = ("tiny", "small", "base", "large", "xl", "xxl")
+AXES = {  # plot key -> (summary column, x-axis label)
+    "degree": ("degree", "diverse-reasoning degree D (samples per question)"),
+    "train_fraction": ("train_fraction", "fraction of the train questions"),
+    "student": ("student", "student size"),
+    "train_tokens": ("train_tokens_mean", "train tokens (the method's whole compute)"),
+}
+
+
+def _label(r: dict, without: str) -> str:
+    """A series name from the point's fields other than the plotted axis."""
+    parts = [r["method"]]
+    if without != "degree" and r.get("degree"):
+        parts.append(f"D={r['degree']}")
+    if without != "student":
+        parts.append(str(r["student"]))
+    if without != "train_fraction":
+        parts.append(f"f={r['train_fraction']}")
+    return " ".join(parts)
+
+
+def _x_value(axis: str) -> Callable[[dict], float]:
+    if axis == "student":
+        return lambda r: float(SIZES.index(r["student"]) if r["student"] in SIZES else len(SIZES))
+    col = AXES[axis][0]
+    return lambda r: float(r[col])
+
+
+def _reference_lines(ax, summary: Sequence[dict]) -> None:
+    """Chance and the teacher's accuracy (over all its samples, mean over the study)."""
+    chance = [r["chance"] for r in summary if r.get("chance") is not None]
+    if chance:
+        ax.axhline(sum(chance) / len(chance), ls="--", lw=1, color="gray", label="chance")
+    teacher = [r["teacher_accuracy_mean"] for r in summary if r.get("teacher_accuracy_mean")]
+    if teacher:
+        ax.axhline(sum(teacher) / len(teacher), ls=":", lw=1.5, color="black", label="teacher")
+
+
+def _finish(ax, fig, path: Path, ylabel: str = "test accuracy % (mean ± std)") -> Path:
+    ax.set_ylim(0, 100)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def line_plot(summary: Sequence[dict], axis: str, path: Path) -> Path:
+    """Accuracy against one sweep axis: one line with a ± std band per series."""
+    import matplotlib.pyplot as plt
+
+    x_of = _x_value(axis)
+    series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    flat: list[dict] = []  # points without the axis (e.g. the baseline has no D): flat lines
+    for r in summary:
+        if r.get("accuracy_test_mean") is None:
+            continue
+        if axis == "degree" and not r.get("degree"):
+            flat.append(r)
+            continue
+        series[_label(r, axis)].append(
+            (x_of(r), r["accuracy_test_mean"], r.get("accuracy_test_std") or 0.0)
+        )
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, r in enumerate(flat):
+        m, sd = r["accuracy_test_mean"], r.get("accuracy_test_std") or 0.0
+        color = FLAT_COLORS[i % len(FLAT_COLORS)]
+        line = ax.axhline(m, lw=1.2, color=color, label=_label(r, axis))
+        ax.axhspan(m - sd, m + sd, color=line.get_color(), alpha=0.12)
+    for label, pts in sorted(series.items()):
+        pts.sort()
+        xs, ms, sds = zip(*pts)
+        (line,) = ax.plot(xs, ms, marker="o", label=label)
+        ax.fill_between(
+            xs, [m - s for m, s in zip(ms, sds)], [m + s for m, s in zip(ms, sds)],
+            color=line.get_color(), alpha=0.2,
+        )  # fmt: skip
+    _reference_lines(ax, summary)
+    if axis == "degree":
+        ax.set_xscale("log", base=2)
+    elif axis == "train_tokens":
+        ax.set_xscale("log")
+    elif axis == "student":
+        present = sorted({x_of(r) for r in summary})
+        ax.set_xticks(present, [SIZES[int(i)] if i < len(SIZES) else "other" for i in present])
+    ax.set_xlabel(AXES[axis][1])
+    return _finish(ax, fig, path)
+
+
+def method_plot(summary: Sequence[dict], path: Path) -> Path:
+    """Accuracy per method (and D): bars with ± std error bars."""
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in summary if r.get("accuracy_test_mean") is not None]
+    pts.sort(key=lambda r: (r["method"] != "baseline", r["method"], r.get("degree") or 0))
+    labels = [_label(r, "method") for r in pts]
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(pts)), 4.2))
+    ax.bar(
+        range(len(pts)),
+        [r["accuracy_test_mean"] for r in pts],
+        yerr=[r.get("accuracy_test_std") or 0.0 for r in pts],
+        capsize=4,
+        color="tab:blue",
+        alpha=0.8,
+    )
+    ax.set_xticks(range(len(pts)), labels, rotation=20, ha="right", fontsize=7)
+    _reference_lines(ax, summary)
+    ax.set_xlabel("method")
+    return _finish(ax, fig, path)
+
+
+def plot_all(summary: Sequence[dict], out: Path) -> dict[str, Path]:
+    """Every plot of the study under ``out``; returns {key: path}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {key: line_plot(summary, key, out / f"accuracy_vs_{key}.png") for key in AXES}
+    paths["method"] = method_plot(summary, out / "accuracy_by_method.png")
+    plt.close("all")
+    return paths
