@@ -18,7 +18,10 @@ from scicot_jax.teacher import batch_clients, run_teacher, start_oracle_server
 from scicot_jax.teacher.batch_server import BatchFaults
 from scicot_jax.teacher.cache import Cache
 from scicot_jax.teacher.httpserver import request_id
+from scicot_jax.teacher.inputs import as_source
+from scicot_jax.teacher.protocol import FatalRequestError, GenRequest
 from scicot_jax.teacher.report import report
+from scicot_jax.teacher.runner import RunConfig, TeacherRun
 
 N, D = 12, 2
 
@@ -172,3 +175,124 @@ def test_bad_batch_requests_are_refused_with_the_reason():
         )
         assert r.status_code == 404
         assert http.get("/batches/batch_nope").status_code == 404
+
+
+def test_max_cost_stops_before_a_batch_that_could_pass_it(tmp_path):
+    with start_oracle_server() as srv:
+        # 24 step-1 requests at $1/$2 per 1M tokens, half price: ~$0.0065 upper bound for all;
+        # a budget below one job's bound submits nothing.
+        s = _run(
+            srv,
+            tmp_path,
+            "openai",
+            mode="batch",
+            price_in=1.0,
+            price_out=2.0,
+            max_cost=0.001,
+            batch_max_requests=12,
+        )
+        assert s["status"] == "max_cost" and s["sent"] == 0 and srv.received() == {}
+        quote = TeacherRun(
+            RunConfig(
+                "openai",
+                "oracle",
+                prompt="zero_shot_cot",
+                samples=D,
+                mode="batch",
+                price_in=1.0,
+                price_out=2.0,
+            ),
+            "synthetic_arithmetic",
+            as_source(generate("arithmetic", "train", n=N)),
+            tmp_path / "q.sqlite",
+            tmp_path / "q",
+        ).quote()
+    assert quote["mode"] == "batch" and quote["price_per_m_tokens"] == [0.5, 1.0]
+
+
+def test_cancel_stops_the_run_and_a_rerun_finishes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from scicot_jax.teacher.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(
+        "".join(
+            json.dumps({"id": e.id, "question": e.question, "answer": e.answer}) + "\n"
+            for e in generate("arithmetic", "train", n=N)
+        )
+    )
+    with start_oracle_server(batch_faults=BatchFaults(item_s=0.1)) as srv:
+        args = [
+            "run",
+            "--task",
+            "synthetic_arithmetic",
+            "--input",
+            str(inp),
+            "--backend",
+            "openai",
+            "--base-url",
+            srv.url,
+            "--model",
+            "oracle",
+            "--prompt",
+            "zero_shot_cot",
+            "--samples",
+            str(D),
+            "--temperature",
+            "0.7",
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--out",
+            str(tmp_path / "run"),
+            "--mode",
+            "batch",
+            "--batch-poll",
+            "0.05",
+            "--no-progress",
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, str(root / "tools/query_teacher.py"), *args],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while not any(j.status == "in_progress" for j in srv.batch.listing("openai")):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        assert main(["cancel", str(tmp_path / "run")]) == 0
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and b"cancelled" in err
+        jobs = report(tmp_path / "run")["batch_jobs"]["jobs"]
+        assert [j["state"] for j in jobs] == ["cancelled"] and 0 < jobs[0]["succeeded"] < N * D
+        srv.batch.faults.item_s = 0.0
+        assert main(args) == 0
+        _submissions_match_failures(srv, tmp_path / "c.sqlite")
+    assert len(_records(tmp_path / "run")) == N * D
+
+
+def test_replay_server_speaks_batch_too(tmp_path, shared_data):
+    from scicot_jax.teacher import start_replay_server
+
+    with start_replay_server(shared_data / "finetune_cot") as srv:
+        prompt = next(iter(srv.recordings))
+        client = batch_clients.OpenAIBatchClient("completions", base_url=srv.url)
+        reqs = [
+            GenRequest("openai-completions", "text-davinci-002", prompt, 0.0, 128, 0, 0),
+            GenRequest("openai-completions", "text-davinci-002", "not recorded", 0.0, 8, 0, 0),
+        ]
+        path = tmp_path / "in.jsonl"
+        path.write_bytes(b"".join(client.line(r) for r in reqs))
+        rid = client.submit("j", client.upload(path, "j"), reqs)
+        for _ in range(300):
+            if client.status(rid).done:
+                break
+            time.sleep(0.02)
+        got = dict(client.results(rid, {r.key: r for r in reqs}))
+        client.close()
+    assert got[reqs[0].key].text == srv.recordings[prompt][0][0]
+    assert isinstance(got[reqs[1].key], FatalRequestError) and got[reqs[1].key].status == 404

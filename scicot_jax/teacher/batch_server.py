@@ -140,7 +140,6 @@ class BatchService:
 
         key, route, body = item
         prompt, params = _parse_request(route, body)
-        self.server.log_request(f"batch-{route}", job.model, prompt, params)
         if self._rng.random() < self.faults.item_error_rate:
             job.errors.append((key, 500, "injected item failure"))
             return
@@ -150,6 +149,18 @@ class BatchService:
             job.errors.append((key, 404, str(e)))
             return
         job.ok.append((key, _wire_response(route, job.model, prompt, text, finish)))
+
+    def _add(self, job: _Job) -> None:
+        """Queue a new job; every item counts as received now (submitted, whatever follows)."""
+        from scicot_jax.teacher.httpserver import _parse_request
+
+        for item in job.lines:
+            if not isinstance(item, str):
+                prompt, params = _parse_request(item[1], item[2])
+                self.server.log_request(f"batch-{item[1]}", job.model, prompt, params)
+        with self._lock:
+            self.jobs[job.id] = job
+        self._wake.set()
 
     def _finish(self, job: _Job, status: str) -> None:
         """End a job: unprocessed items count as failed; output and error files written."""
@@ -248,9 +259,7 @@ class BatchService:
             metadata=dict(body.get("metadata") or {}),
             input_file=fid,
         )
-        with self._lock:
-            self.jobs[job.id] = job
-        self._wake.set()
+        self._add(job)
         return 200, self.openai_view(job)
 
     def openai_view(self, job: _Job) -> dict[str, Any]:
@@ -314,9 +323,7 @@ class BatchService:
             display_name=str(batch.get("displayName") or ""),
             inline=inline,
         )
-        with self._lock:
-            self.jobs[job.id] = job
-        self._wake.set()
+        self._add(job)
         return 200, self.gemini_view(job)
 
     def gemini_view(self, job: _Job) -> dict[str, Any]:
