@@ -12,7 +12,6 @@ infer.py writes them: `inputs` (the *_pretokenized features, plus `id`), and `pr
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +62,9 @@ def run(
     shard_id/num_shards split the examples across separate infer jobs (t5x's infer flags);
     within a job every process decodes its own slice of each batch and process 0 writes.
     """
+    import jax
+
+    from scicot_jax.files import write_jsonl
     from scicot_jax.runtime import inference
     from scicot_jax.runtime import partitioning as part
 
@@ -85,6 +87,7 @@ def run(
             inputs_key,
             targets_key if mode == "score" else None,
             limit,
+            config.eos_id,
         )
         tasks = [(Path(input_file).name.split(".")[0], examples[shard_id::num_shards], vocab)]
     else:
@@ -127,7 +130,9 @@ def run(
                 for e, (toks, scores) in zip(exs, outs)
             ]
         path = Path(output_dir) / f"{task}-{mode}.jsonl-{shard_id:05}-of-{num_shards:05}"
-        _write_jsonl(path, rows)
+        if jax.process_index() == 0:
+            write_jsonl(path, rows)
+            log.info("wrote %d rows to %s", len(rows), path)
         written[task] = str(path)
     return written
 
@@ -207,52 +212,31 @@ def _jsonl_examples(
     inputs_key: str,
     targets_key: str | None,
     limit: int | None,
+    eos_id: int,
 ) -> tuple[list[dict], Any]:
     """Reads and tokenizes a JSONL file (EOS appended after trimming, as SeqIO does)."""
+    from scicot_jax.data.tokens import with_eos
     from scicot_jax.data.vocab import get_vocabulary
+    from scicot_jax.files import read_jsonl
 
     vocab = get_vocabulary(vocabulary)
-    eos = 1
     out = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if limit is not None and len(out) >= limit:
-                break
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
-            for key in [inputs_key] + ([targets_key] if targets_key else []):
-                if not isinstance(obj.get(key), str):
-                    raise ValueError(f"{path}:{lineno}: field {key!r} missing or not a string")
-            ex = {
-                "id": str(obj.get(id_key, f"line-{lineno}")),
-                "inputs_text": obj[inputs_key],
-                "inputs": list(vocab.encode(obj[inputs_key]))[: lengths["inputs"] - 1] + [eos],
-            }
-            if targets_key:
-                ex["targets_text"] = obj[targets_key]
-                ex["targets"] = list(vocab.encode(obj[targets_key]))[: lengths["targets"] - 1]
-                ex["targets"] += [eos]
-            out.append(ex)
+    for lineno, obj in read_jsonl(path):
+        if limit is not None and len(out) >= limit:
+            break
+        for key in [inputs_key] + ([targets_key] if targets_key else []):
+            if not isinstance(obj.get(key), str):
+                raise ValueError(f"{path}:{lineno}: field {key!r} missing or not a string")
+        ex = {
+            "id": str(obj.get(id_key, f"line-{lineno}")),
+            "inputs_text": obj[inputs_key],
+            "inputs": with_eos(vocab.encode(obj[inputs_key]), lengths["inputs"], eos_id),
+        }
+        if targets_key:
+            ex["targets_text"] = obj[targets_key]
+            ex["targets"] = with_eos(vocab.encode(obj[targets_key]), lengths["targets"], eos_id)
+        out.append(ex)
     return out, vocab
-
-
-def _write_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
-    import jax
-
-    if jax.process_index() != 0:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)  # readers never see a half-written file
-    log.info("wrote %d rows to %s", len(rows), path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from model_fixtures import tiny_config
 
+from scicot_jax.data.tokens import pad_rows
 from scicot_jax.model import init_params
 from scicot_jax.model.decoding import generate
 from scicot_jax.model.scoring import score as score_fn
@@ -69,7 +70,7 @@ def test_greedy_predict_matches_full_length_padding(setup):
     # The old path: every row padded to input_length, batches in the caller's order.
     toks, scores = [], []
     for start in range(0, len(inputs), BATCH):
-        enc = inference.pad_tokens(inputs[start : start + BATCH] + [[]] * BATCH, IN_LEN)[:BATCH]
+        enc = pad_rows(inputs[start : start + BATCH] + [[]] * BATCH, IN_LEN, 0)[:BATCH]
         t, s = jax.device_get(generate(params, CFG, enc, max_decode_length=MAX_DECODE))
         toks.append(t)
         scores.append(s)
@@ -95,8 +96,8 @@ def test_score_matches_full_length_padding(setup):
     )
     ref = {}  # the old path: full-length padding, batches in the caller's order
     for start in range(0, len(inputs), BATCH):
-        tgt = inference.pad_tokens(targets[start : start + BATCH] + [[]] * BATCH, TGT_LEN)[:BATCH]
-        enc = inference.pad_tokens(inputs[start : start + BATCH] + [[]] * BATCH, IN_LEN)[:BATCH]
+        tgt = pad_rows(targets[start : start + BATCH] + [[]] * BATCH, TGT_LEN, 0)[:BATCH]
+        enc = pad_rows(inputs[start : start + BATCH] + [[]] * BATCH, IN_LEN, 0)[:BATCH]
         batch = {
             "encoder_input_tokens": enc,
             "decoder_input_tokens": np.pad(tgt[:, :-1], ((0, 0), (1, 0))),

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scicot_jax.data.tokens import shift_right
 from scicot_jax.model import (
     T5Config,
     Transformer,
@@ -47,17 +48,12 @@ def padded(rows, length):
 def example_batch():
     enc = padded([[5, 6, 7, 1], [9, 3, 11, 12, 4, 1]], ENC_LEN)
     tgt = padded([[8, 9, 1], [4, 30, 31, 1]], DEC_LEN)
-    return enc, shift_right(tgt), tgt
+    return enc, shift_right(tgt, CFG.decoder_start_id), tgt
 
 
 @pytest.fixture(scope="module")
 def params():
     return init_params(CFG, jax.random.key(0))
-
-
-def shift_right(targets):
-    """Decoder inputs: targets shifted right with 0 as BOS."""
-    return np.concatenate([np.zeros_like(targets[..., :1]), targets[..., :-1]], axis=-1)
 
 
 def test_presets_are_t5_v1_1_sizes():
@@ -170,11 +166,24 @@ def test_packed_segments_match_separate_runs(params):
     enc_seg = padded([np.repeat([1, 2], [5, 4])], ENC_LEN)
     tgt = padded([np.concatenate([a_tgt, b_tgt])], DEC_LEN)
     dec_seg = padded([np.repeat([1, 2], [4, 5])], DEC_LEN)
-    dec_in = padded([np.concatenate([shift_right(a_tgt), shift_right(b_tgt)])], DEC_LEN)
+    dec_in = padded(
+        [
+            np.concatenate(
+                [shift_right(a_tgt, CFG.decoder_start_id), shift_right(b_tgt, CFG.decoder_start_id)]
+            )
+        ],
+        DEC_LEN,
+    )
     packed = np.asarray(forward(CFG, params, enc, dec_in, tgt, enc_seg, dec_seg))[0]
     alone_tgt = padded([a_tgt, b_tgt], DEC_LEN)
     alone = np.asarray(
-        forward(CFG, params, padded([a_in, b_in], ENC_LEN), shift_right(alone_tgt), alone_tgt)
+        forward(
+            CFG,
+            params,
+            padded([a_in, b_in], ENC_LEN),
+            shift_right(alone_tgt, CFG.decoder_start_id),
+            alone_tgt,
+        )
     )
     np.testing.assert_allclose(packed[:4], alone[0, :4], atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(packed[4:9], alone[1, :5], atol=1e-5, rtol=1e-5)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scicot_jax.data.tokens import shift_right
 from scicot_jax.train.state import ModelSpec
 
 VOCAB, D = 32, 16
@@ -83,7 +84,7 @@ def toy_batches(batch_size: int = 8, in_len: int = 6, tgt_len: int = 5, seed: in
         inp = rng.integers(2, VOCAB, (batch_size, in_len)).astype(np.int32)
         tgt = np.concatenate([inp[:, 1:tgt_len], np.ones((batch_size, 1), np.int32)], 1)
         tgt[: batch_size // 2, -2:] = 0  # some padding
-        dec_in = np.concatenate([np.zeros((batch_size, 1), np.int32), tgt[:, :-1]], 1)
+        dec_in = shift_right(tgt, 0)
         yield {
             "encoder_input_tokens": inp,
             "decoder_input_tokens": dec_in,

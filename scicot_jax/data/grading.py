@@ -17,14 +17,13 @@ candidate; without a prefix, the first candidate):
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scicot_jax.data import answers
+from scicot_jax.files import read_jsonl, write_jsonl
 
 KINDS = ("one_stage", "rationale", "answer", "teacher_step2")
 PREFIX = {"one_stage": "-->", "rationale": answers.ANSWER_TRIGGER}
@@ -123,30 +122,18 @@ def grade_outputs(
 
 def write_predictions(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Write predictions rows as JSONL, atomically (a crash leaves the old file or none)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
-    return path
+    write_jsonl(path, rows)
+    return Path(path)
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a predictions JSONL; a bad line names the file, line and field."""
     rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-            missing = [k for k in PREDICTION_FIELDS if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{n}: missing field {missing[0]!r}")
-            rows.append(row)
+    for n, row in read_jsonl(path):
+        missing = [k for k in PREDICTION_FIELDS if k not in row]
+        if missing:
+            raise ValueError(f"{path}:{n}: missing field {missing[0]!r}")
+        rows.append(row)
     return rows
 
 

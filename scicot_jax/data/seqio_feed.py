@@ -144,12 +144,12 @@ def eval_batches(cfg: DatasetConfig) -> Callable[[], Iterator[dict[str, np.ndarr
         ds = _dataset(cfg, 1, False)
         bs = _host_batch_size(cfg.batch_size)
         for b in ds.batch(bs).as_numpy_iterator():
-            yield pad_rows(b, bs)
+            yield pad_batch(b, bs)
 
     return make
 
 
-def pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+def pad_batch(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
     """Pads every feature with zero rows (zero tokens carry no loss weight) to `rows`."""
     out = {}
     for k, x in batch.items():

@@ -24,6 +24,7 @@ from typing import Any
 from scicot_jax.data.answers import normalize_number
 from scicot_jax.data.cards import SPLIT_SPEC_RE, TaskCard, load_card
 from scicot_jax.data.examples import Example
+from scicot_jax.files import read_jsonl
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -78,18 +79,6 @@ def _split_file(card: TaskCard, key: str, src_split: str, data_dir: Any) -> Path
 
 
 # ---------------------------------------------------------------- record iterators with lines
-def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed object) for each non-blank line of a JSONL file."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{path}:{lineno}: invalid JSON: {e.msg}") from e
-
-
 def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number where the element starts, element) for a file holding one JSON array."""
     text = Path(path).read_text(encoding="utf-8")
@@ -98,7 +87,7 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     pos = ws.match(text, 0).end()
     if text[pos : pos + 1] != "[":
         # Files named .json are often JSONL (one object per line): read them as such.
-        yield from iter_jsonl(path)
+        yield from read_jsonl(path, SourceError)
         return
     pos, line = pos + 1, text.count("\n", 0, pos + 1) + 1
     while True:
@@ -242,7 +231,7 @@ def _read_table(card: TaskCard, src_split: str, data_dir: Any) -> Iterator[Examp
     path = _split_file(card, "files", src_split, data_dir)
     kind = card.source["type"]
     rows = (
-        iter_jsonl(path)
+        read_jsonl(path, SourceError)
         if kind == "jsonl"
         else iter_csv(path)
         if kind == "csv"
@@ -254,7 +243,7 @@ def _read_table(card: TaskCard, src_split: str, data_dir: Any) -> Iterator[Examp
 
 def _read_arc(card: TaskCard, src_split: str, data_dir: Any) -> Iterator[Example]:
     path = _split_file(card, "files", src_split, data_dir)
-    for lineno, rec in iter_jsonl(path):
+    for lineno, rec in read_jsonl(path, SourceError):
         where = f"{path}:{lineno}"
         try:
             q = rec["question"]

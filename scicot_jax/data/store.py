@@ -12,7 +12,6 @@ any number of readers.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scicot_jax.data.key_index import KeyIndex, key_hash, sorted_duplicates
+from scicot_jax.files import atomic_write, read_jsonl, try_lock, write_jsonl
 
 RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -115,31 +115,6 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
 }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a whole file so readers see the old or the new version, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a rename/creation in `path` (best effort on filesystems that refuse it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -215,7 +190,7 @@ class RationaleStore:
         run_dir.mkdir(parents=True, exist_ok=True)
         full = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **manifest}
         (run_dir / RECORDS_FILE).touch()
-        _write_atomic(run_dir / MANIFEST_FILE, json.dumps(full, indent=2, sort_keys=True) + "\n")
+        atomic_write(run_dir / MANIFEST_FILE, json.dumps(full, indent=2, sort_keys=True) + "\n")
         return cls(run_dir)
 
     @classmethod
@@ -246,7 +221,7 @@ class RationaleStore:
         """Merge keys into manifest.json (atomic replace) and return the new manifest."""
         self.manifest = {**self._read_manifest(), **kv}
         text = json.dumps(self.manifest, indent=2, sort_keys=True) + "\n"
-        _write_atomic(self.manifest_path, text)
+        atomic_write(self.manifest_path, text)
         return self.manifest
 
     # -- crash repair -------------------------------------------------------------------
@@ -329,14 +304,8 @@ class RationaleStore:
     def _try_lock(self) -> bool:
         if self._lock_fd is not None:
             return True
-        fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
+        self._lock_fd = try_lock(self.run_dir / LOCK_FILE)
+        return self._lock_fd is not None
 
     def _take_writer_lock(self) -> None:
         if not self._try_lock():
@@ -406,20 +375,11 @@ class RationaleStore:
     # -- reading ------------------------------------------------------------------------
     def records(self, split: str | None = None) -> Iterator[RationaleRecord]:
         """Records in file order (optionally one split); a bad line raises with file:line."""
-        with open(self.records_path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                if not raw.endswith(b"\n"):
-                    return  # a concurrent writer's line in flight; not yet a record
-                where = f"{self.records_path}:{lineno}"
-                if not raw.strip():
-                    raise StoreError(f"{where}: empty line")
-                try:
-                    obj = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise StoreError(f"{where}: invalid JSON ({e})") from e
-                rec = RationaleRecord.from_json(obj, where)
-                if split is None or rec.split == split:
-                    yield rec
+        # complete_lines: a last line without its newline is a concurrent writer's append
+        for lineno, obj in read_jsonl(self.records_path, StoreError, complete_lines=True):
+            rec = RationaleRecord.from_json(obj, f"{self.records_path}:{lineno}")
+            if split is None or rec.split == split:
+                yield rec
 
     def by_example(self, split: str | None = None) -> dict[str, list[RationaleRecord]]:
         """Records grouped per example id, each list sorted by sample_index."""
@@ -447,14 +407,9 @@ class RationaleStore:
 
     def write_examples(self, examples: Iterable[Any]) -> int:
         """Write examples.jsonl atomically (Example objects or plain dicts); returns the count."""
-        lines = []
-        for ex in examples:
-            d = ex if isinstance(ex, dict) else ex.to_json()
-            if isinstance(d, str):
-                d = json.loads(d)
-            lines.append(json.dumps(d, ensure_ascii=False, sort_keys=True))
-        _write_atomic(self.examples_path, "".join(line + "\n" for line in lines))
-        return len(lines)
+        rows = (ex if isinstance(ex, dict) else ex.to_json() for ex in examples)
+        rows = (json.loads(d) if isinstance(d, str) else d for d in rows)
+        return write_jsonl(self.examples_path, rows, sort_keys=True)
 
     def examples(self) -> list[Any]:
         """The run's Examples from examples.jsonl ([] if the run has none)."""
@@ -463,10 +418,9 @@ class RationaleStore:
         from scicot_jax.data.examples import Example
 
         out = []
-        with open(self.examples_path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                try:
-                    out.append(Example.from_json(json.loads(line)))
-                except (ValueError, TypeError, KeyError) as e:
-                    raise StoreError(f"{self.examples_path}:{lineno}: bad example ({e})") from e
+        for lineno, obj in read_jsonl(self.examples_path, StoreError):
+            try:
+                out.append(Example.from_json(obj))
+            except (ValueError, TypeError, KeyError) as e:
+                raise StoreError(f"{self.examples_path}:{lineno}: bad example ({e})") from e
         return out

@@ -12,8 +12,11 @@ import io
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import seqio
+
+from scicot_jax.files import atomic_write
 
 T5_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
 # t5x's t5_1_1 gin uses this file with extra_ids=0: the "100extra" file already holds the 100
@@ -25,19 +28,24 @@ DEMO_VOCAB_VERSION = 1
 VOCAB_ENV = "SCICOT_VOCAB"
 CACHE_ENV = "SCICOT_CACHE"
 
-_TRAINER_OPTIONS = dict(
-    model_type="unigram",
+# T5 conventions (pad=0, eos=1, unk=2, no bos); single-threaded and unshuffled so a model is
+# deterministic.
+SPM_OPTIONS = dict(
     pad_id=0,
     eos_id=1,
     unk_id=2,
     bos_id=-1,
     character_coverage=1.0,
-    split_digits=True,  # one token per digit: tiny students learn arithmetic far more easily
     hard_vocab_limit=False,  # a small corpus may not support the requested size
     num_threads=1,  # determinism
     shuffle_input_sentence=False,
     input_sentence_size=0,
     minloglevel=2,
+)
+_TRAINER_OPTIONS = dict(
+    SPM_OPTIONS,
+    model_type="unigram",
+    split_digits=True,  # one token per digit: tiny students learn arithmetic far more easily
 )
 
 
@@ -59,8 +67,6 @@ def train_tiny_spm(
     Without `name`, the file name carries a hash of the texts and options, so the same inputs
     reuse the cached model and different inputs never collide.
     """
-    import sentencepiece as spm
-
     corpus = [t.replace("\n", " ").strip() for t in texts]
     corpus = [t for t in corpus if t]
     if not corpus:
@@ -75,20 +81,24 @@ def train_tiny_spm(
     path = out_dir / f"{name}.model"
     if path.exists():
         return path
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Atomic so concurrent test workers never read a half-written model.
+    return atomic_write(path, train_spm(corpus, vocab_size, **_TRAINER_OPTIONS))
+
+
+def train_spm(texts: Iterable[str], vocab_size: int, **options: Any) -> bytes:
+    """A SentencePiece model (serialized) trained in memory on ``texts``; ``options`` are the
+    trainer's (model_type, split_digits, and SPM_OPTIONS for T5's special ids)."""
+    import sentencepiece as spm
+
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus),
+        sentence_iterator=iter(texts),
         model_writer=model,
         vocab_size=vocab_size,
         max_sentence_length=1 << 14,
-        **_TRAINER_OPTIONS,
+        **options,
     )
-    # Atomic so concurrent test workers never read a half-written model.
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_bytes(model.getvalue())
-    os.replace(tmp, path)
-    return path
+    return model.getvalue()
 
 
 def demo_corpus(n_per_task: int = 200, variants: int = 2) -> list[str]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import jax
 
+from scicot_jax.files import atomic_write
 from scicot_jax.model.config import T5Config, read_json_file
 
 Params = dict[str, Any]
@@ -28,9 +28,9 @@ def save_params(path: str | Path, params: Params, config: T5Config, *, force: bo
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(target, params, force=force)
     # Written last, atomically: a directory with config.json holds a complete checkpoint.
-    tmp = directory / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, directory / CONFIG_FILE)
+    atomic_write(
+        directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    )
     return directory
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scicot_jax.data.examples import Example
+from scicot_jax.files import read_jsonl, write_jsonl
 
 SPLITS = ("train", "validation", "test")
 
@@ -83,14 +83,10 @@ def prepare(
     if train_fraction < 1.0:
         notes.append(f"train = {len(data['train'])} of {full_train} examples ({train_fraction:g})")
     for split, exs in data.items():
-        with open(out_dir / f"{split}.jsonl", "w") as f:
-            for ex in exs:
-                f.write(json.dumps(ex.to_json()) + "\n")
+        write_jsonl(out_dir / f"{split}.jsonl", (ex.to_json() for ex in exs))
     return {"splits": {s: len(v) for s, v in data.items()}, "notes": notes}
 
 
 def load(data_dir: Path, split: str) -> list[Example]:
     """Examples written by ``prepare``."""
-    path = Path(data_dir) / f"{split}.jsonl"
-    with open(path) as f:
-        return [Example.from_json(line) for line in f if line.strip()]
+    return [Example.from_json(d) for _, d in read_jsonl(Path(data_dir) / f"{split}.jsonl")]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from scicot_jax.files import atomic_write
 
 SPLITS = ("validation", "test")
 
@@ -64,7 +65,5 @@ def write(run_dir: str | Path, results: dict[str, Any]) -> tuple[Path, Path]:
     d = Path(run_dir)
     paths = (d / "results.json", d / "results.md")
     for path, text in zip(paths, (json.dumps(results, indent=2) + "\n", render_markdown(results))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write(path, text)
     return paths

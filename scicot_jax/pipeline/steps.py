@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from scicot_jax.files import atomic_write
 
 MARKER = "DONE.json"
 
@@ -32,9 +33,7 @@ def fingerprint(inputs: Any) -> str:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 class StepRunner:

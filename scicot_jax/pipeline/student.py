@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from scicot_jax.data.tokens import pad_rows, shift_right, with_eos
 from scicot_jax.pipeline.config import StudentConfig
 
 log = logging.getLogger(__name__)
 
-PAD, EOS = 0, 1
 STUDENT_FILE = "student.json"  # written next to the checkpoints: lengths the student saw
 
 
@@ -28,36 +28,27 @@ def round_up(n: int, k: int = 8) -> int:
     return max(k, -(-n // k) * k)
 
 
-def pad_rows(rows: Sequence[Sequence[int]], length: int) -> np.ndarray:
-    """int32 [len(rows), length], zero padded (rows already fit)."""
-    out = np.zeros((len(rows), length), np.int32)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
-
-
-def shift_right(targets_BxL: np.ndarray) -> np.ndarray:
-    """Decoder inputs: targets shifted right with 0 as BOS."""
-    out = np.zeros_like(targets_BxL)
-    out[:, 1:] = targets_BxL[:, :-1]
-    return out
-
-
 class TokenizedPairs:
-    """(inputs, targets) texts as fixed-length token arrays."""
+    """(inputs, targets) texts as fixed-length token arrays, with the model's special ids."""
 
     def __init__(
-        self, vocab: Any, pairs: Sequence[tuple[str, str]], max_inputs: int, max_targets: int
+        self,
+        vocab: Any,
+        model: Any,
+        pairs: Sequence[tuple[str, str]],
+        max_inputs: int,
+        max_targets: int,
     ):
-        enc = [list(vocab.encode(i))[: max_inputs - 1] + [EOS] for i, _ in pairs]
-        dec = [list(vocab.encode(t))[: max_targets - 1] + [EOS] for _, t in pairs]
+        self.model = model
+        enc = [with_eos(vocab.encode(i), max_inputs, model.eos_id) for i, _ in pairs]
+        dec = [with_eos(vocab.encode(t), max_targets, model.eos_id) for _, t in pairs]
         self.truncated = sum(len(vocab.encode(i)) >= max_inputs for i, _ in pairs) + sum(
             len(vocab.encode(t)) >= max_targets for _, t in pairs
         )
         self.inputs_length = min(max_inputs, round_up(max(len(e) for e in enc)))
         self.targets_length = min(max_targets, round_up(max(len(d) for d in dec)))
-        self.encoder_BxL = pad_rows(enc, self.inputs_length)
-        self.targets_BxL = pad_rows(dec, self.targets_length)
+        self.encoder_BxL = pad_rows(enc, self.inputs_length, model.pad_id)
+        self.targets_BxL = pad_rows(dec, self.targets_length, model.pad_id)
         self.tokens_per_example = float(np.mean([len(e) + len(d) for e, d in zip(enc, dec)]))
 
     def __len__(self) -> int:
@@ -68,8 +59,8 @@ class TokenizedPairs:
         return {
             "encoder_input_tokens": self.encoder_BxL[idx],
             "decoder_target_tokens": tgt,
-            "decoder_input_tokens": shift_right(tgt),
-            "decoder_loss_weights": (tgt > 0).astype(np.float32),
+            "decoder_input_tokens": shift_right(tgt, self.model.decoder_start_id),
+            "decoder_loss_weights": (tgt != self.model.pad_id).astype(np.float32),
         }
 
     def batches(
@@ -197,7 +188,7 @@ class T5Student:
         from scicot_jax.train import trainer
 
         steps = steps or self.steps_for(stage)
-        data = TokenizedPairs(self.vocab, pairs, self.max_inputs, self.max_targets)
+        data = TokenizedPairs(self.vocab, self.model, pairs, self.max_inputs, self.max_targets)
         if data.truncated:
             log.warning(
                 "%s: %d texts truncated to %d/%d tokens",
@@ -278,7 +269,7 @@ class T5Student:
     def _tokens(self, texts: Sequence[str], limit: int) -> tuple[list[list[int]], int]:
         """Token lists ending in EOS (cut to ``limit``) and a padded length for them, in steps
         of 64 so that splits of similar lengths share one compiled decoder."""
-        rows = [list(self.vocab.encode(t))[: limit - 1] + [EOS] for t in texts]
+        rows = [with_eos(self.vocab.encode(t), limit, self.model.eos_id) for t in texts]
         return rows, min(limit, round_up(max(len(r) for r in rows), 64))
 
     def predict(self, checkpoint: str, inputs: Sequence[str], *, stage: str) -> list[str]:

@@ -8,29 +8,13 @@ teacher's rationales, so the separators of the formats are covered.
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from scicot_jax.data import formats
 from scicot_jax.data.examples import Example
-
-# T5 conventions (pad=0, eos=1, unk=2, no bos), single-threaded and unshuffled so the model
-# is deterministic.
-SPM_OPTIONS = dict(
-    model_type="bpe",
-    pad_id=0,
-    eos_id=1,
-    unk_id=2,
-    bos_id=-1,
-    character_coverage=1.0,
-    hard_vocab_limit=False,
-    num_threads=1,
-    shuffle_input_sentence=False,
-    input_sentence_size=0,
-    minloglevel=2,
-)
+from scicot_jax.data.vocab import SPM_OPTIONS, train_spm
+from scicot_jax.files import atomic_write
 
 
 def corpus(examples: Sequence[Example], rationales: Iterable[str]) -> list[str]:
@@ -51,21 +35,7 @@ def train(out_dir: Path, texts: Sequence[str], vocab_size: int, split_digits: bo
 
     split_digits=False keeps frequent numbers whole (one token each: shorter sequences, and a
     number is copied in one step); True spells every number digit by digit."""
-    import sentencepiece as spm
-
     if not texts:
         raise ValueError("task vocabulary: no texts to train on")
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=model,
-        vocab_size=vocab_size,
-        max_sentence_length=1 << 14,
-        split_digits=split_digits,
-        **SPM_OPTIONS,
-    )
-    path = out_dir / "task.model"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(model.getvalue())
-    os.replace(tmp, path)
-    return path
+    options = dict(SPM_OPTIONS, model_type="bpe", split_digits=split_digits)
+    return atomic_write(out_dir / "task.model", train_spm(texts, vocab_size, **options))

@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from scicot_jax.data.tokens import pad_rows, shift_right
 from scicot_jax.runtime import checkpoints
 from scicot_jax.runtime import partitioning as part
 from scicot_jax.runtime.init_from import detect_format, load_initial_params
@@ -50,15 +51,6 @@ def load_model(path: str | Path, model: Any = None, mesh: Any = None) -> tuple[A
     shardings = part.params_shardings(logical_axes(config), abstract, mesh)
     params = load_initial_params(path, abstract, shardings, config)
     return config, params
-
-
-def pad_tokens(rows: Sequence[Sequence[int]], length: int) -> np.ndarray:
-    """Right-pads (and truncates) token lists to [N, length] int32."""
-    out = np.zeros((len(rows), length), np.int32)
-    for i, r in enumerate(rows):
-        r = list(r)[:length]
-        out[i, : len(r)] = r
-    return out
 
 
 MIN_BUCKET = 8  # shortest padded length; buckets double from here up to the caller's cap
@@ -162,7 +154,7 @@ def predict(
     batches = plan_batches([[len(r) for r in inputs]], [input_length], batch_size)
 
     def dispatch(k: int, batch: Batch) -> Any:
-        enc = pad_tokens([inputs[i] for i in batch.rows], batch.lengths[0])
+        enc = pad_rows([inputs[i] for i in batch.rows], batch.lengths[0], config.pad_id)
         return generate(
             params,
             config,
@@ -180,7 +172,10 @@ def predict(
     def unpack(batch: Batch, host: Any) -> list:
         toks, scores = host
         return [
-            ([_cut(t, config.eos_id) for t in toks[j]], [float(s) for s in scores[j]])
+            (
+                [_cut(t, config.eos_id, config.pad_id) for t in toks[j]],
+                [float(s) for s in scores[j]],
+            )
             for j in range(batch.size)
         ]
 
@@ -209,9 +204,9 @@ def score(
     batches = plan_batches(lengths, [input_length, target_length], batch_size)
 
     def dispatch(k: int, batch: Batch) -> Any:
-        enc = pad_tokens([inputs[i] for i in batch.rows], batch.lengths[0])
-        tgt = pad_tokens([targets[i] for i in batch.rows], batch.lengths[1])
-        dec_in = np.concatenate([np.zeros_like(tgt[:, :1]), tgt[:, :-1]], axis=1)
+        enc = pad_rows([inputs[i] for i in batch.rows], batch.lengths[0], config.pad_id)
+        tgt = pad_rows([targets[i] for i in batch.rows], batch.lengths[1], config.pad_id)
+        dec_in = shift_right(tgt, config.decoder_start_id)
         arrays = {
             "encoder_input_tokens": enc,
             "decoder_input_tokens": dec_in,
@@ -238,11 +233,12 @@ def _fit_batch(batch_size: int, mesh: Any) -> int:
     return max(d, -(-batch_size // d) * d)
 
 
-def _cut(tokens: np.ndarray, eos: int) -> list[int]:
+def _cut(tokens: np.ndarray, eos: int, pad: int) -> list[int]:
+    """The tokens before EOS, padding dropped."""
     out = []
     for t in tokens.tolist():
         if t == eos:
             break
-        if t != 0:
+        if t != pad:
             out.append(t)
     return out

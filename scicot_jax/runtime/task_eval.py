@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from scicot_jax.data import seqio_feed as data_feed
+from scicot_jax.files import atomic_write, write_jsonl
 from scicot_jax.runtime import inference
 
 log = logging.getLogger(__name__)
@@ -94,25 +95,7 @@ def write_t5x_outputs(
         if mine:
             path = out / f"{task}-metrics.jsonl"
             old = path.read_text() if path.exists() else ""
-            _replace(path, old + json.dumps({"step": step, **mine}) + "\n")
-        lines = [
-            json.dumps(
-                {
-                    "input": r["input"],
-                    "target": r["target"],
-                    "prediction": r["prediction"],
-                    "score": r["score"],
-                },
-                ensure_ascii=False,
-            )
-            for r in rows
-            if r["task"] == task
-        ]
-        _replace(out / f"{task}-{step:06}.jsonl", "".join(line + "\n" for line in lines))
-
-
-def _replace(path: Path, text: str) -> None:
-    """Writes via a temporary file, so readers never see a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+            atomic_write(path, old + json.dumps({"step": step, **mine}) + "\n")
+        keys = ("input", "target", "prediction", "score")
+        mine_rows = ({k: r[k] for k in keys} for r in rows if r["task"] == task)
+        write_jsonl(out / f"{task}-{step:06}.jsonl", mine_rows)

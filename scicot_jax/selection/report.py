@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from scicot_jax.files import write_jsonl
 from scicot_jax.selection.morsd import Selection
 
 _EXPLAIN = {
@@ -78,9 +79,7 @@ def write_report(
     """Write decisions.jsonl, summary.json and report.md under ``out_dir``; returns the .md path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "decisions.jsonl", "w") as f:
-        for d in selection.decisions:
-            f.write(json.dumps(asdict(d)) + "\n")
+    write_jsonl(out / "decisions.jsonl", (asdict(d) for d in selection.decisions))
     (out / "summary.json").write_text(json.dumps(selection.summary, indent=2) + "\n")
     md = out / "report.md"
     md.write_text(render_markdown(selection, title))

@@ -29,6 +29,7 @@ from scicot_jax.teacher.protocol import (
     QuotaExhausted,
     RateLimited,
     TransientError,
+    estimate_tokens,
 )
 
 KEY_ENV = {"gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"), "openai": ("OPENAI_API_KEY",)}
@@ -178,10 +179,6 @@ def normalise_base_url(url: str, family: str) -> str:
     return url
 
 
-def _estimate_tokens(text: str) -> int:
-    return max(1, len(text) // 4)
-
-
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
     """One verifying context for all lanes (loading the CA bundle costs ~50 ms each time)."""
@@ -247,8 +244,8 @@ def openai_response(req: GenRequest, data: Any, route: str, raw: str = "") -> Ge
     return GenResponse(
         text=out,
         finish_reason="length" if finish == "length" else ("stop" if finish == "stop" else finish),
-        input_tokens=int(usage.get("prompt_tokens") or _estimate_tokens(req.prompt)),
-        output_tokens=int(usage.get("completion_tokens") or _estimate_tokens(out)),
+        input_tokens=int(usage.get("prompt_tokens") or estimate_tokens(req.prompt)),
+        output_tokens=int(usage.get("completion_tokens") or estimate_tokens(out)),
     )
 
 
@@ -438,9 +435,9 @@ class GeminiBackend:
             text=text,
             finish_reason={"STOP": "stop", "MAX_TOKENS": "length"}.get(finish, finish.lower()),
             input_tokens=int(
-                getattr(usage, "prompt_token_count", None) or _estimate_tokens(req.prompt)
+                getattr(usage, "prompt_token_count", None) or estimate_tokens(req.prompt)
             ),
-            output_tokens=int(out_tokens or _estimate_tokens(text)),
+            output_tokens=int(out_tokens or estimate_tokens(text)),
         )
 
     async def aclose(self) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from scicot_jax.data.answers import normalize_number
 from scicot_jax.data.examples import Example
 from scicot_jax.data.sources import mc_answer_label, parse_choices
+from scicot_jax.files import read_jsonl
 
 ExampleSource = Callable[[], Iterator[Example]]  # re-iterable: called once per pass
 MAX_REPORTED = 20
@@ -68,41 +69,26 @@ def json_objects(
     path: str | Path, error: type[ValueError] = ValueError
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(file:line, object) for every non-blank line; a bad line raises `error` naming it."""
-    path = Path(path)
-    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is reported as file:line
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise error(f"{where}: invalid JSON ({e.msg})") from None
-            except UnicodeDecodeError as e:
-                raise error(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
-            if not isinstance(d, dict):
-                raise error(f"{where}: expected a JSON object")
-            yield where, d
+    for lineno, d in read_jsonl(path, error):
+        where = f"{path}:{lineno}"
+        if not isinstance(d, dict):
+            raise error(f"{where}: expected a JSON object")
+        yield where, d
 
 
 def iter_input_jsonl(
     path: str | Path, card: Any = None
 ) -> Iterator[tuple[str, Example | ValueError]]:
     """(file:line, Example or the error) for every non-blank line; checked against `card`."""
-    path = Path(path)
-    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is reported as file:line
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield where, _example(json.loads(line), where, card)
-            except json.JSONDecodeError as e:
-                yield where, ValueError(f"{where}: invalid JSON ({e.msg})")
-            except UnicodeDecodeError as e:
-                yield where, ValueError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})")
-            except ValueError as e:
-                yield where, e
+    for lineno, d in read_jsonl(path, keep_going=True):
+        where = f"{path}:{lineno}"
+        if isinstance(d, ValueError):
+            yield where, d
+            continue
+        try:
+            yield where, _example(d, where, card)
+        except ValueError as e:
+            yield where, e
 
 
 def jsonl_source(path: str | Path, limit: int | None = None, card: Any = None) -> ExampleSource:

@@ -11,6 +11,12 @@ from typing import Any
 PROVIDERS = ("gemini", "openai-chat", "openai-completions")
 
 
+def estimate_tokens(text: str) -> int:
+    """Rough token count (4 characters a token, at least 1): budget quotes before a request is
+    sent, and usage when a provider reports none."""
+    return len(text) // 4 + 1
+
+
 @dataclass(frozen=True)
 class GenRequest:
     """One generation request; its canonical JSON (never code, never keys) is the cache key."""

@@ -9,7 +9,6 @@ records (answers re-parsed, correctness re-checked); the original run is never m
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from scicot_jax.data.answers import ANSWER_TRIGGER, answers_match, parse_answer
 from scicot_jax.data.formats import render_question
 from scicot_jax.data.store import RationaleStore
+from scicot_jax.files import write_jsonl
 from scicot_jax.teacher.inputs import json_objects
 
 DECISIONS = ("keep", "drop", "edit")
@@ -32,27 +32,21 @@ def export(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None =
     store = RationaleStore.open(run_dir)
     examples = {ex.id: ex for ex in store.examples()}
     out = Path(out) if out else Path(run_dir) / "review.jsonl"
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for rec in store.records():
-            ex = examples.get(rec.example_id)
-            f.write(
-                json.dumps(
-                    {
-                        "example_id": rec.example_id,
-                        "sample_index": rec.sample_index,
-                        "question": render_question(ex) if ex else None,
-                        "gold": ex.answer if ex else None,
-                        "answer": rec.answer,
-                        "correct": rec.correct,
-                        "decision": "keep" if rec.correct else "drop",
-                        "rationale": rec.rationale,
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
-    os.replace(tmp, out)
+    rows = (
+        {
+            "example_id": rec.example_id,
+            "sample_index": rec.sample_index,
+            "question": render_question(ex) if ex else None,
+            "gold": ex.answer if ex else None,
+            "answer": rec.answer,
+            "correct": rec.correct,
+            "decision": "keep" if rec.correct else "drop",
+            "rationale": rec.rationale,
+        }
+        for rec in store.records()
+        for ex in [examples.get(rec.example_id)]
+    )
+    write_jsonl(out, rows)
     return out
 
 

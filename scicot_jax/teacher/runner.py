@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -25,13 +24,14 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from scicot_jax.data import grading
 from scicot_jax.data.cards import TaskCard, load_card
 from scicot_jax.data.examples import Example
-from scicot_jax.data.store import RationaleRecord, RationaleStore
+from scicot_jax.data.store import EXAMPLES_FILE, RationaleRecord, RationaleStore
+from scicot_jax.files import atomic_open, try_lock
 from scicot_jax.teacher import prompts
 from scicot_jax.teacher.backends import Backend, make_backend, provider_name, scrub
 from scicot_jax.teacher.batch_clients import make_batch_client
@@ -49,6 +49,7 @@ from scicot_jax.teacher.protocol import (
     RateLimited,
     TeacherError,
     TransientError,
+    estimate_tokens,
 )
 
 # Fields whose change would change the requests: a resumed run must keep them.
@@ -358,10 +359,10 @@ class TeacherRun:
         )
 
     def _est_tokens(self, req: GenRequest) -> int:
-        return len(req.prompt) // 4 + 1 + req.max_tokens
+        return estimate_tokens(req.prompt) + req.max_tokens
 
     def _est_cost(self, req: GenRequest) -> float:
-        return self.price.cost(len(req.prompt) // 4 + 1, req.max_tokens)
+        return self.price.cost(estimate_tokens(req.prompt), req.max_tokens)
 
     def _stop(self, status: str, message: str) -> None:
         if not self.stopping:
@@ -609,29 +610,21 @@ class TeacherRun:
                 await asyncio.sleep(0)  # cache hits never suspend: let others run
 
     # -- preparation -------------------------------------------------------------------
-    def _scan(self, manifest: dict[str, Any] | None, write_to: Path | None) -> dict[str, Any]:
+    def _scan(self, manifest: dict[str, Any] | None, write_to: IO[str] | None) -> dict[str, Any]:
         """One pass over the examples: count, digest, duplicates, examples.jsonl."""
         # 8 bytes per id (not a set of str): duplicates are found by sorting, memory stays small.
         digest, n, hashes = hashlib.sha256(), 0, array("Q")
         old = (manifest.get("examples") or {}) if manifest else {}
         old_n, prefix = int(old.get("count", 0)), None
-        f = open(write_to, "w", encoding="utf-8") if write_to else None
-        try:
-            for ex in self.source():
-                line = json.dumps(ex.to_json(), ensure_ascii=False, sort_keys=True)
-                hashes.append(id_hash(ex.id))
-                digest.update(line.encode() + b"\n")
-                n += 1
-                if n == old_n:
-                    prefix = digest.hexdigest()
-                if f:
-                    f.write(line + "\n")
-            if f:
-                f.flush()
-                os.fsync(f.fileno())
-        finally:
-            if f:
-                f.close()
+        for ex in self.source():
+            line = json.dumps(ex.to_json(), ensure_ascii=False, sort_keys=True)
+            hashes.append(id_hash(ex.id))
+            digest.update(line.encode() + b"\n")
+            n += 1
+            if n == old_n:
+                prefix = digest.hexdigest()
+            if write_to:
+                write_to.write(line + "\n")
         if n == 0:
             raise InputError(f"the input has no examples ({json.dumps(self.input_desc)})")
         self._check_unique(hashes)
@@ -733,17 +726,17 @@ class TeacherRun:
                     if r1 is not None:
                         q["cached_requests"] += 1
                     else:
-                        need(len(req.prompt) // 4 + 1, req.max_tokens)
+                        need(estimate_tokens(req.prompt), req.max_tokens)
                     if self.cfg.prompt != "zero_shot_cot":
                         continue
                     if r1 is None:  # step 2 repeats step 1's prompt and reasoning
-                        need(len(req.prompt) // 4 + 1 + req.max_tokens, self.cfg.answer_max_tokens)
+                        need(self._est_tokens(req), self.cfg.answer_max_tokens)
                         continue
                     req2 = self.step2_for(req, r1)
                     if cache is not None and cache.get(req2.key) is not None:
                         q["cached_requests"] += 1
                     else:
-                        need(len(req2.prompt) // 4 + 1, req2.max_tokens)
+                        need(estimate_tokens(req2.prompt), req2.max_tokens)
         finally:
             if cache:
                 cache.close()
@@ -810,19 +803,16 @@ class TeacherRun:
     async def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         existing = self._existing_manifest()
-        tmp = self.out_dir / ".examples.jsonl.tmp"
-        try:  # bad input fails here, before a manifest exists or anything is sent
-            scan = self._scan(existing, tmp)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        # Opened after the scan: its key index and the scan's id hashes never coexist.
-        self.store = (
-            RationaleStore.open(self.out_dir)
-            if existing is not None
-            else RationaleStore.create(self.out_dir, self._manifest())
-        )
-        os.replace(tmp, self.store.examples_path)
+        # Bad input fails in the scan, before a manifest exists or anything is sent; the new
+        # examples.jsonl replaces the old one only once the scan passed.
+        with atomic_open(self.out_dir / EXAMPLES_FILE) as examples_file:
+            scan = self._scan(existing, examples_file)
+            # Opened after the scan: its key index and the scan's id hashes never coexist.
+            self.store = (
+                RationaleStore.open(self.out_dir)
+                if existing is not None
+                else RationaleStore.create(self.out_dir, self._manifest())
+            )
         self.stats.jobs_total = scan["count"] * cfg.samples
         invocations = [
             mark_interrupted(inv, self.cache) for inv in self.store.manifest.get("invocations", [])
@@ -946,12 +936,9 @@ def _now() -> str:
 
 
 def _lock(out_dir: Path) -> int:
-    fd = os.open(out_dir / ".teacher.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RunBusy(f"{out_dir}: another teacher run is writing here") from None
+    fd = try_lock(out_dir / ".teacher.lock")
+    if fd is None:
+        raise RunBusy(f"{out_dir}: another teacher run is writing here")
     return fd
 
 
