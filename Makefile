@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ lint: install
 	$(BIN)/ruff check scicot_jax tools tests bench
 	$(BIN)/ruff format --check scicot_jax tools tests bench
 
+# CI: everything, slow tests included.
 test: install lint
 	$(BIN)/python -m pytest -q -n 2 --durations=15 tests $(PYTEST_ARGS)
+
+# The edit loop: the tests not marked slow.
+test-fast: install
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/decode.py

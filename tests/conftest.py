@@ -13,6 +13,9 @@ _TMP_ROOT: str | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: takes half a minute or more on CPU (`make test-fast` skips it)"
+    )
     # Hermetic: tests never read the user's rationale runs nor write to ~/.cache. Set before
     # collection because importing scicot_jax.tasks registers runs found under the root.
     global _TMP_ROOT
@@ -43,10 +46,20 @@ def tiny_vocab(tiny_vocab_path):
     return get_vocabulary(tiny_vocab_path)
 
 
+# The real data sets, in one place: $SCICOT_SHARED_DATA, else ../shared/data beside the checkout
+# (where the task cards' data_dir entries point).
+SHARED_DATA = Path(
+    os.environ.get("SCICOT_SHARED_DATA") or Path(__file__).parents[1] / "../shared/data"
+).resolve()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data (real data sets); skips the test when absent."""
-    path = (Path(__file__).parents[1] / "../shared/data").resolve()
-    if not path.is_dir():
-        pytest.skip(f"real data not available at {path}")
-    return path
+    """The real data sets; a test that needs them FAILS when they are missing (CI has them)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(
+            f"real data not found at {SHARED_DATA}: set SCICOT_SHARED_DATA to the folder "
+            "holding arc/, finetune_cot/, distill_step_by_step/ and svamp_multi_cot/",
+            pytrace=False,
+        )
+    return SHARED_DATA

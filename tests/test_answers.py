@@ -1,13 +1,11 @@
 """Answer parsing, comparison, and Fine-tune-CoT evaluator compatibility on real completions."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from scicot_jax.data.answers import ANSWER_TRIGGER, answers_match, check_answer, parse_answer
 
-FTCOT = (Path(__file__).parents[1] / "../shared/data/finetune_cot").resolve()
 CHOICES = (("A", "5"), ("B", "7"), ("C", "9"), ("D", "math problem"))
 
 
@@ -82,10 +80,8 @@ TYPES = {
 
 
 @pytest.mark.parametrize("task", sorted(EXPECTED))
-def test_finetune_cot_teacher_accuracy(task):
-    path = FTCOT / "completions" / f"D_{task}.json"
-    if not path.is_file():
-        pytest.skip(f"Fine-tune-CoT completions not available at {path}")
+def test_finetune_cot_teacher_accuracy(task, shared_data):
+    path = shared_data / "finetune_cot" / "completions" / f"D_{task}.json"
     data = json.loads(path.read_text())["data"]
     results = [
         check_answer(c["completion"], c["answer"], TYPES[task], compat=task)[1]

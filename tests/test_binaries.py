@@ -26,6 +26,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # ~3 min on 2 busy cores: three binaries, several compiles
 def test_train_eval_infer_binaries(tmp_path, tiny_vocab_path):
     """One trained model dir feeds the eval and infer checks (one test: one training run,
     whichever xdist worker gets it)."""

@@ -6,11 +6,14 @@ A real run (oracle teacher over loopback, tiny T5 from scratch, CPU), seeded, on
 
 from pathlib import Path
 
+import pytest
+
 from scicot_jax.data.cards import CARDS_DIR
 from scicot_jax.pipeline.config import PipelineConfig, StudentConfig, TeacherConfig
 from scicot_jax.pipeline.run import run_pipeline
 
 
+@pytest.mark.slow  # minutes: two full pipeline methods, 900 training steps
 def test_two_stage_beats_plain_fine_tuning(tmp_path):
     card = tmp_path / "compass4.toml"
     card.write_text(

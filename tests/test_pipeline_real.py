@@ -13,14 +13,15 @@ from scicot_jax.pipeline.config import PipelineConfig, StudentConfig, TeacherCon
 from scicot_jax.pipeline.run import run_pipeline
 from scicot_jax.pipeline.study_cli import main as study_main
 
+pytestmark = pytest.mark.slow  # whole pipelines on real data: about a minute each
+
 TINY = StudentConfig(steps=2, batch_size=8, eval_batch_size=16, vocab_size=256)
 
 
 @pytest.fixture
 def real(shared_data):
     for sub in ("svamp_multi_cot", "distill_step_by_step/cqa/palm"):
-        if not (shared_data / sub).is_dir():
-            pytest.skip(f"{shared_data / sub} not available")
+        assert (shared_data / sub).is_dir(), f"{shared_data / sub}: real data missing"
     return shared_data
 
 

@@ -1,14 +1,11 @@
 """Sources: every reader, on tiny local stand-ins and (when present) on the shared real data."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from scicot_jax.data.cards import parse_card
 from scicot_jax.data.sources import SourceError, eval_equation, read_examples
-
-DATA = (Path(__file__).parents[1] / "../shared/data").resolve()
 
 
 def make_card(tmp_path, source, fields=None, answer_type="number", splits=None, **extra):
@@ -128,13 +125,11 @@ def test_arc_jsonl(tmp_path):
         next(it)
 
 
-def test_arc_shared_data():
-    if not (DATA / "arc").is_dir():
-        pytest.skip(f"shared ARC data not available at {DATA / 'arc'}")
+def test_arc_shared_data(shared_data):
     sizes = {("arc_easy", "train"): 2251, ("arc_easy", "test"): 2376,
              ("arc_challenge", "train"): 1119, ("arc_challenge", "test"): 1172}  # fmt: skip
     for (name, split), n in sizes.items():
-        examples = list(read_examples(name, split))
+        examples = list(read_examples(name, split, data_dir=shared_data / "arc"))
         assert len(examples) == n and len({e.id for e in examples}) == n
         assert all(e.answer in e.labels and 3 <= len(e.choices) <= 5 for e in examples)
 
@@ -170,18 +165,17 @@ def test_finetune_cot_formats(tmp_path):
         list(read_examples(card, "train"))
 
 
-def test_finetune_cot_shared_data():
-    if not (DATA / "finetune_cot" / "splits").is_dir():
-        pytest.skip(f"Fine-tune-CoT release not available at {DATA / 'finetune_cot'}")
+def test_finetune_cot_shared_data(shared_data):
+    data = shared_data / "finetune_cot"
     sizes = {"svamp": (700, 300), "multiarith": (420, 180), "coin_flip": (350, 150),
              "last_letter_concatenation": (350, 150)}  # fmt: skip
     for task, (n_train, n_test) in sizes.items():
-        train = list(read_examples(f"ftcot_{task}", "train"))
-        test = list(read_examples(f"ftcot_{task}", "test"))
+        train = list(read_examples(f"ftcot_{task}", "train", data_dir=data))
+        test = list(read_examples(f"ftcot_{task}", "test", data_dir=data))
         assert (len(train), len(test)) == (n_train, n_test)
         assert not {e.id for e in train} & {e.id for e in test}
     with pytest.raises(SourceError, match="D_gsm8k.json"):
-        list(read_examples("ftcot_gsm8k", "train", data_dir=DATA / "finetune_cot"))
+        list(read_examples("ftcot_gsm8k", "train", data_dir=data))
 
 
 def test_dsbs_readers(tmp_path):
@@ -212,16 +206,14 @@ def test_dsbs_readers(tmp_path):
     assert eval_equation("( ( 3.0 + 4.0 ) * -2.0 )") == -14.0
 
 
-def test_dsbs_shared_data():
-    if not (DATA / "distill_step_by_step").is_dir():
-        pytest.skip(
-            f"distilling-step-by-step data not available at {DATA / 'distill_step_by_step'}"
-        )
-    cqa = list(read_examples("commonsense_qa", "test"))
+def test_dsbs_shared_data(shared_data):
+    dsbs = shared_data / "distill_step_by_step"
+    cqa = list(read_examples("commonsense_qa", "test", data_dir=dsbs / "cqa"))
     assert len(cqa) == 1221 and all(e.answer in "ABCDE" and len(e.choices) == 5 for e in cqa)
-    svamp = list(read_examples("dsbs_svamp", "train"))
+    svamp = list(read_examples("dsbs_svamp", "train", data_dir=dsbs / "svamp"))
     assert len(svamp) == 800 and svamp[0].answer == "42"
-    assert len(list(read_examples("svamp_multi_cot", "validation"))) == 150
+    data = shared_data / "svamp_multi_cot"
+    assert len(list(read_examples("svamp_multi_cot", "validation", data_dir=data))) == 150
 
 
 def test_synthetic_source():
@@ -230,6 +222,7 @@ def test_synthetic_source():
     assert examples == list(read_examples("synthetic_mc", "validation", limit=5))
 
 
+@pytest.mark.slow  # imports TensorFlow: ~1 min on 2 busy cores
 def test_tfds_reader_on_a_mocked_prepared_dataset(tmp_path):
     """The TFDS path end to end, with tfds' own mock standing in for prepared files (~10 s: TF)."""
     tf = pytest.importorskip("tensorflow")

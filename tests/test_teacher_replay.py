@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-import pytest
 
 from scicot_jax.teacher import start_replay_server
 from scicot_jax.teacher.cli import main
 
-DATA = (Path(__file__).parents[1] / "../shared/data/finetune_cot").resolve()
 
-
-@pytest.mark.skipif(
-    not (DATA / "completions/D_svamp.json").is_file(),
-    reason=f"Fine-tune-CoT release not found at {DATA}",
-)
-def test_replay_reproduces_svamp_teacher_accuracy(tmp_path, capsys):
-    srv = start_replay_server(DATA)
+def test_replay_reproduces_svamp_teacher_accuracy(tmp_path, capsys, shared_data):
+    data = shared_data / "finetune_cot"
+    srv = start_replay_server(data)
     correct = records = 0
     try:
         for split in ("train", "test"):  # the paper's figure is over all samples

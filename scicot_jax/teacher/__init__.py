@@ -104,14 +104,10 @@ def start_oracle_server(port: int = 0, **opts: Any) -> Any:
     return start(port, **opts)
 
 
-def start_replay_server(data: Any = None, port: int = 0, **opts: Any) -> Any:
-    """Serve recorded Fine-tune-CoT completions (default: ../shared/data/finetune_cot)."""
+def start_replay_server(data: Any, port: int = 0, **opts: Any) -> Any:
+    """Serve recorded Fine-tune-CoT completions (files or folders, e.g. its completions/)."""
     from scicot_jax.teacher.replay_server import start_replay_server as start
 
-    if data is None:
-        from pathlib import Path
-
-        data = Path(__file__).resolve().parents[2] / "../shared/data/finetune_cot"
     return start(data, port, **opts)
 
 
