@@ -77,7 +77,7 @@ def test_greedy_predict_matches_full_length_padding(setup):
     toks, scores = np.concatenate(toks), np.concatenate(scores)
     assert len(got) == len(inputs)
     for j, (g_toks, g_scores) in enumerate(got):
-        assert g_toks == [inference._cut(toks[j, 0], CFG.eos_id)]
+        assert g_toks == [inference._cut(toks[j, 0], CFG.eos_id, CFG.pad_id)]
         np.testing.assert_allclose(g_scores, scores[j], rtol=1e-5, atol=1e-5)
     assert len({len(t[0]) for t, _ in got}) > 1  # the set really mixes output lengths
 
