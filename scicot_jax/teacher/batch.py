@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any
 from scicot_jax.teacher.batch_clients import BatchClient, JobLost, make_batch_client
 from scicot_jax.teacher.cache import Cache
 from scicot_jax.teacher.pricing import batch_price
-from scicot_jax.teacher.protocol import FatalRequestError, GenRequest, GenResponse, TeacherError
+from scicot_jax.teacher.protocol import (
+    FatalRequestError,
+    GenRequest,
+    GenResponse,
+    TeacherError,
+    estimate_tokens,
+)
 
 if TYPE_CHECKING:
     from scicot_jax.teacher.runner import TeacherRun
@@ -112,7 +118,7 @@ class BatchDriver:
     def submit_new(self, reqs: list[GenRequest], lines: list[bytes]) -> bool:
         """Persist a new job (file + keys), then upload and submit it; False if over budget."""
         run, cfg = self.run, self.run.cfg
-        est = sum(self.price.cost(len(r.prompt) // 4 + 1, r.max_tokens) for r in reqs)
+        est = sum(self.price.cost(estimate_tokens(r.prompt), r.max_tokens) for r in reqs)
         if cfg.max_cost is not None:
             spent, held = self._spend()
             if spent + held + est > cfg.max_cost:
