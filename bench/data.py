@@ -1,22 +1,36 @@
-"""Input-pipeline throughput: SeqIO task -> tokenize -> EncDecFeatureConverter(pack=True) -> batches.
+"""Packing density and input-pipeline throughput: SeqIO's packer (before) vs best-fit (after).
 
-    .venv/bin/python bench/data.py                       # ARC-sized (2.2k) and 10x-diverse data
-    .venv/bin/python bench/data.py --target 500000 --vocab t5 --lengths 512,256
+    .venv/bin/python bench/data.py                          # every workload, packers side by side
+    .venv/bin/python bench/data.py --workloads compass_d4 --train 300
 
-Measures examples/s of the tokenized task and packed tokens/s of the converted batches, on a
-synthetic ARC-form rationale run (4 choices, one rationale per question, and D=10 rationales per
-question), and prints each next to the trainer-side rate it must exceed. `--target` is token
-slots/s (batch x (inputs + targets) length, what the trainer counts); the default is a typical
-figure for T5-small training on one H100 (~0.5M tokens/s).
+Each workload is a registered SeqIO one_stage task read through the trainer's own feed
+(`seqio_feed.train_batches`): synthetic ARC-form MC with D=1 and D=10 rationales, the demo's
+synthetic_compass with D=4 oracle rationales, and, when ../shared/data is present, multi-CoT
+SVAMP (10 real rationales per question) and CQA with PaLM rationales (real vocabularies are task
+BPE models of 1024 pieces, as the pipeline trains). Per workload it prints density (real
+tokens / token slots over inputs + targets) and real tokens/s for: SeqIO's packer at the card's
+lengths (before), best-fit at the card's lengths, and best-fit at lengths fitted to the data
+(`packing.fit_lengths`) within each `--row_tokens` budget ("card" = the card's inputs+targets).
+Rates exclude the first batch (start-up, and the best-fit packer's buffer filling).
+
+`--train N` also trains a tiny T5 on the compass workload twice with the same seed (SeqIO packer
+at the card's lengths, then best-fit at fitted lengths) and prints real tokens/s and the steps
+and training seconds each needs to reach the validation loss the first run ends at.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHARED = Path(__file__).resolve().parents[1] / "../shared/data"
 
 CARD = """
 name = "bench_mc"
@@ -36,123 +50,264 @@ targets = {targets}
 """
 
 
-def make_run(tmp: Path, n: int, degree: int, lengths: tuple[int, int]) -> Path:
-    """A card with n synthetic MC questions and a teacher run with `degree` rationales each."""
+def synthetic_run(tmp: Path, card_path: Path | str, task: str, degree: int) -> Path:
+    """A rationale run with `degree` oracle rationales per train question of a synthetic card."""
     from scicot_jax.data import synthetic
     from scicot_jax.data.cards import load_card
     from scicot_jax.data.sources import read_examples
     from scicot_jax.data.store import RationaleRecord, RationaleStore
 
-    card_path = tmp / "bench_mc.toml"
-    card_path.write_text(CARD.format(n=n, inputs=lengths[0], targets=lengths[1]))
     card = load_card(card_path)
-    store = RationaleStore.create(tmp / "run", {"card": str(card_path), "teacher": "oracle"})
+    run_dir = tmp / f"run_{card.name}"
+    store = RationaleStore.create(run_dir, {"card": str(card_path), "teacher": "oracle"})
     store.extend(
         RationaleRecord(
             ex.id,
             i,
-            synthetic.write_rationale("mc_reasoning", ex, i),
+            synthetic.write_rationale(task, ex, i),
             ex.answer,
             True,
             "teacher:oracle",
             "zero_shot_cot",
             0.7,
-        )
+        )  # fmt: skip
         for ex in read_examples(card, "train")
         for i in range(degree)
     )
     store.close()
-    return tmp / "run"
+    return run_dir
 
 
-def measure(name: str, lengths: dict[str, int], batch_size: int, min_examples: int) -> dict:
-    """Examples/s of the task, then packed tokens/s of the batches (after a warm-up batch)."""
+def imported_run(tmp: Path, importer: str) -> tuple[Path, str]:
+    """(run dir, task vocabulary path) of a real recorded-rationale import."""
+    from scicot_jax.data import importers
+    from scicot_jax.pipeline import vocab_step
+
+    run = (
+        importers.svamp_multi_cot()
+        if importer == "svamp_multi_cot"
+        else importers.distill_step_by_step("cqa", splits=["train"])
+    )
+    run_dir = tmp / f"run_{importer}"
+    importers.write_run(run, run_dir)
+    texts = vocab_step.corpus(run.examples, [r.rationale for r in run.records])
+    return run_dir, str(vocab_step.train(run_dir, texts, 1024))
+
+
+def register(tmp: Path, workload: str, n_mc: int) -> tuple[str, dict[str, int]]:
+    """(one_stage task name, card feature lengths) of a workload, registered with SeqIO."""
+    from scicot_jax import tasks
+    from scicot_jax.data.cards import load_card
+
+    if workload.startswith("mc_d"):
+        degree = int(workload[4:])
+        card_path = tmp / "bench_mc.toml"
+        if not card_path.exists():
+            card_path.write_text(CARD.format(n=n_mc, inputs=256, targets=256))
+        run, vocab = synthetic_run(tmp, card_path, "mc_reasoning", degree), "demo"
+        card_name = "bench_mc"
+    elif workload == "compass_d4":
+        card_path = "synthetic_compass"
+        run, vocab, degree = synthetic_run(tmp, card_path, "compass", 4), "demo", 4
+        card_name = "synthetic_compass"
+    else:
+        run, vocab = imported_run(tmp, workload)
+        card_name = {"svamp_multi_cot": "svamp_multi_cot", "cqa_palm": "commonsense_qa"}[workload]
+        degree = None
+    tasks.register_run_dir(
+        run,
+        name=workload,
+        vocabulary=vocab,
+        methods=["one_stage"],
+        degrees=[degree] if degree else [],
+    )
+    name = tasks.task_name(card_name, "one_stage", workload, degree)
+    return name, dict(
+        load_card(card_name if card_name != "bench_mc" else card_path).feature_lengths
+    )
+
+
+def sample_examples(task: str, cap: int, n: int) -> list[dict]:
+    """The first n shuffled train examples (inputs/targets tokens, truncated at cap)."""
     import seqio
 
-    task = seqio.get_mixture_or_task(name)
-    n = int(task.source.get_dataset(split="train", shuffle=False).cardinality())
-    epochs = max(1, -(-min_examples // n))
+    ds = seqio.get_mixture_or_task(task).get_dataset(
+        {"inputs": cap, "targets": cap}, split="train", shuffle=True, seed=0, num_epochs=1
+    )
+    out = []
+    for ex in ds.take(n).as_numpy_iterator():
+        out.append({"inputs": ex["inputs"], "targets": ex["targets"]})
+    return out
 
-    # Timers start after the first element: building the rows and the graph is start-up cost.
-    it = task.get_dataset(lengths, split="train", shuffle=True, seed=0, num_epochs=epochs)
-    it = it.prefetch(2).as_numpy_iterator()
+
+def measure(task: str, lengths: dict, batch_size: int, batches: int, packer: str) -> dict:
+    """Density and rates of `batches` batches from the trainer's feed (after one warm-up batch)."""
+    from scicot_jax.data.seqio_feed import DatasetConfig, train_batches
+
+    cfg = DatasetConfig(task, dict(lengths), batch_size=batch_size, seed=0, packer=packer)
+    it = train_batches(cfg)(0)
     next(it)
     t0 = time.perf_counter()
-    ex_s = sum(1 for _ in it) / (time.perf_counter() - t0)
-
-    ds = task.get_dataset(lengths, split="train", shuffle=True, seed=0, num_epochs=epochs)
-    packed = seqio.EncDecFeatureConverter(pack=True)(ds, lengths)
-    it = packed.batch(batch_size).prefetch(2).as_numpy_iterator()
-    first = next(it)
-    t0 = time.perf_counter()
-    batches, real, examples = 0, 0, 0
-    for b in it:
-        batches += 1
+    real = slots = examples = 0
+    for _ in range(batches):
+        b = next(it)
         real += int(
             (b["encoder_input_tokens"] != 0).sum() + (b["decoder_target_tokens"] != 0).sum()
         )
-        examples += int((b["decoder_target_tokens"] == 1).sum())  # one EOS per packed example
+        slots += b["encoder_input_tokens"].size + b["decoder_target_tokens"].size
+        examples += int((b["decoder_target_tokens"] == 1).sum())  # one EOS per example
     dt = time.perf_counter() - t0
-    slots = batches * batch_size * (lengths["inputs"] + lengths["targets"])
     return {
-        "examples": n,
-        "epochs": epochs,
-        "examples_per_s": ex_s,
-        "packed_examples_per_s": examples / dt,
-        "batches_per_s": batches / dt,
-        "slot_tokens_per_s": slots / dt,
+        "density": real / slots,
         "real_tokens_per_s": real / dt,
-        "packing_density": real / max(slots, 1),
-        "examples_per_row": examples / max(batches * batch_size, 1),
-        "first_batch_shape": tuple(first["encoder_input_tokens"].shape),
+        "slot_tokens_per_s": slots / dt,
+        "examples_per_row": examples / (batches * batch_size),
     }
+
+
+def report(workload: str, label: str, lengths: dict, r: dict, base: dict | None) -> None:
+    vs = ""
+    if base is not None:
+        vs = (
+            f" | density x{r['density'] / base['density']:.2f}, "
+            f"real tok/s x{r['real_tokens_per_s'] / base['real_tokens_per_s']:.2f}"
+        )
+    print(
+        f"{workload:<16} {label:<22} {lengths['inputs']:>4}/{lengths['targets']:<4} "
+        f"density {r['density']:.3f} ({r['examples_per_row']:.1f} ex/row) "
+        f"real {r['real_tokens_per_s']:>9,.0f} tok/s slot {r['slot_tokens_per_s']:>9,.0f}{vs}",
+        flush=True,
+    )
+
+
+def train_effect(task: str, card_lengths: dict, fitted: dict, steps: int, batch: int, tmp: Path):
+    """Same seed, SeqIO packer at the card's lengths vs best-fit at fitted lengths (tiny T5)."""
+    import json
+
+    import numpy as np
+
+    from scicot_jax.data import synthetic
+    from scicot_jax.data.cards import load_card
+    from scicot_jax.data.formats import one_stage
+    from scicot_jax.data.seqio_feed import DatasetConfig, train_batches
+    from scicot_jax.data.sources import read_examples
+    from scicot_jax.data.vocab import get_vocabulary
+    from scicot_jax.model import T5Config
+    from scicot_jax.pipeline.student import TokenizedPairs
+    from scicot_jax.train.optimizers import OptimizerConfig
+    from scicot_jax.train.trainer import TrainConfig, train
+
+    card = load_card("synthetic_compass")
+    val = [
+        one_stage(ex, synthetic.write_rationale("compass", ex, 0))
+        for ex in read_examples(card, "validation")
+    ]
+    pairs = TokenizedPairs(get_vocabulary("demo"), val, *card_lengths.values())
+    val_batches = [
+        pairs.batch(np.arange(i, i + batch)) for i in range(0, len(pairs) - batch + 1, batch)
+    ]
+    model = T5Config.preset("tiny", vocab_size=512, dtype="float32", dropout_rate=0.0)
+    period = max(1, steps // 12)
+    runs = {}
+    for packer, lengths in (("seqio", card_lengths), ("best_fit", fitted)):
+        feed = train_batches(
+            DatasetConfig(task, dict(lengths), batch_size=batch, seed=0, packer=packer)
+        )
+        probe = [b for _, b in zip(range(20), feed(0))]
+        real_per_step = float(np.mean([
+            (b["encoder_input_tokens"] != 0).sum() + (b["decoder_target_tokens"] != 0).sum()
+            for b in probe
+        ]))  # fmt: skip
+        spans: list[tuple[int, float, float]] = []  # per eval: step, start, end (wall clock)
+        starts: list[float] = []
+
+        def evals(_starts=starts):
+            _starts.append(time.perf_counter())
+            return iter(val_batches)
+
+        def eval_end(step, params, _spans=spans, _starts=starts):
+            _spans.append((step, _starts[-1], time.perf_counter()))
+            return {}
+
+        tc = TrainConfig(
+            model_dir=str(tmp / f"train_{packer}"), train_steps=steps, batch_size=batch, model=model,
+            feature_lengths=dict(lengths), optimizer=OptimizerConfig(name="adafactor", learning_rate=3e-3),
+            seed=0, checkpoint_period=steps, keep_checkpoints=1, async_checkpoints=False,
+            log_period=period, eval_period=period, handle_sigterm=False,
+        )  # fmt: skip
+        train(tc, feed, eval_batches=evals, eval_fn=eval_end)
+        lines = (Path(tc.model_dir) / "eval" / "metrics.jsonl").read_text().splitlines()
+        losses = {int(r["step"]): float(r["loss"]) for r in map(json.loads, lines)}
+        # Training seconds since the first eval (compilation before it), evals left out.
+        train_s, elapsed = {spans[0][0]: 0.0}, 0.0
+        for (_, _, prev_end), (step, start, _) in zip(spans, spans[1:]):
+            elapsed += start - prev_end
+            train_s[step] = elapsed
+        first, last = spans[0][0], spans[-1][0]
+        rate = real_per_step * (last - first) / max(elapsed, 1e-9)
+        runs[packer] = dict(losses=losses, train_s=train_s, rate=rate, first=first, lengths=lengths)
+    target = runs["seqio"]["losses"][max(runs["seqio"]["losses"])]
+    print(
+        f"train: tiny T5, batch {batch}, {steps} steps, seed 0; target = SeqIO packer's final "
+        f"validation loss {target:.4f}; seconds of training after step {runs['seqio']['first']}"
+    )
+    for packer, r in runs.items():
+        hit = next((s for s in sorted(r["losses"]) if r["losses"][s] <= target), None)
+        when = f"step {hit} ({r['train_s'].get(hit, 0.0):.1f} s)" if hit else "not reached"
+        print(
+            f"  {packer:<9} {r['lengths']['inputs']}/{r['lengths']['targets']}: real "
+            f"{r['rate']:,.0f} tok/s, final val loss {r['losses'][max(r['losses'])]:.4f}, "
+            f"target reached at {when}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--examples", type=int, default=2200, help="questions (ARC-Easy train ~2.25k)")
-    ap.add_argument("--degrees", default="1,10", help="rationales per question to bench")
-    ap.add_argument("--lengths", default="256,256", help="inputs,targets feature lengths")
-    ap.add_argument("--batch_size", type=int, default=64)
-    ap.add_argument("--min_examples", type=int, default=10000, help="repeat epochs up to this")
-    ap.add_argument("--vocab", default=None, help="SentencePiece path, 't5' or 'demo' (default)")
+    ap.add_argument("--workloads", default="mc_d1,mc_d10,compass_d4,svamp_multi_cot,cqa_palm")
     ap.add_argument(
-        "--target",
-        type=float,
-        default=500_000.0,
-        help="trainer-side token slots/s to exceed (default: T5-small, one H100)",
+        "--examples", type=int, default=2200, help="synthetic MC questions (ARC-Easy ~2.25k)"
     )
+    ap.add_argument("--batch_size", type=int, default=64)
+    ap.add_argument("--batches", type=int, default=60, help="timed batches per measurement")
+    ap.add_argument("--row_tokens", default="card,2048", help="budgets for fitted lengths")
+    ap.add_argument("--repeats", type=int, default=1, help="repeat each measurement (median shown)")
+    ap.add_argument("--train", type=int, default=0, help="steps of the compass train comparison")
     a = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from scicot_jax import tasks
-    from scicot_jax.data.vocab import get_vocabulary
+    from scicot_jax.data import packing
 
-    vocab = get_vocabulary(a.vocab or "demo")
-    li, lt = (int(x) for x in a.lengths.split(","))
-    lengths = {"inputs": li, "targets": lt}
-    degrees = [int(d) for d in a.degrees.split(",")]
-    print(
-        f"vocab={vocab.sentencepiece_model_file} size={vocab.vocab_size} lengths={lengths} "
-        f"batch={a.batch_size} cpus={os.cpu_count()} target={a.target:,.0f} tokens/s"
-    )
+    print(f"batch={a.batch_size} batches={a.batches} cpus={os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
-        run = make_run(Path(tmp), a.examples, max(degrees), (li, lt))
-        tasks.register_run_dir(
-            run, name="bench", vocabulary=vocab, methods=["one_stage"], degrees=degrees
-        )
-        for d in degrees:
-            r = measure(
-                f"scicot:bench_mc:one_stage:bench_d{d}", lengths, a.batch_size, a.min_examples
-            )
-            ratio = r["slot_tokens_per_s"] / a.target
-            print(
-                f"D={d:<3} examples={r['examples']:>6} epochs={r['epochs']:<3} "
-                f"tokenize {r['examples_per_s']:>8,.0f} ex/s | packed "
-                f"{r['packed_examples_per_s']:>8,.0f} ex/s {r['batches_per_s']:>6,.1f} batch/s "
-                f"{r['slot_tokens_per_s']:>10,.0f} slot tok/s ({r['real_tokens_per_s']:,.0f} "
-                f"real, density {r['packing_density']:.2f}, {r['examples_per_row']:.1f} ex/row) "
-                f"| x{ratio:.2f} of target {'OK' if ratio >= 1 else 'BELOW'}"
-            )
+        tmp = Path(tmp)
+        for workload in a.workloads.split(","):
+            if workload in ("svamp_multi_cot", "cqa_palm") and not SHARED.is_dir():
+                print(f"{workload}: skipped ({SHARED} absent)")
+                continue
+            task, card_lengths = register(tmp, workload, a.examples)
+            sample = sample_examples(task, 4096, 1500)
+            fitted = {}
+            for budget in a.row_tokens.split(","):
+                total = sum(card_lengths.values()) if budget == "card" else int(budget)
+                fitted[budget] = packing.fit_lengths(sample, total)
+            cases = [
+                ("before: seqio", "seqio", card_lengths),
+                ("after: best_fit", "best_fit", card_lengths),
+            ]
+            cases += [(f"after: best_fit@{b}", "best_fit", L) for b, L in fitted.items()]
+            base = None
+            for label, packer, lengths in cases:
+                rs = [
+                    measure(task, lengths, a.batch_size, a.batches, packer)
+                    for _ in range(a.repeats)
+                ]
+                r = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+                report(workload, label, lengths, r, base)
+                base = base or r
+            if a.train and workload == "compass_d4":
+                train_effect(
+                    task, card_lengths, fitted[a.row_tokens.split(",")[0]], a.train, 16, tmp
+                )
 
 
 if __name__ == "__main__":

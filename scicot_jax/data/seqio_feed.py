@@ -130,11 +130,22 @@ def best_fit_batches(cfg: DatasetConfig) -> Iterator[dict[str, np.ndarray]]:
     import seqio
 
     ds = _dataset(cfg, None, cfg.shuffle, seqio.PassThroughFeatureConverter())
-    ds = ds.map(lambda ex: {"inputs": ex["inputs"], "targets": ex["targets"]}).prefetch(64)
+    ds = ds.map(lambda ex: {"inputs": ex["inputs"], "targets": ex["targets"]})
     rows = packing.pack_examples(
-        ds.as_numpy_iterator(), cfg.task_feature_lengths, cfg.packing_open_rows
+        _unbatch(ds.padded_batch(256).prefetch(2).as_numpy_iterator()),
+        cfg.task_feature_lengths,
+        cfg.packing_open_rows,
     )
     return packing.batch_rows(rows, _host_batch_size(cfg.batch_size))
+
+
+def _unbatch(batches: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    """Zero-padded example batches -> examples (tf.data hands over a batch far faster than its
+    rows one by one; token id 0 is padding in SeqIO)."""
+    for b in batches:
+        n = {k: (v != 0).sum(axis=1) for k, v in b.items()}
+        for i in range(len(n["inputs"])):
+            yield {k: v[i, : n[k][i]] for k, v in b.items()}
 
 
 def eval_batches(cfg: DatasetConfig) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
