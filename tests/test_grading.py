@@ -152,3 +152,16 @@ def test_bad_predictions_line_names_file_line_and_field(tmp_path):
     path.write_text("{not json\n")
     with pytest.raises(ValueError, match=r"p.jsonl:1: invalid JSON"):
         grading.read_predictions(path)
+
+
+def test_cli_recomputes_accuracy_from_predictions(tmp_path, capsys):
+    from scicot_jax.pipeline import cli
+
+    exs = [Example(f"q{i}", f"Is {i} even?", "yes", ()) for i in range(4)]
+    g = grading.grader_for(load_card("ftcot_coin_flip"), "one_stage")
+    outs = ["so --> yes", "--> no", "no then --> yes", "yes"]
+    rows = grading.grade_outputs(g, "test", exs, [e.question for e in exs], outs)
+    path = grading.write_predictions(tmp_path / "predictions_test.jsonl", rows)
+    out = cli.main(["accuracy", str(path), "--task", "ftcot_coin_flip", "--kind", "one_stage"])
+    assert out["from_correct"] == out["regraded"] == {"test": 75.0}
+    assert '"test": 75.0' in capsys.readouterr().out

@@ -284,22 +284,35 @@ def demo_config(out: str, seed: int = 0) -> PipelineConfig:
     Tracking a heading turn by turn is easy for a small student, the final heading in one shot
     is not, so the methods with rationales learn what the baseline cannot. The oracle errs like
     a real teacher (teacher.oracle_behaviour); every method trains on the same number of tokens
-    as 1,300 steps of plain fine-tuning (MoRSD's probes included). ``seed`` draws the teacher's
+    as 800 steps of plain fine-tuning (MoRSD's probes included). ``seed`` draws the teacher's
     failures, the students' initialisation and their batch order.
     """
     return PipelineConfig(
         task="synthetic_compass",
         out=out,
         methods=("baseline", "finetune_cot:1", "finetune_cot:4", "scicot:1", "scicot+morsd:4"),
-        limits={"train": 1000, "validation": 200, "test": 300},
+        limits={"train": 600, "validation": 100, "test": 200},
         teacher=TeacherConfig(backend="oracle", model="oracle"),
-        student=StudentConfig(
-            size="tiny", steps=1300, batch_size=32, learning_rate=3e-3, seed=seed
-        ),
+        student=StudentConfig(size="tiny", steps=800, batch_size=32, learning_rate=3e-3, seed=seed),
         selection=SelectionConfig(per_question=1),
         match="tokens",
         seed=seed,
     )
+
+
+def _accuracy(args: argparse.Namespace) -> dict:
+    """Accuracy recomputed from predictions files (and re-graded with the card's rules)."""
+    from scicot_jax.data import grading
+
+    rows = [r for path in args.predictions for r in grading.read_predictions(path)]
+    out = {"from_correct": grading.accuracy_from_predictions(rows), "rows": len(rows)}
+    if args.task:
+        from scicot_jax.data.cards import load_card
+
+        grader = grading.grader_for(load_card(args.task), args.kind)
+        out["regraded"] = grading.accuracy_from_predictions(rows, grader)
+    print(json.dumps(out, indent=2))
+    return out
 
 
 def _demo_seeds(args: argparse.Namespace) -> dict:
@@ -323,6 +336,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="cmd", required=True)
     _add_run_args(sub.add_parser("run", help="run the pipeline on any task card"))
+    a = sub.add_parser(
+        "accuracy", help="recompute accuracy (percent per split) from predictions JSONL files"
+    )
+    a.add_argument("predictions", nargs="+", help="predictions_<split>.jsonl of an eval step")
+    a.add_argument("--task", help="card: also re-grade every output with its rules")
+    a.add_argument(
+        "--kind",
+        choices=("one_stage", "rationale", "answer", "teacher_step2"),
+        default="answer",
+        help="what the outputs are (with --task): one_stage for Fine-tune-CoT students",
+    )
     d = sub.add_parser("demo", help="the embedded demo (no network, CPU, minutes)")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--seed", type=int, default=0)
@@ -341,9 +365,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Parse, run, print the results table and the run directory; returns the results."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(name)s: %(message)s",
     )
+    if args.cmd == "accuracy":
+        return _accuracy(args)
     if args.cmd == "demo" and args.seeds:
         return _demo_seeds(args)
     cfg = demo_config(args.out, args.seed) if args.cmd == "demo" else config_from_args(args)
