@@ -6,8 +6,9 @@
 1. rate: the oracle answers with 20-50 ms latency; the client is limited to --rpm requests/min.
    Achieved requests/s, measured at the server between its first and last request, should be
    >= 98% of the limit (and never above it).
-2. cached: a run whose every request is in the cache (a new run directory over a full cache):
-   records/s through cache lookup, answer parsing and durable appends.
+2. cached: a run whose every request is in the cache (a new run directory over a cache filled
+   directly with N records' requests): records/s through cache lookup, answer parsing and
+   durable appends, for zero-shot CoT (2 requests a record) and answer-conditioned (1).
    Reported per wall second and per CPU second of the process, with the load average: the
    machine is shared, so wall rates move with the other tenants' load.
 3. memory: peak RSS of a fresh process running N requests (an instant in-process backend, so
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scicot_jax.data.examples import Example  # noqa: E402
 from scicot_jax.data.synthetic import generate  # noqa: E402
 from scicot_jax.teacher import run_teacher  # noqa: E402
+from scicot_jax.teacher.cache import Cache  # noqa: E402
 from scicot_jax.teacher.httpserver import FaultConfig  # noqa: E402
 from scicot_jax.teacher.oracle_server import OracleServer  # noqa: E402
 from scicot_jax.teacher.protocol import GenRequest, GenResponse  # noqa: E402
@@ -59,9 +61,11 @@ class InstantBackend:
 
     provider = "openai-chat"
 
+    REPLY = GenResponse(" 1 + 2 = 3. Therefore, the answer is 3.", "stop", 40, 12)
+
     async def generate(self, req: GenRequest) -> GenResponse:
         await asyncio.sleep(0)
-        return GenResponse(" 1 + 2 = 3. Therefore, the answer is 3.", "stop", 40, 12)
+        return self.REPLY
 
     async def aclose(self) -> None:
         pass
@@ -125,6 +129,23 @@ def _synthetic_source(n: int):
     return gen
 
 
+def _fill_cache(run: TeacherRun) -> float:
+    """Put every request of the run in its cache directly: what a finished run leaves behind."""
+    reply, ok = InstantBackend.REPLY, []
+    t = time.monotonic()
+    with Cache(run.cache_path) as cache:
+        for ex in run.source():
+            first = run.requests_for(ex, 0)
+            ok.append((first, reply))
+            if run.cfg.prompt == "zero_shot_cot":
+                ok.append((run.step2_for(first, reply), reply))
+            if len(ok) >= 20_000:
+                cache.write_batch(ok, [])
+                ok = []
+        cache.write_batch(ok, [])
+    return time.monotonic() - t
+
+
 def bench_cached(n: int, tmp: Path, prompt: str) -> dict:
     cfg = dict(
         backend="openai",
@@ -136,17 +157,9 @@ def bench_cached(n: int, tmp: Path, prompt: str) -> dict:
         concurrency=32,
     )
     cache = tmp / f"cached-{prompt}.sqlite"
-    fill = TeacherRun(
-        RunConfig(**cfg),
-        "synthetic_arithmetic",
-        _synthetic_source(n),
-        cache,
-        tmp / f"fill-{prompt}",
-        backend=InstantBackend(),
+    fill_s = _fill_cache(
+        TeacherRun(RunConfig(**cfg), "synthetic_arithmetic", _synthetic_source(n), cache, tmp)
     )
-    t = time.monotonic()
-    asyncio.run(fill.run())
-    fill_s = time.monotonic() - t
     again = TeacherRun(
         RunConfig(**cfg),
         "synthetic_arithmetic",
@@ -177,7 +190,8 @@ def bench_cached(n: int, tmp: Path, prompt: str) -> dict:
         "cached_rerun_records_per_s": round(n / cached_s, 1),
         "cached_rerun_records_per_cpu_s": round(n / cached_cpu, 1),
         "load_avg_1m": round(os.getloadavg()[0], 2),
-        "instant_backend_fill_records_per_s": round(n / fill_s, 1),
+        "requests": n * (2 if prompt == "zero_shot_cot" else 1),
+        "cache_fill_s": round(fill_s, 1),
         "same_run_dir_rerun_s": round(noop_s, 2),
     }
 
@@ -273,7 +287,9 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["rate", "cached", "memory", "resume"])
     ap.add_argument("--rpm", type=float, nargs="+", default=[1200.0, 6000.0])
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each rate run")
-    ap.add_argument("--cached", type=int, default=5000, help="records in the cached re-run")
+    ap.add_argument(
+        "--cached", type=int, default=500_000, help="records in the cached re-run (1M requests)"
+    )
     ap.add_argument(
         "--prompts", nargs="+", default=["zero_shot_cot", "answer_conditioned"], help="cached"
     )
@@ -302,8 +318,9 @@ def main() -> None:
     if "resume" in args.parts:
         results["resume"] = bench_resume(args.resume)
         print(json.dumps(results["resume"], indent=2), flush=True)
-    ok = all(r["achieved_pct_of_limit"] >= 98 for r in results.get("rate", []))
-    print(f"rate target (>= 98% of the limit): {'met' if ok else 'MISSED'}")
+    if results.get("rate"):
+        ok = all(r["achieved_pct_of_limit"] >= 98 for r in results["rate"])
+        print(f"rate target (>= 98% of the limit): {'met' if ok else 'MISSED'}")
 
 
 if __name__ == "__main__":

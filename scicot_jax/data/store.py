@@ -62,8 +62,8 @@ class RationaleRecord:
 
     def to_json(self) -> dict[str, Any]:
         """Plain-dict form, as stored on one line of records.jsonl."""
-        d = {f: getattr(self, f) for f in _FIELD_TYPES}
-        d["extra"] = dict(self.extra)  # a shallow copy: dataclasses.asdict is slow per record
+        d = dict(self.__dict__)  # field order; dataclasses.asdict is slow per record
+        d["extra"] = dict(self.extra)  # a shallow copy
         return d
 
     @classmethod
@@ -122,9 +122,12 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+# ensure_ascii keeps every line pure ASCII, so a byte-level cut can't split a character.
+_LINE = json.JSONEncoder(ensure_ascii=True, sort_keys=True)
+
+
 def _encode_json(d: dict[str, Any]) -> bytes:
-    # ensure_ascii keeps every line pure ASCII, so a byte-level cut can't split a character.
-    return (json.dumps(d, ensure_ascii=True, sort_keys=True) + "\n").encode()
+    return (_LINE.encode(d) + "\n").encode()
 
 
 class RationaleStore:
