@@ -125,6 +125,7 @@ def test_missing_data_file_names_card_split_and_path(tmp_path, capsys):
 
 def test_replay_run_names_its_teacher(tmp_path):
     args = ["run", "--task", "ftcot_svamp", "--out", str(tmp_path), "--teacher", "replay"]
+    args += ["--replay-path", str(tmp_path / "D_svamp.json")]
     cfg = cli.config_from_args(cli._parser().parse_args(args))
     assert cfg.teacher.model == "replay"
     assert teacher_step.describe(cfg.teacher).startswith("replay")
