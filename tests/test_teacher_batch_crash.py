@@ -84,8 +84,10 @@ def _check_exactly_once(srv, tmp_path: Path) -> None:
     assert report(tmp_path / "run")["batch_jobs"]["in_flight"] == 0
 
 
+# google-genai takes seconds to import on a loaded 2-core machine: its cases are slow ones.
 CASES = [("openai", p) for p in CRASH_POINTS] + [
-    ("gemini", p) for p in ("submitted", "downloaded", "collected")
+    pytest.param("gemini", p, marks=pytest.mark.slow)
+    for p in ("submitted", "downloaded", "collected")
 ]
 
 
@@ -152,3 +154,21 @@ def _a_job_submitted(cache: Path) -> bool:
     except Exception:  # not created yet
         return False
     return row is not None
+
+
+def test_a_second_run_on_the_same_cache_finishes_a_dead_runs_jobs(tmp_path):
+    with start_oracle_server(batch_faults=BatchFaults(queue_s=0.05)) as srv:
+        args = _args(tmp_path, srv.url, "openai")
+        crashed = subprocess.run(
+            args, cwd=ROOT, capture_output=True, env={**os.environ, CRASH_ENV: "polled"}
+        )
+        assert crashed.returncode == -signal.SIGKILL
+        at = args.index("--out") + 1
+        other = [*args[:at], str(tmp_path / "other"), *args[at + 1 :]]
+        done = subprocess.run(other, cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert len(RationaleStore.open(tmp_path / "other")) == N * D
+        again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert json.loads(again.stdout)["sent"] == 0
+        _check_exactly_once(srv, tmp_path)

@@ -70,16 +70,20 @@ class BatchDriver:
             await self.wait()
             if self.run.stopping:
                 return
-            submitted, exhausted = self.one_pass(count_skipped=first)
+            submitted, exhausted, busy = self.one_pass(count_skipped=first)
             first = False
             if submitted == 0 and not self._open():
-                self.exhausted = exhausted
+                # Keys still busy are in another run's jobs that it has not submitted yet: that
+                # run sends them (re-run it if it died); here they count as failed.
+                self.exhausted = exhausted + busy
                 return
 
-    def one_pass(self, count_skipped: bool) -> tuple[int, int]:
-        """Write what the cache answers; pack every other job's next request into jobs."""
+    def one_pass(self, count_skipped: bool) -> tuple[int, int, int]:
+        """Write what the cache answers; pack every other job's next request into jobs.
+
+        Returns (requests submitted, requests out of attempts, requests busy in open jobs)."""
         builder = _Builder(self)
-        exhausted = 0
+        exhausted = waiting = 0
         for chunk in _chunks(self.run.jobs(count_skipped=count_skipped)):
             reqs = [
                 r1req if r1 is None else r2req
@@ -90,15 +94,16 @@ class BatchDriver:
             for req in reqs:
                 assert req is not None
                 if req.key in busy:
+                    waiting += 1
                     continue
                 if tries.get(req.key, 0) >= self.run.cfg.batch_attempts:
                     exhausted += 1
                     continue
                 builder.add(req)
                 if self.run.stopping:
-                    return builder.submitted, exhausted
+                    return builder.submitted, exhausted, waiting
         builder.flush()
-        return builder.submitted, exhausted
+        return builder.submitted, exhausted, waiting
 
     async def wait(self) -> None:
         """Advance every open job of this run until all are collected (or the run stops)."""
@@ -224,12 +229,51 @@ class BatchDriver:
         ]
         outcome += [(state, k) for k in reqs if k not in answered]  # expired, cancelled, lost
         s = self.run.stats
+        before = (s.ok, s.failures, s.input_tokens, s.output_tokens, s.cost_usd)
         s.ok += len(ok)
         s.failures += len(reqs) - len(ok)
         s.input_tokens += tok_in
         s.output_tokens += tok_out
         s.cost_usd += cost
+        try:
+            self._commit(job, state, ok, bad, outcome, (tok_in, tok_out, cost), message, now)
+        except _Collected:  # another run sharing the cache collected it first
+            s.ok, s.failures, s.input_tokens, s.output_tokens, s.cost_usd = before
+            return
+        crash_point("collected")
+
+    def _commit(
+        self,
+        job: dict[str, Any],
+        state: str,
+        ok: list[tuple[GenRequest, GenResponse]],
+        bad: list[tuple[GenRequest, Any]],
+        outcome: list[tuple[str, str]],
+        spend: tuple[int, int, float],
+        message: str,
+        now: float,
+    ) -> None:
+        """One transaction: the job's end (only if not collected yet), results, failures."""
+        tok_in, tok_out, cost = spend
         with self.cache.transaction():
+            won = self.db.execute(
+                "UPDATE batch_jobs SET phase='collected', state=?, succeeded=?, failed=?,"
+                " input_tokens=?, output_tokens=?, cost=?, message=?, updated=?"
+                " WHERE id=? AND phase!='collected'",
+                (
+                    state,
+                    len(ok),
+                    job["requests"] - len(ok),
+                    tok_in,
+                    tok_out,
+                    cost,
+                    message[:300],
+                    now,
+                    job["id"],
+                ),
+            ).rowcount
+            if not won:
+                raise _Collected
             self.cache._save_stats(self.run.counters, now)  # the counters commit with the results
             self.db.executemany(
                 "INSERT OR IGNORE INTO responses(key, request, response, created)"
@@ -248,22 +292,6 @@ class BatchDriver:
                 "UPDATE batch_items SET outcome=? WHERE job=? AND key=?",
                 [(o, job["id"], k) for o, k in outcome],
             )
-            self.db.execute(
-                "UPDATE batch_jobs SET phase='collected', state=?, succeeded=?, failed=?,"
-                " input_tokens=?, output_tokens=?, cost=?, message=?, updated=? WHERE id=?",
-                (
-                    state,
-                    len(ok),
-                    len(reqs) - len(ok),
-                    tok_in,
-                    tok_out,
-                    cost,
-                    message[:300],
-                    now,
-                    job["id"],
-                ),
-            )
-        crash_point("collected")
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _job(self, jid: str) -> dict[str, Any]:
@@ -271,8 +299,11 @@ class BatchDriver:
         return dict(zip([c[0] for c in cur.description], cur.fetchone(), strict=True))
 
     def _open(self) -> list[dict[str, Any]]:
+        """This run's unfinished jobs, and any run's submitted ones (polling them is safe: a
+        job is collected once, see _collect), so runs sharing a cache finish each other's."""
         cur = self.db.execute(
-            "SELECT * FROM batch_jobs WHERE run=? AND phase!='collected' ORDER BY created",
+            "SELECT * FROM batch_jobs WHERE (run=? AND phase!='collected') OR phase='submitted'"
+            " ORDER BY created",
             (self.run_id,),
         )
         names = [c[0] for c in cur.description]
@@ -319,6 +350,10 @@ class BatchDriver:
             (self.run_id,),
         ).fetchone()
         return float(spent), float(held)
+
+
+class _Collected(Exception):
+    """The job was collected by someone else in the meantime."""
 
 
 class _Builder:
