@@ -158,7 +158,7 @@ def test_unknown_temperature_allowed(tmp_path):
 def test_key_index_sorts_its_tail_and_answers_exactly(monkeypatch):
     from scicot_jax.data import key_index
 
-    monkeypatch.setattr(key_index, "_MIN_TAIL", 8)
+    monkeypatch.setattr(key_index, "_MAX_TAIL", 8)
     index = key_index.KeyIndex()
     for i in range(1000):
         index.add_hash(key_index.key_hash(f"q{i}", i % 3))
@@ -208,3 +208,21 @@ def test_accuracy_summary_histogram_of_kept_samples(tmp_path):
     kept = accuracy_summary(store)["kept_samples_per_question"]
     # a: 1 kept, b: 0, c: 2, d (no record yet): 0
     assert kept == {"mean": 0.75, "questions_with_none": 2, "histogram": {"0": 2, "1": 1, "2": 1}}
+
+
+def test_kept_histogram_is_the_same_in_any_chunking():
+    import random
+    from array import array
+    from collections import Counter
+
+    from scicot_jax.teacher.report import _MASK, _kept_per_question
+
+    for trial in range(50):
+        rng = random.Random(trial)
+        recs = [(rng.randrange(1, 40), rng.random() < 0.5) for _ in range(rng.randrange(300))]
+        per, questions = Counter(), {q for q, _ in recs}
+        for q, ok in recs:
+            per[q] += ok
+        marks = array("Q", [((q * 7919 << 1) & _MASK) | ok for q, ok in recs])
+        got = _kept_per_question(marks, chunk=rng.choice([1, 2, 3, 7, 64, 1024]))
+        assert got == (len(questions), Counter(per[q] for q in questions))

@@ -144,6 +144,11 @@ class RationaleStore:
         if not self.records_path.exists():
             self.records_path.touch()
         self._repair_tail()
+        self._index: KeyIndex | None = None
+        self._build_index()
+
+    def _build_index(self) -> KeyIndex:
+        """Read every record (validating it) into the key index."""
         # 8 bytes per record (not a set of tuples): 10M records stay at ~80 MB resident.
         hashes = array("Q", (key_hash(*rec.key) for rec in self.records()))
         self._count = len(hashes)
@@ -151,6 +156,15 @@ class RationaleStore:
         self._index = KeyIndex(hashes)
         if dup:
             self._resolve_duplicates(dup)
+        return self._index
+
+    @property
+    def index(self) -> KeyIndex:
+        return self._index if self._index is not None else self._build_index()
+
+    def release_index(self) -> None:
+        """Free the key index (a writer done writing); it is read again if needed."""
+        self._index = None
 
     def _with_hashes(self, hashes: set[int]) -> dict[int, list[tuple[Key, int]]]:
         """hash -> [(key, line number)] of the stored records whose key hash is in `hashes`."""
@@ -171,7 +185,7 @@ class RationaleStore:
                     repeats.append((lineno, key))
                 seen.add(key)
             if len(seen) > 1:
-                self._index.add_collision(h, seen)
+                self.index.add_collision(h, seen)
         if repeats:
             lineno, (eid, k) = min(repeats)
             raise StoreError(
@@ -330,7 +344,7 @@ class RationaleStore:
             h = key_hash(*rec.key)
             if rec.key in seen:
                 self._already(rec.key)
-            if self._index.contains_hash(h):
+            if self.index.contains_hash(h):
                 maybe_stored[h] = rec.key
             seen[rec.key] = h
             lines.append(_encode_json(d))
@@ -341,7 +355,7 @@ class RationaleStore:
                 keys = {key for key, _ in hits}
                 if maybe_stored[h] in keys:
                     self._already(maybe_stored[h])
-                self._index.add_collision(h, keys | {maybe_stored[h]})
+                self.index.add_collision(h, keys | {maybe_stored[h]})
         self._take_writer_lock()
         fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND)
         try:
@@ -350,7 +364,7 @@ class RationaleStore:
         finally:
             os.close(fd)
         for h in seen.values():
-            self._index.add_hash(h)
+            self.index.add_hash(h)
         self._count += len(lines)
         return len(lines)
 
@@ -398,7 +412,7 @@ class RationaleStore:
         return {rec.key for rec in self.records()}
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index
+        return key in self.index
 
     def __len__(self) -> int:
         return self._count

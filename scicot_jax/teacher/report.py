@@ -32,18 +32,38 @@ _COUNTERS = (
 _MASK = (1 << 64) - 1
 
 
-def _kept_per_question(marks: array) -> tuple[int, np.ndarray]:
-    """(questions with a record, correct records per such question), sorting `marks` in place."""
-    if not marks:
-        return 0, np.zeros(0, np.int64)
-    view = np.frombuffer(marks, dtype=np.uint64)
+def _kept_per_question(marks: array, chunk: int = 1 << 18) -> tuple[int, Counter[int]]:
+    """(questions with a record, histogram of correct records per such question).
+
+    Sorts `marks` in place, then walks it in chunks so the temporaries stay a few MB."""
+    view = np.frombuffer(marks, dtype=np.uint64) if marks else np.zeros(0, np.uint64)
     view.sort()
-    ok = np.empty(len(view), bool)
-    np.bitwise_and(view, np.uint64(1), out=ok, casting="unsafe")
-    np.right_shift(view, np.uint64(1), out=view)  # ids, still sorted
-    starts = np.flatnonzero(np.concatenate(([True], view[1:] != view[:-1])))
+    hist: Counter[int] = Counter()
+    groups, cur, kept = 0, None, 0  # the question being counted across chunk edges
+    one = np.uint64(1)
+    for lo in range(0, len(view), chunk):
+        part = view[lo : lo + chunk]
+        ids, ok = part >> one, (part & one).astype(np.int64)
+        new = np.empty(len(part), bool)
+        new[0] = cur is None or ids[0] != cur
+        np.not_equal(ids[1:], ids[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        if not len(starts):
+            kept += int(ok.sum())
+            continue
+        kept += int(ok[: starts[0]].sum())
+        if cur is not None:
+            hist[kept] += 1  # the carried question ends here
+        sums = np.add.reduceat(ok, starts)
+        for k, v in enumerate(np.bincount(sums[:-1])):
+            if v:
+                hist[k] += int(v)
+        groups += len(starts)
+        cur, kept = ids[-1], int(sums[-1])
+    if cur is not None:
+        hist[kept] += 1
     del view
-    return len(starts), np.add.reduceat(ok, starts, dtype=np.int64)
+    return groups, hist
 
 
 def accuracy_summary(store: RationaleStore) -> dict[str, Any]:
@@ -59,9 +79,8 @@ def accuracy_summary(store: RationaleStore) -> dict[str, Any]:
         truncated += bool(rec.extra.get("truncated"))
         tok_in += rec.input_tokens
         tok_out += rec.output_tokens
-    with_records, per_question = _kept_per_question(marks)
+    with_records, hist = _kept_per_question(marks)
     del marks
-    hist = Counter({k: int(v) for k, v in enumerate(np.bincount(per_question)) if v})
     questions = int((store.manifest.get("examples") or {}).get("count", with_records))
     if questions > with_records:
         hist[0] += questions - with_records  # questions without any record yet

@@ -871,6 +871,7 @@ class TeacherRun:
             )
             self.store.update_manifest(invocations=invocations)
             self.store.close()
+            self.store.release_index()  # done writing: the summary's pass needs the memory
         if error is not None:
             raise error
         return self.summary()
