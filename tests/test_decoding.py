@@ -9,6 +9,7 @@ import pytest
 
 from scicot_jax.model import T5Config, Transformer, init_params
 from scicot_jax.model.decoding import (
+    _repeat_batch,
     beam_search,
     generate,
     length_penalty,
@@ -167,6 +168,24 @@ def test_cross_attention_kv_are_cached_once(params):
 
     logits, _ = jax.eval_shape(later_step, params, cache)
     assert logits.shape == (4, 1, CFG.vocab_size)
+
+
+@pytest.mark.parametrize("impl", ["xla", "dot_product"])
+def test_samples_share_one_cross_kv_and_decode_like_repeated_inputs(params, impl):
+    cfg, n = CFG.replace(attention_impl=impl), 3
+    _, cache = jax.eval_shape(
+        lambda p: prefill(p, cfg, jnp.asarray(ENC), None, MAX_LEN)[:2], params
+    )
+    copies = jax.eval_shape(lambda c: _repeat_batch(c, n, keep_cross=True), cache)
+    copies = copies["decoder"]["layers_0"]
+    assert copies["encoder_decoder_attention"]["cached_key"].shape[0] == 4  # one per input
+    assert copies["self_attention"]["cached_key"].shape[0] == 4 * n  # one per sample
+    # Shared K/V give the samples that n explicit copies of every input (own K/V) give.
+    run = functools.partial(generate, params, cfg, max_decode_length=MAX_LEN, method="sample")
+    shared = run(ENC, num_decodes=n, rng=jax.random.key(5))
+    copied = run(np.repeat(ENC, n, axis=0), num_decodes=1, rng=jax.random.key(5))
+    np.testing.assert_array_equal(shared[0], np.asarray(copied[0]).reshape(4, n, MAX_LEN))
+    np.testing.assert_allclose(shared[1], np.asarray(copied[1]).reshape(4, n), rtol=1e-5, atol=1e-5)
 
 
 def fake_step(eos_at):

@@ -67,12 +67,23 @@ def fused_attention(
     )
 
 
+def _group_queries(q_BxQxHxD: jax.Array, mask: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """Rows b*n .. b*n+n-1 (copies of input b) -> one row b with n*Q queries, mask to match."""
+    b, q_len = q_BxQxHxD.shape[0] // n, q_BxQxHxD.shape[1]
+    q = q_BxQxHxD.reshape((b, n * q_len) + q_BxQxHxD.shape[2:])
+    mask = jnp.broadcast_to(mask, (b * n,) + mask.shape[1:3] + (mask.shape[-1],))
+    mask = mask.reshape((b, n) + mask.shape[1:]).transpose(0, 2, 1, 3, 4)
+    return q, mask.reshape((b, mask.shape[1], n * q_len, mask.shape[-1]))
+
+
 class MultiHeadAttention(nn.Module):
     """T5 attention block (`query`, `key`, `value`, `out`) with optional decode-time caches.
 
     In decode mode a self-attention block keeps `cached_key`/`cached_value` [B, max_len, H, D]
     and writes the current step at `decode_index`; a cross-attention block projects the encoder
     output once, on the first call, and reads the cached keys and values on every later step.
+    A cross cache with fewer rows than the queries (B vs B * n samples or beams, copies of one
+    input adjacent) is shared: each input's n query rows attend to its one K/V as a group.
     """
 
     config: T5Config
@@ -117,12 +128,17 @@ class MultiHeadAttention(nn.Module):
         if self.decode and not self.is_cross:
             k, v = self._update_cache(k, v, decode_index, max_decode_length)
 
+        groups = q.shape[0] // k.shape[0]
+        if groups > 1:  # samples/beams share their input's cross K/V: attend as one query group
+            q, mask = _group_queries(q, mask, groups)
         if cfg.attention_impl == "dot_product":
             # jax.nn.dot_product_attention has no probability dropout; residual dropout still applies.
             out = fused_attention(q, k, v, bias, mask, allow_cudnn=not self.decode)
         else:
             drop = nn.Dropout(cfg.dropout_rate) if cfg.dropout_rate > 0 else None
             out = xla_attention(q, k, v, bias, mask, drop, self.deterministic)
+        if groups > 1:
+            out = out.reshape((-1, out.shape[1] // groups) + out.shape[2:])
         out = out.reshape(out.shape[:-2] + (heads * d_kv,))
         return Dense(cfg.d_model, ("joined_kv", "embed"), ATTENTION_KERNEL_INIT, cfg, name="out")(
             out

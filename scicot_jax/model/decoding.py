@@ -2,7 +2,8 @@
 
 The encoder runs once; the first decoder step (on the un-expanded batch) creates the cache,
 including the cross-attention keys/values, which later steps only read. Sample/beam copies
-are made by repeating that cache, then a `lax.while_loop` feeds one token per step and stops
+repeat the self-attention cache but share the cross-attention K/V (one copy per input; the
+attention groups each input's copies), then a `lax.while_loop` feeds one token per step and stops
 as soon as every sequence has ended.
 """
 
@@ -100,8 +101,9 @@ def _generate(
         params, config = unscan_params(params, config), config.replace(scan_layers=False)
     first_logits, cache, run = prefill(params, config, enc_tokens, enc_segments, max_len)
     batch = enc_tokens.shape[0]
-    # Copies for samples / beams share the prefix cache (cross-attention K/V included).
-    first_logits, cache, enc_tokens = _repeat_batch((first_logits, cache, enc_tokens), num_decodes)
+    # Copies for samples / beams: own self-attention caches, one shared cross-attention K/V.
+    first_logits, enc_tokens = _repeat_batch((first_logits, enc_tokens), num_decodes)
+    cache = _repeat_batch(cache, num_decodes, keep_cross=True)
     step = lambda tokens_N, cache: run(tokens_N, cache, None, enc_tokens)
     if method == "beam":
         tokens, scores, _ = beam_search(
@@ -162,11 +164,22 @@ def prefill(
     return first_logits, cache, run
 
 
-def _repeat_batch(tree: Any, n: int) -> Any:
-    """Repeat every batched leaf n times along axis 0 (scalars such as the decode index stay)."""
+def _repeat_batch(tree: Any, n: int, keep_cross: bool = False) -> Any:
+    """Repeat every batched leaf n times along axis 0 (scalars such as the decode index stay;
+    with keep_cross, so do cross-attention caches, which the copies share)."""
     if n == 1:
         return tree
-    return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0) if x.ndim else x, tree)
+
+    def rep(path: tuple, x: jax.Array) -> jax.Array:
+        keep = x.ndim == 0 or (keep_cross and _is_cross(path))
+        return x if keep else jnp.repeat(x, n, axis=0)
+
+    return jax.tree_util.tree_map_with_path(rep, tree)
+
+
+def _is_cross(path: tuple) -> bool:
+    """Whether a cache leaf belongs to a cross-attention block (same for every copy of an input)."""
+    return any(getattr(key, "key", None) == "encoder_decoder_attention" for key in path)
 
 
 def sample_token(
@@ -252,8 +265,7 @@ def _reorder_beam_cache(cache: Any, flat_idx_N: jax.Array) -> Any:
     """Gather the cache rows of surviving beams; cross-attention K/V (equal per input) and scalars stay."""
 
     def pick(path: tuple, x: jax.Array) -> jax.Array:
-        cross = any(getattr(key, "key", None) == "encoder_decoder_attention" for key in path)
-        return x if cross or x.ndim == 0 else jnp.take(x, flat_idx_N, axis=0)
+        return x if _is_cross(path) or x.ndim == 0 else jnp.take(x, flat_idx_N, axis=0)
 
     return jax.tree_util.tree_map_with_path(pick, cache)
 
