@@ -50,7 +50,7 @@ targets = {targets}
 """
 
 
-def synthetic_run(tmp: Path, card_path: Path | str, task: str, degree: int) -> Path:
+def synthetic_run(tmp: Path, card_path: Path | str, task: str, degree: int, name: str) -> Path:
     """A rationale run with `degree` oracle rationales per train question of a synthetic card."""
     from scicot_jax.data import synthetic
     from scicot_jax.data.cards import load_card
@@ -58,7 +58,7 @@ def synthetic_run(tmp: Path, card_path: Path | str, task: str, degree: int) -> P
     from scicot_jax.data.store import RationaleRecord, RationaleStore
 
     card = load_card(card_path)
-    run_dir = tmp / f"run_{card.name}"
+    run_dir = tmp / f"run_{name}"
     store = RationaleStore.create(run_dir, {"card": str(card_path), "teacher": "oracle"})
     store.extend(
         RationaleRecord(
@@ -104,11 +104,11 @@ def register(tmp: Path, workload: str, n_mc: int) -> tuple[str, dict[str, int]]:
         card_path = tmp / "bench_mc.toml"
         if not card_path.exists():
             card_path.write_text(CARD.format(n=n_mc, inputs=256, targets=256))
-        run, vocab = synthetic_run(tmp, card_path, "mc_reasoning", degree), "demo"
+        run, vocab = synthetic_run(tmp, card_path, "mc_reasoning", degree, workload), "demo"
         card_name = "bench_mc"
     elif workload == "compass_d4":
         card_path = "synthetic_compass"
-        run, vocab, degree = synthetic_run(tmp, card_path, "compass", 4), "demo", 4
+        run, vocab, degree = synthetic_run(tmp, card_path, "compass", 4, workload), "demo", 4
         card_name = "synthetic_compass"
     else:
         run, vocab = imported_run(tmp, workload)

@@ -3,17 +3,27 @@
   python bench/decode.py                       # CPU: small preset, vocab 4096, B16, in 64, 32 new
   python bench/decode.py --device gpu          # GPU: small and base, B256, in 256, 128 new (bf16)
   python bench/decode.py --preset base --batch 8 --input-len 32 --new-tokens 16
+  python bench/decode.py --workload mixed      # Stage-1 generation + MoRSD scoring, before/after
 
 Both models hold the same random weights (ours exported with `export_hf`), see the same inputs
 and sample exactly `--new-tokens` tokens per row (HF: min_new_tokens forbids EOS; ours runs its
 while_loop to the end as long as one row is still going, which the script checks). Throughput is
 batch * new tokens / median wall time over `--repeats` timed runs after one warm-up run
 (compilation and first-call overheads excluded); the two are timed alternately.
+
+`--workload mixed` times `runtime.inference` on the pipeline's own workloads with a briefly
+trained tiny student (so outputs end at data-dependent lengths): Stage-1 greedy generation over
+the demo's train/validation/test questions (synthetic_compass) and over multi-CoT SVAMP's
+(real, mixed-length questions, when ../shared/data is present), and MoRSD scoring of every
+question's D=4 rationales. "before" is the previous algorithm (every batch padded to the full
+input length in the caller's order, fetched before the next is dispatched), reproduced here;
+"after" is `inference.predict` / `inference.score`. Both give the same greedy outputs (checked).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -23,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+SHARED = Path(__file__).resolve().parents[1] / "../shared/data"
 GPU_CASES = [("small", 256, 256, 128), ("base", 256, 256, 128)]  # preset, batch, input, new
 
 
@@ -45,6 +56,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the fair choice on a shared, oversubscribed machine)",
     )
     p.add_argument("--no-hf", action="store_true", help="time only our generate")
+    p.add_argument("--workload", choices=["random", "mixed"], default="random")
+    p.add_argument("--train-steps", type=int, default=200, help="mixed: student training steps")
+    p.add_argument("--eval-batch", type=int, default=64, help="mixed: inference batch size")
+    p.add_argument("--data", default="compass,svamp", help="mixed: compass and/or svamp")
     return p.parse_args(argv)
 
 
@@ -175,6 +190,157 @@ def run_case(
     print(line, flush=True)
 
 
+def legacy_predict(params, config, mesh, inputs, *, input_length, max_decode_length, batch_size):
+    """The pre-bucketing inference.predict (greedy): full-length padding, input order, sync."""
+    import jax
+    import numpy as np
+
+    from scicot_jax.data.tokens import pad_rows
+    from scicot_jax.model.decoding import generate
+    from scicot_jax.runtime import inference
+    from scicot_jax.runtime import partitioning as part
+
+    out = []
+    for a in range(0, len(inputs), batch_size):
+        rows = list(inputs[a : a + batch_size])
+        enc = pad_rows(rows + [[]] * (batch_size - len(rows)), input_length, config.pad_id)
+        toks, scores = generate(
+            params, config, jax.device_put(enc, part.batch_sharding(mesh)),
+            max_decode_length=max_decode_length,
+        )  # fmt: skip
+        toks, scores = np.asarray(jax.device_get(toks)), np.asarray(jax.device_get(scores))
+        out += [
+            ([inference._cut(t, config.eos_id, config.pad_id) for t in toks[j]], list(scores[j]))
+            for j in range(len(rows))
+        ]
+    return out
+
+
+def legacy_score(params, config, mesh, inputs, targets, *, input_length, target_length, batch_size):
+    """The pre-bucketing inference.score: full-length padding, input order, sync."""
+    import jax
+
+    from scicot_jax.data.tokens import pad_rows, shift_right
+    from scicot_jax.model.scoring import score
+
+    out = []
+    for a in range(0, len(inputs), batch_size):
+        pad = [[]] * (batch_size - len(inputs[a : a + batch_size]))
+        enc = pad_rows(list(inputs[a : a + batch_size]) + pad, input_length, config.pad_id)
+        tgt = pad_rows(list(targets[a : a + batch_size]) + pad, target_length, config.pad_id)
+        batch = {
+            "encoder_input_tokens": enc,
+            "decoder_input_tokens": shift_right(tgt, config.decoder_start_id),
+            "decoder_target_tokens": tgt,
+        }
+        res = jax.device_get(score(params, config, batch))
+        out += [{"mean_logprob": float(res["mean_logprob"][j])} for j in range(len(enc) - len(pad))]
+    return out
+
+
+def mixed_data(name: str, tmp: Path, student_cfg: Any) -> tuple[Any, dict[str, list], list]:
+    """(student, {split: questions}, D=4 (question, rationale) pairs of the train split)."""
+    from scicot_jax.data import formats, importers, synthetic
+    from scicot_jax.data.cards import load_card
+    from scicot_jax.data.sources import read_examples
+    from scicot_jax.pipeline import vocab_step
+    from scicot_jax.pipeline.student import T5Student
+
+    if name == "compass":  # the demo's splits and limits
+        card = load_card("synthetic_compass")
+        limits = {"train": 1000, "validation": 200, "test": 300}
+        splits = {s: list(read_examples(card, s))[:n] for s, n in limits.items()}
+        pairs = [
+            formats.stage1(ex, synthetic.write_rationale("compass", ex, i))
+            for ex in splits["train"] for i in range(4)
+        ]  # fmt: skip
+        student = T5Student(dataclasses.replace(student_cfg, vocab=None), card)
+    else:
+        run = importers.svamp_multi_cot()
+        card = run.card
+        splits = {s: list(read_examples(card, s)) for s in ("train", "validation", "test")}
+        by_id = {ex.id: ex for ex in run.examples}
+        pairs = [
+            formats.stage1(by_id[r.example_id], r.rationale)
+            for r in run.records
+            if r.sample_index < 4
+        ]
+        student = T5Student(student_cfg, card)
+        texts = vocab_step.corpus(run.examples, [r.rationale for r in run.records])
+        student.use_vocab(vocab_step.train(tmp, texts, 1024))
+    questions = {s: [formats.render_question(ex) for ex in exs] for s, exs in splits.items()}
+    return student, questions, pairs
+
+
+def run_mixed(args) -> None:
+    """Stage-1 generation and MoRSD scoring, previous vs bucketed/pipelined inference."""
+    for name in args.data.split(","):
+        if name == "svamp" and not (SHARED / "svamp_multi_cot").is_dir():
+            print("svamp: skipped (../shared/data absent)")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            mixed_case(name, args, Path(tmp))
+
+
+def mixed_case(name: str, args, tmp: Path) -> None:
+    """Train a Stage-1 student on one data set, then time generation and scoring both ways."""
+    import numpy as np
+
+    from scicot_jax.pipeline.config import StudentConfig
+    from scicot_jax.runtime import inference
+
+    cfg = StudentConfig(steps=args.train_steps, eval_batch_size=args.eval_batch)
+    student, questions, pairs = mixed_data(name, tmp, cfg)
+    ckpt = student.train(pairs, tmp / "stage1", stage="stage1")["checkpoint"]
+    params, config, mesh = student.params(ckpt), student.model_for(ckpt), student.mesh
+    max_new = student.decode_length(ckpt)
+    rows, in_len = student._tokens([q for qs in questions.values() for q in qs], student.max_inputs)
+    enc, enc_len = student._tokens([q for q, _ in pairs], student.max_inputs)
+    tgt, tgt_len = student._tokens([r for _, r in pairs], student.max_targets)
+    kw = dict(input_length=in_len, max_decode_length=max_new, batch_size=args.eval_batch)
+    skw = dict(input_length=enc_len, target_length=tgt_len, batch_size=args.eval_batch)
+    gen = {
+        "before": lambda: legacy_predict(params, config, mesh, rows, **kw),
+        "after": lambda: inference.predict(params, config, mesh, rows, **kw),
+    }
+    sco = {
+        "before": lambda: legacy_score(params, config, mesh, enc, tgt, **skw),
+        "after": lambda: inference.score(params, config, mesh, enc, tgt, **skw),
+    }
+    for label, fns, unit in (
+        ("Stage-1 generation", gen, "generated"),
+        ("MoRSD scoring", sco, "target"),
+    ):
+        outs = {k: f() for k, f in fns.items()}  # warm-up: compiles every shape
+        if label.startswith("Stage"):
+            same = [o[0] for o in outs["before"]] == [o[0] for o in outs["after"]]
+            tokens = sum(len(o[0][0]) + 1 for o in outs["after"])  # + EOS
+            lens = [len(o[0][0]) for o in outs["after"]]
+            detail = f"outputs {np.mean(lens):.0f} mean / {max(lens)} max tokens, identical: {same}"
+        else:
+            diff = max(abs(a["mean_logprob"] - b["mean_logprob"]) for a, b in zip(*outs.values()))
+            tokens = sum(len(t) for t in tgt)
+            detail = f"max |score diff| {diff:.1e}"
+        times = {k: [] for k in fns}
+        for _ in range(args.repeats):
+            for k, f in fns.items():
+                seconds, _ = timed(lambda _s, f=f: f(), 0)
+                times[k].append(seconds)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        spread = {k: (min(v), max(v)) for k, v in times.items()}
+        n = len(rows) if label.startswith("Stage") else len(enc)
+        print(
+            f"{name} {label}: {n} examples, batch {args.eval_batch}, {detail}\n"
+            + "".join(
+                f"  {k:<6} {med[k]:7.2f} s (min {spread[k][0]:.2f}, max {spread[k][1]:.2f}) "
+                f"{tokens / med[k]:>9,.0f} {unit} tok/s\n"
+                for k in fns
+            )
+            + f"  speedup x{med['before'] / med['after']:.2f} (median of {args.repeats})",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.device == "cpu":
@@ -188,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     on_gpu = jax.default_backend() == "gpu"
+    if args.workload == "mixed":
+        run_mixed(args)
+        return 0
     if args.device == "gpu" and not on_gpu:
         print("error: --device gpu but JAX sees no GPU", file=sys.stderr)
         return 1
