@@ -84,10 +84,6 @@ class TeacherConfig:
     oracle_rationalise: float = 0.3  # answer-conditioned, hard question: wrong-step rationale
     max_requests: int | None = None
 
-    def __post_init__(self):
-        if self.backend == "replay" and not self.replay_path:
-            raise ValueError("teacher backend 'replay' needs replay_path (--replay-path)")
-
 
 @dataclass(frozen=True)
 class StudentConfig:
