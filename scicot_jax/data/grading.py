@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scicot_jax import files
 from scicot_jax.data import answers
-from scicot_jax.files import read_jsonl, write_jsonl
 
 KINDS = ("one_stage", "rationale", "answer", "teacher_step2")
 PREFIX = {"one_stage": "-->", "rationale": answers.ANSWER_TRIGGER}
@@ -122,15 +122,15 @@ def grade_outputs(
 
 def write_predictions(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Write predictions rows as JSONL, atomically (a crash leaves the old file or none)."""
-    write_jsonl(path, rows)
+    files.write_jsonl(path, rows)
     return Path(path)
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a predictions JSONL; a bad line names the file, line and field."""
     rows = []
-    for n, row in read_jsonl(path):
-        missing = [k for k in PREDICTION_FIELDS if k not in row]
+    for n, row in files.read_jsonl(path):
+        missing = [k for k in PREDICTION_FIELDS if not isinstance(row, dict) or k not in row]
         if missing:
             raise ValueError(f"{path}:{n}: missing field {missing[0]!r}")
         rows.append(row)

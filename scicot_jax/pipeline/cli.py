@@ -383,4 +383,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"run_pipeline.py: error: {e}") from None
     print((Path(cfg.out) / "results.md").read_text())
     print(f"run directory: {Path(cfg.out).resolve()}  ({time.time() - t0:.0f}s)")
+    if args.cmd == "demo":
+        print(
+            "One seed. Run-to-run spread (mean ± std over 3 seeds, measured): README, "
+            "'What make demo shows'; reproduce it with "
+            "`python tools/run_pipeline.py demo --seeds 3 --out runs/demo_seeds`."
+        )
     return res
