@@ -296,3 +296,13 @@ def test_replay_server_speaks_batch_too(tmp_path, shared_data):
         client.close()
     assert got[reqs[0].key].text == srv.recordings[prompt][0][0]
     assert isinstance(got[reqs[1].key], FatalRequestError) and got[reqs[1].key].status == 404
+
+
+def test_max_requests_caps_what_batches_submit(tmp_path):
+    with start_oracle_server() as srv:
+        s = _run(srv, tmp_path, "openai", mode="batch", max_requests=7, batch_max_requests=5)
+        assert s["status"] == "max_requests" and s["sent"] == 7
+        assert sum(srv.received().values()) == 7
+    # the 7 submitted were still collected before the run stopped: nothing paid for is lost
+    with Cache(tmp_path / "run.sqlite") as c:
+        assert len(c) == 7

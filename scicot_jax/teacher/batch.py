@@ -61,6 +61,9 @@ class BatchDriver:
         self.dir = run.out_dir / "batches"
         self.price = batch_price(run.price)
         self.exhausted = 0
+        # (status, message) once --max-cost / --max-requests forbid more jobs: the jobs in
+        # flight are still waited for and collected, then the run stops.
+        self.budget: tuple[str, str] | None = None
 
     # -- the loop ------------------------------------------------------------------------
     async def drive(self) -> None:
@@ -70,9 +73,12 @@ class BatchDriver:
             await self.wait()
             if self.run.stopping:
                 return
+            if self.budget is not None:  # what was paid for is in: now stop
+                self.run._stop(*self.budget)
+                return
             submitted, exhausted, busy = self.one_pass(count_skipped=first)
             first = False
-            if submitted == 0 and not self._open():
+            if submitted == 0 and not self._open() and self.budget is None:
                 # Keys still busy are in another run's jobs that it has not submitted yet: that
                 # run sends them (re-run it if it died); here they count as failed.
                 self.exhausted = exhausted + busy
@@ -116,18 +122,19 @@ class BatchDriver:
                     return
                 self.advance(job)
             crash_point("polled")
+            self.run.progress.maybe_render()
             if self._open():
                 await _sleep(self.run, self.run.cfg.batch_poll_s)
 
     # -- one job -------------------------------------------------------------------------
     def submit_new(self, reqs: list[GenRequest], lines: list[bytes]) -> bool:
         """Persist a new job (file + keys), then upload and submit it; False if over budget."""
-        run, cfg = self.run, self.run.cfg
+        cfg = self.run.cfg
         est = sum(self.price.cost(estimate_tokens(r.prompt), r.max_tokens) for r in reqs)
         if cfg.max_cost is not None:
             spent, held = self._spend()
             if spent + held + est > cfg.max_cost:
-                run._stop(
+                self.budget = (
                     "max_cost",
                     f"stopped at ${spent:.4f} (+${held:.4f} in flight): a batch of {len(reqs)} "
                     f"requests could pass --max-cost ${cfg.max_cost:g}",
@@ -367,8 +374,20 @@ class _Builder:
         self.reqs: list[GenRequest] = []
         self.lines: list[bytes] = []
         self.size = self.submitted = 0
+        self.base_sent = driver.run.stats.sent  # sent before this pass (earlier passes, resumed)
 
     def add(self, req: GenRequest) -> None:
+        if self.driver.budget is not None:
+            return
+        run = self.driver.run
+        limit = run.cfg.max_requests
+        if limit is not None and self.base_sent + self.submitted + len(self.reqs) >= limit:
+            self.flush()
+            self.driver.budget = (
+                "max_requests",
+                f"stopped after {limit} requests (--max-requests)",
+            )
+            return
         line = self.driver.client.line(req)
         if self.reqs and (
             len(self.reqs) >= self.max_requests or self.size + len(line) > self.max_bytes
@@ -379,7 +398,7 @@ class _Builder:
         self.size += len(line)
 
     def flush(self) -> None:
-        if self.reqs and not self.driver.run.stopping:
+        if self.reqs and not self.driver.run.stopping and self.driver.budget is None:
             if self.driver.submit_new(self.reqs, self.lines):
                 self.submitted += len(self.reqs)
         self.reqs, self.lines, self.size = [], [], 0
