@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench bench-gpu clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: install
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/data.py
 	$(BIN)/python bench/teacher.py
+
+# One H100/H200, ~8 minutes: train and sampling vs Hugging Face, one JSON (bench_gpu.json).
+bench-gpu: install
+	$(BIN)/python bench/gpu.py --out bench_gpu.json
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -143,7 +143,8 @@ def run_case(
     new_tokens: int,
     dtype: str,
     hf_device: str | None,
-) -> None:
+) -> dict[str, Any]:
+    """Times one shape; prints a line and returns tokens/s, median seconds and the ratio."""
     import jax
     import numpy as np
 
@@ -188,6 +189,13 @@ def run_case(
             f" | ratio {rate['ours'] / rate['HF']:.2f}x"
         )
     print(line, flush=True)
+    out: dict[str, Any] = {
+        "preset": preset, "vocab": config.vocab_size, "dtype": dtype, "batch": batch,
+        "input_len": input_len, "new_tokens": new_tokens, "tokens_per_s": rate, "median_s": median,
+    }  # fmt: skip
+    if "HF" in rate:
+        out["ratio_to_hf_generate"] = rate["ours"] / rate["HF"]
+    return out
 
 
 def legacy_predict(params, config, mesh, inputs, *, input_length, max_decode_length, batch_size):
