@@ -37,7 +37,7 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "torch==2.13.0", "transformers>=4.44"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6", "torch==2.13.0", "transformers>=4.44"],
         "tpu": ["jax[tpu]"],
         "gpu": ["jax[cuda12]"],
     },

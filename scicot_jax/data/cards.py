@@ -214,7 +214,9 @@ def load_card(name_or_path: str | Path | TaskCard) -> TaskCard:
     if not path.is_file():
         raise CardError(f"{path}: task card file not found")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CardError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise CardError(f"{path}: invalid TOML: {e}") from e
     return parse_card(raw, path)

@@ -143,12 +143,15 @@ class RationaleStore:
         self._lock_fd: int | None = None
         if not self.records_path.exists():
             self.records_path.touch()
-        self._repair_tail()
+        # Every whole line is checked before crash repair may touch the file: a store refused
+        # for a bad line is left exactly as it was.
         self._index: KeyIndex | None = None
         self._build_index()
+        if self._repair_tail():
+            self._build_index()  # the repaired last record joins the index
 
     def _build_index(self) -> KeyIndex:
-        """Read every record (validating it) into the key index."""
+        """Read every record (validating it) into the key index; repeated keys refused."""
         # 8 bytes per record (not a set of tuples): 10M records stay at ~80 MB resident.
         hashes = array("Q", (key_hash(*rec.key) for rec in self.records()))
         self._count = len(hashes)
@@ -227,11 +230,13 @@ class RationaleStore:
         """A run's manifest.json alone (without reading its records)."""
         path = Path(run_dir) / MANIFEST_FILE
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            manifest = json.loads(path.read_bytes().decode("utf-8"))
         except json.JSONDecodeError as e:
             raise StoreError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+        except UnicodeDecodeError as e:
+            raise StoreError(f"{path}:1: not UTF-8 ({e.reason} at byte {e.start})") from None
         if not isinstance(manifest, dict):
-            raise StoreError(f"{path}: expected a JSON object")
+            raise StoreError(f"{path}:1: expected a JSON object")
         return manifest
 
     def update_manifest(self, **kv: Any) -> dict[str, Any]:
@@ -242,11 +247,12 @@ class RationaleStore:
         return self.manifest
 
     # -- crash repair -------------------------------------------------------------------
-    def _repair_tail(self) -> None:
-        """A crash mid-append leaves a last line without newline: keep it if whole, else move it aside."""
+    def _repair_tail(self) -> bool:
+        """A crash mid-append leaves a last line without newline: keep it if whole, else move it
+        aside. True when a whole last record was completed (it is a record now)."""
         size = self.records_path.stat().st_size
         if size == 0:
-            return
+            return False
         with open(self.records_path, "rb") as f:
             # Find the last newline by scanning backwards in chunks (files can be large).
             pos, tail = size, b""
@@ -263,20 +269,26 @@ class RationaleStore:
             else:
                 pos = 0
         if not tail:
-            return
+            return False
         lineno = self._count_lines(pos) + 1
         where = f"{self.records_path}:{lineno}"
         try:
-            RationaleRecord.from_json(json.loads(tail.decode()), where)
+            last = RationaleRecord.from_json(json.loads(tail.decode()), where)
             whole = True
         except (ValueError, UnicodeDecodeError):
             whole = False
+        if whole and last.key in self.index:  # refused before anything is written
+            raise StoreError(
+                f"{where}: duplicate record for example_id={last.example_id!r} "
+                f"sample_index={last.sample_index}"
+            )
         if not self._try_lock():
-            return  # a live writer in another process: the tail is its append in flight
+            return False  # a live writer in another process: the tail is its append in flight
         try:
             self._fix_tail(pos, tail, whole, where)
         finally:
             self.close()
+        return whole
 
     def _fix_tail(self, pos: int, tail: bytes, whole: bool, where: str) -> None:
         if whole:
@@ -438,6 +450,6 @@ class RationaleStore:
         for lineno, obj in read_jsonl(self.examples_path, StoreError):
             try:
                 out.append(Example.from_json(obj))
-            except (ValueError, TypeError, KeyError) as e:
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
                 raise StoreError(f"{self.examples_path}:{lineno}: bad example ({e})") from e
         return out

@@ -261,7 +261,8 @@ def console_main(main: Any, prog: str) -> None:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
     except (ValueError, OSError, NoReadableCheckpointError) as e:
-        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        msg = str(e).split("\n  In call to configurable")[0]  # gin's context, not the cause
+        print(f"{prog}: error: {' '.join(msg.split())}", file=sys.stderr)
         sys.exit(EXIT_BAD_CONFIG)
     sys.exit(EXIT_PREEMPTED if getattr(result, "preempted", False) else EXIT_DONE)
 
