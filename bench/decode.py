@@ -4,6 +4,7 @@
   python bench/decode.py --device gpu          # GPU: small and base, B256, in 256, 128 new (bf16)
   python bench/decode.py --preset base --batch 8 --input-len 32 --new-tokens 16
   python bench/decode.py --workload mixed      # Stage-1 generation + MoRSD scoring, before/after
+  python bench/decode.py --workload samples --num-decodes 8   # shared vs repeated cross K/V
 
 Both models hold the same random weights (ours exported with `export_hf`), see the same inputs
 and sample exactly `--new-tokens` tokens per row (HF: min_new_tokens forbids EOS; ours runs its
@@ -18,6 +19,10 @@ the demo's train/validation/test questions (synthetic_compass) and over multi-Co
 question's D=4 rationales. "before" is the previous algorithm (every batch padded to the full
 input length in the caller's order, fetched before the next is dispatched), reproduced here;
 "after" is `inference.predict` / `inference.score`. Both give the same greedy outputs (checked).
+
+`--workload samples` times `generate(num_decodes=n)`, whose samples share one cross-attention
+K/V per input, against the same sampler with the cross K/V repeated n times (the previous way),
+and checks that both draw the same samples.
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the fair choice on a shared, oversubscribed machine)",
     )
     p.add_argument("--no-hf", action="store_true", help="time only our generate")
-    p.add_argument("--workload", choices=["random", "mixed"], default="random")
+    p.add_argument("--workload", choices=["random", "mixed", "samples"], default="random")
+    p.add_argument("--num-decodes", type=int, default=8, help="samples: samples per input")
     p.add_argument("--train-steps", type=int, default=200, help="mixed: student training steps")
     p.add_argument("--eval-batch", type=int, default=64, help="mixed: inference batch size")
     p.add_argument("--data", default="compass,svamp", help="mixed: compass and/or svamp")
@@ -349,6 +355,73 @@ def mixed_case(name: str, args, tmp: Path) -> None:
         )
 
 
+def repeated_kv_sampler(config, n: int, max_len: int) -> Callable:
+    """The previous sampler: one encode, then every cache leaf (cross K/V too) repeated n times."""
+    import functools
+
+    import jax
+
+    from scicot_jax.model import decoding
+
+    @jax.jit
+    def sample(params, enc, rng):
+        logits, cache, run = decoding.prefill(params, config, enc, None, max_len)
+        logits, cache, enc_n = decoding._repeat_batch((logits, cache, enc), n)
+        choose = functools.partial(decoding.sample_token, temperature=1.0)
+        step = lambda tokens, cache: run(tokens, cache, None, enc_n)
+        tokens, _, _ = decoding.sample_loop(
+            step, logits, cache, rng, max_len, config.eos_id, config.pad_id, choose
+        )
+        return tokens.reshape(enc.shape[0], n, max_len)
+
+    return sample
+
+
+def run_samples(args) -> None:
+    """num_decodes samples per input: shared cross K/V (now) vs n repeated copies (before)."""
+    import jax
+    import numpy as np
+
+    from scicot_jax.model import T5Config, init_params
+    from scicot_jax.model.decoding import generate
+
+    preset, n = args.preset or "small", args.num_decodes
+    batch, in_len = args.batch or 4, args.input_len or 256
+    new = args.new_tokens or 16
+    dtype = args.dtype or ("bfloat16" if jax.default_backend() == "gpu" else "float32")
+    config = T5Config.preset(preset, dtype=dtype, vocab_size=args.vocab or 4096, dropout_rate=0.0)
+    params = init_params(config, jax.random.key(0))
+    enc = jax.device_put(
+        np.random.default_rng(0).integers(2, config.vocab_size, (batch, in_len), np.int32)
+    )
+    shared = jax.jit(
+        lambda p, e, r: generate(p, config, e, max_decode_length=new, method="sample", num_decodes=n, rng=r)[0]
+    )  # fmt: skip
+    runs = {"before": repeated_kv_sampler(config, n, new), "after": shared}
+    outs = {k: np.asarray(f(params, enc, jax.random.key(1))) for k, f in runs.items()}  # warm-up
+    same = bool(np.array_equal(outs["before"], outs["after"]))
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for seed in range(2, 2 + args.repeats):
+        for k, f in runs.items():
+            t = time.perf_counter()
+            jax.block_until_ready(f(params, enc, jax.random.key(seed)))
+            times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    tokens = batch * n * new
+    print(
+        f"{preset} ({dtype}) {batch} inputs x {n} samples, input {in_len}, {new} new tokens on "
+        f"{jax.default_backend()}; same samples: {same}\n"
+        + "".join(
+            f"  {k:<6} {'repeated' if k == 'before' else 'shared':<8} cross K/V "
+            f"{med[k] * 1e3:8.0f} ms (min {min(v) * 1e3:.0f}, max {max(v) * 1e3:.0f}) "
+            f"{tokens / med[k]:>9,.0f} tok/s\n"
+            for k, v in times.items()
+        )
+        + f"  speedup x{med['before'] / med['after']:.2f} (median of {args.repeats})",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.device == "cpu":
@@ -362,8 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     on_gpu = jax.default_backend() == "gpu"
-    if args.workload == "mixed":
-        run_mixed(args)
+    if args.workload in ("mixed", "samples"):
+        (run_mixed if args.workload == "mixed" else run_samples)(args)
         return 0
     if args.device == "gpu" and not on_gpu:
         print("error: --device gpu but JAX sees no GPU", file=sys.stderr)
