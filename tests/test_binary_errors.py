@@ -50,6 +50,7 @@ def _one_line_error(r: subprocess.CompletedProcess, code: int, *words: str) -> N
         assert w in errors[0], errors[0]
 
 
+@pytest.mark.slow  # a train binary subprocess (imports TensorFlow for SeqIO): ~40 s
 def test_unknown_task_is_one_line_and_creates_nothing(tmp_path, tiny_vocab_path):
     model_dir = tmp_path / "model"
     r = _train(f"--gin.MODEL_DIR={model_dir}", "--gin.MIXTURE_OR_TASK_NAME=scicot:no_such_task")
@@ -57,6 +58,7 @@ def test_unknown_task_is_one_line_and_creates_nothing(tmp_path, tiny_vocab_path)
     assert not model_dir.exists()
 
 
+@pytest.mark.slow  # a train binary subprocess (imports TensorFlow for SeqIO): ~40 s
 def test_empty_initial_checkpoint_dir_is_one_line(tmp_path, tiny_vocab_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -51,6 +51,7 @@ def _garble(step_dir: Path) -> None:
             f.write_bytes(b"\0garbage")
 
 
+@pytest.mark.slow  # trains twice (compiles a T5 step): ~30 s on 2 busy cores
 def test_changed_model_on_resume_is_a_clear_error_and_changes_nothing(tmp_path):
     train(_cfg(tmp_path, 8), toy_batches())
     before = _snapshot(tmp_path)
@@ -62,6 +63,7 @@ def test_changed_model_on_resume_is_a_clear_error_and_changes_nothing(tmp_path):
     assert Checkpoints(tmp_path).all_steps() == [4, 8]
 
 
+@pytest.mark.slow  # trains once (compiles a T5 step): ~30 s on 2 busy cores
 def test_all_unreadable_stops_without_renaming(tmp_path):
     train(_cfg(tmp_path, 8), toy_batches())
     for s in (4, 8):
