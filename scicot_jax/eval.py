@@ -11,36 +11,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import gin
+from scicot_jax.paths import Path, PathLike, as_path
 from scicot_jax.runtime import gin_utils
 
 log = logging.getLogger(__name__)
 
 
 def checkpoint_steps(
-    path: str | Path, which: str | int | Sequence[int] = "latest"
+    path: PathLike, which: str | int | Sequence[int] = "latest"
 ) -> list[tuple[int, Path]]:
-    """(step, dir) pairs to evaluate: a model dir's latest/all/given steps, or one dir."""
-    from scicot_jax.runtime import checkpoints
+    """(step, dir) pairs to evaluate: a model dir's latest/all/given steps, or one dir.
 
-    p = Path(path)
+    Model dirs are ours (`checkpoints/<step>`) or t5x's (`checkpoint_<step>`).
+    """
+    from scicot_jax.runtime import checkpoints, t5x_checkpoints
+
+    p = as_path(path)
     base = p / checkpoints.CHECKPOINT_SUBDIR if (p / checkpoints.CHECKPOINT_SUBDIR).is_dir() else p
-    steps = (
-        sorted(
-            int(c.name)
-            for c in base.glob("*")
-            if c.name.isdigit() and checkpoints.is_trainer_step_dir(c)
-        )
-        if base.is_dir()
-        else []
-    )
-    if not steps:  # a single step dir, save_params dir or HF export
+    dirs = {s: base / str(s) for s in checkpoints.trainer_steps(base)}
+    if not dirs and not (p / t5x_checkpoints.CHECKPOINT_FILE).exists():
+        base, dirs = p, t5x_checkpoints.step_dirs(p)
+    steps = sorted(dirs)
+    if not steps:  # a single step dir, save_params dir, HF export or t5x checkpoint_<step>
         step = 0
         if checkpoints.is_trainer_step_dir(p):
             step = int(checkpoints.read_meta(p).get("step", p.name if p.name.isdigit() else 0))
+        elif p.name.startswith(t5x_checkpoints.STEP_PREFIX):
+            tail = p.name[len(t5x_checkpoints.STEP_PREFIX) :]
+            step = int(tail) if tail.isdigit() else 0
         return [(step, p)]
     if which == "latest":
         chosen = steps[-1:]
@@ -52,14 +53,14 @@ def checkpoint_steps(
         if missing:
             raise ValueError(f"{base}: no checkpoint for steps {missing}; have {steps}")
         chosen = wanted
-    return [(s, base / str(s)) for s in chosen]
+    return [(s, dirs[s]) for s in chosen]
 
 
-def model_dir_of(checkpoint_path: str | Path) -> Path:
+def model_dir_of(checkpoint_path: PathLike) -> Path:
     """The model dir holding a checkpoint (`<model_dir>/checkpoints/<step>`), or its parent."""
     from scicot_jax.runtime import checkpoints
 
-    p = Path(checkpoint_path)
+    p = as_path(checkpoint_path)
     if (p / checkpoints.CHECKPOINT_SUBDIR).is_dir():
         return p
     if p.parent.name == checkpoints.CHECKPOINT_SUBDIR:
@@ -95,7 +96,9 @@ def run(
 
     part.maybe_initialize_distributed()
     mesh = part.make_mesh(model_parallel)
-    out_dir = Path(output_dir) if output_dir else model_dir_of(checkpoint_path) / "inference_eval"
+    out_dir = (
+        as_path(output_dir) if output_dir else model_dir_of(checkpoint_path) / "inference_eval"
+    )
     writer = MetricsWriter(out_dir)
     results: dict[int, dict[str, float]] = {}
     try:

@@ -54,8 +54,20 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     fsync_dir(path.parent)
 
 
-def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
-    """Write a whole file atomically (see ``atomic_open``); returns its path."""
+def is_url(path: str | os.PathLike[str]) -> bool:
+    """gs:// (object storage, reached through scicot_jax.paths; local paths stay stdlib-only)."""
+    return os.fspath(path).startswith("gs://")
+
+
+def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Any:
+    """Write a whole file atomically (see ``atomic_open``; a gs:// object upload is atomic
+    itself); returns its path."""
+    if is_url(path):
+        from scicot_jax.paths import as_path
+
+        target = as_path(path)
+        target.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+        return target
     with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
     return Path(path)
@@ -65,12 +77,13 @@ def write_jsonl(
     path: str | os.PathLike[str], rows: Iterable[Any], *, sort_keys: bool = False
 ) -> int:
     """Write one JSON value per line (UTF-8, non-ASCII kept) atomically; returns the count."""
-    n = 0
+    lines = [json.dumps(row, ensure_ascii=False, sort_keys=sort_keys) + "\n" for row in rows]
+    if is_url(path):
+        atomic_write(path, "".join(lines))
+        return len(lines)
     with atomic_open(path) as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, sort_keys=sort_keys) + "\n")
-            n += 1
-    return n
+        f.writelines(lines)
+    return len(lines)
 
 
 def read_jsonl(
@@ -84,7 +97,13 @@ def read_jsonl(
     file:line ("invalid JSON (...)" or "not UTF-8 (...)"), or with ``keep_going`` is yielded as
     that error (to report every bad line). With ``complete_lines`` a last line without its newline
     (a concurrent writer's line in flight) ends the file instead."""
-    with open(path, "rb") as f:
+    if is_url(path):
+        from scicot_jax.paths import as_path
+
+        opened = as_path(path).open("rb")
+    else:
+        opened = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    with opened as f:
         for lineno, raw in enumerate(f, 1):
             if complete_lines and not raw.endswith(b"\n"):
                 return

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import gin
+from scicot_jax.paths import as_path
 from scicot_jax.runtime import gin_utils
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def run(
             limit,
             config.eos_id,
         )
-        tasks = [(Path(input_file).name.split(".")[0], examples[shard_id::num_shards], vocab)]
+        tasks = [(as_path(input_file).name.split(".")[0], examples[shard_id::num_shards], vocab)]
     else:
         from scicot_jax.data.seqio_feed import sub_tasks
 
@@ -129,7 +129,7 @@ def run(
                 _prediction_row(e, toks, scores, vocab, mode, return_all_decodes)
                 for e, (toks, scores) in zip(exs, outs)
             ]
-        path = Path(output_dir) / f"{task}-{mode}.jsonl-{shard_id:05}-of-{num_shards:05}"
+        path = as_path(output_dir) / f"{task}-{mode}.jsonl-{shard_id:05}-of-{num_shards:05}"
         if jax.process_index() == 0:
             write_jsonl(path, rows)
             log.info("wrote %d rows to %s", len(rows), path)

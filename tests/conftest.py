@@ -63,3 +63,12 @@ def shared_data() -> Path:
             pytrace=False,
         )
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket():
+    """`gs://<bucket>` on a GCS emulator started on a free loopback port for the session."""
+    from gcs_emulator import gcs_emulator
+
+    with gcs_emulator() as url:
+        yield url

@@ -67,7 +67,7 @@ def test_empty_initial_checkpoint_dir_is_one_line(tmp_path, tiny_vocab_path):
         "--gin.MIXTURE_OR_TASK_NAME=scicot:synthetic_coin_flip:baseline",
         f"--gin.INITIAL_CHECKPOINT_PATH='{empty}'",
     )
-    _one_line_error(r, 2, str(empty), "no trainer checkpoint")
+    _one_line_error(r, 2, str(empty), "not a checkpoint in any known format")
 
 
 @pytest.mark.parametrize(("preempted", "code"), [(True, 75), (False, 0)])

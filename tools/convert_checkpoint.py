@@ -1,11 +1,14 @@
-"""Convert T5 weights between Hugging Face and our orbax parameter checkpoints.
+"""Convert T5 checkpoints between t5x, Hugging Face and our orbax formats (local or gs://).
 
-  python tools/convert_checkpoint.py hf-to-orbax HF_DIR OUT_DIR   # OUT_DIR: INITIAL_CHECKPOINT_PATH
-  python tools/convert_checkpoint.py orbax-to-hf CKPT_DIR OUT_DIR  # loadable by transformers
+  python tools/convert_checkpoint.py hf-to-orbax HF_DIR OUT_DIR     # OUT_DIR: INITIAL_CHECKPOINT_PATH
+  python tools/convert_checkpoint.py orbax-to-hf CKPT OUT_DIR       # loadable by transformers
+  python tools/convert_checkpoint.py t5x-to-orbax T5X_CKPT OUT_DIR  # a save_params directory
+  python tools/convert_checkpoint.py orbax-to-t5x CKPT DST          # t5x's CHECKPOINT_PATH
 
-CKPT_DIR is a save_params directory (config.json + params/) or a trainer checkpoint: a step
-directory `<model_dir>/checkpoints/<step>`, or a model/checkpoints directory (latest step);
-a trainer step's model config comes from its meta item.
+CKPT is any checkpoint this project reads: a save_params directory (config.json + params/), a
+trainer model dir, checkpoints dir or step dir (latest step), a t5x checkpoint_<step> (legacy
+or orbax) or a Hugging Face directory. DST for orbax-to-t5x is a `checkpoint_<step>` directory
+or a model dir that gets one; Adafactor state of a trainer checkpoint goes along.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from scicot_jax.model import checkpoint_io, hf  # noqa: E402
-from scicot_jax.model.config import T5Config  # noqa: E402
+from scicot_jax.runtime import convert  # noqa: E402
 
 
-def hf_to_orbax(hf_dir: Path, out_dir: Path, param_dtype: str, force: bool) -> None:
+def hf_to_orbax(hf_dir: str, out_dir: str, param_dtype: str, force: bool) -> None:
     """Import an HF T5 v1.1 / Flan-T5 directory and save it as a params checkpoint."""
+    from scicot_jax.model import checkpoint_io, hf
+
     config, params = hf.import_hf(hf_dir, param_dtype=param_dtype)
     checkpoint_io.save_params(out_dir, params, config, force=force)
     print(
@@ -30,50 +34,43 @@ def hf_to_orbax(hf_dir: Path, out_dir: Path, param_dtype: str, force: bool) -> N
     )
 
 
-def load_any(ckpt_dir: Path) -> tuple[T5Config, dict]:
-    """(config, params) from a save_params directory or a trainer checkpoint."""
-    if (ckpt_dir / checkpoint_io.CONFIG_FILE).exists() or not ckpt_dir.is_dir():
-        return checkpoint_io.load_params(ckpt_dir)
-    from scicot_jax.runtime import checkpoints
-
-    step_dir = checkpoints.resolve_step_dir(ckpt_dir)
-    if step_dir is None:
-        raise FileNotFoundError(
-            f"{ckpt_dir}: neither a save_params directory (config.json) nor a trainer checkpoint"
-        )
-    model = checkpoints.read_meta(step_dir).get("model")
-    if not model:
-        raise ValueError(f"{step_dir}/meta: no 'model' config recorded; cannot export")
-    config = T5Config.from_dict(model, source=f"{step_dir}/meta")
-    return config, checkpoint_io.restore_tree(step_dir / "params")
-
-
-def orbax_to_hf(ckpt_dir: Path, out_dir: Path) -> None:
-    """Export a params or trainer checkpoint to config.json + model.safetensors."""
-    config, params = load_any(ckpt_dir)
-    hf.export_hf(config, params, out_dir)
-    print(f"{ckpt_dir} -> {out_dir}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
     to_orbax = sub.add_parser("hf-to-orbax", help="Hugging Face directory -> orbax params")
-    to_orbax.add_argument("hf_dir", type=Path)
-    to_orbax.add_argument("out_dir", type=Path)
+    to_orbax.add_argument("hf_dir")
+    to_orbax.add_argument("out_dir")
     to_orbax.add_argument("--param-dtype", default="float32", choices=["float32", "bfloat16"])
     to_orbax.add_argument("--force", action="store_true", help="overwrite OUT_DIR/params")
-    to_hf = sub.add_parser("orbax-to-hf", help="orbax params or trainer checkpoint -> Hugging Face")
-    to_hf.add_argument("ckpt_dir", type=Path)
-    to_hf.add_argument("out_dir", type=Path)
+    to_hf = sub.add_parser("orbax-to-hf", help="any checkpoint -> Hugging Face")
+    to_hf.add_argument("ckpt_dir")
+    to_hf.add_argument("out_dir")
+    t5x_in = sub.add_parser("t5x-to-orbax", help="t5x checkpoint -> orbax params")
+    t5x_in.add_argument("ckpt_dir")
+    t5x_in.add_argument("out_dir")
+    t5x_in.add_argument("--force", action="store_true", help="overwrite OUT_DIR/params")
+    t5x_out = sub.add_parser("orbax-to-t5x", help="any checkpoint -> t5x legacy checkpoint")
+    t5x_out.add_argument("ckpt_dir")
+    t5x_out.add_argument("out_dir")
+    t5x_out.add_argument("--dtype", choices=["float32", "bfloat16"], help="cast params on save")
     args = parser.parse_args(argv)
     try:
         if args.command == "hf-to-orbax":
             hf_to_orbax(args.hf_dir, args.out_dir, args.param_dtype, args.force)
+        elif args.command == "orbax-to-hf":
+            from scicot_jax.model import hf
+
+            loaded = convert.load_any(args.ckpt_dir)
+            hf.export_hf(loaded.config, loaded.params, args.out_dir)
+            print(f"{args.ckpt_dir} -> {args.out_dir}")
+        elif args.command == "t5x-to-orbax":
+            loaded = convert.to_orbax(args.ckpt_dir, args.out_dir, force=args.force)
+            print(f"{args.ckpt_dir} (step {loaded.step}) -> {args.out_dir}")
         else:
-            orbax_to_hf(args.ckpt_dir, args.out_dir)
+            out = convert.to_t5x(args.ckpt_dir, args.out_dir, dtype=args.dtype)
+            print(f"{args.ckpt_dir} -> {out}")
     except (FileNotFoundError, FileExistsError, KeyError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from scicot_jax.data.answers import ANSWER_TYPES, COMPAT_TASKS
+from scicot_jax.paths import Path as GPath
+from scicot_jax.paths import PathLike, as_path, is_url
 from scicot_jax.resources import resource_dir
 
 CARDS_DIR = resource_dir("tasks")
@@ -66,19 +69,21 @@ class TaskCard:
         """Our split names, in card order."""
         return list(self.splits)
 
-    def resolve(self, path: str | Path, data_dir: str | Path | None = None) -> Path:
-        """A source path: absolute, or relative to `data_dir` (else the card's data_dir)."""
-        p = Path(path).expanduser()
-        if p.is_absolute():
-            return p
-        base = Path(data_dir).expanduser() if data_dir is not None else self.data_dir
-        return base / p
+    def resolve(self, path: PathLike, data_dir: PathLike | None = None) -> GPath:
+        """A source path (local or gs://): absolute, or relative to `data_dir` (else the
+        card's data_dir)."""
+        if is_url(path) or os.path.isabs(os.path.expanduser(os.fspath(path))):
+            return as_path(path)
+        base = as_path(data_dir) if data_dir is not None else self.data_dir
+        return base / os.fspath(path)
 
     @property
-    def data_dir(self) -> Path:
+    def data_dir(self) -> GPath:
         """The card's default data directory (relative ones are relative to the card file)."""
-        d = Path(str(self.source.get("data_dir", "."))).expanduser()
-        return d if d.is_absolute() else (Path(self.path).parent / d).resolve()
+        d = str(self.source.get("data_dir", "."))
+        if is_url(d) or os.path.isabs(os.path.expanduser(d)):
+            return as_path(d)
+        return as_path(os.path.join(os.path.dirname(os.fspath(self.path)), d))
 
 
 def _fail(path: Path | str, fld: str, msg: str) -> CardError:

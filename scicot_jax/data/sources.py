@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 import operator
 import re
@@ -25,6 +26,7 @@ from scicot_jax.data.answers import normalize_number
 from scicot_jax.data.cards import SPLIT_SPEC_RE, TaskCard, load_card
 from scicot_jax.data.examples import Example
 from scicot_jax.files import read_jsonl
+from scicot_jax.paths import as_path
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -81,7 +83,7 @@ def _split_file(card: TaskCard, key: str, src_split: str, data_dir: Any) -> Path
 # ---------------------------------------------------------------- record iterators with lines
 def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number where the element starts, element) for a file holding one JSON array."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = as_path(path).read_text(encoding="utf-8")
     dec = json.JSONDecoder()
     ws = re.compile(r"[\s,]*")
     pos = ws.match(text, 0).end()
@@ -109,7 +111,7 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
 
 def iter_csv(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, row dict) for a CSV file with a header row."""
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(as_path(path).read_bytes().decode("utf-8"), newline="") as f:
         reader = csv.DictReader(f)
         for row in reader:
             if None in row:
@@ -260,7 +262,7 @@ def _read_arc(card: TaskCard, src_split: str, data_dir: Any) -> Iterator[Example
 
 def _read_tfds(card: TaskCard, src_split: str, data_dir: Any) -> Iterator[Example]:
     name = card.source["name"]
-    root = Path(data_dir).expanduser() if data_dir is not None else card.data_dir
+    root = as_path(data_dir) if data_dir is not None else card.data_dir
     ds_dir = root / name.split(":")[0].split("/")[0]
     if not ds_dir.is_dir():
         raise SourceError(

@@ -17,6 +17,7 @@ from typing import Any
 import seqio
 
 from scicot_jax.files import atomic_write
+from scicot_jax.paths import as_path, is_url
 
 T5_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
 # t5x's t5_1_1 gin uses this file with extra_ids=0: the "100extra" file already holds the 100
@@ -153,9 +154,36 @@ def get_vocabulary(
     if not spec or spec == "demo":
         return DemoVocabulary(str(demo_vocab_path()), extra_ids=extra_ids or 0)
     if spec == "t5" or spec == T5_VOCAB_PATH:
-        return seqio.SentencePieceVocabulary(
+        return UrlVocabulary(
             T5_VOCAB_PATH, extra_ids=T5_EXTRA_IDS if extra_ids is None else extra_ids
         )
-    if not spec.startswith("gs://") and not Path(spec).is_file():
+    if is_url(spec):
+        return UrlVocabulary(spec, extra_ids=extra_ids or 0)
+    if not Path(spec).is_file():
         raise FileNotFoundError(f"SentencePiece model not found: {spec}")
     return seqio.SentencePieceVocabulary(spec, extra_ids=extra_ids or 0)
+
+
+class UrlVocabulary(seqio.SentencePieceVocabulary):
+    """A SentencePiece model on gs://, copied to the cache through the path layer on first use.
+
+    seqio reads model files with TensorFlow's GCS client, which ignores the endpoint and
+    credentials the rest of the run (gcsfs, tensorstore) uses.
+    """
+
+    def _model_context(self):
+        if self._model is None and is_url(self._sentencepiece_model_file):
+            self._sentencepiece_model_file = str(stage_local(self._sentencepiece_model_file))
+        return super()._model_context()
+
+
+def stage_local(url: str) -> Path:
+    """A local copy of a gs:// file under the cache (fetched once, written atomically)."""
+    local = cache_dir() / "gs" / url[len("gs://") :]
+    if not local.exists():
+        data = as_path(url).read_bytes()
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, local)
+    return local

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import jax
 
 from scicot_jax.files import atomic_write
 from scicot_jax.model.config import T5Config, read_json_file
+from scicot_jax.paths import Path, PathLike, as_path
 
 Params = dict[str, Any]
 PARAMS_DIR = "params"
 CONFIG_FILE = "config.json"
 
 
-def save_params(path: str | Path, params: Params, config: T5Config, *, force: bool = False) -> Path:
+def save_params(path: PathLike, params: Params, config: T5Config, *, force: bool = False) -> Path:
     """Write params with orbax StandardCheckpointer and config.json beside them; returns path."""
     import orbax.checkpoint as ocp
 
-    directory = Path(path).absolute()
+    directory = as_path(path)
     target = directory / PARAMS_DIR
     if target.exists() and not force:
         raise FileExistsError(f"{target}: already exists (pass force=True to overwrite)")
@@ -34,9 +34,9 @@ def save_params(path: str | Path, params: Params, config: T5Config, *, force: bo
     return directory
 
 
-def read_config(path: str | Path) -> T5Config:
+def read_config(path: PathLike) -> T5Config:
     """The T5Config stored in `<path>/config.json`."""
-    file = Path(path) / CONFIG_FILE
+    file = as_path(path) / CONFIG_FILE
     data = read_json_file(file, "not a checkpoint written by save_params")
     try:
         return T5Config.from_dict(data)
@@ -44,13 +44,13 @@ def read_config(path: str | Path) -> T5Config:
         raise ValueError(f"{file}: not a T5Config ({e})") from e
 
 
-def load_params(path: str | Path, *, shardings: Any = None) -> tuple[T5Config, Params]:
+def load_params(path: PathLike, *, shardings: Any = None) -> tuple[T5Config, Params]:
     """(config, params) from a save_params directory.
 
     `shardings` (a pytree of jax.sharding.Sharding matching params, or one Sharding for all)
     restores straight onto a mesh; by default every array lands on the first local device.
     """
-    directory = Path(path).absolute()
+    directory = as_path(path)
     config = read_config(directory)
     target = directory / PARAMS_DIR
     if not target.is_dir():
@@ -58,16 +58,16 @@ def load_params(path: str | Path, *, shardings: Any = None) -> tuple[T5Config, P
     return config, restore_tree(target, shardings=shardings)
 
 
-def tree_metadata(directory: str | Path) -> Any:
+def tree_metadata(directory: PathLike) -> Any:
     """The stored pytree of array metadata (shape, dtype) of an orbax StandardSave directory."""
     import orbax.checkpoint as ocp
 
     with ocp.StandardCheckpointer() as checkpointer:
-        meta = checkpointer.metadata(Path(directory).absolute())
+        meta = checkpointer.metadata(as_path(directory))
     return getattr(getattr(meta, "item_metadata", meta), "tree", meta)
 
 
-def restore_tree(directory: str | Path, *, shardings: Any = None) -> Any:
+def restore_tree(directory: PathLike, *, shardings: Any = None) -> Any:
     """A pytree saved by orbax StandardSave (ours or a trainer step's `params`), re-placed.
 
     Restoring against the stored shapes with explicit shardings works whatever device layout
@@ -75,7 +75,7 @@ def restore_tree(directory: str | Path, *, shardings: Any = None) -> Any:
     """
     import orbax.checkpoint as ocp
 
-    target = Path(directory).absolute()
+    target = as_path(directory)
     tree = tree_metadata(target)
     with ocp.StandardCheckpointer() as checkpointer:
         if shardings is None or isinstance(shardings, jax.sharding.Sharding):

@@ -12,6 +12,7 @@ import numpy as np
 
 from scicot_jax.model.config import T5Config, read_json_file
 from scicot_jax.model.scan import scan_params, unscan_params
+from scicot_jax.paths import PathLike, as_path
 
 Params = dict[str, Any]
 
@@ -341,11 +342,11 @@ def import_hf(path: str | Path, **config_overrides: Any) -> tuple[T5Config, Para
     return config, params
 
 
-def export_hf(config: T5Config, params: Mapping[str, Any], out_dir: str | Path) -> Path:
+def export_hf(config: T5Config, params: Mapping[str, Any], out_dir: PathLike) -> Path:
     """Write config.json, generation_config.json and model.safetensors (float32) for HF."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
-    out = Path(out_dir)
+    out = as_path(out_dir)
     entries = param_map(config)
     if "layers" in params.get("encoder", {}):
         params = unscan_params(dict(params), config)
@@ -369,7 +370,7 @@ def export_hf(config: T5Config, params: Mapping[str, Any], out_dir: str | Path) 
         array = np.asarray(leaf, dtype=np.float32)
         tensors[e.hf_name] = np.ascontiguousarray(array.T if e.transpose else array)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "model.safetensors").write_bytes(save(tensors, metadata={"format": "pt"}))
     (out / "config.json").write_text(json.dumps(config_to_hf(config), indent=2) + "\n")
     generation = {
         "decoder_start_token_id": config.decoder_start_id,

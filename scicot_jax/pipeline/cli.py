@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from scicot_jax.paths import as_path
 from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
 from scicot_jax.pipeline.config import (
     TEACHER_BACKENDS,
@@ -166,7 +167,7 @@ def config_from_args(
     """Flags on top of ``base`` (or defaults)."""
     if base is None:
         if args.config:
-            base = PipelineConfig.from_dict(json.loads(Path(args.config).read_text()))
+            base = PipelineConfig.from_dict(json.loads(as_path(args.config).read_text()))
         else:
             if not args.task or not args.out:
                 raise SystemExit("run: --task and --out are required (or --config)")
@@ -381,8 +382,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         res = run_pipeline(cfg, redo=tuple(args.redo))
     except SourceError as e:  # a missing or bad data file: one line, no traceback
         raise SystemExit(f"run_pipeline.py: error: {e}") from None
-    print((Path(cfg.out) / "results.md").read_text())
-    print(f"run directory: {Path(cfg.out).resolve()}  ({time.time() - t0:.0f}s)")
+    print((as_path(cfg.out) / "results.md").read_text())
+    print(f"run directory: {as_path(cfg.out)}  ({time.time() - t0:.0f}s)")
     if args.cmd == "demo":
         print(
             "One seed. Run-to-run spread (mean ± std over 3 seeds, measured): README, "

@@ -48,6 +48,7 @@ class GinStudent(T5Student):
         ]
         if c.init_checkpoint:
             argv.append(f"--gin.INITIAL_CHECKPOINT_PATH='{c.init_checkpoint}'")
+            argv.append("--gin.INITIAL_CHECKPOINT_PARAMS_ONLY=True")  # stage steps count from 0
         for key, value in c.overrides.items():
             argv.append(f"--gin.T5Config.{key}={value!r}")
         argv += [f"--gin.{b}" for b in c.gin]

@@ -55,6 +55,7 @@ class Pipeline:
         card: Any = None,
         log: Callable[[str], None] = print,
         redo: tuple[str, ...] = (),
+        after_step: Callable[[], None] | None = None,
     ):
         from scicot_jax.data import cards
 
@@ -66,7 +67,7 @@ class Pipeline:
         self.student = student
         self.log = log
         self.run_dir = Path(cfg.out)
-        self.steps = StepRunner(self.run_dir, log=log, redo=redo)
+        self.steps = StepRunner(self.run_dir, log=log, redo=redo, after_step=after_step)
         self.specs = cfg.method_specs()
         self._examples: dict[str, list[Example]] = {}
 
@@ -611,26 +612,29 @@ def compute_of(trained: Sequence[dict]) -> dict:
 
 
 def stage_checkpoint(src: str, dest: Path) -> Path:
-    """Copy a remote (gs://, ...) checkpoint directory to local ``dest`` through tf.io.gfile,
-    so every loader (orbax, HF import) reads a local path."""
-    import tensorflow as tf
+    """Copy a remote (gs://, ...) checkpoint directory to local ``dest`` once, so a resumed run
+    does not read it again."""
+    from scicot_jax.paths import copy_tree
 
-    src = src.rstrip("/")
-    if not tf.io.gfile.isdir(src):
-        raise FileNotFoundError(f"initial checkpoint {src} is not a directory")
-    for root, _, files in tf.io.gfile.walk(src):
-        rel = root[len(src) :].lstrip("/")
-        (dest / rel).mkdir(parents=True, exist_ok=True)
-        for name in files:
-            tf.io.gfile.copy(f"{root}/{name}", str(dest / rel / name), overwrite=True)
-    return dest
+    return Path(copy_tree(src.rstrip("/"), dest))
 
 
 def run_pipeline(cfg: PipelineConfig, student: Student | None = None, **kw: Any) -> dict:
-    """Build the default in-process student (``pipeline.student``) if none is given and run."""
+    """Build the default in-process student (``pipeline.student``) if none is given and run.
+
+    A gs:// run directory is worked on in a local mirror pushed back after every step, so a
+    restarted job (a new VM) resumes from what the bucket holds."""
+    from scicot_jax.paths import Mirror, is_url
+
+    if is_url(cfg.out):
+        import tempfile
+
+        with Mirror(cfg.out, tempfile.mkdtemp(prefix="scicot_run_")) as mirror:
+            local = replace(cfg, out=mirror.local)
+            return run_pipeline(local, student, after_step=mirror.sync, **kw)
     init = cfg.student.init_checkpoint
     if init and "://" in init:  # stage a gs:// checkpoint once, as a resumable step
-        runner = StepRunner(cfg.out, log=kw.get("log", print))
+        runner = StepRunner(cfg.out, log=kw.get("log", print), after_step=kw.get("after_step"))
         local = runner.step_dir("init_checkpoint") / "checkpoint"
         runner.run(
             "init_checkpoint",

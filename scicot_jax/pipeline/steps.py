@@ -40,9 +40,14 @@ class StepRunner:
     """Runs named steps inside ``run_dir``, skipping those already finished."""
 
     def __init__(
-        self, run_dir: str | Path, log: Callable[[str], None] = print, redo: tuple[str, ...] = ()
+        self,
+        run_dir: str | Path,
+        log: Callable[[str], None] = print,
+        redo: tuple[str, ...] = (),
+        after_step: Callable[[], None] | None = None,  # e.g. push a mirrored run dir
     ):
         self.run_dir = Path(run_dir)
+        self.after_step = after_step
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.redo = set(redo)
@@ -93,4 +98,6 @@ class StepRunner:
         )
         self.timings[name] = seconds
         self.log(f"[done] {name} in {seconds:.1f}s")
+        if self.after_step is not None:
+            self.after_step()
         return json.loads(json.dumps(result, default=str))

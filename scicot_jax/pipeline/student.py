@@ -161,6 +161,7 @@ class T5Student:
             log_period=max(1, steps // 5),
             handle_sigterm=False,
             initial_checkpoint_path=c.init_checkpoint,
+            initial_params_only=True,  # a pretrained start: stage steps count from 0
         )
 
     def steps_for(self, stage: str) -> int:

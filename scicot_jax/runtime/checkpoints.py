@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from scicot_jax.paths import Path, PathLike, as_path
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ class NoReadableCheckpointError(RuntimeError):
 class Checkpoints:
     """A CheckpointManager over `<model_dir>/checkpoints/<step>/{params,opt_state,data,meta}`."""
 
-    def __init__(self, model_dir: str | Path, *, keep: int = 3, async_save: bool = True):
-        self.directory = Path(model_dir).absolute() / CHECKPOINT_SUBDIR
+    def __init__(self, model_dir: PathLike, *, keep: int = 3, async_save: bool = True):
+        self.directory = as_path(model_dir) / CHECKPOINT_SUBDIR
         self.directory.mkdir(parents=True, exist_ok=True)
         self._keep, self._async = keep, async_save
         self._open()
@@ -199,31 +200,42 @@ def _shapes_differ(stored: Any, abstract: Any, what: str) -> str | None:
     return None if got == want else f"has a different {what} ({len(got)} vs {len(want)} arrays)"
 
 
-def read_meta(step_dir: str | Path) -> dict:
+def read_meta(step_dir: PathLike) -> dict:
     """The JSON meta item of a trainer step directory."""
-    p = Path(step_dir) / "meta" / "metadata"
+    p = as_path(step_dir) / "meta" / "metadata"
     if not p.exists():
         raise FileNotFoundError(f"{step_dir}: not a trainer checkpoint step (no meta/metadata)")
     return json.loads(p.read_text())
 
 
-def is_trainer_step_dir(path: str | Path) -> bool:
-    return (Path(path) / "params").is_dir() and (Path(path) / "meta").is_dir()
+def restore_item(step_dir: PathLike, name: str, abstract: Any) -> Any:
+    """One pytree item (`params`, `opt_state`) of a trainer step, restored onto `abstract`."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(as_path(step_dir) / name, abstract)
 
 
-def resolve_step_dir(path: str | Path) -> Path | None:
+def is_trainer_step_dir(path: PathLike) -> bool:
+    p = as_path(path)
+    return (p / "params").is_dir() and (p / "meta").is_dir()
+
+
+def trainer_steps(base: PathLike) -> list[int]:
+    """Steps of the trainer step directories directly under `base`, ascending."""
+    base = as_path(base)
+    if not base.is_dir():
+        return []
+    return sorted(
+        int(c.name) for c in base.iterdir() if c.name.isdigit() and is_trainer_step_dir(c)
+    )
+
+
+def resolve_step_dir(path: PathLike) -> Path | None:
     """A trainer step dir for `path` being a step dir, a checkpoints dir or a model dir."""
-    p = Path(path)
+    p = as_path(path)
     if is_trainer_step_dir(p):
         return p
     for base in (p / CHECKPOINT_SUBDIR, p):
-        steps = (
-            sorted(
-                int(c.name) for c in base.glob("*") if c.name.isdigit() and is_trainer_step_dir(c)
-            )
-            if base.is_dir()
-            else []
-        )
+        steps = trainer_steps(base)
         if steps:
             return base / str(steps[-1])
     return None

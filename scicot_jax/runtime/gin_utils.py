@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import gin
+from scicot_jax.files import atomic_write
+from scicot_jax.paths import PathLike, as_path
 
 log = logging.getLogger(__name__)
 
@@ -197,15 +199,13 @@ def setup_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def write_operative_config(model_dir: str | Path, name: str) -> None:
+def write_operative_config(model_dir: PathLike, name: str) -> None:
     """Saves gin's operative config beside the outputs (host 0), as t5x does."""
     import jax
 
     if jax.process_index() != 0:
         return
-    d = Path(model_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"{name}.gin").write_text(gin.config_str())
+    atomic_write(as_path(model_dir) / f"{name}.gin", gin.config_str())
 
 
 def run_binary(

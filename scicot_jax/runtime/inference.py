@@ -6,21 +6,21 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
 from scicot_jax.data.tokens import pad_rows, shift_right
-from scicot_jax.runtime import checkpoints
+from scicot_jax.paths import PathLike, as_path
+from scicot_jax.runtime import checkpoints, t5x_checkpoints
 from scicot_jax.runtime import partitioning as part
 from scicot_jax.runtime.init_from import detect_format, load_initial_params
 
 log = logging.getLogger(__name__)
 
 
-def checkpoint_config(path: str | Path) -> Any:
+def checkpoint_config(path: PathLike) -> Any:
     """The T5Config stored with a checkpoint (trainer meta, save_params or HF config.json)."""
     from scicot_jax.model import T5Config
 
@@ -34,14 +34,16 @@ def checkpoint_config(path: str | Path) -> Any:
     if fmt == "hf":
         from scicot_jax.model.hf import config_from_hf
 
-        cfg_file = Path(path) / "config.json"
+        cfg_file = as_path(path) / "config.json"
         return config_from_hf(json.loads(cfg_file.read_text()), cfg_file)
+    if fmt in (t5x_checkpoints.LEGACY, t5x_checkpoints.ORBAX):  # t5x stores no config
+        return t5x_checkpoints.config_from_shapes(t5x_checkpoints.read_shapes(path))
     from scicot_jax.model.checkpoint_io import read_config
 
     return read_config(path)
 
 
-def load_model(path: str | Path, model: Any = None, mesh: Any = None) -> tuple[Any, Any]:
+def load_model(path: PathLike, model: Any = None, mesh: Any = None) -> tuple[Any, Any]:
     """(config, params sharded on mesh); `model` overrides the checkpoint's own config."""
     from scicot_jax.model import logical_axes, param_shapes
 

@@ -1,32 +1,36 @@
-"""INITIAL_CHECKPOINT_PATH: params from a trainer checkpoint, a save_params dir or HF weights."""
+"""Checkpoints users point at (INITIAL_CHECKPOINT_PATH, CHECKPOINT_PATH): detect, then load.
+
+Formats: our trainer's model/step dirs, save_params dirs, Hugging Face dirs, and t5x's
+checkpoints (legacy msgpack + tensorstore, or orbax), each local or on gs://.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from scicot_jax.runtime import checkpoints
+from scicot_jax.paths import PathLike, as_path
+from scicot_jax.runtime import checkpoints, t5x_checkpoints
 
 log = logging.getLogger(__name__)
 
+FORMATS = ("trainer", "params", "hf", t5x_checkpoints.LEGACY, t5x_checkpoints.ORBAX)
 
-def detect_format(path: str | Path) -> str:
-    """'trainer' | 'hf' | 'params' (scicot_jax.model.checkpoint_io.save_params)."""
-    p = Path(path)
+
+def detect_format(path: PathLike) -> str:
+    """One of FORMATS, from what is in `path`; anything else is one error naming what was found."""
+    p = as_path(path)
     if not p.exists():
-        raise FileNotFoundError(f"initial checkpoint {p} does not exist")
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
     if checkpoints.resolve_step_dir(p) is not None:
         return "trainer"
-    if p.is_dir() and not (p / "config.json").exists() and not (p / "params").is_dir():
-        raise FileNotFoundError(
-            f"initial checkpoint {p}: no trainer checkpoint, save_params directory "
-            "(params/, config.json) or HF export (config.json) in it"
-        )
+    found = t5x_checkpoints.find(p)
+    if found is not None:
+        return found[0]
     cfg = p / "config.json"
     if cfg.exists():
         try:
@@ -34,38 +38,59 @@ def detect_format(path: str | Path) -> str:
                 return "hf"
         except json.JSONDecodeError as e:
             raise ValueError(f"{cfg}: invalid JSON ({e})") from e
-    return "params"
+        if (p / "params").is_dir():
+            return "params"
+    listing = sorted(c.name for c in p.iterdir())[:12] if p.is_dir() else "a file"
+    raise ValueError(
+        f"{p}: not a checkpoint in any known format (trainer model or step dir, save_params "
+        f"dir with config.json + params/, Hugging Face dir, t5x checkpoint_<step> with a "
+        f"`checkpoint` file or `state/`); found {listing or 'an empty directory'}"
+    )
 
 
 def load_initial_params(
-    path: str | Path, abstract_params: Any, shardings: Any, model_config: Any = None
+    path: PathLike, abstract_params: Any, shardings: Any, model_config: Any = None
 ) -> Any:
     """Params from `path`, placed with `shardings`, checked against the model's shapes."""
+    return load_initial(path, abstract_params, shardings, model_config)[0]
+
+
+def load_initial(
+    path: PathLike, abstract_params: Any, shardings: Any, model_config: Any = None
+) -> tuple[Any, int | None, Any]:
+    """(params on `shardings`, stored step or None, t5x param_states or None) from `path`."""
     fmt = detect_format(path)
-    log.info("initial checkpoint %s (%s format)", path, fmt)
+    log.info("checkpoint %s (%s format)", path, fmt)
+    step, param_states = None, None
     if fmt in ("trainer", "params"):
         from scicot_jax.model.checkpoint_io import restore_tree
 
-        base = checkpoints.resolve_step_dir(path) if fmt == "trainer" else Path(path)
+        base = checkpoints.resolve_step_dir(path) if fmt == "trainer" else as_path(path)
+        if fmt == "trainer":
+            step = checkpoints.read_meta(base).get("step")
         try:  # straight onto the mesh when the stored tree has the model's layout
-            params = restore_tree(Path(base) / "params", shardings=shardings)
+            params = restore_tree(base / "params", shardings=shardings)
             _check_shapes(params, abstract_params, path)
-            return params
+            return params, step, None
         except (ValueError, TypeError, KeyError) as e:
             log.info("restoring %s on host for layout conversion (%s)", path, e)
-            params = restore_tree(Path(base) / "params")
+            params = restore_tree(base / "params")
     elif fmt == "hf":
         from scicot_jax.model.hf import import_hf
 
         _, params = import_hf(str(path))
+    else:
+        state = t5x_checkpoints.read(path)
+        params, step, param_states = state.params, state.step, state.param_states
     params = _match_layout(params, abstract_params, model_config)
     _check_shapes(params, abstract_params, path)
-    return jax.tree.map(
+    params = jax.tree.map(
         lambda x, s, a: jax.device_put(np.asarray(x, a.dtype), s),
         params,
         shardings,
         abstract_params,
     )
+    return params, step, param_states
 
 
 def _match_layout(params: Any, abstract_params: Any, model_config: Any) -> Any:

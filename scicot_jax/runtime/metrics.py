@@ -6,10 +6,11 @@ import json
 import logging
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
+
+from scicot_jax.paths import Mirror, PathLike, as_path, is_url
 
 log = logging.getLogger(__name__)
 _TB_UNSAFE = re.compile(r"[^\w./-]")  # TensorBoard tag charset
@@ -66,18 +67,30 @@ class Throughput:
 
 
 class MetricsWriter:
-    """Writes scalars to TensorBoard (`<dir>/events*`) and `<dir>/metrics.jsonl`; host 0 only."""
+    """Writes scalars to TensorBoard (`<dir>/events*`) and `<dir>/metrics.jsonl`; host 0 only.
 
-    def __init__(self, log_dir: str | Path, enabled: bool | None = None):
+    A gs:// dir is written through a local mirror pushed after every write (GCS objects cannot
+    be appended to, and one GCS client, gcsfs, then serves the whole run).
+    """
+
+    def __init__(self, log_dir: PathLike, enabled: bool | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self.dir = Path(log_dir)
+        self.dir = as_path(log_dir)
         self._tb = None
+        self._mirror = None
         if self.enabled:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            local = self.dir
+            if is_url(self.dir):
+                import tempfile
+
+                self._mirror = Mirror(self.dir, tempfile.mkdtemp(prefix="scicot_metrics_"))
+                self._mirror.pull()
+                local = as_path(self._mirror.local)
+            local.mkdir(parents=True, exist_ok=True)
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.dir), flush_secs=30)
-            self._jsonl = open(self.dir / "metrics.jsonl", "a")  # noqa: SIM115 - closed in close()
+            self._tb = SummaryWriter(str(local), flush_secs=30)
+            self._jsonl = open(local / "metrics.jsonl", "a")  # noqa: SIM115 - closed in close()
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
@@ -88,6 +101,8 @@ class MetricsWriter:
             json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n"
         )
         self._jsonl.flush()
+        if self._mirror is not None:
+            self.flush()
 
     def write_text(self, step: int, tag: str, text: str) -> None:
         if self.enabled:
@@ -96,9 +111,13 @@ class MetricsWriter:
     def flush(self) -> None:
         if self.enabled:
             self._tb.flush()
+            if self._mirror is not None:
+                self._mirror.sync()
 
     def close(self) -> None:
         if self.enabled:
             self._tb.close()
             self._jsonl.close()
+            if self._mirror is not None:
+                self._mirror.sync()
             self.enabled = False

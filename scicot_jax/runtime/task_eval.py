@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from scicot_jax.data import seqio_feed as data_feed
 from scicot_jax.files import atomic_write, write_jsonl
+from scicot_jax.paths import PathLike, as_path
 from scicot_jax.runtime import inference
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def evaluate_task(
 
 
 def write_t5x_outputs(
-    out_dir: str | Path, step: int, metrics: dict[str, float], rows: list[dict[str, Any]]
+    out_dir: PathLike, step: int, metrics: dict[str, float], rows: list[dict[str, Any]]
 ) -> None:
     """SeqIO JSONLogger's files (process 0): `{task}-{step:06}.jsonl`, `{task}-metrics.jsonl`.
 
@@ -88,8 +88,7 @@ def write_t5x_outputs(
 
     if jax.process_index() != 0:
         return
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = as_path(out_dir)
     for task in sorted({r["task"] for r in rows} | {k.split("/")[0] for k in metrics}):
         mine = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.split("/")[0] == task}
         if mine:

@@ -36,9 +36,10 @@ def run(
     infer_eval: bool = False,
     infer_eval_examples: int | None = 256,
     initial_checkpoint_path: str | None = None,
+    initial_params_only: bool = False,
     model_parallel: int = 1,
     seed: int | None = 0,
-    jax_compilation_cache_dir: str | None = None,
+    compilation_cache_dir: str | None = None,
 ) -> Any:
     """Trains `model` on a SeqIO task; gin binds every argument (see gin/runs/finetune.gin).
 
@@ -52,8 +53,11 @@ def run(
     from scicot_jax.runtime import task_eval
     from scicot_jax.train.trainer import TrainConfig, train
 
-    if jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", jax_compilation_cache_dir)
+    if compilation_cache_dir:  # JAX reads and writes it through etils.epath: gs:// works
+        from jax.experimental.compilation_cache import compilation_cache
+
+        jax.config.update("jax_compilation_cache_dir", compilation_cache_dir)
+        compilation_cache.reset_cache()  # a cache opened earlier in this process is replaced
     part.maybe_initialize_distributed()
     if seed is None:  # RANDOM_SEED = None: a fresh seed, the same on every host (as t5x)
         seed = part.broadcast_time_seed()
@@ -81,6 +85,7 @@ def run(
         eval_period=eval_period if eval_dataset else 0,
         eval_steps=eval_steps,
         initial_checkpoint_path=initial_checkpoint_path or None,
+        initial_params_only=initial_params_only,
     )
     mesh = part.make_mesh(model_parallel)
     eval_fn = None

@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -17,11 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scicot_jax.paths import as_path
 from scicot_jax.runtime import partitioning as part
 from scicot_jax.runtime.checkpoints import Checkpoints
-from scicot_jax.runtime.init_from import load_initial_params
 from scicot_jax.runtime.metrics import MetricsWriter, Throughput
 from scicot_jax.train.data_iter import Batches, Prefetcher, open_batches, to_global
+from scicot_jax.train.initial import restore_initial
 from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer
 from scicot_jax.train.state import ModelSpec, TrainState, abstract_like, t5_spec
 from scicot_jax.train.step import (
@@ -64,6 +64,9 @@ class TrainConfig:
     eval_period: int = 0  # 0: no eval during training
     eval_steps: int | None = None  # cap on eval batches per eval (None: the whole iterator)
     initial_checkpoint_path: str | None = None
+    # True: only params from initial_checkpoint_path; otherwise its step and (when the optimizer
+    # matches) optimizer state too, as t5x restores. train_steps is absolute either way.
+    initial_params_only: bool = False
     prefetch: int = 2
     handle_sigterm: bool = True
 
@@ -150,14 +153,14 @@ def train(
             log.info("resuming from %s/%d", ckpts.directory, step0)
             consumed = int(data_pos.get("batches_consumed", step0))
         else:
-            step0, consumed = 0, 0
-            params = None
+            step0, consumed, params, opt_state = 0, 0, None, None
             if config.initial_checkpoint_path:
-                params = load_initial_params(
-                    config.initial_checkpoint_path, abs_params, p_sh, spec.config
+                params, step0, opt_state = restore_initial(
+                    config.initial_checkpoint_path, su, spec, config.initial_params_only
                 )
-            fresh = init_state(su, spec, config.seed, params)
-            params, opt_state = fresh.params, fresh.opt_state
+            if opt_state is None:
+                fresh = init_state(su, spec, config.seed, params)
+                params, opt_state = fresh.params, fresh.opt_state
         state = TrainState(
             step=jax.device_put(jnp.asarray(step0, jnp.int32), rep),
             params=params,
@@ -166,9 +169,9 @@ def train(
 
     if on_start is not None:
         on_start()
-    writer = MetricsWriter(Path(config.model_dir) / "train")
+    writer = MetricsWriter(as_path(config.model_dir) / "train")
     eval_writer = (
-        MetricsWriter(Path(config.model_dir) / "eval") if (eval_batches or eval_fn) else None
+        MetricsWriter(as_path(config.model_dir) / "eval") if (eval_batches or eval_fn) else None
     )
     stop = _StopFlag(config.handle_sigterm)
     prefetch = Prefetcher(open_batches(batches, consumed), data_sh, config.prefetch)
@@ -178,7 +181,12 @@ def train(
     preempted = False
     try:
         if step0 >= config.train_steps:
-            log.info("already at step %d >= train_steps=%d", step0, config.train_steps)
+            log.warning(
+                "already at step %d >= train_steps=%d: nothing to train (train_steps is the "
+                "absolute step to stop at, counting a restored checkpoint's step, as in t5x)",
+                step0,
+                config.train_steps,
+            )
             return TrainResult(
                 step0, False, {}, {}, str(ckpts.directory), state if return_state else None
             )

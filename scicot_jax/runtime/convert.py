@@ -1,0 +1,96 @@
+"""Checkpoint conversion between our formats, t5x's and Hugging Face's (tools/convert_checkpoint.py).
+
+Every source format init_from detects is accepted; t5x outputs use t5x's legacy layout, which
+every t5x version (eval, infer, train's INITIAL_CHECKPOINT_PATH) reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from scicot_jax.paths import Path, PathLike, as_path
+from scicot_jax.runtime import checkpoints, t5x_adafactor, t5x_checkpoints
+from scicot_jax.runtime.init_from import detect_format
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A checkpoint's model config and params (numpy/host), step and t5x optimizer state."""
+
+    config: Any
+    params: dict
+    step: int = 0
+    param_states: dict | None = None
+
+
+def load_any(path: PathLike, *, optimizer: bool = False) -> Loaded:
+    """Config and params (and, when asked, step and t5x-shaped optimizer state) of any format."""
+    from scicot_jax.model import checkpoint_io, logical_axes
+    from scicot_jax.runtime.inference import checkpoint_config
+
+    fmt = detect_format(path)
+    config = checkpoint_config(path)
+    if fmt in (t5x_checkpoints.LEGACY, t5x_checkpoints.ORBAX):
+        state = t5x_checkpoints.read(path, optimizer=optimizer)
+        return Loaded(config, state.params, state.step or 0, state.param_states)
+    if fmt == "hf":
+        from scicot_jax.model.hf import import_hf
+
+        return Loaded(config, import_hf(str(path))[1])
+    if fmt == "params":
+        return Loaded(config, checkpoint_io.load_params(path)[1])
+    step_dir = checkpoints.resolve_step_dir(path)
+    params = checkpoint_io.restore_tree(step_dir / "params")
+    step = int(checkpoints.read_meta(step_dir).get("step", 0))
+    param_states = None
+    if optimizer and "layers" in params.get("encoder", {}):
+        log.info("%s: scanned layers; optimizer state is not exported", step_dir)
+    elif optimizer:
+        raw = checkpoint_io.restore_tree(step_dir / "opt_state")
+        param_states = t5x_adafactor.to_t5x(
+            t5x_adafactor.optax_structure(raw), params, logical_axes(config)
+        )
+    return Loaded(config, params, step, param_states)
+
+
+def to_orbax(src: PathLike, dst: PathLike, *, force: bool = False) -> Loaded:
+    """Any checkpoint -> a save_params directory (INITIAL_CHECKPOINT_PATH / CHECKPOINT_PATH)."""
+    from scicot_jax.model import checkpoint_io
+
+    loaded = load_any(src)
+    checkpoint_io.save_params(dst, _unscanned(loaded), loaded.config, force=force)
+    return loaded
+
+
+def to_t5x(src: PathLike, dst: PathLike, *, dtype: str | None = None) -> Path:
+    """Any checkpoint -> t5x's legacy layout; returns the `checkpoint_<step>` dir written.
+
+    `dst` is that directory, or a model dir that gets `checkpoint_<step>` inside. Adafactor
+    state of a trainer checkpoint goes along as t5x `param_states`, so t5x can resume it.
+    """
+    import numpy as np
+
+    loaded = load_any(src, optimizer=True)
+    out = as_path(dst)
+    if not out.name.startswith(t5x_checkpoints.STEP_PREFIX):
+        out = out / f"{t5x_checkpoints.STEP_PREFIX}{loaded.step}"
+    return t5x_checkpoints.write_legacy(
+        out,
+        _unscanned(loaded),
+        loaded.step,
+        loaded.param_states,
+        dtype=np.dtype(dtype) if dtype else None,
+    )
+
+
+def _unscanned(loaded: Loaded) -> dict:
+    """Per-layer params (t5x's and HF's layout) whatever layout the source was trained in."""
+    if "layers" in loaded.params.get("encoder", {}):
+        from scicot_jax.model.scan import unscan_params
+
+        return unscan_params(dict(loaded.params), loaded.config)
+    return loaded.params

@@ -1,0 +1,63 @@
+"""INITIAL_CHECKPOINT_PATH with t5x's restore semantics.
+
+Params always. Unless `params_only`, also the checkpoint's step (TRAIN_STEPS stays the absolute
+step to stop at, as in t5x) and its optimizer state when it maps onto this optimizer: t5x
+Adafactor's per-param state, or our own trainer's optax state. A mismatch keeps the params and
+the step, starts the optimizer fresh, and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import jax
+
+from scicot_jax.paths import PathLike
+from scicot_jax.runtime import checkpoints
+from scicot_jax.runtime.init_from import detect_format, load_initial
+
+log = logging.getLogger(__name__)
+
+
+def restore_initial(
+    path: PathLike, setup: Any, spec: Any, params_only: bool = False
+) -> tuple[Any, int, Any]:
+    """(params, step, opt_state or None) on the setup's shardings; step 0 when params_only."""
+    params, step, param_states = load_initial(
+        path, setup.abstract_params, setup.param_shardings, spec.config
+    )
+    if params_only or step is None:
+        return params, 0, None
+    try:
+        opt_state = _optimizer_state(path, setup, spec, int(step), param_states)
+    except Exception as e:  # noqa: BLE001 - any mismatch means "start the optimizer fresh"
+        log.warning(
+            "%s: optimizer state not restored (%s: %s); params and step %d restored, "
+            "optimizer starts fresh",
+            path,
+            type(e).__name__,
+            e,
+            step,
+        )
+        opt_state = None
+    log.info(
+        "initial checkpoint %s: step %d%s", path, step, ", optimizer state" if opt_state else ""
+    )
+    return params, int(step), opt_state
+
+
+def _optimizer_state(path: PathLike, setup: Any, spec: Any, step: int, param_states: Any) -> Any:
+    from scicot_jax.train.state import abstract_like
+
+    abstract = abstract_like(setup.abstract_opt_state, setup.opt_shardings)
+    if detect_format(path) == "trainer":
+        return checkpoints.restore_item(checkpoints.resolve_step_dir(path), "opt_state", abstract)
+    if param_states is None:
+        raise ValueError("the checkpoint holds no optimizer state")
+    from scicot_jax.runtime import t5x_adafactor
+
+    host = t5x_adafactor.from_t5x(
+        setup.abstract_opt_state, param_states, step, setup.abstract_params, spec.logical_axes
+    )
+    return jax.tree.map(jax.device_put, host, setup.opt_shardings)
