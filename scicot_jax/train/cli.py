@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import gin
 from scicot_jax.data.seqio_feed import DatasetConfig
+from scicot_jax.paths import as_path
 from scicot_jax.runtime import gin_utils
 from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.step import LossConfig
@@ -105,7 +105,7 @@ def run(
                 use_cached=eval_dataset.use_cached,
             )
             # t5x's in-training SeqIO evaluator writes here too
-            task_eval.write_t5x_outputs(Path(model_dir) / "inference_eval", step, metrics, rows)
+            task_eval.write_t5x_outputs(as_path(model_dir) / "inference_eval", step, metrics, rows)
             return metrics
 
     result = train(
