@@ -77,13 +77,17 @@ def write_jsonl(
     path: str | os.PathLike[str], rows: Iterable[Any], *, sort_keys: bool = False
 ) -> int:
     """Write one JSON value per line (UTF-8, non-ASCII kept) atomically; returns the count."""
-    lines = [json.dumps(row, ensure_ascii=False, sort_keys=sort_keys) + "\n" for row in rows]
+    lines = (json.dumps(row, ensure_ascii=False, sort_keys=sort_keys) + "\n" for row in rows)
     if is_url(path):
-        atomic_write(path, "".join(lines))
-        return len(lines)
+        text = list(lines)
+        atomic_write(path, "".join(text))
+        return len(text)
+    n = 0
     with atomic_open(path) as f:
-        f.writelines(lines)
-    return len(lines)
+        for line in lines:  # streamed: millions of rows never sit in memory at once
+            f.write(line)
+            n += 1
+    return n
 
 
 def read_jsonl(

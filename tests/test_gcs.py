@@ -4,8 +4,6 @@ checkpoints read from gs://."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 from pathlib import Path
 
@@ -14,11 +12,11 @@ import numpy as np
 import pytest
 from model_fixtures import enable_compile_cache, tiny_config
 from t5x_layout import bf16, flatten, write_legacy_t5x
+from test_checkpoints import _cfg, _params, _sigterm_at, _skip
 from train_toy import toy_batches
 
 from scicot_jax.paths import as_path
-from scicot_jax.train.optimizers import OptimizerConfig
-from scicot_jax.train.trainer import TrainConfig, train
+from scicot_jax.train.trainer import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import convert_checkpoint  # noqa: E402
@@ -29,48 +27,18 @@ def _cache(tmp_path_factory):
     enable_compile_cache(tmp_path_factory.mktemp("jax_cache"))
 
 
-def _cfg(model_dir, steps: int) -> TrainConfig:
-    return TrainConfig(
-        model_dir=str(model_dir),
-        train_steps=steps,
-        batch_size=8,
-        checkpoint_period=4,
-        log_period=4,
-        model=tiny_config(dropout_rate=0.1),
-        feature_lengths={"inputs": 6, "targets": 5},
-        optimizer=OptimizerConfig(learning_rate=1e-2, min_dim_size_to_factor=8),
-    )
-
-
-def _from(start, it):
-    for i, b in enumerate(it):
-        if i >= start:
-            yield b
-
-
-def _sigterm_at(n: int):
-    for i, b in enumerate(toy_batches()):
-        if i == n:
-            os.kill(os.getpid(), signal.SIGTERM)
-        yield b
-
-
-def _leaves(result) -> list[np.ndarray]:
-    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(result.state.params))]
-
-
 def test_train_on_gcs_sigterm_then_resume_is_bitwise_equal(tmp_path, gcs_bucket):
     run = f"{gcs_bucket}/sigterm/run"
-    ref = train(_cfg(tmp_path / "ref", 10), lambda s: _from(s, toy_batches()), return_state=True)
-    first = train(_cfg(run, 10), lambda s: _from(s, _sigterm_at(6)), return_state=True)
+    ref = train(_cfg(tmp_path / "ref", 10), lambda s: _skip(toy_batches(), s), return_state=True)
+    first = train(_cfg(run, 10), lambda s: _skip(_sigterm_at(6), s), return_state=True)
     assert first.preempted and 1 <= first.step < 10
     assert first.checkpoint_dir == f"{run}/checkpoints"
     assert not Path("gs:").exists()  # nothing leaked into ./gs:/...
     saved = as_path(f"{run}/checkpoints/{first.step}")
     assert (saved / "params").is_dir() and (saved / "meta").is_dir()
-    second = train(_cfg(run, 10), lambda s: _from(s, toy_batches()), return_state=True)
+    second = train(_cfg(run, 10), lambda s: _skip(toy_batches(), s), return_state=True)
     assert second.step == 10 and not second.preempted
-    for a, b in zip(_leaves(second), _leaves(ref), strict=True):
+    for a, b in zip(_params(second), _params(ref), strict=True):
         np.testing.assert_array_equal(a, b)
     rows = as_path(f"{run}/train/metrics.jsonl").read_text().splitlines()
     assert len(rows) >= 2 and '"step": 10' in rows[-1]  # both runs appended on gs://

@@ -16,6 +16,7 @@ from t5x_layout import (
     write_legacy_t5x,
     write_orbax_t5x,
 )
+from test_checkpoints import _cfg
 from train_toy import toy_batches
 
 from scicot_jax.model import init_params, logical_axes, param_shapes
@@ -109,18 +110,13 @@ def test_unknown_directory_is_one_clear_error(tmp_path):
 
 
 def _train_cfg(model_dir, steps, init, **kw) -> TrainConfig:
-    base = dict(
-        model_dir=str(model_dir),
-        train_steps=steps,
-        batch_size=8,
+    return _cfg(
+        model_dir,
+        steps,
         checkpoint_period=100,
-        log_period=100,
-        model=tiny_config(),
-        feature_lengths={"inputs": 6, "targets": 5},
-        optimizer=OptimizerConfig(learning_rate=1e-2, min_dim_size_to_factor=MIN_DIM),
         initial_checkpoint_path=str(init) if init else None,
+        **kw,
     )
-    return TrainConfig(**{**base, **kw})
 
 
 def _second_moment(vr, vc, v, shape, t5x_axes=None):
@@ -215,3 +211,20 @@ def test_orbax_to_t5x_round_trips_params_step_and_adafactor(tmp_path):
     bf = convert.to_t5x(model_dir, tmp_path / "bf16" / "checkpoint_3", dtype="bfloat16")
     emb = t5x_checkpoints.read(bf, optimizer=False).params["token_embedder"]["embedding"]
     assert emb.dtype == bf16(0).dtype
+
+
+def test_other_optimizer_keeps_params_and_step_and_says_so(tmp_path, caplog):
+    """AdamW cannot take t5x's Adafactor state: params and step restored, optimizer fresh."""
+    import logging
+
+    config = tiny_config()
+    params = _params(config)
+    init = tmp_path / f"checkpoint_{STEP}"
+    write_legacy_t5x(init, _tree(config, params))
+    cfg = _train_cfg(tmp_path / "m", STEP, init, optimizer=OptimizerConfig(name="adamw"))
+    with caplog.at_level(logging.WARNING):
+        res = train(cfg, lambda start: toy_batches(), return_state=True)
+    assert res.step == STEP
+    assert "optimizer state not restored" in caplog.text and "ScaleByAdamState" in caplog.text
+    got = jax.device_get(res.state.params)["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+    np.testing.assert_array_equal(got, params["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"])

@@ -52,13 +52,19 @@ def load_initial_params(
     path: PathLike, abstract_params: Any, shardings: Any, model_config: Any = None
 ) -> Any:
     """Params from `path`, placed with `shardings`, checked against the model's shapes."""
-    return load_initial(path, abstract_params, shardings, model_config)[0]
+    return load_initial(path, abstract_params, shardings, model_config, optimizer=False)[0]
 
 
 def load_initial(
-    path: PathLike, abstract_params: Any, shardings: Any, model_config: Any = None
+    path: PathLike,
+    abstract_params: Any,
+    shardings: Any,
+    model_config: Any = None,
+    *,
+    optimizer: bool = True,
 ) -> tuple[Any, int | None, Any]:
-    """(params on `shardings`, stored step or None, t5x param_states or None) from `path`."""
+    """(params on `shardings`, stored step or None, t5x param_states or None) from `path`;
+    t5x's optimizer arrays are read only when `optimizer`."""
     fmt = detect_format(path)
     log.info("checkpoint %s (%s format)", path, fmt)
     step, param_states = None, None
@@ -80,7 +86,7 @@ def load_initial(
 
         _, params = import_hf(str(path))
     else:
-        state = t5x_checkpoints.read(path)
+        state = t5x_checkpoints.read(path, optimizer=optimizer)
         params, step, param_states = state.params, state.step, state.param_states
     params = _match_layout(params, abstract_params, model_config)
     _check_shapes(params, abstract_params, path)

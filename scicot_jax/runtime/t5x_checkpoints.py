@@ -103,10 +103,7 @@ def read_shapes(path: PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: no t5x checkpoint (no `checkpoint` file or `state/`)")
     kind, step_dir = found
     if kind == LEGACY:
-        from flax import serialization
-
-        target = serialization.msgpack_restore((step_dir / CHECKPOINT_FILE).read_bytes())
-        target = target.get("optimizer", {}).get("target", {})
+        target = _msgpack(step_dir).get("target", {})
     else:
         import orbax.checkpoint as ocp
 
@@ -150,6 +147,14 @@ def config_from_shapes(shapes: Mapping[str, Any], **overrides: Any) -> Any:
 
 
 def _read_legacy(step_dir: Path, optimizer: bool) -> dict:
+    tree = _msgpack(step_dir)
+    if not optimizer and "target" in tree:  # skip reading the optimizer's arrays
+        tree = {"target": tree["target"], "state": {"step": tree.get("state", {}).get("step")}}
+    return _resolve_specs(tree, step_dir)
+
+
+def _msgpack(step_dir: Path) -> dict:
+    """The `optimizer` tree of a legacy `checkpoint` file (tensorstore specs not yet read)."""
     from flax import serialization
 
     file = step_dir / CHECKPOINT_FILE
@@ -163,10 +168,7 @@ def _read_legacy(step_dir: Path, optimizer: bool) -> dict:
     version = contents.get("version", 0)
     if version < 2:
         raise ValueError(f"{file}: t5x checkpoint version {version}; versions 2 and 3 are read")
-    tree = contents["optimizer"]
-    if not optimizer and "target" in tree:  # skip reading the optimizer's arrays
-        tree = {"target": tree["target"], "state": {"step": tree.get("state", {}).get("step")}}
-    return _resolve_specs(tree, step_dir)
+    return contents["optimizer"]
 
 
 def _resolve_specs(tree: dict, step_dir: Path) -> dict:

@@ -25,7 +25,7 @@ def restore_initial(
 ) -> tuple[Any, int, Any]:
     """(params, step, opt_state or None) on the setup's shardings; step 0 when params_only."""
     params, step, param_states = load_initial(
-        path, setup.abstract_params, setup.param_shardings, spec.config
+        path, setup.abstract_params, setup.param_shardings, spec.config, optimizer=not params_only
     )
     if params_only or step is None:
         return params, 0, None
