@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from model_fixtures import enable_compile_cache
 from t5x_layout import logical_axes_by_key, t5x_adafactor_states, write_legacy_t5x
 
@@ -83,7 +84,20 @@ def _flan_t5x_stand_in(url: str) -> dict:
     return params
 
 
-def test_readme_cloud_tpu_commands_run_against_gcs(tmp_path, tiny_vocab_path, monkeypatch):
+@pytest.fixture
+def _local_compile_cache_after(tmp_path):
+    """The train command points JAX's cache at gs://; later tests must not write to a server
+    that is gone."""
+    yield
+    from jax.experimental.compilation_cache import compilation_cache
+
+    enable_compile_cache(tmp_path / "jax_cache_after")
+    compilation_cache.reset_cache()
+
+
+def test_readme_cloud_tpu_commands_run_against_gcs(
+    tmp_path, tiny_vocab_path, _local_compile_cache_after
+):
     from gcs_emulator import gcs_emulator
 
     from scicot_jax import eval as eval_bin
