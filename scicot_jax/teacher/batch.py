@@ -21,11 +21,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scicot_jax.data.store import RationaleStore
 from scicot_jax.teacher.batch_clients import BatchClient, JobLost, make_batch_client
 from scicot_jax.teacher.cache import Cache
 from scicot_jax.teacher.pricing import batch_price
@@ -176,7 +179,7 @@ class BatchDriver:
     def _advance(self, job: dict[str, Any]) -> None:
         jid = job["id"]
         if job["phase"] == "built":
-            fid = self.client.upload(_path(job), jid)
+            fid = self.client.upload(Path(job["input_path"]), jid)
             self._update(jid, phase="uploaded", remote_file=fid)
             crash_point("uploaded")
             job = self._job(jid)
@@ -404,12 +407,6 @@ class _Builder:
         self.reqs, self.lines, self.size = [], [], 0
 
 
-def _path(job: dict[str, Any]) -> Any:
-    from pathlib import Path
-
-    return Path(job["input_path"])
-
-
 def _in(db: Any, query: str, keys: list[str]) -> Iterator[tuple[Any, ...]]:
     for i in range(0, len(keys), 500):
         part = keys[i : i + 500]
@@ -436,8 +433,6 @@ async def _sleep(run: TeacherRun, seconds: float) -> None:
 
 def job_table(cache_path: Any, run_dir: Any) -> list[dict[str, Any]]:
     """The batch jobs of a run, oldest first (for `report`); [] if there are none."""
-    from pathlib import Path
-
     if not Path(cache_path).exists():
         return []
     with Cache(cache_path, readonly=True) as cache:
@@ -447,7 +442,7 @@ def job_table(cache_path: Any, run_dir: Any) -> list[dict[str, Any]]:
                 " message FROM batch_jobs WHERE run=? ORDER BY created",
                 (str(Path(run_dir).resolve()),),
             )
-        except Exception:  # a cache from before batch mode: no such table
+        except sqlite3.OperationalError:  # a cache from before batch mode: no such table
             return []
         names = [c[0] for c in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -455,9 +450,6 @@ def job_table(cache_path: Any, run_dir: Any) -> list[dict[str, Any]]:
 
 def cancel_run(run_dir: Any) -> list[dict[str, Any]]:
     """`cancel RUN_DIR`: cancel the run's submitted jobs; unsent ones are dropped."""
-    from pathlib import Path
-
-    from scicot_jax.data.store import RationaleStore
 
     manifest = RationaleStore.read_manifest(run_dir)
     teacher = manifest.get("teacher") or {}
