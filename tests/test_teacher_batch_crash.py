@@ -172,3 +172,32 @@ def test_a_second_run_on_the_same_cache_finishes_a_dead_runs_jobs(tmp_path):
         assert again.returncode == 0, again.stderr[-2000:]
         assert json.loads(again.stdout)["sent"] == 0
         _check_exactly_once(srv, tmp_path)
+
+
+def test_cancel_stops_the_run_and_a_rerun_finishes(tmp_path):
+    from scicot_jax.teacher.cli import main
+
+    # 0.5 s an item: a job of 6 takes 3 s, time enough to cancel it on a loaded machine
+    with start_oracle_server(batch_faults=BatchFaults(item_s=0.5)) as srv:
+        args = _args(tmp_path, srv.url, "openai")
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not any(j.status == "in_progress" and j.ok for j in srv.batch.listing("openai")):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        assert main(["cancel", str(tmp_path / "run")]) == 0
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and b"cancelled" in err
+        jobs = report(tmp_path / "run")["batch_jobs"]["jobs"]
+        assert "cancelled" in {j["state"] for j in jobs}
+        assert 0 < sum(j["succeeded"] for j in jobs) < 2 * N * D  # what finished is kept
+        srv.batch.faults.item_s = 0.0
+        assert main(args[2:]) == 0
+        store = RationaleStore.open(tmp_path / "run")
+        assert len(store) == N * D
+        with Cache(tmp_path / "cache.sqlite") as c:  # sent again: only what was cancelled
+            again = {f["key"] for f in c.failures()}
+            got = srv.received()
+            for q, _ in c.items():
+                rid = request_id(q.model, q.prompt, q.seed)
+                assert got[rid] == 1 + (q.key in again)

@@ -64,6 +64,7 @@ class BatchDriver:
         self.dir = run.out_dir / "batches"
         self.price = batch_price(run.price)
         self.exhausted = 0
+        self.started = time.time()
         # (status, message) once --max-cost / --max-requests forbid more jobs: the jobs in
         # flight are still waited for and collected, then the run stops.
         self.budget: tuple[str, str] | None = None
@@ -202,7 +203,8 @@ class BatchDriver:
                 results = list(self.client.results(job["remote_id"], self._requests(jid)))
                 crash_point("downloaded")
                 self._collect(job, st.state, results, st.message)
-                if st.state == "cancelled":  # `scicot-teacher cancel`: stop spending
+                if st.state == "cancelled" and (job["cancel_requested"] or 0) >= self.started:
+                    # `scicot-teacher cancel` while this run was going: stop spending
                     self.run._stop(
                         "cancelled",
                         f"batch job {jid} was cancelled; its finished items are kept, "
@@ -472,6 +474,10 @@ def cancel_run(run_dir: Any) -> list[dict[str, Any]]:
                 remote_id = client.find(jid, remote_file)
             if remote_id:
                 client.cancel(remote_id)
+                with cache.transaction():
+                    cache.db.execute(
+                        "UPDATE batch_jobs SET cancel_requested=? WHERE id=?", (time.time(), jid)
+                    )
                 out.append({"id": jid, "remote_id": remote_id, "action": "cancel requested"})
                 if phase == "submitting":
                     with cache.transaction():

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     requests INTEGER NOT NULL, est_cost REAL NOT NULL DEFAULT 0,
     succeeded INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
     input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
-    cost REAL NOT NULL DEFAULT 0, created REAL NOT NULL, updated REAL NOT NULL, message TEXT
+    cost REAL NOT NULL DEFAULT 0, created REAL NOT NULL, updated REAL NOT NULL, message TEXT,
+    cancel_requested REAL
 );
 CREATE INDEX IF NOT EXISTS batch_jobs_run ON batch_jobs(run, phase);
 CREATE TABLE IF NOT EXISTS batch_items (
@@ -81,6 +82,9 @@ class Cache:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
+                cols = {r[1] for r in self._db.execute("PRAGMA table_info(batch_jobs)")}
+                if "cancel_requested" not in cols:  # a batch_jobs table from before it existed
+                    self._db.execute("ALTER TABLE batch_jobs ADD COLUMN cancel_requested REAL")
                 self._db.execute(
                     "INSERT OR IGNORE INTO meta(k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,)
                 )
