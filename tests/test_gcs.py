@@ -45,9 +45,9 @@ def test_train_on_gcs_sigterm_then_resume_is_bitwise_equal(tmp_path, gcs_bucket)
     assert any(p.name.startswith("events.out.tfevents") for p in as_path(f"{run}/train").iterdir())
 
 
-def test_converter_to_and_from_gcs(tmp_path, gcs_bucket):
-    """t5x checkpoint on gs:// -> orbax params on gs:// -> t5x layout on gs:// -> HF locally,
-    params bitwise equal at every hop."""
+def test_converter_to_and_from_gcs(gcs_bucket):
+    """t5x checkpoint on gs:// -> orbax params -> t5x layout -> Hugging Face -> orbax params,
+    all on gs://, params bitwise equal at every hop."""
     from scicot_jax.model import init_params
     from scicot_jax.model.checkpoint_io import load_params
     from scicot_jax.runtime import t5x_checkpoints
@@ -75,8 +75,9 @@ def test_converter_to_and_from_gcs(tmp_path, gcs_bucket):
     back = t5x_checkpoints.read(t5x_dir)
     assert back.step == 0  # a save_params dir has no step
     same(back.params)
-    assert convert_checkpoint.main(["orbax-to-hf", t5x_dir, str(tmp_path / "hf")]) == 0
-    assert convert_checkpoint.main(["hf-to-orbax", str(tmp_path / "hf"), f"{orbax_dir}2"]) == 0
+    hf_dir = f"{gcs_bucket}/conv/hf"
+    assert convert_checkpoint.main(["orbax-to-hf", t5x_dir, hf_dir]) == 0
+    assert convert_checkpoint.main(["hf-to-orbax", hf_dir, f"{orbax_dir}2"]) == 0
     same(load_params(f"{orbax_dir}2")[1])
     assert not Path("gs:").exists()
 

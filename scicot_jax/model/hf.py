@@ -12,7 +12,7 @@ import numpy as np
 
 from scicot_jax.model.config import T5Config, read_json_file
 from scicot_jax.model.scan import scan_params, unscan_params
-from scicot_jax.paths import PathLike, as_path
+from scicot_jax.paths import PathLike, as_path, copy_tree, is_url
 
 Params = dict[str, Any]
 
@@ -304,7 +304,12 @@ def flatten(
 
 
 def import_hf(path: str | Path, **config_overrides: Any) -> tuple[T5Config, Params]:
-    """(config, params) from an HF T5 v1.1 / Flan-T5 directory; per-layer params are numpy arrays."""
+    """(config, params) from an HF T5 v1.1 / Flan-T5 directory (local or gs://, copied to a temp
+    dir first: safetensors and torch read local files); per-layer params are numpy arrays."""
+    if is_url(path):
+        import tempfile
+
+        path = copy_tree(path, tempfile.mkdtemp(prefix="scicot_hf_"))
     directory = Path(path)
     config_file = directory / "config.json"
     hf_config = read_json_file(config_file, "expected a Hugging Face T5 directory")
