@@ -17,6 +17,9 @@
    written first, then a fresh process resumes the run over the same N examples (every job is
    found in the store; nothing is sent). Peak RSS covers the store's key index (8 B/record), the
    input scan and the job walk.
+5. structures: the same per-record structures at 1M and 10M without the JSON work around them
+   (minutes instead of an hour on a loaded 2-core machine): scan hashes, key index with a job
+   walk, summary marks, through the functions the run uses.
 """
 
 from __future__ import annotations
@@ -255,6 +258,46 @@ def fill_child(n: int, tmp: str) -> None:
             f.write(line.format(i=i, a=i + 3))
 
 
+def structures_child(n: int) -> None:
+    """The per-record structures of an n-record resumed run, through the run's own functions,
+    in the order the run holds them: input scan, store key index (+ job walk), summary."""
+    from array import array
+
+    from scicot_jax.data.key_index import KeyIndex, key_hash, sorted_duplicates
+    from scicot_jax.teacher.inputs import duplicate_hashes, id_hash
+    from scicot_jax.teacher.report import _MASK, _kept_per_question
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.monotonic()
+    ids = array("Q", (id_hash(f"q{i}") for i in range(n)))  # runner._scan
+    assert not duplicate_hashes(ids)
+    del ids
+    hashes = array("Q", (key_hash(f"q{i}", 0) for i in range(n)))  # RationaleStore open
+    assert not sorted_duplicates(hashes)
+    index = KeyIndex(hashes)
+    assert all((f"q{i}", 0) in index for i in range(0, n, max(1, n // 100_000)))  # job walk
+    index_mb = index.nbytes() / 2**20
+    del index, hashes  # release_index() before the summary
+    marks = array("Q", (((id_hash(f"q{i}") << 1) & _MASK) | (i % 3 > 0) for i in range(n)))
+    questions, hist = _kept_per_question(marks)  # accuracy_summary
+    assert questions == n and sum(hist.values()) == n
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "records": n,
+                "simulated": "structures only: scan hashes, key index, summary marks",
+                "peak_rss_mb": round(peak, 1),
+                "rss_before_mb": round(base, 1),
+                "key_index_mb": round(index_mb, 1),
+                "bytes_per_record_above_start": round((peak - base) * 2**20 / n, 1),
+                "seconds": round(time.monotonic() - t, 1),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
+
+
 def _child(*args: str) -> dict:
     p = subprocess.run(
         [sys.executable, __file__, *args], capture_output=True, text=True, check=True
@@ -284,7 +327,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--parts", nargs="+", default=["rate", "cached", "memory", "resume"])
+    ap.add_argument(
+        "--parts", nargs="+", default=["rate", "cached", "memory", "structures", "resume"]
+    )
     ap.add_argument("--rpm", type=float, nargs="+", default=[1200.0, 6000.0])
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each rate run")
     ap.add_argument(
@@ -297,9 +342,16 @@ def main() -> None:
     ap.add_argument("--resume", type=int, default=10_000_000, help="records in the resume part")
     ap.add_argument("--memory-child", nargs=2, metavar=("N", "TMP"), help=argparse.SUPPRESS)
     ap.add_argument("--fill-child", nargs=2, metavar=("N", "TMP"), help=argparse.SUPPRESS)
+    ap.add_argument("--structures-child", metavar="N", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--structures", type=int, nargs="+", default=[1_000_000, 10_000_000], help="records"
+    )
     args = ap.parse_args()
     if args.memory_child:
         memory_child(int(args.memory_child[0]), args.memory_child[1])
+        return
+    if args.structures_child:
+        structures_child(int(args.structures_child))
         return
     if args.fill_child:
         fill_child(int(args.fill_child[0]), args.fill_child[1])
@@ -315,6 +367,9 @@ def main() -> None:
     if "memory" in args.parts:
         results["memory"] = bench_memory(args.memory)
         print(json.dumps(results["memory"], indent=2), flush=True)
+    if "structures" in args.parts:
+        results["structures"] = [_child("--structures-child", str(n)) for n in args.structures]
+        print(json.dumps(results["structures"], indent=2), flush=True)
     if "resume" in args.parts:
         results["resume"] = bench_resume(args.resume)
         print(json.dumps(results["resume"], indent=2), flush=True)

@@ -9,10 +9,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from scicot_jax.data.answers import normalize_number
 from scicot_jax.data.examples import Example
+from scicot_jax.data.key_index import sorted_duplicates
 from scicot_jax.data.sources import mc_answer_label, parse_choices
 from scicot_jax.files import read_jsonl
 
@@ -135,9 +134,8 @@ def id_hash(example_id: str) -> int:
 
 
 def duplicate_hashes(hashes: array) -> set[int]:
-    """The hashes that occur more than once."""
-    ids = np.sort(np.frombuffer(hashes, dtype=np.uint64))
-    return {int(h) for h in ids[1:][ids[1:] == ids[:-1]]}
+    """The hashes that occur more than once (sorts `hashes` in place: no copy of 8 B/id)."""
+    return sorted_duplicates(hashes)
 
 
 def _check_unique_ids(path: str | Path, card: Any) -> None:

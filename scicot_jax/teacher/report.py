@@ -32,10 +32,10 @@ _COUNTERS = (
 _MASK = (1 << 64) - 1
 
 
-def _kept_per_question(marks: array, chunk: int = 1 << 18) -> tuple[int, Counter[int]]:
+def _kept_per_question(marks: array, chunk: int = 1 << 16) -> tuple[int, Counter[int]]:
     """(questions with a record, histogram of correct records per such question).
 
-    Sorts `marks` in place, then walks it in chunks so the temporaries stay a few MB."""
+    Sorts `marks` in place, then walks it in 64k-entry chunks so the temporaries stay a few MB."""
     view = np.frombuffer(marks, dtype=np.uint64) if marks else np.zeros(0, np.uint64)
     view.sort()
     hist: Counter[int] = Counter()
