@@ -1,9 +1,9 @@
-"""`scicot-teacher` / tools/query_teacher.py: run, report, export, apply-review, serve-*.
+"""`scicot-teacher` / tools/query_teacher.py: run, report, cancel, export, apply-review, serve-*.
 
 API keys are read from the environment only (GEMINI_API_KEY / GOOGLE_API_KEY, OPENAI_API_KEY).
 Exit codes: 0 done, 1 some jobs failed (re-run retries them) or too many failed in a row,
 2 bad input or arguments, 3 stopped by --max-cost / --max-requests, 4 daily quota spent,
-5 credentials refused (401/403), 130 interrupted (a re-run resumes).
+5 credentials refused (401/403), 130 interrupted or a batch job cancelled (a re-run resumes).
 """
 
 from __future__ import annotations
