@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from scicot_jax.teacher.runner import TeacherRun
 
 CRASH_ENV = "SCICOT_TEACHER_CRASH_AT"  # tests: SIGKILL the run at one of these points
-CRASH_POINTS = ("built", "uploaded", "submitted", "polled", "downloaded", "collected")
+CRASH_POINTS = ("built", "uploaded", "submitted", "polled", "downloaded", "collected", "records")
 _FATAL_WEIGHT = 1000  # a 4xx item: as if every attempt were used
 
 

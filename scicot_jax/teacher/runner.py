@@ -34,6 +34,7 @@ from scicot_jax.data.store import EXAMPLES_FILE, RationaleRecord, RationaleStore
 from scicot_jax.files import atomic_open, try_lock
 from scicot_jax.teacher import prompts
 from scicot_jax.teacher.backends import Backend, make_backend, provider_name, scrub
+from scicot_jax.teacher.batch import crash_point
 from scicot_jax.teacher.batch_clients import make_batch_client
 from scicot_jax.teacher.cache import Cache
 from scicot_jax.teacher.cache import Stats as CacheStats
@@ -242,6 +243,7 @@ class Writer(threading.Thread):
                 records = [r for b in items for r in b.records]
                 if records:
                     self.store.extend(records)
+                    crash_point("records")
                 for b in items:
                     if b.done is not None:
                         b.done.set()
