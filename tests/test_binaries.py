@@ -96,6 +96,9 @@ def _check_eval(trained):
     assert lines[-1]["accuracy"] == res[4][f"{TASK}/accuracy"]
     preds = [json.loads(line) for line in (out / f"{TASK}-000004.jsonl").open()]
     assert len(preds) == 4 and {"input", "prediction", "target", "score"} <= set(preds[0])
+    # the grader's fields: the metric's accuracy recomputes from the rows
+    assert {"split", "parsed", "gold", "correct"} <= set(preds[0])
+    assert 100 * sum(r["correct"] for r in preds) / 4 == pytest.approx(lines[-1]["accuracy"])
     assert preds[0]["input"]["inputs_pretokenized"] and (out / f"{TASK}-000002.jsonl").is_file()
     assert list(out.glob("events.out.tfevents*"))
 

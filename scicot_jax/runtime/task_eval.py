@@ -69,12 +69,25 @@ def evaluate_task(
                     "target": target,
                     "targets_pretokenized": ex.get("targets_pretokenized", ""),
                     "score": scores[0],
+                    # the grader's view (scicot_jax.data.grading): accuracy recomputes from these
+                    "split": split,
+                    "parsed": pred or None,
+                    "gold": target,
+                    "correct": _row_correct(task, target, pred),
                 }
             )
         for fn in task.metric_fns:
             for k, v in fn(targets, preds).items():
                 metrics[f"{task.name}/{k}"] = float(getattr(v, "value", v))
     return metrics, rows
+
+
+def _row_correct(task: Any, target: str, pred: str) -> bool | None:
+    """Whether one prediction is right by the task's first metric (100 % on this row)."""
+    if not task.metric_fns:
+        return None
+    values = list(task.metric_fns[0]([target], [pred]).values())
+    return bool(values) and float(getattr(values[0], "value", values[0])) == 100.0
 
 
 def write_t5x_outputs(
@@ -95,6 +108,6 @@ def write_t5x_outputs(
             path = out / f"{task}-metrics.jsonl"
             old = path.read_text() if path.exists() else ""
             atomic_write(path, old + json.dumps({"step": step, **mine}) + "\n")
-        keys = ("input", "target", "prediction", "score")
+        keys = ("input", "target", "prediction", "score", "split", "parsed", "gold", "correct")
         mine_rows = ({k: r[k] for k in keys} for r in rows if r["task"] == task)
         write_jsonl(out / f"{task}-{step:06}.jsonl", mine_rows)
