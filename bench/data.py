@@ -175,7 +175,8 @@ def report(workload: str, label: str, lengths: dict, r: dict, base: dict | None)
     print(
         f"{workload:<16} {label:<22} {lengths['inputs']:>4}/{lengths['targets']:<4} "
         f"density {r['density']:.3f} ({r['examples_per_row']:.1f} ex/row) "
-        f"real {r['real_tokens_per_s']:>9,.0f} tok/s slot {r['slot_tokens_per_s']:>9,.0f}{vs}",
+        f"real {r['real_tokens_per_s']:>9,.0f} tok/s slot {r['slot_tokens_per_s']:>9,.0f}"
+        f"{r['spread']}{vs}",
         flush=True,
     )
 
@@ -302,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
                     for _ in range(a.repeats)
                 ]
                 r = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+                rates = [x["real_tokens_per_s"] for x in rs]
+                r["spread"] = f" [real {min(rates):,.0f}..{max(rates):,.0f} over {len(rs)}]"
                 report(workload, label, lengths, r, base)
                 base = base or r
             if a.train and workload == "compass_d4":
