@@ -203,11 +203,11 @@ def train_effect(task: str, card_lengths: dict, fitted: dict, steps: int, batch:
         one_stage(ex, synthetic.write_rationale("compass", ex, 0))
         for ex in read_examples(card, "validation")
     ]
-    pairs = TokenizedPairs(get_vocabulary("demo"), val, *card_lengths.values())
+    model = T5Config.preset("tiny", vocab_size=512, dtype="float32", dropout_rate=0.0)
+    pairs = TokenizedPairs(get_vocabulary("demo"), model, val, *card_lengths.values())
     val_batches = [
         pairs.batch(np.arange(i, i + batch)) for i in range(0, len(pairs) - batch + 1, batch)
     ]
-    model = T5Config.preset("tiny", vocab_size=512, dtype="float32", dropout_rate=0.0)
     period = max(1, steps // 12)
     runs = {}
     for packer, lengths in (("seqio", card_lengths), ("best_fit", fitted)):
