@@ -6,23 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from test_binaries import ROOT
+from test_binaries import TINY as MODEL_FLAGS
 
 from scicot_jax.runtime import gin_utils
 from scicot_jax.train.trainer import TrainResult
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "--gin_file=models/tiny.gin",
-    "--gin.VOCAB_SIZE=512",
-    "--gin.T5Config.d_model=16",
-    "--gin.T5Config.num_heads=2",
-    "--gin.T5Config.d_kv=8",
-    "--gin.T5Config.d_ff=32",
-    "--gin.T5Config.num_encoder_layers=1",
-    "--gin.T5Config.num_decoder_layers=1",
+    *MODEL_FLAGS,
     "--gin_file=runs/finetune.gin",
     "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 8}",
     "--gin.TRAIN_STEPS=2",

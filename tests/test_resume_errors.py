@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from model_fixtures import enable_compile_cache, tiny_config
+from test_checkpoints import _cfg as checkpoint_cfg
 from train_toy import toy_batches
 
 from scicot_jax.runtime.checkpoints import (
@@ -14,7 +15,6 @@ from scicot_jax.runtime.checkpoints import (
     Checkpoints,
     NoReadableCheckpointError,
 )
-from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.trainer import TrainConfig, train
 
 
@@ -24,17 +24,7 @@ def _cache(tmp_path_factory):
 
 
 def _cfg(model_dir: Path, steps: int, **model_kw) -> TrainConfig:
-    return TrainConfig(
-        model_dir=str(model_dir),
-        train_steps=steps,
-        batch_size=8,
-        checkpoint_period=4,
-        log_period=4,
-        keep_checkpoints=3,
-        model=tiny_config().replace(**model_kw),
-        feature_lengths={"inputs": 6, "targets": 5},
-        optimizer=OptimizerConfig(learning_rate=1e-2, min_dim_size_to_factor=8),
-    )
+    return checkpoint_cfg(model_dir, steps, model=tiny_config(0.1).replace(**model_kw))
 
 
 def _snapshot(model_dir: Path) -> dict[str, bytes]:
