@@ -110,12 +110,9 @@ def test_unknown_directory_is_one_clear_error(tmp_path):
 
 
 def _train_cfg(model_dir, steps, init, **kw) -> TrainConfig:
+    init = str(init) if init else None
     return _cfg(
-        model_dir,
-        steps,
-        checkpoint_period=100,
-        initial_checkpoint_path=str(init) if init else None,
-        **kw,
+        model_dir, steps, **{"checkpoint_period": 100, "initial_checkpoint_path": init, **kw}
     )
 
 
