@@ -11,7 +11,8 @@ BPE models of 1024 pieces, as the pipeline trains). Per workload it prints densi
 tokens / token slots over inputs + targets) and real tokens/s for: SeqIO's packer at the card's
 lengths (before), best-fit at the card's lengths, and best-fit at lengths fitted to the data
 (`packing.fit_lengths`) within each `--row_tokens` budget ("card" = the card's inputs+targets).
-Rates exclude the first batch (start-up, and the best-fit packer's buffer filling).
+Rates and densities exclude the first 2 * open_rows rows (start-up: the packer's open rows
+filling, also SeqIO's shuffle buffer).
 
 `--train N` also trains a tiny T5 on the compass workload twice with the same seed (SeqIO packer
 at the card's lengths, then best-fit at fitted lengths) and prints real tokens/s and the steps
@@ -141,12 +142,13 @@ def sample_examples(task: str, cap: int, n: int) -> list[dict]:
 
 
 def measure(task: str, lengths: dict, batch_size: int, batches: int, packer: str) -> dict:
-    """Density and rates of `batches` batches from the trainer's feed (after one warm-up batch)."""
+    """Density and rates of `batches` batches from the trainer's feed, after start-up."""
     from scicot_jax.data.seqio_feed import DatasetConfig, train_batches
 
     cfg = DatasetConfig(task, dict(lengths), batch_size=batch_size, seed=0, packer=packer)
     it = train_batches(cfg)(0)
-    next(it)
+    for _ in range(-(-2 * cfg.packing_open_rows // batch_size)):  # start-up: open rows filling
+        next(it)
     t0 = time.perf_counter()
     real = slots = examples = 0
     for _ in range(batches):

@@ -169,12 +169,18 @@ def fit_lengths(
     li = round(row_tokens * mean_in / (mean_in + mean_tgt) / step) * step
     li = min(max(li, floor[0]), row_tokens - floor[1])
     cur = (li, (row_tokens - li) // step * step)
+    # Enough examples for ~8 * open_rows rows: long rows hold many examples each, and a short
+    # stream is all start-up (rows emitted before the open rows have filled).
+    per_row = row_tokens / max(mean_in + mean_tgt, 1.0)
+    copies = max(1, int(np.ceil(8 * open_rows * per_row / len(examples))))
+    rng = np.random.default_rng(0)
+    stream = [examples[i] for _ in range(copies) for i in rng.permutation(len(examples))]
     seen: dict[tuple[int, int], float] = {}
 
     def score(lengths: tuple[int, int]) -> float:
         if lengths not in seen:
             named = {"inputs": lengths[0], "targets": lengths[1]}
-            rows = list(pack_examples(examples, named, open_rows))[:-open_rows]  # steady state
+            rows = list(pack_examples(stream, named, open_rows))[2 * open_rows : -open_rows]
             seen[lengths] = density(stack_rows(rows)) if rows else 0.0
         return seen[lengths]
 
