@@ -108,7 +108,7 @@ class Pipeline:
 
         t = self.cfg.teacher
         prompt, temperature = self.teacher_runs()[key]
-        return self.steps.run(
+        return self.steps.run_on_process_zero(  # on a pod the teacher is called (billed) once
             f"teacher_{key}",
             lambda d: teacher_step.run(
                 t, self.card, prompt, samples, self.examples("train"), d, temperature, self.cfg.seed

@@ -101,3 +101,41 @@ class StepRunner:
         if self.after_step is not None:
             self.after_step()
         return json.loads(json.dumps(result, default=str))
+
+    def run_on_process_zero(
+        self, name: str, fn: Callable[[Path], dict], inputs: Any = None
+    ) -> dict:
+        """`run` on process 0 of a pod only; the others wait for it and read its recorded result.
+
+        For steps that must happen once (a paid teacher). The run dir must be shared by all
+        hosts (e.g. gs://); with one process this is plain `run`.
+        """
+        import jax
+
+        if jax.process_count() == 1:
+            return self.run(name, fn, inputs)
+        from jax.experimental import multihost_utils
+
+        result, error = None, None
+        if jax.process_index() == 0:
+            try:
+                result = self.run(name, fn, inputs)
+            except Exception as e:  # noqa: BLE001 - re-raised below, after the others are released
+                error = e
+        multihost_utils.sync_global_devices(f"pipeline step {name}")
+        if error is not None:
+            raise error
+        if result is None:
+            marker = self.step_dir(name) / MARKER
+            if not marker.exists():
+                raise RuntimeError(
+                    f"process {jax.process_index()}: no {marker} after process 0 ran step "
+                    f"{name!r}; on a pod the run dir must be shared by all hosts (e.g. gs://)"
+                )
+            done = json.loads(marker.read_text())
+            if done.get("fingerprint") != fingerprint(inputs):
+                raise StepInputsChanged(
+                    f"step {name!r} in {marker.parent}: process 0 ran other inputs"
+                )
+            result = done["result"]
+        return result

@@ -112,7 +112,7 @@ def run_pipelined(
     results: dict[int, Any] = {}
 
     def drain(batch: Batch, arrays: Any) -> None:
-        host = jax.device_get(arrays)
+        host = part.fetch_global(arrays)  # every process gets every row (pods: allgather)
         for i, r in zip(batch.rows[: batch.size], unpack(batch, host)):
             results[i] = r
 
@@ -160,7 +160,7 @@ def predict(
         return generate(
             params,
             config,
-            jax.device_put(enc, data_sh),
+            part.put_global(enc, data_sh),
             max_decode_length=max_decode_length,
             method=method,
             num_decodes=num_decodes,
@@ -214,7 +214,7 @@ def score(
             "decoder_input_tokens": dec_in,
             "decoder_target_tokens": tgt,
         }
-        return score_fn(params, config, jax.device_put(arrays, data_sh))
+        return score_fn(params, config, part.put_global(arrays, data_sh))
 
     def unpack(batch: Batch, res: Any) -> list:
         return [

@@ -77,6 +77,10 @@ def initialize_distributed(
     On CPU the cross-process collectives need an implementation: gloo (it only affects the CPU
     client, so GPU/TPU hosts are unchanged).
     """
+    from jax._src import distributed
+
+    if distributed.global_state.client is not None:  # a second binary in the same process
+        return
     if (process_count or 1) > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     kwargs = {"initialization_timeout": timeout_s} if timeout_s else {}
@@ -97,6 +101,31 @@ def broadcast_time_seed() -> int:
 
     seed = np.int32(time.time_ns() % (2**31 - 1))
     return int(multihost_utils.broadcast_one_to_all(seed))
+
+
+def put_global(batch: Any, sharding: NamedSharding) -> Any:
+    """Numpy arrays of the whole global batch (the same on every process) -> global jax.Arrays.
+
+    Each process transfers only the rows of its own devices, so on a pod every host feeds and
+    computes just its slice of the batch.
+    """
+    return jax.tree.map(
+        lambda x: jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx]), batch
+    )
+
+
+def fetch_global(arrays: Any) -> Any:
+    """Global jax.Arrays -> numpy on every process (gathered across hosts when sharded)."""
+    if jax.process_count() == 1:
+        return jax.device_get(arrays)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(
+        lambda x: np.asarray(
+            x if x.is_fully_replicated else multihost_utils.process_allgather(x, tiled=True)
+        ),
+        arrays,
+    )
 
 
 def make_mesh(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import signal
@@ -98,15 +99,18 @@ class _StopFlag:
         self.event.set()
 
     def should_stop(self, step: int) -> bool:
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
+        """Whether to stop after `step`; on a pod every process gets the same answer."""
+        if jax.process_count() == 1:
+            return self.event.is_set()
+        from jax.experimental import multihost_utils
 
-            try:  # all hosts agree on the step to stop at
-                if multihost_utils.reached_preemption_sync_point(step):
-                    return True
-            except Exception:  # noqa: BLE001 - no preemption service configured
-                pass
-        return self.event.is_set()
+        try:  # the coordination service's preemption notice (t5x's sync point)
+            if multihost_utils.reached_preemption_sync_point(step):
+                return True
+        except Exception:  # noqa: BLE001 - no preemption service configured
+            pass
+        # A SIGTERM to any one process stops all of them after this same step.
+        return bool(multihost_utils.process_allgather(np.asarray(self.event.is_set())).any())
 
     def restore(self) -> None:
         if self._old is not None:
@@ -411,9 +415,7 @@ def _evaluate(
     if eval_batches is not None:
         totals: dict[str, float] = {}
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-            for i, b in enumerate(eval_batches()):
-                if config.eval_steps is not None and i >= config.eval_steps:
-                    break
+            for b in _lockstep(eval_batches(), config.eval_steps):
                 for k, v in jax.device_get(fn(params, to_global(b, data_sh))).items():
                     totals[k] = totals.get(k, 0.0) + float(v)
         if totals:
@@ -426,6 +428,32 @@ def _evaluate(
     if out:
         log.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in out.items()})
     return out
+
+
+def _lockstep(batches: Any, limit: int | None) -> Any:
+    """This host's eval batches, padded so every process runs the same number of steps.
+
+    Hosts read their own shards, which may hold different numbers of batches; a host that runs
+    out feeds zero batches (zero tokens carry no loss weight) until all are done, instead of
+    leaving the others waiting in a collective forever.
+    """
+    it = iter(batches)
+    last = None
+    for _ in itertools.count() if limit is None else range(limit):
+        b = next(it, None)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            if not multihost_utils.process_allgather(np.asarray(b is not None)).any():
+                return
+        elif b is None:
+            return
+        if b is None:
+            if last is None:
+                raise ValueError("process %d has no eval batches" % jax.process_index())
+            b = {k: np.zeros_like(v) for k, v in last.items()}
+        last = b
+        yield b
 
 
 def _check_batch(batch: dict, config: TrainConfig, mesh: Any) -> None:

@@ -1,0 +1,178 @@
+"""Two processes on loopback (jax.distributed + gloo, 2 fake CPU devices each) equal one process
+with 4 devices: the same global batches and mesh, through train -> eval -> infer (predict,
+score) started with t5x's flags (tests/pod_driver.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVER = ROOT / "tests" / "pod_driver.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(devices: int) -> dict[str, str]:
+    return dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
+
+
+def _run(out: Path, processes: int, devices: int, mode: str = "all", timeout: int = 900) -> None:
+    """Runs the driver in `processes` processes and waits for all (each must exit 0)."""
+    procs = _start(out, processes, devices, mode)
+    try:
+        for i, p in enumerate(procs):
+            rc = p.wait(timeout=timeout)
+            assert rc == 0, f"process {i} exited {rc}:\n{_log(out, i)[-3000:]}"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def _log(out: Path, i: int) -> str:
+    return (out.parent / f"{out.name}-{i}.log").read_text()
+
+
+def _start(out: Path, processes: int, devices: int, mode: str) -> list[subprocess.Popen]:
+    port = _free_port()
+    procs = []
+    for i in range(processes):
+        flags = (
+            [
+                "--multiprocess_gpu",
+                f"--coordinator_address=127.0.0.1:{port}",
+                f"--process_count={processes}",
+                f"--process_index={i}",
+            ]
+            if processes > 1
+            else []
+        )
+        log = open(out.parent / f"{out.name}-{i}.log", "a")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(DRIVER), mode, str(out), *flags],
+                cwd=ROOT,
+                env=_env(devices),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return procs
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.open()]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tmp_path):
+    from scicot_jax.runtime.inference import load_model
+
+    pod, one = tmp_path / "pod", tmp_path / "one"
+    _run(pod, 2, 2)
+    _run(one, 1, 4, f"all@{pod}/model")  # trains its own model, infers with the pod's
+
+    # the pipeline's teacher step ran on process 0 only; process 1 read its result
+    assert [p.name for p in (pod / "pipeline/teacher").glob("ran-on-*")] == ["ran-on-0"]
+    assert all("TEACHER_RESULT 0" in _log(pod, i) for i in (0, 1))
+
+    # train: per-step loss, then final params
+    losses = [[r["loss"] for r in _jsonl(d / "model/train/metrics.jsonl")] for d in (pod, one)]
+    assert len(losses[0]) == 3
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+    # teacher-forced eval over 5 examples: host 0 had 2 batches, host 1 one (padded, no hang)
+    evals = [_jsonl(d / "model/eval/metrics.jsonl")[-1] for d in (pod, one)]
+    np.testing.assert_allclose(evals[0]["loss"], evals[1]["loss"], rtol=1e-6)
+    assert evals[0]["tokens"] == evals[1]["tokens"] > 0
+    params = [load_model(d / "model/checkpoints/3")[1] for d in (pod, one)]
+    flat = [dict(_flatten(p)) for p in params]
+    assert flat[0].keys() == flat[1].keys()
+    for k in flat[0]:
+        np.testing.assert_allclose(flat[0][k], flat[1][k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+    # eval binary (process 0 wrote t5x's files to EVAL_OUTPUT_DIR), infer predict (greedy) and
+    # score: both runs on the pod's weights
+    task = "pods_test:coin_flip"
+    ev = [_jsonl(d / f"eval/{task}-000003.jsonl") for d in (pod, one)]
+    assert len(ev[0]) == 12
+    assert [(r["input"], r["prediction"]) for r in ev[0]] == [
+        (r["input"], r["prediction"]) for r in ev[1]
+    ]
+    np.testing.assert_allclose([r["score"] for r in ev[0]], [r["score"] for r in ev[1]], rtol=1e-5)
+    assert _jsonl(pod / f"eval/{task}-metrics.jsonl") == _jsonl(one / f"eval/{task}-metrics.jsonl")
+    pred = [_jsonl(d / f"infer/{task}-predict.jsonl-00000-of-00001") for d in (pod, one)]
+    assert len(pred[0]) == 12 and pred[0] == pred[1]
+    sc = [_jsonl(d / f"infer/{task}-score.jsonl-00000-of-00001") for d in (pod, one)]
+    assert [r["inputs"] for r in sc[0]] == [r["inputs"] for r in sc[1]]
+    np.testing.assert_allclose(
+        [r["score"] for r in sc[0]], [r["score"] for r in sc[1]], rtol=1e-5, atol=1e-5
+    )
+
+
+def _flatten(tree, prefix=""):
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}/")
+        else:
+            yield f"{prefix}{k}", np.asarray(v)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_and_resume_is_exact(tmp_path):
+    """SIGTERM to process 1 only: both stop after the same step with a checkpoint; resuming
+    with 2 processes reproduces the uninterrupted 2-process run bitwise."""
+    import signal
+    import time
+
+    from scicot_jax.runtime.inference import load_model
+
+    steps = 30
+    cut, ref = tmp_path / "cut", tmp_path / "ref"
+    procs = _start(cut, 2, 2, f"train={steps}")
+    try:
+        deadline = time.time() + 900
+        while "step 1:" not in _log(cut, 1):
+            assert time.time() < deadline and procs[1].poll() is None, _log(cut, 1)[-3000:]
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)
+        rcs = [p.wait(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert rcs == [0, 0], [_log(cut, i)[-3000:] for i in (0, 1)]
+    stops = {line for i in (0, 1) for line in _log(cut, i).splitlines() if "STOPPED_AT" in line}
+    assert len(stops) == 1, stops  # the same step on both processes
+    stopped = int(stops.pop().split()[1])
+    assert 0 < stopped < steps
+    ckpts = sorted(int(p.name) for p in (cut / "model/checkpoints").iterdir() if p.name.isdigit())
+    assert ckpts[-1] == stopped
+
+    _run(cut, 2, 2, f"train={steps}")  # resume
+    _run(ref, 2, 2, f"train={steps}")  # uninterrupted
+    losses = [
+        {r["step"]: r["loss"] for r in _jsonl(d / "model/train/metrics.jsonl")} for d in (cut, ref)
+    ]
+    assert all(losses[0][s] == losses[1][s] for s in range(stopped + 1, steps + 1))
+    got, want = (
+        dict(_flatten(load_model(d / f"model/checkpoints/{steps}")[1])) for d in (cut, ref)
+    )
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
