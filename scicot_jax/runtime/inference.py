@@ -119,6 +119,7 @@ def run_pipelined(
     pending: tuple[Batch, Any] | None = None
     for k, batch in enumerate(batches):
         arrays = dispatch(k, batch)
+        part.sync_processes("inference batch")  # a host may still be compiling this shape
         if pending is not None:
             drain(*pending)
         pending = (batch, arrays)

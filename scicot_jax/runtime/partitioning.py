@@ -103,6 +103,22 @@ def broadcast_time_seed() -> int:
     return int(multihost_utils.broadcast_one_to_all(seed))
 
 
+_SYNCS = iter(range(1 << 62))  # barrier names must be unique per process
+
+
+def sync_processes(what: str) -> None:
+    """Waits until every process gets here (a coordination-service barrier, not a collective).
+
+    Called before collectives that follow uneven host work (compiles, checkpoint loads): gloo
+    gives up on peers that are more than its connect timeout late, a barrier waits for them.
+    """
+    if jax.process_count() == 1:
+        return
+    from orbax.checkpoint import multihost
+
+    multihost.sync_global_processes(f"scicot:{what}:{next(_SYNCS)}", timeout=3600)
+
+
 def put_global(batch: Any, sharding: NamedSharding) -> Any:
     """Numpy arrays of the whole global batch (the same on every process) -> global jax.Arrays.
 

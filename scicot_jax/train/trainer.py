@@ -197,6 +197,7 @@ def train(
         first = next(prefetch)
         _check_batch(first, config, mesh)
         compiled = compile_step(jit_train_step(su, spec, config), su, state, first)
+        part.sync_processes("train step compiled")  # hosts compile at different speeds
         in_len = first["encoder_input_tokens"].shape[1]
         tgt_len = first["decoder_target_tokens"].shape[1]
         fpe = spec.flops_per_example(in_len, tgt_len) if spec.flops_per_example else None
@@ -441,6 +442,7 @@ def _lockstep(batches: Any, limit: int | None) -> Any:
     last = None
     for _ in itertools.count() if limit is None else range(limit):
         b = next(it, None)
+        part.sync_processes("eval batch")  # the eval step may still be compiling elsewhere
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
@@ -450,7 +452,7 @@ def _lockstep(batches: Any, limit: int | None) -> Any:
             return
         if b is None:
             if last is None:
-                raise ValueError("process %d has no eval batches" % jax.process_index())
+                raise ValueError(f"process {jax.process_index()} has no eval batches")
             b = {k: np.zeros_like(v) for k, v in last.items()}
         last = b
         yield b
