@@ -19,7 +19,6 @@ def pytest_configure(config: pytest.Config) -> None:
     # Hermetic: tests never read the user's rationale runs nor write to ~/.cache. Set before
     # collection because importing scicot_jax.tasks registers runs found under the root.
     global _TMP_ROOT
-    config.addinivalue_line("markers", "slow: takes more than ~30 s (several processes)")
     _TMP_ROOT = tempfile.mkdtemp(prefix="scicot_test_")
     os.environ["SCICOT_CACHE"] = os.path.join(_TMP_ROOT, "cache")
     os.environ["SCICOT_RATIONALE_ROOT"] = os.path.join(_TMP_ROOT, "rationales")
