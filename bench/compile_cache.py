@@ -7,8 +7,9 @@ A preempted job restarts as a new process: it resumes the model dir's latest che
 to compile the train step again unless the XLA cache holds it. Each restart here is a fresh
 Python process that resumes a model dir at step 1 and trains to step 2; it reports the wall time
 from process start to the first step finished (imports, restore, compile, one step) and the
-compile time the trainer logs. "cold": no cache dir; "warm": a cache dir filled by a previous
-run. Both arms alternate, so machine load hits them alike; medians and min-max are printed.
+compile time the trainer logs (tracing + lowering + XLA compile, or the cache load), and whether
+JAX reported a persistent-cache hit for the train step. "cold": no cache dir; "warm": a cache
+dir filled by a previous run. Both arms alternate, so machine load hits them alike; medians and min-max are printed.
 """
 
 from __future__ import annotations
@@ -50,8 +51,17 @@ def child(model_dir: str, cache_dir: str, preset: str, steps: int, t_start: floa
             if record.getMessage().startswith("train step compiled in"):
                 compile_s.append(float(record.args[0]))
 
+    hits = []
+
+    class Hit(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "cache hit for 'jit_train_step'" in record.getMessage():
+                hits.append(1)
+
     logging.getLogger("scicot_jax.train.trainer").addHandler(Grab())
     logging.getLogger("scicot_jax.train.trainer").setLevel(logging.INFO)
+    logging.getLogger("jax._src.compiler").addHandler(Hit())
+    logging.getLogger("jax._src.compiler").setLevel(logging.DEBUG)
     config = T5Config.preset(preset, vocab_size=32128 if preset != "tiny" else 512)
     lengths = {"inputs": 64, "targets": 16}
     rng = np.random.default_rng(0)
@@ -79,7 +89,8 @@ def child(model_dir: str, cache_dir: str, preset: str, steps: int, t_start: floa
         handle_sigterm=False,
     )
     train(cfg, batches)
-    print(json.dumps({"first_step_s": time.time() - t_start, "compile_s": compile_s[0]}))
+    out = {"first_step_s": time.time() - t_start, "compile_s": compile_s[0], "hit": bool(hits)}
+    print(json.dumps(out))
 
 
 def restart(model_dir: str, cache_dir: str, preset: str, steps: int) -> dict:
@@ -120,6 +131,8 @@ def main() -> None:
                 f"  {key:13s} {arm}: median {statistics.median(xs):6.2f} s "
                 f"(min {min(xs):.2f}, max {max(xs):.2f})"
             )
+    hits = {arm: sum(r["hit"] for r in res[arm]) for arm in res}
+    print(f"  train-step persistent-cache hits: cold {hits['cold']}, warm {hits['warm']}")
     cold = statistics.median(r["first_step_s"] for r in res["cold"])
     warm = statistics.median(r["first_step_s"] for r in res["warm"])
     print(f"  restart-to-first-step: cache / no cache = {warm / cold:.2f}")
