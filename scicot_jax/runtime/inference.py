@@ -13,6 +13,7 @@ import numpy as np
 
 from scicot_jax.data.tokens import pad_rows, shift_right
 from scicot_jax.paths import PathLike, as_path
+from scicot_jax.progress import StepProgress
 from scicot_jax.runtime import checkpoints, t5x_checkpoints
 from scicot_jax.runtime import partitioning as part
 from scicot_jax.runtime.init_from import detect_format, load_initial_params
@@ -102,19 +103,23 @@ def run_pipelined(
     batches: Sequence[Batch],
     dispatch: Callable[[int, Batch], Any],
     unpack: Callable[[Batch, Any], Sequence[Any]],
+    progress: str | None = None,
 ) -> list[Any]:
-    """Per-example results in the caller's order.
+    """Per-example results in the caller's order; a progress line labelled ``progress``.
 
     `dispatch(k, batch)` starts batch k on the device and returns its device arrays without
     waiting; `unpack(batch, host_arrays)` turns fetched arrays into one result per real row.
     Batch k+1 is dispatched before batch k is fetched, so the device never waits on the host.
     """
     results: dict[int, Any] = {}
+    shown = progress is not None and jax.process_index() == 0
+    bar = StepProgress(progress or "", len(batches), unit="rows", enabled=shown)
 
     def drain(batch: Batch, arrays: Any) -> None:
         host = part.fetch_global(arrays)  # every process gets every row (pods: allgather)
         for i, r in zip(batch.rows[: batch.size], unpack(batch, host)):
             results[i] = r
+        bar.advance(bar.step + 1, batch.size)
 
     pending: tuple[Batch, Any] | None = None
     for k, batch in enumerate(batches):
@@ -144,6 +149,7 @@ def predict(
     top_p: float = 1.0,
     alpha: float = 0.6,
     seed: int = 0,
+    progress: str | None = None,
 ) -> list[tuple[list[list[int]], list[float]]]:
     """Per input: (num_decodes token lists cut at EOS, scores), best first for beam.
 
@@ -182,7 +188,7 @@ def predict(
             for j in range(batch.size)
         ]
 
-    return run_pipelined(batches, dispatch, unpack)
+    return run_pipelined(batches, dispatch, unpack, progress)
 
 
 def score(
@@ -195,6 +201,7 @@ def score(
     input_length: int,
     target_length: int,
     batch_size: int = 32,
+    progress: str | None = None,
 ) -> list[dict[str, float]]:
     """Per example: sum/mean log-probability of the target tokens and their count."""
     from scicot_jax.model.scoring import score as score_fn
@@ -227,7 +234,7 @@ def score(
             for j in range(batch.size)
         ]
 
-    return run_pipelined(batches, dispatch, unpack)
+    return run_pipelined(batches, dispatch, unpack, progress)
 
 
 def _fit_batch(batch_size: int, mesh: Any) -> int:

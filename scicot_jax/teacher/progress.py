@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TextIO
+
+from scicot_jax.progress import ProgressLine, fmt_count, fmt_duration
 
 
 @dataclass
@@ -55,21 +56,7 @@ class Stats:
         return (self.jobs_total - self.jobs_skipped - self.processed) / rate
 
 
-def _fmt_s(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(s)
-    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def _fmt_n(n: float) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(int(n))
-
-
-class Progress:
+class Progress(ProgressLine):
     """Renders Stats at most every `interval` s: in place on a TTY, else a line at a time."""
 
     def __init__(
@@ -79,12 +66,8 @@ class Progress:
         enabled: bool = True,
         interval: float | None = None,
     ):
+        super().__init__(stream=stream, enabled=enabled, interval=interval)
         self.stats = stats
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.interval = interval if interval is not None else (0.2 if self.tty else 10.0)
-        self._last = 0.0
 
     def line(self) -> str:
         s = self.stats
@@ -97,17 +80,6 @@ class Progress:
         return (
             f"[teacher] {done}{pct} | hits {s.cache_hits} | in flight {s.in_flight} | "
             f"429s {s.throttled} | retries {s.retries} | failed {s.jobs_failed} | "
-            f"tok {_fmt_n(s.input_tokens + s.output_tokens)} | {cost} | "
-            f"{rate:.1f} rec/s | ETA {_fmt_s(s.eta_s())}"
+            f"tok {fmt_count(s.input_tokens + s.output_tokens)} | {cost} | "
+            f"{rate:.1f} rec/s | ETA {fmt_duration(s.eta_s())}"
         )
-
-    def maybe_render(self, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < self.interval:
-            return
-        self._last = now
-        end = "\r" if self.tty and not force else "\n"
-        self.stream.write(("\x1b[2K" if self.tty else "") + self.line() + end)
-        self.stream.flush()

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scicot_jax.paths import as_path
+from scicot_jax.progress import StepProgress
 from scicot_jax.runtime import partitioning as part
 from scicot_jax.runtime.checkpoints import Checkpoints
 from scicot_jax.runtime.metrics import MetricsWriter, Throughput
@@ -70,6 +71,7 @@ class TrainConfig:
     initial_params_only: bool = False
     prefetch: int = 2
     handle_sigterm: bool = True
+    progress: bool = True  # a progress line on stderr (process 0): step, loss, tok/s, ETA
 
     def __post_init__(self) -> None:
         check_rng_impl(self.dropout_rng_impl)
@@ -208,6 +210,12 @@ def train(
         acc: list[dict[str, float]] = []
         pending = None
         batch: dict | None = first
+        bar = StepProgress(
+            "train",
+            config.train_steps,
+            start=step0,
+            enabled=config.progress and jax.process_index() == 0,
+        )
 
         def flush(p: tuple[int, dict]) -> dict[str, float]:
             """Fetches one step's metrics (host sync) and stops the run if they are not finite."""
@@ -270,6 +278,8 @@ def train(
                     f" MFU {last['mfu']:.1%}" if "mfu" in last else "",
                 )
                 acc.clear()
+            tokens = config.batch_size * (in_len + tgt_len)
+            bar.advance(step, tokens, loss=(acc[-1] if acc else last).get("loss"))
             if save_now:
                 save(step)
             if config.eval_period and step % config.eval_period == 0 and not preempted:
@@ -291,6 +301,8 @@ def train(
                 break
         if pending is not None:
             flush(pending)
+        if step < config.train_steps:  # stopped early: end the progress line where it stands
+            bar.maybe_render(force=True)
         if step > step0 and ckpts.latest_step() != step:  # stopped early: data ran out
             save(step)
         ckpts.wait()
