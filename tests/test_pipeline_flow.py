@@ -43,7 +43,10 @@ class FakeStudent:
         self.calls = []
         self.scored = []
 
-    def train(self, pairs, out_dir, *, stage, steps=None):
+    def use_vocab(self, path):
+        self.vocab = path  # works on raw text: no tokenizer to load
+
+    def train(self, pairs, out_dir, *, stage, task, steps=None):
         self.calls.append(("train", stage, len(pairs)))
         (Path(out_dir) / "pairs.json").write_text(json.dumps(pairs))
         return {"checkpoint": str(out_dir), "train_tokens": 7 * len(pairs), "steps": steps or 1}

@@ -133,12 +133,25 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--schedule", choices=("constant", "rsqrt", "linear", "cosine"))
     s.add_argument("--inputs-length", type=int)
     s.add_argument("--targets-length", type=int)
+    s.add_argument("--dropout", type=float, help="dropout rate while training (default 0)")
+    s.add_argument(
+        "--clip-grad-norm", type=float, help="global gradient-norm clip (default 1; 0: off)"
+    )
+    s.add_argument(
+        "--pack", action="store_true", help="pack examples into rows (SeqIO; --trainer gin)"
+    )
+    s.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        help="activations (default auto: float32 on CPU, else bfloat16)",
+    )
     s.add_argument(
         "--gin",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="gin binding for the trainer binary (with --trainer gin)",
+        help="gin binding applied after the plan's (with --trainer gin), "
+        "e.g. train.num_microbatches=2",
     )
     s.add_argument(
         "--trainer",
@@ -232,6 +245,9 @@ def config_from_args(
             "inputs_length": args.inputs_length,
             "targets_length": args.targets_length,
             "trainer": args.trainer,
+            "dropout_rate": args.dropout,
+            "pack": args.pack or None,
+            "dtype": args.dtype,
         }.items()
         if v is not None
     }
@@ -239,6 +255,8 @@ def config_from_args(
         student["epochs"] = None  # --steps replaces a configured epoch budget
     elif args.steps is None and args.epochs is None and base.student.epochs is None:
         student["epochs"] = paper_epochs(top.get("task", base.task))
+    if args.clip_grad_norm is not None:
+        student["clip_grad_norm"] = args.clip_grad_norm or None  # 0: no clipping
     if args.model:
         student["overrides"] = {**base.student.overrides, **{k: _value(v) for k, v in args.model}}
     if args.gin:

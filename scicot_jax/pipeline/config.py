@@ -110,9 +110,14 @@ class StudentConfig:
     seed: int = 0
     inputs_length: int | None = None  # default: the card's feature lengths
     targets_length: int | None = None
-    trainer: str = "inprocess"  # inprocess (numpy batches) | gin (binaries on SeqIO tasks)
+    trainer: str = "inprocess"  # inprocess (in-memory pairs) | gin (train binary, SeqIO task)
     gin: tuple[str, ...] = ()  # extra KEY=VALUE bindings for the gin trainer (t5x style)
     eval_batch_size: int = 64
+    # Knobs both trainers take from here (pipeline.plan), whichever runs the stage:
+    dropout_rate: float = 0.0
+    clip_grad_norm: float | None = 1.0  # global-norm gradient clipping; None: off
+    pack: bool = False  # pack several examples per row (the SeqIO source only: --trainer gin)
+    dtype: str = "auto"  # activations: float32 | bfloat16 | auto (float32 on CPU, else bf16)
 
     def __post_init__(self):
         if self.init_checkpoint and self.vocab in (None, "task"):
@@ -122,6 +127,8 @@ class StudentConfig:
             )
         if self.trainer not in ("inprocess", "gin"):
             raise ValueError(f"student trainer must be inprocess or gin, got {self.trainer!r}")
+        if self.pack and self.trainer != "gin":
+            raise ValueError("student pack=True needs the SeqIO data source (trainer gin)")
 
 
 @dataclass(frozen=True)

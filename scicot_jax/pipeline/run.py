@@ -35,8 +35,20 @@ from scicot_jax.selection import SelectionConfig, select, write_report
 class Student(Protocol):
     """What the pipeline needs from a student trainer (see ``pipeline.student``)."""
 
-    def train(self, pairs: Sequence[tuple[str, str]], out_dir: Path, *, stage: str) -> dict:
-        """Train on (inputs, targets) texts; returns at least {"checkpoint", "train_tokens"}."""
+    def use_vocab(self, path: str | Path) -> None:
+        """Tokenize with the SentencePiece model at ``path`` (the run's task vocabulary)."""
+
+    def train(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        out_dir: Path,
+        *,
+        stage: str,
+        task: Callable[[str | None], str],
+        steps: int | None = None,
+    ) -> dict:
+        """Train on (inputs, targets) texts, the data ``task(vocabulary)`` registers as a SeqIO
+        task and names; returns at least {"checkpoint", "train_tokens"}."""
 
     def predict(self, checkpoint: str, inputs: Sequence[str], *, stage: str) -> list[str]:
         """Greedy outputs, one per input."""
@@ -174,8 +186,7 @@ class Pipeline:
                 "split_digits": st.split_digits,
             },
         )
-        if hasattr(self.student, "use_vocab"):
-            self.student.use_vocab(self.steps.step_dir("vocab") / Path(out["path"]).name)
+        self.student.use_vocab(self.steps.step_dir("vocab") / Path(out["path"]).name)
 
     # ------------------------------------------------------------------ selection
     def _probe(self, key: str, degree: int, half: int) -> dict:
@@ -202,7 +213,7 @@ class Pipeline:
                 [formats.stage2(train[r.example_id], r.rationale) for r in recs],
                 "scorer",
                 self.budget().share("scicot", "scorer", True) / 2,
-                lambda: self._seqio_task("stage2", d / "store", degree),
+                lambda vocab: self._seqio_task("stage2", vocab, d / "store", degree),
             )
 
         return self.steps.run(
@@ -305,13 +316,16 @@ class Pipeline:
 
     # ------------------------------------------------------------------ students
     def _seqio_task(
-        self, method: str, run_dir: Path | None = None, degree: int | None = None
+        self,
+        method: str,
+        vocab: str | None,
+        run_dir: Path | None = None,
+        degree: int | None = None,
     ) -> str:
         """Register (card or run) with the SeqIO registry; the name of the task to train on."""
         from scicot_jax import tasks
         from scicot_jax.data.store import RationaleStore
 
-        vocab = getattr(self.student, "vocab_spec", None)
         if method == "baseline":
             tasks.register_card(self.card, vocabulary=vocab)
             return tasks.task_name(self.card.name, "baseline")
@@ -358,7 +372,7 @@ class Pipeline:
         pairs: list[tuple[str, str]],
         stage: str,
         share: float,
-        task_fn: Callable[[], str] | None,
+        task_fn: Callable[[str | None], str],
     ) -> dict:
         """Train one stage on ``share`` of the method's budget, inside step directory ``d``."""
         if not pairs:
@@ -366,9 +380,7 @@ class Pipeline:
                 f"step {d.name}: no training examples (did the teacher get any "
                 "answer right? see the select_* report)"
             )
-        kw: dict[str, Any] = {}
-        if getattr(self.student, "needs_seqio", False) and task_fn is not None:
-            kw["task"] = task_fn()
+        kw: dict[str, Any] = {"task": task_fn}
         steps = self.budget().stage_steps(share, self._tokens_per_example(pairs), len(pairs))
         if steps is not None:
             kw["steps"] = steps
@@ -379,7 +391,7 @@ class Pipeline:
         name: str,
         pairs_fn: Callable[[], list[tuple[str, str]]],
         stage: str,
-        task_fn: Callable[[], str] | None = None,
+        task_fn: Callable[[str | None], str],
         spec: MethodSpec | None = None,
     ) -> dict:
         method = spec.method if spec else "baseline"
@@ -476,7 +488,7 @@ class Pipeline:
                 "train_baseline",
                 lambda: [formats.baseline(ex) for ex in train],
                 "baseline",
-                lambda: self._seqio_task("baseline"),
+                lambda vocab: self._seqio_task("baseline", vocab),
             )
             ev = self._evaluate(
                 "baseline",
@@ -496,7 +508,7 @@ class Pipeline:
                     f"train_{spec.slug}",
                     lambda: [formats.one_stage(ex, r) for ex, r in self.selected(spec)],
                     "one_stage",
-                    lambda: self._seqio_task("one_stage", sel_store),
+                    lambda vocab: self._seqio_task("one_stage", vocab, sel_store),
                     spec,
                 )
                 ev = self._evaluate(
@@ -513,7 +525,7 @@ class Pipeline:
                     f"stage1_{spec.slug}",
                     lambda: [formats.stage1(ex, r) for ex, r in self.selected(spec)],
                     "stage1",
-                    lambda: self._seqio_task("stage1", sel_store),
+                    lambda vocab: self._seqio_task("stage1", vocab, sel_store),
                     spec,
                 )
                 rat = self._student_rationales(spec, s1["checkpoint"])
@@ -523,7 +535,7 @@ class Pipeline:
                     f"stage2_{spec.slug}",
                     lambda: [formats.stage2(ex, written["train", ex.id]) for ex in train],
                     "stage2",
-                    lambda: self._seqio_task("stage2", rat_store),
+                    lambda vocab: self._seqio_task("stage2", vocab, rat_store),
                     spec,
                 )
                 ev = self._evaluate(
@@ -643,9 +655,7 @@ def run_pipeline(cfg: PipelineConfig, student: Student | None = None, **kw: Any)
         )
         cfg = replace(cfg, student=replace(cfg.student, init_checkpoint=str(local)))
     if student is None:
-        if cfg.student.trainer == "gin":
-            from scicot_jax.pipeline.gin_student import GinStudent as cls
-        else:
-            from scicot_jax.pipeline.student import T5Student as cls
-        student = cls(cfg.student, card=kw.get("card"), task=cfg.task)
+        from scicot_jax.pipeline.student import T5Student
+
+        student = T5Student(cfg.student, card=kw.get("card"), task=cfg.task)
     return Pipeline(cfg, student, **kw).run()

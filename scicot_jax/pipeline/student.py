@@ -1,83 +1,28 @@
-"""The in-process T5 student: trains with the library trainer on numpy batches, decodes, scores.
+"""The pipeline's T5 student: trains through ``pipeline.plan``, decodes, scores.
 
-Texts are tokenized with the run's SentencePiece vocabulary and padded to fixed lengths (the
-longest example rounded up to a multiple of 8, capped by the card's feature lengths), so each
-stage compiles once. This path is for small runs (CPU demo, tests, quick experiments); large
-runs go through the gin binaries and the SeqIO tasks (see ``pipeline.gin_student``).
+``--trainer inprocess`` trains on in-memory token pairs: texts tokenized with the run's
+SentencePiece vocabulary and padded to fixed lengths (the longest example rounded up to a
+multiple of 8, capped by the card's feature lengths), so each stage compiles once.
+``--trainer gin`` trains on the registered SeqIO task through the train binary's ``run`` (SeqIO
+tokenization, packing, per-host sharding, config.gin), as a t5x run would. Both take every knob
+from the same plan. Decoding and scoring use the checkpoint's own model config.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from scicot_jax.data.tokens import pad_rows, shift_right, with_eos
+from scicot_jax.data.tokens import with_eos
+from scicot_jax.pipeline import plan
 from scicot_jax.pipeline.config import StudentConfig
 
 log = logging.getLogger(__name__)
 
 STUDENT_FILE = "student.json"  # written next to the checkpoints: lengths the student saw
-
-
-def round_up(n: int, k: int = 8) -> int:
-    return max(k, -(-n // k) * k)
-
-
-class TokenizedPairs:
-    """(inputs, targets) texts as fixed-length token arrays, with the model's special ids."""
-
-    def __init__(
-        self,
-        vocab: Any,
-        model: Any,
-        pairs: Sequence[tuple[str, str]],
-        max_inputs: int,
-        max_targets: int,
-    ):
-        self.model = model
-        enc = [with_eos(vocab.encode(i), max_inputs, model.eos_id) for i, _ in pairs]
-        dec = [with_eos(vocab.encode(t), max_targets, model.eos_id) for _, t in pairs]
-        self.truncated = sum(len(vocab.encode(i)) >= max_inputs for i, _ in pairs) + sum(
-            len(vocab.encode(t)) >= max_targets for _, t in pairs
-        )
-        self.inputs_length = min(max_inputs, round_up(max(len(e) for e in enc)))
-        self.targets_length = min(max_targets, round_up(max(len(d) for d in dec)))
-        self.encoder_BxL = pad_rows(enc, self.inputs_length, model.pad_id)
-        self.targets_BxL = pad_rows(dec, self.targets_length, model.pad_id)
-        self.tokens_per_example = float(np.mean([len(e) + len(d) for e, d in zip(enc, dec)]))
-
-    def __len__(self) -> int:
-        return len(self.encoder_BxL)
-
-    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        tgt = self.targets_BxL[idx]
-        return {
-            "encoder_input_tokens": self.encoder_BxL[idx],
-            "decoder_target_tokens": tgt,
-            "decoder_input_tokens": shift_right(tgt, self.model.decoder_start_id),
-            "decoder_loss_weights": (tgt != self.model.pad_id).astype(np.float32),
-        }
-
-    def batches(
-        self, batch_size: int, seed: int, start: int = 0, host: int = 0, hosts: int = 1
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """Endless shuffled epochs of global batches, positioned at batch ``start`` (the trainer
-        resumes with it); on multi-host runs each host yields its rows ``host::hosts``."""
-        n = len(self)
-        per_epoch = max(1, n // batch_size) if n >= batch_size else 1
-        step = start
-        while True:
-            epoch, k = divmod(step, per_epoch)
-            order = np.random.default_rng((seed, epoch)).permutation(n)
-            if n < batch_size:  # tiny data: repeat to fill a batch
-                order = np.resize(order, batch_size)
-            yield self.batch(order[k * batch_size : (k + 1) * batch_size][host::hosts])
-            step += 1
 
 
 class T5Student:
@@ -120,106 +65,61 @@ class T5Student:
 
     @property
     def model(self) -> Any:
-        """T5Config: the preset, the overrides, and a vocabulary size that fits the vocab."""
+        """T5Config of the students trained here (``plan.model_config``)."""
         if self._model is None:
-            import jax
-
-            from scicot_jax.model import T5Config
-
-            overrides = dict(self.cfg.overrides)
-            overrides.setdefault("vocab_size", round_up(self.vocab.vocab_size, 128))
-            if jax.default_backend() == "cpu":
-                overrides.setdefault("dtype", "float32")  # bf16 matmuls are emulated on CPU
-            self._model = T5Config.preset(self.cfg.size, **overrides)
+            self._model = plan.model_config(self.cfg, self.vocab.vocab_size)
         return self._model
 
     # ------------------------------------------------------------------ training
-    def train_config(self, out_dir: Path, data: TokenizedPairs, steps: int) -> Any:
-        from scicot_jax.train.optimizers import OptimizerConfig
-        from scicot_jax.train.trainer import TrainConfig
-
-        c = self.cfg
-        opt = OptimizerConfig(
-            name=c.optimizer,
-            learning_rate=c.learning_rate,
-            schedule=c.schedule,
-            warmup_steps=int(c.warmup_fraction * steps),
-            weight_decay=c.weight_decay,
-            clip_grad_norm=1.0 if c.optimizer == "adamw" else None,
-        )
-        return TrainConfig(
-            model_dir=str(out_dir),
-            train_steps=steps,
-            batch_size=c.batch_size,
-            model=self.model,
-            optimizer=opt,
-            seed=c.seed,
-            feature_lengths={"inputs": data.inputs_length, "targets": data.targets_length},
-            checkpoint_period=steps,
-            keep_checkpoints=1,
-            async_checkpoints=False,
-            log_period=max(1, steps // 5),
-            handle_sigterm=False,
-            initial_checkpoint_path=c.init_checkpoint,
-            initial_params_only=True,  # a pretrained start: stage steps count from 0
-        )
-
-    def steps_for(self, stage: str) -> int:
-        """Training steps of a stage: stage2_steps / scorer_steps when set, else steps."""
-        steps = {
-            "stage2": self.cfg.stage2_steps,
-            "scorer": self.cfg.scorer_steps or max(1, self.cfg.steps // 2),
-        }.get(stage)
-        return steps or self.cfg.steps
-
     def train(
         self,
         pairs: Sequence[tuple[str, str]],
         out_dir: Path,
         *,
         stage: str,
-        task: str | None = None,
+        task: Callable[[str | None], str],
         steps: int | None = None,
     ) -> dict:
         """Train a fresh student on ``pairs`` into ``out_dir`` for ``steps`` (default: the
-        stage's configured steps); resumes from its checkpoints. (``task``, the SeqIO name of
-        the same data, is for the gin trainer; unused here.)"""
-        import jax
-
-        from scicot_jax.train import trainer
-
-        steps = steps or self.steps_for(stage)
-        data = TokenizedPairs(self.vocab, self.model, pairs, self.max_inputs, self.max_targets)
-        if data.truncated:
-            log.warning(
-                "%s: %d texts truncated to %d/%d tokens",
-                stage,
-                data.truncated,
-                self.max_inputs,
-                self.max_targets,
-            )
-        tc = self.train_config(out_dir, data, steps)
-        res = trainer.train(
-            tc,
-            lambda start: data.batches(
-                tc.batch_size, self.cfg.seed, start, jax.process_index(), jax.process_count()
-            ),
-            return_state=True,
-        )
-        ckpt = str(out_dir)
-        if res.state is not None:
-            self._params[ckpt] = res.state.params
-        lengths = {"inputs": data.inputs_length, "targets": data.targets_length}
+        stage's configured steps); resumes from its checkpoints. ``task(vocab)`` registers the
+        same data as a SeqIO task and names it (the data source of ``--trainer gin``)."""
+        model = self.model
+        if self.cfg.trainer == "gin":
+            enc, enc_len = self._tokens([i for i, _ in pairs], self.max_inputs)
+            tgt, tgt_len = self._tokens([t for _, t in pairs], self.max_targets)
+            lengths = {"inputs": enc_len, "targets": tgt_len}
+            name = task(self.vocab_spec)
+            p = plan.build(self.cfg, model, out_dir, stage, plan.SeqioTask(name, lengths), steps)
+            res = plan.train_with_gin(p)
+            per_example = sum(len(e) + len(t) for e, t in zip(enc, tgt)) / max(1, len(enc))
+            extra: dict[str, Any] = {"task": name}
+        else:
+            data = plan.TokenizedPairs(self.vocab, model, pairs, self.max_inputs, self.max_targets)
+            if data.truncated:
+                log.warning(
+                    "%s: %d texts truncated to %d/%d tokens",
+                    stage,
+                    data.truncated,
+                    self.max_inputs,
+                    self.max_targets,
+                )
+            p = plan.build(self.cfg, model, out_dir, stage, data, steps)
+            res = plan.train_in_process(p)
+            if res.state is not None:
+                self._params[str(out_dir)] = res.state.params
+            lengths, per_example = data.lengths, data.tokens_per_example
+            extra = {"truncated": data.truncated}
+        self._configs[str(out_dir)] = model
         (out_dir / STUDENT_FILE).write_text(json.dumps({"lengths": lengths, "stage": stage}))
         return {
-            "checkpoint": ckpt,
+            "checkpoint": str(out_dir),
             "steps": res.step,
-            "train_tokens": int(res.step * tc.batch_size * data.tokens_per_example),
+            "train_tokens": int(res.step * p.train.batch_size * per_example),
             "train_flops": self.train_flops(res.step, lengths),
             "final_loss": res.metrics.get("loss"),
             "final_accuracy": res.metrics.get("accuracy"),
             "lengths": lengths,
-            "truncated": data.truncated,
+            **extra,
         }
 
     def tokens_per_example(self, pairs: Sequence[tuple[str, str]]) -> float:
@@ -243,12 +143,18 @@ class T5Student:
         if checkpoint not in self._params:
             from scicot_jax.runtime import inference
 
-            _, self._params[checkpoint] = inference.load_model(checkpoint, self.model, self.mesh)
+            model = self.model_for(checkpoint)
+            _, self._params[checkpoint] = inference.load_model(checkpoint, model, self.mesh)
         return self._params[checkpoint]
 
     def model_for(self, checkpoint: str) -> Any:
-        """The T5Config to decode ``checkpoint`` with."""
-        return self.model
+        """The T5Config to decode ``checkpoint`` with: its own, in the student's dtype."""
+        if checkpoint not in self._configs:
+            from scicot_jax.runtime import inference
+
+            own = inference.checkpoint_config(checkpoint)
+            self._configs[checkpoint] = own.replace(dtype=plan.activation_dtype(self.cfg))
+        return self._configs[checkpoint]
 
     @property
     def mesh(self) -> Any:
@@ -271,7 +177,7 @@ class T5Student:
         """Token lists ending in EOS (cut to ``limit``) and a padded length for them, in steps
         of 64 so that splits of similar lengths share one compiled decoder."""
         rows = [with_eos(self.vocab.encode(t), limit, self.model.eos_id) for t in texts]
-        return rows, min(limit, round_up(max(len(r) for r in rows), 64))
+        return rows, min(limit, plan.round_up(max(len(r) for r in rows), 64))
 
     def predict(self, checkpoint: str, inputs: Sequence[str], *, stage: str) -> list[str]:
         """Greedy decodes, batched and sharded over the data axis."""
@@ -288,6 +194,7 @@ class T5Student:
             input_length=length,
             max_decode_length=self.decode_length(checkpoint),
             batch_size=self.cfg.eval_batch_size,
+            progress=f"predict {stage}",
         )
         return [self.vocab.decode(tokens[0]) for tokens, _ in outs]
 
@@ -308,5 +215,6 @@ class T5Student:
             input_length=enc_len,
             target_length=tgt_len,
             batch_size=self.cfg.eval_batch_size,
+            progress="score",
         )
         return [-r["mean_logprob"] for r in res]

@@ -1,0 +1,270 @@
+"""One typed path from a student's settings to training, whichever trainer runs it.
+
+``build`` turns a ``StudentConfig`` (the one owner and default of every knob) into a
+``TrainPlan``: the T5Config, the TrainConfig (optimizer, loss, checkpoints) and the data source,
+in-memory token pairs or a SeqIO task (``DatasetConfig``). Two consumers:
+
+- ``train_in_process(plan)``: the library trainer on the plan's batches;
+- ``train_with_gin(plan)``: the train binary's gin-configurable ``run``, bound from the plan
+  (so ``MODEL_DIR/config.gin`` reproduces the run with ``python -m scicot_jax.train``), the
+  user's extra bindings last.
+
+The same plan through both gives bitwise-equal parameters (tests/test_student_plan.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scicot_jax.data.tokens import pad_rows, shift_right, with_eos
+from scicot_jax.pipeline.config import StudentConfig
+
+# StudentConfig owns these model fields; an `overrides` entry for them would be a second owner.
+OWNED_MODEL_FIELDS = ("dropout_rate", "dtype")
+
+
+def round_up(n: int, k: int = 8) -> int:
+    return max(k, -(-n // k) * k)
+
+
+class TokenizedPairs:
+    """(inputs, targets) texts as fixed-length token arrays, with the model's special ids."""
+
+    def __init__(
+        self,
+        vocab: Any,
+        model: Any,
+        pairs: Sequence[tuple[str, str]],
+        max_inputs: int,
+        max_targets: int,
+    ):
+        self.model = model
+        enc = [with_eos(vocab.encode(i), max_inputs, model.eos_id) for i, _ in pairs]
+        dec = [with_eos(vocab.encode(t), max_targets, model.eos_id) for _, t in pairs]
+        self.truncated = sum(len(vocab.encode(i)) >= max_inputs for i, _ in pairs) + sum(
+            len(vocab.encode(t)) >= max_targets for _, t in pairs
+        )
+        self.inputs_length = min(max_inputs, round_up(max(len(e) for e in enc)))
+        self.targets_length = min(max_targets, round_up(max(len(d) for d in dec)))
+        self.encoder_BxL = pad_rows(enc, self.inputs_length, model.pad_id)
+        self.targets_BxL = pad_rows(dec, self.targets_length, model.pad_id)
+        self.tokens_per_example = float(np.mean([len(e) + len(d) for e, d in zip(enc, dec)]))
+
+    @property
+    def lengths(self) -> dict[str, int]:
+        return {"inputs": self.inputs_length, "targets": self.targets_length}
+
+    def __len__(self) -> int:
+        return len(self.encoder_BxL)
+
+    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        tgt = self.targets_BxL[idx]
+        return {
+            "encoder_input_tokens": self.encoder_BxL[idx],
+            "decoder_target_tokens": tgt,
+            "decoder_input_tokens": shift_right(tgt, self.model.decoder_start_id),
+            "decoder_loss_weights": (tgt != self.model.pad_id).astype(np.float32),
+        }
+
+    def batches(
+        self, batch_size: int, seed: int, start: int = 0, host: int = 0, hosts: int = 1
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Endless shuffled epochs of global batches, positioned at batch ``start`` (the trainer
+        resumes with it); on multi-host runs each host yields its rows ``host::hosts``."""
+        n = len(self)
+        per_epoch = max(1, n // batch_size) if n >= batch_size else 1
+        step = start
+        while True:
+            epoch, k = divmod(step, per_epoch)
+            order = np.random.default_rng((seed, epoch)).permutation(n)
+            if n < batch_size:  # tiny data: repeat to fill a batch
+                order = np.resize(order, batch_size)
+            yield self.batch(order[k * batch_size : (k + 1) * batch_size][host::hosts])
+            step += 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SeqioTask:
+    """A registered SeqIO task to train on, with the feature lengths to trim or pack to."""
+
+    name: str
+    lengths: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPlan:
+    """What one training run needs: ``train.model`` is the T5Config; ``data`` the source."""
+
+    train: Any  # TrainConfig
+    data: Any  # TokenizedPairs | DatasetConfig
+    gin: tuple[str, ...] = ()  # extra bindings for the gin consumer (t5x style)
+
+
+def activation_dtype(cfg: StudentConfig) -> str:
+    """The student's dtype; "auto" is float32 on CPU (bf16 matmuls are emulated there), else
+    bfloat16."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    import jax
+
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def model_config(cfg: StudentConfig, vocab_size: int) -> Any:
+    """The T5Config: the preset, the student's knobs, its overrides, a vocab-sized embedding."""
+    from scicot_jax.model import T5Config
+
+    owned = sorted(set(cfg.overrides) & set(OWNED_MODEL_FIELDS))
+    if owned:
+        raise ValueError(
+            f"student overrides {owned}: set them with the student's own settings "
+            "(StudentConfig.dropout_rate / dtype, --dropout / --dtype)"
+        )
+    overrides = {"dropout_rate": cfg.dropout_rate, "dtype": activation_dtype(cfg), **cfg.overrides}
+    overrides.setdefault("vocab_size", round_up(vocab_size, 128))
+    return T5Config.preset(cfg.size, **overrides)
+
+
+def steps_for(cfg: StudentConfig, stage: str) -> int:
+    """Training steps of a stage: stage2_steps / scorer_steps when set, else steps."""
+    steps = {
+        "stage2": cfg.stage2_steps,
+        "scorer": cfg.scorer_steps or max(1, cfg.steps // 2),
+    }.get(stage)
+    return steps or cfg.steps
+
+
+def build(
+    cfg: StudentConfig,
+    model: Any,
+    out_dir: str | Path,
+    stage: str,
+    data: TokenizedPairs | SeqioTask,
+    steps: int | None = None,
+) -> TrainPlan:
+    """The plan of one stage on in-memory pairs or a SeqIO task, for ``steps`` (default: the
+    stage's configured steps)."""
+    from scicot_jax.data.seqio_feed import DatasetConfig
+    from scicot_jax.train.optimizers import OptimizerConfig
+    from scicot_jax.train.step import LossConfig
+    from scicot_jax.train.trainer import TrainConfig
+
+    steps = steps or steps_for(cfg, stage)
+    if isinstance(data, TokenizedPairs):
+        if cfg.pack:
+            raise ValueError("packing needs the SeqIO data source (--trainer gin)")
+        lengths = data.lengths
+    else:
+        lengths = data.lengths
+        data = DatasetConfig(
+            mixture_or_task_name=data.name,
+            task_feature_lengths=dict(lengths),
+            split="train",
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            pack=cfg.pack,
+        )
+    optimizer = OptimizerConfig(
+        name=cfg.optimizer,
+        learning_rate=cfg.learning_rate,
+        schedule=cfg.schedule,
+        warmup_steps=int(cfg.warmup_fraction * steps),
+        weight_decay=cfg.weight_decay,
+        clip_grad_norm=cfg.clip_grad_norm,
+    )
+    train = TrainConfig(
+        model_dir=str(out_dir),
+        train_steps=steps,
+        batch_size=cfg.batch_size,
+        model=model,
+        optimizer=optimizer,
+        loss=LossConfig(),
+        seed=cfg.seed,
+        feature_lengths=dict(lengths),
+        checkpoint_period=steps,
+        keep_checkpoints=1,
+        async_checkpoints=False,
+        log_period=max(1, steps // 5),
+        handle_sigterm=False,
+        initial_checkpoint_path=cfg.init_checkpoint,
+        initial_params_only=True,  # a pretrained start: stage steps count from 0
+    )
+    return TrainPlan(train, data, tuple(cfg.gin))
+
+
+def train_in_process(plan: TrainPlan) -> Any:
+    """Run the plan with the library trainer; returns its TrainResult (with the final state)."""
+    import jax
+
+    from scicot_jax.train import trainer
+
+    tc, data = plan.train, plan.data
+    if isinstance(data, TokenizedPairs):
+
+        def batches(start: int) -> Iterator[dict[str, np.ndarray]]:
+            return data.batches(
+                tc.batch_size, tc.seed, start, jax.process_index(), jax.process_count()
+            )
+    else:
+        from scicot_jax.data.seqio_feed import train_batches
+
+        batches = train_batches(data)
+    return trainer.train(tc, batches, return_state=True)
+
+
+def gin_bindings(plan: TrainPlan) -> list[str]:
+    """The plan as bindings of the train binary (``scicot_jax.train.cli.run``)."""
+    tc = plan.train
+    if isinstance(plan.data, TokenizedPairs):
+        raise ValueError("the gin train binary reads a SeqIO task, not in-memory pairs")
+
+    def objs(scope: str, obj: Any) -> list[str]:
+        return [f"{scope}.{f.name} = {getattr(obj, f.name)!r}" for f in dataclasses.fields(obj)]
+
+    run_args = {
+        "model_dir": tc.model_dir,
+        "train_steps": tc.train_steps,
+        "num_microbatches": tc.num_microbatches,
+        "checkpoint_period": tc.checkpoint_period,
+        "keep_checkpoints": tc.keep_checkpoints,
+        "async_checkpoints": tc.async_checkpoints,
+        "log_period": tc.log_period,
+        "eval_period": 0,
+        "initial_checkpoint_path": tc.initial_checkpoint_path,
+        "initial_params_only": tc.initial_params_only,
+        "model_parallel": tc.model_parallel,
+        "seed": tc.seed,
+    }
+    return [
+        "train.model = @T5Config()",
+        *objs("T5Config", tc.model),
+        "train.train_dataset = @train/DatasetConfig()",
+        *objs("train/DatasetConfig", plan.data),
+        "train.optimizer = @OptimizerConfig()",
+        *objs("OptimizerConfig", tc.optimizer),
+        "train.loss = @LossConfig()",
+        *objs("LossConfig", tc.loss),
+        *(f"train.{k} = {v!r}" for k, v in run_args.items()),
+    ]
+
+
+def train_with_gin(plan: TrainPlan) -> Any:
+    """Run the plan through the train binary's gin-configurable ``run`` (as
+    ``python -m scicot_jax.train`` would, config.gin written); returns its TrainResult."""
+    import gin
+    from scicot_jax.runtime import gin_utils
+    from scicot_jax.train import cli
+
+    with gin.unlock_config():
+        gin.clear_config()
+        try:
+            gin_utils.parse_gin([], [*gin_bindings(plan), *plan.gin])
+            return cli.run()
+        finally:
+            gin.clear_config()

@@ -1,0 +1,106 @@
+"""One typed student path: the pipeline's settings reach the train step, whichever trainer runs.
+
+The same plan through the in-process trainer and through the gin train binary gives bitwise-
+equal parameters; each knob set by a pipeline flag (dropout, clipping, packing, dtype, batch
+size) is what the train step receives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from scicot_jax.pipeline import plan
+from scicot_jax.pipeline.cli import _parser, config_from_args
+from scicot_jax.pipeline.config import StudentConfig
+from scicot_jax.pipeline.student import T5Student
+
+TASK = "scicot:synthetic_coin_flip:baseline"  # registered by scicot_jax.tasks (demo vocabulary)
+LENGTHS = {"inputs": 64, "targets": 8}
+SMALL = {"d_model": 16, "num_heads": 2, "d_kv": 8, "d_ff": 32}
+SMALL |= {"num_encoder_layers": 1, "num_decoder_layers": 1}
+
+
+def _student(**kw) -> StudentConfig:
+    base = dict(vocab=None, steps=3, batch_size=4, overrides=SMALL, dtype="float32")
+    return StudentConfig(**{**base, **kw})
+
+
+def _params(model_dir, model):
+    from scicot_jax.runtime import inference
+
+    return inference.load_model(str(model_dir), model)[1]
+
+
+@pytest.mark.slow  # two trainings and the SeqIO pipeline: minutes on 2 busy cores
+def test_same_plan_through_both_trainers_gives_bitwise_equal_params(tmp_path, tiny_vocab):
+    cfg = _student(dropout_rate=0.1, clip_grad_norm=0.5, trainer="gin")
+    model = plan.model_config(cfg, tiny_vocab.vocab_size)
+    task = plan.SeqioTask(TASK, LENGTHS)
+    a = plan.build(cfg, model, tmp_path / "inprocess", "baseline", task)
+    b = plan.build(cfg, model, tmp_path / "gin", "baseline", task)
+    ra, rb = plan.train_in_process(a), plan.train_with_gin(b)
+    assert ra.step == rb.step == 3
+    assert "T5Config.dropout_rate = 0.1" in (tmp_path / "gin" / "config.gin").read_text()
+    pa, pb = _params(tmp_path / "inprocess", model), _params(tmp_path / "gin", model)
+    leaves_a, leaves_b = jax.tree.leaves(pa), jax.tree.leaves(pb)
+    assert jax.tree.structure(pa) == jax.tree.structure(pb) and len(leaves_a) > 5
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """What the trainer's step is given: the TrainConfig and the first batch of each run."""
+    from scicot_jax.train import trainer
+
+    seen = []
+
+    def fake_train(config, batches, **kw):
+        first = next(iter(batches(0) if callable(batches) else batches))
+        seen.append((config, first))
+        return trainer.TrainResult(config.train_steps, False, {}, {}, config.model_dir)
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    return seen
+
+
+@pytest.mark.parametrize("trainer", ["inprocess", "gin"])
+def test_each_pipeline_flag_reaches_the_step(tmp_path, tiny_vocab_path, captured, trainer):
+    flags = ["--dropout", "0.25", "--clip-grad-norm", "0.5", "--dtype", "bfloat16"]
+    flags += ["--batch-size", "6", "--trainer", trainer, "--vocab", str(tiny_vocab_path)]
+    flags += ["--pack"] if trainer == "gin" else []
+    args = _parser().parse_args(["run", "--task", "synthetic_coin_flip", "--out", "x", *flags])
+    cfg = config_from_args(args).student
+    cfg = dataclasses.replace(cfg, overrides=SMALL, steps=2)
+    student = T5Student(cfg, task="synthetic_coin_flip")
+    pairs = [(" ".join(["flip"] * 80), "yes") for _ in range(10)]  # lengths 128 / 64
+    student.train(pairs, tmp_path, stage="baseline", task=lambda vocab: TASK)
+    ((config, batch),) = captured
+    assert config.model.dropout_rate == 0.25
+    assert config.optimizer.clip_grad_norm == 0.5
+    assert config.model.dtype == "bfloat16"
+    assert config.batch_size == 6 and batch["encoder_input_tokens"].shape[0] == 6
+    packed = "encoder_segment_ids" in batch and batch["encoder_segment_ids"].max() > 1
+    assert packed == (trainer == "gin")
+
+
+def test_defaults_are_one_and_the_same(tmp_path, tiny_vocab):
+    """No flags: both trainers get dropout 0, clipping 1.0, no packing, fp32 on CPU."""
+    for trainer in ("inprocess", "gin"):
+        cfg = StudentConfig(vocab=None, trainer=trainer)
+        model = plan.model_config(cfg, tiny_vocab.vocab_size)
+        assert (model.dropout_rate, model.dtype) == (0.0, "float32")
+        p = plan.build(cfg, model, tmp_path, "baseline", plan.SeqioTask(TASK, LENGTHS))
+        assert p.train.optimizer.clip_grad_norm == 1.0 and p.data.pack is False
+        assert p.data.batch_size == p.train.batch_size == cfg.batch_size
+
+
+def test_an_owned_knob_in_overrides_is_refused(tiny_vocab):
+    with pytest.raises(ValueError, match="dropout_rate"):
+        plan.model_config(_student(overrides={"dropout_rate": 0.1}), tiny_vocab.vocab_size)
+    with pytest.raises(ValueError, match="SeqIO"):
+        StudentConfig(pack=True)
