@@ -1,8 +1,8 @@
 """File helpers shared by the library, the binaries and the teacher tool.
 
-Atomic writes (temp file + fsync + ``os.replace``), JSONL reading with file:line errors and
-writing, and advisory (flock) locks. Standard library only: the teacher tool runs on machines
-without jax or TensorFlow.
+Atomic writes (temp file + fsync + ``os.replace``), JSON and JSONL reading with file:line
+errors, JSONL writing, and advisory (flock) locks. Standard library only: the teacher tool runs
+on machines without jax or TensorFlow.
 """
 
 from __future__ import annotations
@@ -88,6 +88,23 @@ def write_jsonl(
             f.write(line)
             n += 1
     return n
+
+
+def read_json(path: str | os.PathLike[str], error: type[Exception] = ValueError) -> Any:
+    """A whole JSON file; bad JSON or bytes raise ``error`` naming file:line."""
+    if is_url(path):
+        from scicot_jax.paths import as_path
+
+        data = as_path(path).read_bytes()
+    else:
+        data = Path(path).read_bytes()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
 def read_jsonl(

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from scicot_jax.data.tokens import pad_rows, shift_right, with_eos
-from scicot_jax.files import atomic_open, atomic_write, read_jsonl, try_lock, write_jsonl
+from scicot_jax.files import (
+    atomic_open,
+    atomic_write,
+    read_json,
+    read_jsonl,
+    try_lock,
+    write_jsonl,
+)
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -88,3 +95,15 @@ def test_token_helpers_use_the_given_ids():
     tgt = np.array([[5, 6, 1], [7, 1, 0]])
     assert shift_right(tgt, start_id=4).tolist() == [[4, 5, 6], [4, 7, 1]]
     assert shift_right(np.array([5, 6]), start_id=0).tolist() == [0, 5]
+
+
+def test_read_json_names_file_and_line(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text('{"a": [1,\n 2]}')
+    assert read_json(path) == {"a": [1, 2]}
+    path.write_text('{"a": 1,\n "b": }')
+    with pytest.raises(KeyError, match=rf"{path}:2: invalid JSON"):
+        read_json(path, KeyError)
+    path.write_bytes(b'{"a":\n "\xff"}')
+    with pytest.raises(ValueError, match=rf"{path}:2: not UTF-8 \(invalid start byte at byte 8\)"):
+        read_json(path)

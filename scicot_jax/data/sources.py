@@ -25,7 +25,7 @@ from typing import Any
 from scicot_jax.data.answers import normalize_number
 from scicot_jax.data.cards import SPLIT_SPEC_RE, TaskCard, load_card
 from scicot_jax.data.examples import Example
-from scicot_jax.files import read_jsonl
+from scicot_jax.files import read_json, read_jsonl
 from scicot_jax.paths import as_path
 
 LETTERS = "ABCDEFGHIJ"
@@ -103,7 +103,7 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
         try:
             obj, end = dec.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            raise SourceError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
+            raise SourceError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
         yield line, obj
         line += text.count("\n", pos, end)
         pos = end
@@ -325,11 +325,11 @@ def _read_finetune_cot(card: TaskCard, src_split: str, data_dir: Any) -> Iterato
     path = card.resolve(card.source["file"], data_dir)
     if not path.is_file():
         raise SourceError(f"{card.path}: Fine-tune-CoT data file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8")  # kept: sample line numbers are found in it
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
-        raise SourceError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
+        raise SourceError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
     data = raw.get("data") if isinstance(raw, dict) else raw
     if isinstance(data, list):
         samples = {
@@ -347,10 +347,7 @@ def _read_finetune_cot(card: TaskCard, src_split: str, data_dir: Any) -> Iterato
         split_path = card.resolve(card.source["split_file"], data_dir)
         if not split_path.is_file():
             raise SourceError(f"{card.path}: Fine-tune-CoT split file not found: {split_path}")
-        try:
-            splits = json.loads(split_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise SourceError(f"{split_path}:{e.lineno}: invalid JSON: {e.msg}") from e
+        splits = read_json(split_path, SourceError)
         if not isinstance(splits, dict):
             raise SourceError(f"{split_path}:1: expected {{split: [sample indices]}}")
         if src_split not in splits:

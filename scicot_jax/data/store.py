@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scicot_jax.data.key_index import KeyIndex, key_hash, sorted_duplicates
-from scicot_jax.files import atomic_write, read_jsonl, try_lock, write_jsonl
+from scicot_jax.files import atomic_write, read_json, read_jsonl, try_lock, write_jsonl
 
 RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -229,12 +229,7 @@ class RationaleStore:
     def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         """A run's manifest.json alone (without reading its records)."""
         path = Path(run_dir) / MANIFEST_FILE
-        try:
-            manifest = json.loads(path.read_bytes().decode("utf-8"))
-        except json.JSONDecodeError as e:
-            raise StoreError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
-        except UnicodeDecodeError as e:
-            raise StoreError(f"{path}:1: not UTF-8 ({e.reason} at byte {e.start})") from None
+        manifest = read_json(path, StoreError)
         if not isinstance(manifest, dict):
             raise StoreError(f"{path}:1: expected a JSON object")
         return manifest

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
+
+from scicot_jax.files import read_json
 
 ATTENTION_IMPLS = ("xla", "dot_product")
 REMAT_POLICIES = ("none", "full", "dots")
@@ -132,7 +133,4 @@ def read_json_file(file: Path, missing: str) -> Any:
     """A checkpoint's JSON file; a missing file says `missing`, bad JSON names file:line."""
     if not file.exists():
         raise FileNotFoundError(f"{file}: missing ({missing})")
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file}:{e.lineno}: invalid JSON ({e.msg})") from e
+    return read_json(file)

@@ -7,12 +7,12 @@ exactly; anything else is a 404, so a prompt template drifting from the paper's 
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from scicot_jax.files import read_json
 from scicot_jax.teacher.batch_server import BatchFaults
 from scicot_jax.teacher.httpserver import FaultConfig, TeacherServer
 
@@ -30,10 +30,7 @@ def load_recordings(paths: Iterable[str | Path]) -> dict[str, list[tuple[str, st
     if not files:
         raise FileNotFoundError(f"no recorded completions under {list(map(str, paths))}")
     for path in files:
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        raw = read_json(path)
         data = raw.get("data") if isinstance(raw, dict) else raw
         groups = data.values() if isinstance(data, dict) else [[r] for r in data or []]
         for samples in groups:
