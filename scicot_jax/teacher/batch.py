@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scicot_jax.data.store import RationaleStore
+from scicot_jax.files import atomic_write
 from scicot_jax.teacher.batch_clients import BatchClient, JobLost, make_batch_client
 from scicot_jax.teacher.cache import Cache
 from scicot_jax.teacher.pricing import batch_price
@@ -147,12 +148,7 @@ class BatchDriver:
         local_id = f"scicot-{uuid.uuid4().hex[:16]}"
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"{local_id}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, b"".join(lines))
         now = time.time()
         with self.cache.transaction():
             self.db.execute(
