@@ -104,3 +104,19 @@ def test_an_owned_knob_in_overrides_is_refused(tiny_vocab):
         plan.model_config(_student(overrides={"dropout_rate": 0.1}), tiny_vocab.vocab_size)
     with pytest.raises(ValueError, match="SeqIO"):
         StudentConfig(pack=True)
+
+
+def test_trained_student_decodes_and_scores_after_a_restart(tmp_path, tiny_vocab_path):
+    """Decoding and scoring read the checkpoint's own config: a fresh student (a resumed
+    pipeline) gives the same outputs as the one that trained."""
+    cfg = _student(steps=2, vocab=str(tiny_vocab_path), eval_batch_size=4)
+    student = T5Student(cfg, task="synthetic_coin_flip")
+    pairs = [("a coin is heads up. flip it.", "no"), ("a coin is tails up.", "yes")]
+    out = student.train(pairs, tmp_path, stage="baseline", task=lambda vocab: TASK)
+    ckpt = out["checkpoint"]
+    again = T5Student(cfg, task="synthetic_coin_flip")
+    assert again.model_for(ckpt) == student.model_for(ckpt)
+    assert again.predict(ckpt, [p[0] for p in pairs], stage="baseline") == student.predict(
+        ckpt, [p[0] for p in pairs], stage="baseline"
+    )
+    np.testing.assert_allclose(again.score(ckpt, pairs), student.score(ckpt, pairs), rtol=1e-6)
