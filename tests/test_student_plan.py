@@ -106,6 +106,7 @@ def test_an_owned_knob_in_overrides_is_refused(tiny_vocab):
         StudentConfig(pack=True)
 
 
+@pytest.mark.slow  # trains, decodes and scores twice: about a minute on 2 busy cores
 def test_trained_student_decodes_and_scores_after_a_restart(tmp_path, tiny_vocab_path):
     """Decoding and scoring read the checkpoint's own config: a fresh student (a resumed
     pipeline) gives the same outputs as the one that trained."""
