@@ -196,7 +196,7 @@ def train_effect(task: str, card_lengths: dict, fitted: dict, steps: int, batch:
     from scicot_jax.data.sources import read_examples
     from scicot_jax.data.vocab import get_vocabulary
     from scicot_jax.model import T5Config
-    from scicot_jax.pipeline.student import TokenizedPairs
+    from scicot_jax.pipeline.plan import TokenizedPairs
     from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.trainer import TrainConfig, train
 

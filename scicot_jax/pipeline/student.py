@@ -77,7 +77,7 @@ class T5Student:
         out_dir: Path,
         *,
         stage: str,
-        task: Callable[[str | None], str],
+        task: Callable[[str | None], str] | None = None,
         steps: int | None = None,
     ) -> dict:
         """Train a fresh student on ``pairs`` into ``out_dir`` for ``steps`` (default: the
@@ -85,6 +85,8 @@ class T5Student:
         same data as a SeqIO task and names it (the data source of ``--trainer gin``)."""
         model = self.model
         if self.cfg.trainer == "gin":
+            if task is None:
+                raise ValueError(f"{stage}: the gin trainer needs the data as a SeqIO task")
             enc, enc_len = self._tokens([i for i, _ in pairs], self.max_inputs)
             tgt, tgt_len = self._tokens([t for _, t in pairs], self.max_targets)
             lengths = {"inputs": enc_len, "targets": tgt_len}
