@@ -66,6 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, default=200, help="mixed: student training steps")
     p.add_argument("--eval-batch", type=int, default=64, help="mixed: inference batch size")
     p.add_argument("--data", default="compass,svamp", help="mixed: compass and/or svamp")
+    p.add_argument("--parts", default="generate,score", help="mixed: generate and/or score")
     return p.parse_args(argv)
 
 
@@ -321,10 +322,11 @@ def mixed_case(name: str, args, tmp: Path) -> None:
         "before": lambda: legacy_score(params, config, mesh, enc, tgt, **skw),
         "after": lambda: inference.score(params, config, mesh, enc, tgt, **skw),
     }
-    for label, fns, unit in (
-        ("Stage-1 generation", gen, "generated"),
-        ("MoRSD scoring", sco, "target"),
-    ):
+    parts = {
+        "generate": ("Stage-1 generation", gen, "generated"),
+        "score": ("MoRSD scoring", sco, "target"),
+    }
+    for label, fns, unit in (parts[p] for p in args.parts.split(",")):
         outs = {k: f() for k, f in fns.items()}  # warm-up: compiles every shape
         if label.startswith("Stage"):
             same = [o[0] for o in outs["before"]] == [o[0] for o in outs["after"]]
