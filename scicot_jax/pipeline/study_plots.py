@@ -82,7 +82,7 @@ def line_plot(summary: Sequence[dict], axis: str, path: Path) -> Path:
     for label, pts in sorted(series.items()):
         pts.sort()
         xs, ms, sds = zip(*pts)
-        (line,) = ax.plot(xs, ms, marker="o", label=label)
+        line = ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=label).lines[0]
         ax.fill_between(
             xs, [m - s for m, s in zip(ms, sds)], [m + s for m, s in zip(ms, sds)],
             color=line.get_color(), alpha=0.2,
@@ -91,7 +91,13 @@ def line_plot(summary: Sequence[dict], axis: str, path: Path) -> Path:
     if axis == "degree":
         ax.set_xscale("log", base=2)
     elif axis == "train_tokens":
-        ax.set_xscale("log")
+        xs_all = [x for pts in series.values() for x, _, _ in pts]
+        if xs_all and max(xs_all) > 10 * min(xs_all):
+            ax.set_xscale("log")
+        else:  # compute-matched methods: one budget, a narrow range
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+            lo, hi = min(xs_all, default=0), max(xs_all, default=1)
+            ax.set_xlim(lo * 0.9, hi * 1.1)
     elif axis == "student":
         present = sorted({x_of(r) for r in summary})
         ax.set_xticks(present, [SIZES[int(i)] if i < len(SIZES) else "other" for i in present])
