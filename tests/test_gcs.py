@@ -27,6 +27,7 @@ def _cache(tmp_path_factory):
     enable_compile_cache(tmp_path_factory.mktemp("jax_cache"))
 
 
+@pytest.mark.slow
 def test_train_on_gcs_sigterm_then_resume_is_bitwise_equal(tmp_path, gcs_bucket):
     run = f"{gcs_bucket}/sigterm/run"
     ref = train(_cfg(tmp_path / "ref", 10), lambda s: _skip(toy_batches(), s), return_state=True)
@@ -45,6 +46,7 @@ def test_train_on_gcs_sigterm_then_resume_is_bitwise_equal(tmp_path, gcs_bucket)
     assert any(p.name.startswith("events.out.tfevents") for p in as_path(f"{run}/train").iterdir())
 
 
+@pytest.mark.slow
 def test_converter_to_and_from_gcs(gcs_bucket):
     """t5x checkpoint on gs:// -> orbax params -> t5x layout -> Hugging Face -> orbax params,
     all on gs://, params bitwise equal at every hop."""

@@ -95,6 +95,7 @@ def _local_compile_cache_after(tmp_path):
     compilation_cache.reset_cache()
 
 
+@pytest.mark.slow
 def test_readme_cloud_tpu_commands_run_against_gcs(
     tmp_path, tiny_vocab_path, _local_compile_cache_after
 ):

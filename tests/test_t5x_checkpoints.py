@@ -131,6 +131,7 @@ def _second_moment(vr, vc, v, shape, t5x_axes=None):
     return np.outer(by_dim[0], by_dim[1]) / vr.mean()
 
 
+@pytest.mark.slow
 def test_t5x_restore_semantics_step_and_adafactor_state(tmp_path):
     """From checkpoint_7, TRAIN_STEPS=7 trains nothing and holds t5x's state; TRAIN_STEPS=9 trains
     2 steps; the params-only switch restarts at step 0."""
@@ -179,6 +180,7 @@ def _lookup(tree, key):
     return tree
 
 
+@pytest.mark.slow
 def test_orbax_to_t5x_round_trips_params_step_and_adafactor(tmp_path):
     """A trainer checkpoint -> t5x legacy layout (as t5x's Checkpointer writes it) -> our reader
     and back into optax: params bitwise, the step, and the same preconditioner."""
