@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from scicot_jax.paths import as_path
 from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
@@ -174,6 +175,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
+def _given(**flags: Any) -> dict[str, Any]:
+    """The flags the user gave (None means not given)."""
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 def config_from_args(
     args: argparse.Namespace, base: PipelineConfig | None = None
 ) -> PipelineConfig:
@@ -185,20 +191,16 @@ def config_from_args(
             if not args.task or not args.out:
                 raise SystemExit("run: --task and --out are required (or --config)")
             base = PipelineConfig(task=args.task, out=args.out)
-    top = {
-        k: v
-        for k, v in {
-            "task": args.task,
-            "out": args.out,
-            "data_dir": args.data_dir,
-            "train_fraction": args.train_fraction,
-            "validation_fraction": args.validation_fraction,
-            "match": args.match,
-            "seed": args.seed,
-            "methods": tuple(m for m in args.methods.split(",") if m) if args.methods else None,
-        }.items()
-        if v is not None
-    }
+    top = _given(
+        task=args.task,
+        out=args.out,
+        data_dir=args.data_dir,
+        train_fraction=args.train_fraction,
+        validation_fraction=args.validation_fraction,
+        match=args.match,
+        seed=args.seed,
+        methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
+    )
     if args.limit:
         top["limits"] = {**base.limits, **{k: int(v) for k, v in args.limit}}
     if args.source:
@@ -206,51 +208,43 @@ def config_from_args(
             **base.source_overrides,
             **{k: _value(v) for k, v in args.source},
         }
-    teacher = {
-        k: v
-        for k, v in {
-            "backend": args.teacher,
-            "model": args.teacher_model,
-            "base_url": args.base_url,
-            "api": args.teacher_api,
-            "temperature": args.temperature,
-            "cache": args.cache,
-            "importer": args.importer,
-            "import_path": args.import_path,
-            "replay_path": args.replay_path,
-            "oracle_error_rate": args.oracle_error_rate,
-            "max_requests": args.max_requests,
-        }.items()
-        if v is not None
-    }
+    teacher = _given(
+        backend=args.teacher,
+        model=args.teacher_model,
+        base_url=args.base_url,
+        api=args.teacher_api,
+        temperature=args.temperature,
+        cache=args.cache,
+        importer=args.importer,
+        import_path=args.import_path,
+        replay_path=args.replay_path,
+        oracle_error_rate=args.oracle_error_rate,
+        max_requests=args.max_requests,
+    )
     if args.teacher in ("replay", "import") and not args.teacher_model:
         teacher["model"] = args.teacher  # not the oracle's name on a replayed or imported run
-    student = {
-        k: v
-        for k, v in {
-            "seed": args.seed,  # one seed: teacher failures, data subsample, student
-            "size": args.student,
-            "vocab": args.vocab,
-            "init_checkpoint": args.init_checkpoint,
-            "vocab_size": args.vocab_size,
-            "split_digits": args.split_digits or None,
-            "steps": args.steps,
-            "epochs": args.epochs,
-            "stage2_steps": args.stage2_steps,
-            "batch_size": args.batch_size,
-            "optimizer": args.optimizer,
-            "learning_rate": args.lr,
-            "schedule": args.schedule,
-            "weight_decay": args.weight_decay,
-            "inputs_length": args.inputs_length,
-            "targets_length": args.targets_length,
-            "trainer": args.trainer,
-            "dropout_rate": args.dropout,
-            "pack": args.pack or None,
-            "dtype": args.dtype,
-        }.items()
-        if v is not None
-    }
+    student = _given(
+        seed=args.seed,  # one seed: teacher failures, data subsample, student
+        size=args.student,
+        vocab=args.vocab,
+        init_checkpoint=args.init_checkpoint,
+        vocab_size=args.vocab_size,
+        split_digits=args.split_digits or None,
+        steps=args.steps,
+        epochs=args.epochs,
+        stage2_steps=args.stage2_steps,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        inputs_length=args.inputs_length,
+        targets_length=args.targets_length,
+        trainer=args.trainer,
+        dropout_rate=args.dropout,
+        pack=args.pack or None,
+        dtype=args.dtype,
+    )
     if args.steps is not None and args.epochs is None:
         student["epochs"] = None  # --steps replaces a configured epoch budget
     elif args.steps is None and args.epochs is None and base.student.epochs is None:
@@ -261,16 +255,12 @@ def config_from_args(
         student["overrides"] = {**base.student.overrides, **{k: _value(v) for k, v in args.model}}
     if args.gin:
         student["gin"] = (*base.student.gin, *args.gin)
-    sel = {
-        k: v
-        for k, v in {
-            "per_question": args.per_question,
-            "fraction": args.keep_fraction,
-            "measure": args.similarity,
-            "threshold": args.threshold,
-        }.items()
-        if v is not None
-    }
+    sel = _given(
+        per_question=args.per_question,
+        fraction=args.keep_fraction,
+        measure=args.similarity,
+        threshold=args.threshold,
+    )
     if args.no_difficulty:
         sel["use_difficulty"] = False
     if "per_question" in sel:
