@@ -54,9 +54,12 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     fsync_dir(path.parent)
 
 
+URL_SCHEMES = ("gs://",)
+
+
 def is_url(path: str | os.PathLike[str]) -> bool:
     """gs:// (object storage, reached through scicot_jax.paths; local paths stay stdlib-only)."""
-    return os.fspath(path).startswith("gs://")
+    return os.fspath(path).startswith(URL_SCHEMES)
 
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Any:

@@ -12,18 +12,14 @@ from typing import Any
 
 from etils import epath
 
+from scicot_jax.files import is_url
+
 # TensorFlow's GCS filesystem has no endpoint override and pulls TF into core modules; gcsfs
 # honours STORAGE_EMULATOR_HOST and Cloud TPU VM credentials alike.
 os.environ.setdefault("EPATH_USE_TF", "false")
 
 Path = epath.Path
 PathLike = epath.PathLike
-URL_SCHEMES = ("gs://",)
-
-
-def is_url(path: Any) -> bool:
-    """True for `gs://...` (a string or a path object)."""
-    return os.fspath(path).startswith(URL_SCHEMES)
 
 
 def as_path(path: PathLike) -> epath.Path:
