@@ -502,8 +502,8 @@ class Pipeline:
             sel = self._select(spec)
             entry.update(rationales_used=sel["kept"], selection_summary=sel["summary"])
             trained = [sel.get("scorer_compute") or {}]
+            sel_store = self.steps.step_dir(f"select_{spec.slug}") / "store"
             if spec.method == "finetune_cot":
-                sel_store = self.steps.step_dir(f"select_{spec.slug}") / "store"
                 tr = self._train(
                     f"train_{spec.slug}",
                     lambda: [formats.one_stage(ex, r) for ex, r in self.selected(spec)],
@@ -520,7 +520,6 @@ class Pipeline:
                 entry.update(train_examples=tr["train_examples"])
                 trained.append(tr)
             else:
-                sel_store = self.steps.step_dir(f"select_{spec.slug}") / "store"
                 s1 = self._train(
                     f"stage1_{spec.slug}",
                     lambda: [formats.stage1(ex, r) for ex, r in self.selected(spec)],
