@@ -3,6 +3,8 @@ flawed steps rather than swapped letters, answer-conditioned rationalising, vari
 
 import re
 
+import pytest
+
 from scicot_jax.data import synthetic
 from scicot_jax.data.answers import ANSWER_TRIGGER
 from scicot_jax.teacher import prompts
@@ -84,3 +86,28 @@ def test_phrasing_varies_beyond_templates():
 def test_a_perfect_oracle_stays_available():
     o, exs = _oracle(Behaviour()), _questions(8, 100)
     assert all(_answer(_ask(o, ex, "zs")) == ex.answer for ex in exs)
+
+
+_KINDS = ("coin_flip", "last_letter", "arithmetic", "mc_reasoning")  # compass: tests above
+
+
+@pytest.mark.parametrize("task", _KINDS)
+def test_every_kind_errs_through_a_misread_step(task):
+    """Zero-shot: wrong answers reason consistently from a misread question (not a swapped
+    final answer); some right answers carry a flawed step. Answer-conditioned: always the
+    given answer, sometimes through a flawed step (rationalising)."""
+    o = _oracle()
+    exs = synthetic.generate(task, "train", 300)
+    right = {ex.id: synthetic.write_rationale(task, ex) for ex in exs}  # greedy: variant 0
+    zs = [(ex, _ask(o, ex, "zs").strip()) for ex in exs]
+    wrong = [(ex, t) for ex, t in zs if _answer(t) != ex.answer]
+    assert 0.05 < len(wrong) / len(exs) < 0.45, len(wrong)
+    for ex, t in wrong:
+        fixed = t.replace(f"{ANSWER_TRIGGER} {_answer(t)}.", f"{ANSWER_TRIGGER} {ex.answer}.")
+        assert fixed != right[ex.id], t  # more than the last line differs
+    flawed_right = [t for ex, t in zs if _answer(t) == ex.answer and t != right[ex.id]]
+    assert 0.01 < len(flawed_right) / len(exs) < 0.12, len(flawed_right)
+    ac = [(ex, _ask(o, ex, "ac").strip()) for ex in exs]
+    assert all(_answer(t) == ex.answer for ex, t in ac)
+    flawed = [t for ex, t in ac if t != right[ex.id]]
+    assert 0.04 < len(flawed) / len(exs) < 0.25, len(flawed)  # rationalised + flawed-right

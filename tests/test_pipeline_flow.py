@@ -134,6 +134,42 @@ def test_flow_results_and_resume(tmp_path, monkeypatch):
     assert set(again["skipped_steps"]) == set(again["steps"])
 
 
+def test_morsd_with_a_pretrained_student_scores_directly(tmp_path, monkeypatch):
+    """With --init-checkpoint the pretrained student scores RD itself (as in MoRSD): no probe
+    students, every correct rationale scored once by that checkpoint, the lowest RD kept."""
+    monkeypatch.setattr(teacher_step, "run", fake_teacher)
+    init = tmp_path / "pretrained"
+    init.mkdir()
+    cfg = PipelineConfig(
+        task="synthetic_mc",
+        out=str(tmp_path / "run"),
+        methods=("scicot+morsd:2",),
+        limits={"train": 12, "validation": 5, "test": 6},
+        student=StudentConfig(steps=1, init_checkpoint=str(init), vocab="t5"),
+    )
+    student = FakeStudent()
+    res = run_mod.Pipeline(cfg, student, log=lambda s: None).run()
+    assert not [c for c in student.calls if c[:2] == ("train", "scorer")]  # no probes
+    assert [ckpt for ckpt, _ in student.scored] == [str(init)]
+    scored = student.scored[0][1]
+    assert len(scored) == len(set(scored)) == 21  # 12 questions x 2 samples, 3 wrong
+    sel = res["methods"]["scicot+morsd:2"]
+    assert sel["selection_summary"]["rd_source"] == "pretrained student"
+    assert sel["rationales_used"] == 12
+    run = Path(cfg.out)
+    assert "from pretrained student" in (run / "select_scicot-morsd_d2" / "report.md").read_text()
+    decisions = [
+        json.loads(line)
+        for line in (run / "select_scicot-morsd_d2" / "decisions.jsonl").read_text().splitlines()
+    ]
+    rd = {i: float(len(i) % 7) for i, _ in scored}  # FakeStudent.score
+    assert sorted(d["rd"] for d in decisions if d["rd"] is not None) == sorted(rd.values())
+    for q in {d["example_id"] for d in decisions}:
+        mine = [d for d in decisions if d["example_id"] == q and d["rd"] is not None]
+        kept = [d for d in mine if d["kept"]]
+        assert len(kept) == 1 and kept[0]["rd"] == min(d["rd"] for d in mine)
+
+
 def test_cli_flags_build_config(tmp_path):
     from scicot_jax.pipeline.cli import _parser, config_from_args
 

@@ -14,18 +14,21 @@
 - **Phrasing varies**: openers, step sentences, connectives and conclusions are drawn per
   sentence from the request's random stream (dozens of combinations per step, not templates).
 
-Compass questions get step-level rationales; the other synthetic tasks keep their writers and
-err through a misread question (see ``oracle_server``).
+Compass questions get step-level rationales with a turn executed wrongly; the other synthetic
+tasks keep their writers and their flawed step is a misread one (a number, a flip, a word of the
+question read as another), with the same three flaws (``flawed_rationale``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 
 from scicot_jax.data.answers import ANSWER_TRIGGER
-from scicot_jax.data.synthetic import SYNTHETIC_TASKS
+from scicot_jax.data.examples import Example
+from scicot_jax.data.synthetic import SYNTHETIC_TASKS, write_rationale_and_answer
 
 HARD_WRONG = 0.7  # chance a sampled zero-shot answer to a hard question is wrong
 EASY_WRONG = 0.08  # ... to an easy question
@@ -147,3 +150,69 @@ def compass_rationale(
     out.append(close)
     out.append(f"{ANSWER_TRIGGER} {label}.")
     return " ".join(out), label
+
+
+# -- the other synthetic tasks: a misread step ----------------------------------------------
+def misreads(question: str, rng: random.Random) -> list[str]:
+    """Every way a careless reader misreads the question once, in random order: a number off
+    by 1 or 2, a step read in the wrong direction, one flip read as its opposite, or one
+    quoted word read as another name."""
+    out = []
+    for m in re.finditer(
+        r"(?:gets|finds|buys) (\d+) more|(?:gives away|loses|uses) (\d+)", question
+    ):
+        wrong_way = f"gives away {m.group(1)}" if m.group(1) else f"gets {m.group(2)} more"
+        out.append(question[: m.start()] + wrong_way + question[m.end() :])
+    for m in re.finditer(r"\d+", question):
+        for d in (-2, -1, 1, 2):
+            if int(m.group()) + d >= 1:
+                out.append(question[: m.start()] + str(int(m.group()) + d) + question[m.end() :])
+    for m in re.finditer(r"does not flip|flips", question):
+        new = "flips" if m.group() == "does not flip" else "does not flip"
+        out.append(question[: m.start()] + new + question[m.end() :])
+    quoted = re.search(r'"([^"]+)"', question)
+    if quoted and not out:
+        words = quoted.group(1).split()
+        for i, w in enumerate(words):
+            other = rng.choice([n for n in ("Nina", "Otto", "Lars", "Rosa") if n != w])
+            read = " ".join(words[:i] + [other] + words[i + 1 :])
+            out.append(question[: quoted.start(1)] + read + question[quoted.end(1) :])
+    rng.shuffle(out)
+    return out
+
+
+def _sentences(text: str) -> list[str]:
+    return re.split(r"(?<=\.) ", text)
+
+
+def flawed_rationale(
+    task: str, question: str, choices: tuple, rng: random.Random, flaw: str, variant: int
+) -> str | None:
+    """A rationale of a synthetic question with one misread step (None: no single misreading
+    changes the answer, e.g. none of a multiple-choice question's choices fits one).
+
+    flaw: "wrong" (the misread step carried on consistently: a wrong answer), "flawed_right"
+    (the misread step, then the following steps jump back to the true values),
+    "rationalised" (the misread step carried to the end, then the true conclusion asserted).
+    """
+    right, answer = write_rationale_and_answer(task, Example("", question, "", choices), variant)
+    for seen in misreads(question, rng):
+        try:
+            wrong, wrong_answer = write_rationale_and_answer(
+                task, Example("", seen, "", choices), variant
+            )
+        except (ValueError, KeyError):  # e.g. a result that is none of the choices
+            continue
+        if wrong_answer == answer:
+            continue
+        if flaw == "wrong":
+            return wrong
+        ws, rs = _sentences(wrong), _sentences(right)
+        if len(ws) != len(rs):
+            continue
+        k = next(i for i, (w, r) in enumerate(zip(ws, rs)) if w != r)  # the misread step
+        if flaw == "flawed_right":
+            return " ".join(ws[: k + 1] + rs[k + 1 :])
+        keep = -2 if k < len(ws) - 2 else -1  # the true conclusion (else only the answer line)
+        return " ".join(ws[:keep] + rs[keep:])
+    return None

@@ -19,7 +19,12 @@ from scicot_jax.data.examples import Example
 from scicot_jax.data.synthetic import SYNTHETIC_TASKS, write_rationale_and_answer
 from scicot_jax.teacher.batch_server import BatchFaults
 from scicot_jax.teacher.httpserver import FaultConfig, TeacherServer
-from scicot_jax.teacher.oracle_behaviour import Behaviour, compass_rationale, steps_of
+from scicot_jax.teacher.oracle_behaviour import (
+    Behaviour,
+    compass_rationale,
+    flawed_rationale,
+    steps_of,
+)
 from scicot_jax.teacher.prompts import ParsedPrompt, parse_prompt
 
 UNKNOWN = "I am not sure how to solve this question."
@@ -51,26 +56,6 @@ def _wrong_answer(answer: str, task: str, choices: tuple[tuple[str, str], ...]) 
     if answer.lstrip("-").isdigit():
         return str(int(answer) + 1)
     return answer[:-1] if len(answer) > 1 else answer + "x"
-
-
-def _misread(question: str, rng: random.Random) -> str:
-    """The question as a careless reader sees it: one number or one flip changed."""
-    nums = list(re.finditer(r"\d+", question))
-    if nums:
-        m = rng.choice(nums)
-        new = max(1, int(m.group()) + rng.choice((-2, -1, 1, 2)))
-        return question[: m.start()] + str(new) + question[m.end() :]
-    flips = list(re.finditer(r"does not flip|flips", question))
-    if flips:
-        m = rng.choice(flips)
-        new = "flips" if m.group() == "does not flip" else "does not flip"
-        return question[: m.start()] + new + question[m.end() :]
-    words = re.search(r'"([^"]+)"', question)
-    if words:
-        ws = words.group(1).split()
-        ws[rng.randrange(len(ws))] = rng.choice(("Nina", "Otto", "Lars", "Rosa"))
-        return question[: words.start(1)] + " ".join(ws) + question[words.end(1) :]
-    return question
 
 
 class OracleServer(TeacherServer):
@@ -130,6 +115,7 @@ class OracleServer(TeacherServer):
 
     def _rationale(self, p: ParsedPrompt, task: str, rng: random.Random, temperature: float) -> str:
         b = self.behaviour
+        flaw = None
         if b.active:
             steps, greedy = steps_of(task, p.question), temperature <= 0
             if p.kind == "conditioned":
@@ -141,13 +127,14 @@ class OracleServer(TeacherServer):
                 flaw = "flawed_right"
             if task == "compass":
                 return compass_rationale(p.question, rng, flaw)[0]
-            if flaw == "wrong":
-                return self._wrong_rationale(p, task, rng, 0)
-            # other tasks: their own writers (a flawed step only for compass questions)
         spec = SYNTHETIC_TASKS[task]
         # More phrasings become likely as temperature rises (all of them from T ~ 0.7).
         n_var = 1 if temperature <= 0 else min(spec.num_variants, 1 + int(temperature * 3 + 0.5))
         variant = rng.randrange(n_var)
+        if flaw is not None:  # a misread step (None: no misreading changes the answer)
+            text = flawed_rationale(task, p.question, p.choices, rng, flaw, variant)
+            if text is not None:
+                return text
         wrong = rng.random() < self.error_rate
         ex = Example("", p.question, "", p.choices)
         rationale, answer = write_rationale_and_answer(task, ex, variant)
@@ -157,19 +144,12 @@ class OracleServer(TeacherServer):
 
     def _wrong_rationale(self, p: ParsedPrompt, task: str, rng: random.Random, variant: int) -> str:
         """A wrong rationale: a misread question reasoned consistently, else a wrong last step."""
+        text = flawed_rationale(task, p.question, p.choices, rng, "wrong", variant)
+        if text is not None:
+            return text
         rationale, answer = write_rationale_and_answer(
             task, Example("", p.question, "", p.choices), variant
         )
-        for _ in range(8):  # a misread question gives a consistent but wrong rationale
-            try:
-                alt, alt_answer = write_rationale_and_answer(
-                    task, Example("", _misread(p.question, rng), "", p.choices), variant
-                )
-            except (ValueError, KeyError):
-                continue
-            if alt_answer != answer:
-                return alt
-        # Otherwise a wrong last step.
         final = f"{ANSWER_TRIGGER} {answer}."
         return rationale.replace(
             final, f"{ANSWER_TRIGGER} {_wrong_answer(answer, task, p.choices)}."
