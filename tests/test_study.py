@@ -120,6 +120,12 @@ def test_plot_axes_are_fixed_with_chance_and_teacher_lines(tmp_path, monkeypatch
     def spy(fig, path, **kw):
         ax = fig.axes[0]
         seen[Path(path).name] = (ax.get_ylim(), [t.get_text() for t in ax.get_legend().texts])
+        renderer = fig.canvas.get_renderer()  # the legend sits right of the axes, over no data
+        assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent().x1
+        if Path(path).name == "accuracy_vs_train_fraction.png":
+            seen["fraction_xlim"] = ax.get_xlim()  # one fraction is not a 0.96-1.04 "trend"
+        markers = [m for ln in ax.get_lines() if (m := ln.get_marker()) not in ("None", "_", "|")]
+        seen.setdefault("markers", []).append(markers)
         return real_savefig(fig, path, **kw)
 
     monkeypatch.setattr(plt.Figure, "savefig", spy)
@@ -135,6 +141,9 @@ def test_plot_axes_are_fixed_with_chance_and_teacher_lines(tmp_path, monkeypatch
          "teacher_accuracy_mean": 74.0, "train_tokens_mean": 1e5},
     ]  # fmt: skip
     study_plots.plot_all(summary, tmp_path)
+    assert seen.pop("fraction_xlim") == (0.0, 1.05)
+    for markers in seen.pop("markers"):  # series at one point stay distinguishable
+        assert len(set(markers)) == len(markers), markers
     assert set(seen) == {
         "accuracy_vs_degree.png",
         "accuracy_vs_train_fraction.png",

@@ -9,6 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 FLAT_COLORS = ("tab:red", "tab:brown", "tab:pink", "tab:olive")
+# Hollow markers of distinct shapes: series at the same point (e.g. equal accuracies) stay
+# visible on top of each other.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # 7 shapes against 10 colours: pairs rarely repeat
 SIZES = ("tiny", "small", "base", "large", "xl", "xxl")
 AXES = {  # plot key -> (summary column, x-axis label)
     "degree": ("degree", "diverse-reasoning degree D (samples per question)"),
@@ -51,9 +54,9 @@ def _finish(ax, fig, path: Path, ylabel: str = "test accuracy % (mean ± std)") 
     ax.set_ylim(0, 100)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # Outside the axes, so the legend never hides a line or a band.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
 
@@ -79,10 +82,13 @@ def line_plot(summary: Sequence[dict], axis: str, path: Path) -> Path:
         color = FLAT_COLORS[i % len(FLAT_COLORS)]
         line = ax.axhline(m, lw=1.2, color=color, label=_label(r, axis))
         ax.axhspan(m - sd, m + sd, color=line.get_color(), alpha=0.12)
-    for label, pts in sorted(series.items()):
+    for k, (label, pts) in enumerate(sorted(series.items())):
         pts.sort()
         xs, ms, sds = zip(*pts)
-        line = ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=label).lines[0]
+        marker = MARKERS[k % len(MARKERS)]
+        bars = ax.errorbar(xs, ms, yerr=sds, marker=marker, mfc="none", ms=8 - k % 3, capsize=3,
+                           label=label)  # fmt: skip
+        line = bars.lines[0]
         ax.fill_between(
             xs, [m - s for m, s in zip(ms, sds)], [m + s for m, s in zip(ms, sds)],
             color=line.get_color(), alpha=0.2,
@@ -98,9 +104,13 @@ def line_plot(summary: Sequence[dict], axis: str, path: Path) -> Path:
             ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
             lo, hi = min(xs_all, default=0), max(xs_all, default=1)
             ax.set_xlim(lo * 0.9, hi * 1.1)
+    elif axis == "train_fraction":
+        ax.set_xlim(0, 1.05)  # fractions on their whole range: one value is not a trend
     elif axis == "student":
         present = sorted({x_of(r) for r in summary})
         ax.set_xticks(present, [SIZES[int(i)] if i < len(SIZES) else "other" for i in present])
+    if len({x for pts in series.values() for x, _, _ in pts}) == 1:
+        ax.set_title(f"one {axis.replace('_', ' ')} in this study: nothing swept", fontsize=8)
     ax.set_xlabel(AXES[axis][1])
     return _finish(ax, fig, path)
 
