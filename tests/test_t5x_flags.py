@@ -147,3 +147,42 @@ def test_use_cached_tasks_reads_seqio_cache_dirs(tmp_path, tiny_vocab_path):
             )
     finally:
         seqio.set_global_cache_dirs([])
+
+
+@pytest.mark.slow  # two 1-step trainings of a tiny model in-process: ~30 s
+def test_random_seed_none_draws_a_logged_seed_per_run(tmp_path, tiny_vocab_path, caplog):
+    """RANDOM_SEED=None as in t5x: each run draws a seed at start and logs it; runs differ."""
+    import json
+    import re
+
+    from model_fixtures import enable_compile_cache
+    from test_binaries import LENGTHS, TINY
+
+    from scicot_jax import train
+
+    enable_compile_cache(tmp_path / "jax_cache")
+    seeds, losses = [], []
+    for run in ("a", "b"):
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            train.main(
+                [
+                    "train",
+                    *TINY,
+                    "--gin_file=runs/finetune.gin",
+                    f"--gin.MODEL_DIR={tmp_path / run}",
+                    f"--gin.MIXTURE_OR_TASK_NAME={TASK}",
+                    f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
+                    "--gin.TRAIN_STEPS=1",
+                    "--gin.BATCH_SIZE=4",
+                    "--gin.EVAL_PERIOD=0",
+                    "--gin.RANDOM_SEED=None",
+                ]
+            )
+        drawn = re.findall(r"RANDOM_SEED=None: using seed (\d+)", caplog.text)
+        assert len(drawn) == 1, caplog.text[-2000:]
+        seeds.append(int(drawn[0]))
+        rows = [json.loads(x) for x in (tmp_path / run / "train" / "metrics.jsonl").open()]
+        losses.append(rows[-1]["loss"])
+    assert seeds[0] != seeds[1]
+    assert losses[0] != losses[1]  # other initial params (same data order: the data seed is 42)
