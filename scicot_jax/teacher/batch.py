@@ -8,7 +8,9 @@ zero-shot step 2 goes out as a second batch automatically.
 Exactly-once across kill -9: a job's request keys are committed to the cache (batch_items,
 phase 'built') before anything is uploaded; the phase moves built -> uploaded -> submitting ->
 submitted -> collected, each step committed. A key in a job not yet collected is never put in
-another job. A crash between 'submitting' and 'submitted' (the provider may have the job, we
+another job, nor is a request that an online run sharing the cache holds a live lease on
+(checked again in the transaction that records the job); an online run in turn leaves alone the
+requests of jobs not collected yet (see cache.Cache.lease). A crash between 'submitting' and 'submitted' (the provider may have the job, we
 lack its id) is settled on resume by looking the job up by our input file / job name before
 submitting again. Results are committed to the responses table together with the job's
 'collected' phase, in one transaction, so a crash while downloading downloads again and a
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from scicot_jax.data.store import RationaleStore
 from scicot_jax.files import atomic_write
 from scicot_jax.teacher.batch_clients import BatchClient, JobLost, make_batch_client
-from scicot_jax.teacher.cache import Cache
+from scicot_jax.teacher.cache import Cache, select_in
 from scicot_jax.teacher.pricing import batch_price
 from scicot_jax.teacher.protocol import (
     FatalRequestError,
@@ -69,6 +71,9 @@ class BatchDriver:
         # (status, message) once --max-cost / --max-requests forbid more jobs: the jobs in
         # flight are still waited for and collected, then the run stops.
         self.budget: tuple[str, str] | None = None
+        # Requests to look at again: an online run sharing the cache is sending them, or has
+        # just answered them (the next pass writes their records).
+        self.recheck = 0
 
     # -- the loop ------------------------------------------------------------------------
     async def drive(self) -> None:
@@ -83,6 +88,10 @@ class BatchDriver:
                 return
             submitted, exhausted, busy = self.one_pass(count_skipped=first)
             first = False
+            if submitted == 0 and not self._open() and self.budget is None and self.recheck:
+                # online runs are sending the rest right now: their answers come in seconds
+                await _sleep(self.run, min(1.0, self.run.cfg.batch_poll_s))
+                continue
             if submitted == 0 and not self._open() and self.budget is None:
                 # Keys still busy are in another run's jobs that it has not submitted yet: that
                 # run sends them (re-run it if it died); here they count as failed.
@@ -94,18 +103,23 @@ class BatchDriver:
 
         Returns (requests submitted, requests out of attempts, requests busy in open jobs)."""
         builder = _Builder(self)
-        exhausted = waiting = 0
+        exhausted = waiting = self.recheck = 0
         for chunk in _chunks(self.run.jobs(count_skipped=count_skipped)):
-            reqs = [
+            nexts = [
                 r1req if r1 is None else r2req
                 for r1req, r1, r2req, _ in self.run.cached_responses(chunk)
             ]
-            keys = [r.key for r in reqs]  # type: ignore[union-attr]
+            reqs = [r for r in nexts if r is not None]  # None: answered since jobs() looked
+            self.recheck += len(nexts) - len(reqs)
+            keys = [r.key for r in reqs]
             busy, tries = self._in_flight(keys), self._attempts(keys)
+            leased = self.cache.leased_by_others(keys, self.run.invocation)
             for req in reqs:
-                assert req is not None
                 if req.key in busy:
                     waiting += 1
+                    continue
+                if req.key in leased:
+                    self.recheck += 1
                     continue
                 if tries.get(req.key, 0) >= self.run.cfg.batch_attempts:
                     exhausted += 1
@@ -122,6 +136,7 @@ class BatchDriver:
             jobs = self._open()
             if not jobs:
                 return
+            self._hold(jobs)
             for job in jobs:
                 if self.run.stopping:
                     return
@@ -132,29 +147,55 @@ class BatchDriver:
                 await _sleep(self.run, self.run.cfg.batch_poll_s)
 
     # -- one job -------------------------------------------------------------------------
-    def submit_new(self, reqs: list[GenRequest], lines: list[bytes]) -> bool:
-        """Persist a new job (file + keys), then upload and submit it; False if over budget."""
+    def submit_new(self, reqs: list[GenRequest], lines: list[bytes]) -> int | None:
+        """Persist a new job (file + keys), then upload and submit it; returns the requests
+        it took, None if over budget.
+
+        The job takes only requests that are still free when it is recorded: not cached, in no
+        other open job, under no live online lease (one write transaction decides)."""
         cfg = self.run.cfg
-        est = sum(self.price.cost(estimate_tokens(r.prompt), r.max_tokens) for r in reqs)
-        if cfg.max_cost is not None:
-            spent, held = self._spend()
-            if spent + held + est > cfg.max_cost:
-                self.budget = (
-                    "max_cost",
-                    f"stopped at ${spent:.4f} (+${held:.4f} in flight): a batch of {len(reqs)} "
-                    f"requests could pass --max-cost ${cfg.max_cost:g}",
-                )
-                return False
         local_id = f"scicot-{uuid.uuid4().hex[:16]}"
-        self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"{local_id}.jsonl"
-        atomic_write(path, b"".join(lines))
-        now = time.time()
         with self.cache.transaction():
+            keys = [r.key for r in reqs]
+            taken = (
+                self.cache.cached_keys(keys)
+                | self._in_flight(keys)
+                | self.cache.leased_by_others(keys, self.run.invocation)
+            )
+            if taken:
+                self.recheck += len(taken)
+                free = [i for i, r in enumerate(reqs) if r.key not in taken]
+                reqs, lines = [reqs[i] for i in free], [lines[i] for i in free]
+                if not reqs:
+                    return 0
+            est = sum(self.price.cost(estimate_tokens(r.prompt), r.max_tokens) for r in reqs)
+            if cfg.max_cost is not None:
+                spent, held = self._spend()
+                if spent + held + est > cfg.max_cost:
+                    self.budget = (
+                        "max_cost",
+                        f"stopped at ${spent:.4f} (+${held:.4f} in flight): a batch of "
+                        f"{len(reqs)} requests could pass --max-cost ${cfg.max_cost:g}",
+                    )
+                    return None
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, b"".join(lines))
+            now = time.time()
             self.db.execute(
                 "INSERT INTO batch_jobs(id, run, provider, phase, input_path, requests, est_cost,"
-                " created, updated) VALUES (?, ?, ?, 'built', ?, ?, ?, ?, ?)",
-                (local_id, self.run_id, self.client.provider, str(path), len(reqs), est, now, now),
+                " created, updated, holder) VALUES (?, ?, ?, 'built', ?, ?, ?, ?, ?, ?)",
+                (
+                    local_id,
+                    self.run_id,
+                    self.client.provider,
+                    str(path),
+                    len(reqs),
+                    est,
+                    now,
+                    now,
+                    self.run.invocation,
+                ),
             )
             self.db.executemany(
                 "INSERT INTO batch_items(job, key, request) VALUES (?, ?, ?)",
@@ -162,7 +203,7 @@ class BatchDriver:
             )
         crash_point("built")
         self.advance(self._job(local_id))
-        return True
+        return len(reqs)
 
     def advance(self, job: dict[str, Any]) -> None:
         """One step for each phase the job can leave now (upload, submit, poll, collect)."""
@@ -317,6 +358,15 @@ class BatchDriver:
         names = [c[0] for c in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    def _hold(self, jobs: list[dict[str, Any]]) -> None:
+        """Mark this run as the one polling `jobs`: online runs wait for them while it lives."""
+        mine = self.run.invocation
+        if any(j["holder"] != mine for j in jobs):
+            with self.cache.transaction():
+                self.db.executemany(
+                    "UPDATE batch_jobs SET holder=? WHERE id=?", [(mine, j["id"]) for j in jobs]
+                )
+
     def _update(self, jid: str, **kv: Any) -> None:
         sets = ", ".join(f"{k}=?" for k in kv)
         with self.cache.transaction():
@@ -333,7 +383,7 @@ class BatchDriver:
         """Those of `keys` carried by a job of any run that is not collected yet."""
         return {
             k
-            for (k,) in _in(
+            for (k,) in select_in(
                 self.db,
                 "SELECT i.key FROM batch_items i JOIN batch_jobs j ON i.job=j.id"
                 " WHERE j.phase!='collected' AND i.key IN ({})",
@@ -348,7 +398,7 @@ class BatchDriver:
             f"SELECT key, SUM(CASE outcome WHEN 'fatal' THEN {w} ELSE 1 END) FROM batch_items"
             " WHERE outcome IS NOT NULL AND outcome!='ok' AND key IN ({}) GROUP BY key"
         )
-        return dict(_in(self.db, q, keys))
+        return dict(select_in(self.db, q, keys))
 
     def _spend(self) -> tuple[float, float]:
         """(USD billed by collected jobs, USD held by open ones) of this run."""
@@ -400,15 +450,8 @@ class _Builder:
 
     def flush(self) -> None:
         if self.reqs and not self.driver.run.stopping and self.driver.budget is None:
-            if self.driver.submit_new(self.reqs, self.lines):
-                self.submitted += len(self.reqs)
+            self.submitted += self.driver.submit_new(self.reqs, self.lines) or 0
         self.reqs, self.lines, self.size = [], [], 0
-
-
-def _in(db: Any, query: str, keys: list[str]) -> Iterator[tuple[Any, ...]]:
-    for i in range(0, len(keys), 500):
-        part = keys[i : i + 500]
-        yield from db.execute(query.format(",".join("?" * len(part))), part)
 
 
 def _chunks(jobs: Iterator[Any], n: int = 512) -> Iterator[list[Any]]:

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     succeeded INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
     input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
     cost REAL NOT NULL DEFAULT 0, created REAL NOT NULL, updated REAL NOT NULL, message TEXT,
-    cancel_requested REAL
+    cancel_requested REAL, holder TEXT
 );
 CREATE INDEX IF NOT EXISTS batch_jobs_run ON batch_jobs(run, phase);
 CREATE TABLE IF NOT EXISTS batch_items (
@@ -53,7 +53,9 @@ CREATE TABLE IF NOT EXISTS batch_items (
 CREATE INDEX IF NOT EXISTS batch_items_key ON batch_items(key);
 """
 # leases: requests being sent right now, so that runs sharing the cache send each one once (an
-# expired lease is a dead holder's and is taken over). invocations: each run's counters, saved
+# expired lease is a dead holder's and is taken over). A request in a batch job not collected
+# yet is held by that job (batch_items) as by a lease, for as long as the job's holder (the
+# run polling it) lives; batch jobs take no request leased by a live online run. invocations: each run's counters, saved
 # in the transaction that stores its responses, so a killed run's report is still right.
 
 
@@ -83,8 +85,9 @@ class Cache:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
                 cols = {r[1] for r in self._db.execute("PRAGMA table_info(batch_jobs)")}
-                if "cancel_requested" not in cols:  # a batch_jobs table from before it existed
-                    self._db.execute("ALTER TABLE batch_jobs ADD COLUMN cancel_requested REAL")
+                for col, kind in (("cancel_requested", "REAL"), ("holder", "TEXT")):
+                    if col not in cols:  # a batch_jobs table from before the column existed
+                        self._db.execute(f"ALTER TABLE batch_jobs ADD COLUMN {col} {kind}")
                 self._db.execute(
                     "INSERT OR IGNORE INTO meta(k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,)
                 )
@@ -102,14 +105,8 @@ class Cache:
 
     def get_many(self, keys: list[str]) -> dict[str, GenResponse]:
         """key -> cached response for those of `keys` that are cached (one query per 500)."""
-        out: dict[str, GenResponse] = {}
-        for i in range(0, len(keys), 500):
-            part = keys[i : i + 500]
-            marks = ",".join("?" * len(part))
-            q = f"SELECT key, response FROM responses WHERE key IN ({marks})"
-            for key, resp in self._db.execute(q, part):
-                out[key] = GenResponse.from_json(resp)
-        return out
+        q = "SELECT key, response FROM responses WHERE key IN ({})"
+        return {k: GenResponse.from_json(r) for k, r in select_in(self._db, q, keys)}
 
     def __contains__(self, key: str) -> bool:
         return (
@@ -152,7 +149,8 @@ class Cache:
 
     # -- leases (any thread with its own connection) ---------------------------------------
     def lease(self, key: str, holder: str, ttl: float, stats: Stats | None = None) -> str:
-        """'hit' (cached meanwhile), 'busy' (another holder's live lease) or 'leased'.
+        """'hit' (cached meanwhile), 'busy' (another holder's live lease, or a batch job being
+        polled holds it), 'orphan' (a batch job whose run stopped holds it) or 'leased'.
 
         Taking or renewing a lease saves `stats` (invocation id, counters as JSON) in the same
         transaction, so a request counted as sent is one the cache knows about.
@@ -160,6 +158,13 @@ class Cache:
         with _transaction(self._db):
             if self._db.execute("SELECT 1 FROM responses WHERE key=?", (key,)).fetchone():
                 return "hit"
+            job = self._db.execute(
+                "SELECT j.holder FROM batch_items i JOIN batch_jobs j ON i.job=j.id"
+                " WHERE i.key=? AND j.phase!='collected' LIMIT 1",
+                (key,),
+            ).fetchone()
+            if job is not None:  # the provider may have it: only that job may answer it
+                return "busy" if job[0] and holder_alive(job[0]) else "orphan"
             now = time.time()
             row = self._db.execute(
                 "SELECT holder, expires FROM leases WHERE key=?", (key,)
@@ -172,6 +177,20 @@ class Cache:
             )
             self._save_stats(stats, now)
         return "leased"
+
+    def leased_by_others(self, keys: list[str], holder: str) -> set[str]:
+        """Those of `keys` under another holder's live lease (an online run sending them)."""
+        now, q = time.time(), "SELECT key, holder, expires FROM leases WHERE key IN ({})"
+        return {
+            key
+            for key, other, expires in select_in(self._db, q, keys)
+            if other != holder and expires > now and holder_alive(other)
+        }
+
+    def cached_keys(self, keys: list[str]) -> set[str]:
+        """Those of `keys` that have a cached response."""
+        q = "SELECT key FROM responses WHERE key IN ({})"
+        return {k for (k,) in select_in(self._db, q, keys)}
 
     def release_leases(self, holder: str) -> None:
         """Drops every lease of `holder` (a run that stops hands its requests over)."""
@@ -256,6 +275,14 @@ def holder_alive(holder: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def select_in(db: sqlite3.Connection, query: str, keys: list[str]) -> Iterator[tuple[Any, ...]]:
+    """The rows of `query` with its "{}" bound to `keys`, 500 keys a statement (SQLite limits
+    the parameters of one statement)."""
+    for i in range(0, len(keys), 500):
+        part = keys[i : i + 500]
+        yield from db.execute(query.format(",".join("?" * len(part))), part)
 
 
 class _transaction:

@@ -193,6 +193,11 @@ class _Stopped(Exception):
     """Raised inside a job when the run is stopping (limit, quota, interrupt)."""
 
 
+class _Orphaned(Exception):
+    """The request is in a batch job whose run stopped: the provider may answer it there, so it
+    is not sent online (re-running that batch run collects it)."""
+
+
 def derive_seed(base: int, example_id: str, sample_index: int) -> int:
     """Per-sample seed: distinct per (example, sample), stable across runs."""
     h = hashlib.sha256(f"{base}\x00{example_id}\x00{sample_index}".encode()).digest()
@@ -326,6 +331,7 @@ class TeacherRun:
         self._reserved_cost = 0.0
         self._failing = 0  # consecutive failed requests
         self._pulled = 0  # jobs taken by workers so far: a job's place in the limiter's queue
+        self._orphaned = 0  # requests left to a stopped batch run's open jobs
         self._key: str | None = None
         # Names this invocation in the cache (its counters, its leases on requests in flight).
         self.invocation = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -391,7 +397,8 @@ class TeacherRun:
 
     async def _lease(self, req: GenRequest) -> GenResponse | None:
         """Waits until this run holds the request's lease (another run sharing the cache may
-        be sending it); returns the response instead if that run cached it meanwhile."""
+        be sending it, online or in a batch job); returns the response instead if that run
+        cached it meanwhile. Raises _Orphaned for a batch job whose run stopped."""
         wait = 0.02
         while True:
             state = self.cache.lease(req.key, self.invocation, self._lease_ttl)
@@ -399,6 +406,8 @@ class TeacherRun:
                 return None
             if state == "hit" and (resp := self.cache.get(req.key)) is not None:
                 return resp
+            if state == "orphan":
+                raise _Orphaned
             if self.stopping:
                 raise _Stopped
             await asyncio.sleep(wait)
@@ -408,6 +417,13 @@ class TeacherRun:
         """Cached response, or send with limits and retries; None if it failed for good.
 
         `order` (the job's pull order) ranks the request among those waiting for a slot."""
+        try:
+            return await self._request(req, order)
+        except _Orphaned:
+            self._orphaned += 1
+            return None
+
+    async def _request(self, req: GenRequest, order: int | None) -> GenResponse | None:
         hit = self.cache.get(req.key) or await self._lease(req)
         if hit is not None:
             self.stats.cache_hits += 1
@@ -425,7 +441,17 @@ class TeacherRun:
             s = self.stats
             s.sent += 1
             # Renews the lease and saves the counters: a request is counted before it is sent.
-            self.cache.lease(req.key, self.invocation, self._lease_ttl, self.counters)
+            if (
+                self.cache.lease(req.key, self.invocation, self._lease_ttl, self.counters)
+                != "leased"
+            ):
+                # Queued past the lease's expiry, another run took the request: not ours now.
+                s.sent -= 1
+                await self.limiter.release(est, 0)
+                if (hit := await self._lease(req)) is not None:
+                    s.cache_hits += 1
+                    return hit
+                continue
             s.in_flight += 1
             self._reserved_cost += est_cost
             used, delay = None, 0.0
@@ -864,6 +890,11 @@ class TeacherRun:
                     f"{self.stats.jobs_failed} job(s) failed (see the cache's "
                     "failures); re-run to retry them"
                 )
+                if self._orphaned:
+                    self.message += (
+                        f"; {self._orphaned} request(s) are in batch jobs of a stopped run, "
+                        "not sent online: re-run that run (--mode batch) to collect them"
+                    )
             self.progress.maybe_render(force=True)
             invocations[-1].update(
                 finished=_now(),
