@@ -34,6 +34,7 @@ setup(
         "sentencepiece>=0.2",
         "google-genai>=1.0",
         "httpx>=0.27",
+        "orjson>=3.10",  # JSON of teacher responses and rationale records at 20k+ a second
         "safetensors>=0.4",
         "tensorboardX>=2.6",
         "matplotlib>=3.8",

@@ -1,8 +1,8 @@
 """File helpers shared by the library, the binaries and the teacher tool.
 
 Atomic writes (temp file + fsync + ``os.replace``), JSON and JSONL reading with file:line
-errors, JSONL writing, and advisory (flock) locks. Standard library only: the teacher tool runs
-on machines without jax or TensorFlow.
+errors, JSONL writing, and advisory (flock) locks. Standard library and orjson only: the teacher
+tool runs on machines without jax or TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,6 +15,18 @@ import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+import orjson
+
+
+def json_loads(data: str | bytes) -> Any:
+    """json.loads, through orjson where orjson accepts the text (4x faster, the same values):
+    what it refuses (NaN, integers past 64 bits, UTF-16, bad JSON) goes to json.loads, which
+    returns its usual value or raises its usual error."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -134,7 +146,7 @@ def read_jsonl(
             if not raw.strip():
                 continue
             try:
-                value = json.loads(raw)
+                value = json_loads(raw)
             except json.JSONDecodeError as e:
                 bad = error(f"{path}:{lineno}: invalid JSON ({e.msg})")
             except UnicodeDecodeError as e:

@@ -117,6 +117,27 @@ def test_invalid_record_rejected_on_append(tmp_path):
     assert (tmp_path / "records.jsonl").read_bytes() == b""
 
 
+class _Dict(dict):
+    """A dict that from_json checks field by field (its one-pass check takes only dict)."""
+
+
+_GOOD = rec("e").to_json()
+_VALUES = (None, True, False, -1, 0, 2, 0.5, float("inf"), "", "x", {}, {"a": 1}, [], [1])
+_CASES = [{**_GOOD, name: v} for name in [*_GOOD, "other"] for v in _VALUES]
+_CASES += [{k: v for k, v in _GOOD.items() if k != name} for name in _GOOD] + [_GOOD, []]
+
+
+@pytest.mark.parametrize("d", _CASES)
+def test_the_one_pass_record_check_agrees_with_the_field_by_field_one(d):
+    results = []
+    for form in (d, _Dict(d) if isinstance(d, dict) else d):
+        try:
+            results.append(RationaleRecord.from_json(form))
+        except StoreError as e:
+            results.append(str(e))
+    assert results[0] == results[1]
+
+
 def _hold_lock(run_dir, ready, release):
     store = RationaleStore.open(run_dir)
     store.append(rec("child"))

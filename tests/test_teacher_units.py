@@ -8,6 +8,8 @@ import sqlite3
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scicot_jax.data.examples import Example
 from scicot_jax.teacher import prompts
@@ -52,6 +54,45 @@ def test_cache_key_is_canonical_and_covers_every_field():
         _req(stop=("\nQ:",)),
     ]
     assert len({v.key for v in variants} | {a.key}) == len(variants) + 1
+
+
+def test_cache_keys_of_earlier_versions_still_hit():
+    """Keys are the sha256 of the canonical JSON: pinned, so existing caches keep hitting."""
+    a = GenRequest(
+        "openai-chat",
+        "gpt-4o-mini",
+        "Q: Ann has 3 pens.\nA: Let's think step by step.",
+        0.7,
+        256,
+        1234,
+        2,
+    )
+    b = GenRequest("gemini", "m", 'Q: "\u00e9\u4e2d"\t\x01?', 1, 32, None, 0, ("\nQ:",))
+    assert a.key == "232d03371bdccc5ed602e2ebbb1556c26a7fc5789765ccce9307d2803e0a0999"
+    assert b.key == "e0a7df63e04bd9dbe3048bb82c59dab07719a3ebbdc8aa1967df5a42eac0c6c6"
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prompt=_TEXT,
+    model=_TEXT,
+    temperature=st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(0, 2)),
+    max_tokens=st.integers(-(2**70), 2**70),
+    seed=st.one_of(st.none(), st.integers(-(2**40), 2**40)),
+    stop=st.lists(_TEXT, max_size=3).map(tuple),
+)
+def test_canonical_is_what_the_json_encoder_writes(
+    prompt, model, temperature, max_tokens, seed, stop
+):
+    r = GenRequest("gemini", model, prompt, temperature, max_tokens, seed, 1, stop)
+    d = {**r.__dict__, "stop": list(stop), "temperature": float(temperature)}
+    d.pop("_key", None)
+    want = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert r.canonical() == want
+    assert GenRequest.from_canonical(want).key == r.key
 
 
 def test_cache_hits_failures_and_wal(tmp_path):

@@ -155,9 +155,10 @@ def pick_candidate(
 ) -> str | None:
     """The first (an answer follows a marker) or last (free text) answer candidate in ``body``."""
     found = first
-    if answer_type == "number":
-        cands = [c for c in (normalize_number(x) for x in _number_candidates(body)) if c]
-    elif answer_type == "yes_no":
+    if answer_type == "number":  # normalise only up to the candidate picked (per record)
+        raw = _number_candidates(body)
+        return next(filter(None, map(normalize_number, raw if found else reversed(raw))), None)
+    if answer_type == "yes_no":
         cands = _yes_no_candidates(body)
     elif answer_type == "multiple_choice":
         cands = _choice_candidates(body, choices)

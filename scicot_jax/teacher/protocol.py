@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from json.encoder import encode_basestring
 from typing import Any
+
+from scicot_jax.files import json_loads
 
 PROVIDERS = ("gemini", "openai-chat", "openai-completions")
 
@@ -32,16 +34,35 @@ class GenRequest:
 
     def canonical(self) -> str:
         """Sorted, compact JSON of every field that can change the response."""
-        d = dict(self.__dict__)  # asdict is slow at 20k requests/s
-        d.pop("key", None)  # the cached property, once computed
+        m, si, seed, t = self.max_tokens, self.sample_index, self.seed, self.temperature
+        if (
+            type(m) is int
+            and type(si) is int
+            and (seed is None or type(seed) is int)
+            and type(t) in (int, float)
+            and t - t == 0  # finite
+            and all(type(x) is str for x in (self.provider, self.model, self.prompt, *self.stop))
+        ):
+            # What _CANONICAL writes, spelled out: 3x faster (a re-run computes ~40k a second).
+            return (
+                f'{{"max_tokens":{m},"model":{_str(self.model)},"prompt":{_str(self.prompt)},'
+                f'"provider":{_str(self.provider)},"sample_index":{si},'
+                f'"seed":{"null" if seed is None else seed},'
+                f'"stop":[{",".join(map(_str, self.stop))}],"temperature":{float(t)!r}}}'
+            )
+        d = {f: getattr(self, f) for f in _FIELDS}  # unusual types: the encoder decides
         d["stop"] = list(self.stop)
         d["temperature"] = float(self.temperature)
         return _CANONICAL.encode(d)
 
-    @functools.cached_property
+    @property
     def key(self) -> str:
         """sha256 of the canonical JSON (computed once: cache, batch and writer all ask)."""
-        return hashlib.sha256(self.canonical().encode()).hexdigest()
+        key = self.__dict__.get("_key")
+        if key is None:
+            key = hashlib.sha256(self.canonical().encode()).hexdigest()
+            self.__dict__["_key"] = key  # frozen: the instance dict takes it directly
+        return key
 
     @classmethod
     def from_canonical(cls, text: str) -> GenRequest:
@@ -52,6 +73,8 @@ class GenRequest:
 
 # One encoder (json.dumps builds a new one per call when given options): the same text.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_str = encode_basestring  # how _CANONICAL writes a string (ensure_ascii=False)
+_FIELDS = tuple(f.name for f in fields(GenRequest))
 
 
 @dataclass
@@ -73,7 +96,7 @@ class GenResponse:
 
     @classmethod
     def from_json(cls, text: str) -> GenResponse:
-        return cls(**json.loads(text))
+        return cls(**json_loads(text))
 
 
 class TeacherError(Exception):

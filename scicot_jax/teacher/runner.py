@@ -65,6 +65,8 @@ SIGNATURE_FIELDS = (
     "answer_trigger",
     "seed",
 )
+# examples.jsonl's lines, whose sha256 a resumed run must match (one encoder, not one a call)
+_EXAMPLE_LINE = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
 CHUNK = 512  # jobs looked up in the cache per query (and written per group commit)
 EXIT_CODES = {
     "complete": 0,
@@ -337,6 +339,9 @@ class TeacherRun:
         self.invocation = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A lease outlives one attempt and its back-off; a dead holder's expires.
         self._lease_ttl = cfg.timeout + cfg.backoff_cap + 60.0
+        self._provider = cfg.provider  # asked per request: computed once
+        kind = "teacher_step2" if cfg.prompt == "zero_shot_cot" else "rationale"
+        self._grader = grading.grader_for(self.card, kind)
 
     # -- requests ---------------------------------------------------------------------
     def requests_for(self, ex: Example, k: int) -> GenRequest:
@@ -350,14 +355,14 @@ class TeacherRun:
         else:
             text, stop = prompts.few_shot(ex, self.exemplars), prompts.FEW_SHOT_STOP
         return GenRequest(
-            cfg.provider, cfg.model, text, cfg.temperature, cfg.max_tokens, seed, k, stop
+            self._provider, cfg.model, text, cfg.temperature, cfg.max_tokens, seed, k, stop
         )
 
     def step2_for(self, first: GenRequest, reasoning: GenResponse) -> GenRequest:
         cfg = self.cfg
         text = prompts.zero_shot_step2(first.prompt, reasoning.text, cfg.answer_trigger)
         return GenRequest(
-            cfg.provider,
+            self._provider,
             cfg.model,
             text,
             cfg.answer_temperature,
@@ -540,20 +545,18 @@ class TeacherRun:
         self, ex: Example, k: int, first: GenRequest, r1: GenResponse, r2: GenResponse | None
     ) -> RationaleRecord:
         """The record of job (ex, k) from its responses (r2: zero-shot step 2's)."""
-        card, cfg = self.card, self.cfg
+        cfg = self.cfg
         extra: dict[str, Any] = {"seed": first.seed, "finish_reason": r1.finish_reason}
         tokens_in, tokens_out = r1.input_tokens, r1.output_tokens
         if r2 is not None:
             tokens_in, tokens_out = tokens_in + r2.input_tokens, tokens_out + r2.output_tokens
             extra["answer_completion"] = r2.text
             rationale = r1.text.strip()
-            pred, ok = grading.grader_for(card, "teacher_step2").grade(
-                r2.text, ex.answer, ex.choices
-            )
+            pred, ok = self._grader.grade(r2.text, ex.answer, ex.choices)
         else:
             text = r1.text.split("\nQ:")[0] if cfg.prompt == "few_shot" else r1.text
             rationale = text.strip()
-            pred, ok = grading.grader_for(card, "rationale").grade(text, ex.answer, ex.choices)
+            pred, ok = self._grader.grade(text, ex.answer, ex.choices)
         if r1.truncated:
             extra["truncated"] = True
             self.stats.truncated += 1
@@ -645,7 +648,7 @@ class TeacherRun:
         old = (manifest.get("examples") or {}) if manifest else {}
         old_n, prefix = int(old.get("count", 0)), None
         for ex in self.source():
-            line = json.dumps(ex.to_json(), ensure_ascii=False, sort_keys=True)
+            line = _EXAMPLE_LINE.encode(ex.to_json())
             hashes.append(id_hash(ex.id))
             digest.update(line.encode() + b"\n")
             n += 1
