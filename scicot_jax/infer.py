@@ -60,12 +60,13 @@ def run(
     """Runs prediction or scoring of shard `shard_id` of `num_shards`; returns {task: path}.
 
     shard_id/num_shards split the examples across separate infer jobs (t5x's infer flags);
-    within a job every process decodes its own slice of each batch and process 0 writes.
+    within a job each host reads and decodes only its data shard of the job's examples, the
+    rows are gathered in the examples' order and process 0 writes them.
     """
     import jax
 
     from scicot_jax.files import write_jsonl
-    from scicot_jax.runtime import inference
+    from scicot_jax.runtime import inference, multihost
     from scicot_jax.runtime import partitioning as part
 
     if mode not in MODES:
@@ -77,6 +78,8 @@ def run(
     part.maybe_initialize_distributed()
     mesh = part.make_mesh(model_parallel)
     config, params = inference.load_model(checkpoint_path, gin_utils.plain(model), mesh)
+    host, hosts = part.host_shard(mesh)
+    mine = multihost.shard_info(host, hosts, shard_id, num_shards)
     lengths = dict(task_feature_lengths or {"inputs": 512, "targets": 128})
     if input_file is not None:
         examples, vocab = _jsonl_examples(
@@ -88,24 +91,21 @@ def run(
             targets_key if mode == "score" else None,
             limit,
             config.eos_id,
+            mine,
         )
-        tasks = [(as_path(input_file).name.split(".")[0], examples[shard_id::num_shards], vocab)]
+        tasks = [(as_path(input_file).name.split(".")[0], examples, vocab)]
     else:
         from scicot_jax.data.seqio_feed import sub_tasks
 
+        local_limit = multihost.local_limit(limit, host, hosts)
         tasks = [
-            (
-                t.name,
-                *_task_examples(
-                    t.name, split, lengths, module, limit, use_cached, shard_id, num_shards
-                ),
-            )
+            (t.name, *_task_examples(t.name, split, lengths, module, local_limit, use_cached, mine))
             for t in sub_tasks(mixture_or_task_name, module)
             if split in t.splits
         ]
     written = {}
     for task, exs, vocab in tasks:
-        log.info("%s %s: %d examples", mode, task, len(exs))
+        log.info("%s %s: %d examples on this host (shard %d of %d)", mode, task, len(exs), *mine)
         if mode == "score":
             rows = _score_rows(inference, params, config, mesh, exs, lengths, batch_size)
         else:
@@ -124,16 +124,19 @@ def run(
                 top_p=top_p,
                 alpha=alpha,
                 seed=seed,
+                progress=f"{mode} {task}",
             )
             rows = [
                 _prediction_row(e, toks, scores, vocab, mode, return_all_decodes)
                 for e, (toks, scores) in zip(exs, outs)
             ]
+        rows = multihost.gather_shards(rows, host, hosts)
         path = as_path(output_dir) / f"{task}-{mode}.jsonl-{shard_id:05}-of-{num_shards:05}"
         if jax.process_index() == 0:
             write_jsonl(path, rows)
             log.info("wrote %d rows to %s", len(rows), path)
         written[task] = str(path)
+    part.sync_processes("infer outputs written")  # on return every host can read them
     return written
 
 
@@ -183,13 +186,12 @@ def _task_examples(
     module: str | None,
     limit: int | None,
     use_cached: bool,
-    shard_id: int,
-    num_shards: int,
+    shard: tuple[int, int],
 ) -> tuple[list[dict], Any]:
     from scicot_jax.data.seqio_feed import task_examples
 
     exs, task = task_examples(
-        name, split, lengths, module, limit, use_cached=use_cached, shard=(shard_id, num_shards)
+        name, split, lengths, module, limit, use_cached=use_cached, shard=shard
     )
     vocab = task.output_features["targets"].vocabulary
     return [
@@ -213,20 +215,25 @@ def _jsonl_examples(
     targets_key: str | None,
     limit: int | None,
     eos_id: int,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[list[dict], Any]:
-    """Reads and tokenizes a JSONL file (EOS appended after trimming, as SeqIO does)."""
+    """Reads a JSONL file's first `limit` rows and tokenizes shard (index, count) of them, rows
+    index, index + count, ... (EOS appended after trimming, as SeqIO does). Every row is checked
+    on every host, so a bad row stops all of a pod's hosts, not one."""
     from scicot_jax.data.tokens import with_eos
     from scicot_jax.data.vocab import get_vocabulary
     from scicot_jax.files import read_jsonl
 
     vocab = get_vocabulary(vocabulary)
     out = []
-    for lineno, obj in read_jsonl(path):
-        if limit is not None and len(out) >= limit:
+    for n, (lineno, obj) in enumerate(read_jsonl(path)):
+        if limit is not None and n >= limit:
             break
         for key in [inputs_key] + ([targets_key] if targets_key else []):
             if not isinstance(obj.get(key), str):
                 raise ValueError(f"{path}:{lineno}: field {key!r} missing or not a string")
+        if n % shard[1] != shard[0]:
+            continue
         ex = {
             "id": str(obj.get(id_key, f"line-{lineno}")),
             "inputs_text": obj[inputs_key],

@@ -5,7 +5,7 @@ binaries' mains, with whatever t5x flags it is given (tests/test_multiprocess.py
 
 MODE "all" evaluates and infers with the model it trained, "all@MODEL_DIR" with another run's
 (so inference is compared on the same weights), "train=STEPS" only trains (to STEPS, resuming
-from OUT_DIR's checkpoints).
+from OUT_DIR's checkpoints), "pipeline" runs a pipeline's student steps.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 BASE_TASK = "scicot:synthetic_coin_flip:baseline"
-TASK = "pods_test:coin_flip"  # BASE_TASK plus an "odd" split of 5 validation examples
+TASK = "pods_test:coin_flip"  # BASE_TASK plus splits "odd" (5 examples) and "one" (1)
 LENGTHS = "{'inputs': 64, 'targets': 8}"
 TINY = [
     "--gin_file=models/tiny.gin",
@@ -28,7 +28,8 @@ TINY = [
 
 
 def register_task() -> None:
-    """TASK: BASE_TASK's splits plus "odd" (hosts of a 2-process run get 3 and 2 examples)."""
+    """TASK: BASE_TASK's splits plus "odd" (hosts of a 2-process run get 3 and 2 examples) and
+    "one" (host 1 of 2 gets none)."""
     import seqio
 
     import scicot_jax.tasks  # noqa: F401 - registers BASE_TASK
@@ -36,18 +37,68 @@ def register_task() -> None:
     base = seqio.get_mixture_or_task(BASE_TASK)
 
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
-        if split == "odd":
-            return base.source.get_dataset("validation", shuffle=False).take(5)
+        if split in SMALL_SPLITS:
+            return base.source.get_dataset("validation", shuffle=False).take(SMALL_SPLITS[split])
         return base.source.get_dataset(split, shuffle=False)
 
     seqio.TaskRegistry.add(
         TASK,
-        source=seqio.FunctionDataSource(dataset_fn, splits=[*base.splits, "odd"]),
+        source=seqio.FunctionDataSource(dataset_fn, splits=[*base.splits, *SMALL_SPLITS]),
         output_features=base.output_features,
         preprocessors=base.preprocessors,
         postprocess_fn=base._postprocess_fn,  # seqio keeps no public handle
         metric_fns=base.metric_fns,
     )
+
+
+SMALL_SPLITS = {"odd": 5, "one": 1}
+
+
+def count_reads_and_decodes() -> None:
+    """Prints "READ n" / "DECODED n" for every split read and every batch of examples decoded
+    or scored by this process (the test checks that no host handles the whole split)."""
+    from scicot_jax.data import seqio_feed
+    from scicot_jax.runtime import inference
+
+    def counted(module, name, label, count):
+        fn = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            print(f"{label} {count(args, out)}", flush=True)
+            return out
+
+        setattr(module, name, wrapper)
+
+    counted(seqio_feed, "task_examples", "READ", lambda args, out: len(out[0]))
+    counted(inference, "predict", "DECODED", lambda args, out: len(args[3]))
+    counted(inference, "score", "DECODED", lambda args, out: len(args[3]))
+
+
+def run_pipeline(out: str, flags: list[str]) -> None:
+    """The pipeline's student steps (Sci-CoT + MoRSD: probes, scoring, two stages, the Stage-1
+    student's rationales, evaluation) on a stand-in teacher, tiny students, fp32."""
+    from test_pipeline_flow import fake_teacher  # tests/ is this script's directory
+
+    from scicot_jax.pipeline import teacher_step
+    from scicot_jax.pipeline.config import PipelineConfig, StudentConfig
+    from scicot_jax.pipeline.run import run_pipeline as run
+    from scicot_jax.runtime import partitioning as part
+
+    given = dict(f[2:].split("=", 1) for f in flags if "=" in f)
+    if "process_count" in given:
+        part.initialize_distributed(
+            given["coordinator_address"], int(given["process_count"]), int(given["process_index"])
+        )
+    teacher_step.run = fake_teacher
+    cfg = PipelineConfig(
+        task="synthetic_mc",
+        out=f"{out}/pipeline",
+        methods=("scicot+morsd:2",),
+        limits={"train": 12, "validation": 5, "test": 6},  # 5: hosts get 3 and 2
+        student=StudentConfig(steps=2, batch_size=8, eval_batch_size=8, vocab_size=256),
+    )
+    run(cfg, log=lambda s: print(s, flush=True))
 
 
 def main(mode: str, out: str, flags: list[str]) -> None:
@@ -56,6 +107,10 @@ def main(mode: str, out: str, flags: list[str]) -> None:
     from scicot_jax.train import cli as train
 
     register_task()
+    count_reads_and_decodes()
+    if mode == "pipeline":
+        run_pipeline(out, flags)
+        return
 
     task = [f"--gin.MIXTURE_OR_TASK_NAME={TASK}", f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}"]
     steps = int(mode.split("=")[1]) if mode.startswith("train=") else 3
@@ -98,19 +153,25 @@ def main(mode: str, out: str, flags: list[str]) -> None:
     if mode.startswith("train="):
         print(f"STOPPED_AT {result.step} preempted={result.preempted}", flush=True)
         return
-    eval_bin.main(
-        [
-            "eval",
-            *flags,
-            "--gin_file=runs/eval.gin",
-            *task,
-            f"--gin.CHECKPOINT_PATH={model_dir}",
-            f"--gin.EVAL_OUTPUT_DIR={out}/eval",
-            "--gin.evaluate.limit=12",
-            "--gin.BATCH_SIZE=8",
-        ]
-    )
-    for gin_file in ("runs/infer.gin", "runs/score.gin"):
+    for split, limit in (("validation", 12), ("one", 12)):  # "one": host 1 of 2 has no rows
+        eval_bin.main(
+            [
+                "eval",
+                *flags,
+                "--gin_file=runs/eval.gin",
+                *task,
+                f"--gin.CHECKPOINT_PATH={model_dir}",
+                f"--gin.EVAL_OUTPUT_DIR={out}/eval-{split}",
+                f"--gin.MIXTURE_OR_TASK_SPLIT='{split}'",
+                f"--gin.evaluate.limit={limit}",
+                "--gin.BATCH_SIZE=8",
+            ]
+        )
+    for gin_file, split in (
+        ("runs/infer.gin", "validation"),
+        ("runs/score.gin", "validation"),
+        ("runs/infer.gin", "one"),
+    ):
         infer.main(
             [
                 "infer",
@@ -119,7 +180,8 @@ def main(mode: str, out: str, flags: list[str]) -> None:
                 f"--gin_file={gin_file}",
                 *task,
                 f"--gin.CHECKPOINT_PATH={model_dir}",
-                f"--gin.INFER_OUTPUT_DIR={out}/infer",
+                f"--gin.INFER_OUTPUT_DIR={out}/infer-{split}",
+                f"--gin.MIXTURE_OR_TASK_SPLIT='{split}'",
                 "--gin.infer.limit=12",
                 "--gin.BATCH_SIZE=8",
             ]

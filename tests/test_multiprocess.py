@@ -110,20 +110,37 @@ def test_two_processes_equal_one(tmp_path):
     # eval binary (process 0 wrote t5x's files to EVAL_OUTPUT_DIR), infer predict (greedy) and
     # score: both runs on the pod's weights
     task = "pods_test:coin_flip"
-    ev = [_jsonl(d / f"eval/{task}-000003.jsonl") for d in (pod, one)]
+    ev = [_jsonl(d / f"eval-validation/{task}-000003.jsonl") for d in (pod, one)]
     assert len(ev[0]) == 12
     assert [(r["input"], r["prediction"]) for r in ev[0]] == [
         (r["input"], r["prediction"]) for r in ev[1]
     ]
     np.testing.assert_allclose([r["score"] for r in ev[0]], [r["score"] for r in ev[1]], rtol=1e-5)
-    assert _jsonl(pod / f"eval/{task}-metrics.jsonl") == _jsonl(one / f"eval/{task}-metrics.jsonl")
-    pred = [_jsonl(d / f"infer/{task}-predict.jsonl-00000-of-00001") for d in (pod, one)]
-    assert len(pred[0]) == 12 and pred[0] == pred[1]
-    sc = [_jsonl(d / f"infer/{task}-score.jsonl-00000-of-00001") for d in (pod, one)]
+    for split in ("validation", "one"):  # "one": host 1 read and decoded nothing, no hang
+        metrics = [_jsonl(d / f"eval-{split}/{task}-metrics.jsonl") for d in (pod, one)]
+        assert metrics[0] == metrics[1]
+    assert len(_jsonl(pod / f"eval-one/{task}-000003.jsonl")) == 1
+    for split, n in (("validation", 12), ("one", 1)):
+        pred = [
+            _jsonl(d / f"infer-{split}/{task}-predict.jsonl-00000-of-00001") for d in (pod, one)
+        ]
+        assert len(pred[0]) == n and pred[0] == pred[1]
+    sc = [_jsonl(d / f"infer-validation/{task}-score.jsonl-00000-of-00001") for d in (pod, one)]
     assert [r["inputs"] for r in sc[0]] == [r["inputs"] for r in sc[1]]
     np.testing.assert_allclose(
         [r["score"] for r in sc[0]], [r["score"] for r in sc[1]], rtol=1e-5, atol=1e-5
     )
+
+    # each host read and decoded only its shard: per call, the hosts' counts add up to the
+    # one-process count (eval 12, eval "one" 1, predict 12, score 12, predict "one" 1)
+    for what in ("READ", "DECODED"):
+        counts = [_counts(_log(pod, i), what) for i in (0, 1)] + [_counts(_log(one, 0), what)]
+        assert counts[2] == [12, 1, 12, 12, 1], (what, counts)
+        assert counts[0] == [6, 1, 6, 6, 1] and counts[1] == [6, 0, 6, 6, 0], (what, counts)
+
+
+def _counts(log: str, what: str) -> list[int]:
+    return [int(line.split()[1]) for line in log.splitlines() if line.startswith(f"{what} ")]
 
 
 def _flatten(tree, prefix=""):

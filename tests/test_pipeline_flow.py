@@ -51,7 +51,7 @@ class FakeStudent:
         (Path(out_dir) / "pairs.json").write_text(json.dumps(pairs))
         return {"checkpoint": str(out_dir), "train_tokens": 7 * len(pairs), "steps": steps or 1}
 
-    def predict(self, checkpoint, inputs, *, stage):
+    def predict(self, checkpoint, inputs, *, stage, infer_input):
         self.calls.append(("predict", stage, len(inputs)))
         memory = dict(map(tuple, json.loads((Path(checkpoint) / "pairs.json").read_text())))
         return [memory.get(x, "Therefore, the answer is A.") for x in inputs]

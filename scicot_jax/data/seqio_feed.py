@@ -182,9 +182,12 @@ def task_examples(
 ) -> tuple[list[dict[str, Any]], Any]:
     """Preprocessed examples of a task split, in order, with ids and texts; plus the task.
 
-    use_cached reads the SeqIO cache (seqio's cache_tasks_main); shard=(index, count) keeps
-    that shard of the split (t5x infer's shard_id/num_shards). Each dict has `id`, `inputs`/`targets` (token lists, trimmed), `inputs_pretokenized`,
-    `targets_pretokenized` (str) and the task's other string fields (for postprocessing).
+    use_cached reads the SeqIO cache (seqio's cache_tasks_main); shard=(index, count) reads
+    only that shard of the split (seqio.ShardInfo: examples index, index + count, ... of a
+    single-file source; a pod host's part, t5x infer's shard_id/num_shards), `limit` of them.
+    Each dict has `id` (else "<split>-<position in the split>"), `inputs`/`targets` (token
+    lists, trimmed), `inputs_pretokenized`, `targets_pretokenized` (str) and the task's other
+    string fields (for postprocessing).
     """
     import seqio
     import tensorflow as tf
@@ -205,7 +208,7 @@ def task_examples(
         if limit is not None and i >= limit:
             break
         row = {k: _py(v) for k, v in ex.items()}
-        row.setdefault("id", f"{split}-{i}")
+        row.setdefault("id", f"{split}-{shard[0] + i * shard[1]}")
         out.append(row)
     return out, task
 

@@ -50,8 +50,11 @@ class Student(Protocol):
         """Train on (inputs, targets) texts, the data ``task(vocabulary)`` registers as a SeqIO
         task and names; returns at least {"checkpoint", "train_tokens"}."""
 
-    def predict(self, checkpoint: str, inputs: Sequence[str], *, stage: str) -> list[str]:
-        """Greedy outputs, one per input."""
+    def predict(
+        self, checkpoint: str, inputs: Sequence[str], *, stage: str, infer_input: Path
+    ) -> list[str]:
+        """Greedy outputs, one per input (the T5 student goes through the infer binary's files:
+        `infer_input` holds the inputs, its directory infer's outputs)."""
 
     def score(self, checkpoint: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Mean token negative log-likelihood of each target given its input."""
@@ -201,13 +204,12 @@ class Pipeline:
                 if r.correct and r.sample_index < degree and question_half(r.example_id) == half
             ]
             train = self.by_id("train")
-            store = self._new_store(
+            self._new_store(
                 d / "store",
                 f"probe{half}_{key}_d{degree}",
                 {"source": f"half {half} of teacher_{key}", "samples_per_example": degree},
                 recs,
             )
-            store.close()
             return self._train_stage(
                 d,
                 [formats.stage2(train[r.example_id], r.rationale) for r in recs],
@@ -279,7 +281,7 @@ class Pipeline:
                     "selection": asdict(sel_cfg),
                 },
                 sel.kept,
-            ).close()
+            )
             write_report(sel, d, title=f"Rationale selection for {spec.label}")
             return {
                 "kept": len(sel.kept),
@@ -293,19 +295,26 @@ class Pipeline:
             inputs={"selection": sel_cfg.__dict__, "budget": self._budget_key()},
         )
 
-    def _new_store(self, path: Path, name: str, manifest: dict, records: Sequence = ()) -> Any:
-        """A fresh rationale-store run (a crashed step's partial one is replaced)."""
+    def _new_store(self, path: Path, name: str, manifest: dict, records: Sequence = ()) -> None:
+        """A fresh rationale-store run (a crashed step's partial one is replaced); on a pod
+        process 0 writes it and the others wait for it (the run dir is shared)."""
         import shutil
 
         from scicot_jax.data.store import RationaleStore
+        from scicot_jax.runtime import multihost
 
-        if path.exists():
-            shutil.rmtree(path)
-        run_name = f"{self.run_dir.name}_{name}"
-        store = RationaleStore.create(path, {"card": self.card.name, "name": run_name, **manifest})
-        store.write_examples([ex for s in data_step.SPLITS for ex in self.examples(s)])
-        store.extend(records)
-        return store
+        def write() -> None:
+            if path.exists():
+                shutil.rmtree(path)
+            run_name = f"{self.run_dir.name}_{name}"
+            store = RationaleStore.create(
+                path, {"card": self.card.name, "name": run_name, **manifest}
+            )
+            store.write_examples([ex for s in data_step.SPLITS for ex in self.examples(s)])
+            store.extend(records)
+            store.close()
+
+        multihost.on_process_zero(write, f"rationale store {path}")
 
     def selected(self, spec: MethodSpec) -> list[tuple[Example, str]]:
         from scicot_jax.data.store import RationaleStore
@@ -418,7 +427,9 @@ class Pipeline:
             for split in ("train", *self.cfg.eval_splits):
                 exs = self.examples(split)
                 inputs = [formats.render_question(ex) for ex in exs]
-                outs = self.student.predict(ckpt, inputs, stage="stage1")
+                outs = self.student.predict(
+                    ckpt, inputs, stage="stage1", infer_input=d / "infer" / f"{split}.jsonl"
+                )
                 graded = grading.grade_outputs(grader, split, exs, inputs, outs)
                 for ex, row in zip(exs, graded):
                     records.append(
@@ -442,7 +453,7 @@ class Pipeline:
                 f"rationales_{spec.slug}",
                 {"source": f"student:{ckpt}", "prompt_kind": "stage1", "samples_per_example": 1},
                 records,
-            ).close()
+            )
             return {"rationale_answer_accuracy": acc}
 
         return self.steps.run(f"rationales_{spec.slug}", work, inputs={"checkpoint": ckpt})
@@ -466,7 +477,9 @@ class Pipeline:
             for split in self.cfg.eval_splits:
                 exs = self.examples(split)
                 inputs = [inputs_fn(split, ex) for ex in exs]
-                outs = self.student.predict(ckpt, inputs, stage=stage)
+                outs = self.student.predict(
+                    ckpt, inputs, stage=stage, infer_input=d / "infer" / f"{split}.jsonl"
+                )
                 rows = grading.grade_outputs(grader, split, exs, inputs, outs)
                 grading.write_predictions(d / f"predictions_{split}.jsonl", rows)
                 acc[split] = grading.accuracy_from_predictions(rows).get(split)

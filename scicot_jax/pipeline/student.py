@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scicot_jax.data.tokens import with_eos
+from scicot_jax.files import atomic_write
 from scicot_jax.pipeline import plan
 from scicot_jax.pipeline.config import StudentConfig
 
@@ -112,7 +113,8 @@ class T5Student:
             lengths, per_example = data.lengths, data.tokens_per_example
             extra = {"truncated": data.truncated}
         self._configs[str(out_dir)] = model
-        (out_dir / STUDENT_FILE).write_text(json.dumps({"lengths": lengths, "stage": stage}))
+        # every host of a pod writes the same file: atomically, so none reads half of it
+        atomic_write(out_dir / STUDENT_FILE, json.dumps({"lengths": lengths, "stage": stage}))
         return {
             "checkpoint": str(out_dir),
             "steps": res.step,
@@ -179,35 +181,60 @@ class T5Student:
         """Token lists ending in EOS (cut to ``limit``) and a padded length for them, in steps
         of 64 so that splits of similar lengths share one compiled decoder."""
         rows = [with_eos(self.vocab.encode(t), limit, self.model.eos_id) for t in texts]
-        return rows, min(limit, plan.round_up(max(len(r) for r in rows), 64))
+        return rows, min(limit, plan.round_up(max((len(r) for r in rows), default=1), 64))
 
-    def predict(self, checkpoint: str, inputs: Sequence[str], *, stage: str) -> list[str]:
-        """Greedy decodes, batched and sharded over the data axis."""
+    def predict(
+        self,
+        checkpoint: str,
+        inputs: Sequence[str],
+        *,
+        stage: str,
+        infer_input: Path | None = None,
+    ) -> list[str]:
+        """Greedy decodes through the infer binary's t5x files (``pipeline.infer_files``):
+        ``infer_input`` (default ``<checkpoint>/infer/<stage>.jsonl``) gets the texts, and
+        predictions come from infer's output files beside it. A complete set already there
+        (e.g. from a user's infer jobs on a pod) is read as it is; else infer runs here, on
+        every process of a pod, each host decoding its shard."""
         if not inputs:
             return []
-        from scicot_jax.runtime import inference
+        from scicot_jax import infer
+        from scicot_jax.pipeline import infer_files
+        from scicot_jax.runtime import multihost
 
-        rows, length = self._tokens(inputs, self.max_inputs)
-        outs = inference.predict(
-            self.params(checkpoint),
-            self.model_for(checkpoint),
-            self.mesh,
-            rows,
-            input_length=length,
-            max_decode_length=self.decode_length(checkpoint),
-            batch_size=self.cfg.eval_batch_size,
-            progress=f"predict {stage}",
-        )
-        return [self.vocab.decode(tokens[0]) for tokens, _ in outs]
+        path = Path(infer_input or Path(checkpoint) / "infer" / f"{stage}.jsonl")
+        infer_files.write_inputs(path, inputs)
+        outs = infer_files.read_predictions(path, inputs)
+        if not all(multihost.allgather_objects(outs is not None)):  # every host, or none, runs
+            _, length = self._tokens(inputs, self.max_inputs)
+            log.info("predict %s: %d inputs through infer -> %s", stage, len(inputs), path.parent)
+            infer.run(
+                checkpoint_path=checkpoint,
+                output_dir=str(path.parent),
+                input_file=str(path),
+                vocabulary=self._vocab_spec,
+                model=self.model_for(checkpoint),
+                task_feature_lengths={"inputs": length, "targets": self.decode_length(checkpoint)},
+                batch_size=self.cfg.eval_batch_size,
+            )
+            outs = infer_files.read_predictions(path, inputs)
+            if outs is None:
+                raise RuntimeError(f"{path.parent}: infer wrote no complete predictions for {path}")
+        return outs
 
     def score(self, checkpoint: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Mean token NLL of each target given its input (the RD of MoRSD for stage-2 pairs)."""
+        """Mean token NLL of each target given its input (the RD of MoRSD for stage-2 pairs);
+        on a pod each host scores its shard of the pairs."""
         if not pairs:
             return []
-        from scicot_jax.runtime import inference
+        from scicot_jax.runtime import inference, multihost
+        from scicot_jax.runtime import partitioning as part
 
-        enc, enc_len = self._tokens([i for i, _ in pairs], self.max_inputs)
-        tgt, tgt_len = self._tokens([t for _, t in pairs], self.max_targets)
+        host, hosts = part.host_shard(self.mesh)
+        enc, enc_len = self._tokens([i for i, _ in pairs[host::hosts]], self.max_inputs)
+        tgt, tgt_len = self._tokens([t for _, t in pairs[host::hosts]], self.max_targets)
+        # every host pads to the same lengths (one compiled shape)
+        enc_len, tgt_len = (max(x) for x in zip(*multihost.allgather_objects([enc_len, tgt_len])))
         res = inference.score(
             self.params(checkpoint),
             self.model_for(checkpoint),
@@ -219,4 +246,4 @@ class T5Student:
             batch_size=self.cfg.eval_batch_size,
             progress="score",
         )
-        return [-r["mean_logprob"] for r in res]
+        return multihost.gather_shards([-r["mean_logprob"] for r in res], host, hosts)

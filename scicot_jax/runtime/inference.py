@@ -1,4 +1,9 @@
-"""Batched, data-sharded prediction and scoring over token lists (shared by infer and eval)."""
+"""Batched, data-sharded prediction and scoring over token lists (shared by infer and eval).
+
+On a pod each process passes only its own examples (its data shard, `partitioning.data_layout`)
+and gets their results; the processes agree on the number of batches and their padded lengths,
+so a host with fewer (or no) examples feeds filler batches instead of leaving the others waiting.
+"""
 
 from __future__ import annotations
 
@@ -99,24 +104,53 @@ def plan_batches(
     return out
 
 
+def agree_batches(batches: Sequence[Batch], local_batch: int) -> list[Batch]:
+    """The batches every process runs in lockstep: as many as the busiest host has, each padded
+    to the longest bucket any host needs for it; a host out of rows gets filler batches."""
+    if jax.process_count() == 1:
+        return list(batches)
+    from jax.experimental import multihost_utils
+
+    counts = np.asarray(multihost_utils.process_allgather(np.int32(len(batches))))
+    n = int(counts.max())
+    features = len(batches[0].lengths) if batches else 0
+    features = int(np.asarray(multihost_utils.process_allgather(np.int32(features))).max())
+    lens = np.zeros((n, features), np.int32)
+    for k, b in enumerate(batches):
+        lens[k] = b.lengths
+    agreed = np.asarray(multihost_utils.process_allgather(lens)).max(axis=0)
+    filler = Batch((-1,) * local_batch, 0, ())
+    return [
+        dataclasses.replace(batches[k] if k < len(batches) else filler, lengths=tuple(map(int, ls)))
+        for k, ls in enumerate(agreed)
+    ]
+
+
+def batch_rows(seqs: Sequence[Sequence[int]], batch: Batch, filler: Sequence[int]) -> list:
+    """The token lists of a batch's rows; `filler` for the rows of a filler batch."""
+    return [seqs[i] if i >= 0 else filler for i in batch.rows]
+
+
 def run_pipelined(
     batches: Sequence[Batch],
     dispatch: Callable[[int, Batch], Any],
     unpack: Callable[[Batch, Any], Sequence[Any]],
     progress: str | None = None,
+    sharding: Any = None,
 ) -> list[Any]:
     """Per-example results in the caller's order; a progress line labelled ``progress``.
 
     `dispatch(k, batch)` starts batch k on the device and returns its device arrays without
-    waiting; `unpack(batch, host_arrays)` turns fetched arrays into one result per real row.
-    Batch k+1 is dispatched before batch k is fetched, so the device never waits on the host.
+    waiting; `unpack(batch, host_arrays)` turns this process's fetched rows (`sharding`: the
+    inputs') into one result per real row. Batch k+1 is dispatched before batch k is fetched,
+    so the device never waits on the host.
     """
     results: dict[int, Any] = {}
     shown = progress is not None and jax.process_index() == 0
     bar = StepProgress(progress or "", len(batches), unit="rows", enabled=shown)
 
     def drain(batch: Batch, arrays: Any) -> None:
-        host = part.fetch_global(arrays)  # every process gets every row (pods: allgather)
+        host = part.process_rows(arrays, sharding) if sharding is not None else arrays
         for i, r in zip(batch.rows[: batch.size], unpack(batch, host)):
             results[i] = r
         bar.advance(bar.step + 1, batch.size)
@@ -153,21 +187,23 @@ def predict(
 ) -> list[tuple[list[list[int]], list[float]]]:
     """Per input: (num_decodes token lists cut at EOS, scores), best first for beam.
 
+    `inputs` are this process's examples (all of them on one host); `batch_size` is global.
     Inputs are truncated at `input_length`; batch k (in length-sorted order) samples with
     rng fold_in(key(seed), k).
     """
     from scicot_jax.model.decoding import generate
 
-    data_sh = part.batch_sharding(mesh)
-    batch_size = _fit_batch(batch_size, mesh)
-    batches = plan_batches([[len(r) for r in inputs]], [input_length], batch_size)
+    data_sh, local = _local_batch(batch_size, mesh)
+    batches = plan_batches([[len(r) for r in inputs]], [input_length], local)
+    batches = agree_batches(batches, local)
 
     def dispatch(k: int, batch: Batch) -> Any:
-        enc = pad_rows([inputs[i] for i in batch.rows], batch.lengths[0], config.pad_id)
+        rows = batch_rows(inputs, batch, [config.eos_id])
+        enc = pad_rows(rows, batch.lengths[0], config.pad_id)
         return generate(
             params,
             config,
-            part.put_global(enc, data_sh),
+            part.to_global({"x": enc}, data_sh)["x"],
             max_decode_length=max_decode_length,
             method=method,
             num_decodes=num_decodes,
@@ -188,7 +224,7 @@ def predict(
             for j in range(batch.size)
         ]
 
-    return run_pipelined(batches, dispatch, unpack, progress)
+    return run_pipelined(batches, dispatch, unpack, progress, data_sh)
 
 
 def score(
@@ -203,26 +239,31 @@ def score(
     batch_size: int = 32,
     progress: str | None = None,
 ) -> list[dict[str, float]]:
-    """Per example: sum/mean log-probability of the target tokens and their count."""
+    """Per example: sum/mean log-probability of the target tokens and their count.
+
+    `inputs`/`targets` are this process's examples (all of them on one host); `batch_size` is
+    global.
+    """
     from scicot_jax.model.scoring import score as score_fn
 
     if len(inputs) != len(targets):
         raise ValueError(f"score: {len(inputs)} inputs but {len(targets)} targets")
-    data_sh = part.batch_sharding(mesh)
-    batch_size = _fit_batch(batch_size, mesh)
+    data_sh, local = _local_batch(batch_size, mesh)
     lengths = [[len(r) for r in inputs], [len(r) for r in targets]]
-    batches = plan_batches(lengths, [input_length, target_length], batch_size)
+    batches = plan_batches(lengths, [input_length, target_length], local)
+    batches = agree_batches(batches, local)
 
     def dispatch(k: int, batch: Batch) -> Any:
-        enc = pad_rows([inputs[i] for i in batch.rows], batch.lengths[0], config.pad_id)
-        tgt = pad_rows([targets[i] for i in batch.rows], batch.lengths[1], config.pad_id)
+        eos = [config.eos_id]
+        enc = pad_rows(batch_rows(inputs, batch, eos), batch.lengths[0], config.pad_id)
+        tgt = pad_rows(batch_rows(targets, batch, eos), batch.lengths[1], config.pad_id)
         dec_in = shift_right(tgt, config.decoder_start_id)
         arrays = {
             "encoder_input_tokens": enc,
             "decoder_input_tokens": dec_in,
             "decoder_target_tokens": tgt,
         }
-        return score_fn(params, config, part.put_global(arrays, data_sh))
+        return score_fn(params, config, part.to_global(arrays, data_sh))
 
     def unpack(batch: Batch, res: Any) -> list:
         return [
@@ -234,13 +275,16 @@ def score(
             for j in range(batch.size)
         ]
 
-    return run_pipelined(batches, dispatch, unpack, progress)
+    return run_pipelined(batches, dispatch, unpack, progress, data_sh)
 
 
-def _fit_batch(batch_size: int, mesh: Any) -> int:
-    """Rounds the batch up to a multiple of the data axis so it shards evenly."""
+def _local_batch(batch_size: int, mesh: Any) -> tuple[Any, int]:
+    """(batch sharding, this process's rows per batch): the global batch is rounded up to a
+    multiple of the data axis so it shards evenly."""
     d = mesh.shape[part.DATA_AXIS]
-    return max(d, -(-batch_size // d) * d)
+    rows = max(d, -(-batch_size // d) * d)
+    sharding = part.batch_sharding(mesh)
+    return sharding, rows // part.data_layout(sharding, rows)[1]
 
 
 def _cut(tokens: np.ndarray, eos: int, pad: int) -> list[int]:

@@ -119,29 +119,63 @@ def sync_processes(what: str) -> None:
     multihost.sync_global_processes(f"scicot:{what}:{next(_SYNCS)}", timeout=3600)
 
 
-def put_global(batch: Any, sharding: NamedSharding) -> Any:
-    """Numpy arrays of the whole global batch (the same on every process) -> global jax.Arrays.
+def data_layout(sharding: NamedSharding, rows: int) -> tuple[int, int]:
+    """(shard id, number of shards) of this process's rows of a `rows`-row global batch.
 
-    Each process transfers only the rows of its own devices, so on a pod every host feeds and
-    computes just its slice of the batch.
+    As t5x's data layout: processes whose devices hold the same rows (model parallelism across
+    hosts) form one shard and must feed the same data; a host feeds rows // num_shards rows.
     """
-    return jax.tree.map(
-        lambda x: jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx]), batch
-    )
+    by_process: dict[int, set[int]] = {}
+    for d, idx in sharding.devices_indices_map((rows,)).items():
+        by_process.setdefault(d.process_index, set()).update(range(*idx[0].indices(rows)))
+    blocks = sorted({min(r) for r in by_process.values()})
+    return blocks.index(min(by_process[jax.process_index()])), len(blocks)
 
 
-def fetch_global(arrays: Any) -> Any:
-    """Global jax.Arrays -> numpy on every process (gathered across hosts when sharded)."""
+def host_shard(mesh: Mesh) -> tuple[int, int]:
+    """(shard id, number of shards) of this process's examples for batches over `mesh`."""
+    return data_layout(batch_sharding(mesh), mesh.shape[DATA_AXIS])
+
+
+def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """This process's rows of every feature -> global jax.Arrays (inverse: `process_rows`).
+
+    On a pod every host feeds and computes just its own rows of the global batch.
+    """
+    out = {}
+    for k, x in batch.items():
+        x = np.asarray(x)
+        shards = data_layout(sharding, x.shape[0] * jax.process_count())[1]
+        out[k] = jax.make_array_from_process_local_data(
+            sharding, x, (x.shape[0] * shards,) + x.shape[1:]
+        )
+    return out
+
+
+def process_rows(arrays: Any, sharding: NamedSharding) -> Any:
+    """Global jax.Arrays whose rows follow an input fed with `to_global(.., sharding)` -> numpy
+    of this process's rows (no cross-host traffic unless the output sits elsewhere)."""
     if jax.process_count() == 1:
         return jax.device_get(arrays)
-    from jax.experimental import multihost_utils
 
-    return jax.tree.map(
-        lambda x: np.asarray(
-            x if x.is_fully_replicated else multihost_utils.process_allgather(x, tiled=True)
-        ),
-        arrays,
-    )
+    def one(x: jax.Array) -> np.ndarray:
+        mine = sorted(
+            {
+                r
+                for idx in sharding.addressable_devices_indices_map(x.shape[:1]).values()
+                for r in range(*idx[0].indices(x.shape[0]))
+            }
+        )
+        out, seen = np.empty(x.shape, x.dtype), np.zeros(x.shape, bool)
+        for s in x.addressable_shards:
+            out[s.index], seen[s.index] = np.asarray(s.data), True
+        if seen[mine].all():
+            return out[mine]
+        from jax.experimental import multihost_utils  # rows live on other hosts: gather
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))[mine]
+
+    return jax.tree.map(one, arrays)
 
 
 def make_mesh(

@@ -28,17 +28,29 @@ def evaluate_task(
     max_decode_length: int | None = None,
     use_cached: bool = False,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """(metrics keyed "<task>/<metric>", prediction rows) for greedy decoding of `split`."""
+    """(metrics keyed "<task>/<metric>", prediction rows) for greedy decoding of `split`.
+
+    On a pod each host reads and decodes only its data shard of the split (every H-th example);
+    the rows are gathered, in the split's order, so every process returns all of them.
+    """
+    from scicot_jax.runtime import multihost
+    from scicot_jax.runtime import partitioning as part
+
+    host, hosts = part.host_shard(mesh)
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     for task in data_feed.sub_tasks(task_name, module):
         if split not in task.splits or not task.metric_fns:
             continue
         examples, _ = data_feed.task_examples(
-            task.name, split, feature_lengths, module, limit, use_cached=use_cached
+            task.name,
+            split,
+            feature_lengths,
+            module,
+            multihost.local_limit(limit, host, hosts),
+            use_cached=use_cached,
+            shard=(host, hosts),
         )
-        if not examples:
-            continue
         vocab = task.output_features["targets"].vocabulary
         outs = inference.predict(
             params,
@@ -49,37 +61,42 @@ def evaluate_task(
             max_decode_length=max_decode_length or feature_lengths["targets"],
             batch_size=batch_size,
         )
-        preds, targets = [], []
-        for ex, (toks, scores) in zip(examples, outs):
-            text = vocab.decode(toks[0])
-            pred = task.postprocess_fn(text, example=ex, is_target=False)
-            target = task.postprocess_fn(
-                ex.get("targets_pretokenized", ""), example=ex, is_target=True
-            )
-            preds.append(pred)
-            targets.append(target)
-            rows.append(
-                {
-                    "task": task.name,
-                    "input": ex,
-                    "id": ex["id"],
-                    "inputs": ex.get("inputs_pretokenized", ""),
-                    "output": text,
-                    "prediction": pred,
-                    "target": target,
-                    "targets_pretokenized": ex.get("targets_pretokenized", ""),
-                    "score": scores[0],
-                    # the grader's view (scicot_jax.data.grading): accuracy recomputes from these
-                    "split": split,
-                    "parsed": pred or None,
-                    "gold": target,
-                    "correct": _row_correct(task, target, pred),
-                }
-            )
+        mine = [
+            _row(task, split, ex, vocab.decode(toks[0]), scores[0])
+            for ex, (toks, scores) in zip(examples, outs)
+        ]
+        task_rows = multihost.gather_shards(mine, host, hosts)
+        if not task_rows:
+            continue
+        rows += task_rows
+        targets = [r["target"] for r in task_rows]
+        preds = [r["prediction"] for r in task_rows]
         for fn in task.metric_fns:
             for k, v in fn(targets, preds).items():
                 metrics[f"{task.name}/{k}"] = float(getattr(v, "value", v))
     return metrics, rows
+
+
+def _row(task: Any, split: str, ex: dict[str, Any], text: str, score: float) -> dict[str, Any]:
+    """One prediction row: the example, decoded text, postprocessed prediction and target."""
+    pred = task.postprocess_fn(text, example=ex, is_target=False)
+    target = task.postprocess_fn(ex.get("targets_pretokenized", ""), example=ex, is_target=True)
+    return {
+        "task": task.name,
+        "input": ex,
+        "id": ex["id"],
+        "inputs": ex.get("inputs_pretokenized", ""),
+        "output": text,
+        "prediction": pred,
+        "target": target,
+        "targets_pretokenized": ex.get("targets_pretokenized", ""),
+        "score": score,
+        # the grader's view (scicot_jax.data.grading): accuracy recomputes from these
+        "split": split,
+        "parsed": pred or None,
+        "gold": target,
+        "correct": _row_correct(task, target, pred),
+    }
 
 
 def _row_correct(task: Any, target: str, pred: str) -> bool | None:

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
+from scicot_jax.runtime.partitioning import to_global  # noqa: F401 - its home; re-exported
+
 log = logging.getLogger(__name__)
 
 Batches = Iterable[dict[str, np.ndarray]] | Callable[[int], Iterable[dict[str, np.ndarray]]]
@@ -31,16 +33,6 @@ def open_batches(batches: Batches, start: int) -> Iterator[dict[str, np.ndarray]
         for _ in itertools.islice(it, start):
             pass
     return it
-
-
-def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """This host's rows of every feature -> global arrays sharded over the data axis."""
-    out = {}
-    for k, x in batch.items():
-        x = np.asarray(x)
-        global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
-        out[k] = jax.make_array_from_process_local_data(sharding, x, global_shape)
-    return out
 
 
 class Prefetcher:

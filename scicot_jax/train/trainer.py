@@ -446,12 +446,24 @@ def _evaluate(
 def _lockstep(batches: Any, limit: int | None) -> Any:
     """This host's eval batches, padded so every process runs the same number of steps.
 
-    Hosts read their own shards, which may hold different numbers of batches; a host that runs
-    out feeds zero batches (zero tokens carry no loss weight) until all are done, instead of
-    leaving the others waiting in a collective forever.
+    Hosts read their own shards, which may hold different numbers of batches (or none); a host
+    that runs out feeds zero batches (zero tokens carry no loss weight; shaped like the other
+    hosts' batches) until all are done, instead of leaving the others waiting in a collective.
     """
     it = iter(batches)
-    last = None
+    zero = None
+    if jax.process_count() > 1:
+        from scicot_jax.runtime import multihost
+
+        first = next(it, None)
+        it = itertools.chain([first] if first is not None else [], it)
+        specs = multihost.allgather_objects(
+            None if first is None else {k: [v.shape, v.dtype.str] for k, v in first.items()}
+        )
+        spec = next((s for s in specs if s is not None), None)
+        if spec is None:
+            return
+        zero = {k: np.zeros(shape, np.dtype(dt)) for k, (shape, dt) in spec.items()}
     for _ in itertools.count() if limit is None else range(limit):
         b = next(it, None)
         part.sync_processes("eval batch")  # the eval step may still be compiling elsewhere
@@ -462,12 +474,7 @@ def _lockstep(batches: Any, limit: int | None) -> Any:
                 return
         elif b is None:
             return
-        if b is None:
-            if last is None:
-                raise ValueError(f"process {jax.process_index()} has no eval batches")
-            b = {k: np.zeros_like(v) for k, v in last.items()}
-        last = b
-        yield b
+        yield zero if b is None else b
 
 
 def _check_batch(batch: dict, config: TrainConfig, mesh: Any) -> None:
