@@ -103,6 +103,9 @@ def test_macro_overridden_by_a_direct_binding_is_not_an_error():
         ("finetune", "EVAL_PERIOD", 3, "train.eval_period"),
         ("finetune", "INITIAL_CHECKPOINT_PATH", "/ckpt", "train.initial_checkpoint_path"),
         ("finetune", "DROPOUT_RATE", 0.3, "T5Config.dropout_rate"),
+        ("finetune", "EVALUATOR_NUM_EXAMPLES", 8, "train.infer_eval_examples"),
+        ("finetune", "JSON_WRITE_N_RESULTS", 2, "train.json_write_n_results"),
+        ("finetune", "USE_HARDWARE_RNG", False, "train.use_hardware_rng"),
         ("eval", "EVAL_OUTPUT_DIR", "/out", "evaluate.output_dir"),
         ("eval", "USE_CACHED_TASKS", True, "evaluate.use_cached"),
         ("eval", "MIXTURE_OR_TASK_SPLIT", "test", "evaluate.split"),
@@ -125,6 +128,47 @@ def test_t5x_macros_reach_their_parameters(files, macro, value, param):
     gin_utils.parse_gin(extra, [*base, f"{macro} = {value!r}"])
     gin_utils.check_macros_used()
     assert _value(param) == value != before
+
+
+@pytest.mark.parametrize("macro", ["TRAIN_STEPS_RELATIVE", "EVALUATOR_USE_MEMORY_CACHE"])
+def test_t5x_macros_we_do_not_support_are_refused(macro):
+    """t5x macros without a meaning here fail the run instead of being ignored."""
+    gin_utils.parse_gin(["models/tiny.gin", "runs/finetune.gin"], [*REQUIRED, f"{macro} = 1"])
+    with pytest.raises(ValueError, match=f"gin macro '{macro}' is set but nothing reads it"):
+        gin_utils.check_macros_used()
+
+
+def test_use_hardware_rng_picks_the_dropout_key(monkeypatch, tiny_vocab_path):
+    """USE_HARDWARE_RNG: XLA's RngBitGenerator keys (ours default True), else threefry."""
+    from scicot_jax import train
+    from scicot_jax.train import trainer
+
+    seen = []
+
+    def fake_train(config, *args, **kwargs):  # records the config instead of training
+        seen.append(config)
+        return trainer.TrainResult(0, False, {}, {}, config.model_dir)
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    argv = ["train", "--gin_file=models/tiny.gin", "--gin_file=runs/finetune.gin"]
+    argv += ["--gin.MODEL_DIR=/tmp/unused", f"--gin.MIXTURE_OR_TASK_NAME={TASK}"]
+    for flag in ([], ["--gin.USE_HARDWARE_RNG=False"]):
+        train.main([*argv, *flag])
+    assert [c.dropout_rng_impl for c in seen] == ["rbg", "threefry2x32"]
+
+
+def test_json_write_n_results_limits_the_rows_written(tmp_path):
+    """JSON_WRITE_N_RESULTS as SeqIO's JSONLogger: first N rows; 0 no rows file; None all."""
+    from scicot_jax.runtime.task_eval import write_t5x_outputs
+
+    keys = ("input", "target", "prediction", "score", "split", "parsed", "gold", "correct")
+    rows = [dict(dict.fromkeys(keys, i), task="t") for i in range(3)]
+    for n, written in ((None, 3), (2, 2), (0, None)):
+        out = tmp_path / str(n)
+        write_t5x_outputs(out, 5, {"t/accuracy": 1.0}, rows, n)
+        path = out / "t-000005.jsonl"
+        assert (len(path.read_text().splitlines()) if path.exists() else None) == written
+        assert (out / "t-metrics.jsonl").is_file()
 
 
 def test_use_cached_tasks_reads_seqio_cache_dirs(tmp_path, tiny_vocab_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from typing import Any
@@ -108,11 +109,16 @@ def _row_correct(task: Any, target: str, pred: str) -> bool | None:
 
 
 def write_t5x_outputs(
-    out_dir: PathLike, step: int, metrics: dict[str, float], rows: list[dict[str, Any]]
+    out_dir: PathLike,
+    step: int,
+    metrics: dict[str, float],
+    rows: list[dict[str, Any]],
+    write_n_results: int | None = None,
 ) -> None:
     """SeqIO JSONLogger's files (process 0): `{task}-{step:06}.jsonl`, `{task}-metrics.jsonl`.
 
     Metrics are keyed "<task>/<metric>"; each task's line holds {"step", <metric>: value}.
+    write_n_results: the first N rows per task only; 0 writes no rows file (JSONLogger's).
     """
     import jax
 
@@ -125,6 +131,8 @@ def write_t5x_outputs(
             path = out / f"{task}-metrics.jsonl"
             old = path.read_text() if path.exists() else ""
             atomic_write(path, old + json.dumps({"step": step, **mine}) + "\n")
+        if write_n_results == 0:
+            continue
         keys = ("input", "target", "prediction", "score", "split", "parsed", "gold", "correct")
         mine_rows = ({k: r[k] for k in keys} for r in rows if r["task"] == task)
-        write_jsonl(out / f"{task}-{step:06}.jsonl", mine_rows)
+        write_jsonl(out / f"{task}-{step:06}.jsonl", itertools.islice(mine_rows, write_n_results))

@@ -35,6 +35,8 @@ def run(
     eval_steps: int | None = None,
     infer_eval: bool = False,
     infer_eval_examples: int | None = 256,
+    json_write_n_results: int | None = None,
+    use_hardware_rng: bool = True,
     initial_checkpoint_path: str | None = None,
     initial_params_only: bool = False,
     model_parallel: int = 1,
@@ -44,7 +46,9 @@ def run(
     """Trains `model` on a SeqIO task; gin binds every argument (see gin/runs/finetune.gin).
 
     eval_period > 0 with an eval_dataset logs teacher-forced eval loss, and with infer_eval
-    also the task's SeqIO metrics on greedy predictions (first infer_eval_examples examples).
+    also the task's SeqIO metrics on greedy predictions (first infer_eval_examples examples),
+    writing the first json_write_n_results of them (None: all) as t5x's JSONLogger does.
+    use_hardware_rng: dropout keys from XLA's RngBitGenerator ("rbg"), else threefry.
     """
     import jax
 
@@ -86,6 +90,7 @@ def run(
         eval_steps=eval_steps,
         initial_checkpoint_path=initial_checkpoint_path or None,
         initial_params_only=initial_params_only,
+        dropout_rng_impl="rbg" if use_hardware_rng else "threefry2x32",
     )
     mesh = part.make_mesh(model_parallel)
     eval_fn = None
@@ -105,7 +110,9 @@ def run(
                 use_cached=eval_dataset.use_cached,
             )
             # t5x's in-training SeqIO evaluator writes here too
-            task_eval.write_t5x_outputs(as_path(model_dir) / "inference_eval", step, metrics, rows)
+            task_eval.write_t5x_outputs(
+                as_path(model_dir) / "inference_eval", step, metrics, rows, json_write_n_results
+            )
             return metrics
 
     result = train(
