@@ -130,9 +130,12 @@ def test_t5x_macros_reach_their_parameters(files, macro, value, param):
     assert _value(param) == value != before
 
 
-@pytest.mark.parametrize("macro", ["TRAIN_STEPS_RELATIVE", "EVALUATOR_USE_MEMORY_CACHE"])
+@pytest.mark.parametrize(
+    "macro", ["TRAIN_STEPS_RELATIVE", "EVALUATOR_USE_MEMORY_CACHE", "VOCABULARY", "OPTIMIZER"]
+)
 def test_t5x_macros_we_do_not_support_are_refused(macro):
-    """t5x macros without a meaning here fail the run instead of being ignored."""
+    """t5x macros without a meaning here fail the run instead of being ignored (the vocabulary
+    comes with the task, the optimizer from OptimizerConfig)."""
     gin_utils.parse_gin(["models/tiny.gin", "runs/finetune.gin"], [*REQUIRED, f"{macro} = 1"])
     with pytest.raises(ValueError, match=f"gin macro '{macro}' is set but nothing reads it"):
         gin_utils.check_macros_used()
@@ -230,3 +233,27 @@ def test_random_seed_none_draws_a_logged_seed_per_run(tmp_path, tiny_vocab_path,
         losses.append(rows[-1]["loss"])
     assert seeds[0] != seeds[1]
     assert losses[0] != losses[1]  # other initial params (same data order: the data seed is 42)
+
+
+def test_absl_log_dir_and_verbosity_take_effect(tmp_path):
+    """absl's --log_dir writes the log there and -v 1 lets DEBUG through (in a subprocess:
+    absl's flags and handlers are process-wide)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "from scicot_jax.runtime import gin_utils\n"
+        "args, _ = gin_utils.parse_args(sys.argv, 't')\n"
+        "gin_utils.apply_t5x_flags(args)\n"
+        "logging.getLogger('probe').debug('debug line reached the log')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, f"--log_dir={tmp_path}", "-v", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    logs = [p.read_text() for p in tmp_path.iterdir() if p.is_file()]
+    assert any("debug line reached the log" in text for text in logs), (logs, r.stderr[-2000:])

@@ -272,9 +272,9 @@ def apply_t5x_flags(args: argparse.Namespace) -> None:
     from absl import flags
 
     if flags.FLAGS["verbosity"].present:  # absl's -v/--verbosity sets the Python log level
-        from absl import logging as absl_logging
+        from absl.logging import converter
 
-        logging.getLogger().setLevel(absl_logging.absl_to_standard(flags.FLAGS.verbosity))
+        logging.getLogger().setLevel(converter.absl_to_standard(flags.FLAGS.verbosity))
     if flags.FLAGS["log_dir"].present and flags.FLAGS.log_dir:
         from absl import logging as absl_logging
 
