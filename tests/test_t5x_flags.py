@@ -93,6 +93,13 @@ def test_macro_overridden_by_a_direct_binding_is_not_an_error():
     "files, macro, value, param",
     [
         ("finetune", "Z_LOSS", 0.5, "LossConfig.z_loss"),
+        ("finetune", "BATCH_SIZE", 8, "train/DatasetConfig.batch_size"),
+        (
+            "finetune",
+            "TASK_FEATURE_LENGTHS",
+            {"inputs": 8, "targets": 4},
+            "train/DatasetConfig.task_feature_lengths",
+        ),
         ("finetune", "LABEL_SMOOTHING", 0.1, "LossConfig.label_smoothing"),
         ("finetune", "LOSS_NORMALIZING_FACTOR", 1024.0, "LossConfig.loss_normalizing_factor"),
         ("finetune", "USE_CACHED_TASKS", True, "train/DatasetConfig.use_cached"),
