@@ -11,8 +11,10 @@ BPE models of 1024 pieces, as the pipeline trains). Per workload it prints densi
 tokens / token slots over inputs + targets) and real tokens/s for: SeqIO's packer at the card's
 lengths (before), best-fit at the card's lengths, and best-fit at lengths fitted to the data
 (`packing.fit_lengths`) within each `--row_tokens` budget ("card" = the card's inputs+targets).
-Rates and densities exclude the first 2 * open_rows rows (start-up: the packer's open rows
-filling, also SeqIO's shuffle buffer).
+Rates and densities exclude the first `packing_window` rows (start-up: the packer's window
+filling with fresh examples, also SeqIO's shuffle buffer). Lengths are fitted to the whole train
+split: a row of 20 examples wastes about the error of its inputs:targets ratio, and the first
+examples of a locally shuffled stream can be off by several percent.
 
 `--train N` also trains a tiny T5 on the compass workload twice with the same seed (SeqIO packer
 at the card's lengths, then best-fit at fitted lengths) and prints real tokens/s and the steps
@@ -147,7 +149,7 @@ def measure(task: str, lengths: dict, batch_size: int, batches: int, packer: str
 
     cfg = DatasetConfig(task, dict(lengths), batch_size=batch_size, seed=0, packer=packer)
     it = train_batches(cfg)(0)
-    for _ in range(-(-2 * cfg.packing_open_rows // batch_size)):  # start-up: open rows filling
+    for _ in range(-(-cfg.packing_window // batch_size)):  # start-up: the window filling
         next(it)
     t0 = time.perf_counter()
     real = slots = examples = 0
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{workload}: skipped ({SHARED} absent)")
                 continue
             task, card_lengths = register(tmp, workload, a.examples)
-            sample = sample_examples(task, 4096, 1500)
+            sample = sample_examples(task, 4096, 50_000)  # the whole split
             fitted = {}
             for budget in a.row_tokens.split(","):
                 total = sum(card_lengths.values()) if budget == "card" else int(budget)

@@ -34,10 +34,11 @@ class DatasetConfig:
     shuffle: bool = True
     seed: int | None = 42
     pack: bool = True
-    # "best_fit": data.packing over `packing_open_rows` open rows (>= 0.95 dense when the
-    # lengths suit the data, see packing.fit_lengths); "seqio": EncDecFeatureConverter's own.
+    # "best_fit": data.packing over a window of the next `packing_window` examples (>= 0.95
+    # dense when the lengths suit the data, see packing.fit_lengths); "seqio":
+    # EncDecFeatureConverter's own arrival-order packer.
     packer: str = "best_fit"
-    packing_open_rows: int = packing.DEFAULT_OPEN_ROWS
+    packing_window: int = packing.DEFAULT_WINDOW
     use_cached: bool = False
     module: str | None = DEFAULT_TASK_MODULE  # MIXTURE_OR_TASK_MODULE, imported to register
 
@@ -134,7 +135,7 @@ def best_fit_batches(cfg: DatasetConfig) -> Iterator[dict[str, np.ndarray]]:
     rows = packing.pack_examples(
         _unbatch(ds.padded_batch(256).prefetch(2).as_numpy_iterator()),
         cfg.task_feature_lengths,
-        cfg.packing_open_rows,
+        cfg.packing_window,
     )
     return packing.batch_rows(rows, _host_batch_size(cfg.batch_size))
 
