@@ -264,3 +264,32 @@ def test_absl_log_dir_and_verbosity_take_effect(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     logs = [p.read_text() for p in tmp_path.iterdir() if p.is_file()]
     assert any("debug line reached the log" in text for text in logs), (logs, r.stderr[-2000:])
+
+
+def test_initialization_timeout_bounds_the_wait_for_peers():
+    """--initialization_timeout=3: a host whose coordinator never comes up gives up after
+    seconds (jax's default wait is 300 s)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (
+        "import sys\n"
+        "from scicot_jax.runtime import gin_utils\n"
+        "args, _ = gin_utils.parse_args(sys.argv, 't')\n"
+        "gin_utils.apply_t5x_flags(args)\n"
+    )
+    flags = ["--multiprocess_gpu", f"--coordinator_address=127.0.0.1:{port}"]
+    flags += ["--process_count=2", "--process_index=1", "--initialization_timeout=3"]
+    r = subprocess.run(
+        [sys.executable, "-c", code, *flags],
+        capture_output=True,
+        text=True,
+        timeout=150,  # far below the 300 s it would wait without the flag
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert r.returncode != 0 and "DEADLINE_EXCEEDED" in r.stderr, r.stderr[-2000:]
