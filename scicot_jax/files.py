@@ -143,7 +143,7 @@ def read_jsonl(
         for lineno, raw in enumerate(f, 1):
             if complete_lines and not raw.endswith(b"\n"):
                 return
-            if not raw.strip():
+            if raw.isspace():  # a blank line (no copy made to find out)
                 continue
             try:
                 value = json_loads(raw)

@@ -282,3 +282,30 @@ def test_exemplar_choices_and_errors(tmp_path):
     f.write_text("[1]\n")
     with pytest.raises(ValueError, match=rf"{f}:1: expected a JSON object"):
         prompts.load_exemplars(f)
+
+
+def test_the_summary_counted_while_writing_is_the_one_read_from_the_store(tmp_path, monkeypatch):
+    """A run from an empty store counts its summary as it writes records; a resumed run reads
+    its store: both equal accuracy_summary over the store read afresh."""
+    from scicot_jax.data.store import RationaleStore
+    from scicot_jax.data.synthetic import generate
+    from scicot_jax.teacher import run_teacher, start_oracle_server
+    from scicot_jax.teacher import report
+    from scicot_jax.teacher.report import accuracy_summary
+    from scicot_jax.teacher.runner import SUMMARY_SPILL
+
+    monkeypatch.setattr(report, "_SPILL_AT", 7)  # marks go through the spill file
+
+    exs = generate("arithmetic", "train", n=30)
+    out = tmp_path / "run"
+    opts = dict(card="synthetic_arithmetic", backend="openai", model="oracle", temperature=0.7)
+    opts.update(prompt="zero_shot_cot", cache_path=str(tmp_path / "c.sqlite"), out_dir=str(out))
+    with start_oracle_server(error_rate=0.4) as srv:
+        first = run_teacher(exs, samples=2, base_url=srv.url, **opts)
+        assert first == {**first, **accuracy_summary(RationaleStore.open(out))}
+        more = run_teacher(exs, samples=3, base_url=srv.url, **opts)
+        assert more == {**more, **accuracy_summary(RationaleStore.open(out))}
+    assert first["records"] == 60 and more["records"] == 90 and more["jobs_skipped"] == 60
+    assert 0 < first["correct"] < 60  # right and wrong answers: a histogram with spread
+    assert len(first["kept_samples_per_question"]["histogram"]) == 3
+    assert not (out / SUMMARY_SPILL).exists()

@@ -69,11 +69,16 @@ class RationaleRecord:
         return d
 
     @classmethod
+    def from_valid(cls, d: dict[str, Any]) -> RationaleRecord:
+        """Build from a dict that passed `_well_typed`."""
+        t = d["temperature"]
+        return cls(**d) if type(t) is not int else cls(**{**d, "temperature": float(t)})
+
+    @classmethod
     def from_json(cls, d: Any, where: str = "record") -> RationaleRecord:
         """Validate and build; errors name `where` (e.g. 'path:line') and the field."""
         if _well_typed(d):
-            t = d["temperature"]
-            return cls(**d) if type(t) is not int else cls(**{**d, "temperature": float(t)})
+            return cls.from_valid(d)
         if not isinstance(d, dict):
             raise StoreError(f"{where}: expected a JSON object, got {type(d).__name__}")
         unknown = set(d) - _FIELD_TYPES.keys()
@@ -386,14 +391,15 @@ class RationaleStore:
         maybe_stored: dict[int, Key] = {}
         for rec in records:
             d = rec.to_json()
-            # Validation so a bad record fails here, not when the file is read.
-            RationaleRecord.from_json(d, f"record {rec.key}")
-            h = key_hash(*rec.key)
-            if rec.key in seen:
-                self._already(rec.key)
+            key = (rec.example_id, rec.sample_index)
+            if not _well_typed(d):  # validation: a bad record fails here, not when read
+                RationaleRecord.from_json(d, f"record {key}")
+            h = key_hash(*key)
+            if key in seen:
+                self._already(key)
             if self.index.contains_hash(h):
-                maybe_stored[h] = rec.key
-            seen[rec.key] = h
+                maybe_stored[h] = key
+            seen[key] = h
             lines.append(_encode_json(d))
         if not lines:
             return 0
@@ -441,7 +447,10 @@ class RationaleStore:
         """Records in file order (optionally one split); a bad line raises with file:line."""
         # complete_lines: a last line without its newline is a concurrent writer's append
         for lineno, obj in read_jsonl(self.records_path, StoreError, complete_lines=True):
-            rec = RationaleRecord.from_json(obj, f"{self.records_path}:{lineno}")
+            if _well_typed(obj):  # the common case, without naming the line per record
+                rec = RationaleRecord.from_valid(obj)
+            else:
+                rec = RationaleRecord.from_json(obj, f"{self.records_path}:{lineno}")
             if split is None or rec.split == split:
                 yield rec
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from array import array
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scicot_jax.data.store import RationaleStore
+from scicot_jax.data.store import RationaleRecord, RationaleStore
 from scicot_jax.teacher.inputs import id_hash
 from scicot_jax.teacher.pricing import price_for
 
@@ -66,38 +67,86 @@ def _kept_per_question(marks: array, chunk: int = 1 << 16) -> tuple[int, Counter
     return groups, hist
 
 
+class Tally:
+    """accuracy_summary's counts, record by record. With `spill` (a file) the per-record marks
+    (8 B each) wait on disk, so a run adds them as it writes while its key index holds the
+    memory, and reads them back once the index is released (one pass fewer over the store)."""
+
+    def __init__(self, spill: Path | None = None):
+        self.n = self.correct = self.unparsed = self.truncated = self.tok_in = self.tok_out = 0
+        # One 8-byte entry per record (not a Counter of ids): (id hash << 1) | correct.
+        self.marks = array("Q")
+        self.spill = spill
+        if spill is not None:
+            spill.write_bytes(b"")
+
+    def add(self, records: Iterable[RationaleRecord]) -> None:
+        marks = self.marks
+        for rec in records:
+            ok = rec.correct is True
+            self.n += 1
+            marks.append(((id_hash(rec.example_id) << 1) & _MASK) | ok)
+            self.correct += ok
+            self.unparsed += rec.answer is None
+            self.truncated += bool(rec.extra.get("truncated"))
+            self.tok_in += rec.input_tokens
+            self.tok_out += rec.output_tokens
+        if self.spill is not None and len(marks) >= _SPILL_AT:
+            self._flush()
+
+    def _flush(self) -> None:
+        with open(self.spill, "ab") as f:
+            self.marks.tofile(f)
+        del self.marks[:]
+
+    def _all_marks(self) -> array:
+        if self.spill is None:
+            return self.marks
+        self._flush()
+        marks = array("Q")
+        with open(self.spill, "rb") as f:
+            while True:  # in pieces: one read of the whole file would double the peak
+                try:
+                    marks.fromfile(f, _SPILL_AT)
+                except EOFError:
+                    break
+        self.spill.unlink()
+        return marks
+
+    def summary(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Teacher accuracy over all samples and kept (correct) samples per question."""
+        n, correct = self.n, self.correct
+        marks = self._all_marks()
+        with_records, hist = _kept_per_question(marks)
+        del marks
+        self.marks = array("Q")
+        questions = int((manifest.get("examples") or {}).get("count", with_records))
+        if questions > with_records:
+            hist[0] += questions - with_records  # questions without any record yet
+        return {
+            "records": n,
+            "questions": questions,
+            "teacher_accuracy": round(100 * correct / n, 2) if n else None,
+            "correct": correct,
+            "unparseable_answers": self.unparsed,
+            "truncated": self.truncated,
+            "kept_samples_per_question": {
+                "mean": round(correct / questions, 3) if questions else None,
+                "questions_with_none": hist[0],
+                "histogram": {str(k): hist[k] for k in sorted(hist)},
+            },
+            "record_tokens": {"input": self.tok_in, "output": self.tok_out},
+        }
+
+
+_SPILL_AT = 1 << 16  # marks kept in memory before they go to the spill file (512 KB)
+
+
 def accuracy_summary(store: RationaleStore) -> dict[str, Any]:
     """Teacher accuracy over all samples and kept (correct) samples per question."""
-    n = correct = unparsed = truncated = tok_in = tok_out = 0
-    # One 8-byte entry per record (not a Counter of ids): (id hash << 1) | correct.
-    marks = array("Q")
-    for rec in store.records():
-        n += 1
-        marks.append(((id_hash(rec.example_id) << 1) & _MASK) | bool(rec.correct))
-        correct += bool(rec.correct)
-        unparsed += rec.answer is None
-        truncated += bool(rec.extra.get("truncated"))
-        tok_in += rec.input_tokens
-        tok_out += rec.output_tokens
-    with_records, hist = _kept_per_question(marks)
-    del marks
-    questions = int((store.manifest.get("examples") or {}).get("count", with_records))
-    if questions > with_records:
-        hist[0] += questions - with_records  # questions without any record yet
-    return {
-        "records": n,
-        "questions": questions,
-        "teacher_accuracy": round(100 * correct / n, 2) if n else None,
-        "correct": correct,
-        "unparseable_answers": unparsed,
-        "truncated": truncated,
-        "kept_samples_per_question": {
-            "mean": round(correct / questions, 3) if questions else None,
-            "questions_with_none": hist[0],
-            "histogram": {str(k): hist[k] for k in sorted(hist)},
-        },
-        "record_tokens": {"input": tok_in, "output": tok_out},
-    }
+    tally = Tally()
+    tally.add(store.records())
+    return tally.summary(store.manifest)
 
 
 def _invocations(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:

@@ -52,6 +52,7 @@ from scicot_jax.teacher.protocol import (
     TransientError,
     estimate_tokens,
 )
+from scicot_jax.teacher.report import Tally, accuracy_summary
 
 # Fields whose change would change the requests: a resumed run must keep them.
 SIGNATURE_FIELDS = (
@@ -67,6 +68,7 @@ SIGNATURE_FIELDS = (
 )
 # examples.jsonl's lines, whose sha256 a resumed run must match (one encoder, not one a call)
 _EXAMPLE_LINE = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+SUMMARY_SPILL = ".summary.marks"  # a run's per-record summary marks, until its summary
 CHUNK = 512  # jobs looked up in the cache per query (and written per group commit)
 EXIT_CODES = {
     "complete": 0,
@@ -223,9 +225,11 @@ class Writer(threading.Thread):
         store: RationaleStore,
         maxsize: int = 2048,
         stats: CacheStats | None = None,
+        tally: Tally | None = None,
     ):
         super().__init__(name="teacher-writer", daemon=True)
         self.cache_path, self.store, self.stats = cache_path, store, stats
+        self.tally = tally  # counts each record written, for the run's summary
         self.q: queue.Queue[_Write | None] = queue.Queue(maxsize)
         self.error: BaseException | None = None
 
@@ -251,6 +255,8 @@ class Writer(threading.Thread):
                 if records:
                     self.store.extend(records)
                     crash_point("records")
+                    if self.tally is not None:
+                        self.tally.add(records)
                 for b in items:
                     if b.done is not None:
                         b.done.set()
@@ -641,21 +647,21 @@ class TeacherRun:
                 await asyncio.sleep(0)  # cache hits never suspend: let others run
 
     # -- preparation -------------------------------------------------------------------
-    def _scan(self, manifest: dict[str, Any] | None, write_to: IO[str] | None) -> dict[str, Any]:
+    def _scan(self, manifest: dict[str, Any] | None, write_to: IO[bytes] | None) -> dict[str, Any]:
         """One pass over the examples: count, digest, duplicates, examples.jsonl."""
         # 8 bytes per id (not a set of str): duplicates are found by sorting, memory stays small.
         digest, n, hashes = hashlib.sha256(), 0, array("Q")
         old = (manifest.get("examples") or {}) if manifest else {}
         old_n, prefix = int(old.get("count", 0)), None
         for ex in self.source():
-            line = _EXAMPLE_LINE.encode(ex.to_json())
+            line = (_EXAMPLE_LINE.encode(ex.to_json()) + "\n").encode()
             hashes.append(id_hash(ex.id))
-            digest.update(line.encode() + b"\n")
+            digest.update(line)
             n += 1
             if n == old_n:
                 prefix = digest.hexdigest()
             if write_to:
-                write_to.write(line + "\n")
+                write_to.write(line)
         if n == 0:
             raise InputError(f"the input has no examples ({json.dumps(self.input_desc)})")
         self._check_unique(hashes)
@@ -836,7 +842,7 @@ class TeacherRun:
         existing = self._existing_manifest()
         # Bad input fails in the scan, before a manifest exists or anything is sent; the new
         # examples.jsonl replaces the old one only once the scan passed.
-        with atomic_open(self.out_dir / EXAMPLES_FILE) as examples_file:
+        with atomic_open(self.out_dir / EXAMPLES_FILE, "wb") as examples_file:
             scan = self._scan(existing, examples_file)
             # Opened after the scan: its key index and the scan's id hashes never coexist.
             self.store = (
@@ -862,7 +868,12 @@ class TeacherRun:
             samples=max(cfg.samples, self.store.manifest.get("samples", 1)),
             invocations=invocations,
         )
-        self.writer = Writer(self.cache_path, self.store, stats=self.counters)
+        # A run that starts with an empty store counts its summary as it writes (one pass
+        # over the records fewer); a resumed run reads its store once at the end.
+        spill = self.out_dir / SUMMARY_SPILL
+        spill.unlink(missing_ok=True)  # a killed run's
+        self._tally = Tally(spill) if len(self.store) == 0 else None
+        self.writer = Writer(self.cache_path, self.store, stats=self.counters, tally=self._tally)
         self.writer.start()
         self.progress = Progress(self.stats, enabled=cfg.progress)
         self.limiter = Limiter(
@@ -922,14 +933,17 @@ class TeacherRun:
             self.stats.jobs_failed += driver.exhausted
 
     def summary(self) -> dict[str, Any]:
-        from scicot_jax.teacher.report import accuracy_summary
-
+        acc = (
+            self._tally.summary(self.store.manifest)
+            if self._tally is not None
+            else accuracy_summary(self.store)
+        )
         return {
             "status": self.status,
             "message": self.message,
             "out_dir": str(self.out_dir),
             **self.stats.to_json(),
-            **accuracy_summary(self.store),
+            **acc,
         }
 
 
