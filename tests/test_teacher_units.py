@@ -289,8 +289,7 @@ def test_the_summary_counted_while_writing_is_the_one_read_from_the_store(tmp_pa
     its store: both equal accuracy_summary over the store read afresh."""
     from scicot_jax.data.store import RationaleStore
     from scicot_jax.data.synthetic import generate
-    from scicot_jax.teacher import run_teacher, start_oracle_server
-    from scicot_jax.teacher import report
+    from scicot_jax.teacher import report, run_teacher, start_oracle_server
     from scicot_jax.teacher.report import accuracy_summary
     from scicot_jax.teacher.runner import SUMMARY_SPILL
 
