@@ -152,7 +152,11 @@ def _to_dataset(rows: Sequence[dict[str, Any]]) -> tf.data.Dataset:
 def _card_examples(card: TaskCard, split: str) -> list[Example]:
     from scicot_jax.data.sources import read_examples
 
-    return list(read_examples(card, split))
+    # t5x's --tfds_data_dir (seqio.set_tfds_data_dir_override, which has no getter) replaces
+    # every Task's TFDS data_dir, so it replaces a TFDS card's too.
+    override = getattr(seqio.utils, "_TFDS_DATA_DIR_OVERRIDE", None)
+    data_dir = override if override and card.source.get("type") == "tfds" else None
+    return list(read_examples(card, split, data_dir=data_dir))
 
 
 def _first_d(records: Iterable[RationaleRecord], degree: int | None) -> list[RationaleRecord]:

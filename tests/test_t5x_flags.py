@@ -75,6 +75,40 @@ def test_seqio_flags_reach_seqio(tmp_path):
     seqio.set_tfds_data_dir_override(None)
 
 
+@pytest.mark.slow  # TensorFlow Datasets' mock and a SeqIO pipeline: ~1 min on 2 busy cores
+def test_tfds_data_dir_is_where_tfds_cards_read(tmp_path, tiny_vocab):
+    """--tfds_data_dir replaces a TFDS card's data_dir, as it does every Task's in t5x."""
+    import seqio
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    from scicot_jax import tasks as T
+    from scicot_jax.data.seqio_feed import task_examples
+
+    (tmp_path / "ai2_arc").mkdir()  # prepared data would live here
+    rows = {
+        "id": ["x1"],
+        "question": ["Which is hot?"],
+        "answerKey": ["B"],
+        "choices": {"text": tf.constant([["ice", "fire"]]), "label": tf.constant([["A", "B"]])},
+    }
+    name = T.register_card("arc_easy_tfds", vocabulary=tiny_vocab)[0]
+    args, _ = gin_utils.parse_args(["eval", f"--tfds_data_dir={tmp_path}"], "t")
+    gin_utils.apply_t5x_flags(args)
+    try:
+        with tfds.testing.mock_data(
+            as_dataset_fn=lambda self, split, **kw: tf.data.Dataset.from_tensor_slices(rows),
+            policy=tfds.testing.MockPolicy.USE_CODE,
+        ):
+            exs, _ = task_examples(name, "validation", {"inputs": 64, "targets": 8})
+            assert len(exs) == 1 and "Which is hot?" in exs[0]["inputs_pretokenized"]
+            seqio.set_tfds_data_dir_override(str(tmp_path / "elsewhere"))
+            with pytest.raises(ValueError, match="not prepared under data_dir .*elsewhere"):
+                task_examples(name, "validation", {"inputs": 64, "targets": 8})
+    finally:
+        seqio.set_tfds_data_dir_override(None)
+
+
 def test_misspelt_macro_is_an_error_naming_the_nearest():
     gin_utils.parse_gin(["models/tiny.gin", "runs/finetune.gin"], [*REQUIRED, "TRAIN_STEPZ = 5"])
     with pytest.raises(ValueError, match="'TRAIN_STEPZ'.*did you mean 'TRAIN_STEPS'"):
