@@ -108,6 +108,12 @@ def test_training_reads_a_cache_made_by_cache_tasks_main(tmp_path, tiny_vocab_pa
         rows, _ = task_examples(TASK, "train", LENGTHS, use_cached=True)
         expected = [formats.stage2(ex, _rationale("train", i))[0] for i, ex in enumerate(train_exs)]
         assert sorted(r["inputs_pretokenized"] for r in rows) == sorted(expected)
+        # a user's mixture of cached tasks (how big data is preprocessed) reads the same cache
+        if "cached_mix" in seqio.MixtureRegistry.names():
+            seqio.MixtureRegistry.remove("cached_mix")
+        seqio.MixtureRegistry.add("cached_mix", [TASK], default_rate=1.0)
+        mixed, _ = task_examples("cached_mix", "train", LENGTHS, use_cached=True)
+        assert sorted(r["inputs"] for r in mixed) == sorted(r["inputs"] for r in rows)
         seqio.set_global_cache_dirs([])
         T.register_run_dir(run_dir)  # a fresh Task: seqio remembers where it found a cache
 
