@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
             fitted = {}
             for budget in a.row_tokens.split(","):
                 total = sum(card_lengths.values()) if budget == "card" else int(budget)
-                fitted[budget] = packing.fit_lengths(sample, total)
+                fitted[budget] = packing.fit_lengths(packing.sizes_of(sample), total)
             cases = [
                 ("before: seqio", "seqio", card_lengths),
                 ("after: best_fit", "best_fit", card_lengths),

@@ -233,3 +233,38 @@ def test_seqio_train_batches_resume_exactly(tiny_vocab_path):
     assert set(again) >= {"encoder_input_tokens", "decoder_target_tokens", "encoder_segment_ids"}
     for k in again:
         np.testing.assert_array_equal(again[k], first[2][k], err_msg=k)
+
+
+def test_packed_row_tokens_fits_the_rows_to_the_task(monkeypatch, tiny_vocab_path):
+    """PACKED_ROW_TOKENS: the train binary trains on rows fitted to the task's train split
+    (inputs + targets <= the budget), denser than TASK_FEATURE_LENGTHS' rows."""
+    import numpy as np
+
+    from scicot_jax import train
+    from scicot_jax.data import packing
+    from scicot_jax.train import trainer
+
+    seen = []
+
+    def fake_train(config, batches, **kwargs):  # the config and first batches, no training
+        it = batches(0)
+        seen.append((config, [next(it) for _ in range(3)]))
+        return trainer.TrainResult(0, False, {}, {}, config.model_dir)
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    argv = ["train", *TINY, "--gin_file=runs/finetune.gin", "--gin.MODEL_DIR=/tmp/unused"]
+    argv += [f"--gin.MIXTURE_OR_TASK_NAME={TASK}", "--gin.BATCH_SIZE=4"]
+    argv += ["--gin.TASK_FEATURE_LENGTHS={'inputs': 128, 'targets': 128}"]
+    for flag in ([], ["--gin.PACKED_ROW_TOKENS=256"]):
+        train.main([*argv, *flag])
+    (card, card_batches), (fitted, fitted_batches) = seen
+    assert card.feature_lengths == {"inputs": 128, "targets": 128}
+    assert sum(fitted.feature_lengths.values()) <= 256 and fitted.feature_lengths["targets"] < 64
+    for b in fitted_batches:
+        assert b["encoder_input_tokens"].shape == (4, fitted.feature_lengths["inputs"])
+        assert b["decoder_target_tokens"].shape == (4, fitted.feature_lengths["targets"])
+
+    def dense(batches):
+        return np.mean([packing.density(b) for b in batches])
+
+    assert dense(fitted_batches) >= 0.85 > dense(card_batches) + 0.4

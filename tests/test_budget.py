@@ -63,9 +63,9 @@ def test_budget_shares_and_epochs():
     assert b.share("scicot", "scorer", True) + b.share("scicot", "stage1", True) + b.share(
         "scicot", "stage2", True
     ) == pytest.approx(1.0)
-    e = Budget("steps", 100, 10, 20.0, epochs=2, train_examples=55)
+    e = Budget("steps", 100, 10, 20.0, epochs=2, train_rows=55)
     assert e.reference_steps == 11  # ceil(2 * 55 / 10)
-    own = Budget("none", 100, 10, 20.0, epochs=20, train_examples=55)
+    own = Budget("none", 100, 10, 20.0, epochs=20, train_rows=55)
     assert own.stage_steps(1.0, 99.0, 30) == 60  # each stage: 20 epochs of its own data
     assert Budget("none", 100, 10, 20.0).stage_steps(1.0, 9.0, 30) is None
     with pytest.raises(ValueError, match="match"):

@@ -111,7 +111,7 @@ def test_fit_lengths_follows_the_data_ratio():
     # Questions ~3x longer than answers: equal halves waste target slots whatever the packer.
     examples = random_examples(800, 2, max_in=90, max_tgt=30)
     even = {"inputs": 256, "targets": 256}
-    fitted = packing.fit_lengths(examples[:400], 512)
+    fitted = packing.fit_lengths(packing.sizes_of(examples[:400]), 512)
     assert fitted["inputs"] > 2 * fitted["targets"] and sum(fitted.values()) <= 512
 
     def steady(lengths):
@@ -130,7 +130,7 @@ def test_fit_lengths_prefers_a_whole_number_of_near_constant_examples():
         {"inputs": [2] * int(rng.integers(85, 90)), "targets": [2] * int(rng.integers(88, 95))}
         for _ in range(600)
     ]
-    fitted = packing.fit_lengths(examples, 2048)
-    sizes = np.array([[len(e["inputs"]), len(e["targets"])] for e in examples])
+    sizes = packing.sizes_of(examples)
+    fitted = packing.fit_lengths(sizes, 2048)
     assert sum(fitted.values()) < 2048
     assert packing.steady_density(sizes, fitted, window=64) >= 0.97

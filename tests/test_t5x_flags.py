@@ -139,6 +139,7 @@ def test_macro_overridden_by_a_direct_binding_is_not_an_error():
         ("finetune", "USE_CACHED_TASKS", True, "train/DatasetConfig.use_cached"),
         ("finetune", "USE_CACHED_TASKS", True, "eval/DatasetConfig.use_cached"),
         ("finetune", "SHUFFLE_TRAIN_EXAMPLES", False, "train/DatasetConfig.shuffle"),
+        ("finetune", "PACKED_ROW_TOKENS", 2048, "train/DatasetConfig.packed_row_tokens"),
         ("finetune", "RANDOM_SEED", 7, "train.seed"),
         ("finetune", "EVAL_STEPS", 3, "train.eval_steps"),
         ("finetune", "EVAL_PERIOD", 3, "train.eval_period"),

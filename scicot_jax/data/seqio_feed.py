@@ -39,6 +39,9 @@ class DatasetConfig:
     # EncDecFeatureConverter's own arrival-order packer.
     packer: str = "best_fit"
     packing_window: int = packing.DEFAULT_WINDOW
+    # Best-fit packing: fit the rows' inputs/targets lengths to the split within this many
+    # tokens per row (PACKED_ROW_TOKENS; fit_packed_lengths), replacing task_feature_lengths.
+    packed_row_tokens: int | None = None
     use_cached: bool = False
     module: str | None = DEFAULT_TASK_MODULE  # MIXTURE_OR_TASK_MODULE, imported to register
 
@@ -104,6 +107,56 @@ def _dataset(
     return ds
 
 
+def split_sizes(cfg: DatasetConfig, limit: int = 50_000) -> np.ndarray:
+    """(n, 2) token counts (inputs, targets) of the split's first `limit` examples, in order and
+    uncut up to 64k tokens; the same on every host (no sharding, no shuffling)."""
+    import seqio
+    import tensorflow as tf
+
+    _hide_accelerators_from_tf(tf)
+    import_task_module(cfg.module)
+    ds = seqio.get_dataset(
+        cfg.mixture_or_task_name,
+        task_feature_lengths={"inputs": 1 << 16, "targets": 1 << 16},
+        dataset_split=cfg.split,
+        shuffle=False,
+        num_epochs=1,
+        feature_converter=seqio.PassThroughFeatureConverter(),
+        use_cached=cfg.use_cached,
+    )
+    ds = ds.take(limit).map(
+        lambda ex: tf.stack([tf.size(ex["inputs"]), tf.size(ex["targets"])]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return np.concatenate([b for b in ds.batch(4096).as_numpy_iterator()] or [np.zeros((0, 2))])
+
+
+def fit_packed_lengths(cfg: DatasetConfig) -> DatasetConfig:
+    """`cfg` with task_feature_lengths fitted to its split within `packed_row_tokens` tokens per
+    row (packing.fit_lengths); `cfg` itself when packed_row_tokens is None. Deterministic and
+    read unsharded, so every host (and a resumed run) fits the same lengths."""
+    if cfg.packed_row_tokens is None:
+        return cfg
+    if not (cfg.pack and cfg.packer == "best_fit"):
+        raise ValueError(
+            f"DatasetConfig.packed_row_tokens={cfg.packed_row_tokens} needs pack=True and "
+            f"packer='best_fit' (got pack={cfg.pack}, packer={cfg.packer!r})"
+        )
+    sizes = split_sizes(cfg)
+    if not len(sizes):
+        raise ValueError(f"{cfg.mixture_or_task_name}: split {cfg.split!r} has no examples")
+    lengths = packing.fit_lengths(sizes, cfg.packed_row_tokens)
+    log.info(
+        "%s: packed rows of %d tokens fitted to inputs %d, targets %d (%d examples)",
+        cfg.mixture_or_task_name,
+        cfg.packed_row_tokens,
+        lengths["inputs"],
+        lengths["targets"],
+        len(sizes),
+    )
+    return dataclasses.replace(cfg, task_feature_lengths=lengths, packed_row_tokens=None)
+
+
 def train_batches(cfg: DatasetConfig) -> Callable[[int], Iterator[dict[str, np.ndarray]]]:
     """Factory `start_batch -> endless iterator` of this host's packed batches.
 
@@ -112,6 +165,7 @@ def train_batches(cfg: DatasetConfig) -> Callable[[int], Iterator[dict[str, np.n
     """
     if cfg.packer not in PACKERS:
         raise ValueError(f"DatasetConfig.packer={cfg.packer!r}; expected one of {PACKERS}")
+    cfg = fit_packed_lengths(cfg)
     if cfg.pack and cfg.packer == "best_fit":
         return lambda start: itertools.islice(best_fit_batches(cfg), start, None)
 

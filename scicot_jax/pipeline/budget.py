@@ -34,9 +34,10 @@ class Budget:
     match: str
     steps: int  # reference: steps of plain fine-tuning (or of each stage with match="none")
     batch_size: int
-    reference_tokens_per_example: float  # of the run's plain fine-tuning data
+    # Per batch row: one example, or the several a packed row holds.
+    reference_tokens_per_row: float  # of the run's plain fine-tuning data
     epochs: float | None = None
-    train_examples: int = 0  # of the reference data (for epochs)
+    train_rows: float = 0  # rows in one epoch of the reference data (for epochs)
 
     def __post_init__(self):
         if self.match not in MATCH:
@@ -46,13 +47,13 @@ class Budget:
     def reference_steps(self) -> int:
         """Steps of plain fine-tuning the budget equals (epochs over the train questions)."""
         if self.epochs is not None:
-            return max(1, math.ceil(self.epochs * self.train_examples / self.batch_size))
+            return max(1, math.ceil(self.epochs * self.train_rows / self.batch_size))
         return self.steps
 
     @property
     def tokens(self) -> float:
         """Train tokens every method gets (match="tokens")."""
-        return self.reference_steps * self.batch_size * self.reference_tokens_per_example
+        return self.reference_steps * self.batch_size * self.reference_tokens_per_row
 
     def share(self, method: str, stage: str, morsd: bool) -> float:
         """The fraction of the budget one stage of ``method`` gets (MoRSD probes: ``scorer``)."""
@@ -61,13 +62,13 @@ class Budget:
         share = STAGE_SHARES[method][stage]
         return share * (1 - SCORER_SHARE) if morsd else share
 
-    def stage_steps(self, share: float, tokens_per_example: float, examples: int) -> int | None:
-        """Steps for a stage with ``share`` of the budget, on data of the given size (None:
-        the student's own configured steps, match="none" without epochs)."""
+    def stage_steps(self, share: float, tokens_per_row: float, rows: float) -> int | None:
+        """Steps for a stage with ``share`` of the budget, on data of ``rows`` batch rows an
+        epoch (None: the student's own configured steps, match="none" without epochs)."""
         if self.match == "steps":
             return max(1, round(share * self.reference_steps))
         if self.match == "tokens":
-            return max(1, round(share * self.tokens / (self.batch_size * tokens_per_example)))
+            return max(1, round(share * self.tokens / (self.batch_size * tokens_per_row)))
         if self.epochs is not None:  # the paper's recipe: epochs of each stage's own data
-            return max(1, math.ceil(self.epochs * examples / self.batch_size))
+            return max(1, math.ceil(self.epochs * rows / self.batch_size))
         return None

@@ -139,7 +139,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--clip-grad-norm", type=float, help="global gradient-norm clip (default 1; 0: off)"
     )
     s.add_argument(
-        "--pack", action="store_true", help="pack examples into rows (SeqIO; --trainer gin)"
+        "--pack",
+        action="store_true",
+        help="pack examples into rows of lengths fitted to each stage's data (best-fit)",
+    )
+    s.add_argument(
+        "--packed-row-tokens", type=int, help="packed rows' inputs + targets (default 1024)"
     )
     s.add_argument(
         "--dtype",
@@ -243,6 +248,7 @@ def config_from_args(
         trainer=args.trainer,
         dropout_rate=args.dropout,
         pack=args.pack or None,
+        packed_row_tokens=args.packed_row_tokens,
         dtype=args.dtype,
     )
     if args.steps is not None and args.epochs is None:

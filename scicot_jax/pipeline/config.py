@@ -116,7 +116,9 @@ class StudentConfig:
     # Knobs both trainers take from here (pipeline.plan), whichever runs the stage:
     dropout_rate: float = 0.0
     clip_grad_norm: float | None = 1.0  # global-norm gradient clipping; None: off
-    pack: bool = False  # pack several examples per row (the SeqIO source only: --trainer gin)
+    pack: bool = False  # pack several examples per row, best-fit (data.packing), either trainer
+    # Packed rows' inputs + targets budget; their lengths are fitted to each stage's data.
+    packed_row_tokens: int = 1024
     dtype: str = "auto"  # activations: float32 | bfloat16 | auto (float32 on CPU, else bf16)
 
     def __post_init__(self):
@@ -127,8 +129,6 @@ class StudentConfig:
             )
         if self.trainer not in ("inprocess", "gin"):
             raise ValueError(f"student trainer must be inprocess or gin, got {self.trainer!r}")
-        if self.pack and self.trainer != "gin":
-            raise ValueError("student pack=True needs the SeqIO data source (trainer gin)")
 
 
 @dataclass(frozen=True)

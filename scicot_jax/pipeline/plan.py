@@ -15,12 +15,14 @@ The same plan through both gives bitwise-equal parameters (tests/test_student_pl
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from scicot_jax.data import packing
 from scicot_jax.data.tokens import pad_rows, shift_right, with_eos
 from scicot_jax.pipeline.config import StudentConfig
 
@@ -54,6 +56,7 @@ class TokenizedPairs:
         self.encoder_BxL = pad_rows(enc, self.inputs_length, model.pad_id)
         self.targets_BxL = pad_rows(dec, self.targets_length, model.pad_id)
         self.tokens_per_example = float(np.mean([len(e) + len(d) for e, d in zip(enc, dec)]))
+        self.examples_per_row = 1.0
 
     @property
     def lengths(self) -> dict[str, int]:
@@ -88,6 +91,42 @@ class TokenizedPairs:
             step += 1
 
 
+class PackedPairs:
+    """TokenizedPairs packed best-fit (data.packing) into rows of lengths fitted to them within
+    `row_tokens`: SeqIO's packed features, so model and loss are those of the SeqIO feed."""
+
+    def __init__(self, pairs: TokenizedPairs, row_tokens: int):
+        model = pairs.model
+        if model.pad_id != 0 or model.decoder_start_id != 0:  # SeqIO's packed features' ids
+            raise ValueError("packing needs pad_id = decoder_start_id = 0 (T5's)")
+        self.model = model
+        self.inputs = [r[r != 0] for r in pairs.encoder_BxL]
+        self.targets = [r[r != 0] for r in pairs.targets_BxL]
+        sizes = np.array([[len(i), len(t)] for i, t in zip(self.inputs, self.targets)])
+        self.lengths, density = packing.fitted_rows(sizes, row_tokens)
+        self.tokens_per_example = pairs.tokens_per_example
+        self.examples_per_row = density * sum(self.lengths.values()) / self.tokens_per_example
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def batches(
+        self, batch_size: int, seed: int, start: int = 0, host: int = 0, hosts: int = 1
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Endless global batches of rows packed from shuffled epochs (seeded as TokenizedPairs'),
+        positioned at batch ``start`` by replaying the stream (packing is a pure function of
+        it); each host yields its rows ``host::hosts``."""
+
+        def examples() -> Iterator[dict[str, np.ndarray]]:
+            for epoch in itertools.count():
+                for i in np.random.default_rng((seed, epoch)).permutation(len(self)):
+                    yield {"inputs": self.inputs[i], "targets": self.targets[i]}
+
+        rows = packing.pack_examples(examples(), self.lengths)
+        for b in itertools.islice(packing.batch_rows(rows, batch_size), start, None):
+            yield {k: v[host::hosts] for k, v in b.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class SeqioTask:
     """A registered SeqIO task to train on, with the feature lengths to trim or pack to."""
@@ -101,7 +140,7 @@ class TrainPlan:
     """What one training run needs: ``train.model`` is the T5Config; ``data`` the source."""
 
     train: Any  # TrainConfig
-    data: Any  # TokenizedPairs | DatasetConfig
+    data: Any  # TokenizedPairs | PackedPairs | DatasetConfig
     gin: tuple[str, ...] = ()  # extra bindings for the gin consumer (t5x style)
 
 
@@ -149,27 +188,28 @@ def build(
 ) -> TrainPlan:
     """The plan of one stage on in-memory pairs or a SeqIO task, for ``steps`` (default: the
     stage's configured steps)."""
-    from scicot_jax.data.seqio_feed import DatasetConfig
+    from scicot_jax.data.seqio_feed import DatasetConfig, fit_packed_lengths
     from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.step import LossConfig
     from scicot_jax.train.trainer import TrainConfig
 
     steps = steps or steps_for(cfg, stage)
     if isinstance(data, TokenizedPairs):
-        if cfg.pack:
-            raise ValueError("packing needs the SeqIO data source (--trainer gin)")
+        data = PackedPairs(data, cfg.packed_row_tokens) if cfg.pack else data
         lengths = data.lengths
     else:
-        lengths = data.lengths
         data = DatasetConfig(
             mixture_or_task_name=data.name,
-            task_feature_lengths=dict(lengths),
+            task_feature_lengths=dict(data.lengths),
             split="train",
             batch_size=cfg.batch_size,
             shuffle=True,
             seed=cfg.seed,
             pack=cfg.pack,
+            packed_row_tokens=cfg.packed_row_tokens if cfg.pack else None,
         )
+        data = fit_packed_lengths(data)  # the model's lengths: fitted once, here
+        lengths = data.task_feature_lengths
     optimizer = OptimizerConfig(
         name=cfg.optimizer,
         learning_rate=cfg.learning_rate,
@@ -205,7 +245,7 @@ def train_in_process(plan: TrainPlan) -> Any:
     from scicot_jax.train import trainer
 
     tc, data = plan.train, plan.data
-    if isinstance(data, TokenizedPairs):
+    if isinstance(data, TokenizedPairs | PackedPairs):
 
         def batches(start: int) -> Iterator[dict[str, np.ndarray]]:
             return data.batches(
@@ -221,7 +261,7 @@ def train_in_process(plan: TrainPlan) -> Any:
 def gin_bindings(plan: TrainPlan) -> list[str]:
     """The plan as bindings of the train binary (``scicot_jax.train.cli.run``)."""
     tc = plan.train
-    if isinstance(plan.data, TokenizedPairs):
+    if isinstance(plan.data, TokenizedPairs | PackedPairs):
         raise ValueError("the gin train binary reads a SeqIO task, not in-memory pairs")
 
     def objs(scope: str, obj: Any) -> list[str]:

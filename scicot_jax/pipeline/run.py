@@ -354,13 +354,9 @@ class Pipeline:
         if not hasattr(self, "_budget_cache"):
             st = self.cfg.student
             ref = [formats.baseline(ex) for ex in self.examples("train")]
+            tokens, examples = self._per_row(ref)
             self._budget_cache = Budget(
-                self.cfg.match,
-                st.steps,
-                st.batch_size,
-                self._tokens_per_example(ref),
-                st.epochs,
-                len(ref),
+                self.cfg.match, st.steps, st.batch_size, tokens, st.epochs, len(ref) / examples
             )
         return self._budget_cache
 
@@ -368,12 +364,17 @@ class Pipeline:
         b = self.budget()
         return {"match": b.match, "steps": b.reference_steps, "tokens": round(b.tokens)}
 
-    def _tokens_per_example(self, pairs: Sequence[tuple[str, str]]) -> float:
-        """Mean tokens (inputs + targets) per example, in the student's vocabulary."""
+    def _per_row(self, pairs: Sequence[tuple[str, str]]) -> tuple[float, float]:
+        """(tokens, examples) one batch row of these pairs carries, in the student's vocabulary:
+        one example's tokens unpacked, several examples' when the student packs."""
         count = getattr(self.student, "tokens_per_example", None)
         if count is not None:
-            return float(count(pairs))
-        return sum(len(i.split()) + len(t.split()) + 2 for i, t in pairs) / max(1, len(pairs))
+            tokens = float(count(pairs))
+        else:
+            tokens = sum(len(i.split()) + len(t.split()) + 2 for i, t in pairs) / max(1, len(pairs))
+        per_row = getattr(self.student, "examples_per_row", None)
+        examples = float(per_row(pairs)) if per_row is not None else 1.0
+        return tokens * examples, examples
 
     def _train_stage(
         self,
@@ -390,7 +391,8 @@ class Pipeline:
                 "answer right? see the select_* report)"
             )
         kw: dict[str, Any] = {"task": task_fn}
-        steps = self.budget().stage_steps(share, self._tokens_per_example(pairs), len(pairs))
+        tokens, examples = self._per_row(pairs)
+        steps = self.budget().stage_steps(share, tokens, len(pairs) / examples)
         if steps is not None:
             kw["steps"] = steps
         return {**self.student.train(pairs, d, stage=stage, **kw), "train_examples": len(pairs)}

@@ -112,14 +112,16 @@ class T5Student:
                 self._params[str(out_dir)] = res.state.params
             lengths, per_example = data.lengths, data.tokens_per_example
             extra = {"truncated": data.truncated}
+        per_row = per_example * self.examples_per_row(pairs)
         self._configs[str(out_dir)] = model
         # every host of a pod writes the same file: atomically, so none reads half of it
+        # (lengths of one example, not of a packed row: decoding reads them)
         atomic_write(out_dir / STUDENT_FILE, json.dumps({"lengths": lengths, "stage": stage}))
         return {
             "checkpoint": str(out_dir),
             "steps": res.step,
-            "train_tokens": int(res.step * p.train.batch_size * per_example),
-            "train_flops": self.train_flops(res.step, lengths),
+            "train_tokens": int(res.step * p.train.batch_size * per_row),
+            "train_flops": self.train_flops(res.step, p.train.feature_lengths),
             "final_loss": res.metrics.get("loss"),
             "final_accuracy": res.metrics.get("accuracy"),
             "lengths": lengths,
@@ -128,12 +130,33 @@ class T5Student:
 
     def tokens_per_example(self, pairs: Sequence[tuple[str, str]]) -> float:
         """Mean tokens (inputs + targets, with EOS, cut to the max lengths) per pair."""
-        n = sum(
-            min(len(self.vocab.encode(i)) + 1, self.max_inputs)
-            + min(len(self.vocab.encode(t)) + 1, self.max_targets)
-            for i, t in pairs
-        )
-        return n / max(1, len(pairs))
+        return float(self._sizes(pairs).sum(axis=1).mean()) if pairs else 0.0
+
+    def examples_per_row(self, pairs: Sequence[tuple[str, str]]) -> float:
+        """Examples one batch row carries: 1 unpacked; packed, as many as fill rows of the
+        lengths fitted to these pairs (at the packer's steady density)."""
+        if not self.cfg.pack or not pairs:
+            return 1.0
+        from scicot_jax.data import packing
+
+        sizes = self._sizes(pairs)
+        lengths, density = packing.fitted_rows(sizes, self.cfg.packed_row_tokens)
+        return density * sum(lengths.values()) / float(sizes.sum(axis=1).mean())
+
+    def _sizes(self, pairs: Sequence[tuple[str, str]]) -> Any:
+        """(n, 2) tokens (inputs, targets) per pair, with EOS, cut to the max lengths."""
+        import numpy as np
+
+        return np.array(
+            [
+                [
+                    min(len(self.vocab.encode(i)) + 1, self.max_inputs),
+                    min(len(self.vocab.encode(t)) + 1, self.max_targets),
+                ]
+                for i, t in pairs
+            ],
+            np.int64,
+        ).reshape(-1, 2)
 
     def train_flops(self, steps: int, lengths: dict[str, int]) -> int:
         """Training FLOPs of ``steps`` batches at the padded ``lengths`` (forward + backward)."""

@@ -52,7 +52,12 @@ def run(
     """
     import jax
 
-    from scicot_jax.data.seqio_feed import check_task, eval_batches, train_batches
+    from scicot_jax.data.seqio_feed import (
+        check_task,
+        eval_batches,
+        fit_packed_lengths,
+        train_batches,
+    )
     from scicot_jax.runtime import partitioning as part
     from scicot_jax.runtime import task_eval
     from scicot_jax.train.trainer import TrainConfig, train
@@ -71,6 +76,7 @@ def run(
     eval_dataset = gin_utils.plain(eval_dataset) if eval_dataset is not None else None
     for ds in filter(None, (train_dataset, eval_dataset)):
         check_task(ds)  # before MODEL_DIR gets anything
+    train_dataset = fit_packed_lengths(train_dataset)  # PACKED_ROW_TOKENS: the model's lengths
     config = TrainConfig(
         model_dir=str(model_dir),
         train_steps=int(train_steps),
