@@ -10,6 +10,7 @@ from OUT_DIR's checkpoints), "pipeline" runs a pipeline's student steps.
 
 from __future__ import annotations
 
+import os
 import sys
 
 BASE_TASK = "scicot:synthetic_coin_flip:baseline"
@@ -114,6 +115,9 @@ def main(mode: str, out: str, flags: list[str]) -> None:
 
     task = [f"--gin.MIXTURE_OR_TASK_NAME={TASK}", f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}"]
     steps = int(mode.split("=")[1]) if mode.startswith("train=") else 3
+    devices = int(os.environ["XLA_FLAGS"].split("=")[-1]) * int(
+        dict(f[2:].split("=", 1) for f in flags if "=" in f).get("process_count", 1)
+    )  # in the pod: the eval batch is one row per device
     model_dir = mode.split("@")[1] if "@" in mode else f"{out}/model"
     result = train.main(
         [
@@ -130,8 +134,9 @@ def main(mode: str, out: str, flags: list[str]) -> None:
             "--gin.EVAL_STEPS=None",
             "--gin.SHUFFLE_TRAIN_EXAMPLES=False",  # the same global batches as one process
             "--gin.train/DatasetConfig.pack=False",
-            "--gin.eval/DatasetConfig.batch_size=4",
-            "--gin.EVAL_SPLIT='odd'",  # 5 examples: 2 eval batches of 2 on host 0, 1 on host 1
+            f"--gin.eval/DatasetConfig.batch_size={devices}",
+            # 5 examples: 2 processes: 2 eval batches of 2 on host 0, 1 on host 1; 4: 1 each
+            "--gin.EVAL_SPLIT='odd'",
             "--gin.train.infer_eval=False",
             "--gin.train.log_period=1",
             "--gin.LEARNING_RATE=0.01",

@@ -1,6 +1,8 @@
-"""Two processes on loopback (jax.distributed + gloo, 2 fake CPU devices each) equal one process
-with 4 devices: the same global batches and mesh, through train -> eval -> infer (predict,
-score) started with t5x's flags (tests/pod_driver.py)."""
+"""A pod on loopback (2 or 4 processes, jax.distributed + gloo, 2 fake CPU devices each) equals
+one process with all the devices: the same global batches and mesh, through train -> eval ->
+infer (predict, score) started with t5x's flags, and through the pipeline's student steps
+(tests/pod_driver.py). Each host reads and decodes only its shard; hosts without rows neither
+raise nor hang."""
 
 from __future__ import annotations
 
@@ -82,16 +84,19 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one(tmp_path):
+@pytest.mark.parametrize("processes", [2, 4])
+def test_pod_equals_one_process(tmp_path, processes):
+    """`processes` processes x 2 devices equal 1 process x 2 * processes devices."""
     from scicot_jax.runtime.inference import load_model
+    from scicot_jax.runtime.multihost import local_limit
 
     pod, one = tmp_path / "pod", tmp_path / "one"
-    _run(pod, 2, 2)
-    _run(one, 1, 4, f"all@{pod}/model")  # trains its own model, infers with the pod's
+    _run(pod, processes, 2)
+    _run(one, 1, 2 * processes, f"all@{pod}/model")  # trains its own model, infers with the pod's
 
-    # the pipeline's teacher step ran on process 0 only; process 1 read its result
+    # the pipeline's teacher step ran on process 0 only; the others read its result
     assert [p.name for p in (pod / "pipeline/teacher").glob("ran-on-*")] == ["ran-on-0"]
-    assert all("TEACHER_RESULT 0" in _log(pod, i) for i in (0, 1))
+    assert all("TEACHER_RESULT 0" in _log(pod, i) for i in range(processes))
 
     # train: per-step loss, then final params
     losses = [[r["loss"] for r in _jsonl(d / "model/train/metrics.jsonl")] for d in (pod, one)]
@@ -131,12 +136,13 @@ def test_two_processes_equal_one(tmp_path):
         [r["score"] for r in sc[0]], [r["score"] for r in sc[1]], rtol=1e-5, atol=1e-5
     )
 
-    # each host read and decoded only its shard: per call, the hosts' counts add up to the
-    # one-process count (eval 12, eval "one" 1, predict 12, score 12, predict "one" 1)
+    # each host read and decoded only its shard (every processes-th example): per call (eval 12,
+    # eval "one" 1, predict 12, score 12, predict "one" 1) the hosts' counts add up to one's
     for what in ("READ", "DECODED"):
-        counts = [_counts(_log(pod, i), what) for i in (0, 1)] + [_counts(_log(one, 0), what)]
-        assert counts[2] == [12, 1, 12, 12, 1], (what, counts)
-        assert counts[0] == [6, 1, 6, 6, 1] and counts[1] == [6, 0, 6, 6, 0], (what, counts)
+        assert _counts(_log(one, 0), what) == [12, 1, 12, 12, 1], what
+        for h in range(processes):
+            n, first = local_limit(12, h, processes), int(h == 0)
+            assert _counts(_log(pod, h), what) == [n, first, n, n, first], (what, h)
 
 
 def _counts(log: str, what: str) -> list[int]:
@@ -193,3 +199,46 @@ def test_sigterm_to_one_process_stops_both_and_resume_is_exact(tmp_path):
     )
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+@pytest.mark.slow
+def test_pipeline_student_steps_two_processes_equal_one(tmp_path):
+    """Sci-CoT + MoRSD's student steps on 2 processes x 2 devices equal 1 x 4: every stage's
+    final loss, MoRSD's difficulty scores, the Stage-1 student's rationales and the evaluation,
+    each host decoding its share through infer's files."""
+    pod, one = tmp_path / "pod", tmp_path / "one"
+    _run(pod, 2, 2, "pipeline")
+    _run(one, 1, 4, "pipeline")
+    runs = [d / "pipeline" for d in (pod, one)]
+    slug = "scicot-morsd_d2"
+
+    done = [{p.parent.name: json.loads(p.read_text()) for p in r.glob("*/DONE.json")} for r in runs]
+    trained = sorted(k for k, v in done[1].items() if "final_loss" in v["result"])
+    assert len(trained) == 4, trained  # two MoRSD probes, Stage 1, Stage 2
+    for k in trained:
+        np.testing.assert_allclose(
+            done[0][k]["result"]["final_loss"], done[1][k]["result"]["final_loss"], rtol=1e-6
+        )
+    rd = [[r["rd"] for r in _jsonl(r / f"select_{slug}/decisions.jsonl")] for r in runs]
+    assert any(x is not None for x in rd[1])
+    np.testing.assert_allclose(
+        [np.nan if x is None else x for x in rd[0]],
+        [np.nan if x is None else x for x in rd[1]],
+        rtol=1e-5,
+    )
+    for f in (
+        f"rationales_{slug}/predictions.jsonl",
+        f"eval_{slug}/predictions_validation.jsonl",
+        f"eval_{slug}/predictions_test.jsonl",
+    ):
+        assert _jsonl(runs[0] / f) == _jsonl(runs[1] / f), f
+    res = [json.loads((r / "results.json").read_text())["methods"]["scicot+morsd:2"] for r in runs]
+    assert res[0]["accuracy"] == res[1]["accuracy"]
+    # the predictions are infer's t5x files: Stage-1 rationales for 12 + 5 + 6 questions
+    for split, n in (("train", 12), ("validation", 5), ("test", 6)):
+        rows = _jsonl(runs[0] / f"rationales_{slug}/infer/{split}-predict.jsonl-00000-of-00001")
+        assert len(rows) == n
+    # every decode and score call: the two hosts' shares add up to the one process's count
+    counts = [_counts(_log(pod, i), "DECODED") for i in (0, 1)] + [_counts(_log(one, 0), "DECODED")]
+    assert counts[2] and [a + b for a, b in zip(counts[0], counts[1])] == counts[2], counts
+    assert all(a < c for a, c in zip(counts[0], counts[2]) if c > 1), counts
