@@ -12,6 +12,9 @@ when the pipeline runs again):
   rationales_<method>/        rationale-store run written by the Stage-1 student, all splits
   stage2_<method>/            Sci-CoT Stage-2 student (question + rationale -> answer)
   eval_<method>/              predictions_<split>.jsonl and accuracy
+
+rationales_* and eval_* decode through the infer binary's files: infer/<split>.jsonl in,
+infer/<split>-predict.jsonl-<shard>-of-<n> out (pipeline.infer_files).
 """
 
 from __future__ import annotations
