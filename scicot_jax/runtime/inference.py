@@ -111,6 +111,7 @@ def agree_batches(batches: Sequence[Batch], local_batch: int) -> list[Batch]:
         return list(batches)
     from jax.experimental import multihost_utils
 
+    part.sync_processes("inference plan")  # hosts arrive unevenly (loading, reading data)
     counts = np.asarray(multihost_utils.process_allgather(np.int32(len(batches))))
     n = int(counts.max())
     features = len(batches[0].lengths) if batches else 0

@@ -35,6 +35,9 @@ def allgather_objects(obj: Any) -> list[Any]:
         return [obj]
     from jax.experimental import multihost_utils
 
+    from scicot_jax.runtime import partitioning as part
+
+    part.sync_processes("allgather")  # hosts may arrive far apart (uneven host work)
     data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
     sizes = np.asarray(multihost_utils.process_allgather(np.int64(len(data)))).reshape(-1)
     buf = np.zeros(int(sizes.max()), np.uint8)
@@ -49,16 +52,13 @@ def on_process_zero(fn: Callable[[], Any], what: str) -> None:
     if jax.process_count() == 1:
         fn()
         return
-    from scicot_jax.runtime import partitioning as part
-
     error = None
     if jax.process_index() == 0:
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - re-raised below, after the others are released
             error = e
-    part.sync_processes(what)
-    failed = allgather_objects(error is not None)[0]
+    failed = allgather_objects(error is not None)[0]  # also the barrier the others wait at
     if error is not None:
         raise error
     if failed:
@@ -74,7 +74,10 @@ def gather_shards(local: list[Any], host: int, hosts: int) -> list[Any]:
     if hosts == 1:
         return list(local)
     by_host = {h: items for h, items in allgather_objects([host, local])}
-    out = []
-    for j in range(max(len(v) for v in by_host.values())):
-        out += [by_host[h][j] for h in range(hosts) if j < len(by_host[h])]
-    return out
+    return interleave([by_host[h] for h in range(hosts)])
+
+
+def interleave(parts: list[list[Any]]) -> list[Any]:
+    """Round-robin merge: part 0's first item, part 1's first, ..., part 0's second, ..."""
+    longest = max(map(len, parts), default=0)
+    return [p[j] for j in range(longest) for p in parts if j < len(p)]
