@@ -390,7 +390,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cfg = demo_config(args.out, args.seed) if args.cmd == "demo" else config_from_args(args)
     from scicot_jax.data.sources import SourceError
     from scicot_jax.pipeline.run import run_pipeline
+    from scicot_jax.runtime.partitioning import maybe_initialize_distributed
 
+    maybe_initialize_distributed()  # on a pod (TPU VM workers, SLURM, ...): before any jax use
     t0 = time.time()
     try:
         res = run_pipeline(cfg, redo=tuple(args.redo))
