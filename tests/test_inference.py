@@ -32,11 +32,19 @@ def setup():
 def test_plan_batches_buckets_sorts_and_fills():
     lengths = [3, 40, 9, 17, 1, 33, 8]
     batches = inference.plan_batches([lengths], [36], 3)
-    # Longest first; each batch padded to its longest row's power of two, capped at 36.
+    # Longest first; each batch padded to its longest row's bucket, capped at 36.
     assert [b.rows for b in batches] == [(1, 5, 3), (2, 6, 0), (4, 4, 4)]
-    assert [b.lengths for b in batches] == [(36,), (16,), (8,)]
+    assert [b.lengths for b in batches] == [(36,), (10,), (8,)]
     assert [b.size for b in batches] == [3, 3, 1]  # the last batch repeats its row as filler
     assert sorted(i for b in batches for i in b.rows[: b.size]) == list(range(len(lengths)))
+
+
+def test_buckets_pad_at_most_a_quarter_in_four_shapes_per_doubling():
+    lengths = {n: inference.bucket_length(n, 1 << 20) for n in range(1, 4097)}
+    assert all(n <= b <= max(8, 1.25 * n) for n, b in lengths.items())
+    for k in range(3, 12):  # each doubling (2^k, 2^(k+1)]: at most four padded lengths
+        assert len({lengths[n] for n in range((1 << k) + 1, (2 << k) + 1)}) <= 4
+    assert (lengths[87], lengths[93], lengths[178]) == (96, 96, 192)  # compass-like clusters
 
 
 def test_run_pipelined_dispatches_next_before_fetching_and_keeps_order():
