@@ -16,9 +16,10 @@ filling with fresh examples, also SeqIO's shuffle buffer). Lengths are fitted to
 split: a row of 20 examples wastes about the error of its inputs:targets ratio, and the first
 examples of a locally shuffled stream can be off by several percent.
 
-`--train N` also trains a tiny T5 on the compass workload twice with the same seed (SeqIO packer
-at the card's lengths, then best-fit at fitted lengths) and prints real tokens/s and the steps
-and training seconds each needs to reach the validation loss the first run ends at.
+`--train N` also trains a tiny T5 on the compass workload twice, same seed, same token slots per
+step: unpacked (one example per row at the card's lengths, batch 16) and packed (best-fit into
+rows of 4x the card's tokens, lengths fitted to the data, batch 4). It prints real tokens/s and
+the steps and training seconds each needs to reach the validation loss the unpacked run ends at.
 """
 
 from __future__ import annotations
@@ -185,13 +186,14 @@ def report(workload: str, label: str, lengths: dict, r: dict, base: dict | None)
     )
 
 
-def train_effect(task: str, card_lengths: dict, fitted: dict, steps: int, batch: int, tmp: Path):
-    """Same seed, SeqIO packer at the card's lengths vs best-fit at fitted lengths (tiny T5)."""
+def train_effect(task: str, card_lengths: dict, sizes, steps: int, batch: int, tmp: Path):
+    """Same seed and token slots per step: unpacked at the card's lengths vs best-fit packed
+    rows of 4x the card's tokens (fitted lengths, a quarter of the rows), tiny T5."""
     import json
 
     import numpy as np
 
-    from scicot_jax.data import synthetic
+    from scicot_jax.data import packing, synthetic
     from scicot_jax.data.cards import load_card
     from scicot_jax.data.formats import one_stage
     from scicot_jax.data.seqio_feed import DatasetConfig, train_batches
@@ -212,12 +214,15 @@ def train_effect(task: str, card_lengths: dict, fitted: dict, steps: int, batch:
     val_batches = [
         pairs.batch(np.arange(i, i + batch)) for i in range(0, len(pairs) - batch + 1, batch)
     ]
+    packed_lengths = packing.fit_lengths(sizes, 4 * sum(card_lengths.values()))
     period = max(1, steps // 12)
     runs = {}
-    for packer, lengths in (("seqio", card_lengths), ("best_fit", fitted)):
-        feed = train_batches(
-            DatasetConfig(task, dict(lengths), batch_size=batch, seed=0, packer=packer)
-        )
+    for name, lengths, rows, pack in (
+        ("unpacked", card_lengths, batch, False),
+        ("packed", packed_lengths, batch // 4, True),
+    ):
+        data = DatasetConfig(task, dict(lengths), batch_size=rows, seed=0, pack=pack)
+        feed = train_batches(data)
         probe = [b for _, b in zip(range(20), feed(0))]
         real_per_step = float(np.mean([
             (b["encoder_input_tokens"] != 0).sum() + (b["decoder_target_tokens"] != 0).sum()
@@ -235,7 +240,7 @@ def train_effect(task: str, card_lengths: dict, fitted: dict, steps: int, batch:
             return {}
 
         tc = TrainConfig(
-            model_dir=str(tmp / f"train_{packer}"), train_steps=steps, batch_size=batch, model=model,
+            model_dir=str(tmp / f"train_{name}"), train_steps=steps, batch_size=rows, model=model,
             feature_lengths=dict(lengths), optimizer=OptimizerConfig(name="adafactor", learning_rate=3e-3),
             seed=0, checkpoint_period=steps, keep_checkpoints=1, async_checkpoints=False,
             log_period=period, eval_period=period, handle_sigterm=False,
@@ -250,17 +255,23 @@ def train_effect(task: str, card_lengths: dict, fitted: dict, steps: int, batch:
             train_s[step] = elapsed
         first, last = spans[0][0], spans[-1][0]
         rate = real_per_step * (last - first) / max(elapsed, 1e-9)
-        runs[packer] = dict(losses=losses, train_s=train_s, rate=rate, first=first, lengths=lengths)
-    target = runs["seqio"]["losses"][max(runs["seqio"]["losses"])]
+        density = real_per_step / (rows * sum(lengths.values()))
+        runs[name] = dict(
+            losses=losses, train_s=train_s, rate=rate, first=first, lengths=lengths, rows=rows,
+            density=density, real_per_step=real_per_step,
+        )  # fmt: skip
+    target = runs["unpacked"]["losses"][max(runs["unpacked"]["losses"])]
     print(
-        f"train: tiny T5, batch {batch}, {steps} steps, seed 0; target = SeqIO packer's final "
-        f"validation loss {target:.4f}; seconds of training after step {runs['seqio']['first']}"
+        f"train: tiny T5, {steps} steps, seed 0, {batch * sum(card_lengths.values())} token "
+        f"slots per step; target = the unpacked run's final validation loss {target:.4f}; "
+        f"seconds of training after step {runs['unpacked']['first']}"
     )
-    for packer, r in runs.items():
+    for name, r in runs.items():
         hit = next((s for s in sorted(r["losses"]) if r["losses"][s] <= target), None)
         when = f"step {hit} ({r['train_s'].get(hit, 0.0):.1f} s)" if hit else "not reached"
         print(
-            f"  {packer:<9} {r['lengths']['inputs']}/{r['lengths']['targets']}: real "
+            f"  {name:<9} {r['rows']} x {r['lengths']['inputs']}/{r['lengths']['targets']}: "
+            f"density {r['density']:.3f}, {r['real_per_step']:,.0f} real tokens/step, real "
             f"{r['rate']:,.0f} tok/s, final val loss {r['losses'][max(r['losses'])]:.4f}, "
             f"target reached at {when}",
             flush=True,
@@ -312,9 +323,7 @@ def main(argv: list[str] | None = None) -> None:
                 report(workload, label, lengths, r, base)
                 base = base or r
             if a.train and workload == "compass_d4":
-                train_effect(
-                    task, card_lengths, fitted[a.row_tokens.split(",")[0]], a.train, 16, tmp
-                )
+                train_effect(task, card_lengths, packing.sizes_of(sample), a.train, 16, tmp)
 
 
 if __name__ == "__main__":
