@@ -86,8 +86,7 @@ def _check_exactly_once(srv, tmp_path: Path) -> None:
 
 # google-genai takes seconds to import on a loaded 2-core machine: its cases are slow ones.
 CASES = [("openai", p) for p in CRASH_POINTS] + [
-    pytest.param("gemini", p, marks=pytest.mark.slow)
-    for p in ("submitted", "downloaded", "collected")
+    pytest.param("gemini", p, marks=pytest.mark.slow) for p in CRASH_POINTS
 ]
 
 
