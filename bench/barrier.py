@@ -4,8 +4,8 @@
   python bench/barrier.py --processes 4 --devices 1 --examples 256
 
 `run_pipelined` calls `partitioning.sync_processes` (an orbax / coordination-service barrier)
-once per inference batch, so that a host still compiling a batch shape does not leave gloo's
-collectives waiting past their connect timeout. Each process greedily decodes its shard of
+before the first batch of each padded shape (it was once per batch), so that hosts start
+compiling a shape together and gloo's collectives do not wait on a late peer past their timeout. Each process greedily decodes its shard of
 `--examples` random inputs (tiny T5, global batch `--batch`) with `inference.predict`, timed
 over `--repeats` runs after a warm-up, alternately with the barrier (as shipped) and with it
 replaced by a no-op; then `--barriers` bare barriers are timed. The same decode in one process
@@ -58,7 +58,10 @@ def worker(args: argparse.Namespace) -> None:
         return time.perf_counter() - t0
 
     batches = -(-args.examples // args.batch)
-    decode()  # compiles every bucket shape
+    calls = []
+    inference.part.sync_processes = lambda what: (calls.append(what), shipped(what))
+    decode()  # compiles every bucket shape; counts the barriers of one decode
+    inference.part.sync_processes = shipped
     times: dict[str, list[float]] = {"barrier": [], "no barrier": []}
     for _ in range(args.repeats):
         for name in times:
@@ -78,6 +81,7 @@ def worker(args: argparse.Namespace) -> None:
         "ms_per_batch": med,
         "spread_ms_per_batch": spread,
         "bare_barrier_ms": bare * 1e3,
+        "barriers_per_decode": len(calls),
         "barrier_share_of_batch": (med["barrier"] - med["no barrier"]) / med["barrier"],
     }
     multihost.allgather_objects(0)  # every process done timing before one prints
@@ -110,7 +114,7 @@ def main() -> None:
         f"barrier, {ms['no barrier']:.2f} without (ratio {ms['barrier'] / ms['no barrier']:.3f}); "
         f"one process x {one['devices_per_process']} devices {peer:.2f} ms/batch "
         f"(pod with barrier / one process {ms['barrier'] / peer:.2f}); "
-        f"a bare barrier {pod['bare_barrier_ms']:.3f} ms"
+        f"a bare barrier {pod['bare_barrier_ms']:.3f} ms, {pod['barriers_per_decode']} per decode"
     )
 
 

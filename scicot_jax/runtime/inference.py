@@ -161,9 +161,12 @@ def run_pipelined(
         bar.advance(bar.step + 1, batch.size)
 
     pending: tuple[Batch, Any] | None = None
+    shapes: set[tuple[int, ...]] = set()
     for k, batch in enumerate(batches):
+        if batch.lengths not in shapes:  # a new shape compiles: hosts start it together, as
+            shapes.add(batch.lengths)  # gloo gives up on a peer later than its timeout
+            part.sync_processes("inference shape")
         arrays = dispatch(k, batch)
-        part.sync_processes("inference batch")  # a host may still be compiling this shape
         if pending is not None:
             drain(*pending)
         pending = (batch, arrays)
