@@ -2,7 +2,8 @@
 
 Host h of H reads shard h of the examples (SeqIO's ShardInfo: every H-th example, starting at
 h) and decodes only those; `gather_shards` puts the per-host results back in the examples'
-order on every process.
+order on every process. (A source with at least H files, e.g. a large SeqIO cache, is sharded
+by files instead: every row still comes back once, in an order of whole-file interleaving.)
 """
 
 from __future__ import annotations
