@@ -157,3 +157,25 @@ def test_inprocess_student_packs_and_resumes_exactly(tmp_path, tiny_vocab):
 def test_inprocess_student_trains_on_packed_rows(tmp_path, tiny_vocab):
     res = plan.train_in_process(_packed_plan(tmp_path, tiny_vocab))
     assert res.step == 2 and np.isfinite(res.metrics["loss"])
+
+
+def test_demo_pack_flag_packs_the_in_process_student(tmp_path, tiny_vocab):
+    """`run_pipeline.py demo --pack`: the demo's in-process students train on packed rows."""
+    from scicot_jax.data import formats, packing, synthetic
+    from scicot_jax.data.cards import load_card
+    from scicot_jax.data.sources import read_examples
+    from scicot_jax.pipeline.cli import demo_config
+
+    args = _parser().parse_args(["demo", "--pack"])
+    cfg = demo_config(args.out, args.seed, args.pack).student
+    assert cfg.pack and cfg.trainer == "inprocess"
+    model = plan.model_config(cfg, tiny_vocab.vocab_size)
+    card = load_card("synthetic_compass")
+    exs = list(read_examples(card, "train"))[:60]
+    texts = [formats.one_stage(ex, synthetic.write_rationale("compass", ex, 0)) for ex in exs]
+    pairs = plan.TokenizedPairs(tiny_vocab, model, texts, 128, 128)
+    p = plan.build(cfg, model, tmp_path, "one_stage", pairs, steps=2)
+    assert isinstance(p.data, plan.PackedPairs)
+    batch = next(p.data.batches(cfg.batch_size, cfg.seed))
+    assert batch["encoder_segment_ids"].max(axis=1).min() > 1  # every row holds several
+    assert packing.density(batch) >= 0.95 > packing.density(pairs.batch(np.arange(32)))
