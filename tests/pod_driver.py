@@ -14,7 +14,7 @@ import os
 import sys
 
 BASE_TASK = "scicot:synthetic_coin_flip:baseline"
-TASK = "pods_test:coin_flip"  # BASE_TASK plus splits "odd" (5 examples) and "one" (1)
+TASK = "pods_test:coin_flip"  # BASE_TASK plus splits "odd", "three" and "one" (5, 3, 1 rows)
 LENGTHS = "{'inputs': 64, 'targets': 8}"
 TINY = [
     "--gin_file=models/tiny.gin",
@@ -29,8 +29,8 @@ TINY = [
 
 
 def register_task() -> None:
-    """TASK: BASE_TASK's splits plus "odd" (hosts of a 2-process run get 3 and 2 examples) and
-    "one" (host 1 of 2 gets none)."""
+    """TASK: BASE_TASK's splits plus "odd" (hosts of a 2-process run get 3 and 2 examples),
+    "three" (host 3 of 4 gets none) and "one" (only host 0 gets one)."""
     import seqio
 
     import scicot_jax.tasks  # noqa: F401 - registers BASE_TASK
@@ -52,7 +52,7 @@ def register_task() -> None:
     )
 
 
-SMALL_SPLITS = {"odd": 5, "one": 1}
+SMALL_SPLITS = {"odd": 5, "three": 3, "one": 1}
 
 
 def count_reads_and_decodes() -> None:
@@ -135,8 +135,9 @@ def main(mode: str, out: str, flags: list[str]) -> None:
             "--gin.SHUFFLE_TRAIN_EXAMPLES=False",  # the same global batches as one process
             "--gin.train/DatasetConfig.pack=False",
             f"--gin.eval/DatasetConfig.batch_size={devices}",
-            # 5 examples: 2 processes: 2 eval batches of 2 on host 0, 1 on host 1; 4: 1 each
-            "--gin.EVAL_SPLIT='odd'",
+            # 2 processes, "odd": 2 eval batches of 2 rows on host 0, 1 on host 1; 4 processes,
+            # "three": 1 batch on hosts 0-2, none on host 3 (it feeds zero batches)
+            f"--gin.EVAL_SPLIT='{'odd' if devices <= 4 else 'three'}'",
             "--gin.train.infer_eval=False",
             "--gin.train.log_period=1",
             "--gin.LEARNING_RATE=0.01",
