@@ -350,7 +350,10 @@ def _make_compass(rng: random.Random, difficulty: int) -> Example:
     agent, start = rng.choice(_COMPASS_AGENTS), rng.randrange(4)
     turns = [rng.choice(tuple(_TURNS)) for _ in range(difficulty)]
     heading = (start + sum(_TURNS[t] for t in turns)) % 4
-    question = (f"A {agent} faces {_HEADINGS[start]}. " + " ".join(f"It {t}." for t in turns)
+    # Numbered turns: a step-by-step reader finds turn k by its number, a one-shot reader
+    # still has to sum all turns modulo 4.
+    question = (f"A {agent} faces {_HEADINGS[start]}. "
+                + " ".join(f"{k}. It {t}." for k, t in enumerate(turns, 1))
                 + f" Which way does the {agent} face now?")  # fmt: skip
     choices = tuple(zip("ABCD", _HEADINGS))
     return Example("", question, "ABCD"[heading], choices)
@@ -360,7 +363,7 @@ def _solve_compass(question: str) -> tuple[str, int, list[str]]:
     m = _COMPASS_RE.fullmatch(question)
     if not m or m.group(2) not in _HEADINGS:
         raise ValueError(f"not a compass question: {question!r}")
-    turns = [t.strip() for t in m.group(3).removeprefix("It ").rstrip(".").split(". It ")]
+    turns = [t.strip() for t in re.findall(r"(?:^|\s)(?:\d+\. )?It ([^.]+)\.", m.group(3))]
     unknown = [t for t in turns if t not in _TURNS]
     if unknown:
         raise ValueError(f"unrecognised turn {unknown[0]!r} in compass question {question!r}")
@@ -371,10 +374,11 @@ def _rationale_compass(prog: tuple, ex: Example, variant: int) -> str:
     agent, heading, turns = prog
     out = [(f"The {agent} starts facing {_HEADINGS[heading]}.", f"Start: {_HEADINGS[heading]}.",
             f"At first the {agent} faces {_HEADINGS[heading]}.")[variant]]  # fmt: skip
-    for t in turns:
+    for k, t in enumerate(turns, 1):
         heading = (heading + _TURNS[t]) % 4
-        out.append((f"It {t}: {_HEADINGS[heading]}.", f"{t.capitalize()}, so {_HEADINGS[heading]}.",
-                    f"After it {t} it faces {_HEADINGS[heading]}.")[variant])  # fmt: skip
+        out.append(f"{k}. " + (f"It {t}: {_HEADINGS[heading]}.",
+                               f"{t.capitalize()}, so {_HEADINGS[heading]}.",
+                               f"After it {t} it faces {_HEADINGS[heading]}.")[variant])  # fmt: skip
     label = "ABCD"[heading]
     out.append(f"{_HEADINGS[heading].capitalize()} is choice ({label}).")
     out.append(_answer_line(label))

@@ -139,9 +139,10 @@ def compass_rationale(
         if flaw == "flawed_right":
             stated[-1] = truth[-1]  # a later step jumps back to the right heading
     out = [rng.choice(_LEAD) + rng.choice(_OPEN).format(a=agent, h=_HEADINGS[heading])]
-    for t, h in zip(turns, stated[1:]):
+    for k, (t, h) in enumerate(zip(turns, stated[1:]), 1):
         pool = _NO_TURN if t == "does not turn" and rng.random() < 0.5 else _STEP
-        out.append(rng.choice(pool).format(t=t, T=t.capitalize(), h=_HEADINGS[h], a=agent))
+        step = rng.choice(pool).format(t=t, T=t.capitalize(), h=_HEADINGS[h], a=agent)
+        out.append(f"{k}. {step}")  # numbered like the question's turns
     final = truth[-1] if flaw in (None, "flawed_right", "rationalised") else stated[-1]
     label = "ABCD"[final]
     close = rng.choice(_CLOSE).format(
