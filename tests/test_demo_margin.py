@@ -1,10 +1,11 @@
 """The README's demo claims, asserted on a seeded run of the demo's own configuration.
 
-`make demo` runs ``demo_config(out, seed=0)``: the compass task, the oracle teacher with a real
-teacher's failure modes, tiny T5 students from scratch on CPU, every method trained on the same
-number of tokens. The README claims the teacher's figures and equal compute, and no ranking of
-the methods (at this budget their differences are inside the spread measured over three seeds);
-this test asserts exactly those claims, on seed 0. Takes many minutes.
+`make demo` runs ``demo_config(out, seed=0)``: the compass task (numbered turns), the oracle
+teacher with a real teacher's failure modes, tiny T5 students from scratch on CPU, every method
+trained on the tokens of 1,600 steps of plain fine-tuning. The README claims the teacher's
+figures, equal compute, and that Fine-tune-CoT D = 4 beats the baseline by more than the
+spread measured over three seeds (34.4 points); nothing about Sci-CoT. This test asserts exactly
+those claims on seed 0. It runs the whole demo: about a quarter of an hour on 2 cores.
 """
 
 import pytest
@@ -17,8 +18,11 @@ from scicot_jax.pipeline.run import run_pipeline
 def test_demo_claims(tmp_path):
     res = run_pipeline(demo_config(str(tmp_path / "demo"), seed=0), log=lambda s: None)
     teacher = res["teacher"]
-    assert teacher["zero_shot_cot"]["accuracy"] == 71.17  # greedy, 600 questions
-    assert teacher["zero_shot_cot_t0.7"]["accuracy"] == 73.71  # 4 samples each
+    assert teacher["zero_shot_cot"]["accuracy"] == 75.67  # greedy, 600 questions
+    assert teacher["zero_shot_cot_t0.7"]["accuracy"] == 77.12  # 4 samples each
     assert teacher["answer_conditioned_t0.7"]["accuracy"] == 100.0
     tokens = [m["train_tokens"] for m in res["methods"].values()]
     assert len(tokens) == 5 and max(tokens) <= 1.03 * min(tokens), tokens  # whole steps
+    acc = {label: m["accuracy"]["test"] for label, m in res["methods"].items()}
+    # Fine-tune-CoT D = 4 above the baseline by more than the 3-seed spread (seed 0: 90.5 vs 29.5)
+    assert acc["finetune_cot:4"] - acc["baseline"] > 34.4, acc
