@@ -301,6 +301,24 @@ def test_absl_log_dir_and_verbosity_take_effect(tmp_path):
     assert any("debug line reached the log" in text for text in logs), (logs, r.stderr[-2000:])
 
 
+def test_info_lines_reach_stderr_after_an_import_logged_a_warning():
+    """A module-level logging.warning() before the binary starts gives the root a WARNING
+    handler; the binaries' INFO lines (step losses) must still reach stderr."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from scicot_jax.runtime import gin_utils\n"
+        "logging.warning('an import warned first')\n"
+        "gin_utils.setup_logging('INFO')\n"
+        "logging.getLogger('probe').info('info line reached stderr')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "info line reached stderr" in r.stderr, r.stderr[-2000:]
+
+
 def test_initialization_timeout_bounds_the_wait_for_peers():
     """--initialization_timeout=3: a host whose coordinator never comes up gives up after
     seconds (jax's default wait is 300 s)."""

@@ -191,10 +191,12 @@ def _find(name: str, paths: Sequence[str]) -> str:
 
 
 def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Logs at `level` to stderr, even when an import already gave the root logger a handler."""
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # basicConfig does nothing once the root has a handler (a library's module-level
+    # logging.warning() installs one at WARNING), which would silently drop every INFO line.
+    logging.getLogger().setLevel(numeric)
     for noisy in ("absl", "jax._src", "orbax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
