@@ -171,7 +171,7 @@ def test_demo_pack_flag_packs_the_in_process_student(tmp_path, tiny_vocab):
     assert cfg.pack and cfg.trainer == "inprocess"
     model = plan.model_config(cfg, tiny_vocab.vocab_size)
     card = load_card("synthetic_compass")
-    exs = list(read_examples(card, "train"))[:60]
+    exs = list(read_examples(card, "train"))  # the whole split: 60 examples packed to 0.94
     texts = [formats.one_stage(ex, synthetic.write_rationale("compass", ex, 0)) for ex in exs]
     pairs = plan.TokenizedPairs(tiny_vocab, model, texts, 128, 128)
     p = plan.build(cfg, model, tmp_path, "one_stage", pairs, steps=2)
