@@ -16,6 +16,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: takes half a minute or more on CPU (`make test-fast` skips it)"
     )
+    config.addinivalue_line(
+        "markers",
+        "long: a quarter of an hour or more on 2 cores (`make test` skips it; `make test-long`)",
+    )
     # Hermetic: tests never read the user's rationale runs nor write to ~/.cache. Set before
     # collection because importing scicot_jax.tasks registers runs found under the root.
     global _TMP_ROOT

@@ -14,7 +14,8 @@ from scicot_jax.pipeline.cli import demo_config
 from scicot_jax.pipeline.run import run_pipeline
 
 
-@pytest.mark.slow  # the whole demo: five compute-matched methods
+@pytest.mark.slow
+@pytest.mark.long  # the whole demo, five compute-matched methods: `make test-long`
 def test_demo_claims(tmp_path):
     res = run_pipeline(demo_config(str(tmp_path / "demo"), seed=0), log=lambda s: None)
     teacher = res["teacher"]

@@ -84,7 +84,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("processes", [2, 4])
+@pytest.mark.parametrize("processes", [2, pytest.param(4, marks=pytest.mark.long)])
 def test_pod_equals_one_process(tmp_path, processes):
     """`processes` processes x 2 devices equal 1 process x 2 * processes devices."""
     from scicot_jax.runtime.inference import load_model
