@@ -3,9 +3,9 @@
 `make demo` runs ``demo_config(out, seed=0)``: the compass task (numbered turns), the oracle
 teacher with a real teacher's failure modes, tiny T5 students from scratch on CPU, every method
 trained on the tokens of 1,600 steps of plain fine-tuning. The README claims the teacher's
-figures, equal compute, and that Fine-tune-CoT D = 4 beats the baseline by more than the
-spread measured over three seeds (34.4 points); nothing about Sci-CoT. This test asserts exactly
-those claims on seed 0. It runs the whole demo: about a quarter of an hour on 2 cores.
+figures and equal compute, and no ranking of the methods (the end-to-end run of seed 0 did not
+reproduce the split runs' Fine-tune-CoT D = 4 result). This test asserts exactly those claims
+on seed 0. It runs the whole demo: about a quarter of an hour on 2 cores.
 """
 
 import pytest
@@ -24,6 +24,3 @@ def test_demo_claims(tmp_path):
     assert teacher["answer_conditioned_t0.7"]["accuracy"] == 100.0
     tokens = [m["train_tokens"] for m in res["methods"].values()]
     assert len(tokens) == 5 and max(tokens) <= 1.03 * min(tokens), tokens  # whole steps
-    acc = {label: m["accuracy"]["test"] for label, m in res["methods"].items()}
-    # Fine-tune-CoT D = 4 above the baseline by more than the 3-seed spread (seed 0: 90.5 vs 29.5)
-    assert acc["finetune_cot:4"] - acc["baseline"] > 34.4, acc
