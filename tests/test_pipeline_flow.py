@@ -134,6 +134,41 @@ def test_flow_results_and_resume(tmp_path, monkeypatch):
     assert set(again["skipped_steps"]) == set(again["steps"])
 
 
+def test_training_data_does_not_depend_on_teacher_completion_order(tmp_path, monkeypatch):
+    """A teacher store holds records in the order requests completed (it varies with load);
+    the vocabulary, the selection and every student's training pairs must not: an end-to-end
+    demo and a separate run of one method gave different students from the same records."""
+
+    def teacher_in_order(order):
+        def run(t, card, prompt, samples, examples, out_dir, temperature=None, seed=0):
+            fake_teacher(t, card, prompt, samples, examples, out_dir / "fake", temperature, seed)
+            recs = list(RationaleStore.open(out_dir / "fake" / "store").records())
+            store = RationaleStore.create(out_dir / "store", {"prompt": prompt})
+            for r in order(recs):
+                store.append(r)
+            return teacher_step.summarize_store(out_dir / "store")
+
+        return run
+
+    pairs = {}
+    for name, order in (("forward", list), ("reversed", lambda rs: rs[::-1])):
+        monkeypatch.setattr(teacher_step, "run", teacher_in_order(order))
+        cfg = PipelineConfig(
+            task="synthetic_mc",
+            out=str(tmp_path / name),
+            methods=("finetune_cot:2", "scicot+morsd:2"),
+            limits={"train": 12, "validation": 5, "test": 6},
+            student=StudentConfig(steps=1),
+        )
+        run_mod.Pipeline(cfg, FakeStudent(), log=lambda s: None).run()
+        run = Path(cfg.out)
+        pairs[name] = {p.parent.name: p.read_text() for p in sorted(run.glob("*/pairs.json"))} | {
+            "vocab": (run / "vocab" / "task.model").read_bytes()
+        }
+    assert len(pairs["forward"]) == 6  # Fine-tune-CoT, 2 probes, Sci-CoT's 2 stages; vocab
+    assert pairs["forward"] == pairs["reversed"]
+
+
 def test_morsd_with_a_pretrained_student_scores_directly(tmp_path, monkeypatch):
     """With --init-checkpoint the pretrained student scores RD itself (as in MoRSD): no probe
     students, every correct rationale scored once by that checkpoint, the lowest RD kept."""

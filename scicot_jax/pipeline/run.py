@@ -165,11 +165,17 @@ class Pipeline:
         }
 
     def teacher_records(self, prompt: str) -> list:
+        """The teacher's records of the train questions, in question order, then sample index.
+
+        A teacher store holds records in the order requests completed, which changes from run
+        to run (concurrent requests, machine load); everything downstream (vocabulary,
+        selection, the order of training pairs and so the batches) must not."""
         from scicot_jax.data.store import RationaleStore
 
         store = RationaleStore.open(self.steps.step_dir(f"teacher_{prompt}") / "store")
-        train = self.by_id("train")
-        return [r for r in store.records() if r.example_id in train]
+        place = {ex.id: i for i, ex in enumerate(self.examples("train"))}
+        recs = [r for r in store.records() if r.example_id in place]
+        return sorted(recs, key=lambda r: (place[r.example_id], r.sample_index))
 
     def _task_vocab(self, prompts: Sequence[str]) -> None:
         """Fit the run's vocabulary to its train questions and teacher rationales."""
