@@ -108,7 +108,53 @@ def test_cache_hits_failures_and_wal(tmp_path):
         assert c.get(r2.key).truncated
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert json.loads(db.execute("SELECT request FROM responses LIMIT 1").fetchone()[0])["model"]
+    assert json.loads(db.execute("SELECT request FROM requests LIMIT 1").fetchone()[0])["model"]
+
+
+# The schema-1 layout (until this version): the request text beside each response.
+_SCHEMA_1 = """
+CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema', '1');
+CREATE TABLE responses (
+    key TEXT PRIMARY KEY, request TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE failures (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, request TEXT NOT NULL, error TEXT NOT NULL,
+    status INTEGER, message TEXT NOT NULL, created REAL NOT NULL
+);
+"""
+
+
+def test_a_schema_1_cache_still_hits_and_is_migrated_once(tmp_path):
+    path, reqs = tmp_path / "old.sqlite", [_req(k=k) for k in range(3)]
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA_1)
+    db.executemany(
+        "INSERT INTO responses VALUES (?, ?, ?, 1.0)",
+        [(r.key, r.canonical(), GenResponse(f"old {r.sample_index}").to_json()) for r in reqs],
+    )
+    db.execute("INSERT INTO failures VALUES (1, 'k', '{}', 'TransientError', 503, 'boom', 1.0)")
+    db.commit()
+    db.close()
+    with Cache(path, readonly=True) as c:  # a reader reads it as it is, changing nothing
+        assert c.get(reqs[1].key).text == "old 1"
+        assert sorted(q.key for q, _ in c.items()) == sorted(r.key for r in reqs)
+    assert sqlite3.connect(path).execute("SELECT v FROM meta").fetchone()[0] == "1"
+    with Cache(path) as c:  # a writer migrates it: every response hits, with its request
+        assert {r.key: c.get(r.key).text for r in reqs} == {
+            r.key: f"old {r.sample_index}" for r in reqs
+        }
+        assert {q.key: s.text for q, s in c.items()} == {
+            r.key: f"old {r.sample_index}" for r in reqs
+        }
+        assert c.failure_count() == 1
+        c.put(_req(k=9), GenResponse("new"))
+        assert len(c) == 4
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT v FROM meta").fetchone()[0] == "2"
+    assert "request" not in {r[1] for r in db.execute("PRAGMA table_info(responses)")}
+    with Cache(path) as c:  # opened again: nothing left to migrate
+        assert c.get(_req(k=9).key).text == "new" and len(c) == 4
 
 
 def test_token_bucket_holds_the_rate():

@@ -324,11 +324,7 @@ class BatchDriver:
             if not won:
                 raise _Collected
             self.cache._save_stats(self.run.counters, now)  # the counters commit with the results
-            self.db.executemany(
-                "INSERT OR IGNORE INTO responses(key, request, response, created)"
-                " VALUES (?, ?, ?, ?)",
-                [(q.key, q.canonical(), r.to_json(), now) for q, r in ok],
-            )
+            self.cache.insert_responses([(q.key, q.canonical(), r.to_json(), now) for q, r in ok])
             self.db.executemany(
                 "INSERT INTO failures(key, request, error, status, message, created)"
                 " VALUES (?, ?, ?, ?, ?, ?)",

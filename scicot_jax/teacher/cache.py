@@ -2,12 +2,15 @@
 
 Successes and failures live in separate tables: a failure is kept for the report but is never
 served as a hit, so a re-run retries it. Responses hold only what the provider returned (no
-headers, no keys). Use one connection per thread; one thread (the run's writer) writes.
+headers, no keys); the request texts of successes live in a table of their own, so the table a
+re-run looks every request up in stays narrow (a 1M-request B-tree of ~240 MB, not ~800 MB:
+half the time a lookup). Use one connection per thread; one thread (the run's writer) writes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -18,13 +21,14 @@ from typing import Any
 
 from scicot_jax.teacher.protocol import GenRequest, GenResponse
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 1: responses carried the request text (migrated on open)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS responses (
-    key TEXT PRIMARY KEY, request TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL
+    key TEXT PRIMARY KEY, response TEXT NOT NULL, created REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, request TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS failures (
     id INTEGER PRIMARY KEY, key TEXT NOT NULL, request TEXT NOT NULL, error TEXT NOT NULL,
     status INTEGER, message TEXT NOT NULL, created REAL NOT NULL
@@ -62,6 +66,7 @@ CREATE INDEX IF NOT EXISTS batch_items_key ON batch_items(key);
 # () -> (invocation id, counters): read inside the transaction that saves them, so the last
 # commit always holds the newest counters.
 Stats = Callable[[], tuple[str, dict[str, Any]]]
+log = logging.getLogger(__name__)
 
 
 class CacheError(RuntimeError):
@@ -83,6 +88,8 @@ class Cache:
                 # WAL: readers never block the writer; NORMAL: commits survive a killed process.
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
+                if _schema(self._db) == "1":
+                    self._migrate_from_1()
                 self._db.executescript(_SCHEMA)
                 cols = {r[1] for r in self._db.execute("PRAGMA table_info(batch_jobs)")}
                 for col, kind in (("cancel_requested", "REAL"), ("holder", "TEXT")):
@@ -91,11 +98,33 @@ class Cache:
                 self._db.execute(
                     "INSERT OR IGNORE INTO meta(k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,)
                 )
-            row = self._db.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
+            version = _schema(self._db)
         except sqlite3.DatabaseError as e:
             raise CacheError(f"{self.path}: not a usable teacher cache ({e})") from e
-        if row is None or row[0] != SCHEMA_VERSION:
-            raise CacheError(f"{self.path}: cache schema {row and row[0]!r}, want {SCHEMA_VERSION}")
+        # A reader may read a schema-1 cache as it is: only items() reads the request texts.
+        self._v1 = readonly and version == "1"
+        if version != SCHEMA_VERSION and not self._v1:
+            raise CacheError(f"{self.path}: cache schema {version!r}, want {SCHEMA_VERSION}")
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 -> 2: the request texts move out of the responses table (once, in one
+        transaction: a killed migration leaves the schema-1 cache as it was)."""
+        log.info("%s: moving request texts out of the responses table (once)", self.path)
+        with _transaction(self._db):
+            if _schema(self._db) != "1":  # another process migrated it meanwhile
+                return
+            # One statement at a time: executescript would commit the transaction first.
+            for sql in (
+                "CREATE TABLE requests (key TEXT PRIMARY KEY, request TEXT NOT NULL) WITHOUT ROWID",
+                "INSERT INTO requests SELECT key, request FROM responses",
+                "CREATE TABLE responses_2 (key TEXT PRIMARY KEY, response TEXT NOT NULL,"
+                " created REAL NOT NULL) WITHOUT ROWID",
+                "INSERT INTO responses_2 SELECT key, response, created FROM responses",
+                "DROP TABLE responses",
+                "ALTER TABLE responses_2 RENAME TO responses",
+                f"UPDATE meta SET v='{SCHEMA_VERSION}' WHERE k='schema'",
+            ):
+                self._db.execute(sql)
 
     # -- reads ------------------------------------------------------------------------
     def get(self, key: str) -> GenResponse | None:
@@ -118,7 +147,12 @@ class Cache:
 
     def items(self) -> Iterator[tuple[GenRequest, GenResponse]]:
         """Every cached (request, response), streaming."""
-        for req, resp in self._db.execute("SELECT request, response FROM responses"):
+        q = (
+            "SELECT request, response FROM responses"
+            if self._v1
+            else "SELECT q.request, r.response FROM responses r JOIN requests q USING (key)"
+        )
+        for req, resp in self._db.execute(q):
             yield GenRequest.from_canonical(req), GenResponse.from_json(resp)
 
     def failures(self) -> Iterator[dict]:
@@ -231,17 +265,25 @@ class Cache:
                 self._db.executemany("DELETE FROM leases WHERE key=?", done)
             self._save_stats(stats, now)
             if ok_rows:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO responses(key, request, response, created) "
-                    "VALUES (?, ?, ?, ?)",
-                    ok_rows,
-                )
+                self.insert_responses(ok_rows)
             if fail_rows:
                 self._db.executemany(
                     "INSERT INTO failures(key, request, error, status, message, created) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     fail_rows,
                 )
+
+    def insert_responses(self, rows: list[tuple[str, str, str, float]]) -> None:
+        """(key, request text, response JSON, created) rows, inside the caller's transaction;
+        a key already cached keeps its first response."""
+        self._db.executemany(
+            "INSERT OR IGNORE INTO responses(key, response, created) VALUES (?, ?, ?)",
+            [(k, resp, t) for k, _, resp, t in rows],
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO requests(key, request) VALUES (?, ?)",
+            [(k, req) for k, req, _, _ in rows],
+        )
 
     # -- batch jobs (teacher/batch.py keeps their bookkeeping here, beside the responses) ---
     @property
@@ -260,6 +302,15 @@ class Cache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _schema(db: sqlite3.Connection) -> str | None:
+    """The schema version a cache file records (None: a new file)."""
+    try:
+        row = db.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
+    except sqlite3.OperationalError:  # no meta table yet
+        return None
+    return row and row[0]
 
 
 def holder_alive(holder: str) -> bool:
