@@ -95,6 +95,29 @@ def test_canonical_is_what_the_json_encoder_writes(
     assert GenRequest.from_canonical(want).key == r.key
 
 
+_JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    eid=_TEXT,
+    question=_TEXT,
+    answer=_TEXT,
+    choices=st.lists(st.tuples(_TEXT, _TEXT), max_size=3).map(tuple),
+    meta=st.dictionaries(_TEXT, _JSON_VALUE, max_size=3),
+)
+def test_example_json_line_is_what_the_json_encoder_writes(eid, question, answer, choices, meta):
+    """examples.jsonl's lines are hashed to check a resumed run's input: byte-identical."""
+    ex = Example(eid, question, answer, choices, meta)
+    assert ex.json_line() == json.dumps(ex.to_json(), ensure_ascii=False, sort_keys=True)
+    odd = Example(eid, question, 7, choices, meta)  # type: ignore[arg-type]
+    assert odd.json_line() == json.dumps(odd.to_json(), ensure_ascii=False, sort_keys=True)
+
+
 def test_cache_hits_failures_and_wal(tmp_path):
     path = tmp_path / "c.sqlite"
     with Cache(path) as c:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from typing import Any
 
 
@@ -19,7 +20,8 @@ class Example:
 
     def __post_init__(self) -> None:
         # Normalise lists (e.g. from JSON) so examples compare equal after a round trip.
-        object.__setattr__(self, "choices", tuple((str(lb), str(t)) for lb, t in self.choices))
+        if self.choices or type(self.choices) is not tuple:  # () needs nothing (most examples)
+            object.__setattr__(self, "choices", tuple((str(lb), str(t)) for lb, t in self.choices))
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -40,6 +42,19 @@ class Example:
             "meta": dict(self.meta),
         }
 
+    def json_line(self) -> str:
+        """`to_json()` as sorted JSON with non-ASCII kept (no newline): what
+        `_LINE.encode(self.to_json())` writes, spelled out (3x faster: runs hash every line)."""
+        strings = type(self.id) is str and type(self.question) is str and type(self.answer) is str
+        if not strings or type(self.meta) is not dict:
+            return _LINE.encode(self.to_json())  # unusual types: the encoder decides
+        choices = ", ".join(f"[{_str(label)}, {_str(text)}]" for label, text in self.choices)
+        meta = _LINE.encode(self.meta) if self.meta else "{}"
+        return (
+            f'{{"answer": {_str(self.answer)}, "choices": [{choices}], "id": {_str(self.id)}, '
+            f'"meta": {meta}, "question": {_str(self.question)}}}'
+        )
+
     @classmethod
     def from_json(cls, obj: dict[str, Any] | str) -> Example:
         """Inverse of `to_json`; also accepts the JSON text itself."""
@@ -55,3 +70,8 @@ class Example:
             choices=tuple(tuple(c) for c in obj.get("choices", ())),
             meta=dict(obj.get("meta", {})),
         )
+
+
+# One encoder (json.dumps builds a new one per call when given options); json_line's strings.
+_LINE = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+_str = encode_basestring

@@ -41,7 +41,10 @@ class GenRequest:
             and (seed is None or type(seed) is int)
             and type(t) in (int, float)
             and t - t == 0  # finite
-            and all(type(x) is str for x in (self.provider, self.model, self.prompt, *self.stop))
+            and type(self.provider) is str
+            and type(self.model) is str
+            and type(self.prompt) is str
+            and (not self.stop or all(type(x) is str for x in self.stop))
         ):
             # What _CANONICAL writes, spelled out: 3x faster (a re-run computes ~40k a second).
             return (

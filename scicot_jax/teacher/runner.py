@@ -66,8 +66,6 @@ SIGNATURE_FIELDS = (
     "answer_trigger",
     "seed",
 )
-# examples.jsonl's lines, whose sha256 a resumed run must match (one encoder, not one a call)
-_EXAMPLE_LINE = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
 SUMMARY_SPILL = ".summary.marks"  # a run's per-record summary marks, until its summary
 CHUNK = 512  # jobs looked up in the cache per query (and written per group commit)
 EXIT_CODES = {
@@ -657,7 +655,7 @@ class TeacherRun:
         old = (manifest.get("examples") or {}) if manifest else {}
         old_n, prefix = int(old.get("count", 0)), None
         for ex in self.source():
-            line = (_EXAMPLE_LINE.encode(ex.to_json()) + "\n").encode()
+            line = (ex.json_line() + "\n").encode()  # a resumed run matches their sha256
             hashes.append(id_hash(ex.id))
             digest.update(line)
             n += 1
