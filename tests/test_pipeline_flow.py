@@ -271,3 +271,32 @@ def test_remote_init_checkpoint_is_staged_locally(tmp_path, monkeypatch):
     run_mod.run_pipeline(cfg, FakeStudent(), log=lambda s: None)
     local = Path(seen["init"])
     assert local.is_relative_to(tmp_path / "run") and (local / "params/d/w").read_text() == "1"
+
+
+def test_verbose_info_lines_reach_stderr_after_an_import_logged_a_warning(tmp_path):
+    """`run_pipeline.py ... -v`: INFO lines reach stderr even when an import warned first (a
+    bare basicConfig is then a no-op and leaves the root at WARNING)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "logging.warning('an import warned first')\n"
+        "from scicot_jax.data.sources import SourceError\n"
+        "from scicot_jax.pipeline import cli, run\n"
+        "def fake(cfg, redo=()):\n"
+        "    logging.getLogger('scicot_jax.pipeline').info('info line reached stderr')\n"
+        "    raise SourceError('stop here')\n"
+        "run.run_pipeline = fake\n"
+        "cli.main(['run', '--task', 'synthetic_mc', '--out', sys.argv[1], '-v'])\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert "stop here" in r.stderr, r.stderr[-2000:]
+    assert "info line reached stderr" in r.stderr, r.stderr[-2000:]

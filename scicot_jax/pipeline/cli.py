@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from scicot_jax.pipeline.config import (
     StudentConfig,
     TeacherConfig,
 )
+from scicot_jax.runtime.gin_utils import setup_logging
 from scicot_jax.selection import SelectionConfig
 
 
@@ -386,10 +386,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Parse, run, print the results table and the run directory; returns the results."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(name)s: %(message)s",
-    )
+    setup_logging("INFO" if getattr(args, "verbose", False) else "WARNING")
     if args.cmd == "accuracy":
         return _accuracy(args)
     if args.cmd == "demo" and args.seeds:
