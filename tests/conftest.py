@@ -27,6 +27,20 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["SCICOT_CACHE"] = os.path.join(_TMP_ROOT, "cache")
     os.environ["SCICOT_RATIONALE_ROOT"] = os.path.join(_TMP_ROOT, "rationales")
     os.environ.pop("SCICOT_VOCAB", None)
+    _share_compiled_programs()
+
+
+def _share_compiled_programs() -> None:
+    """One persistent XLA cache for the session: the binaries and pod processes the tests start
+    compile the same tiny programs again and again (a pipeline's probes and stages, a resumed
+    run). Set once by the first process; xdist workers and their children inherit it. A size
+    limit turns on JAX's file lock, so concurrent processes never read a half-written entry."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(_TMP_ROOT, "jax_cache")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(8 << 30)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
