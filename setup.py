@@ -19,6 +19,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["scicot_jax", "scicot_jax.*"]),
+    # The demo prints its run beside the README's measured seeds (pipeline/demo.py).
+    package_data={"scicot_jax.pipeline": ["demo_seeds.csv"]},
     # Cards and gin configs sit at the top level; installs copy them to <prefix>/share/scicot_jax.
     data_files=[
         ("share/scicot_jax/tasks", sorted(glob.glob("tasks/*.toml"))),

@@ -164,7 +164,7 @@ def test_demo_pack_flag_packs_the_in_process_student(tmp_path, tiny_vocab):
     from scicot_jax.data import formats, packing, synthetic
     from scicot_jax.data.cards import load_card
     from scicot_jax.data.sources import read_examples
-    from scicot_jax.pipeline.cli import demo_config
+    from scicot_jax.pipeline.demo import demo_config
 
     args = _parser().parse_args(["demo", "--pack"])
     cfg = demo_config(args.out, args.seed, args.pack).student

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from scicot_jax.paths import as_path
@@ -23,11 +22,8 @@ from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
 from scicot_jax.pipeline.config import (
     TEACHER_BACKENDS,
     PipelineConfig,
-    StudentConfig,
-    TeacherConfig,
 )
 from scicot_jax.runtime.gin_utils import setup_logging
-from scicot_jax.selection import SelectionConfig
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -293,32 +289,6 @@ def paper_epochs(task: str) -> float | None:
     return PAPER_EPOCHS.get(source)
 
 
-def demo_config(out: str, seed: int = 0, pack: bool = False) -> PipelineConfig:
-    """The embedded default: synthetic_compass, oracle teacher over loopback, tiny T5 on CPU.
-
-    Tracking a heading turn by turn is easy for a small student, the final heading in one shot
-    is not. The oracle errs like a real teacher (teacher.oracle_behaviour); every method trains
-    on the same number of tokens as 1600 steps of plain fine-tuning (MoRSD's probes included):
-    at 800 no method left chance, at 1600 Fine-tune-CoT D=4 tracks the heading on 2 seeds of 3 (README,
-    'What make demo shows', for the measured table). ``seed`` draws the teacher's failures, the
-    students' initialisation and their batch order. ``pack``: the students train on best-fit
-    packed rows (--pack; the README's figures are unpacked).
-    """
-    return PipelineConfig(
-        task="synthetic_compass",
-        out=out,
-        methods=("baseline", "finetune_cot:1", "finetune_cot:4", "scicot:1", "scicot+morsd:4"),
-        limits={"train": 600, "validation": 100, "test": 200},
-        teacher=TeacherConfig(backend="oracle", model="oracle"),
-        student=StudentConfig(
-            size="tiny", steps=1600, batch_size=32, learning_rate=3e-3, seed=seed, pack=pack
-        ),
-        selection=SelectionConfig(per_question=1),
-        match="tokens",
-        seed=seed,
-    )
-
-
 def _accuracy(args: argparse.Namespace) -> dict:
     """Accuracy recomputed from predictions files (and re-graded with the card's rules)."""
     from scicot_jax.data import grading
@@ -336,13 +306,9 @@ def _accuracy(args: argparse.Namespace) -> dict:
 
 def _demo_seeds(args: argparse.Namespace) -> dict:
     """The demo once per seed, then the study report over the seeds (mean ± std, plots)."""
-    from scicot_jax.pipeline import study
-    from scicot_jax.pipeline.run import run_pipeline
+    from scicot_jax.pipeline import demo
 
-    for seed in range(args.seeds):
-        out = Path(args.out) / "runs" / f"demo_s{seed}"
-        run_pipeline(demo_config(str(out), seed, args.pack), redo=tuple(args.redo))
-    paths = study.render(study.collect(args.out), args.out, title="The demo over seeds")
+    paths = demo.run_seeds(args.out, args.seeds, args.pack, args.redo)
     print(paths["md"].read_text())
     return {"summary": str(paths["summary"])}
 
@@ -392,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.cmd == "demo" and args.seeds:
         return _demo_seeds(args)
     if args.cmd == "demo":
+        from scicot_jax.pipeline.demo import demo_config
+
         cfg = demo_config(args.out, args.seed, args.pack)
     else:
         cfg = config_from_args(args)
@@ -408,9 +376,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print((as_path(cfg.out) / "results.md").read_text())
     print(f"run directory: {as_path(cfg.out)}  ({time.time() - t0:.0f}s)")
     if args.cmd == "demo":
+        from scicot_jax.pipeline import demo
+
+        print(demo.beside_spread(res))
         print(
-            "One seed. Run-to-run spread (mean ± std over 3 seeds, measured): README, "
-            "'What make demo shows'; reproduce it with "
+            "One seed; the columns beside it are the README's measured seeds ('What make demo "
+            "shows'). Reproduce them with "
             "`python tools/run_pipeline.py demo --seeds 3 --out runs/demo_seeds`."
         )
     return res

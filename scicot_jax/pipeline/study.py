@@ -249,7 +249,7 @@ def collect(study_dir: str | Path) -> list[dict]:
     return rows
 
 
-def _mean_std(xs: Sequence[float]) -> tuple[float | None, float | None]:
+def mean_std(xs: Sequence[float]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation (0 for one value; None for none)."""
     xs = [float(x) for x in xs if x is not None]
     if not xs:
@@ -269,11 +269,11 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
         row = dict(zip(POINT, key))
         row["seeds"] = len(rs)
         for col in ("accuracy_test", "accuracy_validation"):
-            row[f"{col}_mean"], row[f"{col}_std"] = _mean_std([r.get(col) for r in rs])
-        row["teacher_accuracy_mean"] = _mean_std([r.get("teacher_accuracy") for r in rs])[0]
+            row[f"{col}_mean"], row[f"{col}_std"] = mean_std([r.get(col) for r in rs])
+        row["teacher_accuracy_mean"] = mean_std([r.get("teacher_accuracy") for r in rs])[0]
         row["chance"] = rs[0].get("chance")
-        row["train_tokens_mean"] = _mean_std([r.get("train_tokens") for r in rs])[0]
-        row["train_flops_mean"] = _mean_std([r.get("train_flops") for r in rs])[0]
+        row["train_tokens_mean"] = mean_std([r.get("train_tokens") for r in rs])[0]
+        row["train_flops_mean"] = mean_std([r.get("train_flops") for r in rs])[0]
         out.append(row)
     return out
 
