@@ -24,8 +24,10 @@ setup(
     # Cards and gin configs sit at the top level; installs copy them to <prefix>/share/scicot_jax.
     data_files=[
         ("share/scicot_jax/tasks", sorted(glob.glob("tasks/*.toml"))),
-        *[(f"share/scicot_jax/{d}", sorted(glob.glob(f"{d}/*.gin")))
-          for d in sorted({os.path.dirname(f) for f in glob.glob("gin/**/*.gin", recursive=True)})],
+        *[
+            (f"share/scicot_jax/{d}", sorted(glob.glob(f"{d}/*.gin")))
+            for d in sorted({os.path.dirname(f) for f in glob.glob("gin/**/*.gin", recursive=True)})
+        ],
     ],
     install_requires=[
         "numpy>=1.26",
