@@ -127,11 +127,13 @@ def test_trained_student_decodes_and_scores_after_a_restart(tmp_path, tiny_vocab
     np.testing.assert_allclose(again.score(ckpt, pairs), student.score(ckpt, pairs), rtol=1e-6)
 
 
+PACKED_TEXTS = [(" ".join(["flip"] * n), "yes " * (n % 4 + 1)) for n in range(5, 45)]
+
+
 def _packed_plan(tmp_path, tiny_vocab):
     cfg = _student(pack=True, packed_row_tokens=128, steps=2)
     model = plan.model_config(cfg, tiny_vocab.vocab_size)
-    texts = [(" ".join(["flip"] * n), "yes " * (n % 4 + 1)) for n in range(5, 45)]
-    pairs = plan.TokenizedPairs(tiny_vocab, model, texts, 64, 16)
+    pairs = plan.TokenizedPairs(tiny_vocab, model, PACKED_TEXTS, 64, 16)
     return plan.build(cfg, model, tmp_path, "baseline", pairs)
 
 
@@ -154,9 +156,16 @@ def test_inprocess_student_packs_and_resumes_exactly(tmp_path, tiny_vocab):
 
 
 @pytest.mark.slow  # compiles and runs a train step: about a minute on 2 busy cores
-def test_inprocess_student_trains_on_packed_rows(tmp_path, tiny_vocab):
-    res = plan.train_in_process(_packed_plan(tmp_path, tiny_vocab))
-    assert res.step == 2 and np.isfinite(res.metrics["loss"])
+def test_inprocess_student_trains_on_packed_rows(tmp_path, tiny_vocab_path):
+    """The packed student trains, and counts the tokens the budget planned for its rows."""
+    cfg = _student(pack=True, packed_row_tokens=128, steps=2, vocab=str(tiny_vocab_path))
+    cfg = dataclasses.replace(cfg, inputs_length=64, targets_length=16)  # as _packed_plan's
+    student = T5Student(cfg, task="synthetic_coin_flip")
+    res = student.train(PACKED_TEXTS, tmp_path, stage="baseline")
+    assert res["steps"] == 2 and np.isfinite(res["final_loss"])
+    per_row = student.tokens_per_example(PACKED_TEXTS) * student.examples_per_row(PACKED_TEXTS)
+    assert student.examples_per_row(PACKED_TEXTS) > 1.5
+    assert res["train_tokens"] == int(2 * 4 * per_row)
 
 
 def test_demo_pack_flag_packs_the_in_process_student(tmp_path, tiny_vocab):

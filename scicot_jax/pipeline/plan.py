@@ -46,10 +46,12 @@ class TokenizedPairs:
         max_targets: int,
     ):
         self.model = model
-        enc = [with_eos(vocab.encode(i), max_inputs, model.eos_id) for i, _ in pairs]
-        dec = [with_eos(vocab.encode(t), max_targets, model.eos_id) for _, t in pairs]
-        self.truncated = sum(len(vocab.encode(i)) >= max_inputs for i, _ in pairs) + sum(
-            len(vocab.encode(t)) >= max_targets for _, t in pairs
+        raw_enc = [vocab.encode(i) for i, _ in pairs]  # once: SentencePiece is the cost here
+        raw_dec = [vocab.encode(t) for _, t in pairs]
+        enc = [with_eos(e, max_inputs, model.eos_id) for e in raw_enc]
+        dec = [with_eos(d, max_targets, model.eos_id) for d in raw_dec]
+        self.truncated = sum(len(e) >= max_inputs for e in raw_enc) + sum(
+            len(d) >= max_targets for d in raw_dec
         )
         self.inputs_length = min(max_inputs, round_up(max(len(e) for e in enc)))
         self.targets_length = min(max_targets, round_up(max(len(d) for d in dec)))

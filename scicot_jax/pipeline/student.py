@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scicot_jax.data.tokens import with_eos
 from scicot_jax.files import atomic_write
 from scicot_jax.pipeline import plan
@@ -94,7 +96,9 @@ class T5Student:
             name = task(self.vocab_spec)
             p = plan.build(self.cfg, model, out_dir, stage, plan.SeqioTask(name, lengths), steps)
             res = plan.train_with_gin(p)
-            per_example = sum(len(e) + len(t) for e, t in zip(enc, tgt)) / max(1, len(enc))
+            sizes = np.array([[len(e), len(t)] for e, t in zip(enc, tgt)], np.int64)
+            per_example = float(sizes.sum(axis=1).mean())
+            per_row = per_example * self._examples_per_row(sizes)
             extra: dict[str, Any] = {"task": name}
         else:
             data = plan.TokenizedPairs(self.vocab, model, pairs, self.max_inputs, self.max_targets)
@@ -110,9 +114,9 @@ class T5Student:
             res = plan.train_in_process(p)
             if res.state is not None:
                 self._params[str(out_dir)] = res.state.params
-            lengths, per_example = data.lengths, data.tokens_per_example
+            lengths = data.lengths
+            per_row = p.data.tokens_per_example * p.data.examples_per_row  # packed or not
             extra = {"truncated": data.truncated}
-        per_row = per_example * self.examples_per_row(pairs)
         self._configs[str(out_dir)] = model
         # every host of a pod writes the same file: atomically, so none reads half of it
         # (lengths of one example, not of a packed row: decoding reads them)
@@ -135,18 +139,19 @@ class T5Student:
     def examples_per_row(self, pairs: Sequence[tuple[str, str]]) -> float:
         """Examples one batch row carries: 1 unpacked; packed, as many as fill rows of the
         lengths fitted to these pairs (at the packer's steady density)."""
-        if not self.cfg.pack or not pairs:
+        return self._examples_per_row(self._sizes(pairs)) if self.cfg.pack else 1.0
+
+    def _examples_per_row(self, sizes: Any) -> float:
+        """examples_per_row of pairs with these (n, 2) token counts."""
+        if not self.cfg.pack or not len(sizes):
             return 1.0
         from scicot_jax.data import packing
 
-        sizes = self._sizes(pairs)
         lengths, density = packing.fitted_rows(sizes, self.cfg.packed_row_tokens)
         return density * sum(lengths.values()) / float(sizes.sum(axis=1).mean())
 
     def _sizes(self, pairs: Sequence[tuple[str, str]]) -> Any:
         """(n, 2) tokens (inputs, targets) per pair, with EOS, cut to the max lengths."""
-        import numpy as np
-
         return np.array(
             [
                 [
