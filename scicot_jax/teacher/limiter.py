@@ -127,7 +127,10 @@ class Limits:
     requests_per_minute: float = 0.0
     tokens_per_minute: float = 0.0
     max_concurrency: int = 32
-    burst_seconds: float = 0.1  # bucket depth: small, so any 60 s window stays within the limit
+    burst_seconds: float = 0.1  # request bucket depth: catches up a late event loop
+    # Between a grant and the request's arrival (a lease transaction, the event loop): a
+    # request sent late lets the next ones arrive closer together than the bucket granted them.
+    send_jitter_seconds: float = 0.1
 
 
 class Limiter:
@@ -136,9 +139,13 @@ class Limiter:
     def __init__(self, limits: Limits):
         self.limits = limits
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
-        self.requests = (
-            TokenBucket(rpm / 60, rpm / 60 * limits.burst_seconds) if rpm and rpm > 0 else None
-        )
+        # A minute grants at most the bucket's depth plus a minute of refill, and the provider
+        # sees the grants of up to a minute and the send jitter: both are paid for out of the
+        # rate (rpm / 60.2 a second, 99.7% of the limit), so no sliding 60 s window at the
+        # provider passes the limit.
+        margin = limits.burst_seconds + limits.send_jitter_seconds
+        rate = rpm / (60 + margin) if rpm and rpm > 0 else 0.0
+        self.requests = TokenBucket(rate, rate * limits.burst_seconds) if rate else None
         # Token limits are coarse (prompt sizes vary): allow one second of tokens in a burst.
         self.tokens = TokenBucket(tpm / 60, tpm / 60, initial=tpm / 60) if tpm and tpm > 0 else None
         self.concurrency = AdaptiveConcurrency(limits.max_concurrency)
