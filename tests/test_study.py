@@ -120,6 +120,10 @@ def test_plot_axes_are_fixed_with_chance_and_teacher_lines(tmp_path, monkeypatch
     def spy(fig, path, **kw):
         ax = fig.axes[0]
         seen[Path(path).name] = (ax.get_ylim(), [t.get_text() for t in ax.get_legend().texts])
+        teacher_y = {ln.get_label(): ln.get_ydata()[0] for ln in ax.get_lines()
+                     if ln.get_label().startswith("teacher")}  # fmt: skip
+        # one line per teacher, each at its own accuracy (not one line averaged over both)
+        assert teacher_y == {"teacher (zero-shot CoT)": 72.0, "teacher (answer-conditioned)": 100.0}
         renderer = fig.canvas.get_renderer()  # the legend sits right of the axes, over no data
         assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent().x1
         if Path(path).name == "accuracy_vs_train_fraction.png":
@@ -139,6 +143,9 @@ def test_plot_axes_are_fixed_with_chance_and_teacher_lines(tmp_path, monkeypatch
         {"method": "finetune_cot", "degree": 4, "train_fraction": 1.0, "student": "tiny",
          "accuracy_test_mean": 26.0, "accuracy_test_std": 1.0, "chance": 25.0,
          "teacher_accuracy_mean": 74.0, "train_tokens_mean": 1e5},
+        {"method": "scicot+morsd", "degree": 4, "train_fraction": 1.0, "student": "tiny",
+         "accuracy_test_mean": 27.0, "accuracy_test_std": 1.0, "chance": 25.0,
+         "teacher_accuracy_mean": 100.0, "train_tokens_mean": 1e5},
     ]  # fmt: skip
     study_plots.plot_all(summary, tmp_path)
     assert seen.pop("fraction_xlim") == (0.0, 1.05)
@@ -153,7 +160,7 @@ def test_plot_axes_are_fixed_with_chance_and_teacher_lines(tmp_path, monkeypatch
     }
     for ylim, legend in seen.values():  # 24-26 % must not look like a steep trend
         assert ylim == (0.0, 100.0)
-        assert "chance" in legend and "teacher" in legend
+        assert "chance" in legend and "teacher (zero-shot CoT)" in legend
 
 
 def test_cli_plan_writes_script(tmp_path, capsys):

@@ -12,6 +12,8 @@ FLAT_COLORS = ("tab:red", "tab:brown", "tab:pink", "tab:olive")
 # Hollow markers of distinct shapes: series at the same point (e.g. equal accuracies) stay
 # visible on top of each other.
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # 7 shapes against 10 colours: pairs rarely repeat
+TEACHER_COLORS = ("tab:green", "black")
+TEACHER_NAMES = {"zero_shot_cot": "zero-shot CoT", "answer_conditioned": "answer-conditioned"}
 SIZES = ("tiny", "small", "base", "large", "xl", "xxl")
 AXES = {  # plot key -> (summary column, x-axis label)
     "degree": ("degree", "diverse-reasoning degree D (samples per question)"),
@@ -41,13 +43,24 @@ def _x_value(axis: str) -> Callable[[dict], float]:
 
 
 def _reference_lines(ax, summary: Sequence[dict]) -> None:
-    """Chance and the teacher's accuracy (over all its samples, mean over the study)."""
+    """Chance, and each teacher's accuracy (over all its samples, mean over the study's runs
+    of the methods that learn from it): zero-shot CoT and answer-conditioned teachers differ,
+    one line averaged over both would match neither."""
+    from scicot_jax.pipeline.config import PROMPT_FOR
+
     chance = [r["chance"] for r in summary if r.get("chance") is not None]
     if chance:
         ax.axhline(sum(chance) / len(chance), ls="--", lw=1, color="gray", label="chance")
-    teacher = [r["teacher_accuracy_mean"] for r in summary if r.get("teacher_accuracy_mean")]
-    if teacher:
-        ax.axhline(sum(teacher) / len(teacher), ls=":", lw=1.5, color="black", label="teacher")
+    teachers: dict[str, list[float]] = defaultdict(list)
+    for r in summary:
+        prompt = PROMPT_FOR.get(r["method"].partition("+")[0])
+        if prompt and r.get("teacher_accuracy_mean"):
+            teachers[prompt].append(r["teacher_accuracy_mean"])
+    for (prompt, accs), ls, color in zip(sorted(teachers.items()), (":", "-."), TEACHER_COLORS):
+        name = TEACHER_NAMES.get(prompt, prompt)
+        # drawn over the frame: a teacher at 100 % sits on the top edge
+        ax.axhline(sum(accs) / len(accs), ls=ls, lw=2, color=color, label=f"teacher ({name})",
+                   clip_on=False, zorder=5)  # fmt: skip
 
 
 def _finish(ax, fig, path: Path, ylabel: str = "test accuracy % (mean ± std)") -> Path:
