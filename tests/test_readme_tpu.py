@@ -152,3 +152,5 @@ def test_readme_cloud_tpu_commands_run_against_gcs(
         assert exported.step == start + 2 and exported.param_states is not None
         moved = jax.tree.leaves(jax.tree.map(np.array_equal, exported.params, pretrained))
         assert not all(moved)  # trained params, not the initial ones
+    # the README's --compilation_cache_dir gs://... under a cache size limit (the tests set one)
+    assert not Path("gs:").exists()  # nothing leaked into ./gs:/...

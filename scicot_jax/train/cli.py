@@ -66,6 +66,9 @@ def run(
         from jax.experimental.compilation_cache import compilation_cache
 
         jax.config.update("jax_compilation_cache_dir", compilation_cache_dir)
+        if "://" in compilation_cache_dir:  # JAX's size limit takes a lock file by a local
+            # path: on gs:// it would create ./gs:/<bucket>/... in the working directory
+            jax.config.update("jax_compilation_cache_max_size", -1)
         compilation_cache.reset_cache()  # a cache opened earlier in this process is replaced
     part.maybe_initialize_distributed()
     if seed is None:  # RANDOM_SEED = None: a fresh seed, the same on every host (as t5x)
