@@ -240,7 +240,9 @@ class BatchDriver:
                 results = list(self.client.results(job["remote_id"], self._requests(jid)))
                 crash_point("downloaded")
                 self._collect(job, st.state, results, st.message)
-                if st.state == "cancelled" and (job["cancel_requested"] or 0) >= self.started:
+                # read again: `cancel` may have flagged the job after this round read it
+                flagged = self._job(jid)["cancel_requested"] or 0
+                if st.state == "cancelled" and flagged >= self.started:
                     # `scicot-teacher cancel` while this run was going: stop spending
                     self.run._stop(
                         "cancelled",
@@ -508,11 +510,13 @@ def cancel_run(run_dir: Any) -> list[dict[str, Any]]:
             if phase == "submitting":
                 remote_id = client.find(jid, remote_file)
             if remote_id:
-                client.cancel(remote_id)
+                # flagged before the provider is asked: a run that sees the job cancelled then
+                # always finds the flag, and stops instead of sending the items again
                 with cache.transaction():
                     cache.db.execute(
                         "UPDATE batch_jobs SET cancel_requested=? WHERE id=?", (time.time(), jid)
                     )
+                client.cancel(remote_id)
                 out.append({"id": jid, "remote_id": remote_id, "action": "cancel requested"})
                 if phase == "submitting":
                     with cache.transaction():
