@@ -240,9 +240,11 @@ class BatchDriver:
                 results = list(self.client.results(job["remote_id"], self._requests(jid)))
                 crash_point("downloaded")
                 self._collect(job, st.state, results, st.message)
-                # read again: `cancel` may have flagged the job after this round read it
-                flagged = self._job(jid)["cancel_requested"] or 0
-                if st.state == "cancelled" and flagged >= self.started:
+                # the flag read again: `cancel` may have set it after this round read the job
+                if (
+                    st.state == "cancelled"
+                    and (self._job(jid)["cancel_requested"] or 0) >= self.started
+                ):
                     # `scicot-teacher cancel` while this run was going: stop spending
                     self.run._stop(
                         "cancelled",
