@@ -175,6 +175,15 @@ def _encode_json(d: dict[str, Any]) -> bytes:
     return line if line and line.isascii() else (_LINE.encode(d) + "\n").encode()
 
 
+def encode_record(rec: RationaleRecord) -> bytes:
+    """The record's line of records.jsonl (newline included), validated: a bad record fails
+    here, not when read."""
+    d = rec.to_json()
+    if not _well_typed(d):
+        RationaleRecord.from_json(d, f"record {rec.key}")
+    return _encode_json(d)
+
+
 class RationaleStore:
     """A run directory of rationale records; see the module docstring for the layout."""
 
@@ -386,22 +395,21 @@ class RationaleStore:
 
     def extend(self, records: Iterable[RationaleRecord]) -> int:
         """Append many records with one write + fsync; each line stays whole. Returns the count."""
-        lines: list[bytes] = []
+        return self.extend_encoded([(rec.key, encode_record(rec)) for rec in records])
+
+    def extend_encoded(self, entries: list[tuple[Key, bytes]]) -> int:
+        """extend() for records already encoded by `encode_record` (key, line): one write +
+        fsync; a key stored already, or twice in `entries`, fails before anything is written."""
         seen: dict[Key, int] = {}
         maybe_stored: dict[int, Key] = {}
-        for rec in records:
-            d = rec.to_json()
-            key = (rec.example_id, rec.sample_index)
-            if not _well_typed(d):  # validation: a bad record fails here, not when read
-                RationaleRecord.from_json(d, f"record {key}")
+        for key, _ in entries:
             h = key_hash(*key)
             if key in seen:
                 self._already(key)
             if self.index.contains_hash(h):
                 maybe_stored[h] = key
             seen[key] = h
-            lines.append(_encode_json(d))
-        if not lines:
+        if not entries:
             return 0
         if maybe_stored:  # a stored key or a hash collision: settle it exactly (rare)
             for h, hits in self._with_hashes(set(maybe_stored)).items():
@@ -412,14 +420,14 @@ class RationaleStore:
         self._take_writer_lock()
         fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND)
         try:
-            _write_all(fd, b"".join(lines))
+            _write_all(fd, b"".join(line for _, line in entries))
             os.fsync(fd)
         finally:
             os.close(fd)
         for h in seen.values():
             self.index.add_hash(h)
-        self._count += len(lines)
-        return len(lines)
+        self._count += len(entries)
+        return len(entries)
 
     def _already(self, key: Key) -> None:
         raise KeyError(

@@ -94,6 +94,18 @@ class Tally:
         if self.spill is not None and len(marks) >= _SPILL_AT:
             self._flush()
 
+    def merge(self, other: Tally) -> None:
+        """Add the counts of `other` (a worker process's, for records written here)."""
+        self.n += other.n
+        self.correct += other.correct
+        self.unparsed += other.unparsed
+        self.truncated += other.truncated
+        self.tok_in += other.tok_in
+        self.tok_out += other.tok_out
+        self.marks.extend(other.marks)
+        if self.spill is not None and len(self.marks) >= _SPILL_AT:
+            self._flush()
+
     def _flush(self) -> None:
         with open(self.spill, "ab") as f:
             self.marks.tofile(f)
