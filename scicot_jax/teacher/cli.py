@@ -63,6 +63,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     lim.add_argument("--tpm", type=float, default=0.0, help="tokens per minute (0: none)")
     lim.add_argument("--concurrency", type=int, default=32, help="max requests in flight")
     lim.add_argument("--timeout", type=float, default=60.0, help="per request, seconds")
+    lim.add_argument(
+        "--workers",
+        type=int,
+        help="processes answering jobs from the cache (default: one per core on runs of 20k+ jobs)",
+    )
     lim.add_argument("--max-retries", type=int, default=6, help="per request, 5xx/timeouts")
     lim.add_argument("--max-cost", type=float, help="stop before spending more (USD, estimated)")
     lim.add_argument("--max-requests", type=int, help="stop after sending this many requests")
@@ -192,6 +197,7 @@ def _run(args: argparse.Namespace) -> int:
         requests_per_minute=args.rpm,
         tokens_per_minute=args.tpm,
         concurrency=args.concurrency,
+        workers=args.workers,
         max_retries=args.max_retries,
         max_cost=args.max_cost,
         max_requests=args.max_requests,

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from scicot_jax.data import grading
 from scicot_jax.data.cards import TaskCard, load_card
 from scicot_jax.data.examples import Example
-from scicot_jax.data.store import EXAMPLES_FILE, RationaleRecord, RationaleStore
+from scicot_jax.data.store import EXAMPLES_FILE, Key, RationaleRecord, RationaleStore, encode_record
 from scicot_jax.files import atomic_open, try_lock
 from scicot_jax.teacher import prompts
 from scicot_jax.teacher.backends import Backend, make_backend, provider_name, scrub
@@ -38,6 +38,7 @@ from scicot_jax.teacher.batch import crash_point
 from scicot_jax.teacher.batch_clients import make_batch_client
 from scicot_jax.teacher.cache import Cache
 from scicot_jax.teacher.cache import Stats as CacheStats
+from scicot_jax.teacher.cached_pass import Answered, answered_chunks
 from scicot_jax.teacher.inputs import ExampleSource, InputError, duplicate_hashes, id_hash
 from scicot_jax.teacher.limiter import Limiter, Limits, backoff_delay
 from scicot_jax.teacher.pricing import batch_price, price_for
@@ -92,6 +93,7 @@ NUMERIC_SETTINGS: dict[str, tuple[str, float, float | None, bool]] = {
     "requests_per_minute": ("--rpm", 0.0, None, False),
     "tokens_per_minute": ("--tpm", 0.0, None, False),
     "concurrency": ("--concurrency", 1, None, False),
+    "workers": ("--workers", 1, None, False),
     "max_retries": ("--max-retries", 0, None, False),
     "max_throttle_retries": ("max_throttle_retries", 0, None, False),
     "max_consecutive_failures": ("max_consecutive_failures", 1, None, False),
@@ -144,6 +146,7 @@ class RunConfig:
     requests_per_minute: float = 0.0
     tokens_per_minute: float = 0.0
     concurrency: int = 32
+    workers: int | None = None  # processes answering from the cache (None: cached_pass decides)
     max_retries: int = 6  # transient failures per request
     max_throttle_retries: int = 50  # 429s per request
     max_consecutive_failures: int = 50  # then stop: the endpoint is down or misconfigured
@@ -211,6 +214,7 @@ class _Write:
     ok: list[tuple[GenRequest, GenResponse]] = field(default_factory=list)
     failed: list[tuple[GenRequest, str, int | None, str]] = field(default_factory=list)
     records: list[RationaleRecord] = field(default_factory=list)
+    answered: Answered | None = None  # records the cache answered, encoded (cached_pass)
     done: threading.Event | None = None  # set once everything queued before it is written
 
 
@@ -234,7 +238,7 @@ class Writer(threading.Thread):
     def run(self) -> None:
         cache = Cache(self.cache_path)
         try:
-            done = False
+            done, saved = False, time.monotonic()
             while not done:
                 batch = [self.q.get()]
                 while len(batch) < 512:
@@ -244,17 +248,25 @@ class Writer(threading.Thread):
                         break
                 done = any(b is None for b in batch)
                 items = [b for b in batch if b is not None]
-                cache.write_batch(
-                    [x for b in items for x in b.ok],
-                    [x for b in items for x in b.failed],
-                    self.stats,
-                )
-                records = [r for b in items for r in b.records]
-                if records:
-                    self.store.extend(records)
+                ok = [x for b in items for x in b.ok]
+                failed = [x for b in items for x in b.failed]
+                now = time.monotonic()
+                if ok or failed or done or now - saved >= 1.0:
+                    cache.write_batch(ok, failed, self.stats)
+                    saved = now
+                entries: list[tuple[Key, bytes]] = []
+                for b in items:  # in queue order
+                    if b.answered is not None:
+                        entries += b.answered.entries
+                    entries += [(r.key, encode_record(r)) for r in b.records]
+                if entries:
+                    self.store.extend_encoded(entries)
                     crash_point("records")
                     if self.tally is not None:
-                        self.tally.add(records)
+                        for b in items:
+                            self.tally.add(b.records)
+                            if b.answered is not None:
+                                self.tally.merge(b.answered.tally)
                 for b in items:
                     if b.done is not None:
                         b.done.set()
@@ -544,6 +556,7 @@ class TeacherRun:
                 return
         await self.writer.put(_Write(records=[self.record_for(ex, k, first, r1, r2)]))
         self.stats.written += 1
+        self.stats.truncated += r1.truncated
 
     def record_for(
         self, ex: Example, k: int, first: GenRequest, r1: GenResponse, r2: GenResponse | None
@@ -563,7 +576,6 @@ class TeacherRun:
             pred, ok = self._grader.grade(text, ex.answer, ex.choices)
         if r1.truncated:
             extra["truncated"] = True
-            self.stats.truncated += 1
         return RationaleRecord(
             example_id=ex.id,
             sample_index=k,
@@ -580,8 +592,15 @@ class TeacherRun:
         )
 
     def jobs(self, count_skipped: bool = True) -> Iterator[tuple[Example, int]]:
-        """The jobs still to do, in input order; those the cache answers are written here."""
+        """The jobs still to do, in input order; those the cache answers are written here (by
+        worker processes on a large run: cached_pass)."""
         self.writer.drain()  # records queued by an earlier pass must count as stored
+        with answered_chunks(self, self._unstored(count_skipped)) as answered:
+            for chunk, answer in answered:
+                yield from self._take(chunk, answer)
+
+    def _unstored(self, count_skipped: bool) -> Iterator[list[tuple[Example, int]]]:
+        """The jobs whose record is not stored yet, CHUNK at a time, in input order."""
         # An empty store holds none of the jobs; this pass writes each job at most once (ids
         # are unique), after visiting it: no job need be looked up (~3 us each).
         stored = len(self.store) > 0
@@ -593,9 +612,10 @@ class TeacherRun:
                     continue
                 chunk.append((ex, k))
                 if len(chunk) == CHUNK:
-                    yield from self._from_cache(chunk)
+                    yield chunk
                     chunk = []
-        yield from self._from_cache(chunk)
+        if chunk:
+            yield chunk
 
     def cached_responses(
         self, chunk: list[tuple[Example, int]]
@@ -614,21 +634,36 @@ class TeacherRun:
             for r, r2 in zip(firsts, seconds, strict=True)
         ]
 
-    def _from_cache(self, chunk: list[tuple[Example, int]]) -> list[tuple[Example, int]]:
-        """Write the records the cache answers fully (one group commit); return the rest."""
-        records, rest = [], []
+    def answer_from_cache(self, chunk: list[tuple[Example, int]]) -> Answered:
+        """The records of the jobs the cache answers fully, encoded, and the others' places."""
+        answered = Answered()
         two_step = self.cfg.prompt == "zero_shot_cot"
-        for (ex, k), (first, r1, _, r2) in zip(chunk, self.cached_responses(chunk), strict=True):
+        records = []
+        for i, ((ex, k), (first, r1, _, r2)) in enumerate(
+            zip(chunk, self.cached_responses(chunk), strict=True)
+        ):
             if r1 is None or (two_step and r2 is None):
-                rest.append((ex, k))
+                answered.rest.append(i)
                 continue
-            self.stats.cache_hits += 1 + two_step
+            answered.truncated += r1.truncated
             records.append(self.record_for(ex, k, first, r1, r2))
-        if records:
-            self.writer.put_blocking(_Write(records=records))
-            self.stats.written += len(records)
+        answered.hits = len(records) * (1 + two_step)
+        answered.entries = [(r.key, encode_record(r)) for r in records]
+        answered.tally.add(records)
+        return answered
+
+    def _take(
+        self, chunk: list[tuple[Example, int]], answer: Answered
+    ) -> list[tuple[Example, int]]:
+        """Queue the answered records (one group commit); return the jobs left to send."""
+        if answer.entries:
+            self.writer.put_blocking(_Write(answered=answer))
+            s = self.stats
+            s.cache_hits += answer.hits
+            s.written += len(answer.entries)
+            s.truncated += answer.truncated
             self.progress.maybe_render()
-        return rest
+        return [chunk[i] for i in answer.rest]
 
     async def _worker(self, jobs: Iterator[tuple[Example, int]]) -> None:
         n = 0
@@ -887,8 +922,11 @@ class TeacherRun:
                     await self._batch(self.batch_client)
                 if cfg.mode == "online" or (cfg.fallback == "online" and not self.stopping):
                     jobs = self.jobs(count_skipped=cfg.mode == "online")
-                    workers = max(8, 2 * cfg.concurrency)
-                    await asyncio.gather(*(self._worker(jobs) for _ in range(workers)))
+                    try:
+                        workers = max(8, 2 * cfg.concurrency)
+                        await asyncio.gather(*(self._worker(jobs) for _ in range(workers)))
+                    finally:
+                        jobs.close()  # a run stopped early shuts the cached pass's workers down
         except BaseException as e:
             error = e
             self.status, self.message = "error", scrub(f"{type(e).__name__}: {e}", self._key)

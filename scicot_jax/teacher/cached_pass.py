@@ -1,0 +1,190 @@
+"""The cached pass on every core: worker processes turn the jobs the cache answers into records.
+
+A re-run over a filled cache is CPU-bound in Python (request texts, sha256 keys, lookups, answer
+parsing, JSON): one process writes ~13k zero-shot records a second whatever the machine. On a
+large run, worker processes answer chunks of jobs from the cache through read-only connections
+and send back encoded records; the run keeps its single writer, its store and the jobs left to
+send. Chunk i goes to worker i mod n and answers are read in that order, so the store is the
+one an in-process pass writes (tests compare them byte for byte).
+
+The workers are fresh interpreters running `worker_main`, speaking pickles over their stdin and
+stdout, not a multiprocessing pool: spawn would re-run the caller's main script in each worker
+(a script calling run_teacher without a __main__ guard would recurse), and fork is unsafe in a
+process holding threads and SQLite connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from scicot_jax.data.store import Key
+from scicot_jax.teacher.report import Tally
+
+if TYPE_CHECKING:
+    from scicot_jax.data.examples import Example
+    from scicot_jax.teacher.runner import TeacherRun
+
+POOL_MIN_JOBS = 20_000  # below: starting the workers (~0.5 s each) costs more than they save
+MAX_WORKERS = 8  # the run's one writer and store stay in one process: more would wait on it
+
+Chunk = list[tuple["Example", int]]
+
+
+@dataclass
+class Answered:
+    """What the cache answers of one chunk of jobs."""
+
+    entries: list[tuple[Key, bytes]] = field(default_factory=list)  # encoded records
+    rest: list[int] = field(default_factory=list)  # places in the chunk of the jobs not answered
+    hits: int = 0  # cached responses used
+    truncated: int = 0  # records whose rationale hit max_tokens
+    tally: Tally = field(default_factory=Tally)  # the summary's counts of `entries`
+
+
+def pool_size(run: TeacherRun) -> int:
+    """Worker processes for the run's cached pass (1: none, the run answers in-process)."""
+    if run.cfg.workers is not None:
+        return run.cfg.workers
+    if run.stats.jobs_total < POOL_MIN_JOBS:
+        return 1
+    return min(MAX_WORKERS, len(os.sched_getaffinity(0)))
+
+
+@contextlib.contextmanager
+def answered_chunks(
+    run: TeacherRun, chunks: Iterable[Chunk]
+) -> Iterator[Iterator[tuple[Chunk, Answered]]]:
+    """(chunk, what the cache answers of it), in order: in-process, or from `pool_size` worker
+    processes (stopped when the context exits, however the run stops)."""
+    n = pool_size(run)
+    if n <= 1:
+        yield ((chunk, run.answer_from_cache(chunk)) for chunk in chunks)
+        return
+    workers = [_Worker((run.cfg, run.card.path, str(run.cache_path))) for _ in range(n)]
+    try:
+        yield _in_order(workers, chunks, window=2 * n)
+    finally:
+        for w in workers:  # all inputs end first: the workers exit side by side
+            w.end_input()
+        for w in workers:
+            w.wait()
+
+
+def _in_order(workers: list[_Worker], chunks: Iterable[Chunk], window: int) -> Iterator:
+    """Chunk i to worker i mod n, `window` chunks ahead; answers in the order of the chunks."""
+    pending: deque[tuple[Chunk, _Worker]] = deque()
+    for i, chunk in enumerate(chunks):
+        worker = workers[i % len(workers)]
+        worker.send(chunk)
+        pending.append((chunk, worker))
+        if len(pending) >= window:
+            done, by = pending.popleft()
+            yield done, by.receive()
+    while pending:
+        done, by = pending.popleft()
+        yield done, by.receive()
+
+
+class _Worker:
+    """One worker process: chunks go in through a thread (a full pipe never blocks the run),
+    answers come out in the order the chunks went in."""
+
+    def __init__(self, init: tuple[Any, ...]):
+        # The child imports this very package (a checkout on sys.path, not only an install).
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", f"import {__name__} as m; m.worker_main()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.inbox.put(init)
+        self.sender = threading.Thread(target=self._send_all, name="cached-pass-send", daemon=True)
+        self.sender.start()
+
+    def _send_all(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):  # a dead worker: receive() says so
+            while (item := self.inbox.get()) is not None:
+                pickle.dump(item, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                stdin.flush()
+            stdin.close()  # end of input: the worker exits
+
+    def send(self, chunk: Chunk) -> None:
+        self.inbox.put(chunk)
+
+    def receive(self) -> Answered:
+        try:
+            answer = pickle.load(self.proc.stdout)  # type: ignore[arg-type]
+        except EOFError:
+            code = self.proc.wait()
+            raise RuntimeError(f"cached-pass worker {self.proc.pid} exited ({code})") from None
+        if isinstance(answer, str):  # the worker's error, as text (not every error pickles)
+            raise RuntimeError(f"cached-pass worker {self.proc.pid}: {answer}")
+        return answer
+
+    def end_input(self) -> None:
+        """No more chunks: the worker exits once it has answered those it has."""
+        self.inbox.put(None)
+
+    def wait(self) -> None:
+        """Wait for the worker to exit (killed if it does not go). Answers not read by now are
+        not wanted (a run stopping early): the worker's write of one ends it."""
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.sender.join(timeout=10)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
+    """A worker: read (run config, card, cache), then answer chunks until the input ends."""
+    from scicot_jax.teacher.cache import Cache
+    from scicot_jax.teacher.runner import TeacherRun
+
+    cfg, card, cache_path = pickle.load(inp)
+    run = TeacherRun(cfg, card, lambda: iter(()), cache_path, os.devnull)
+    run.cache = Cache(cache_path, readonly=True)
+    run.cache.db.execute("PRAGMA cache_size=-32768")
+    while True:
+        try:
+            chunk = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            answer: Answered | str = run.answer_from_cache(chunk)
+        except Exception as e:  # noqa: BLE001 - reported to the run, which fails with it
+            answer = f"{type(e).__name__}: {e}"
+        pickle.dump(answer, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+
+
+def worker_main() -> None:
+    """The worker process's entry point."""
+    # Ctrl-C reaches the whole process group: the run stops cleanly and then ends our input.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the answers
+    try:
+        _serve(sys.stdin.buffer, channel)
+    except BrokenPipeError:  # the run stopped reading: it wants no more answers
+        os._exit(0)  # not sys.exit: flushing the closed pipe again would fail once more

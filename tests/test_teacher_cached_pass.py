@@ -1,0 +1,217 @@
+"""The cached pass in worker processes: the same store as in-process, and no worker outlives its
+run (a clean stop, an error, kill -9 of the run)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from scicot_jax.data.synthetic import generate
+from scicot_jax.teacher import cached_pass, runner
+from scicot_jax.teacher.batch import CRASH_ENV
+from scicot_jax.teacher.cache import Cache
+from scicot_jax.teacher.cached_pass import POOL_MIN_JOBS, _Worker, pool_size
+from scicot_jax.teacher.protocol import GenRequest, GenResponse
+from scicot_jax.teacher.runner import RunConfig, TeacherRun
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = generate("arithmetic", "train", n=300, difficulty=2)
+SAMPLES = 4  # 1,200 jobs
+
+
+class Deterministic:
+    """Answers from the request alone: right or wrong, stopped or truncated, by its hash."""
+
+    provider = "openai-chat"
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def generate(self, req: GenRequest) -> GenResponse:
+        self.sent += 1
+        h = int(hashlib.sha256(req.key.encode()).hexdigest(), 16)
+        answer = req.prompt.split("How many")[0][-2:] if h % 3 else str(h % 97)
+        text = f" Step {h % 7}: so it is {h % 11}. Therefore, the answer is {answer}."
+        return GenResponse(text, "length" if h % 5 == 0 else "stop", 30 + h % 9, 12)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _cfg(prompt: str, workers: int | None, **kw) -> RunConfig:
+    return RunConfig(
+        backend="openai",
+        model="m",
+        prompt=prompt,
+        samples=SAMPLES,
+        temperature=0.7,
+        progress=False,
+        workers=workers,
+        **kw,
+    )
+
+
+def _run(cfg: RunConfig, cache: Path, out: Path, examples=EXAMPLES) -> tuple[dict, int]:
+    backend = Deterministic()
+    run = TeacherRun(
+        cfg, "synthetic_arithmetic", lambda: iter(examples), cache, out, backend=backend
+    )
+    summary = asyncio.run(run.run())
+    for volatile in ("elapsed_s", "out_dir"):
+        summary.pop(volatile)
+    return summary, backend.sent
+
+
+@pytest.mark.parametrize("prompt", ["zero_shot_cot", "answer_conditioned"])
+def test_workers_write_the_store_an_in_process_pass_writes(tmp_path, prompt, monkeypatch):
+    monkeypatch.setattr(runner, "CHUNK", 64)  # 19 chunks: more than the workers hold at once
+    # A cache that answers two thirds of the questions; the rest are sent after the pass.
+    cache = tmp_path / "cache.sqlite"
+    _run(_cfg(prompt, 1), cache, tmp_path / "fill", EXAMPLES[:200])
+    shutil.copy(cache, tmp_path / "cache2.sqlite")
+    alone, sent_alone = _run(_cfg(prompt, 1), cache, tmp_path / "alone")
+    pooled, sent_pooled = _run(_cfg(prompt, 2), tmp_path / "cache2.sqlite", tmp_path / "pooled")
+
+    records = (tmp_path / "alone/records.jsonl").read_bytes()
+    assert records == (tmp_path / "pooled/records.jsonl").read_bytes()
+    assert pooled == alone and sent_pooled == sent_alone
+    steps = 2 if prompt == "zero_shot_cot" else 1
+    assert pooled["written"] == 300 * SAMPLES and pooled["sent"] == 100 * SAMPLES * steps
+    assert pooled["cache_hits"] == 200 * SAMPLES * steps
+    assert 0 < pooled["truncated"] < pooled["written"]  # counted by the workers too
+    assert 0 < pooled["correct"] < pooled["written"]
+
+
+def test_workers_stop_with_a_run_that_stops_early(tmp_path, monkeypatch):
+    started: list[_Worker] = []
+
+    class Recorded(_Worker):
+        def __init__(self, init):
+            super().__init__(init)
+            started.append(self)
+
+    monkeypatch.setattr(cached_pass, "_Worker", Recorded)
+    cache = tmp_path / "cache.sqlite"
+    _run(_cfg("answer_conditioned", 1), cache, tmp_path / "fill", EXAMPLES[:150])
+    summary, sent = _run(_cfg("answer_conditioned", 2, max_requests=5), cache, tmp_path / "run")
+    assert summary["status"] == "max_requests" and sent == 5
+    assert summary["written"] == 150 * SAMPLES + 5
+    assert len(started) == 2 and all(w.proc.poll() is not None for w in started)
+
+
+def test_a_worker_error_fails_the_run_with_its_message(tmp_path):
+    Cache(tmp_path / "cache.sqlite").close()
+    worker = _Worker(
+        (_cfg("answer_conditioned", 2), "synthetic_arithmetic", str(tmp_path / "cache.sqlite"))
+    )
+    try:
+        worker.send([("not an example", 0)])
+        with pytest.raises(RuntimeError, match="cached-pass worker .*AttributeError"):
+            worker.receive()
+    finally:
+        worker.end_input()
+        worker.wait()
+    assert worker.proc.returncode == 0
+
+
+def test_a_worker_that_cannot_start_is_reported():
+    worker = _Worker((_cfg("answer_conditioned", 2), "no_such_task_card", os.devnull))
+    try:
+        worker.send([])
+        with pytest.raises(RuntimeError, match=r"cached-pass worker \d+ exited \(1\)"):
+            worker.receive()
+    finally:
+        worker.end_input()
+        worker.wait()
+
+
+def test_pool_size(tmp_path):
+    run = TeacherRun(_cfg("zero_shot_cot", None), "synthetic_arithmetic", list, tmp_path, tmp_path)
+    run.stats.jobs_total = POOL_MIN_JOBS - 1
+    assert pool_size(run) == 1  # a small run: starting workers would cost more than they save
+    run.stats.jobs_total = POOL_MIN_JOBS
+    assert pool_size(run) == min(cached_pass.MAX_WORKERS, len(os.sched_getaffinity(0)))
+    run.cfg = replace(run.cfg, workers=3)
+    assert pool_size(run) == 3
+    with pytest.raises(ValueError, match="--workers must be a number >= 1, got 0"):
+        _cfg("zero_shot_cot", 0)
+
+
+def _workers_of(marker: str) -> list[int]:
+    """Live processes whose environment carries `marker` (this test's run and its workers)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+        except OSError:
+            continue
+        if marker.encode() in env and b"worker_main" in cmd and state != "Z":
+            pids.append(int(pid))
+    return pids
+
+
+def test_kill_9_of_the_run_leaves_no_worker_and_a_rerun_completes(tmp_path):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(ex.json_line() + "\n" for ex in EXAMPLES))
+    cache = tmp_path / "cache.sqlite"
+    _run(_cfg("zero_shot_cot", 1), cache, tmp_path / "fill")  # every request cached
+    args = [sys.executable, str(ROOT / "tools/query_teacher.py"), "run"]
+    args += ["--task", "synthetic_arithmetic", "--input", str(inp), "--backend", "openai"]
+    args += ["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--prompt", "zero_shot_cot"]
+    args += ["--samples", str(SAMPLES), "--temperature", "0.7", "--cache", str(cache)]
+    args += ["--out", str(tmp_path / "run"), "--workers", "2", "--no-progress"]
+    marker = f"SCICOT_TEST_RUN={tmp_path}"
+    env = {**os.environ, "SCICOT_TEST_RUN": str(tmp_path), CRASH_ENV: "records"}
+    killed = subprocess.run(args, env=env, capture_output=True, cwd=ROOT, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    deadline = time.monotonic() + 20
+    while _workers_of(marker) and time.monotonic() < deadline:  # their input ended: they go
+        time.sleep(0.1)
+    assert not _workers_of(marker)
+
+    env.pop(CRASH_ENV)
+    done = subprocess.run(args, env=env, capture_output=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["sent"] == 0 and summary["records"] == 300 * SAMPLES
+    # The same records (the filling run wrote them in completion order, the pass in input order).
+    want = sorted((tmp_path / "fill/records.jsonl").read_bytes().splitlines())
+    assert sorted((tmp_path / "run/records.jsonl").read_bytes().splitlines()) == want
+
+
+def test_answers_left_unread_do_not_hold_the_workers(tmp_path, monkeypatch):
+    started: list[_Worker] = []
+
+    class Recorded(_Worker):
+        def __init__(self, init):
+            super().__init__(init)
+            started.append(self)
+
+    monkeypatch.setattr(cached_pass, "_Worker", Recorded)
+    cache = tmp_path / "cache.sqlite"
+    _run(_cfg("answer_conditioned", 1), cache, tmp_path / "fill")  # every job cached
+    run = TeacherRun(
+        _cfg("answer_conditioned", 2), "synthetic_arithmetic", list, cache, tmp_path / "run"
+    )
+    jobs = [(ex, k) for ex in EXAMPLES for k in range(SAMPLES)]
+    chunks = [jobs[i : i + 512] for i in range(0, len(jobs), 512)]
+    with cached_pass.answered_chunks(run, chunks) as answered:
+        _, first = next(answered)
+        assert len(first.entries) == 512
+        time.sleep(1)  # the second worker's answer (~90 KB) now fills its pipe, unread
+        t = time.monotonic()
+    assert time.monotonic() - t < 5
+    assert [w.proc.returncode for w in started] == [0, 0]  # exited, not killed
