@@ -14,8 +14,9 @@
 3. cached: a run whose every request is in the cache (a new run directory over a cache filled
    directly with 1M requests): records/s through cache lookup, answer parsing and durable
    appends, for zero-shot CoT (2 requests a record: 500k records) and answer-conditioned (1:
-   1M records), each in a fresh process (with its peak RSS). Reported per wall second and per
-   CPU second, with the load average: the machine is shared, so wall rates move with the other
+   1M records), each in a fresh process (with its peak RSS, and its cached-pass workers': one
+   per core, --workers). Reported per wall second and per CPU second (the run's and its
+   workers'), with the load average: the machine is shared, so wall rates move with the other
    tenants' load. With --baseline REV the same runs go through the code of git revision REV
    too (same input, alternating; each tree reads a cache filled by its own code, as the cache
    format may differ), and the ratio is printed: before/after at the same moment. The target:
@@ -187,29 +188,38 @@ def _cached_cfg(prompt: str) -> RunConfig:
     )
 
 
-def cached_child(n: int, prompt: str, cache: str, out: str) -> None:
-    """A new run directory over a cache holding all of its requests: rate and peak RSS."""
+def cached_child(n: int, prompt: str, cache: str, out: str, workers: str) -> None:
+    """A new run directory over a cache holding all of its requests: rate, CPU and peak RSS
+    (the run's process, and the largest of its cached-pass worker processes)."""
+    cfg = _cached_cfg(prompt)
+    if workers != "auto":  # a --baseline tree may predate the setting
+        cfg.workers = int(workers)
     run = TeacherRun(
-        _cached_cfg(prompt),
-        "synthetic_arithmetic",
-        _synthetic_source(n),
-        cache,
-        out,
-        backend=InstantBackend(),
+        cfg, "synthetic_arithmetic", _synthetic_source(n), cache, out, backend=InstantBackend()
     )
     load = os.getloadavg()[0]
-    t, cpu = time.monotonic(), time.process_time()
+    t, before = time.monotonic(), os.times()
     s = asyncio.run(run.run())
-    wall, cpu = time.monotonic() - t, time.process_time() - cpu
+    wall, after = time.monotonic() - t, os.times()
+    cpu_main = after.user + after.system - before.user - before.system
+    cpu_workers = (
+        after.children_user + after.children_system - before.children_user - before.children_system
+    )
     assert s["sent"] == 0 and s["written"] == n, s
     peak = peak_rss_mb()
+    # The workers' own peaks: ru_maxrss of the reaped children (an upper bound, see peak_rss_mb).
+    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
         json.dumps(
             {
                 "records_per_s": round(n / wall, 1),
-                "records_per_cpu_s": round(n / cpu, 1),
+                "records_per_cpu_s": round(n / (cpu_main + cpu_workers), 1),
                 "seconds": round(wall, 1),
+                "cpu_s_run": round(cpu_main, 1),
+                "cpu_s_workers": round(cpu_workers, 1),
+                "workers": getattr(cfg, "workers", None) or "auto",
                 "peak_rss_mb": round(peak, 1),
+                "worker_peak_rss_mb": round(workers_peak, 1) if cpu_workers else None,
                 "load_avg_1m": round((load + os.getloadavg()[0]) / 2, 2),
             }
         )
@@ -235,7 +245,9 @@ def fill_cached_child(n: int, prompt: str, cache: str) -> None:
     print(json.dumps({"fill_s": round(_fill_cache(run), 1)}))
 
 
-def bench_cached(n: int, tmp: Path, prompt: str, baseline: Path | None, rounds: int) -> dict:
+def bench_cached(
+    n: int, tmp: Path, prompt: str, baseline: Path | None, rounds: int, workers: str
+) -> dict:
     trees = {"this": None, "baseline": baseline} if baseline else {"this": None}
     caches, fill_s = {}, {}
     for name, tree in trees.items():  # each tree's own cache: the two may differ in schema
@@ -246,7 +258,15 @@ def bench_cached(n: int, tmp: Path, prompt: str, baseline: Path | None, rounds: 
         for name, tree in reversed(trees.items()) if r % 2 else trees.items():
             out = tmp / f"again-{prompt}-{name}-{r}"
             runs[name].append(
-                _child("--cached-child", str(n), prompt, str(caches[name]), str(out), tree=tree)
+                _child(
+                    "--cached-child",
+                    str(n),
+                    prompt,
+                    str(caches[name]),
+                    str(out),
+                    workers,
+                    tree=tree,
+                )
             )
             shutil.rmtree(out)
     best = {name: max(rs, key=lambda x: x["records_per_s"]) for name, rs in runs.items()}
@@ -450,6 +470,11 @@ def main() -> None:
     ap.add_argument("--baseline", help="git revision to measure the cached re-runs against")
     ap.add_argument("--rounds", type=int, default=1, help="cached runs per tree (best kept)")
     ap.add_argument(
+        "--workers",
+        default="auto",
+        help="cached: the runs' --workers (auto: the tool's default; 1: no worker processes)",
+    )
+    ap.add_argument(
         "--prompts", nargs="+", default=["zero_shot_cot", "answer_conditioned"], help="cached"
     )
     ap.add_argument("--memory", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -460,7 +485,7 @@ def main() -> None:
     ap.add_argument("--memory-child", nargs=2, metavar=("N", "TMP"), help=argparse.SUPPRESS)
     ap.add_argument("--leases-child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--fill-child", nargs=2, metavar=("N", "TMP"), help=argparse.SUPPRESS)
-    ap.add_argument("--cached-child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--cached-child", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--fill-cached-child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--structures-child", metavar="N", help=argparse.SUPPRESS)
     ap.add_argument(
@@ -471,8 +496,8 @@ def main() -> None:
         memory_child(int(args.memory_child[0]), args.memory_child[1])
         return
     if args.cached_child:
-        n, prompt, cache, out = args.cached_child
-        cached_child(int(n), prompt, cache, out)
+        n, prompt, cache, out, workers = args.cached_child
+        cached_child(int(n), prompt, cache, out, workers)
         return
     if args.leases_child:
         leases_child(int(args.leases_child[0]), int(args.leases_child[1]), args.leases_child[2])
@@ -497,7 +522,9 @@ def main() -> None:
             results["cached"] = []
             for p in args.prompts:
                 n = args.cached // (2 if p == "zero_shot_cot" else 1)  # records for the requests
-                results["cached"].append(bench_cached(n, Path(tmp), p, base, args.rounds))
+                results["cached"].append(
+                    bench_cached(n, Path(tmp), p, base, args.rounds, args.workers)
+                )
                 print(json.dumps(results["cached"][-1], indent=2), flush=True)
     if "leases" in args.parts:
         with tempfile.TemporaryDirectory() as tmp:
@@ -532,7 +559,9 @@ def main() -> None:
         print(
             f"cached re-run, {c['prompt']}, {c['requests']} requests: {c['records_per_s']:.0f}"
             f" records/s (target >= 20k: {'met' if ok else 'MISSED'}),"
-            f" {c['records_per_cpu_s']:.0f} records/CPU-s, load {c['load_avg_1m']}"
+            f" {c['records_per_cpu_s']:.0f} records/CPU-s (run and workers), peak RSS"
+            f" {c['peak_rss_mb']} MB (largest worker {c['worker_peak_rss_mb']} MB),"
+            f" load {c['load_avg_1m']}"
             + (
                 f"; x{c['speedup_wall']} wall, x{c['speedup_cpu']} CPU vs --baseline"
                 if "baseline" in c
