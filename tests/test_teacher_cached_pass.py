@@ -141,7 +141,7 @@ def test_pool_size(tmp_path):
     run.stats.jobs_total = POOL_MIN_JOBS - 1
     assert pool_size(run) == 1  # a small run: starting workers would cost more than they save
     run.stats.jobs_total = POOL_MIN_JOBS
-    assert pool_size(run) == min(cached_pass.MAX_WORKERS, len(os.sched_getaffinity(0)))
+    assert pool_size(run) == min(cached_pass.MAX_WORKERS, cached_pass.usable_cores())
     run.cfg = replace(run.cfg, workers=3)
     assert pool_size(run) == 3
     with pytest.raises(ValueError, match="--workers must be a number >= 1, got 0"):

@@ -59,7 +59,14 @@ def pool_size(run: TeacherRun) -> int:
         return run.cfg.workers
     if run.stats.jobs_total < POOL_MIN_JOBS:
         return 1
-    return min(MAX_WORKERS, len(os.sched_getaffinity(0)))
+    return min(MAX_WORKERS, usable_cores())
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity on Linux, else the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -164,7 +171,6 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
     cfg, card, cache_path = pickle.load(inp)
     run = TeacherRun(cfg, card, lambda: iter(()), cache_path, os.devnull)
     run.cache = Cache(cache_path, readonly=True)
-    run.cache.db.execute("PRAGMA cache_size=-32768")
     while True:
         try:
             chunk = pickle.load(inp)
