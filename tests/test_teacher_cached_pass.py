@@ -215,3 +215,32 @@ def test_answers_left_unread_do_not_hold_the_workers(tmp_path, monkeypatch):
         t = time.monotonic()
     assert time.monotonic() - t < 5
     assert [w.proc.returncode for w in started] == [0, 0]  # exited, not killed
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_a_long_cached_pass_within_a_chunk(tmp_path, monkeypatch, workers):
+    monkeypatch.setattr(runner, "CHUNK", 64)
+    cache = tmp_path / "cache.sqlite"
+    _run(_cfg("answer_conditioned", 1), cache, tmp_path / "fill")  # every job cached
+    passes = []
+
+    def source():  # the run reads it twice: the scan, then the jobs; Ctrl-C in the second
+        passes.append(1)
+        for i, ex in enumerate(EXAMPLES):
+            if len(passes) == 2 and i == 40:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield ex
+
+    run = TeacherRun(
+        _cfg("answer_conditioned", workers),
+        "synthetic_arithmetic",
+        source,
+        cache,
+        tmp_path / "run",
+        backend=Deterministic(),
+    )
+    summary = asyncio.run(run.run())
+    assert summary["status"] == "interrupted"
+    # Chunks of 16 examples; the workers hold up to 4 chunks ahead of the one being written.
+    assert 0 < summary["written"] <= 48 * SAMPLES + 6 * 64, summary["written"]
+    assert summary["records"] == summary["written"]

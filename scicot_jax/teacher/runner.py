@@ -598,6 +598,8 @@ class TeacherRun:
         with answered_chunks(self, self._unstored(count_skipped)) as answered:
             for chunk, answer in answered:
                 yield from self._take(chunk, answer)
+                if self.stopping:  # a Ctrl-C during a long cached pass ends it here
+                    return
 
     def _unstored(self, count_skipped: bool) -> Iterator[list[tuple[Example, int]]]:
         """The jobs whose record is not stored yet, CHUNK at a time, in input order."""
@@ -1041,18 +1043,21 @@ def _signals(run: TeacherRun) -> Iterator[None]:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
 
-    def handler() -> None:
+    # A plain signal handler, not loop.add_signal_handler: that one runs only when the loop
+    # gets control, and a cached pass holds it for minutes. This one runs between any two
+    # bytecodes of the main thread and only sets flags; the loop is woken to see them.
+    def handler(signum: int, frame: object) -> None:
         if run.stopping and task is not None:
-            task.cancel()
+            loop.call_soon_threadsafe(task.cancel)
         run._stop("interrupted", "interrupted; re-run the same command to resume")
+        loop.call_soon_threadsafe(lambda: None)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:
