@@ -250,6 +250,9 @@ class Writer(threading.Thread):
                 items = [b for b in batch if b is not None]
                 ok = [x for b in items for x in b.ok]
                 failed = [x for b in items for x in b.failed]
+                # Counters alone (a cached pass writes no responses) are saved at most once a
+                # second: every commit resets the page cache of every reader of the cache, and a
+                # killed run's counters then lag its records by at most that second.
                 now = time.monotonic()
                 if ok or failed or done or now - saved >= 1.0:
                     cache.write_batch(ok, failed, self.stats)
