@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scicot_jax.data.examples import Example
+from scicot_jax.teacher import cache as cache_mod
 from scicot_jax.teacher import prompts
 from scicot_jax.teacher.backends import (
     gemini_error_details,
@@ -148,8 +151,7 @@ CREATE TABLE failures (
 """
 
 
-def test_a_schema_1_cache_still_hits_and_is_migrated_once(tmp_path):
-    path, reqs = tmp_path / "old.sqlite", [_req(k=k) for k in range(3)]
+def _schema_1_cache(path: Path, reqs: list[GenRequest]) -> None:
     db = sqlite3.connect(path)
     db.executescript(_SCHEMA_1)
     db.executemany(
@@ -159,6 +161,11 @@ def test_a_schema_1_cache_still_hits_and_is_migrated_once(tmp_path):
     db.execute("INSERT INTO failures VALUES (1, 'k', '{}', 'TransientError', 503, 'boom', 1.0)")
     db.commit()
     db.close()
+
+
+def test_a_schema_1_cache_still_hits_and_is_migrated_once(tmp_path):
+    path, reqs = tmp_path / "old.sqlite", [_req(k=k) for k in range(3)]
+    _schema_1_cache(path, reqs)
     with Cache(path, readonly=True) as c:  # a reader reads it as it is, changing nothing
         assert c.get(reqs[1].key).text == "old 1"
         assert sorted(q.key for q, _ in c.items()) == sorted(r.key for r in reqs)
@@ -178,6 +185,26 @@ def test_a_schema_1_cache_still_hits_and_is_migrated_once(tmp_path):
     assert "request" not in {r[1] for r in db.execute("PRAGMA table_info(responses)")}
     with Cache(path) as c:  # opened again: nothing left to migrate
         assert c.get(_req(k=9).key).text == "new" and len(c) == 4
+
+
+def test_a_writer_waits_for_another_process_migrating_the_cache(tmp_path, monkeypatch):
+    """A large migration holds the write lock for minutes: a second run opening the cache then
+    waits for it (past the usual lock timeout, shortened here) instead of failing."""
+    monkeypatch.setattr(cache_mod, "BUSY_TIMEOUT_S", 0.2)
+    path, reqs = tmp_path / "old.sqlite", [_req(k=k) for k in range(3)]
+    _schema_1_cache(path, reqs)
+    migrating = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    migrating.execute("PRAGMA journal_mode=WAL")
+    migrating.execute("BEGIN IMMEDIATE")  # the other process, mid-migration
+    threading.Timer(1.5, migrating.execute, ("COMMIT",)).start()
+    t = time.monotonic()
+    with Cache(path) as c:
+        assert time.monotonic() - t >= 1.0
+        assert {r.key: c.get(r.key).text for r in reqs} == {
+            r.key: f"old {r.sample_index}" for r in reqs
+        }
+    assert sqlite3.connect(path).execute("SELECT v FROM meta").fetchone()[0] == "2"
+    migrating.close()
 
 
 def test_token_bucket_holds_the_rate():

@@ -22,6 +22,10 @@ from typing import Any
 from scicot_jax.teacher.protocol import GenRequest, GenResponse
 
 SCHEMA_VERSION = "2"  # 1: responses carried the request text (migrated on open)
+BUSY_TIMEOUT_S = 60.0  # how long a statement waits for another process's write lock
+# ... and a writer opening a schema-1 cache that another process is migrating (~15 s per 1M
+# requests): it waits for that migration rather than fail at BUSY_TIMEOUT_S.
+MIGRATION_WAIT_S = 3600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -82,8 +86,8 @@ class Cache:
             raise FileNotFoundError(f"{self.path}: no such cache")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            self._db.execute("PRAGMA busy_timeout=60000")
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            self._busy_timeout(BUSY_TIMEOUT_S)
             if not readonly:
                 # WAL: readers never block the writer; NORMAL: commits survive a killed process.
                 self._db.execute("PRAGMA journal_mode=WAL")
@@ -110,21 +114,29 @@ class Cache:
         """Schema 1 -> 2: the request texts move out of the responses table (once, in one
         transaction: a killed migration leaves the schema-1 cache as it was)."""
         log.info("%s: moving request texts out of the responses table (once)", self.path)
-        with _transaction(self._db):
-            if _schema(self._db) != "1":  # another process migrated it meanwhile
-                return
-            # One statement at a time: executescript would commit the transaction first.
-            for sql in (
-                "CREATE TABLE requests (key TEXT PRIMARY KEY, request TEXT NOT NULL) WITHOUT ROWID",
-                "INSERT INTO requests SELECT key, request FROM responses",
-                "CREATE TABLE responses_2 (key TEXT PRIMARY KEY, response TEXT NOT NULL,"
-                " created REAL NOT NULL) WITHOUT ROWID",
-                "INSERT INTO responses_2 SELECT key, response, created FROM responses",
-                "DROP TABLE responses",
-                "ALTER TABLE responses_2 RENAME TO responses",
-                f"UPDATE meta SET v='{SCHEMA_VERSION}' WHERE k='schema'",
-            ):
-                self._db.execute(sql)
+        self._busy_timeout(MIGRATION_WAIT_S)
+        try:
+            with _transaction(self._db):
+                if _schema(self._db) != "1":  # another process migrated it meanwhile
+                    return
+                # One statement at a time: executescript would commit the transaction first.
+                for sql in (
+                    "CREATE TABLE requests (key TEXT PRIMARY KEY, request TEXT NOT NULL)"
+                    " WITHOUT ROWID",
+                    "INSERT INTO requests SELECT key, request FROM responses",
+                    "CREATE TABLE responses_2 (key TEXT PRIMARY KEY, response TEXT NOT NULL,"
+                    " created REAL NOT NULL) WITHOUT ROWID",
+                    "INSERT INTO responses_2 SELECT key, response, created FROM responses",
+                    "DROP TABLE responses",
+                    "ALTER TABLE responses_2 RENAME TO responses",
+                    f"UPDATE meta SET v='{SCHEMA_VERSION}' WHERE k='schema'",
+                ):
+                    self._db.execute(sql)
+        finally:
+            self._busy_timeout(BUSY_TIMEOUT_S)
+
+    def _busy_timeout(self, seconds: float) -> None:
+        self._db.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
 
     # -- reads ------------------------------------------------------------------------
     def get(self, key: str) -> GenResponse | None:
