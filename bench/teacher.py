@@ -3,6 +3,8 @@
   .venv/bin/python bench/teacher.py                # rate, leases, cached, memory, structures, resume
   .venv/bin/python bench/teacher.py --parts rate   # one part
   .venv/bin/python bench/teacher.py --parts cached --baseline 9cd9228   # before/after
+  .venv/bin/python bench/teacher.py --parts cached --cached 10000000 --prompts answer_conditioned
+      # the 10M-record point for real: a 10M-request cache (~15 min to fill, ~7 GB), re-run
 
 1. rate: the oracle answers with 20-50 ms latency; the client is limited to --rpm requests/min.
    Achieved requests/s, measured at the server between its first and last request, should be
@@ -43,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,6 +87,35 @@ class InstantBackend:
 
     async def aclose(self) -> None:
         pass
+
+
+class ChildPeaks(threading.Thread):
+    """Samples the peak RSS (VmHWM) of this process's children every 0.1 s: the cached pass's
+    workers. Not ru_maxrss of the reaped children: a child started by vfork + exec starts its
+    ru_maxrss at the parent's peak."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_kb, self.stopped = 0, threading.Event()
+
+    def run(self) -> None:
+        me = str(os.getpid())
+        while not self.stopped.wait(0.1):
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] != me:
+                        continue
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+                except (OSError, IndexError):
+                    continue
+
+    def stop(self) -> float | None:
+        """The largest child peak seen, in MB (None: no child was seen)."""
+        self.stopped.set()
+        self.join()
+        return round(self.peak_kb / 1024, 1) if self.peak_kb else None
 
 
 def peak_rss_mb() -> float:
@@ -198,17 +230,18 @@ def cached_child(n: int, prompt: str, cache: str, out: str, workers: str) -> Non
         cfg, "synthetic_arithmetic", _synthetic_source(n), cache, out, backend=InstantBackend()
     )
     load = os.getloadavg()[0]
+    children = ChildPeaks()
+    children.start()
     t, before = time.monotonic(), os.times()
     s = asyncio.run(run.run())
     wall, after = time.monotonic() - t, os.times()
+    workers_peak = children.stop()
     cpu_main = after.user + after.system - before.user - before.system
     cpu_workers = (
         after.children_user + after.children_system - before.children_user - before.children_system
     )
     assert s["sent"] == 0 and s["written"] == n, s
     peak = peak_rss_mb()
-    # The workers' own peaks: ru_maxrss of the reaped children (an upper bound, see peak_rss_mb).
-    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
         json.dumps(
             {
@@ -219,7 +252,7 @@ def cached_child(n: int, prompt: str, cache: str, out: str, workers: str) -> Non
                 "cpu_s_workers": round(cpu_workers, 1),
                 "workers": getattr(cfg, "workers", None) or "auto",
                 "peak_rss_mb": round(peak, 1),
-                "worker_peak_rss_mb": round(workers_peak, 1) if cpu_workers else None,
+                "worker_peak_rss_mb": workers_peak,
                 "load_avg_1m": round((load + os.getloadavg()[0]) / 2, 2),
             }
         )
