@@ -93,15 +93,21 @@ def test_workers_write_the_store_an_in_process_pass_writes(tmp_path, prompt, mon
     assert 0 < pooled["correct"] < pooled["written"]
 
 
-def test_workers_stop_with_a_run_that_stops_early(tmp_path, monkeypatch):
-    started: list[_Worker] = []
+@pytest.fixture
+def started(monkeypatch) -> list[_Worker]:
+    """The cached-pass workers the test's runs start, in order."""
+    workers: list[_Worker] = []
 
     class Recorded(_Worker):
         def __init__(self, init):
             super().__init__(init)
-            started.append(self)
+            workers.append(self)
 
     monkeypatch.setattr(cached_pass, "_Worker", Recorded)
+    return workers
+
+
+def test_workers_stop_with_a_run_that_stops_early(tmp_path, started):
     cache = tmp_path / "cache.sqlite"
     _run(_cfg("answer_conditioned", 1), cache, tmp_path / "fill", EXAMPLES[:150])
     summary, sent = _run(_cfg("answer_conditioned", 2, max_requests=5), cache, tmp_path / "run")
@@ -163,16 +169,46 @@ def _workers_of(marker: str) -> list[int]:
     return pids
 
 
-def test_kill_9_of_the_run_leaves_no_worker_and_a_rerun_completes(tmp_path):
+def _cli_args(tmp_path: Path, examples, prompt: str) -> list[str]:
+    """A CLI run over `examples` whose every request the cache holds (filled here)."""
     inp = tmp_path / "in.jsonl"
-    inp.write_text("".join(ex.json_line() + "\n" for ex in EXAMPLES))
+    inp.write_text("".join(ex.json_line() + "\n" for ex in examples))
     cache = tmp_path / "cache.sqlite"
-    _run(_cfg("zero_shot_cot", 1), cache, tmp_path / "fill")  # every request cached
+    _run(_cfg(prompt, 1), cache, tmp_path / "fill", examples)
     args = [sys.executable, str(ROOT / "tools/query_teacher.py"), "run"]
     args += ["--task", "synthetic_arithmetic", "--input", str(inp), "--backend", "openai"]
-    args += ["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--prompt", "zero_shot_cot"]
+    args += ["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--prompt", prompt]
     args += ["--samples", str(SAMPLES), "--temperature", "0.7", "--cache", str(cache)]
-    args += ["--out", str(tmp_path / "run"), "--workers", "2", "--no-progress"]
+    return args + ["--out", str(tmp_path / "run"), "--workers", "2", "--no-progress"]
+
+
+def test_sigterm_to_the_process_group_stops_the_run_cleanly(tmp_path):
+    """A scheduler's SIGTERM reaches the run and its workers: the run stops as interrupted
+    (exit 130), not as an error because its workers died."""
+    examples = generate("arithmetic", "train", n=6000, difficulty=2)
+    args = _cli_args(tmp_path, examples, "answer_conditioned")
+    marker = f"SCICOT_TEST_RUN={tmp_path}"
+    env = {**os.environ, "SCICOT_TEST_RUN": str(tmp_path)}
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(_workers_of(marker)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    summary = json.loads(out)
+    assert summary["status"] == "interrupted" and summary["written"] < 6000 * SAMPLES
+
+
+def test_kill_9_of_the_run_leaves_no_worker_and_a_rerun_completes(tmp_path):
+    args = _cli_args(tmp_path, EXAMPLES, "zero_shot_cot")
     marker = f"SCICOT_TEST_RUN={tmp_path}"
     env = {**os.environ, "SCICOT_TEST_RUN": str(tmp_path), CRASH_ENV: "records"}
     killed = subprocess.run(args, env=env, capture_output=True, cwd=ROOT, timeout=120)
@@ -192,15 +228,7 @@ def test_kill_9_of_the_run_leaves_no_worker_and_a_rerun_completes(tmp_path):
     assert sorted((tmp_path / "run/records.jsonl").read_bytes().splitlines()) == want
 
 
-def test_answers_left_unread_do_not_hold_the_workers(tmp_path, monkeypatch):
-    started: list[_Worker] = []
-
-    class Recorded(_Worker):
-        def __init__(self, init):
-            super().__init__(init)
-            started.append(self)
-
-    monkeypatch.setattr(cached_pass, "_Worker", Recorded)
+def test_answers_left_unread_do_not_hold_the_workers(tmp_path, started):
     cache = tmp_path / "cache.sqlite"
     _run(_cfg("answer_conditioned", 1), cache, tmp_path / "fill")  # every job cached
     run = TeacherRun(

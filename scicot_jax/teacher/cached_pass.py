@@ -1,7 +1,7 @@
 """The cached pass on every core: worker processes turn the jobs the cache answers into records.
 
 A re-run over a filled cache is CPU-bound in Python (request texts, sha256 keys, lookups, answer
-parsing, JSON): one process writes ~13k zero-shot records a second whatever the machine. On a
+parsing, JSON): one process writes ~13k zero-shot records a second on a 2-core machine. On a
 large run, worker processes answer chunks of jobs from the cache through read-only connections
 and send back encoded records; the run keeps its single writer, its store and the jobs left to
 send. Chunk i goes to worker i mod n and answers are read in that order, so the store is the
@@ -118,6 +118,9 @@ class _Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
+            # Its own session: a Ctrl-C or a scheduler's SIGTERM to the run's process group
+            # goes to the run alone, which stops cleanly and then ends the workers' input.
+            start_new_session=True,
         )
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.inbox.put(init)
@@ -186,8 +189,11 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
 
 def worker_main() -> None:
     """The worker process's entry point."""
-    # Ctrl-C reaches the whole process group: the run stops cleanly and then ends our input.
+    # Signals sent to every process of a job (not by process group: by cgroup, say) are the
+    # run's to act on: it stops cleanly and then ends our input, which ends us (as does the
+    # run's death, however it dies).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     channel = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the answers
     try:
