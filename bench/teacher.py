@@ -4,7 +4,7 @@
   .venv/bin/python bench/teacher.py --parts rate   # one part
   .venv/bin/python bench/teacher.py --parts cached --baseline 9cd9228   # before/after
   .venv/bin/python bench/teacher.py --parts cached --cached 10000000 --prompts answer_conditioned
-      # the 10M-record point for real: a 10M-request cache (~15 min to fill, ~7 GB), re-run
+      # the 10M-record point for real: a 10M-request cache (24 min to fill here, ~9 GB), re-run
 
 1. rate: the oracle answers with 20-50 ms latency; the client is limited to --rpm requests/min.
    Achieved requests/s, measured at the server between its first and last request, should be

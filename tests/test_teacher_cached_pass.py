@@ -1,5 +1,5 @@
-"""The cached pass in worker processes: the same store as in-process, and no worker outlives its
-run (a clean stop, an error, kill -9 of the run)."""
+"""The cached pass in worker processes: the same store as in-process, no worker outliving its run
+(an early stop, an error, kill -9 of the run), and Ctrl-C or SIGTERM stopping a long pass."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class Deterministic:
     async def generate(self, req: GenRequest) -> GenResponse:
         self.sent += 1
         h = int(hashlib.sha256(req.key.encode()).hexdigest(), 16)
+        # Some answers right: a number of the question (the grader takes the last one).
         answer = req.prompt.split("How many")[0][-2:] if h % 3 else str(h % 97)
         text = f" Step {h % 7}: so it is {h % 11}. Therefore, the answer is {answer}."
         return GenResponse(text, "length" if h % 5 == 0 else "stop", 30 + h % 9, 12)

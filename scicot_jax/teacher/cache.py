@@ -23,8 +23,8 @@ from scicot_jax.teacher.protocol import GenRequest, GenResponse
 
 SCHEMA_VERSION = "2"  # 1: responses carried the request text (migrated on open)
 BUSY_TIMEOUT_S = 60.0  # how long a statement waits for another process's write lock
-# ... and a writer opening a schema-1 cache that another process is migrating (~15 s per 1M
-# requests): it waits for that migration rather than fail at BUSY_TIMEOUT_S.
+# How long a writer opening a schema-1 cache waits for another process migrating it (~15 s per
+# 1M requests): that migration's end, not BUSY_TIMEOUT_S, decides.
 MIGRATION_WAIT_S = 3600.0
 
 _SCHEMA = """
