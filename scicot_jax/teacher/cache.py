@@ -86,8 +86,8 @@ class Cache:
             raise FileNotFoundError(f"{self.path}: no such cache")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            # timeout= is SQLite's busy timeout (what PRAGMA busy_timeout sets)
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            self._busy_timeout(BUSY_TIMEOUT_S)
             if not readonly:
                 # WAL: readers never block the writer; NORMAL: commits survive a killed process.
                 self._db.execute("PRAGMA journal_mode=WAL")
