@@ -91,8 +91,7 @@ class Tally:
             self.truncated += bool(rec.extra.get("truncated"))
             self.tok_in += rec.input_tokens
             self.tok_out += rec.output_tokens
-        if self.spill is not None and len(marks) >= _SPILL_AT:
-            self._flush()
+        self._spill_if_full()
 
     def merge(self, other: Tally) -> None:
         """Add the counts of `other` (a worker process's, for records written here)."""
@@ -103,6 +102,9 @@ class Tally:
         self.tok_in += other.tok_in
         self.tok_out += other.tok_out
         self.marks.extend(other.marks)
+        self._spill_if_full()
+
+    def _spill_if_full(self) -> None:
         if self.spill is not None and len(self.marks) >= _SPILL_AT:
             self._flush()
 
