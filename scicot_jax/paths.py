@@ -12,7 +12,7 @@ from typing import Any
 
 from etils import epath
 
-from scicot_jax.files import is_url
+from scicot_jax.urls import is_url
 
 # TensorFlow's GCS filesystem has no endpoint override and pulls TF into core modules; gcsfs
 # honours STORAGE_EMULATOR_HOST and Cloud TPU VM credentials alike.

@@ -12,29 +12,29 @@ from pathlib import Path
 from typing import Any
 
 import gin
+from scicot_jax.data.seqio_feed import DatasetConfig
 from scicot_jax.files import atomic_write
+from scicot_jax.model import T5Config
 from scicot_jax.paths import PathLike, as_path
+from scicot_jax.resources import resource_dir
+from scicot_jax.runtime.checkpoints import NoReadableCheckpointError
+from scicot_jax.runtime.failures import RunFailed
 
 log = logging.getLogger(__name__)
 
-GIN_DIR = Path(__file__).resolve().parents[2] / "gin"  # the repo's (or sdist's) gin/ tree
-_REGISTERED = False
+GIN_DIR = resource_dir("gin")  # the checkout's gin/, or share/scicot_jax/gin when installed
+_REGISTERED: set[str] = set()
 _READ_MACROS: set[str] = set()  # macros read by the config at any point of parsing
 
 
-def register_configurables() -> None:
-    """Makes the config dataclasses bindable from gin (`T5Config.d_model = 512`, ...)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    from scicot_jax.data.seqio_feed import DatasetConfig
-    from scicot_jax.model import T5Config
-    from scicot_jax.train.optimizers import OptimizerConfig
-    from scicot_jax.train.step import LossConfig
-
-    for cls in (T5Config, DatasetConfig, OptimizerConfig, LossConfig):
-        gin.external_configurable(cls, name=cls.__name__)
-    _REGISTERED = True
+def register_configurables(*classes: type) -> None:
+    """Makes config dataclasses bindable from gin by class name (`T5Config.d_model = 512`):
+    the model's and the data's always; a binary adds its own (the train binary its optimizer
+    and loss), so this lower room never imports the rooms above it."""
+    for cls in (T5Config, DatasetConfig, *classes):
+        if cls.__name__ not in _REGISTERED:
+            gin.external_configurable(cls, name=cls.__name__)
+            _REGISTERED.add(cls.__name__)
 
 
 def plain(obj: Any) -> Any:
@@ -254,12 +254,9 @@ def console_main(main: Any, prog: str) -> None:
     """
     import sys
 
-    from scicot_jax.runtime.checkpoints import NoReadableCheckpointError
-    from scicot_jax.train.trainer import NonFiniteLossError
-
     try:
         result = main(sys.argv)
-    except NonFiniteLossError as e:
+    except RunFailed as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
     except (ValueError, OSError, NoReadableCheckpointError) as e:

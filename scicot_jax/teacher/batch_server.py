@@ -28,6 +28,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from scicot_jax.teacher.wire import parse_request, wire_response
+
 OPENAI_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 _OPENAI_TERMINAL = ("completed", "failed", "expired", "cancelled")
 _GEMINI_STATE = {
@@ -136,10 +138,8 @@ class BatchService:
         if isinstance(item, str):  # a malformed line
             job.errors.append((None, 400, item))
             return
-        from scicot_jax.teacher.httpserver import _parse_request, _wire_response
-
         key, route, body = item
-        prompt, params = _parse_request(route, body)
+        prompt, params = parse_request(route, body)
         if self._rng.random() < self.faults.item_error_rate:
             job.errors.append((key, 500, "injected item failure"))
             return
@@ -148,15 +148,13 @@ class BatchService:
         except LookupError as e:
             job.errors.append((key, 404, str(e)))
             return
-        job.ok.append((key, _wire_response(route, job.model, prompt, text, finish)))
+        job.ok.append((key, wire_response(route, job.model, prompt, text, finish)))
 
     def _add(self, job: _Job) -> None:
         """Queue a new job; every item counts as received now (submitted, whatever follows)."""
-        from scicot_jax.teacher.httpserver import _parse_request
-
         for item in job.lines:
             if not isinstance(item, str):
-                prompt, params = _parse_request(item[1], item[2])
+                prompt, params = parse_request(item[1], item[2])
                 self.server.log_request(f"batch-{item[1]}", job.model, prompt, params)
         with self._lock:
             self.jobs[job.id] = job

@@ -14,7 +14,6 @@ import re
 import socket
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +21,7 @@ from typing import Any
 
 from scicot_jax.teacher.batch_server import BatchFaults, BatchService
 from scicot_jax.teacher.batch_server import handle as handle_batch
+from scicot_jax.teacher.wire import parse_request, wire_response
 
 FAULTS = ("ok", "429", "500", "503", "malformed", "drop", "slow", "quota", "401", "echo_key")
 _GEMINI_RE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
@@ -54,11 +54,6 @@ class FaultConfig:
 def request_id(model: str, prompt: str, seed: Any) -> str:
     """What the server logs per request; tests recompute it from cache entries."""
     return hashlib.sha256(json.dumps([model, prompt, seed]).encode()).hexdigest()[:32]
-
-
-def count_tokens(text: str) -> int:
-    """Whitespace words stand in for tokens."""
-    return len(text.split())
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -256,7 +251,7 @@ class TeacherServer(ThreadingHTTPServer):
         return "ok"
 
     def serve_post(self, h: _Handler, route: str, model: str, body: dict[str, Any]) -> None:
-        prompt, params = _parse_request(route, body)
+        prompt, params = parse_request(route, body)
         keyed = bool(h.headers.get("Authorization") or h.headers.get("x-goog-api-key"))
         with self._lock:
             self._counts["with_api_key"] += keyed  # counted, never stored
@@ -336,7 +331,7 @@ class TeacherServer(ThreadingHTTPServer):
         if fault == "malformed":
             h._send(200, b'{"choices": [{"text": "unterminated')
             return
-        h._json(200, _wire_response(route, model, prompt, text, finish))
+        h._json(200, wire_response(route, model, prompt, text, finish))
 
     def _echo_key(self, h: _Handler) -> None:
         """A 400 whose body echoes the request's API key, at offset 0, 1, 2, ... in turn (also
@@ -402,71 +397,3 @@ class TeacherServer(ThreadingHTTPServer):
                 "code": "rate_limit_exceeded",
             }
         h._json(429, {"error": err}, headers)
-
-
-def _parse_request(route: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(prompt text, {temperature, max_tokens, seed, stop}) from either protocol's body."""
-    if route == "gemini":
-        contents = body.get("contents") or []
-        texts = [
-            p.get("text", "")
-            for c in contents
-            for p in (c.get("parts") or [])
-            if isinstance(p, dict)
-        ]
-        cfg = body.get("generationConfig") or {}
-        return "".join(texts), {
-            "temperature": cfg.get("temperature", 1.0),
-            "max_tokens": cfg.get("maxOutputTokens"),
-            "seed": cfg.get("seed"),
-            "stop": cfg.get("stopSequences"),
-        }
-    if route == "chat":
-        msgs = body.get("messages") or []
-        users = [m.get("content", "") for m in msgs if m.get("role") == "user"]
-        prompt = users[-1] if users else ""
-    else:
-        prompt = body.get("prompt", "")
-    stop = body.get("stop")
-    return prompt, {
-        "temperature": body.get("temperature", 1.0),
-        "max_tokens": body.get("max_tokens") or body.get("max_completion_tokens"),
-        "seed": body.get("seed"),
-        "stop": [stop] if isinstance(stop, str) else stop,
-    }
-
-
-def _wire_response(route: str, model: str, prompt: str, text: str, finish: str) -> dict[str, Any]:
-    n_in, n_out = count_tokens(prompt), count_tokens(text)
-    if route == "gemini":
-        return {
-            "candidates": [
-                {
-                    "content": {"role": "model", "parts": [{"text": text}]},
-                    "finishReason": "MAX_TOKENS" if finish == "length" else "STOP",
-                    "index": 0,
-                }
-            ],
-            "usageMetadata": {
-                "promptTokenCount": n_in,
-                "candidatesTokenCount": n_out,
-                "totalTokenCount": n_in + n_out,
-            },
-            "modelVersion": model,
-        }
-    usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
-    choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
-    if route == "chat":
-        choice["message"] = {"role": "assistant", "content": text}
-        kind = "chat.completion"
-    else:
-        choice.update(text=text, logprobs=None)
-        kind = "text_completion"
-    return {
-        "id": f"cmpl-{uuid.uuid4().hex[:12]}",
-        "object": kind,
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-        "usage": usage,
-    }

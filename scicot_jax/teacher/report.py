@@ -12,8 +12,12 @@ from typing import Any
 import numpy as np
 
 from scicot_jax.data.store import RationaleRecord, RationaleStore
+from scicot_jax.files import try_lock
+from scicot_jax.teacher.cache import Cache, CacheError
 from scicot_jax.teacher.inputs import id_hash
 from scicot_jax.teacher.pricing import price_for
+
+RUN_LOCK = ".teacher.lock"  # held by the teacher run writing a run directory
 
 _COUNTERS = (
     "sent",
@@ -163,12 +167,35 @@ def accuracy_summary(store: RationaleStore) -> dict[str, Any]:
     return tally.summary(store.manifest)
 
 
+def mark_interrupted(inv: dict[str, Any], cache: Cache | None) -> dict[str, Any]:
+    """An invocation still `running` in the manifest of a run nobody is writing was killed:
+    it becomes `interrupted`, with the counters it last saved in the cache."""
+    if inv.get("status") != "running":
+        return inv
+    saved = cache.invocation_stats(inv["id"]) if cache is not None and inv.get("id") else None
+    return dict(
+        inv,
+        status="interrupted",
+        message="killed (found still running); counters as last saved with its responses",
+        stats=saved or inv.get("stats") or {},
+    )
+
+
+def run_is_live(out_dir: Path) -> bool:
+    """True while a teacher run holds the run directory's lock."""
+    try:
+        fd = try_lock(Path(out_dir) / RUN_LOCK)
+    except OSError:  # no run dir lock file can be made (read-only): assume nobody writes
+        return False
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
 def _invocations(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The manifest's invocations; one still `running` with nobody writing the run was
     killed: it is shown `interrupted` with the counters it saved in the cache as it ran."""
-    from scicot_jax.teacher.cache import Cache, CacheError
-    from scicot_jax.teacher.runner import mark_interrupted, run_is_live
-
     invocations = manifest.get("invocations") or []
     if not any(inv.get("status") == "running" for inv in invocations) or run_is_live(run_dir):
         return invocations

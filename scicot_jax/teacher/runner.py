@@ -53,7 +53,7 @@ from scicot_jax.teacher.protocol import (
     TransientError,
     estimate_tokens,
 )
-from scicot_jax.teacher.report import Tally, accuracy_summary
+from scicot_jax.teacher.report import RUN_LOCK, Tally, accuracy_summary, mark_interrupted
 
 # Fields whose change would change the requests: a resumed run must keep them.
 SIGNATURE_FIELDS = (
@@ -1001,37 +1001,12 @@ def _safe_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def mark_interrupted(inv: dict[str, Any], cache: Cache | None) -> dict[str, Any]:
-    """An invocation still `running` in the manifest of a run nobody is writing was killed:
-    it becomes `interrupted`, with the counters it last saved in the cache."""
-    if inv.get("status") != "running":
-        return inv
-    saved = cache.invocation_stats(inv["id"]) if cache is not None and inv.get("id") else None
-    return dict(
-        inv,
-        status="interrupted",
-        message="killed (found still running); counters as last saved with its responses",
-        stats=saved or inv.get("stats") or {},
-    )
-
-
-def run_is_live(out_dir: Path) -> bool:
-    """True while a teacher run holds the run directory's lock."""
-    try:
-        os.close(_lock(out_dir))
-    except RunBusy:
-        return True
-    except OSError:  # no run dir lock file can be made (read-only): assume nobody writes
-        return False
-    return False
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _lock(out_dir: Path) -> int:
-    fd = try_lock(out_dir / ".teacher.lock")
+    fd = try_lock(out_dir / RUN_LOCK)
     if fd is None:
         raise RunBusy(f"{out_dir}: another teacher run is writing here")
     return fd

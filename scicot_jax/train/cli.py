@@ -14,6 +14,7 @@ from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.step import LossConfig
 
 log = logging.getLogger(__name__)
+gin_utils.register_configurables(OptimizerConfig, LossConfig)  # bindable in gin files
 
 
 @gin.configurable("train")

@@ -21,6 +21,7 @@ from scicot_jax.paths import as_path
 from scicot_jax.progress import StepProgress
 from scicot_jax.runtime import partitioning as part
 from scicot_jax.runtime.checkpoints import Checkpoints
+from scicot_jax.runtime.failures import RunFailed
 from scicot_jax.runtime.metrics import MetricsWriter, Throughput
 from scicot_jax.train.data_iter import Batches, Prefetcher, open_batches, to_global
 from scicot_jax.train.initial import restore_initial
@@ -38,7 +39,7 @@ from scicot_jax.train.step import (
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunFailed):
     """Raised when loss or gradient norm is NaN/inf; no checkpoint is written for that state."""
 
 
