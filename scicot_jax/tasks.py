@@ -3,6 +3,7 @@
 Importing this module registers:
 
   scicot:{card}:baseline                  question -> answer                 (card examples)
+  scicot:{card}:baseline:{run}            the same on a pipeline run's splits (registered by it)
   scicot:{card}:one_stage:{run}           question -> "rationale --> answer" (Fine-tune-CoT)
   scicot:{card}:stage1:{run}              question -> rationale              (Sci-CoT Stage 1)
   scicot:{card}:stage2:{run}              question + rationale -> answer     (Sci-CoT Stage 2)
@@ -79,8 +80,8 @@ def task_name(card: str, method: str, run: str | None = None, degree: int | None
     """The registered name for (card, method, run, degree); see the module docstring."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    if (method == "baseline") != (run is None):
-        raise ValueError("baseline tasks take no run; the other methods need one")
+    if method != "baseline" and run is None:
+        raise ValueError(f"{method} tasks need a run (a baseline's run names its examples)")
     name = f"{PREFIX}:{sanitize(card)}:{method}"
     if run is not None:
         name += f":{sanitize(run)}"
@@ -309,16 +310,22 @@ def _add_task(
 
 
 def register_card(
-    card: TaskCard | str, *, vocabulary: seqio.Vocabulary | str | None = None
+    card: TaskCard | str,
+    *,
+    vocabulary: seqio.Vocabulary | str | None = None,
+    examples: Callable[[str], Sequence[Example]] | None = None,
+    run: str | None = None,
 ) -> list[str]:
-    """Register the card's baseline task; returns its name in a list."""
+    """Register the card's baseline task; returns its name in a list. With ``examples`` (a
+    pipeline run's own splits, in order) the task reads those and is named after ``run``."""
     card = load_card(card)
     vocab = resolve_vocabulary(card, vocabulary)
+    read = examples or (lambda split: _card_examples(card, split))
 
     def rows_fn(split: str) -> list[dict[str, Any]]:
-        return [_row(ex, *formats.baseline(ex)) for ex in _card_examples(card, split)]
+        return [_row(ex, *formats.baseline(ex)) for ex in read(split)]
 
-    name = task_name(card.name, "baseline")
+    name = task_name(card.name, "baseline", run if examples else None)
     return [_add_task(name, card, "baseline", rows_fn, card.split_names, vocab)]
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from scicot_jax.data import packing
+from scicot_jax.data import epochs, packing
+from scicot_jax.data.tokens import pad_rows
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ class DatasetConfig:
     packed_row_tokens: int | None = None
     use_cached: bool = False
     module: str | None = DEFAULT_TASK_MODULE  # MIXTURE_OR_TASK_MODULE, imported to register
+    # Training order. "seqio": seqio's shuffle buffer over a repeated dataset; "epochs": the
+    # split read once into memory, then seeded epochs (data.epochs), the order of the
+    # pipeline's in-process trainer, so both trainers see the same batches.
+    order: str = "seqio"
 
 
 def import_task_module(module: str | None) -> None:
@@ -82,6 +87,7 @@ def _host_batch_size(global_batch: int) -> int:
 
 
 PACKERS = ("best_fit", "seqio")
+ORDERS = ("seqio", "epochs")
 
 
 def _dataset(
@@ -165,7 +171,11 @@ def train_batches(cfg: DatasetConfig) -> Callable[[int], Iterator[dict[str, np.n
     """
     if cfg.packer not in PACKERS:
         raise ValueError(f"DatasetConfig.packer={cfg.packer!r}; expected one of {PACKERS}")
+    if cfg.order not in ORDERS:
+        raise ValueError(f"DatasetConfig.order={cfg.order!r}; expected one of {ORDERS}")
     cfg = fit_packed_lengths(cfg)
+    if cfg.order == "epochs":
+        return epoch_batches(cfg)
     if cfg.pack and cfg.packer == "best_fit":
         return lambda start: itertools.islice(best_fit_batches(cfg), start, None)
 
@@ -178,6 +188,39 @@ def train_batches(cfg: DatasetConfig) -> Callable[[int], Iterator[dict[str, np.n
         return ds.prefetch(2).as_numpy_iterator()
 
     return make
+
+
+def epoch_batches(cfg: DatasetConfig) -> Callable[[int], Iterator[dict[str, np.ndarray]]]:
+    """order="epochs": the whole split in memory, in order, on every host; batches in seeded
+    epochs (``data.epochs``: padded to task_feature_lengths, or packed best-fit into rows of
+    them from examples read uncut, as the in-process trainer packs)."""
+    import seqio
+    import tensorflow as tf
+
+    _hide_accelerators_from_tf(tf)
+    import_task_module(cfg.module)
+    lengths = dict(cfg.task_feature_lengths)
+    ds = seqio.get_dataset(
+        cfg.mixture_or_task_name,
+        task_feature_lengths={"inputs": 1 << 16, "targets": 1 << 16} if cfg.pack else lengths,
+        dataset_split=cfg.split,
+        shuffle=False,
+        num_epochs=1,
+        feature_converter=seqio.PassThroughFeatureConverter(),
+        use_cached=cfg.use_cached,
+    )
+    rows = [(ex["inputs"], ex["targets"]) for ex in ds.as_numpy_iterator()]
+    if not rows:
+        raise ValueError(f"{cfg.mixture_or_task_name}: split {cfg.split!r} has no examples")
+    inputs, targets = ([np.asarray(r[k], np.int32) for r in rows] for k in (0, 1))
+    at = {"batch_size": cfg.batch_size, "seed": cfg.seed}
+    at |= {"host": jax.process_index(), "hosts": jax.process_count()}
+    if cfg.pack:
+        return lambda start: epochs.packed_batches(
+            inputs, targets, lengths, window=cfg.packing_window, start=start, **at
+        )
+    enc, dec = pad_rows(inputs, lengths["inputs"], 0), pad_rows(targets, lengths["targets"], 0)
+    return lambda start: epochs.padded_batches(enc, dec, start=start, **at)
 
 
 def best_fit_batches(cfg: DatasetConfig) -> Iterator[dict[str, np.ndarray]]:

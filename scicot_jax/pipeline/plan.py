@@ -15,16 +15,19 @@ The same plan through both gives bitwise-equal parameters (tests/test_student_pl
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scicot_jax.data import packing
-from scicot_jax.data.tokens import pad_rows, shift_right, with_eos
+from scicot_jax.data import epochs, packing
+from scicot_jax.data.seqio_feed import DatasetConfig, fit_packed_lengths, train_batches
+from scicot_jax.data.tokens import pad_rows, with_eos
 from scicot_jax.pipeline.config import StudentConfig
+from scicot_jax.train.optimizers import OptimizerConfig
+from scicot_jax.train.step import LossConfig
+from scicot_jax.train.trainer import TrainConfig
 
 # StudentConfig owns these model fields; an `overrides` entry for them would be a second owner.
 OWNED_MODEL_FIELDS = ("dropout_rate", "dtype")
@@ -68,29 +71,27 @@ class TokenizedPairs:
         return len(self.encoder_BxL)
 
     def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        tgt = self.targets_BxL[idx]
-        return {
-            "encoder_input_tokens": self.encoder_BxL[idx],
-            "decoder_target_tokens": tgt,
-            "decoder_input_tokens": shift_right(tgt, self.model.decoder_start_id),
-            "decoder_loss_weights": (tgt != self.model.pad_id).astype(np.float32),
-        }
+        m = self.model
+        return epochs.padded_batch(
+            self.encoder_BxL, self.targets_BxL, idx, m.pad_id, m.decoder_start_id
+        )
 
     def batches(
         self, batch_size: int, seed: int, start: int = 0, host: int = 0, hosts: int = 1
     ) -> Iterator[dict[str, np.ndarray]]:
-        """Endless shuffled epochs of global batches, positioned at batch ``start`` (the trainer
-        resumes with it); on multi-host runs each host yields its rows ``host::hosts``."""
-        n = len(self)
-        per_epoch = max(1, n // batch_size) if n >= batch_size else 1
-        step = start
-        while True:
-            epoch, k = divmod(step, per_epoch)
-            order = np.random.default_rng((seed, epoch)).permutation(n)
-            if n < batch_size:  # tiny data: repeat to fill a batch
-                order = np.resize(order, batch_size)
-            yield self.batch(order[k * batch_size : (k + 1) * batch_size][host::hosts])
-            step += 1
+        """Endless shuffled epochs of global batches (``data.epochs``), positioned at batch
+        ``start`` (the trainer resumes with it); each host yields its rows ``host::hosts``."""
+        return epochs.padded_batches(
+            self.encoder_BxL,
+            self.targets_BxL,
+            batch_size=batch_size,
+            seed=seed,
+            pad_id=self.model.pad_id,
+            decoder_start_id=self.model.decoder_start_id,
+            start=start,
+            host=host,
+            hosts=hosts,
+        )
 
 
 class PackedPairs:
@@ -115,18 +116,18 @@ class PackedPairs:
     def batches(
         self, batch_size: int, seed: int, start: int = 0, host: int = 0, hosts: int = 1
     ) -> Iterator[dict[str, np.ndarray]]:
-        """Endless global batches of rows packed from shuffled epochs (seeded as TokenizedPairs'),
-        positioned at batch ``start`` by replaying the stream (packing is a pure function of
-        it); each host yields its rows ``host::hosts``."""
-
-        def examples() -> Iterator[dict[str, np.ndarray]]:
-            for epoch in itertools.count():
-                for i in np.random.default_rng((seed, epoch)).permutation(len(self)):
-                    yield {"inputs": self.inputs[i], "targets": self.targets[i]}
-
-        rows = packing.pack_examples(examples(), self.lengths)
-        for b in itertools.islice(packing.batch_rows(rows, batch_size), start, None):
-            yield {k: v[host::hosts] for k, v in b.items()}
+        """Endless global batches of rows packed from shuffled epochs (``data.epochs``),
+        positioned at batch ``start``; each host yields its rows ``host::hosts``."""
+        return epochs.packed_batches(
+            self.inputs,
+            self.targets,
+            self.lengths,
+            batch_size=batch_size,
+            seed=seed,
+            start=start,
+            host=host,
+            hosts=hosts,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,11 +140,13 @@ class SeqioTask:
 
 @dataclasses.dataclass(frozen=True)
 class TrainPlan:
-    """What one training run needs: ``train.model`` is the T5Config; ``data`` the source."""
+    """What one training run needs: ``train.model`` is the T5Config; ``data`` the source;
+    ``rows`` the in-memory pairs (packed or not) it was planned from, if any."""
 
-    train: Any  # TrainConfig
-    data: Any  # TokenizedPairs | PackedPairs | DatasetConfig
+    train: TrainConfig
+    data: TokenizedPairs | PackedPairs | DatasetConfig
     gin: tuple[str, ...] = ()  # extra bindings for the gin consumer (t5x style)
+    rows: TokenizedPairs | PackedPairs | None = None
 
 
 def activation_dtype(cfg: StudentConfig) -> str:
@@ -187,29 +190,20 @@ def build(
     stage: str,
     data: TokenizedPairs | SeqioTask,
     steps: int | None = None,
+    task: str | None = None,
 ) -> TrainPlan:
     """The plan of one stage on in-memory pairs or a SeqIO task, for ``steps`` (default: the
-    stage's configured steps)."""
-    from scicot_jax.data.seqio_feed import DatasetConfig, fit_packed_lengths
-    from scicot_jax.train.optimizers import OptimizerConfig
-    from scicot_jax.train.step import LossConfig
-    from scicot_jax.train.trainer import TrainConfig
-
+    stage's configured steps). Pairs with ``task`` (the SeqIO task registered from the same
+    pairs, in order) plan the gin trainer on that task at the pairs' own lengths (packed:
+    fitted once, here) and in their epoch order, so either trainer sees the same batches."""
     steps = steps or steps_for(cfg, stage)
+    rows = None
     if isinstance(data, TokenizedPairs):
-        data = PackedPairs(data, cfg.packed_row_tokens) if cfg.pack else data
-        lengths = data.lengths
+        rows = PackedPairs(data, cfg.packed_row_tokens) if cfg.pack else data
+        lengths = rows.lengths
+        data = rows if task is None else _dataset(cfg, task, lengths, order="epochs")
     else:
-        data = DatasetConfig(
-            mixture_or_task_name=data.name,
-            task_feature_lengths=dict(data.lengths),
-            split="train",
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            seed=cfg.seed,
-            pack=cfg.pack,
-            packed_row_tokens=cfg.packed_row_tokens if cfg.pack else None,
-        )
+        data = _dataset(cfg, data.name, data.lengths, order="seqio")
         data = fit_packed_lengths(data)  # the model's lengths: fitted once, here
         lengths = data.task_feature_lengths
     optimizer = OptimizerConfig(
@@ -237,7 +231,24 @@ def build(
         initial_checkpoint_path=cfg.init_checkpoint,
         initial_params_only=True,  # a pretrained start: stage steps count from 0
     )
-    return TrainPlan(train, data, tuple(cfg.gin))
+    return TrainPlan(train, data, tuple(cfg.gin), rows)
+
+
+def _dataset(cfg: StudentConfig, name: str, lengths: dict, order: str) -> DatasetConfig:
+    """The SeqIO train split as the student reads it; in "epochs" order the lengths are final
+    (packed: already fitted), in "seqio" order packed lengths are fitted to the split."""
+    refit = cfg.pack and order == "seqio"
+    return DatasetConfig(
+        mixture_or_task_name=name,
+        task_feature_lengths=dict(lengths),
+        split="train",
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        pack=cfg.pack,
+        packed_row_tokens=cfg.packed_row_tokens if refit else None,
+        order=order,
+    )
 
 
 def train_in_process(plan: TrainPlan) -> Any:
@@ -254,8 +265,6 @@ def train_in_process(plan: TrainPlan) -> Any:
                 tc.batch_size, tc.seed, start, jax.process_index(), jax.process_count()
             )
     else:
-        from scicot_jax.data.seqio_feed import train_batches
-
         batches = train_batches(data)
     return trainer.train(tc, batches, return_state=True)
 

@@ -344,9 +344,10 @@ class Pipeline:
         from scicot_jax import tasks
         from scicot_jax.data.store import RationaleStore
 
-        if method == "baseline":
-            tasks.register_card(self.card, vocabulary=vocab)
-            return tasks.task_name(self.card.name, "baseline")
+        if method == "baseline":  # the run's own splits (carved, limited), as the pairs are
+            run = self.run_dir.name
+            tasks.register_card(self.card, vocabulary=vocab, examples=self.examples, run=run)
+            return tasks.task_name(self.card.name, "baseline", run)
         run_name = RationaleStore.open(run_dir).manifest.get("name") or run_dir.name
         tasks.register_run_dir(
             run_dir,

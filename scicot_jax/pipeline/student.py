@@ -1,11 +1,12 @@
 """The pipeline's T5 student: trains through ``pipeline.plan``, decodes, scores.
 
-``--trainer inprocess`` trains on in-memory token pairs: texts tokenized with the run's
-SentencePiece vocabulary and padded to fixed lengths (the longest example rounded up to a
-multiple of 8, capped by the card's feature lengths), so each stage compiles once.
-``--trainer gin`` trains on the registered SeqIO task through the train binary's ``run`` (SeqIO
-tokenization, packing, per-host sharding, config.gin), as a t5x run would. Both take every knob
-from the same plan. Decoding and scoring use the checkpoint's own model config.
+Texts are tokenized with the run's SentencePiece vocabulary and padded to fixed lengths (the
+longest example rounded up to a multiple of 8, capped by the card's feature lengths), so each
+stage compiles once. ``--trainer inprocess`` trains on those in-memory token pairs;
+``--trainer gin`` trains on the SeqIO task registered from the same pairs through the train
+binary's ``run`` (SeqIO tokenization, config.gin), as a t5x run would, at the same lengths and in
+the same epoch order: both give the same batches, losses and parameters. Decoding and scoring
+use the checkpoint's own model config.
 """
 
 from __future__ import annotations
@@ -87,36 +88,31 @@ class T5Student:
         stage's configured steps); resumes from its checkpoints. ``task(vocab)`` registers the
         same data as a SeqIO task and names it (the data source of ``--trainer gin``)."""
         model = self.model
+        # Tokenized once; the lengths (packed: fitted) are planned once and both trainers
+        # read them, in the same epoch order (data.epochs).
+        data = plan.TokenizedPairs(self.vocab, model, pairs, self.max_inputs, self.max_targets)
+        if data.truncated:
+            log.warning(
+                "%s: %d texts truncated to %d/%d tokens",
+                stage,
+                data.truncated,
+                self.max_inputs,
+                self.max_targets,
+            )
+        extra: dict[str, Any] = {"truncated": data.truncated}
         if self.cfg.trainer == "gin":
             if task is None:
                 raise ValueError(f"{stage}: the gin trainer needs the data as a SeqIO task")
-            enc, enc_len = self._tokens([i for i, _ in pairs], self.max_inputs)
-            tgt, tgt_len = self._tokens([t for _, t in pairs], self.max_targets)
-            lengths = {"inputs": enc_len, "targets": tgt_len}
-            name = task(self.vocab_spec)
-            p = plan.build(self.cfg, model, out_dir, stage, plan.SeqioTask(name, lengths), steps)
+            extra["task"] = task(self.vocab_spec)
+            p = plan.build(self.cfg, model, out_dir, stage, data, steps, task=extra["task"])
             res = plan.train_with_gin(p)
-            sizes = np.array([[len(e), len(t)] for e, t in zip(enc, tgt)], np.int64)
-            per_example = float(sizes.sum(axis=1).mean())
-            per_row = per_example * self._examples_per_row(sizes)
-            extra: dict[str, Any] = {"task": name}
         else:
-            data = plan.TokenizedPairs(self.vocab, model, pairs, self.max_inputs, self.max_targets)
-            if data.truncated:
-                log.warning(
-                    "%s: %d texts truncated to %d/%d tokens",
-                    stage,
-                    data.truncated,
-                    self.max_inputs,
-                    self.max_targets,
-                )
             p = plan.build(self.cfg, model, out_dir, stage, data, steps)
             res = plan.train_in_process(p)
             if res.state is not None:
                 self._params[str(out_dir)] = res.state.params
-            lengths = data.lengths
-            per_row = p.data.tokens_per_example * p.data.examples_per_row  # packed or not
-            extra = {"truncated": data.truncated}
+        lengths = data.lengths
+        per_row = p.rows.tokens_per_example * p.rows.examples_per_row  # packed or not
         self._configs[str(out_dir)] = model
         # every host of a pod writes the same file: atomically, so none reads half of it
         # (lengths of one example, not of a packed row: decoding reads them)
