@@ -2,7 +2,7 @@
 
   .venv/bin/python bench/teacher.py                # rate, leases, cached, memory, structures, resume
   .venv/bin/python bench/teacher.py --parts rate   # one part
-  .venv/bin/python bench/teacher.py --parts cached --baseline 9cd9228   # before/after
+  .venv/bin/python bench/teacher.py --parts cached --baseline REV   # before (REV: a git revision) / after
   .venv/bin/python bench/teacher.py --parts cached --cached 10000000 --prompts answer_conditioned
       # the 10M-record point for real: a 10M-request cache (24 min to fill here, ~9 GB), re-run
 

@@ -64,7 +64,7 @@ def test_training_shows_step_loss_rate_and_eta(tmp_path: Path, capsys):
     train(cfg, toy_batches(), model_spec=toy_spec())
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.fullmatch(
-        r"\[train\] step 3/3 100\.0% \| loss [\d.]+ \| \S+ tok/s \| ETA 0m00s", last
+        r"\[train\] step 3/3 100\.0% \| loss/token [\d.]+ \| \S+ tok/s \| ETA 0m00s", last
     )
 
 

@@ -301,3 +301,28 @@ def test_serve_oracle_command(tmp_path):
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=10) == 0
+
+
+def test_failed_jobs_name_their_cause_and_failures_lists_them(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: every request is refused
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+    class Dead:
+        url = dead
+
+    code = main([*_run_args(Dead, tmp_path), "--max-retries", "0"])
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert code == 1 and summary["status"] in ("failures", "failing")
+    cause = next(iter(summary["failure_causes"]))
+    assert cause == "connection: ConnectError", summary["failure_causes"]
+    if summary["status"] == "failures":
+        assert cause in err and "scicot-teacher failures" in err
+    for where in (tmp_path / "c.sqlite", tmp_path / "run"):
+        assert main(["failures", str(where), "--limit", "2"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 3 and all(cause in line for line in lines)
+        assert lines[-1].startswith(f"{sum(summary['failure_causes'].values())} failed request")

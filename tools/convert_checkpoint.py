@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from scicot_jax.clihelp import show_defaults
 from scicot_jax.runtime import convert  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     t5x_out.add_argument("ckpt_dir")
     t5x_out.add_argument("out_dir")
     t5x_out.add_argument("--dtype", choices=["float32", "bfloat16"], help="cast params on save")
-    args = parser.parse_args(argv)
+    args = show_defaults(parser).parse_args(argv)
     try:
         if args.command == "hf-to-orbax":
             hf_to_orbax(args.hf_dir, args.out_dir, args.param_dtype, args.force)

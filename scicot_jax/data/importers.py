@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scicot_jax.clihelp import show_defaults
 from scicot_jax.data import answers, grading
 from scicot_jax.data.cards import TaskCard, load_card
 from scicot_jax.data.examples import Example
@@ -308,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("args", nargs="*", help="finetune_cot: TASK; dsbs: cqa|svamp")
     ap.add_argument("run_dir")
     ap.add_argument("--data_dir", default=None)
-    a = ap.parse_args(argv)
+    a = show_defaults(ap).parse_args(argv)
     run = IMPORTERS[a.importer](*a.args, data_dir=a.data_dir)
     store = write_run(run, a.run_dir)
     print(

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from scicot_jax.clihelp import show_defaults
 from scicot_jax.paths import as_path
 from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
 from scicot_jax.pipeline.config import (
@@ -346,7 +347,7 @@ def _parser() -> argparse.ArgumentParser:
         "--pack", action="store_true", help="students train on packed rows (best-fit, fitted)"
     )
     d.add_argument("-v", "--verbose", action="store_true")
-    return p
+    return show_defaults(p)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

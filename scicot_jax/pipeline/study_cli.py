@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from scicot_jax.clihelp import show_defaults
 from scicot_jax.pipeline import study
 
 
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--gcs-dir", help="gs:// folder each finished run is copied to")
     r = sub.add_parser("report")
     r.add_argument("study_dir")
-    return p
+    return show_defaults(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

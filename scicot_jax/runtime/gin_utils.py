@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import gin
+from scicot_jax.clihelp import show_defaults
 from scicot_jax.data.seqio_feed import DatasetConfig
 from scicot_jax.files import atomic_write
 from scicot_jax.model import T5Config
@@ -61,7 +62,7 @@ def parse_args(
     argv: Sequence[str], description: str, extra: Sequence[tuple[str, dict]] = ()
 ) -> tuple[argparse.Namespace, list[str]]:
     """(flags, gin bindings) from argv (argv[0] is the program name, as in absl)."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description, epilog=_gin_epilog())
     parser.add_argument(
         "--gin_file",
         action="append",
@@ -84,6 +85,7 @@ def parse_args(
     _add_t5x_flags(parser)
     for name, kw in extra:
         parser.add_argument(name, **kw)
+    show_defaults(parser)
     args, rest = parser.parse_known_args(list(argv[1:]))
     bindings = list(args.gin_bindings)
     unknown = []
@@ -104,6 +106,22 @@ def parse_args(
 
 
 _PROCESS_FLAGS = ("coordinator_address", "process_count", "process_index")
+
+
+def _gin_epilog() -> str:
+    """What --help says of gin: the binding flag, the macros, where files are looked up."""
+    return (
+        "gin: --gin.NAME=VALUE binds any macro or parameter (as --gin_bindings='NAME = VALUE'),\n"
+        "e.g. --gin.TRAIN_STEPS=100 --gin.MODEL_DIR=\"'/tmp/m'\" --gin.T5Config.dropout_rate=0.1.\n"
+        "macros (t5x's): MODEL_DIR, MIXTURE_OR_TASK_NAME, MIXTURE_OR_TASK_MODULE,\n"
+        "TASK_FEATURE_LENGTHS, TRAIN_STEPS, BATCH_SIZE, LEARNING_RATE, DROPOUT_RATE,\n"
+        "INITIAL_CHECKPOINT_PATH, CHECKPOINT_PERIOD, EVAL_PERIOD, CHECKPOINT_PATH,\n"
+        "EVAL_OUTPUT_DIR, INFER_OUTPUT_DIR, RANDOM_SEED, ...; ours: PACKED_ROW_TOKENS,\n"
+        "DECODE_METHOD, NUM_DECODES, TEMPERATURE, MODEL_PARALLEL, COMPILATION_CACHE_DIR.\n"
+        "Each gin file lists the macros it reads; a macro nothing reads is an error.\n"
+        "--gin_file is looked up as given, then in --gin_search_paths, the working directory\n"
+        f"and {GIN_DIR} (models/, runs/, scicot/, t5x/)."
+    )
 
 
 def _bool_flag(text: str) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from scicot_jax.clihelp import show_defaults
 from scicot_jax.teacher import prompts
 
 
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     sub.add_parser("report", help="JSON summary of a run").add_argument("run_dir")
     sub.add_parser("cancel", help="cancel a run's batch jobs in flight").add_argument("run_dir")
+    f = sub.add_parser("failures", help="list the failed requests a cache recorded, and why")
+    f.add_argument("cache", help="the --cache file, or a run directory (its manifest names it)")
+    f.add_argument("--limit", type=int, default=50, help="the newest N failures (0: all)")
     e = sub.add_parser("export", help="write a review file for manual cleaning")
     e.add_argument("run_dir")
     e.add_argument("--out", help="review file (default RUN_DIR/review.jsonl)")
@@ -160,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to do with records the review file does not mention",
     )
     _add_servers(sub)
-    return ap
+    return show_defaults(ap)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -260,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from scicot_jax.teacher.report import report
 
             print(json.dumps(report(args.run_dir), indent=2))
+        elif args.cmd == "failures":
+            from scicot_jax.teacher.report import failure_lines
+
+            print("\n".join(failure_lines(args.cache, args.limit)))
         elif args.cmd == "cancel":
             from scicot_jax.teacher.batch import cancel_run
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from array import array
 from collections import Counter
 from collections.abc import Iterable
@@ -281,3 +282,40 @@ def report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         ],
         "batch_jobs": _batch_jobs(m.get("cache"), run_dir),
     }
+
+
+def failure_lines(path: str | os.PathLike[str], limit: int = 50) -> list[str]:
+    """What `failures` prints: the newest `limit` (0: all) failed requests of a cache (or of a
+    run directory's cache), one line each (when, cause, key, message), then a count by cause."""
+    path = Path(path)
+    if path.is_dir():
+        path = Path(RationaleStore.open(path).manifest.get("cache") or path / "missing-cache")
+    cache = Cache(path, readonly=True)
+    try:
+        rows = list(cache.failures())
+    finally:
+        cache.close()
+    causes = Counter(_cause(r) for r in rows)
+    shown = rows[-limit:] if limit else rows
+    lines = [
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(r['created']))}  {_cause(r)}  "
+        f"{r['key'][:12]}  {' '.join(str(r['message']).split())[:300]}"
+        for r in shown
+    ]
+    total = ", ".join(f"{n} {c}" for c, n in causes.most_common()) or "none"
+    return [*lines, f"{len(rows)} failed request(s) in {path}: {total}"]
+
+
+def _cause(row: dict[str, Any]) -> str:
+    return failure_cause(str(row["error"]), row.get("status"), str(row["message"]))
+
+
+def failure_cause(error: str, status: int | None, message: str) -> str:
+    """A failed request's cause in a few words: "connection: ConnectError", "HTTP 500",
+    "timeout: ReadTimeout", "malformed response", else the error's class (and status)."""
+    head = message.split(":")
+    if head[0] in ("connection", "timeout") and len(head) > 1:
+        return f"{head[0]}: {head[1].strip()}"
+    if len(head) > 1 and len(head[0]) <= 40:
+        return head[0].split(" (")[0]
+    return error + (f" {status}" if status else "")

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from array import array
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,7 +54,13 @@ from scicot_jax.teacher.protocol import (
     TransientError,
     estimate_tokens,
 )
-from scicot_jax.teacher.report import RUN_LOCK, Tally, accuracy_summary, mark_interrupted
+from scicot_jax.teacher.report import (
+    RUN_LOCK,
+    Tally,
+    accuracy_summary,
+    failure_cause,
+    mark_interrupted,
+)
 
 # Fields whose change would change the requests: a resumed run must keep them.
 SIGNATURE_FIELDS = (
@@ -351,6 +358,7 @@ class TeacherRun:
         self.stopping = False
         self._reserved_cost = 0.0
         self._failing = 0  # consecutive failed requests
+        self._causes: Counter[str] = Counter()  # failed requests by cause (error, status)
         self._pulled = 0  # jobs taken by workers so far: a job's place in the limiter's queue
         self._orphaned = 0  # requests left to a stopped batch run's open jobs
         self._key: str | None = None
@@ -536,6 +544,7 @@ class TeacherRun:
         self.stats.failures += 1
         self._failing += 1
         msg = scrub(str(e), self._key, 1000)
+        self._causes[failure_cause(type(e).__name__, e.status, msg)] += 1
         await self.writer.put(_Write(failed=[(req, type(e).__name__, e.status, msg)]))
         # Fail fast where every further request would fail the same way (and may cost).
         if e.status in (401, 403):
@@ -944,9 +953,12 @@ class TeacherRun:
             self.cache.release_leases(self.invocation)
             if self.status == "complete" and self.stats.jobs_failed:
                 self.status = "failures"
+                causes = ", ".join(f"{n} {c}" for c, n in self._causes.most_common())
                 self.message = (
-                    f"{self.stats.jobs_failed} job(s) failed (see the cache's "
-                    "failures); re-run to retry them"
+                    f"{self.stats.jobs_failed} job(s) failed"
+                    + (f" (requests: {causes})" if causes else "")
+                    + f"; `scicot-teacher failures {self.cache_path}` lists them; "
+                    "re-run to retry them"
                 )
                 if self._orphaned:
                     self.message += (
@@ -986,6 +998,7 @@ class TeacherRun:
             "status": self.status,
             "message": self.message,
             "out_dir": str(self.out_dir),
+            "failure_causes": dict(self._causes.most_common()),
             **self.stats.to_json(),
             **acc,
         }

@@ -269,10 +269,13 @@ def train(
                 last = {k: float(np.mean([a[k] for a in acc])) for k in acc[-1]}
                 last.update(meter.measure())
                 writer.write(step, last)
+                # `objective` is what the optimizer sees (summed unless LOSS_NORMALIZING_FACTOR
+                # normalizes it); `loss/token` the mean cross-entropy per target token.
                 log.info(
-                    "step %d: loss %.4f acc %.3f lr %.2e %.0f tok/s%s",
+                    "step %d: objective %.4g loss/token %.4f token_acc %.3f lr %.2e %.0f tok/s%s",
                     step,
                     last["loss"],
+                    last["cross_ent_loss"],
                     last["accuracy"],
                     last["learning_rate"],
                     last["tokens_per_s"],
@@ -280,7 +283,8 @@ def train(
                 )
                 acc.clear()
             tokens = config.batch_size * (in_len + tgt_len)
-            bar.advance(step, tokens, loss=(acc[-1] if acc else last).get("loss"))
+            shown = acc[-1] if acc else last
+            bar.advance(step, tokens, **{"loss/token": shown.get("cross_ent_loss")})
             if save_now:
                 save(step)
             if config.eval_period and step % config.eval_period == 0 and not preempted:
