@@ -1,10 +1,10 @@
-"""The README's demo claims: on the measured seeds it prints (demo_seeds.csv) and on a seeded run.
+"""docs/demo.md's claims: on the measured seeds it prints (demo_seeds.csv) and on a seeded run.
 
-The README's multi-seed table is ``scicot_jax/pipeline/demo_seeds.csv``, the study.csv that
-`run_pipeline.py demo --seeds 3` wrote. The README claims a method is above another only where
+Its multi-seed table is ``scicot_jax/pipeline/demo_seeds.csv``, the study.csv that
+`run_pipeline.py demo --seeds 3` wrote. It claims a method is above another only where
 every seed of the one is above every seed of the other (CLAIMS, with the points it is above by),
 and that the end-to-end demo reproduces its seed's row exactly. The fast tests check the file and the
-README's table against each other; the long test runs the whole demo of seed 0 (about a quarter
+table against each other; the long test runs the whole demo of seed 0 (about a quarter
 of an hour on 2 cores, `make test-long`).
 """
 
@@ -17,7 +17,7 @@ from scicot_jax.pipeline import demo
 from scicot_jax.pipeline.demo import demo_config
 from scicot_jax.pipeline.run import run_pipeline
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "demo.md"  # the demo's results page
 # (higher, lower, points): the README's claims, "higher is above lower in every seed by more
 # than `points`" (lowest seed of `higher` minus highest seed of `lower`).
 CLAIMS = (
@@ -32,7 +32,7 @@ METHODS = ("baseline", "finetune_cot:1", "finetune_cot:4", "scicot:1", "scicot+m
 def _readme_table() -> dict[str, list[float]]:
     """Method label -> test accuracy per seed, as the README's demo table prints them."""
     text = README.read_text()
-    section = text[text.index("## What `make demo` shows") :]
+    section = text[text.index("## Results over three seeds") :]
     section = section[: section.index("\n## ")]
     rows = {}
     for line in section.splitlines():
