@@ -386,3 +386,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "`python tools/run_pipeline.py demo --seeds 3 --out runs/demo_seeds`."
         )
     return res
+
+
+if (
+    __name__ == "__main__"
+):  # `python -m scicot_jax.pipeline.cli`: the installed tools/run_pipeline.py
+    main()
