@@ -74,8 +74,10 @@ def test_names_are_legal_and_stable():
     )
     assert T.task_name("arc_easy", "baseline") == "scicot:arc_easy:baseline"
     assert T.degrees_for(1) == [1] and T.degrees_for(10) == [1, 2, 4, 8, 10]
+    # a baseline's run names a pipeline run's own splits of the card
+    assert T.task_name("x", "baseline", "run") == "scicot:x:baseline:run"
     with pytest.raises(ValueError):
-        T.task_name("x", "baseline", "run")
+        T.task_name("x", "one_stage")
     assert "scicot:synthetic_mc:baseline" in seqio.TaskRegistry.names()  # on import
 
 

@@ -122,8 +122,9 @@ class T5Student:
             "steps": res.step,
             "train_tokens": int(res.step * p.train.batch_size * per_row),
             "train_flops": self.train_flops(res.step, p.train.feature_lengths),
-            "final_loss": res.metrics.get("loss"),
-            "final_accuracy": res.metrics.get("accuracy"),
+            "final_loss": res.metrics.get("loss"),  # the objective (per token, plus z-loss)
+            "final_loss_per_token": res.metrics.get("cross_ent_loss"),
+            "final_token_accuracy": res.metrics.get("accuracy"),  # not the task's accuracy %
             "lengths": lengths,
             **extra,
         }
