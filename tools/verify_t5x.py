@@ -253,22 +253,23 @@ def write_reference(t5: T5xSide, state3, out: str) -> None:
     from flax import traverse_util
 
     states = traverse_util.flatten_dict(state3.state_dict()["state"]["param_states"], sep="/")
-    hyper = t5.optimizer_def.hyper_params.replace(learning_rate=LR)
-    t5.optimizer_def.set_param_axes(t5.initializer.train_state_axes.params)
-    hyper = t5.optimizer_def.hyper_params.replace(learning_rate=LR)
+    optimizer_def = state3._optimizer.optimizer_def  # as the train state set it up
+    hyper = optimizer_def.hyper_params.replace(learning_rate=LR)
     arrays: dict = {"step": np.asarray(3), "learning_rate": np.asarray(LR)}
     for i, path in enumerate(REFERENCE_PARAMS):
         slots = {
             s: np.asarray(states[f"{path}/{s}"], np.float32) for s in ("v_row", "v_col", "v", "m")
         }
-        shape = np.asarray(state3.params_dict()[path] if False else _param(state3, path)).shape
+        shape = np.shape(_param(state3, path))
         param, grad = reference_inputs(i, shape)
         from t5x.adafactor import _AdafactorParamState
 
-        new_param, new_state = t5.optimizer_def.apply_param_gradient(
+        new_param, new_state = optimizer_def.apply_param_gradient(
             3, hyper, jnp.asarray(param), _AdafactorParamState(**slots), jnp.asarray(grad), path
         )
-        idx = np.random.default_rng(1000 + i).choice(param.size, N_SAMPLED, replace=False)
+        idx = np.random.default_rng(1000 + i).choice(
+            param.size, min(N_SAMPLED, param.size), replace=False
+        )
         arrays[f"{path}|shape"] = np.asarray(shape)
         for s, a in slots.items():
             arrays[f"{path}|{s}"] = a
@@ -298,8 +299,86 @@ def reference_inputs(i: int, shape: tuple):
 
 
 def t5x_trains_from_converted(t5: T5xSide, restored, work: Path) -> None:
-    """The project's state -> convert.to_t5x -> t5x's Checkpointer and `t5x.train` 2 steps."""
-    print("(t5x.train part not yet wired)")
+    """The project's state, written as orbax-to-t5x writes it (`t5x_adafactor.to_t5x` +
+    `t5x_checkpoints.write_legacy`), restored by t5x's Checkpointer; `t5x.train` runs 2 steps."""
+    import functools
+
+    import jax
+    import numpy as np
+    import seqio
+    import tensorflow as tf
+    from flax.core import unfreeze
+    from t5x import checkpoints, trainer, utils
+    from t5x import train as t5x_train
+
+    from scicot_jax.model import logical_axes
+    from scicot_jax.runtime import t5x_adafactor, t5x_checkpoints
+
+    config, params, opt_state, step = restored
+    states = t5x_adafactor.to_t5x(opt_state, params, logical_axes(config))
+    out = t5x_checkpoints.write_legacy(work / "ours" / f"checkpoint_{step}", params, step, states)
+    template = t5.initializer.from_scratch(jax.random.PRNGKey(1))
+    back = checkpoints.Checkpointer(template, t5.partitioner, work / "ours").restore(path=str(out))
+    got = jax.tree.leaves(unfreeze(jax.device_get(back.params)))
+    same = all(np.array_equal(a, b) for a, b in zip(got, jax.tree.leaves(params), strict=True))
+    print(f"t5x Checkpointer.restore of ours: step {int(back.step)}, params bitwise equal: {same}")
+
+    def dataset_fn(split, shuffle_files, seed=None):
+        rng = np.random.default_rng(7)
+        rows = {
+            "inputs": rng.integers(2, SHAPE["vocab"], (64, IN_LEN - 1), dtype=np.int32),
+            "targets": rng.integers(2, SHAPE["vocab"], (64, OUT_LEN - 1), dtype=np.int32),
+        }
+        return tf.data.Dataset.from_tensor_slices(rows)
+
+    vocab = seqio.PassThroughVocabulary(size=SHAPE["vocab"])
+    features = {k: seqio.Feature(vocab, add_eos=True) for k in ("inputs", "targets")}
+    name = "verify_t5x_random_tokens"
+    if name not in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.add(
+            name,
+            source=seqio.FunctionDataSource(dataset_fn, splits=["train"]),
+            output_features=features,
+            preprocessors=[seqio.preprocessors.append_eos],
+        )
+    model_dir = work / "t5x_train"
+    final_step, final = t5x_train.train(
+        model=t5.model,
+        train_dataset_cfg=utils.DatasetConfig(
+            mixture_or_task_name=name,
+            task_feature_lengths={"inputs": IN_LEN, "targets": OUT_LEN},
+            split="train",
+            batch_size=BATCH,
+            shuffle=False,
+            seed=0,
+        ),
+        train_eval_dataset_cfg=None,
+        infer_eval_dataset_cfg=None,
+        checkpoint_cfg=utils.CheckpointConfig(
+            save=utils.SaveCheckpointConfig(period=2, dtype="float32"),
+            restore=utils.RestoreCheckpointConfig(path=str(out), mode="specific", dtype="float32"),
+        ),
+        partitioner=t5.partitioner,
+        trainer_cls=functools.partial(trainer.Trainer, num_microbatches=None),
+        model_dir=str(model_dir),
+        total_steps=step + 2,
+        eval_steps=1,
+        eval_period=1000,
+        random_seed=0,
+        summarize_config_fn=lambda *a: None,
+    )
+    moved = max(
+        float(np.abs(np.asarray(a) - np.asarray(b)).max())
+        for a, b in zip(
+            jax.tree.leaves(unfreeze(jax.device_get(final.params))), jax.tree.leaves(params)
+        )
+    )
+    print(
+        f"t5x.train from ours: restored step {step}, ran to step {int(final.step)} "
+        f"(returned {final_step}); params moved by up to {moved:.2e}; "
+        f"wrote {sorted(p.name for p in model_dir.iterdir() if p.name.startswith('checkpoint'))}"
+    )
+    assert int(final.step) == step + 2
 
 
 if __name__ == "__main__":

@@ -120,10 +120,12 @@ def from_t5x(
 
 
 def to_t5x(
-    opt_state: Any, params: Any, logical_axes: Any = None, min_dim: int = MIN_DIM
+    opt_state: Any, params: Any, logical_axes: Any = None, min_dim: int | None = None
 ) -> dict | None:
     """t5x's per-param {v_row, v_col, v, m} (per layer, as t5x's T5 keeps params) from an
-    optax.adafactor state, None if not Adafactor; `min_dim` is the t5x run's min_dim_size_to_factor."""
+    optax.adafactor state, None if not Adafactor. `min_dim`: the t5x run's
+    min_dim_size_to_factor; None: the one the optax state was built with (the shared heuristic
+    then factors the same params)."""
     factored = _find(opt_state, optax.FactoredState)
     if factored is None:
         return None
@@ -217,8 +219,11 @@ def _factored_to_t5x(
     min_dim: int,
 ) -> dict:
     name = "/".join(path)
+    full = v.shape == tuple(shape)
+    if min_dim is None:  # as optax decided: it factors by the heuristic t5x uses at rank <= 2
+        min_dim = 2**62 if full else 0
     theirs = _t5x_dims(path, shape, axes, min_dim)
-    if v.shape == tuple(shape):  # optax kept the full second moment
+    if full:  # optax kept the full second moment
         if theirs is None:
             return {"v_row": _zeros(), "v_col": _zeros(), "v": v}
         return {"v_row": v.mean(axis=theirs[1]), "v_col": v.mean(axis=theirs[0]), "v": _zeros()}
