@@ -119,7 +119,7 @@ def _kernel_axes(tree: dict, scanned: bool) -> dict:
     names |= {"scale": ("embed",), "embedding": ("vocab", "embed")}
     P = jax.sharding.PartitionSpec  # noqa: N806
     return nest(
-        (k, P(*(("layers",) if scanned and k[1] == "layers" else ()), *names[k[-1]]))
+        (k, P(*(("layers",) if scanned and k[1:2] == ("layers",) else ()), *names[k[-1]]))
         for k, _ in flatten(tree)
     )
 

@@ -107,7 +107,7 @@ class T5xSide:
             step_offset=0,
             logical_factor_rules=adafactor.standard_logical_factor_rules(),
         )
-        vocab = seqio.PassThroughVocabulary(size=SHAPE["vocab"])
+        vocab = seqio.PassThroughVocabulary(size=SHAPE["vocab"], eos_id=1)
         self.model = models.EncoderDecoderModel(
             module=network.Transformer(cfg),
             input_vocabulary=vocab,
@@ -331,7 +331,7 @@ def t5x_trains_from_converted(t5: T5xSide, restored, work: Path) -> None:
         }
         return tf.data.Dataset.from_tensor_slices(rows)
 
-    vocab = seqio.PassThroughVocabulary(size=SHAPE["vocab"])
+    vocab = seqio.PassThroughVocabulary(size=SHAPE["vocab"], eos_id=1)
     features = {k: seqio.Feature(vocab, add_eos=True) for k in ("inputs", "targets")}
     name = "verify_t5x_random_tokens"
     if name not in seqio.TaskRegistry.names():
