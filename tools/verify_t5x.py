@@ -301,6 +301,17 @@ def reference_inputs(i: int, shape: tuple):
 def t5x_trains_from_converted(t5: T5xSide, restored, work: Path) -> None:
     """The project's state, written as orbax-to-t5x writes it (`t5x_adafactor.to_t5x` +
     `t5x_checkpoints.write_legacy`), restored by t5x's Checkpointer; `t5x.train` runs 2 steps."""
+    from scicot_jax.model import logical_axes
+    from scicot_jax.runtime import t5x_adafactor, t5x_checkpoints
+
+    config, params, opt_state, step = restored
+    states = t5x_adafactor.to_t5x(opt_state, params, logical_axes(config))
+    out = t5x_checkpoints.write_legacy(work / "ours" / f"checkpoint_{step}", params, step, states)
+    t5x_train_from(t5, out, step, params, work)
+
+
+def t5x_train_from(t5: T5xSide, out: Path, step: int, params, work: Path) -> None:
+    """t5x's Checkpointer restores the legacy checkpoint `out`; `t5x.train` runs 2 steps."""
     import functools
 
     import jax
@@ -311,12 +322,6 @@ def t5x_trains_from_converted(t5: T5xSide, restored, work: Path) -> None:
     from t5x import checkpoints, trainer, utils
     from t5x import train as t5x_train
 
-    from scicot_jax.model import logical_axes
-    from scicot_jax.runtime import t5x_adafactor, t5x_checkpoints
-
-    config, params, opt_state, step = restored
-    states = t5x_adafactor.to_t5x(opt_state, params, logical_axes(config))
-    out = t5x_checkpoints.write_legacy(work / "ours" / f"checkpoint_{step}", params, step, states)
     template = t5.initializer.from_scratch(jax.random.PRNGKey(1))
     back = checkpoints.Checkpointer(template, t5.partitioner, work / "ours").restore(path=str(out))
     got = jax.tree.leaves(unfreeze(jax.device_get(back.params)))
@@ -359,7 +364,13 @@ def t5x_trains_from_converted(t5: T5xSide, restored, work: Path) -> None:
             restore=utils.RestoreCheckpointConfig(path=str(out), mode="specific", dtype="float32"),
         ),
         partitioner=t5.partitioner,
-        trainer_cls=functools.partial(trainer.Trainer, num_microbatches=None),
+        trainer_cls=functools.partial(
+            trainer.Trainer,
+            num_microbatches=None,
+            learning_rate_fn=utils.create_learning_rate_scheduler(
+                factors="constant", base_learning_rate=LR
+            ),
+        ),
         model_dir=str(model_dir),
         total_steps=step + 2,
         eval_steps=1,
