@@ -23,6 +23,7 @@ tests keep (see tests/data/README.md).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -50,6 +51,7 @@ REFERENCE_PARAMS = (
     "encoder/layers_0/pre_attention_layer_norm/scale",  # 128, full v
     "encoder/relpos_bias/rel_embedding",  # 4 x 32, full v
 )
+TASK_NAME = "verify_t5x:random_tokens"
 N_SAMPLED = 512  # next-step values kept per reference param
 
 
@@ -308,6 +310,55 @@ def t5x_trains_from_converted(t5: T5xSide, restored, work: Path) -> None:
     states = t5x_adafactor.to_t5x(opt_state, params, logical_axes(config))
     out = t5x_checkpoints.write_legacy(work / "ours" / f"checkpoint_{step}", params, step, states)
     t5x_train_from(t5, out, step, params, work)
+    t5x_eval_infer_files(t5, out, step, work)
+
+
+def t5x_eval_infer_files(t5: T5xSide, out: Path, step: int, work: Path) -> None:
+    """`t5x.infer` and `t5x.eval` on the same checkpoint and task: the files they write, beside
+    the names our binaries give theirs (README's status table)."""
+    from t5x import eval as t5x_eval
+    from t5x import infer as t5x_infer
+    from t5x import utils
+
+    from scicot_jax.runtime.task_eval import write_t5x_outputs
+
+    name = TASK_NAME
+    restore = utils.RestoreCheckpointConfig(path=str(out), mode="specific", dtype="float32")
+    ds = utils.DatasetConfig(
+        mixture_or_task_name=name,
+        task_feature_lengths={"inputs": IN_LEN, "targets": OUT_LEN},
+        split="train",
+        batch_size=BATCH,
+        shuffle=False,
+        seed=0,
+    )
+    common = dict(model=t5.model, restore_checkpoint_cfg=restore, partitioner=t5.partitioner)
+    infer_dir = work / "t5x_infer"
+    t5x_infer.infer(
+        mode="predict",
+        dataset_cfg=ds,
+        output_dir=str(infer_dir),
+        checkpoint_period=100,
+        summarize_config_fn=lambda *a, **k: None,
+        **common,
+    )
+    theirs = sorted(p.name for p in infer_dir.iterdir() if p.is_file())
+    ours = f"{name}-predict.jsonl-{0:05}-of-{1:05}"  # scicot_jax/infer.py's name
+    print(
+        f"t5x.infer wrote {theirs}; ours writes {ours!r}: {'same' if ours in theirs else 'DIFFER'}"
+    )
+    eval_dir = work / "t5x_eval"
+    t5x_eval.evaluate(
+        dataset_cfg=dataclasses.replace(ds, task_feature_lengths=None),  # t5x eval's default
+        output_dir=str(eval_dir),
+        summarize_config_fn=lambda *a, **k: None,
+        **common,
+    )
+    theirs = sorted(p.name for p in eval_dir.rglob("*.jsonl"))
+    mine = work / "ours_eval"
+    write_t5x_outputs(mine, step, {f"{name}/accuracy": 0.0}, [{"task": name, "x": 1}], None)
+    ours = sorted(p.name for p in mine.rglob("*.jsonl"))
+    print(f"t5x.eval wrote {theirs}; ours writes {ours}: {'same' if ours == theirs else 'DIFFER'}")
 
 
 def t5x_train_from(t5: T5xSide, out: Path, step: int, params, work: Path) -> None:
@@ -338,13 +389,14 @@ def t5x_train_from(t5: T5xSide, out: Path, step: int, params, work: Path) -> Non
 
     vocab = seqio.PassThroughVocabulary(size=SHAPE["vocab"], eos_id=1)
     features = {k: seqio.Feature(vocab, add_eos=True) for k in ("inputs", "targets")}
-    name = "verify_t5x_random_tokens"
+    name = TASK_NAME
     if name not in seqio.TaskRegistry.names():
         seqio.TaskRegistry.add(
             name,
             source=seqio.FunctionDataSource(dataset_fn, splits=["train"]),
             output_features=features,
             preprocessors=[seqio.preprocessors.append_eos],
+            metric_fns=[_token_accuracy],
         )
     model_dir = work / "t5x_train"
     final_step, final = t5x_train.train(
@@ -376,7 +428,7 @@ def t5x_train_from(t5: T5xSide, out: Path, step: int, params, work: Path) -> Non
         eval_steps=1,
         eval_period=1000,
         random_seed=0,
-        summarize_config_fn=lambda *a: None,
+        summarize_config_fn=lambda *a, **k: None,
     )
     moved = max(
         float(np.abs(np.asarray(a) - np.asarray(b)).max())
@@ -390,6 +442,10 @@ def t5x_train_from(t5: T5xSide, out: Path, step: int, params, work: Path) -> Non
         f"wrote {sorted(p.name for p in model_dir.iterdir() if p.name.startswith('checkpoint'))}"
     )
     assert int(final.step) == step + 2
+
+
+def _token_accuracy(targets, predictions) -> dict:
+    return {"accuracy": 100.0 * sum(list(t) == list(p) for t, p in zip(targets, predictions))}
 
 
 if __name__ == "__main__":
