@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 HOWTO = """SKIPPED: t5x is not importable. To run this check:
   git clone https://github.com/google-research/t5x && git -C t5x checkout cc342d4
   git clone https://github.com/google/airio; git clone https://github.com/google-research/jestimator
-  pip install --target site --no-deps grain cached_property fiddle jaxtyping chex wadler_lindig \\
+  pip install --target site --no-deps grain==0.2.18 cached_property fiddle jaxtyping chex wadler_lindig \\
       typeguard toolz cloudpickle portpicker tensorboard
   python tools/verify_t5x.py --t5x t5x airio jestimator site --workdir /tmp/t5x_verify"""
 

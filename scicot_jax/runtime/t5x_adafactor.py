@@ -216,7 +216,7 @@ def _factored_to_t5x(
     vr: np.ndarray,
     vc: np.ndarray,
     v: np.ndarray,
-    min_dim: int,
+    min_dim: int | None,
 ) -> dict:
     name = "/".join(path)
     full = v.shape == tuple(shape)
