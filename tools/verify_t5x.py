@@ -322,7 +322,7 @@ def t5x_eval_infer_files(t5: T5xSide, out: Path, step: int, work: Path) -> None:
 
     from scicot_jax.runtime.task_eval import write_t5x_outputs
 
-    name = TASK_NAME
+    name = _register_task()
     restore = utils.RestoreCheckpointConfig(path=str(out), mode="specific", dtype="float32")
     ds = utils.DatasetConfig(
         mixture_or_task_name=name,
@@ -334,6 +334,7 @@ def t5x_eval_infer_files(t5: T5xSide, out: Path, step: int, work: Path) -> None:
     )
     common = dict(model=t5.model, restore_checkpoint_cfg=restore, partitioner=t5.partitioner)
     infer_dir = work / "t5x_infer"
+    infer_dir.mkdir()  # t5x's gin summary makes it in the binary
     t5x_infer.infer(
         mode="predict",
         dataset_cfg=ds,
@@ -348,6 +349,7 @@ def t5x_eval_infer_files(t5: T5xSide, out: Path, step: int, work: Path) -> None:
         f"t5x.infer wrote {theirs}; ours writes {ours!r}: {'same' if ours in theirs else 'DIFFER'}"
     )
     eval_dir = work / "t5x_eval"
+    eval_dir.mkdir()
     t5x_eval.evaluate(
         dataset_cfg=dataclasses.replace(ds, task_feature_lengths=None),  # t5x eval's default
         output_dir=str(eval_dir),
@@ -361,23 +363,11 @@ def t5x_eval_infer_files(t5: T5xSide, out: Path, step: int, work: Path) -> None:
     print(f"t5x.eval wrote {theirs}; ours writes {ours}: {'same' if ours == theirs else 'DIFFER'}")
 
 
-def t5x_train_from(t5: T5xSide, out: Path, step: int, params, work: Path) -> None:
-    """t5x's Checkpointer restores the legacy checkpoint `out`; `t5x.train` runs 2 steps."""
-    import functools
-
-    import jax
+def _register_task() -> str:
+    """A SeqIO task of random token rows for t5x's binaries (PassThroughVocabulary)."""
     import numpy as np
     import seqio
     import tensorflow as tf
-    from flax.core import unfreeze
-    from t5x import checkpoints, trainer, utils
-    from t5x import train as t5x_train
-
-    template = t5.initializer.from_scratch(jax.random.PRNGKey(1))
-    back = checkpoints.Checkpointer(template, t5.partitioner, work / "ours").restore(path=str(out))
-    got = jax.tree.leaves(unfreeze(jax.device_get(back.params)))
-    same = all(np.array_equal(a, b) for a, b in zip(got, jax.tree.leaves(params), strict=True))
-    print(f"t5x Checkpointer.restore of ours: step {int(back.step)}, params bitwise equal: {same}")
 
     def dataset_fn(split, shuffle_files, seed=None):
         rng = np.random.default_rng(7)
@@ -398,6 +388,26 @@ def t5x_train_from(t5: T5xSide, out: Path, step: int, params, work: Path) -> Non
             preprocessors=[seqio.preprocessors.append_eos],
             metric_fns=[_token_accuracy],
         )
+    return name
+
+
+def t5x_train_from(t5: T5xSide, out: Path, step: int, params, work: Path) -> None:
+    """t5x's Checkpointer restores the legacy checkpoint `out`; `t5x.train` runs 2 steps."""
+    import functools
+
+    import jax
+    import numpy as np
+    from flax.core import unfreeze
+    from t5x import checkpoints, trainer, utils
+    from t5x import train as t5x_train
+
+    template = t5.initializer.from_scratch(jax.random.PRNGKey(1))
+    back = checkpoints.Checkpointer(template, t5.partitioner, work / "ours").restore(path=str(out))
+    got = jax.tree.leaves(unfreeze(jax.device_get(back.params)))
+    same = all(np.array_equal(a, b) for a, b in zip(got, jax.tree.leaves(params), strict=True))
+    print(f"t5x Checkpointer.restore of ours: step {int(back.step)}, params bitwise equal: {same}")
+
+    name = _register_task()
     model_dir = work / "t5x_train"
     final_step, final = t5x_train.train(
         model=t5.model,
