@@ -132,7 +132,9 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> dict[int, dict[str, float]]:
     """Parses flags and gin, then runs `evaluate`."""
-    return gin_utils.run_binary(argv, "Evaluate T5 student checkpoints on SeqIO tasks.", run)
+    return gin_utils.run_binary(
+        argv, "Evaluate T5 student checkpoints on SeqIO tasks.", run, model_param="evaluate.model"
+    )
 
 
 def console_entry() -> None:

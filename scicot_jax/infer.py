@@ -254,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "Predict or score with a T5 student.",
         run,
         {"shard_id": ("infer.shard_id", shard_flag)},
+        model_param="infer.model",
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-import jax
 import ml_dtypes
 import numpy as np
 
@@ -29,10 +28,20 @@ def nest(pairs):
     return out
 
 
+def t5x_inline(key: tuple, arr) -> bool:
+    """Whether real t5x keeps a leaf inline in the msgpack (seen in a checkpoint its Checkpointer
+    wrote, tools/verify_t5x.py): leaves without logical axes, i.e. the step, Adafactor's
+    v_row/v_col at any size, and the (1,) placeholders of unused slots. Params, full `v` and
+    `m` go to zarr."""
+    if key[0] == "target":
+        return False
+    return key[-1] in ("v_row", "v_col") or np.ndim(arr) == 0 or np.shape(arr) == (1,)
+
+
 def write_legacy_t5x(step_dir, tree: dict, *, gcs: bool = False) -> None:
     """t5x Checkpointer.save's layout for `tree` = {"target": ..., "state": {...}}: leaves with
-    ndim >= 1 and more than one element go to zarr (gzip, relative `kvstore.path`), the rest
-    stay inline in the msgpack file, written last under its name `checkpoint`."""
+    logical axes go to zarr (gzip level 1, relative `kvstore.path` with a trailing slash), the
+    rest stay inline in the msgpack file, written last under its name `checkpoint`."""
     import tensorstore as ts
     from flax import serialization
 
@@ -40,20 +49,24 @@ def write_legacy_t5x(step_dir, tree: dict, *, gcs: bool = False) -> None:
     written = []
     for key, arr in flatten(tree):
         arr = np.asarray(arr)
-        if arr.size <= 1:
+        if t5x_inline(key, arr):
             written.append((key, arr))
             continue
         name = ".".join(key)
         kvstore = (
             {"driver": "gcs", "bucket": "t5x-dummy-bucket"}
             if gcs
-            else {"driver": "file", "path": name}
+            else {"driver": "file", "path": name + "/"}
         )
         spec = {
             "driver": "zarr",
             "dtype": arr.dtype.name,
             "kvstore": kvstore,
-            "metadata": {"compressor": {"id": "gzip"}, "shape": arr.shape, "chunks": arr.shape},
+            "metadata": {
+                "compressor": {"id": "gzip", "level": 1},
+                "shape": arr.shape,
+                "chunks": arr.shape,
+            },
         }
         if gcs:
             spec["path"] = name  # t5x's gs:// spec: a top-level path, bucket filled in on read
@@ -82,32 +95,25 @@ def write_orbax_t5x(step_dir, tree: dict) -> None:
         ckptr.save(os.path.join(os.fspath(step_dir), "state"), tree)
 
 
-def t5x_adafactor_states(params: dict, axes: dict, min_dim: int, seed: int = 0) -> dict:
-    """t5x Adafactor param states under standard_logical_factor_rules (`embed` is the row),
-    built from a random squared-gradient G so v_row and v_col are consistent means of it."""
+def t5x_adafactor_states(params: dict, min_dim: int, seed: int = 0) -> dict:
+    """t5x Adafactor param states as t5x keeps them for T5's 2-D params: its factor rules are
+    ignored at rank <= 2 (`Adafactor._parse_rule`), so the shape heuristic factors them: d0 the
+    largest dim (the last on ties, so a square kernel's v_row is indexed by its first axis),
+    v_row = mean over d0, v_col = mean over the other. Built from a random squared gradient G so
+    v_row and v_col are consistent means of it; unfactored params keep G as `v`."""
     rng = np.random.default_rng(seed)
     out = []
     for key, p in flatten(params):
-        names = tuple(axes[key])
         g = rng.uniform(0.5, 2.0, p.shape).astype(np.float32)
         state = {k: np.zeros((1,), np.float32) for k in ("v_row", "v_col", "v", "m")}
-        if p.ndim == 2 and "embed" in names and min(p.shape) >= min_dim and len(set(names)) == 2:
-            e = names.index("embed")
-            state["v_row"] = g.mean(axis=1 - e)  # indexed by embed
-            state["v_col"] = g.mean(axis=e)
+        if p.ndim == 2 and min(p.shape) >= min_dim:
+            d0 = int(np.argsort(p.shape)[-1])
+            state["v_row"] = g.mean(axis=d0)
+            state["v_col"] = g.mean(axis=1 - d0)
         else:
             state["v"] = g
         out.append((key, state))
     return nest(out)
-
-
-def logical_axes_by_key(config) -> dict:
-    from scicot_jax.model import logical_axes
-
-    flat = jax.tree_util.tree_flatten_with_path(
-        logical_axes(config), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
-    )[0]
-    return {tuple(k.key for k in kp): spec for kp, spec in flat}
 
 
 def bf16(x) -> np.ndarray:

@@ -77,9 +77,10 @@ def _check_eval(trained):
     from scicot_jax import eval as eval_bin
 
     model_dir, _ = trained
-    res = eval_bin.main(
+    res = eval_bin.main(  # t5x's command line: the model gin beside runs/eval.gin
         [
             "eval",
+            *TINY,
             "--gin_file=runs/eval.gin",
             f"--gin.CHECKPOINT_PATH={model_dir}",
             f"--gin.MIXTURE_OR_TASK_NAME={TASK}",
@@ -108,9 +109,10 @@ def _check_infer(trained, tmp_path):
 
     model_dir, _ = trained
     out = tmp_path / "pred"
-    res = infer.main(
+    res = infer.main(  # t5x's command line: the model gin beside runs/infer.gin
         [
             "infer",
+            *TINY,
             "--gin_file=runs/infer.gin",
             f"--gin.CHECKPOINT_PATH={model_dir}",
             f"--gin.MIXTURE_OR_TASK_NAME={TASK}",

@@ -70,3 +70,37 @@ def test_preempted_run_exits_with_the_documented_code(monkeypatch, preempted, co
     with pytest.raises(SystemExit) as e:
         gin_utils.console_main(lambda argv: result, "scicot-train")
     assert e.value.code == code
+
+
+@pytest.mark.parametrize("binary", ["eval", "infer"])
+def test_model_gin_that_disagrees_with_the_checkpoint_is_one_error(tmp_path, binary):
+    """t5x's eval/infer command lines carry the model gin; ours use it, and a size that is not
+    the checkpoint's is one error naming the field (here a t5x checkpoint, d_model 16 vs 64)."""
+    import jax
+    import numpy as np
+    from model_fixtures import tiny_config
+
+    from scicot_jax import eval as eval_bin
+    from scicot_jax import infer
+    from scicot_jax.model import init_params
+    from scicot_jax.runtime import t5x_checkpoints
+
+    config = tiny_config()
+    params = jax.tree.map(np.asarray, init_params(config, jax.random.key(0)))
+    step_dir = t5x_checkpoints.write_legacy(tmp_path / "checkpoint_5", params, 5)
+    argv = [
+        binary,
+        "--gin_file=models/tiny.gin",
+        f"--gin_file=runs/{binary}.gin",
+        f"--gin.VOCAB_SIZE={config.vocab_size}",
+        f"--gin.CHECKPOINT_PATH={step_dir}",
+        "--gin.MIXTURE_OR_TASK_NAME='scicot:synthetic_coin_flip:baseline'",
+    ]
+    if binary == "infer":
+        argv.append(f"--gin.INFER_OUTPUT_DIR={tmp_path / 'out'}")
+    main = eval_bin.main if binary == "eval" else infer.main
+    with pytest.raises(
+        ValueError, match=r"model gin sets T5Config.d_model = 64 but the checkpoint"
+    ):
+        main(argv)
+    assert not (tmp_path / "out").exists()

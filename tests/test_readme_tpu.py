@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 from model_fixtures import enable_compile_cache
-from t5x_layout import logical_axes_by_key, t5x_adafactor_states, write_legacy_t5x
+from t5x_layout import t5x_adafactor_states, write_legacy_t5x
 
 from scicot_jax.paths import as_path
 
@@ -76,7 +76,7 @@ def _flan_t5x_stand_in(url: str) -> dict:
         **{k: v for k, v in TINY.items() if k != "VOCAB_SIZE"},
     )
     params = jax.tree.map(np.asarray, init_params(config, jax.random.key(3)))
-    states = t5x_adafactor_states(params, logical_axes_by_key(config), min_dim=128)
+    states = t5x_adafactor_states(params, min_dim=128)
     step = int(url.rsplit("_", 1)[1])
     write_legacy_t5x(
         url, {"target": params, "state": {"step": np.int32(step), "param_states": states}}, gcs=True

@@ -11,7 +11,6 @@ from model_fixtures import enable_compile_cache, tiny_config
 from t5x_layout import (
     bf16,
     flatten,
-    logical_axes_by_key,
     t5x_adafactor_states,
     write_legacy_t5x,
     write_orbax_t5x,
@@ -62,8 +61,7 @@ def _assert_params_equal(loaded, stored: dict) -> None:
 def _tree(config, params, *, step=STEP, with_states=True) -> dict:
     state = {"step": np.asarray(step, np.int32)}
     if with_states:
-        axes = logical_axes_by_key(config)
-        state["param_states"] = t5x_adafactor_states(params, axes, MIN_DIM)
+        state["param_states"] = t5x_adafactor_states(params, MIN_DIM)
     return {"target": params, "state": state}
 
 
@@ -116,17 +114,13 @@ def _train_cfg(model_dir, steps, init, **kw) -> TrainConfig:
     )
 
 
-def _second_moment(vr, vc, v, shape, t5x_axes=None):
-    """The Adafactor preconditioner V in parameter index order (t5x's or optax's convention)."""
+def _second_moment(vr, vc, v, shape):
+    """The Adafactor preconditioner V in parameter index order. t5x and optax factor 2-D params
+    alike: v_row averages over the largest dim d0 (the last on ties), v_col over the other."""
     vr, vc, v = np.asarray(vr), np.asarray(vc), np.asarray(v)
     if v.shape == tuple(shape):
         return v
-    if t5x_axes is not None:  # t5x: v_row indexed by `embed`
-        e = tuple(t5x_axes).index("embed")
-        row = vr if e == 0 else vc
-        col = vc if e == 0 else vr
-        return np.outer(row, col) / vr.mean()
-    d0 = int(np.argsort(shape, kind="stable")[-1])  # optax: v_row averages over the larger dim
+    d0 = int(np.argsort(shape)[-1])
     by_dim = {1 - d0: vr, d0: vc}
     return np.outer(by_dim[0], by_dim[1]) / vr.mean()
 
@@ -148,7 +142,6 @@ def test_t5x_restore_semantics_step_and_adafactor_state(tmp_path):
     assert held.step == STEP and int(held.state.step) == STEP
     factored = next(s for s in held.state.opt_state if isinstance(s, optax.FactoredState))
     assert int(factored.count) == STEP
-    axes = logical_axes_by_key(config)
     states = tree["state"]["param_states"]
     rows = dict(flatten(jax.device_get(factored.v_row)))
     cols = dict(flatten(jax.device_get(factored.v_col)))
@@ -157,7 +150,7 @@ def test_t5x_restore_semantics_step_and_adafactor_state(tmp_path):
     for key, p in flatten(params):
         s = dict(flatten({"s": _lookup(states, key)}))
         s = {k[-1]: v for k, v in s.items()}
-        want = _second_moment(s["v_row"], s["v_col"], s["v"], p.shape, axes[key])
+        want = _second_moment(s["v_row"], s["v_col"], s["v"], p.shape)
         got = _second_moment(rows[key], cols[key], vs[key], p.shape)
         np.testing.assert_allclose(got, want, rtol=1e-6, err_msg="/".join(key))
         n_factored += vs[key].shape == (1,)

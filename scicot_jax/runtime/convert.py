@@ -47,9 +47,7 @@ def load_any(path: PathLike, *, optimizer: bool = False) -> Loaded:
     params = checkpoint_io.restore_tree(step_dir / "params")
     step = int(checkpoints.read_meta(step_dir).get("step", 0))
     param_states = None
-    if optimizer and "layers" in params.get("encoder", {}):
-        log.info("%s: scanned layers; optimizer state is not exported", step_dir)
-    elif optimizer:
+    if optimizer:  # scanned layers' state is split per layer, as t5x keeps it
         raw = checkpoint_io.restore_tree(step_dir / "opt_state")
         param_states = t5x_adafactor.to_t5x(
             t5x_adafactor.optax_structure(raw), params, logical_axes(config)

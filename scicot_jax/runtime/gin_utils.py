@@ -233,11 +233,14 @@ def run_binary(
     description: str,
     run: Any,
     flag_bindings: dict[str, tuple[str, dict]] | None = None,
+    model_param: str | None = None,
 ) -> Any:
     """A binary's main: parse t5x-style flags and gin, call `run()`, then clear gin's config.
 
     flag_bindings: {flag: (gin parameter it overrides when given, argparse kwargs)}, e.g.
     infer's `--shard_id` for `infer.shard_id`, as in t5x.
+    model_param: the parameter (`infer.model`) that a model gin's `MODEL` goes to when one is
+    given, as t5x's eval/infer commands always give one; without it the checkpoint's config is used.
     """
     import sys
 
@@ -254,6 +257,8 @@ def run_binary(
     apply_t5x_flags(args)
     parse_gin(args.gin_file, bindings, args.gin_search_paths)
     try:
+        if model_param:
+            _bind_model(model_param)
         check_macros_used()
         return run()
     finally:
@@ -313,6 +318,20 @@ def apply_t5x_flags(args: argparse.Namespace) -> None:
         if args.tfds_data_dir:
             seqio.set_tfds_data_dir_override(args.tfds_data_dir)
         seqio.add_global_cache_dirs(args.seqio_additional_cache_dirs)
+
+
+def _bind_model(param: str) -> None:
+    """`param = %MODEL` when a model gin set MODEL and nothing bound `param` itself."""
+    from gin import config as gin_config
+
+    if ("MODEL", "gin.macro") not in gin_config._CONFIG:
+        return
+    try:
+        gin.query_parameter(param)
+        return  # bound explicitly: that wins
+    except ValueError:
+        pass
+    gin.parse_config(f"{param} = %MODEL")
 
 
 def _macros_read() -> set[str]:

@@ -49,11 +49,42 @@ def checkpoint_config(path: PathLike) -> Any:
     return read_config(path)
 
 
+# What fixes the params' shapes; dtypes, dropout, scan and remat are the run's to choose.
+ARCH_FIELDS = (
+    "vocab_size",
+    "d_model",
+    "num_heads",
+    "d_kv",
+    "d_ff",
+    "num_encoder_layers",
+    "num_decoder_layers",
+    "relative_attention_num_buckets",
+)
+
+
+def check_model(path: PathLike, model: Any) -> Any:
+    """`model` (a model gin's MODEL), once it agrees with the checkpoint's own config on every
+    field that sets a param shape; else one error naming the first field that differs."""
+    try:
+        own = checkpoint_config(path)
+    except (ValueError, FileNotFoundError, KeyError):
+        return model  # no config stored: the params' shapes are checked on load
+    for field in ARCH_FIELDS:
+        want, got = getattr(model, field), getattr(own, field)
+        if want != got:
+            raise ValueError(
+                f"{path}: the model gin sets T5Config.{field} = {want!r} but the checkpoint has "
+                f"{got!r}; give the model gin of the checkpoint's size (or none: its own config "
+                "is used)"
+            )
+    return model
+
+
 def load_model(path: PathLike, model: Any = None, mesh: Any = None) -> tuple[Any, Any]:
     """(config, params sharded on mesh); `model` overrides the checkpoint's own config."""
     from scicot_jax.model import logical_axes, param_shapes
 
-    config = model if model is not None else checkpoint_config(path)
+    config = checkpoint_config(path) if model is None else check_model(path, model)
     mesh = mesh or part.make_mesh()
     abstract = param_shapes(config)
     shardings = part.params_shardings(logical_axes(config), abstract, mesh)

@@ -2,9 +2,17 @@
 
 t5x keeps, per parameter, {v_row, v_col, v, m} with unused slots as zeros((1,)); optax keeps
 FactoredState(count, v_row, v_col, v) with the same placeholders, plus step counts in the
-schedule and momentum states. Both factor 2-D kernels the same way up to which vector is called
-the row: V ~ v_row (x) v_col / mean(v_row) is symmetric, so vectors are matched by the parameter
-axis they index (by shape; for square kernels by t5x's rule that `embed` is the row axis).
+schedule and momentum states. Both write v_row = mean of the squared gradient over the column
+dims, v_col = mean over the row dims; they differ only in which dims are rows and columns:
+
+- optax: the two largest dims, (second largest, largest), numpy's argsort order on ties;
+- t5x (`Adafactor._parse_rule`): params of rank <= 2 without a batch axis use that same shape
+  heuristic (its factor rules are ignored for them), higher ranks its logical factor rules
+  (`embed` is the row; `layers` a batch axis; `min_dim_size_to_factor` not applied).
+
+So 2-D kernels map one to one, square ones included. A scanned model's stacked (layers, ...)
+params map to the per-layer states of a t5x checkpoint (t5x's heuristic per layer, shifted by the
+layer axis); a full `v` maps onto factored statistics exactly (they are its means).
 """
 
 from __future__ import annotations
@@ -17,10 +25,60 @@ import numpy as np
 import optax
 
 _ONE = (1,)
+MIN_DIM = 128  # t5x's (and optax's) default min_dim_size_to_factor
+# t5x.adafactor.standard_logical_factor_rules(): axis name -> row / col / batch (others: none).
+_ROW, _COL, _BATCH = "row", "col", "batch"
+_RULES = {
+    "embed": _ROW,
+    **dict.fromkeys(
+        (
+            "vocab",
+            "mlp",
+            "heads",
+            "kv",
+            "joined_kv",
+            "q_wi_fused",
+            "o_wo_fused",
+            "multiquery_heads",
+            "kv_fused",
+            "mlp_activations",
+        ),
+        _COL,
+    ),
+    "layers": _BATCH,
+    "stack": _BATCH,
+}
+
+Dims = tuple[tuple[int, ...], tuple[int, ...]] | None  # (row dims, column dims) or unfactored
 
 
 class OptimizerMismatch(ValueError):
     """The checkpoint's optimizer state cannot be mapped onto this optimizer."""
+
+
+def optax_factored_dims(shape: tuple, min_dim: int = MIN_DIM) -> Dims:
+    """optax.adafactor's (and t5x's heuristic) factoring: the two largest dims, if >= min_dim."""
+    if len(shape) < 2:
+        return None
+    order = np.argsort(shape)
+    if shape[order[-2]] < min_dim:
+        return None
+    return (int(order[-2]),), (int(order[-1]),)
+
+
+def t5x_factored_dims(shape: tuple, axes: Any = None, min_dim: int = MIN_DIM) -> Dims:
+    """How t5x's Adafactor (standard logical factor rules) factors a param of `shape`."""
+    names = tuple(axes) if axes is not None else None
+    rules = tuple(_RULES.get(a) for a in names) if names is not None else ()
+    if len(shape) <= 2 and _BATCH not in rules:
+        return optax_factored_dims(shape, min_dim)
+    if names is None or len(names) != len(shape):
+        raise OptimizerMismatch(
+            f"t5x factors a rank-{len(shape)} param by its logical axes; got axes {names}"
+        )
+    rows = tuple(i for i, r in enumerate(rules) if r == _ROW)
+    cols = tuple(i for i, r in enumerate(rules) if r == _COL)
+    return (rows, cols) if rows and cols else None
 
 
 def from_t5x(
@@ -36,8 +94,8 @@ def from_t5x(
     def convert(node: Any) -> Any:
         if isinstance(node, optax.FactoredState):
             rows, cols, vs = _map_params(
-                lambda path, vr, vc, v, swap: _factored_from_t5x(
-                    _lookup(param_states, path), vr, vc, v, swap, path
+                lambda path, shape, axes, vr, vc, v: _factored_from_t5x(
+                    _t5x_state(param_states, path), path, shape, axes, vr, vc, v
                 ),
                 node,
                 abstract_params,
@@ -46,7 +104,7 @@ def from_t5x(
             return node._replace(count=count, v_row=rows, v_col=cols, v=vs)
         if isinstance(node, optax.EmaState):
             ema = jax.tree_util.tree_map_with_path(
-                lambda kp, a: _slot(_lookup(param_states, _names(kp)), "m", a, _names(kp)),
+                lambda kp, a: _slot(_t5x_state(param_states, _names(kp)), "m", a, _names(kp)),
                 node.ema,
             )
             return node._replace(count=count, ema=ema)
@@ -61,23 +119,28 @@ def from_t5x(
     return convert(abstract_opt_state)
 
 
-def to_t5x(opt_state: Any, params: Any, logical_axes: Any = None) -> dict | None:
-    """t5x's per-param {v_row, v_col, v, m} from an optax.adafactor state, None if not Adafactor."""
+def to_t5x(
+    opt_state: Any, params: Any, logical_axes: Any = None, min_dim: int | None = None
+) -> dict | None:
+    """t5x's per-param {v_row, v_col, v, m} (per layer, as t5x's T5 keeps params) from an
+    optax.adafactor state, None if not Adafactor. `min_dim`: the t5x run's
+    min_dim_size_to_factor; None: the one the optax state was built with (the shared heuristic
+    then factors the same params)."""
     factored = _find(opt_state, optax.FactoredState)
     if factored is None:
         return None
     ema = _find(opt_state, optax.EmaState)
     out: dict = {}
 
-    def one(path, vr, vc, v, swap):
+    def one(path, shape, axes, vr, vc, v):
         vr, vc, v = (np.asarray(jax.device_get(x), np.float32) for x in (vr, vc, v))
-        if v.shape == _ONE and vr.shape != _ONE and swap:
-            vr, vc = vc, vr
         m = np.asarray(jax.device_get(_lookup(ema.ema, path)), np.float32) if ema else _zeros()
-        node = out
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = {"v_row": vr, "v_col": vc, "v": v, "m": m}
+        state = _factored_to_t5x(path, shape, axes, vr, vc, v, min_dim) | {"m": m}
+        for layer_path, layer_state in _per_layer(path, state):
+            node = out
+            for k in layer_path[:-1]:
+                node = node.setdefault(k, {})
+            node[layer_path[-1]] = layer_state
         return vr, vc, v
 
     _map_params(one, factored, params, logical_axes)
@@ -91,47 +154,140 @@ def step_of(opt_state: Any) -> int | None:
 
 
 def _map_params(fn: Any, state: optax.FactoredState, params: Any, logical_axes: Any) -> tuple:
-    """fn(path, v_row, v_col, v, swap) -> (v_row, v_col, v) for every parameter, where swap
-    says t5x's v_row is optax's v_col for that parameter."""
+    """fn(path, param shape, logical axes, v_row, v_col, v) -> (v_row, v_col, v) per param."""
     rows, treedef = jax.tree_util.tree_flatten_with_path(state.v_row)
     cols, vs = jax.tree.leaves(state.v_col), jax.tree.leaves(state.v)
     shapes = [tuple(p.shape) for p in jax.tree.leaves(params)]
     axes = _axes_by_path(logical_axes)
     out = [
-        fn(_names(kp), vr, vc, v, _row_is_optax_col(shape, axes.get(_names(kp))))
+        fn(_names(kp), shape, axes.get(_names(kp)), vr, vc, v)
         for (kp, vr), vc, v, shape in zip(rows, cols, vs, shapes, strict=True)
     ]
     return tuple(jax.tree.unflatten(treedef, [o[i] for o in out]) for i in range(3))
 
 
-def _factored_from_t5x(s: Mapping, vr: Any, vc: Any, v: Any, swap: bool, path: tuple) -> tuple:
-    if tuple(v.shape) != _ONE or tuple(vr.shape) == _ONE:  # optax keeps the full second moment
-        return _zeros(), _zeros(), _slot(s, "v", v, path)
-    want = (tuple(vr.shape), tuple(vc.shape))
+def _t5x_dims(path: tuple, shape: tuple, axes: Any, min_dim: int = MIN_DIM) -> Dims:
+    """t5x's factoring of the param at `path`; a scanned (stacked) param is t5x's per-layer
+    param factored per layer (t5x's T5 checkpoints keep `layers_<i>`), dims shifted by one."""
+    if not _is_scanned(path):
+        return t5x_factored_dims(shape, axes, min_dim)
+    inner = t5x_factored_dims(shape[1:], None if axes is None else tuple(axes)[1:], min_dim)
+    return None if inner is None else tuple(tuple(d + 1 for d in ds) for ds in inner)
+
+
+def _factored_from_t5x(
+    s: Mapping, path: tuple, shape: tuple, axes: Any, vr: Any, vc: Any, v: Any
+) -> tuple:
+    name = "/".join(path)
+    ours = None if tuple(v.shape) != _ONE or tuple(vr.shape) == _ONE else _dims_of(shape, vr, vc)
+    tv = _slot(s, "v", None, path)
+    if tv.shape == tuple(shape):  # t5x kept the full second moment
+        if ours is None:
+            return _zeros(), _zeros(), tv.astype(v.dtype)
+        return tv.mean(axis=ours[1]), tv.mean(axis=ours[0]), _zeros()
     tr, tc = _slot(s, "v_row", None, path), _slot(s, "v_col", None, path)
-    if tr.shape != tc.shape:  # shapes tell which is which, whatever rules t5x factored by
-        swap = (tc.shape, tr.shape) == want
-    if swap:
-        tr, tc = tc, tr
-    if (tr.shape, tc.shape) != want:
+    theirs = _t5x_dims(path, shape, axes, min_dim=0)  # stored factored: t5x's rule says how
+    if theirs is not None and tr.shape != tc.shape:  # shapes alone tell non-square ones apart
+        if (tc.shape, tr.shape) == _factored_shapes(shape, theirs):
+            theirs = theirs[::-1]
+    if theirs is None or (tr.shape, tc.shape) != _factored_shapes(shape, theirs):
         raise OptimizerMismatch(
-            f"{'/'.join(path)}: t5x v_row/v_col shapes {tr.shape}/{tc.shape}, optax factors "
-            f"this parameter as {want[0]}/{want[1]}"
+            f"{name}: t5x v_row/v_col shapes {tr.shape}/{tc.shape} are not how t5x factors a "
+            f"{shape} param (expected {_factored_shapes(shape, theirs) if theirs else 'full v'})"
         )
-    return tr, tc, _zeros()
+    if ours is None:
+        raise OptimizerMismatch(
+            f"{name}: t5x factored the second moment of this {shape} param, optax keeps it full "
+            "(min_dim_size_to_factor or factored differ); a full one cannot be recovered"
+        )
+    if theirs == ours:
+        return tr, tc, _zeros()
+    if theirs == ours[::-1]:
+        return tc, tr, _zeros()
+    raise OptimizerMismatch(
+        f"{name}: t5x factors this {shape} param over dims {theirs}, optax over {ours}"
+    )
 
 
-def _row_is_optax_col(shape: tuple, axes: Any) -> bool:
-    """For a 2-D kernel: whether t5x's v_row (indexed by `embed`) is optax's v_col.
+def _factored_to_t5x(
+    path: tuple,
+    shape: tuple,
+    axes: Any,
+    vr: np.ndarray,
+    vc: np.ndarray,
+    v: np.ndarray,
+    min_dim: int | None,
+) -> dict:
+    name = "/".join(path)
+    full = v.shape == tuple(shape)
+    if min_dim is None:  # as optax decided: it factors by the heuristic t5x uses at rank <= 2
+        min_dim = 2**62 if full else 0
+    theirs = _t5x_dims(path, shape, axes, min_dim)
+    if full:  # optax kept the full second moment
+        if theirs is None:
+            return {"v_row": _zeros(), "v_col": _zeros(), "v": v}
+        return {"v_row": v.mean(axis=theirs[1]), "v_col": v.mean(axis=theirs[0]), "v": _zeros()}
+    ours = _dims_of(shape, vr, vc)
+    if theirs is None:
+        raise OptimizerMismatch(
+            f"{name}: optax factored the second moment of this {shape} param, t5x keeps it full"
+        )
+    if theirs == ours:
+        return {"v_row": vr, "v_col": vc, "v": _zeros()}
+    if theirs == ours[::-1]:
+        return {"v_row": vc, "v_col": vr, "v": _zeros()}
+    raise OptimizerMismatch(
+        f"{name}: optax factors this {shape} param over dims {ours}, t5x over {theirs}"
+    )
 
-    optax averages v_row over the larger dim d0 (the last on ties); t5x's standard rules make
-    `embed` the row axis, so the two differ exactly when `embed` is d0.
-    """
-    names = tuple(axes) if axes is not None else ()
-    if len(shape) != 2 or len(names) != 2 or "embed" not in names:
-        return False  # t5x's heuristic factoring is optax's
-    d0 = int(np.argsort(shape, kind="stable")[-1])
-    return names.index("embed") == d0
+
+def _dims_of(shape: tuple, vr: Any, vc: Any) -> Dims:
+    """optax's factoring of a param whose stored v_row/v_col have these shapes."""
+    dims = optax_factored_dims(shape, min_dim=0)
+    if dims is None or (tuple(vr.shape), tuple(vc.shape)) != _factored_shapes(shape, dims):
+        raise OptimizerMismatch(f"optax v_row/v_col {vr.shape}/{vc.shape} for a {shape} param")
+    return dims
+
+
+def _factored_shapes(shape: tuple, dims: Dims) -> tuple:
+    rows, cols = dims
+    return tuple(np.delete(shape, cols).tolist()), tuple(np.delete(shape, rows).tolist())
+
+
+def _is_scanned(path: tuple) -> bool:
+    return len(path) > 2 and path[0] in ("encoder", "decoder") and path[1] == "layers"
+
+
+def _t5x_state(param_states: Mapping, path: tuple) -> Mapping:
+    """t5x's {v_row, v_col, v, m} for the param at `path`; for a scanned param, the per-layer
+    states stacked (a slot all placeholders stays one placeholder)."""
+    if not _is_scanned(path):
+        return _lookup(param_states, path)
+    stack = _lookup(param_states, path[:1])
+    n = sum(1 for k in stack if k.startswith("layers_") and k[len("layers_") :].isdigit())
+    if n == 0:
+        raise OptimizerMismatch(f"{'/'.join(path)}: no per-layer optimizer state in the checkpoint")
+    layers = [_lookup(param_states, (path[0], f"layers_{i}", *path[2:])) for i in range(n)]
+    out = {}
+    for slot in sorted(set().union(*layers)):
+        arrs = [np.asarray(layer[slot]) for layer in layers if slot in layer]
+        if len(arrs) == n:
+            out[slot] = arrs[0] if all(a.shape == _ONE for a in arrs) else np.stack(arrs)
+    return out
+
+
+def _per_layer(path: tuple, state: dict) -> list[tuple[tuple, dict]]:
+    """[(path, state)] with a scanned param's state split into t5x's `layers_<i>` entries."""
+    if not _is_scanned(path):
+        return [(path, state)]
+    n = max(a.shape[0] for a in state.values() if a.shape != _ONE)
+    return [
+        (
+            (path[0], f"layers_{i}", *path[2:]),
+            {k: a if a.shape == _ONE else a[i] for k, a in state.items()},
+        )
+        for i in range(n)
+    ]
 
 
 def _slot(s: Mapping, name: str, like: Any, path: tuple) -> np.ndarray:

@@ -235,8 +235,10 @@ def write_legacy(
 ) -> Path:
     """Writes `step_dir` in t5x's legacy layout; `dtype` (e.g. bfloat16) casts params only.
 
-    Every array goes to a zarr store named like t5x's (`target.<path>`); scalars and the
-    (1,)-shaped placeholders of unused Adafactor slots stay inline, as t5x leaves them.
+    As t5x's Checkpointer writes it: what has logical axes goes to a zarr store named like t5x's
+    (`target.<path>/`; full `v` and `m` as `state.param_states.<path>.v/`); the step, the
+    factored statistics `v_row`/`v_col` (t5x gives them no axes) and the (1,)-shaped
+    placeholders of unused slots stay inline in the msgpack.
     """
     import tensorstore as ts
     from flax import serialization
@@ -255,16 +257,16 @@ def write_legacy(
         arr = np.asarray(leaf)
         if key[0] == "target" and dtype is not None:
             arr = arr.astype(dtype)
-        if arr.ndim == 0 or arr.shape == (1,):
+        if _inline(key, arr):
             _set(written, key, arr)
             continue
         name = ".".join(key)
         spec = {
             "driver": "zarr",
             "dtype": arr.dtype.name,
-            "kvstore": {"driver": "gcs" if is_url(step_dir) else "file", "path": name},
+            "kvstore": {"driver": "gcs" if is_url(step_dir) else "file", "path": name + "/"},
             "metadata": {
-                "compressor": {"id": "gzip"},
+                "compressor": {"id": "gzip", "level": 1},
                 "shape": list(arr.shape),
                 "chunks": _chunks(arr.shape, arr.dtype.itemsize),
             },
@@ -283,6 +285,13 @@ def write_legacy(
     body = serialization.msgpack_serialize({"version": VERSION, "optimizer": written})
     (step_dir / CHECKPOINT_FILE).write_bytes(body)  # last: its presence marks a complete step
     return step_dir
+
+
+def _inline(key: tuple[str, ...], arr: np.ndarray) -> bool:
+    """Whether t5x keeps this leaf in the msgpack: it does for leaves without logical axes."""
+    if key[0] == "target":
+        return False
+    return key[-1] in ("v_row", "v_col") or arr.ndim == 0 or arr.shape == (1,)
 
 
 def _chunks(shape: tuple[int, ...], itemsize: int) -> list[int]:
