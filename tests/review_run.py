@@ -110,11 +110,11 @@ def build(root: Path) -> Path:
         rows = []
         for j, ex in enumerate(test):
             right = j < acc * len(test)
-            out = f"Step by step for {method}. Therefore, the answer is {ex.answer if right else 'B'}."
+            said = ex.answer if right else ("A" if ex.answer != "A" else "B")
             rows.append(
-                {"id": ex.id, "split": "test", "input": ex.question, "output": out,
-                 "parsed": ex.answer if right else "B", "gold": ex.answer,
-                 "correct": right or ex.answer == "B"}
+                {"id": ex.id, "split": "test", "input": ex.question,
+                 "output": f"Step by step for {method}. Therefore, the answer is {said}.",
+                 "parsed": said, "gold": ex.answer, "correct": right}
             )
         write_jsonl(run / f"eval_{method}" / "predictions_test.jsonl", rows)
     for step_dir, n in (("train_baseline", 6), ("stage1_scicot-morsd_d2", 4)):
