@@ -26,8 +26,9 @@ def fmt(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
-            return f"{value:.3e}"
-        return f"{value:,.4g}" if abs(value) >= 1000 else f"{value:.4g}"
+            return f"{value:.3g}"  # FLOPs: 6.3e+08
+        text = f"{value:,.1f}" if abs(value) >= 1000 else f"{value:.4g}"
+        return text if any(c in text for c in ".en") else text + ".0"  # a float looks like one
     if isinstance(value, str):
         return value
     text = json.dumps(value, ensure_ascii=False)
@@ -48,15 +49,27 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def transpose(columns: dict[str, dict[str, Any]]) -> tuple[list[str], list[tuple[str, list[str]]]]:
-    """{column: {field: value}} -> (column names, [(field, cells)]), fields in first-seen order,
-    so any key a run writes (new per-stage figures included) gets its row."""
+def transpose(
+    columns: dict[str, dict[str, Any]], fold: int = 8
+) -> tuple[list[str], list[tuple[str, list[str]]], list[tuple[str, list[tuple[str, list[str]]]]]]:
+    """{column: {field: value}} -> (column names, rows, folded groups). Every key a run writes
+    (new per-stage figures included) gets a row, nested keys as dotted names, grouped under
+    their top-level key in first-seen order; a group of more than `fold` rows (a selection
+    summary) is returned apart, to be shown folded. Rows empty in every column are left out."""
     flat = {name: flatten(d) for name, d in columns.items()}
-    fields: dict[str, None] = {}
+    groups: dict[str, dict[str, None]] = {}
     for d in flat.values():
-        fields.update(dict.fromkeys(d))
-    rows = [(f, [fmt(flat[c].get(f)) for c in flat]) for f in fields]
-    return list(flat), rows
+        for f in d:
+            groups.setdefault(f.split(".", 1)[0], {})[f] = None
+    rows, folded = [], []
+    for top, fields in groups.items():
+        cells = [(f, [fmt(flat[c].get(f)) for c in flat]) for f in fields]
+        cells = [(f, cs) for f, cs in cells if any(cs)]
+        if len(cells) > fold:
+            folded.append((top, cells))
+        else:
+            rows += cells
+    return list(flat), rows, folded
 
 
 _CODE = re.compile(r"`([^`]+)`")

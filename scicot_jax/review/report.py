@@ -28,6 +28,11 @@ def data_uri(path: Path) -> str:
     return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
+def _pct(x: object) -> str:
+    """An accuracy in percent, one decimal (as results.md shows it)."""
+    return f"{x:.1f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else fmt(x)
+
+
 def _curves(run: RunDir) -> list[dict[str, Any]]:
     """One entry per metrics.jsonl: an SVG chart per curve it has (loss, accuracy vs step)."""
     out = []
@@ -91,7 +96,7 @@ def context(run: RunDir, image_src: Callable[[Path], str]) -> dict[str, Any]:
     methods = results.get("methods") or {}
     splits = list(dict.fromkeys(s for m in methods.values() for s in m.get("accuracy") or {}))
     accuracy = [
-        (label, [fmt((m.get("accuracy") or {}).get(s)) for s in splits])
+        (label, [_pct((m.get("accuracy") or {}).get(s)) for s in splits])
         for label, m in methods.items()
     ]
     teacher = results.get("teacher") or ({} if results else _teacher_reports(run))
@@ -100,13 +105,24 @@ def context(run: RunDir, image_src: Callable[[Path], str]) -> dict[str, Any]:
         "title": str(results.get("task") or run.root.name),
         "run_dir": str(run.root),
         "has_results": bool(results),
-        "summary": [
-            (k, fmt(v)) for k, v in results.items() if not isinstance(v, (dict, list))
-        ],
-        "config": transpose({"value": results.get("config") or {}})[1],
+        "summary": [(k, fmt(v)) for k, v in results.items() if not isinstance(v, (dict, list))],
+        # the rest of results.json (data, step timings, ...), folded, every key shown
+        "more": transpose(
+            {
+                "value": {
+                    k: v
+                    for k, v in results.items()
+                    if isinstance(v, (dict, list)) and k not in ("methods", "teacher")
+                }
+            },
+            fold=10**9,
+        )[1],
         "splits": splits,
         "accuracy": accuracy,
-        "method_table": transpose(methods),
+        # accuracy has its own table; every other key, nested ones as dotted names, gets a row
+        "method_table": transpose(
+            {label: {k: v for k, v in m.items() if k != "accuracy"} for label, m in methods.items()}
+        ),
         "teacher_table": transpose(teacher),
         "curves": _curves(run),
         "plots": [(run.rel(p), image_src(p)) for p in run.plots()],
