@@ -32,10 +32,13 @@ def png(width: int = 60, height: int = 30) -> bytes:
     """A small valid PNG (a red-to-blue gradient), written without an imaging library."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     raw = b"".join(
-        b"\x00" + b"".join(bytes((255 * x // width, 64, 255 - 255 * x // width)) for x in range(width))
+        b"\x00"
+        + b"".join(bytes((255 * x // width, 64, 255 - 255 * x // width)) for x in range(width))
         for _ in range(height)
     )
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
@@ -83,8 +86,15 @@ def build(root: Path) -> Path:
     recs = records(examples)
     store = RationaleStore.create(
         run / STORE,
-        {"kind": "teacher", "card": "synthetic_mc", "answer_type": "multiple_choice",
-         "compat": None, "prompt": "zero_shot_cot", "samples": SAMPLES, "temperature": 0.7},
+        {
+            "kind": "teacher",
+            "card": "synthetic_mc",
+            "answer_type": "multiple_choice",
+            "compat": None,
+            "prompt": "zero_shot_cot",
+            "samples": SAMPLES,
+            "temperature": 0.7,
+        },
     )
     store.write_examples(examples)
     store.extend(recs)
@@ -112,9 +122,15 @@ def build(root: Path) -> Path:
             right = j < acc * len(test)
             said = ex.answer if right else ("A" if ex.answer != "A" else "B")
             rows.append(
-                {"id": ex.id, "split": "test", "input": ex.question,
-                 "output": f"Step by step for {method}. Therefore, the answer is {said}.",
-                 "parsed": said, "gold": ex.answer, "correct": right}
+                {
+                    "id": ex.id,
+                    "split": "test",
+                    "input": ex.question,
+                    "output": f"Step by step for {method}. Therefore, the answer is {said}.",
+                    "parsed": said,
+                    "gold": ex.answer,
+                    "correct": right,
+                }
             )
         write_jsonl(run / f"eval_{method}" / "predictions_test.jsonl", rows)
     for step_dir, n in (("train_baseline", 6), ("stage1_scicot-morsd_d2", 4)):
@@ -131,22 +147,43 @@ def build(root: Path) -> Path:
             "task": "synthetic_mc",
             "run_dir": str(run),
             "wall_seconds": 12.5,
-            "config": {"student": "tiny", "budget": {"match": "tokens", "tokens": 1000, "steps": 6}},
+            "config": {
+                "student": "tiny",
+                "budget": {"match": "tokens", "tokens": 1000, "steps": 6},
+            },
             "teacher": {
-                "zero_shot_cot_t0.7": {"teacher": "teacher:oracle", "temperature": 0.7,
-                                       "records": len(recs), "questions": N_QUESTIONS,
-                                       "accuracy": 80.0, "input_tokens": 1045, "output_tokens": 610},
+                "zero_shot_cot_t0.7": {
+                    "teacher": "teacher:oracle",
+                    "temperature": 0.7,
+                    "records": len(recs),
+                    "questions": N_QUESTIONS,
+                    "accuracy": 80.0,
+                    "input_tokens": 1045,
+                    "output_tokens": 610,
+                },
             },
             "methods": {
-                "baseline": {"accuracy": {"validation": 25.0, "test": 33.3}, "train_steps": 6,
-                             "train_tokens": 763, "train_flops": 6.3e8, "seconds": 4.0},
+                "baseline": {
+                    "accuracy": {"validation": 25.0, "test": 33.3},
+                    "train_steps": 6,
+                    "train_tokens": 763,
+                    "train_flops": 6.3e8,
+                    "seconds": 4.0,
+                },
                 "scicot+morsd:2": {
-                    "accuracy": {"validation": 50.0, "test": 66.7}, "degree": 2,
-                    "selection": "morsd", "rationales_used": len(sel.kept), "train_steps": 6,
-                    "train_tokens": 990, "train_flops": 9.1e8, "seconds": 9.0,
+                    "accuracy": {"validation": 50.0, "test": 66.7},
+                    "degree": 2,
+                    "selection": "morsd",
+                    "rationales_used": len(sel.kept),
+                    "train_steps": 6,
+                    "train_tokens": 990,
+                    "train_flops": 9.1e8,
+                    "seconds": 9.0,
                     # a field another part of the pipeline may add: shown without code for it
-                    "stages": {"stage1": {"steps": 4, "tokens": 600, "flops": 5.5e8},
-                               "stage2": {"steps": 2, "tokens": 390, "flops": 3.6e8}},
+                    "stages": {
+                        "stage1": {"steps": 4, "tokens": 600, "flops": 5.5e8},
+                        "stage2": {"steps": 2, "tokens": 390, "flops": 3.6e8},
+                    },
                 },
             },
         },

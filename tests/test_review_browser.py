@@ -53,7 +53,14 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tools/review.py"), "serve", str(self.run_dir), "--port", "0"],
+            [
+                sys.executable,
+                str(ROOT / "tools/review.py"),
+                "serve",
+                str(self.run_dir),
+                "--port",
+                "0",
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -317,7 +324,9 @@ def test_apply_writes_the_run_apply_review_would(page, server, run, tmp_path):
     shutil.copyfile(store / "review.jsonl", review)
     cli = apply_review(store, review, tmp_path / "clean-cli")
     assert out.inner_text().count(f"{cli['records']} records") == 1
-    assert (ui / "records.jsonl").read_bytes() == (tmp_path / "clean-cli/records.jsonl").read_bytes()
+    assert (ui / "records.jsonl").read_bytes() == (
+        tmp_path / "clean-cli/records.jsonl"
+    ).read_bytes()
     assert (ui / "examples.jsonl").read_bytes() == (store / "examples.jsonl").read_bytes()
     skip = ("created", "review_file")
     m_ui, m_cli = (
@@ -330,7 +339,9 @@ def test_apply_writes_the_run_apply_review_would(page, server, run, tmp_path):
     assert counts["edit"] == 1 and cli["records"] == counts["keep"] + 1
     page.click("#apply")  # the same name again: refused, the first run untouched
     expect(out).to_contain_text("already exists")
-    assert (ui / "records.jsonl").read_bytes() == (tmp_path / "clean-cli/records.jsonl").read_bytes()
+    assert (ui / "records.jsonl").read_bytes() == (
+        tmp_path / "clean-cli/records.jsonl"
+    ).read_bytes()
 
 
 def test_hostile_rationale_is_shown_as_text(page, server, tmp_path):

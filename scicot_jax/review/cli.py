@@ -54,13 +54,13 @@ async def _serve(args: argparse.Namespace) -> int:
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
     app.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the URL: a stop after it is clean
+        loop.add_signal_handler(sig, done.set)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"scicot-review: serving {app.run.root}", flush=True)
     print(f"http://{host}:{app.port}/?token={app.token}", flush=True)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, done.set)
     await done.wait()
     await runner.cleanup()
     return 0

@@ -65,9 +65,7 @@ def line_chart(
     def py(y: float) -> float:
         return top + h - (y - y0) / (y1 - y0) * h
 
-    out.append(
-        f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#bbb"/>'
-    )
+    out.append(f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#bbb"/>')
     for t in _ticks(y0, y1):
         out.append(
             f'<line x1="{left}" x2="{left + w}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#eee"/>'

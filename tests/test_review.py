@@ -1,0 +1,183 @@
+"""The review app without a browser: no jax on import, the review state (versions, conflicts,
+files changed behind its back, bad lines), the report's rendering, the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import review_run
+
+from scicot_jax.review import cli
+from scicot_jax.review.render import fmt, markdown, transpose
+from scicot_jax.review.rundir import OutsideRun, RunDir, inside
+from scicot_jax.review.state import Conflict, ReviewState
+from scicot_jax.teacher.review import ReviewError, apply_review, export
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_app_imports_no_jax_and_starts_in_about_a_second(tmp_path):
+    """What `serve` imports before it prints its URL: no jax, flax or tensorflow."""
+    code = (
+        "import json, sys, time; t = time.perf_counter(); "
+        "import scicot_jax.review.app, scicot_jax.review.cli, scicot_jax.review.report; "
+        "dt = time.perf_counter() - t; "
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'flax', 'tensorflow', "
+        "'torch', 'matplotlib', 'seqio'}); print(json.dumps([dt, heavy]))"
+    )
+    dt, heavy = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT
+        ).stdout
+    )
+    assert heavy == []
+    assert dt < 3.0  # ~0.3 s idle; generous for a loaded CI machine
+    run = review_run.build(tmp_path)
+    t = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools/review.py"), "serve", str(run), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().startswith("scicot-review: serving")
+        url = proc.stdout.readline()
+        started = time.perf_counter() - t
+        assert url.startswith("http://127.0.0.1:") and "/?token=" in url
+        assert started < 6.0  # interpreter + imports + bind: ~1 s idle
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+@pytest.fixture
+def store(tmp_path):
+    return review_run.build(tmp_path) / review_run.STORE
+
+
+def test_state_starts_from_the_file_export_writes(store, tmp_path):
+    st = ReviewState(store)
+    assert st.path == store / "review.jsonl"
+    export(store, tmp_path / "cli.jsonl")
+    assert st.path.read_bytes() == (tmp_path / "cli.jsonl").read_bytes()
+    assert st.progress() == {"total": 20, "reviewed": 0, "keep": 16, "drop": 4, "edit": 0}
+
+
+def test_decisions_versions_and_conflicts(store):
+    st = ReviewState(store)
+    key = st.items[0].key
+    assert st.decide(key, "drop", None, 0).version == 1
+    with pytest.raises(Conflict) as c:
+        st.decide(key, "keep", None, 0)  # made on the old version
+    assert c.value.item.row["decision"] == "drop" and c.value.item.version == 1
+    item = st.decide(key, "edit", "By hand. Therefore, the answer is B.", 1)
+    assert (item.row["decision"], item.version) == ("edit", 2)
+    back = st.decide(key, "keep", "ignored text", 2)  # keep restores the teacher's text
+    assert back.row["rationale"] == st.items[0].original
+    for bad, text in (("maybe", None), ("edit", "  ")):
+        with pytest.raises(ValueError):
+            st.decide(key, bad, text, 3)
+    with pytest.raises(KeyError):
+        st.decide(("nope", 0), "drop", None, 0)
+    again = ReviewState(store)  # a restart reads versions and decisions back
+    assert again.items[0].row == st.items[0].row and again.progress()["reviewed"] == 1
+
+
+def test_a_file_changed_behind_its_back_is_read_again(store):
+    st = ReviewState(store)
+    key = st.items[1].key
+    rows = [json.loads(line) for line in st.path.read_text().splitlines()]
+    rows[1].update(decision="drop", version=5)  # a text editor, or a second server
+    st.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(Conflict) as c:
+        st.decide(key, "keep", None, 0)
+    assert c.value.item.version == 5
+    assert st.decide(key, "keep", None, 5).version == 6
+
+
+def test_a_bad_review_file_is_named_by_line(store):
+    (store / "review.jsonl").write_text('{"example_id": "x", "sample_index": 0}\n')
+    with pytest.raises(ReviewError, match=r"review.jsonl:1: field 'decision'"):
+        ReviewState(store)
+
+
+def test_apply_names_and_matches_apply_review(store, tmp_path):
+    st = ReviewState(store)
+    st.decide(st.items[2].key, "edit", "Clean. Therefore, the answer is A.", 0)
+    for bad in ("", "../up", "a/b", ".hidden", "x" * 101):
+        with pytest.raises(ValueError, match="run name"):
+            st.apply(bad)
+    res = st.apply("clean")
+    assert res["edit"] == 1 and res["out_dir"] == str(store.parent / "clean")
+    cli_res = apply_review(store, st.path, tmp_path / "cli")
+    assert {k: v for k, v in res.items() if k != "out_dir"} == {
+        k: v for k, v in cli_res.items() if k != "out_dir"
+    }
+    assert (store.parent / "clean/records.jsonl").read_bytes() == (
+        tmp_path / "cli/records.jsonl"
+    ).read_bytes()
+    with pytest.raises(FileExistsError):
+        st.apply("clean")
+
+
+def test_paths_resolve_inside_the_run_or_are_refused(tmp_path):
+    (tmp_path / "run" / "a").mkdir(parents=True)
+    (tmp_path / "run" / "out").symlink_to(tmp_path)
+    assert inside(tmp_path / "run", "a") == (tmp_path / "run" / "a").resolve()
+    for bad in ("../x", "/etc/passwd", "a/../../x", "out/secret", "", "a\x00b"):
+        with pytest.raises(OutsideRun):
+            inside(tmp_path / "run", bad)
+
+
+def test_report_tables_show_every_key_and_escape_markdown():
+    cols, rows, folded = transpose(
+        {
+            "m1": {"steps": 3, "stages": {"stage1": {"flops": 1.5e9}}, "none": None},
+            "m2": {"new_field": True, "big": {str(i): i for i in range(12)}},
+        }
+    )
+    assert cols == ["m1", "m2"]
+    assert rows == [
+        ("steps", ["3", ""]),
+        ("stages.stage1.flops", ["1.5e+09", ""]),
+        ("new_field", ["", "yes"]),
+    ]  # 'none' is empty everywhere: left out
+    assert folded[0][0] == "big" and len(folded[0][1]) == 12
+    assert (fmt(25.0), fmt(12.5), fmt(1234567), fmt(0.00012)) == (
+        "25.0",
+        "12.5",
+        "1,234,567",
+        "0.00012",
+    )
+    html = markdown("# T\n\n| a | b |\n|---|---:|\n| <script> | `x` |\n\ntext <b>")
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<code>x</code>" in html
+    assert "<table>" in html and "text &lt;b&gt;" in html
+
+
+def test_rundir_finds_the_pipeline_layout(tmp_path):
+    run = RunDir(review_run.build(tmp_path))
+    assert [run.rel(s) for s in run.stores()] == [
+        review_run.STORE,
+        "select_scicot-morsd_d2/store",
+    ]
+    store = run.stores()[0]
+    assert [s.name for s in run.selections_of(store)] == ["select_scicot-morsd_d2"]
+    assert [run.rel(p) for p in run.plots()] == ["plots/accuracy_by_method.png"]
+    assert len(run.metrics_files()) == 2 and len(run.predictions()) == 2
+
+
+def test_cli_report_and_errors(tmp_path, capsys):
+    run = review_run.build(tmp_path)
+    out = tmp_path / "r.html"
+    assert cli.main(["report", str(run), "--out", str(out)]) == 0
+    html = out.read_text()
+    assert html.count("<svg") == 4 and "data:image/png;base64," in html
+    assert "stages.stage1.flops" in html and "&lt;script&gt;" not in html  # no rationale here
+    assert cli.main(["report", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing: not a directory" in err
