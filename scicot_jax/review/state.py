@@ -7,16 +7,19 @@ the version it was made on; a stale one (another tab, another reviewer) is refus
 conflict, never written over. Every decision rewrites the whole file (temp file + fsync +
 rename) before it is acknowledged, so a crash keeps every acknowledged decision. A file changed
 on disk behind the app's back (a text editor, a second server) is read again before the next
-decision is checked.
+decision is checked; a lock file beside it keeps two servers' check-and-write apart.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,17 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Held across check-and-write: two servers on one run never interleave theirs."""
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class ReviewState:
     """The records of a store with their review decisions; thread-safe."""
 
@@ -142,7 +156,7 @@ class ReviewState:
             raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
         if decision == "edit" and not (isinstance(rationale, str) and rationale.strip()):
             raise ValueError("an edit needs a non-empty rationale")
-        with self._lock:
+        with self._lock, _file_lock(self.path):
             if _signature(self.path) != self._sig:
                 self._load()
             if key not in self.by_key:
@@ -182,7 +196,7 @@ class ReviewState:
         out = self.store_dir.parent / name
         if out.exists():
             raise FileExistsError(f"{out}: already exists; choose another name")
-        with self._lock:  # no decision lands half-way through
+        with self._lock, _file_lock(self.path):  # no decision lands half-way through
             if _signature(self.path) != self._sig:
                 self._load()
             return review_file.apply_review(self.store_dir, self.path, out)
