@@ -226,7 +226,7 @@ def test_keyboard_decisions_are_saved_and_survive_a_reload(page, server, run, tm
     expect(page.locator("#progress")).to_contain_text("3 of 20 reviewed")
 
 
-def test_second_tab_gets_a_conflict_and_nothing_is_lost(browser, server, run):
+def test_second_tab_gets_a_conflict_and_nothing_is_lost(browser, server, run, tmp_path):
     from playwright.sync_api import expect
 
     ctx = browser.new_context()
@@ -246,6 +246,7 @@ def test_second_tab_gets_a_conflict_and_nothing_is_lost(browser, server, run):
     expect(conflict).to_contain_text("changed in another tab")
     expect(conflict).to_contain_text("now drop, version 1")
     expect(card_b.locator("textarea")).to_have_value(re.compile("Tab B's careful edit"))
+    shot(b, tmp_path, "rationales_conflict.png")
     assert (review_rows(run)[key]["decision"], review_rows(run)[key]["version"]) == ("drop", 1)
     card_b.locator("button.mine").click()  # B chooses to write over A, knowingly
     wait_saved(card_b)
@@ -387,6 +388,7 @@ def test_report_page_and_the_static_report(page, server, run, tmp_path):
     from playwright.sync_api import expect
 
     page.goto(f"{server.base}/report?token={server.token}")
+    shot(page, tmp_path, "report_top.png")
     acc = page.locator("#accuracy")
     expect(acc).to_contain_text("scicot+morsd:2")
     expect(acc.locator("tbody tr")).to_have_count(2)
