@@ -181,3 +181,37 @@ def test_cli_report_and_errors(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "missing"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing: not a directory" in err
+
+
+def _get(app, path: str, headers: dict | None = None) -> tuple[int, str]:
+    """One request to the app on a loopback port, in process (aiohttp's test server)."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    async def go() -> tuple[int, str]:
+        async with TestClient(TestServer(app.build(), host="127.0.0.1")) as client:
+            r = await client.get(path, headers=headers or {})
+            return r.status, await r.text()
+
+    return asyncio.run(go())
+
+
+def test_bad_lines_are_named_and_foreign_hosts_refused(tmp_path, capsys):
+    from scicot_jax.review.app import ReviewApp
+
+    run = review_run.build(tmp_path)
+    app = ReviewApp(run, token="t0k")
+    assert _get(app, "/report?token=t0k")[0] == 200
+    status, text = _get(app, "/report?token=t0k", {"Host": "evil.example:80"})
+    assert status == 403 and "Host" in text  # DNS rebinding: a page of another name
+    metrics = run / "train_baseline/train/metrics.jsonl"
+    metrics.write_text(metrics.read_text() + "{not json\n")
+    status, text = _get(app, "/report?token=t0k")
+    assert status == 400 and f"{metrics}:7: invalid JSON" in text
+    assert cli.main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 2
+    assert f"{metrics}:7: invalid JSON" in capsys.readouterr().err
+    decisions = run / "select_scicot-morsd_d2/decisions.jsonl"
+    decisions.write_text("[1, 2\n")
+    status, text = _get(app, f"/rationales?token=t0k&store={review_run.STORE}")
+    assert status == 400 and f"{decisions}:1: invalid JSON" in text

@@ -129,7 +129,12 @@ class ReviewApp:
             raise web.HTTPNotFound(text="404: this run has no rationale store")
         st = await asyncio.to_thread(self.state, rel)
         query = rationales.Query.parse(request.query)
-        verdicts = await asyncio.to_thread(rationales.selection_verdicts, self.run, st.store_dir)
+        try:
+            verdicts = await asyncio.to_thread(
+                rationales.selection_verdicts, self.run, st.store_dir
+            )
+        except ValueError as e:  # a bad line of a selection's decisions.jsonl
+            raise web.HTTPBadRequest(text=f"400: {e}") from None
         ctx = rationales.view(st, verdicts, query)
         return _html(
             page(
@@ -149,7 +154,10 @@ class ReviewApp:
         )
 
     async def report_page(self, request: web.Request) -> web.Response:
-        html = await asyncio.to_thread(report.served, self.run, request["nonce"], self._nav())
+        try:
+            html = await asyncio.to_thread(report.served, self.run, request["nonce"], self._nav())
+        except ValueError as e:  # a bad line of results.json, metrics or predictions
+            raise web.HTTPBadRequest(text=f"400: {e}") from None
         return _html(html)
 
     async def file(self, request: web.Request) -> web.StreamResponse:
