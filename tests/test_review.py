@@ -215,3 +215,13 @@ def test_bad_lines_are_named_and_foreign_hosts_refused(tmp_path, capsys):
     decisions.write_text("[1, 2\n")
     status, text = _get(app, f"/rationales?token=t0k&store={review_run.STORE}")
     assert status == 400 and f"{decisions}:1: invalid JSON" in text
+
+
+def test_line_chart_scales_and_escapes():
+    from scicot_jax.review.svg import line_chart
+
+    svg = line_chart({"loss": [(1, 4.0), (2, 2.0), (3, float("nan"))]}, "loss <vs> step")
+    assert svg.count("<circle") == 2 and "loss &lt;vs&gt; step" in svg  # NaN left out
+    flat = line_chart({"accuracy": [(1, 0.0)]}, "one point")
+    assert ">-0.5<" in flat and ">0.5<" in flat  # a band around a single zero
+    assert "no finite values" in line_chart({"x": [(1, float("inf"))]}, "empty")

@@ -56,8 +56,9 @@ def line_chart(
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     if x1 == x0:
         x0, x1 = x0 - 1, x1 + 1
-    if y1 == y0:
-        y0, y1 = y0 - abs(y0) * 0.1 - 1e-9, y1 + abs(y1) * 0.1 + 1e-9
+    if y1 == y0:  # one value: a band around it (0.5 either side of a zero)
+        pad = abs(y0) * 0.1 or 0.5
+        y0, y1 = y0 - pad, y1 + pad
 
     def px(x: float) -> float:
         return left + (x - x0) / (x1 - x0) * w
