@@ -225,3 +225,27 @@ def test_line_chart_scales_and_escapes():
     flat = line_chart({"accuracy": [(1, 0.0)]}, "one point")
     assert ">-0.5<" in flat and ">0.5<" in flat  # a band around a single zero
     assert "no finite values" in line_chart({"x": [(1, float("inf"))]}, "empty")
+
+
+def test_rationales_view_filters_sorts_and_pages(store, monkeypatch):
+    from scicot_jax.review import rationales
+
+    run = RunDir(store.parents[1])
+    st = ReviewState(store)
+    verdicts = rationales.selection_verdicts(run, store)
+    monkeypatch.setattr(rationales, "PER_PAGE", 7)
+    v = rationales.view(st, verdicts, rationales.Query(page=3))
+    assert (v["pages"], v["page"], len(v["cards"]), v["first"]) == (3, 3, 6, 15)
+    assert rationales.view(st, verdicts, rationales.Query(page=99))["page"] == 3
+    st.decide(st.items[0].key, "edit", "Mine. Therefore, the answer is C.", 0)
+    for show, n in (("edited", 1), ("reviewed", 1), ("undecided", 19), ("wrong", 4)):
+        assert rationales.view(st, verdicts, rationales.Query(show=show))["matching"] == n
+    # the search sees the teacher's text of an edited record too
+    original = st.items[0].original.split(".")[0]
+    assert rationales.view(st, verdicts, rationales.Query(q=original.upper()))["matching"] >= 1
+    monkeypatch.setattr(rationales, "PER_PAGE", 50)
+    rds = [c["rd"] for c in rationales.view(st, verdicts, rationales.Query(sort="rd"))["cards"]]
+    scored = [r for r in rds if r is not None]
+    assert scored == sorted(scored) and rds[len(scored) :] == [None] * (len(rds) - len(scored))
+    q = rationales.Query.parse({"show": "bogus", "sort": "x", "page": "-4", "q": "a" * 500})
+    assert (q.show, q.sort, q.page, len(q.q)) == ("all", "order", 1, 200)

@@ -224,6 +224,10 @@ def test_keyboard_decisions_are_saved_and_survive_a_reload(page, server, run, tm
         expect(cards.nth(i).locator(".reviewed-mark")).to_have_text("reviewed")
     expect(cards.nth(2).locator(".rationale")).to_contain_text("Edited by hand")
     expect(page.locator("#progress")).to_contain_text("3 of 20 reviewed")
+    page.keyboard.press("/")
+    expect(page.locator("#search")).to_be_focused()
+    page.keyboard.type("d")  # typed into the search box: no decision
+    expect(page.locator("#progress")).to_contain_text("3 of 20 reviewed")
 
 
 def test_second_tab_gets_a_conflict_and_nothing_is_lost(browser, server, run, tmp_path):
