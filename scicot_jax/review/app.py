@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from scicot_jax.data.store import RationaleStore
 from scicot_jax.review import rationales, report
 from scicot_jax.review.render import page
 from scicot_jax.review.rundir import OutsideRun, RunDir, inside
@@ -111,14 +112,20 @@ class ReviewApp:
 
     # ------------------------------------------------------------------ pages
     async def index(self, request: web.Request) -> web.Response:
-        stores = self._nav()
+        stores = []
+        for path in self.run.stores():
+            m = RationaleStore.read_manifest(path)
+            about = m.get("source") or " ".join(
+                str(m[k]) for k in ("kind", "prompt", "temperature") if m.get(k) is not None
+            )
+            stores.append((self.run.rel(path), about, (path / "review.jsonl").exists()))
         return _html(
             page(
                 "index.html",
                 nonce=request["nonce"],
                 run_dir=str(self.run.root),
                 stores=stores,
-                has_results=self.run.results() is not None,
+                has_results=(self.run.root / "results.json").is_file(),
             )
         )
 
