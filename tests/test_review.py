@@ -249,3 +249,32 @@ def test_rationales_view_filters_sorts_and_pages(store, monkeypatch):
     assert scored == sorted(scored) and rds[len(scored) :] == [None] * (len(rds) - len(scored))
     q = rationales.Query.parse({"show": "bogus", "sort": "x", "page": "-4", "q": "a" * 500})
     assert (q.show, q.sort, q.page, len(q.q)) == ("all", "order", 1, 200)
+
+
+def test_records_a_live_teacher_run_adds_join_the_review(store):
+    from scicot_jax.data.store import RationaleRecord, RationaleStore
+
+    st = ReviewState(store)
+    st.decide(st.items[0].key, "drop", None, 0)
+    writer = RationaleStore.open(store)
+    ex = writer.examples()[0]
+    writer.append(
+        RationaleRecord(
+            ex.id,
+            7,
+            "Late. Therefore, the answer is Z.",
+            "Z",
+            False,
+            "teacher:oracle",
+            "zero_shot_cot",
+            0.7,
+        )
+    )
+    writer.close()
+    st.refresh()
+    assert len(st.items) == 21 and st.items[-1].row["decision"] == "drop"
+    assert st.items[0].row["decision"] == "drop" and st.items[0].version == 1  # kept
+    rows = [json.loads(line) for line in st.path.read_text().splitlines()]
+    assert len(rows) == 21 and rows[-1]["sample_index"] == 7
+    kept = sum(r["decision"] != "drop" for r in rows)
+    assert st.apply("with-late")["records"] == kept  # apply-review accepts the file as it is

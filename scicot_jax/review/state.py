@@ -7,7 +7,9 @@ the version it was made on; a stale one (another tab, another reviewer) is refus
 conflict, never written over. Every decision rewrites the whole file (temp file + fsync +
 rename) before it is acknowledged, so a crash keeps every acknowledged decision. A file changed
 on disk behind the app's back (a text editor, a second server) is read again before the next
-decision is checked; a lock file beside it keeps two servers' check-and-write apart.
+decision is checked, and so is a store that grew (a teacher run still writing): its new records
+join with their default decisions. A lock file beside the review file keeps two servers'
+check-and-write apart.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from scicot_jax.data.formats import render_question
-from scicot_jax.data.store import RationaleStore
+from scicot_jax.data.store import RECORDS_FILE, RationaleStore
 from scicot_jax.files import atomic_write
 from scicot_jax.teacher import review as review_file
 from scicot_jax.teacher.inputs import json_objects
@@ -139,12 +141,16 @@ class ReviewState:
         self._lines = [_line(it.row) for it in self.items]
         if added:  # apply-review wants a line per record: written now, as export would
             atomic_write(self.path, b"".join(self._lines))
-        self._sig = _signature(self.path)
+        self._sig = self._signatures()
+
+    def _signatures(self) -> tuple:
+        """The review file's and the store's: a change in either is read again."""
+        return (_signature(self.path), _signature(self.store_dir / RECORDS_FILE))
 
     def refresh(self) -> None:
         """Read the file again if something else changed it since it was last read or written."""
         with self._lock:
-            if _signature(self.path) != self._sig:
+            if self._signatures() != self._sig:
                 self._load()
 
     # ------------------------------------------------------------------ decisions
@@ -157,7 +163,7 @@ class ReviewState:
         if decision == "edit" and not (isinstance(rationale, str) and rationale.strip()):
             raise ValueError("an edit needs a non-empty rationale")
         with self._lock, _file_lock(self.path):
-            if _signature(self.path) != self._sig:
+            if self._signatures() != self._sig:
                 self._load()
             if key not in self.by_key:
                 raise KeyError(f"{key}: not a record of {self.store_dir}")
@@ -171,7 +177,7 @@ class ReviewState:
             lines = list(self._lines)
             lines[i] = _line(row)
             atomic_write(self.path, b"".join(lines))
-            self._lines, self._sig = lines, _signature(self.path)
+            self._lines, self._sig = lines, self._signatures()
             item.row = row
             return item
 
@@ -197,6 +203,6 @@ class ReviewState:
         if out.exists():
             raise FileExistsError(f"{out}: already exists; choose another name")
         with self._lock, _file_lock(self.path):  # no decision lands half-way through
-            if _signature(self.path) != self._sig:
+            if self._signatures() != self._sig:
                 self._load()
             return review_file.apply_review(self.store_dir, self.path, out)
