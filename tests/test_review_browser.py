@@ -224,11 +224,19 @@ def test_keyboard_decisions_are_saved_and_survive_a_reload(page, server, run, tm
         expect(cards.nth(i).locator(".reviewed-mark")).to_have_text("reviewed")
     expect(cards.nth(2).locator(".rationale")).to_contain_text("Edited by hand")
     expect(page.locator("#progress")).to_contain_text("3 of 20 reviewed")
+    fourth = cards.nth(3)  # two quick clicks on one card: two versions, no conflict
+    fourth.evaluate(  # in one tick: the second is sent before the first is answered
+        "c => { c.querySelector('[data-act=keep]').click();"
+        " c.querySelector('[data-act=drop]').click(); }"
+    )
+    expect(fourth.locator(".status")).to_have_text("saved drop · version 2")
+    expect(fourth.locator(".conflict")).to_be_hidden()
+    assert review_rows(run)[card_key(fourth)]["version"] == 2
     page.keyboard.press("/")
     expect(page.locator("#search")).to_be_focused()
     page.keyboard.type("d")  # typed into the search box: no decision
     page.wait_for_timeout(500)  # a decision would be on disk by now (~30 ms)
-    assert sum(r.get("version", 0) > 0 for r in review_rows(run).values()) == 3
+    assert sum(r.get("version", 0) > 0 for r in review_rows(run).values()) == 4
     expect(page.locator("#search")).to_have_value("d")
 
 
