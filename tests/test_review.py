@@ -4,9 +4,9 @@ files changed behind its back, bad lines), the report's rendering, the command l
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,23 +22,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_app_imports_no_jax_and_starts_in_about_a_second(tmp_path):
-    """What `serve` imports before it prints its URL: no jax, flax or tensorflow."""
+    """What `serve` imports before it prints its URL: no jax, flax or tensorflow. Costs are
+    CPU seconds (wall time on a loaded CI machine says little): ~0.5 s to import, ~1 s from
+    the interpreter's start to the printed URL."""
     code = (
-        "import json, sys, time; t = time.perf_counter(); "
+        "import json, resource, sys; "
+        "cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2]); t = cpu(); "
         "import scicot_jax.review.app, scicot_jax.review.cli, scicot_jax.review.report; "
-        "dt = time.perf_counter() - t; "
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'flax', 'tensorflow', "
-        "'torch', 'matplotlib', 'seqio'}); print(json.dumps([dt, heavy]))"
+        "'torch', 'matplotlib', 'seqio'}); print(json.dumps([cpu() - t, heavy]))"
     )
-    dt, heavy = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT
-        ).stdout
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    cpu, heavy = json.loads(out.stdout)
     assert heavy == []
-    assert dt < 3.0  # ~0.3 s idle; generous for a loaded CI machine
+    assert cpu < 2.0, cpu
     run = review_run.build(tmp_path)
-    t = time.perf_counter()
+    before = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "tools/review.py"), "serve", str(run), "--port", "0"],
         stdout=subprocess.PIPE,
@@ -47,12 +46,12 @@ def test_the_app_imports_no_jax_and_starts_in_about_a_second(tmp_path):
     try:
         assert proc.stdout.readline().startswith("scicot-review: serving")
         url = proc.stdout.readline()
-        started = time.perf_counter() - t
         assert url.startswith("http://127.0.0.1:") and "/?token=" in url
-        assert started < 6.0  # interpreter + imports + bind: ~1 s idle
     finally:
         proc.terminate()
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
+    started = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]) - before
+    assert started < 3.0, started  # interpreter + imports + bind + a clean stop
 
 
 @pytest.fixture
