@@ -147,7 +147,7 @@ def test_report_tables_show_every_key_and_escape_markdown():
         ("new_field", ["", "yes"]),
     ]  # 'none' is empty everywhere: left out
     assert folded[0][0] == "big" and len(folded[0][1]) == 12
-    assert (fmt(25.0), fmt(12.5), fmt(1234567), fmt(0.00012)) == (
+    assert (fmt(25.0), fmt(12.5), fmt(1234567), fmt(0.00012), fmt(132472897536)) == (
         "25.0",
         "12.5",
         "1,234,567",

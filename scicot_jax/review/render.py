@@ -23,7 +23,7 @@ def fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
-        return f"{value:,}"
+        return f"{value:,}" if abs(value) < 10**10 else f"{value:.3g}"  # FLOPs: 1.32e+11
     if isinstance(value, float):
         if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
             return f"{value:.3g}"  # FLOPs: 6.3e+08
