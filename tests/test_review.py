@@ -152,6 +152,7 @@ def test_report_tables_show_every_key_and_escape_markdown():
         "12.5",
         "1,234,567",
         "0.00012",
+        "1.32e+11",
     )
     html = markdown("# T\n\n| a | b |\n|---|---:|\n| <script> | `x` |\n\ntext <b>")
     assert "<script>" not in html and "&lt;script&gt;" in html and "<code>x</code>" in html
