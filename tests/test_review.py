@@ -238,7 +238,14 @@ def test_rationales_view_filters_sorts_and_pages(store, monkeypatch):
     assert (v["pages"], v["page"], len(v["cards"]), v["first"]) == (3, 3, 6, 15)
     assert rationales.view(st, verdicts, rationales.Query(page=99))["page"] == 3
     st.decide(st.items[0].key, "edit", "Mine. Therefore, the answer is C.", 0)
-    for show, n in (("edited", 1), ("reviewed", 1), ("undecided", 19), ("wrong", 4)):
+    for show, n in (
+        ("edited", 1),
+        ("reviewed", 1),
+        ("undecided", 19),
+        ("wrong", 4),
+        ("selection kept", 10),
+        ("selection dropped", 10),
+    ):
         assert rationales.view(st, verdicts, rationales.Query(show=show))["matching"] == n
     # the search sees the teacher's text of an edited record too
     original = st.items[0].original.split(".")[0]

@@ -12,7 +12,18 @@ from scicot_jax.files import read_jsonl
 from scicot_jax.review.rundir import RunDir
 from scicot_jax.review.state import Item, ReviewState
 
-FILTERS = ("all", "undecided", "reviewed", "correct", "wrong", "kept", "dropped", "edited")
+FILTERS = (
+    "all",
+    "undecided",
+    "reviewed",
+    "correct",
+    "wrong",
+    "kept",
+    "dropped",
+    "edited",
+    "selection kept",
+    "selection dropped",
+)
 SORTS = ("order", "rd", "rd_desc")
 PER_PAGE = 50
 
@@ -53,7 +64,8 @@ class Query:
         )
 
 
-def _matches(item: Item, show: str, q: str) -> bool:
+def _matches(item: Item, verdicts: list[dict[str, Any]], show: str, q: str) -> bool:
+    """kept / dropped / edited: the review's decision; selection kept / dropped: a selection's."""
     row = item.row
     keep = {
         "all": True,
@@ -64,6 +76,8 @@ def _matches(item: Item, show: str, q: str) -> bool:
         "kept": row["decision"] in ("keep", "edit"),
         "dropped": row["decision"] == "drop",
         "edited": row["decision"] == "edit",
+        "selection kept": any(v.get("kept") for v in verdicts),
+        "selection dropped": any(v.get("kept") is False for v in verdicts),
     }[show]
     if not keep or not q:
         return keep
@@ -80,9 +94,10 @@ def _rd(verdicts: list[dict[str, Any]]) -> float | None:
 def view(state: ReviewState, verdicts: dict, query: Query) -> dict[str, Any]:
     """The cards of one page and the counts around them."""
     picked = [
-        (n, it, verdicts.get(it.key, []))
+        (n, it, vs)
         for n, it in enumerate(state.items)
-        if _matches(it, query.show, query.q)
+        for vs in [verdicts.get(it.key, [])]
+        if _matches(it, vs, query.show, query.q)
     ]
     if query.sort != "order":
         sign = -1 if query.sort == "rd_desc" else 1
