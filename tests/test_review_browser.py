@@ -35,8 +35,9 @@ def browser():
             f"{CHROMIUM} not found: install it with `apt-get install -y chromium chromium-driver` "
             "(.ci/run does)"
         )
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=20_000)  # a loaded 2-core CI: generous, still bounded
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM))
         yield b
@@ -79,7 +80,7 @@ class Server:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(timeout=10) == 0
+            assert self.proc.wait(timeout=30) == 0
 
 
 @pytest.fixture
@@ -124,7 +125,7 @@ def card_key(card) -> tuple[str, int]:
 def wait_saved(card) -> None:
     from playwright.sync_api import expect
 
-    expect(card.locator(".status")).to_have_text(SAVED, timeout=10_000)
+    expect(card.locator(".status")).to_have_text(SAVED)
 
 
 def shot(page, tmp_path: Path, name: str) -> Path:
