@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ class ReviewApp:
         self.host = host
         self.port = 0
         self._states: dict[Path, ReviewState] = {}
+        self._states_lock = threading.Lock()
 
     @property
     def cookie(self) -> str:
@@ -93,14 +95,17 @@ class ReviewApp:
     def state(self, rel: str) -> ReviewState:
         """The review state of the store at RUN_DIR/rel (loaded, or read again if changed)."""
         path = self._path(rel or ".")
-        if path not in self._states:
-            if path not in self.run.stores():
-                raise web.HTTPNotFound(text=f"404: {rel!r} is not a rationale store of this run")
-            try:
-                self._states[path] = ReviewState(path)
-            except (ReviewError, ValueError, OSError) as e:
-                raise web.HTTPBadRequest(text=f"400: {e}") from None
-        st = self._states[path]
+        with self._states_lock:  # two first requests at once load the store once
+            if path not in self._states:
+                if path not in self.run.stores():
+                    raise web.HTTPNotFound(
+                        text=f"404: {rel!r} is not a rationale store of this run"
+                    )
+                try:
+                    self._states[path] = ReviewState(path)
+                except (ReviewError, ValueError, OSError) as e:
+                    raise web.HTTPBadRequest(text=f"400: {e}") from None
+            st = self._states[path]
         try:
             st.refresh()
         except (ReviewError, ValueError, OSError) as e:
