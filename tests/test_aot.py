@@ -5,9 +5,16 @@ libtpu is a test dependency (setup.py's `test` extra): without it these fail, th
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from scicot_jax.runtime import aot
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HLO = """\
 HloModule m
@@ -44,6 +51,14 @@ def test_oom_message_names_the_shortfall():
     )
     assert aot.oom_message(err) == (
         "the compiler needs 17.56 GiB per chip, 15.75 GiB available (1.81 GiB short)"
+    )
+    err = RuntimeError(
+        "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+        "temporaries (38.29G) exceeds available HBM (15.75G)."
+    )
+    assert aot.oom_message(err) == (
+        "the compiler needs 38.29 GiB per chip for HLO temporaries, 15.75 GiB available "
+        "(22.54 GiB short)"
     )
     assert aot.oom_message(RuntimeError("INVALID_ARGUMENT: bad shape")) is None
 
@@ -95,3 +110,44 @@ def test_report_shortfall_names_the_missing_memory():
         "train step does not fit v5e:2x2 mesh data=4 x model=1: needs 18.00 GiB per chip, "
         "TPU v5 lite has 16.00 GiB (2.00 GiB short)"
     )
+
+
+BINARY = [
+    "-m",
+    "scicot_jax.train",
+    "--gin_file=models/tiny.gin",
+    "--gin_file=runs/finetune.gin",
+    "--gin.VOCAB_SIZE=256",
+    "--gin.T5Config.num_encoder_layers=1",
+    "--gin.T5Config.num_decoder_layers=1",
+    "--gin.MODEL_DIR='/nonexistent/model_dir'",  # a compile-only run writes nothing
+    "--gin.MIXTURE_OR_TASK_NAME='scicot:synthetic_coin_flip:baseline'",
+    "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
+    "--gin.BATCH_SIZE=8",
+]
+
+
+def _binary(*extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), ALLOW_MULTIPLE_LIBTPU_LOAD="1")
+    return subprocess.run(
+        [sys.executable, *BINARY, *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_train_binary_compile_only_reports_and_exits():
+    """--compile_only on the run's own gin config: exit 0 and the report when it fits; exit 2
+    and one line naming the shortfall when it does not (a d_ff that needs ~25 GiB of weights
+    per chip, replicated: PARAMETER_PARTITIONING_DIMS=1)."""
+    ok = _binary("--compile_only=v5e:2x2", "--gin.PARAMETER_PARTITIONING_DIMS=2")
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "train step on v5e:2x2 (TPU v5 lite, mesh data=4 x model=1)" in ok.stdout
+    assert "collectives per step per chip" in ok.stdout and "\n  fits" in ok.stdout
+    big = _binary("--gin.COMPILE_TOPOLOGY='v5e:2x2'", "--gin.T5Config.d_ff=8388608")
+    assert big.returncode == 2, big.stdout[-2000:] + big.stderr[-2000:]
+    err = [s for s in big.stderr.splitlines() if s.startswith("scicot-train: error:")]
+    assert len(err) == 1 and "does not fit v5e:2x2" in err[0], big.stderr[-2000:]

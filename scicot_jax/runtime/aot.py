@@ -56,6 +56,10 @@ _WHILE = re.compile(r"\bwhile\(.*\bbody=%?([\w.\-]+)")
 _TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"')
 _CALLS = re.compile(r"\b(?:calls|to_apply|body|condition|branch_computations)=\{?%?([\w.\-]+)")
 _USED = re.compile(r"Used ([\d.]+)([KMGT]?)i?B? of ([\d.]+)([KMGT]?)i?B? hbm")
+_NEEDS = re.compile(
+    r"memory required for ([\w ]+?) \(([\d.]+)([KMGT]?)i?B?\) exceeds available HBM "
+    r"\(([\d.]+)([KMGT]?)i?B?\)"
+)
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -247,6 +251,14 @@ def oom_message(error: Exception) -> str | None:
         return (
             f"the compiler needs {used / GiB:.2f} GiB per chip, {cap / GiB:.2f} GiB available "
             f"({(used - cap) / GiB:.2f} GiB short)"
+        )
+    m = _NEEDS.search(text)
+    if m:
+        used = float(m.group(2)) * _UNITS[m.group(3)]
+        cap = float(m.group(4)) * _UNITS[m.group(5)]
+        return (
+            f"the compiler needs {used / GiB:.2f} GiB per chip for {m.group(1)}, "
+            f"{cap / GiB:.2f} GiB available ({(used - cap) / GiB:.2f} GiB short)"
         )
     if "RESOURCE_EXHAUSTED" in text or "Ran out of memory" in text:
         return next((s.strip() for s in text.splitlines() if "memory" in s), text[:200])

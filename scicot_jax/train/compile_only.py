@@ -129,3 +129,12 @@ def decode_report(
         model_flops=fwd * batch_size * num_decodes / len(devices),
         rules=rules,
     )
+
+
+def report_or_fail(config: Any, topology: str, packed: bool = True) -> aot.CompileReport:
+    """The train binary's compile-only run: prints the report; ValueError (one line) if too big."""
+    report = train_report(config, topology, packed=packed)
+    print(report.format(), flush=True)
+    if report.shortfall():
+        raise ValueError(report.shortfall())
+    return report
