@@ -151,3 +151,11 @@ def test_train_binary_compile_only_reports_and_exits():
     assert big.returncode == 2, big.stdout[-2000:] + big.stderr[-2000:]
     err = [s for s in big.stderr.splitlines() if s.startswith("scicot-train: error:")]
     assert len(err) == 1 and "does not fit v5e:2x2" in err[0], big.stderr[-2000:]
+
+
+def test_sampling_step_compiles_for_v5e_2x2():
+    """The decode tool: encoder, prefill and the sampling loop in one program for 4 chips."""
+    from scicot_jax.train import compile_only
+
+    argv = ["--preset", "tiny", "--topology", "v5e:2x2", "--batch", "8", "--inputs", "32"]
+    assert compile_only.main([*argv, "--new-tokens", "8"]) == 0

@@ -268,9 +268,21 @@ def params_shardings(
     mesh: Mesh,
     rules: Sequence[tuple[str, str | None]] = LOGICAL_AXIS_RULES,
 ) -> Any:
-    """NamedShardings for params from the model's logical axes, fitted to each param's shape."""
+    """NamedShardings for params from the model's logical axes, fitted to each param's shape.
+
+    Vectors (norm scales) stay off "data" under parameter_partitioning_dims=2: splitting a few
+    KiB saves nothing, and their optimizer statistics (Adafactor's update RMS) would then be
+    summed in another order than on one device.
+    """
     shardings = logical_to_sharding(logical_axes, mesh, rules)
-    return jax.tree.map(lambda s, a: fit_sharding(s, a.shape), shardings, abstract_params)
+
+    def one(s: NamedSharding, a: Any) -> NamedSharding:
+        s = fit_sharding(s, a.shape)
+        if len(a.shape) < 2 and DATA_AXIS in jax.tree.leaves(tuple(s.spec)):
+            s = NamedSharding(mesh, P(*(None if x == DATA_AXIS else x for x in s.spec)))
+        return s
+
+    return jax.tree.map(one, shardings, abstract_params)
 
 
 def opt_state_shardings(

@@ -138,3 +138,48 @@ def report_or_fail(config: Any, topology: str, packed: bool = True) -> aot.Compi
     if report.shortfall():
         raise ValueError(report.shortfall())
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m scicot_jax.train.compile_only --preset xxl --topology v5e:8x8 ...`: the
+    sampling step's compile report; exit 2 with one line when it does not fit."""
+    import argparse
+    import sys
+
+    from scicot_jax.model.config import PRESET_NAMES, T5Config
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--preset", choices=PRESET_NAMES, required=True)
+    p.add_argument("--topology", required=True, help='e.g. "v5e:8x8"')
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--inputs", type=int, default=512)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--model-parallel", type=int, default=1)
+    p.add_argument("--parameter-partitioning-dims", type=int, default=1, choices=(1, 2))
+    p.add_argument("--method", default="sample", choices=("greedy", "sample", "beam"))
+    p.add_argument("--num-decodes", type=int, default=1)
+    a = p.parse_args(argv)
+    try:
+        report = decode_report(
+            T5Config.preset(a.preset),
+            a.topology,
+            batch_size=a.batch,
+            input_length=a.inputs,
+            max_decode_length=a.new_tokens,
+            model_parallel=a.model_parallel,
+            parameter_partitioning_dims=a.parameter_partitioning_dims,
+            method=a.method,
+            num_decodes=a.num_decodes,
+        )
+    except ValueError as e:
+        print(f"compile_only: error: {e}", file=sys.stderr)
+        return 2
+    print(report.format())
+    if report.shortfall():
+        print(f"compile_only: error: {report.shortfall()}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
