@@ -41,6 +41,7 @@ def run(
     initial_params_only: bool = False,
     model_parallel: int = 1,
     parameter_partitioning_dims: int = 1,
+    activation_partitioning_dims: int = 1,
     seed: int | None = 0,
     compilation_cache_dir: str | None = None,
     compile_topology: str | None = None,
@@ -51,7 +52,8 @@ def run(
     also the task's SeqIO metrics on greedy predictions (first infer_eval_examples examples),
     writing the first json_write_n_results of them (None: all) as t5x's JSONLogger does.
     use_hardware_rng: dropout keys from XLA's RngBitGenerator ("rbg"), else threefry.
-    parameter_partitioning_dims: t5x's; 2 shards weights and optimizer state over "data" too.
+    parameter_partitioning_dims, activation_partitioning_dims: t5x's; 2 shards weights and
+    optimizer state over "data" too / activations' embed dimension over "model" too.
     compile_topology (e.g. "v5e:4x4"): only compile the step for that TPU slice, print the
     compiler's report and return it (train/compile_only.py); nothing is read or written.
     """
@@ -98,6 +100,7 @@ def run(
         seed=seed,
         model_parallel=model_parallel,
         parameter_partitioning_dims=parameter_partitioning_dims,
+        activation_partitioning_dims=activation_partitioning_dims,
         checkpoint_period=checkpoint_period,
         keep_checkpoints=keep_checkpoints,
         async_checkpoints=async_checkpoints,
