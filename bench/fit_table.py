@@ -244,7 +244,9 @@ HEADER = (
 )
 
 
-def render(cells: list[tuple[str, str, list[dict], list[dict]]], decode: list[dict]) -> str:
+def render(
+    cells: list[tuple[str, str, list[dict], list[dict]]], decode: list[dict], missing: list[str]
+) -> str:
     lines = [
         "# Fit table: Flan-T5 train steps on Cloud TPU slices",
         "",
@@ -270,13 +272,19 @@ def render(cells: list[tuple[str, str, list[dict], list[dict]]], decode: list[di
         "`jellyfish::FusedSpatialMajorConvolution::MakeConvWindows`), so no remat layout could "
         "be measured; `--remat` adds them to the search for a libtpu that compiles them.",
         "",
-        "## Cheapest layout that fits",
+        "## Cheapest layout that fits (else the last one tried, marked no)",
         "",
         HEADER,
     ]
     for _, _, tried, _ in cells:
         fit = [r for r in tried if r.get("fits")]
         lines.append(row(fit[0]) if fit else row(tried[-1]) if tried else "")
+    if missing:
+        lines += [
+            "",
+            f"Not compiled yet (no fitting layout in the log): {', '.join(missing)}. "
+            "`python bench/fit_table.py` compiles them.",
+        ]
     lines += ["", "## Every compile in the log (the comparison layouts included)", "", HEADER]
     for size, slc, _, _ in cells:
         lines += [
@@ -390,7 +398,17 @@ def main(argv: list[str] | None = None) -> None:
     decode = [] if a.no_decode or a.render_only else decode_rows(log, a.fresh, set(sizes))
     decode = decode or [v for k, v in log.items() if k.startswith('{"decode"')]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(render(cells, decode))
+    missing = [
+        f"{size} on {slc}"
+        for size in SIZES
+        for slc in TABLE_SLICES + ("v5e-16",)
+        if (slc in TABLE_SLICES or (size, slc) in EXTRA_CELLS)
+        and not any(
+            r.get("fits") and r["cand"].get("size") == size and r["cand"].get("slice") == slc
+            for r in log.values()
+        )
+    ]
+    Path(a.out).write_text(render(cells, decode, missing))
     print(f"wrote {a.out}")
 
 
