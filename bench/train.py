@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _set_threads(n: int) -> None:
+def set_threads(n: int) -> None:
     if n > 0:  # must precede importing jax / torch
         os.environ["XLA_FLAGS"] = (
             os.environ.get("XLA_FLAGS", "")
@@ -122,9 +122,8 @@ def make_batch(batch: int, in_len: int, tgt_len: int, vocab: int, seed: int = 0)
     }
 
 
-def bench_ours(config: Any, batch_np: dict, steps: int, warmup: int) -> dict[str, float]:
-    import jax
-
+def build_ours(config: Any, batch_np: dict, total_steps: int) -> tuple[Any, Any, Any]:
+    """(compiled step, fresh state, device batch) for the project's trainer on one host."""
     from scicot_jax.runtime.partitioning import make_mesh
     from scicot_jax.train.data_iter import to_global
     from scicot_jax.train.optimizers import OptimizerConfig
@@ -141,7 +140,7 @@ def bench_ours(config: Any, batch_np: dict, steps: int, warmup: int) -> dict[str
     lt = batch_np["decoder_target_tokens"].shape[1]
     cfg = TrainConfig(
         model_dir="",
-        train_steps=steps + warmup,
+        train_steps=total_steps,
         batch_size=b,
         model=config,
         feature_lengths={"inputs": lin, "targets": lt},
@@ -151,8 +150,14 @@ def bench_ours(config: Any, batch_np: dict, steps: int, warmup: int) -> dict[str
     su = make_setup(cfg, spec, make_mesh())
     state = init_state(su, spec, seed=0)
     batch = to_global(batch_np, su.data)
+    return compile_step(jit_train_step(su, spec, cfg), su, state, batch), state, batch
+
+
+def bench_ours(config: Any, batch_np: dict, steps: int, warmup: int) -> dict[str, float]:
+    import jax
+
     t0 = time.perf_counter()
-    step = compile_step(jit_train_step(su, spec, cfg), su, state, batch)
+    step, state, batch = build_ours(config, batch_np, steps + warmup)
     compile_s = time.perf_counter() - t0
     times = []
     for i in range(warmup + steps):
@@ -168,9 +173,8 @@ def bench_ours(config: Any, batch_np: dict, steps: int, warmup: int) -> dict[str
     }
 
 
-def bench_hf(
-    config: Any, batch_np: dict, steps: int, warmup: int, compiled: bool, gpu: bool
-) -> dict[str, float]:
+def build_hf(config: Any, batch_np: dict, compiled: bool, gpu: bool) -> Any:
+    """A no-argument function running one Hugging Face train step; returns the loss tensor."""
     import torch
     import transformers
     from transformers.optimization import Adafactor
@@ -206,6 +210,15 @@ def bench_hf(
         opt.zero_grad(set_to_none=True)
         return out.loss.detach()
 
+    return one_step
+
+
+def bench_hf(
+    config: Any, batch_np: dict, steps: int, warmup: int, compiled: bool, gpu: bool
+) -> dict[str, float]:
+    import torch
+
+    one_step = build_hf(config, batch_np, compiled, gpu)
     t0 = time.perf_counter()
     one_step()  # compiles under torch.compile
     if gpu:
@@ -241,7 +254,7 @@ def cpu_matmul_peak(dtype: str) -> float:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = parse_args(argv)
-    _set_threads(a.threads)
+    set_threads(a.threads)
     import jax
 
     gpu = a.device == "gpu" or (a.device == "auto" and jax.default_backend() == "gpu")
