@@ -9,7 +9,8 @@ Same architecture on both sides (HF config from `config_to_hf`), same shapes, sa
 tokens/s counts encoder + decoder positions; MFU = model FLOPs (fwd + bwd, from
 scicot_jax.model.flops) / time / peak. GPU/TPU peak comes from the vendor table; on CPU there is
 no vendor number, so MFU is reported against a measured fp32 matmul peak at the same thread count.
-Timing: median step time over --steps steps after --warmup steps (compilation excluded).
+Timing: median step time over --steps steps after --warmup steps (compilation excluded); "CPU ms"
+is the process CPU time of a step, steadier than wall time on a shared machine at --threads 1.
 """
 
 from __future__ import annotations
@@ -159,15 +160,17 @@ def bench_ours(config: Any, batch_np: dict, steps: int, warmup: int) -> dict[str
     t0 = time.perf_counter()
     step, state, batch = build_ours(config, batch_np, steps + warmup)
     compile_s = time.perf_counter() - t0
-    times = []
+    times, cpu = [], []
     for i in range(warmup + steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         state, metrics = step(state, batch)
         jax.block_until_ready(metrics["loss"])
         if i >= warmup:
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
     return {
         "step_s": statistics.median(times),
+        "cpu_s": statistics.median(cpu),
         "compile_s": compile_s,
         "loss": float(metrics["loss"]),
     }
@@ -224,15 +227,21 @@ def bench_hf(
     if gpu:
         torch.cuda.synchronize()
     first_s = time.perf_counter() - t0
-    times = []
+    times, cpu = [], []
     for i in range(warmup + steps):
-        s = time.perf_counter()
+        s, c = time.perf_counter(), time.process_time()
         loss = one_step()
         if gpu:
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - s)
-    return {"step_s": statistics.median(times), "compile_s": first_s, "loss": float(loss)}
+            cpu.append(time.process_time() - c)
+    return {
+        "step_s": statistics.median(times),
+        "cpu_s": statistics.median(cpu),
+        "compile_s": first_s,
+        "loss": float(loss),
+    }
 
 
 def cpu_matmul_peak(dtype: str) -> float:
@@ -309,11 +318,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{out['params'] / 1e6:.1f}M params, batch {b}, inputs {lin} / targets {lt}, "
         f"{config.dtype}, peak {peak / 1e12:.2f} TFLOP/s ({peak_kind})"
     )
-    print(f"{'system':<12}{'step ms':>10}{'tokens/s':>12}{'MFU':>8}{'compile s':>11}{'loss':>8}")
+    print(
+        f"{'system':<12}{'step ms':>10}{'CPU ms':>9}{'tokens/s':>12}{'MFU':>8}{'compile s':>11}"
+        f"{'loss':>8}"
+    )
     for k, r in results.items():
         print(
-            f"{k:<12}{r['step_s'] * 1e3:>10.1f}{r['tokens_per_s']:>12.0f}{r['mfu']:>8.1%}"
-            f"{r['compile_s']:>11.1f}{r['loss']:>8.3f}"
+            f"{k:<12}{r['step_s'] * 1e3:>10.1f}{r['cpu_s'] * 1e3:>9.1f}{r['tokens_per_s']:>12.0f}"
+            f"{r['mfu']:>8.1%}{r['compile_s']:>11.1f}{r['loss']:>8.3f}"
         )
     for k, v in out["ratios"].items():
         print(f"{k}: {v:.2f}x tokens/s")
