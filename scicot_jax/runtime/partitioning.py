@@ -19,25 +19,48 @@ log = logging.getLogger(__name__)
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
 
-# The one table mapping logical axis names (model annotations) to mesh axes, as in t5x's
-# standard_logical_axis_rules: weights shard over "model" on their wide dimension, batches over
-# "data"; everything else is replicated.
-LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
-    ("batch", DATA_AXIS),
-    ("vocab", MODEL_AXIS),
-    ("mlp", MODEL_AXIS),
-    ("heads", MODEL_AXIS),
-    ("joined_kv", MODEL_AXIS),
-    ("kv", None),
-    ("embed", None),
-    ("relpos_buckets", None),
-    ("layers", None),
-    ("length", None),
-    ("mlp_activations", MODEL_AXIS),
-    ("activation_batch", DATA_AXIS),
-    ("activation_length", None),
-    ("activation_embed", None),
-)
+
+def standard_logical_axis_rules(
+    activation_partitioning_dims: int = 1, parameter_partitioning_dims: int = 1
+) -> tuple[tuple[str, str | None], ...]:
+    """t5x's standard_logical_axis_rules: logical axis names (model annotations) -> mesh axes.
+
+    Weights shard over "model" on their wide dimension and batches over "data".
+    parameter_partitioning_dims=2 also shards every weight's "embed" dimension over "data"
+    (FSDP / ZeRO-3: weights, gradients and optimizer state split over data-parallel chips;
+    activations keep "batch" on "data", since an axis maps to one mesh axis at most once).
+    activation_partitioning_dims=2 shards activations' "embed" over "model" as well.
+    """
+    if activation_partitioning_dims not in (1, 2) or parameter_partitioning_dims not in (1, 2):
+        raise ValueError(
+            f"activation_partitioning_dims={activation_partitioning_dims}, "
+            f"parameter_partitioning_dims={parameter_partitioning_dims}: each must be 1 or 2"
+        )
+    embed: list[tuple[str, str | None]] = []
+    if activation_partitioning_dims == 2:
+        embed.append(("embed", MODEL_AXIS))
+    if parameter_partitioning_dims == 2:
+        embed.append(("embed", DATA_AXIS))
+    return (
+        ("batch", DATA_AXIS),
+        ("vocab", MODEL_AXIS),
+        ("mlp", MODEL_AXIS),
+        ("heads", MODEL_AXIS),
+        ("joined_kv", MODEL_AXIS),
+        ("kv", None),
+        *(embed or [("embed", None)]),
+        ("relpos_buckets", None),
+        ("layers", None),
+        ("length", None),
+        ("mlp_activations", MODEL_AXIS),
+        ("activation_batch", DATA_AXIS),
+        ("activation_length", None),
+        ("activation_embed", None),
+    )
+
+
+# The default table (t5x's defaults: 1-D activation and parameter partitioning).
+LOGICAL_AXIS_RULES = standard_logical_axis_rules()
 
 
 def maybe_initialize_distributed() -> bool:
@@ -245,9 +268,21 @@ def params_shardings(
     mesh: Mesh,
     rules: Sequence[tuple[str, str | None]] = LOGICAL_AXIS_RULES,
 ) -> Any:
-    """NamedShardings for params from the model's logical axes, fitted to each param's shape."""
+    """NamedShardings for params from the model's logical axes, fitted to each param's shape.
+
+    Vectors (norm scales) stay off "data" under parameter_partitioning_dims=2: splitting a few
+    KiB saves nothing, and their optimizer statistics (Adafactor's update RMS) would then be
+    summed in another order than on one device.
+    """
     shardings = logical_to_sharding(logical_axes, mesh, rules)
-    return jax.tree.map(lambda s, a: fit_sharding(s, a.shape), shardings, abstract_params)
+
+    def one(s: NamedSharding, a: Any) -> NamedSharding:
+        s = fit_sharding(s, a.shape)
+        if len(a.shape) < 2 and DATA_AXIS in jax.tree.leaves(tuple(s.spec)):
+            s = NamedSharding(mesh, P(*(None if x == DATA_AXIS else x for x in s.spec)))
+        return s
+
+    return jax.tree.map(one, shardings, abstract_params)
 
 
 def opt_state_shardings(

@@ -40,8 +40,10 @@ def run(
     initial_checkpoint_path: str | None = None,
     initial_params_only: bool = False,
     model_parallel: int = 1,
+    parameter_partitioning_dims: int = 1,
     seed: int | None = 0,
     compilation_cache_dir: str | None = None,
+    compile_topology: str | None = None,
 ) -> Any:
     """Trains `model` on a SeqIO task; gin binds every argument (see gin/runs/finetune.gin).
 
@@ -49,6 +51,9 @@ def run(
     also the task's SeqIO metrics on greedy predictions (first infer_eval_examples examples),
     writing the first json_write_n_results of them (None: all) as t5x's JSONLogger does.
     use_hardware_rng: dropout keys from XLA's RngBitGenerator ("rbg"), else threefry.
+    parameter_partitioning_dims: t5x's; 2 shards weights and optimizer state over "data" too.
+    compile_topology (e.g. "v5e:4x4"): only compile the step for that TPU slice, print the
+    compiler's report and return it (train/compile_only.py); nothing is read or written.
     """
     import jax
 
@@ -77,9 +82,10 @@ def run(
     model = gin_utils.plain(model)
     train_dataset = gin_utils.plain(train_dataset)
     eval_dataset = gin_utils.plain(eval_dataset) if eval_dataset is not None else None
-    for ds in filter(None, (train_dataset, eval_dataset)):
-        check_task(ds)  # before MODEL_DIR gets anything
-    train_dataset = fit_packed_lengths(train_dataset)  # PACKED_ROW_TOKENS: the model's lengths
+    if not compile_topology:  # a compile-only run reads no data
+        for ds in filter(None, (train_dataset, eval_dataset)):
+            check_task(ds)  # before MODEL_DIR gets anything
+        train_dataset = fit_packed_lengths(train_dataset)  # PACKED_ROW_TOKENS: model's lengths
     config = TrainConfig(
         model_dir=str(model_dir),
         train_steps=int(train_steps),
@@ -91,6 +97,7 @@ def run(
         num_microbatches=num_microbatches,
         seed=seed,
         model_parallel=model_parallel,
+        parameter_partitioning_dims=parameter_partitioning_dims,
         checkpoint_period=checkpoint_period,
         keep_checkpoints=keep_checkpoints,
         async_checkpoints=async_checkpoints,
@@ -101,6 +108,10 @@ def run(
         initial_params_only=initial_params_only,
         dropout_rng_impl="rbg" if use_hardware_rng else "threefry2x32",
     )
+    if compile_topology:
+        from scicot_jax.train.compile_only import report_or_fail
+
+        return report_or_fail(config, compile_topology, packed=train_dataset.pack)
     mesh = part.make_mesh(model_parallel)
     eval_fn = None
     if infer_eval and eval_dataset is not None:
@@ -143,7 +154,15 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> Any:
     """Parses flags and gin, then runs `train`; returns its TrainResult."""
-    return gin_utils.run_binary(argv, "Train a T5 student (t5x-style gin binary).", run)
+    compile_only = dict(
+        metavar="TOPOLOGY", help="compile for a TPU slice (e.g. v5e:4x4), report, exit"
+    )
+    return gin_utils.run_binary(
+        argv,
+        "Train a T5 student (t5x-style gin binary).",
+        run,
+        {"compile_only": ("train.compile_topology", compile_only)},
+    )
 
 
 def console_entry() -> None:

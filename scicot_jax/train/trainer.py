@@ -59,6 +59,9 @@ class TrainConfig:
     seed: int = 0  # param init and dropout
     dropout_rng_impl: str = DEFAULT_DROPOUT_RNG_IMPL  # "rbg" | "unsafe_rbg" | "threefry2x32"
     model_parallel: int = 1
+    # t5x's partitioning knobs: 2 shards weights and optimizer state over "data" too (FSDP)
+    parameter_partitioning_dims: int = 1
+    activation_partitioning_dims: int = 1
     checkpoint_period: int = 1000
     keep_checkpoints: int = 3
     async_checkpoints: bool = True
@@ -338,8 +341,11 @@ class Setup:
 def make_setup(config: TrainConfig, spec: ModelSpec, mesh: Any) -> Setup:
     """Abstract params/optimizer state and their shardings on `mesh` (nothing allocated)."""
     optimizer, schedule = make_optimizer(config.optimizer, config.train_steps)
+    rules = part.standard_logical_axis_rules(
+        config.activation_partitioning_dims, config.parameter_partitioning_dims
+    )
     abs_params = jax.eval_shape(spec.init, jax.random.key(config.seed))
-    p_sh = part.params_shardings(spec.logical_axes, abs_params, mesh)
+    p_sh = part.params_shardings(spec.logical_axes, abs_params, mesh, rules)
     abs_opt = jax.eval_shape(optimizer.init, abs_params)
     o_sh = part.opt_state_shardings(optimizer, abs_opt, abs_params, p_sh, mesh)
     rep = part.replicated(mesh)
@@ -354,6 +360,7 @@ def make_setup(config: TrainConfig, spec: ModelSpec, mesh: Any) -> Setup:
         TrainState(step=rep, params=p_sh, opt_state=o_sh),
         part.batch_sharding(mesh),
         rep,
+        rules,
     )
 
 
