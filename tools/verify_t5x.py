@@ -316,6 +316,9 @@ def t5x_trains_from_converted(t5: T5xSide, restored, work: Path) -> None:
 def t5x_eval_infer_files(t5: T5xSide, out: Path, step: int, work: Path) -> None:
     """`t5x.infer` and `t5x.eval` on the same checkpoint and task: the files they write, beside
     the names our binaries give theirs (README's status table)."""
+    import functools
+
+    import seqio
     from t5x import eval as t5x_eval
     from t5x import infer as t5x_infer
     from t5x import utils
@@ -352,13 +355,19 @@ def t5x_eval_infer_files(t5: T5xSide, out: Path, step: int, work: Path) -> None:
     eval_dir.mkdir()
     t5x_eval.evaluate(
         dataset_cfg=dataclasses.replace(ds, task_feature_lengths=None),  # t5x eval's default
+        inference_evaluator_cls=functools.partial(  # as t5x's runs/eval.gin binds it
+            seqio.Evaluator,
+            logger_cls=[seqio.PyLoggingLogger, seqio.TensorBoardLogger, seqio.JSONLogger],
+        ),
         output_dir=str(eval_dir),
         summarize_config_fn=lambda *a, **k: None,
         **common,
     )
     theirs = sorted(p.name for p in eval_dir.rglob("*.jsonl"))
     mine = work / "ours_eval"
-    write_t5x_outputs(mine, step, {f"{name}/accuracy": 0.0}, [{"task": name, "x": 1}], None)
+    keys = ("input", "target", "prediction", "score", "split", "parsed", "gold", "correct")
+    rows = [{"task": name, **dict.fromkeys(keys, 0)}]
+    write_t5x_outputs(mine, step, {f"{name}/accuracy": 0.0}, rows, None)
     ours = sorted(p.name for p in mine.rglob("*.jsonl"))
     print(f"t5x.eval wrote {theirs}; ours writes {ours}: {'same' if ours == theirs else 'DIFFER'}")
 
