@@ -10,6 +10,9 @@ from setuptools import find_packages, setup
 # sentencepiece 0.2.3's model proto is protobuf-7 gencode, which fails to import under
 # protobuf 6 (seqio imports it), while 0.2.2 and older carry unversioned gencode.
 BEAM = ["apache-beam>=2.60", "sentencepiece>=0.2,<0.2.3"]
+# The TPU runtime, at the version jax 0.10.2's own `tpu` extra pins. It also compiles for any
+# TPU slice on a CPU host (runtime/aot.py, the train binary's --compile_only), so tests need it.
+LIBTPU = "libtpu==0.0.42.*"
 
 setup(
     name="scicot_jax",
