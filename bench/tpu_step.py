@@ -255,8 +255,11 @@ def table(cells: list[dict[str, Any]]) -> str:
             ratio = ours[m] / t5x[m] if t5x[m] else float("nan")
             row.append(f"{_fmt(m, ours[m])} / {_fmt(m, t5x[m])} ({ratio:.3f})")
         rows.append("| " + " | ".join(row) + " |")
-    errors = [f"- {c['system']} {c['preset']} {c['topology']}: {c['error']}" for c in cells]
-    errors = [e for e, c in zip(errors, cells) if "error" in c]
+    errors = [
+        f"- {c['system']} {c['preset']} {c['topology']}: {c['error']}"
+        for c in cells
+        if "error" in c
+    ]
     return "\n".join(rows + ([""] + errors if errors else []))
 
 
