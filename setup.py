@@ -72,6 +72,8 @@ setup(
             LIBTPU,  # the v5e:2x2 compile test
         ],
         "beam": BEAM,
+        # bench/tpu_step.py imports t5x from its source tree: what t5x's imports need beyond ours.
+        "t5x-bench": ["grain==0.2.18", "cached-property==2.0.1", "tensorboard==2.21.0", LIBTPU],
         "tpu": ["jax[tpu]", LIBTPU],
         "gpu": ["jax[cuda12]"],
     },
