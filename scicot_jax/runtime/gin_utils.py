@@ -14,6 +14,7 @@ from typing import Any
 import gin
 from scicot_jax.files import atomic_write
 from scicot_jax.paths import PathLike, as_path
+from scicot_jax.runtime import gin_checks
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +170,9 @@ def parse_gin(
     _READ_MACROS.clear()
     try:  # one file at a time: a macro read by a binding that a later file overrides counts
         for f in resolved:
-            gin.parse_config_file(f)
+            gin_checks.parse_file(f)
             _READ_MACROS.update(_macros_read())
-        gin.parse_config(list(bindings))
+        gin_checks.parse_bindings(list(bindings))  # one at a time: a bad one is named
         _READ_MACROS.update(_macros_read())
     finally:
         logging.getLogger().removeFilter(quiet)
@@ -234,9 +235,10 @@ def run_binary(
             bindings.append(f"{param} = {getattr(args, flag)!r}")
     setup_logging(args.log_level)
     apply_t5x_flags(args)
-    parse_gin(args.gin_file, bindings, args.gin_search_paths)
     try:
+        parse_gin(args.gin_file, bindings, args.gin_search_paths)
         check_macros_used()
+        gin_checks.check_config(run)  # wrong types, missing or out-of-range values: one line
         return run()
     finally:
         gin.clear_config()
