@@ -349,12 +349,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fail(e: BaseException) -> None:
+    """An expected failure: one line on stderr, exit 2 (README "Exit codes")."""
+    print(f"run_pipeline.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Parse, run, print the results table and the run directory; returns the results."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     setup_logging("INFO" if getattr(args, "verbose", False) else "WARNING")
     if args.cmd == "accuracy":
-        return _accuracy(args)
+        try:
+            return _accuracy(args)
+        except (ValueError, OSError) as e:  # a damaged predictions file: file:line, one line
+            _fail(e)
     if args.cmd == "demo" and args.seeds:
         return _demo_seeds(args)
     if args.cmd == "demo":
@@ -363,6 +372,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         cfg = demo_config(args.out, args.seed, args.pack)
     else:
         cfg = config_from_args(args)
+        try:  # before --out exists: a typo in a method or card name leaves nothing behind
+            cfg.method_specs()
+            from scicot_jax.data.cards import load_card
+
+            load_card(cfg.task)
+        except (ValueError, OSError) as e:
+            _fail(e)
     from scicot_jax.data.sources import SourceError
     from scicot_jax.pipeline.run import run_pipeline
     from scicot_jax.runtime.partitioning import maybe_initialize_distributed
