@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import gin
+from scicot_jax import disk_full
 from scicot_jax.files import atomic_write
 from scicot_jax.paths import PathLike, as_path
-from scicot_jax.runtime import gin_checks
+from scicot_jax.runtime import gin_checks, quiet_failure
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,28 @@ def run_binary(
         check_macros_used()
         gin_checks.check_config(run)  # wrong types, missing or out-of-range values: one line
         return run()
+    except Exception as e:
+        if disk_full.is_full_disk(e):  # the error often names no file: name the output dir
+            e.scicot_where = _output_dir()
+        raise
     finally:
         gin.clear_config()
+
+
+def _output_dir() -> str | None:
+    """Where the binary being run writes (MODEL_DIR, EVAL_OUTPUT_DIR, INFER_OUTPUT_DIR)."""
+    from gin.config import ConfigurableReference
+
+    for query in ("train.model_dir", "evaluate.output_dir", "infer.output_dir"):
+        try:
+            v = gin.query_parameter(query)
+            while isinstance(v, ConfigurableReference) and v.scoped_selector.endswith("/gin.macro"):
+                v = gin.query_parameter(v.scoped_selector.rsplit("/", 1)[0] + "/macro.value")
+        except ValueError:
+            continue
+        if isinstance(v, str | os.PathLike):
+            return str(v)
+    return None
 
 
 # Exit codes of the train/eval/infer binaries (README "Exit codes").
@@ -259,14 +280,19 @@ def console_main(main: Any, prog: str) -> None:
     from scicot_jax.runtime.checkpoints import NoReadableCheckpointError
     from scicot_jax.train.trainer import NonFiniteLossError
 
+    quiet_failure.install_log_filter()
     try:
         result = main(sys.argv)
     except NonFiniteLossError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        quiet_failure.silence_exit_noise()
         sys.exit(EXIT_FAILED)
     except (ValueError, OSError, NoReadableCheckpointError) as e:
         msg = str(e).split("\n  In call to configurable")[0]  # gin's context, not the cause
+        if disk_full.is_full_disk(e):
+            msg = disk_full.full_disk_message(e, getattr(e, "scicot_where", None))
         print(f"{prog}: error: {' '.join(msg.split())}", file=sys.stderr)
+        quiet_failure.silence_exit_noise()
         sys.exit(EXIT_BAD_CONFIG)
     sys.exit(EXIT_PREEMPTED if getattr(result, "preempted", False) else EXIT_DONE)
 
