@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -245,7 +246,12 @@ def _serve(server: object) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _main(args)
+        code = _main(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # `report | head`: the reader has what it wanted
+        _stdout_to_devnull()
+        return 0
     except Exception as e:
         from scicot_jax import disk_full
 
@@ -254,6 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = disk_full.full_disk_message(e, _full_path(args, e))
         print(f"scicot-teacher: error: {msg}", file=sys.stderr)
         return 2
+
+
+def _stdout_to_devnull() -> None:
+    """Python flushes stdout again at exit: point it at /dev/null so that cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _full_path(args: argparse.Namespace, e: BaseException) -> str | None:
@@ -329,6 +341,8 @@ def _main(args: argparse.Namespace) -> int:
                     batch_faults=_batch_faults(args),
                 )
             )
+    except BrokenPipeError:
+        raise  # not a failure of the run: main() ends quietly
     except (
         InputError,
         RunMismatch,
