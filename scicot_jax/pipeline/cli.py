@@ -10,14 +10,16 @@ A run directory is resumable: running the same command again skips finished step
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 from scicot_jax.paths import as_path
+from scicot_jax.pipeline import owner
 from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
 from scicot_jax.pipeline.config import (
     TEACHER_BACKENDS,
@@ -349,6 +351,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _owning(out: str) -> Iterator[None]:
+    """Process 0 owns --out for the run (owner.own); on a pod every process learns if it
+    could not, and all stop with its message."""
+    import jax
+
+    from scicot_jax.runtime import multihost
+
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if jax.process_index() == 0:
+            try:
+                stack.enter_context(owner.own(out))
+            except owner.RunDirBusy as e:
+                refused = str(e)
+        refused = multihost.allgather_objects(refused)[0]
+        if refused:
+            raise owner.RunDirBusy(refused)
+        yield
+
+
 def _fail(e: BaseException) -> None:
     """An expected failure: one line on stderr, exit 2 (README "Exit codes")."""
     print(f"run_pipeline.py: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -386,9 +409,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     maybe_initialize_distributed()  # on a pod (TPU VM workers, SLURM, ...): before any jax use
     t0 = time.time()
     try:
-        res = run_pipeline(cfg, redo=tuple(args.redo))
+        with _owning(cfg.out):
+            res = run_pipeline(cfg, redo=tuple(args.redo))
     except SourceError as e:  # a missing or bad data file: one line, no traceback
         raise SystemExit(f"run_pipeline.py: error: {e}") from None
+    except owner.RunDirBusy as e:
+        _fail(e)
     print((as_path(cfg.out) / "results.md").read_text())
     print(f"run directory: {as_path(cfg.out)}  ({time.time() - t0:.0f}s)")
     if args.cmd == "demo":
