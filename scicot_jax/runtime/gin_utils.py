@@ -15,7 +15,7 @@ import gin
 from scicot_jax import disk_full
 from scicot_jax.files import atomic_write
 from scicot_jax.paths import PathLike, as_path
-from scicot_jax.runtime import gin_checks, quiet_failure
+from scicot_jax.runtime import deadlines, gin_checks, quiet_failure
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,8 @@ def console_main(main: Any, prog: str) -> None:
     """Runs a binary's `main(sys.argv)` and exits: an expected failure is one stderr line.
 
     0 done; 1 training stopped on a non-finite loss; 2 bad flags, gin, task, checkpoint or
-    input; 75 preempted by SIGTERM after saving a checkpoint (a re-run resumes).
+    input; 74 storage unreachable past its deadline; 75 preempted by SIGTERM (a checkpoint
+    saved, or "no checkpoint saved: storage unreachable"); 130 Ctrl-C. A re-run resumes.
     """
     import sys
 
@@ -287,6 +288,14 @@ def console_main(main: Any, prog: str) -> None:
         print(f"{prog}: error: {e}", file=sys.stderr)
         quiet_failure.silence_exit_noise()
         sys.exit(EXIT_FAILED)
+    except deadlines.StorageError as e:  # before OSError: an outage, not a bad config
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        quiet_failure.silence_exit_noise()
+        sys.exit(deadlines.EXIT_STORAGE)
+    except KeyboardInterrupt:
+        print(f"{prog}: error: interrupted (Ctrl-C); a re-run resumes", file=sys.stderr)
+        quiet_failure.silence_exit_noise()
+        sys.exit(deadlines.EXIT_INTERRUPTED)
     except (ValueError, OSError, NoReadableCheckpointError) as e:
         msg = str(e).split("\n  In call to configurable")[0]  # gin's context, not the cause
         if disk_full.is_full_disk(e):
