@@ -25,8 +25,9 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
 def storage_deadline_s() -> float:
-    """Longest one storage call may take (SCICOT_STORAGE_DEADLINE_S, default 300 s)."""
-    return float(os.environ.get("SCICOT_STORAGE_DEADLINE_S", 300))
+    """Longest one storage call may take (SCICOT_STORAGE_DEADLINE_S, default 600 s: a large
+    checkpoint's save to healthy storage takes minutes, a hung one forever)."""
+    return float(os.environ.get("SCICOT_STORAGE_DEADLINE_S", 600))
 
 
 def shutdown_grace_s() -> float:
