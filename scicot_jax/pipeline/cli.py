@@ -25,6 +25,7 @@ from scicot_jax.pipeline.config import (
     TEACHER_BACKENDS,
     PipelineConfig,
 )
+from scicot_jax.runtime import deadlines
 from scicot_jax.runtime.gin_utils import setup_logging
 
 
@@ -415,6 +416,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"run_pipeline.py: error: {e}") from None
     except owner.RunDirBusy as e:
         _fail(e)
+    except deadlines.StorageError as e:  # a training stage's storage stopped answering
+        print(f"run_pipeline.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        raise SystemExit(deadlines.EXIT_STORAGE) from None
     print((as_path(cfg.out) / "results.md").read_text())
     print(f"run directory: {as_path(cfg.out)}  ({time.time() - t0:.0f}s)")
     if args.cmd == "demo":
