@@ -43,6 +43,7 @@ setup(
         "orbax-checkpoint>=0.10",
         "etils[epath]>=1.7",  # one path type for local and gs:// paths
         "gcsfs>=2024.2",  # epath's gs:// backend (honours STORAGE_EMULATOR_HOST)
+        "google-cloud-storage>=2.14",  # the gs:// run-dir lease (generation preconditions)
         "tensorstore>=0.1.60",  # t5x checkpoints' zarr arrays
         "seqio>=0.0.19",
         "tensorflow-datasets>=4.9.6",

@@ -99,7 +99,9 @@ def run(
     out_dir = (
         as_path(output_dir) if output_dir else model_dir_of(checkpoint_path) / "inference_eval"
     )
-    writer = MetricsWriter(out_dir)
+    if not as_path(checkpoint_path).exists():
+        raise FileNotFoundError(f"CHECKPOINT_PATH {checkpoint_path}: no such checkpoint")
+    writer = None  # made with the first metrics: a failed load leaves no empty output dir
     results: dict[int, dict[str, float]] = {}
     try:
         for step, step_dir in checkpoint_steps(checkpoint_path, steps):
@@ -123,10 +125,12 @@ def run(
                 )
             log.info("step %d: %s", step, metrics)
             results[step] = metrics
+            writer = writer or MetricsWriter(out_dir)
             writer.write(step, metrics)
             task_eval.write_t5x_outputs(out_dir, step, metrics, rows)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     return results
 
 

@@ -93,7 +93,8 @@ def _check_eval(trained):
     assert sorted(res) == [2, 4]
     out = model_dir / "inference_eval"  # t5x's default output dir; train's eval wrote step 4
     lines = [json.loads(line) for line in (out / f"{TASK}-metrics.jsonl").open()]
-    assert [r["step"] for r in lines] == [4, 2, 4] and "accuracy" in lines[-1]
+    # one line per step: eval's step 4 replaced train's (no duplicate step rows)
+    assert [r["step"] for r in lines] == [2, 4] and "accuracy" in lines[-1]
     assert lines[-1]["accuracy"] == res[4][f"{TASK}/accuracy"]
     preds = [json.loads(line) for line in (out / f"{TASK}-000004.jsonl").open()]
     assert len(preds) == 4 and {"input", "prediction", "target", "score"} <= set(preds[0])

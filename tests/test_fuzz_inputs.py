@@ -1,4 +1,5 @@
-"""Fuzzing the files users hand us: --input JSONL, task cards, review files, rationale stores.
+"""Fuzzing the files users hand us: --input JSONL, task cards, review files, rationale stores,
+and the --gin.KEY=VALUE bindings of the train binary.
 
 Thousands of generated malformed inputs (hypothesis, derandomized): each is accepted, or refused
 with an error of the module's own type that names the file (and the line, where there is one);
@@ -379,3 +380,67 @@ def test_fuzz_rationale_store(tmp_path):
         warnings.simplefilter("ignore")  # crash repair of a cut last line warns
         case()
     print(f"rationale stores: {CASES['store']} cases, {CASES['store refused']} refused")
+
+
+# -- gin bindings (train binary) ----------------------------------------------------------
+def _pos_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+_GIN_ORACLE = {  # macro: which values the train binary can use
+    "BATCH_SIZE": _pos_int,
+    "CHECKPOINT_PERIOD": _pos_int,
+    "TRAIN_STEPS": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "EVAL_PERIOD": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "LEARNING_RATE": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "USE_HARDWARE_RNG": lambda v: isinstance(v, bool),
+    "MODEL_DIR": lambda v: isinstance(v, str),
+    "RANDOM_SEED": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "TASK_FEATURE_LENGTHS": lambda v: (
+        isinstance(v, dict) and all(isinstance(k, str) and _pos_int(x) for k, x in v.items())
+    ),
+}
+_gin_literal = st.one_of(
+    st.integers(-3, 2**40).map(str),
+    st.floats(-10, 10, allow_nan=False).map(repr),
+    st.sampled_from(["None", "True", "False", "'x'", "'eight'", "[]", "()", "{}", "1e3"]),
+    st.dictionaries(
+        st.sampled_from(["inputs", "targets", "x"]), st.integers(-2, 99), max_size=2
+    ).map(repr),
+    st.lists(st.integers(0, 9), max_size=3).map(repr),
+    st.text(alphabet="()[]{}'\"=,:%@.ab1 \\#", max_size=8),  # mostly broken syntax
+)
+
+
+def test_fuzz_gin_bindings():
+    """Each --gin.KEY=VALUE the CLI builds is accepted only when usable, else one named line."""
+    import gin
+    from scicot_jax.runtime import gin_checks, gin_utils
+    from scicot_jax.train import cli
+
+    @_settings(600)
+    @given(key=st.sampled_from(sorted(_GIN_ORACLE)), text=_gin_literal)
+    def check(key, text):
+        CASES["gin"] += 1
+        _, bindings = gin_utils.parse_args(["scicot-train", f"--gin.{key}={text}"], "fuzz")
+        base = ["MODEL_DIR = '/tmp/x'", "MIXTURE_OR_TASK_NAME = 'scicot:x'"]
+        try:
+            gin_utils.parse_gin(["models/tiny.gin", "runs/finetune.gin"], [*base, *bindings])
+            value = gin.query_parameter(f"{key}/macro.value")
+            gin_checks.check_config(cli.run)
+            accepted = True
+        except gin_checks.GinValueError as e:
+            msg, accepted = str(e), False
+            CASES["gin refused"] += 1
+            assert "\n" not in msg and "Traceback" not in msg
+            if msg.startswith("gin binding"):
+                assert repr(bindings[0]) in msg, msg  # unparsable: the binding is quoted
+                return
+            assert msg.startswith(key), msg  # a wrong value: named by the macro the user set
+        finally:
+            gin.clear_config()
+        if not isinstance(value, gin.config.ConfigurableReference):  # %X / @f(): not judged
+            assert accepted == _GIN_ORACLE[key](value), (key, text, value)
+
+    check()
+    print(f"gin bindings: {CASES['gin']} cases, {CASES['gin refused']} refused")

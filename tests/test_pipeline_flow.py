@@ -300,3 +300,38 @@ def test_verbose_info_lines_reach_stderr_after_an_import_logged_a_warning(tmp_pa
     )
     assert "stop here" in r.stderr, r.stderr[-2000:]
     assert "info line reached stderr" in r.stderr, r.stderr[-2000:]
+
+
+def test_truncated_predictions_redo_the_eval_and_a_moved_cache_keeps_the_teacher(
+    tmp_path, monkeypatch
+):
+    """A damaged output of a finished step is redone (results.json recomputed, not the old
+    accuracy kept); the teacher's --cache path is no input of its result."""
+    from dataclasses import replace
+
+    monkeypatch.setattr(teacher_step, "run", fake_teacher)
+    cfg = PipelineConfig(
+        task="synthetic_mc",
+        out=str(tmp_path / "run"),
+        methods=("baseline", "finetune_cot:1"),
+        limits={"train": 8, "validation": 4, "test": 4},
+        student=StudentConfig(steps=1),
+    )
+    first = run_mod.Pipeline(cfg, FakeStudent(), log=lambda s: None).run()
+    preds = Path(cfg.out) / "eval_baseline" / "predictions_test.jsonl"
+    whole = preds.read_text()
+    preds.write_text(whole.splitlines(keepends=True)[0])  # truncated to one row
+    logged = []
+    again = run_mod.Pipeline(cfg, FakeStudent(), log=logged.append).run()
+    assert any(x.startswith("[redo] eval_baseline:") and str(preds) in x for x in logged)
+    assert "eval_baseline" not in again["skipped_steps"]
+    assert preds.read_text() == whole
+    recorded = json.loads((Path(cfg.out) / "results.json").read_text())["methods"]
+    assert {k: v["accuracy"] for k, v in recorded.items()} == {
+        k: v["accuracy"] for k, v in first["methods"].items()
+    }
+
+    moved = replace(cfg, teacher=replace(cfg.teacher, cache=str(tmp_path / "elsewhere.sqlite")))
+    third = run_mod.Pipeline(moved, FakeStudent(), log=lambda s: None).run()
+    assert any(s.startswith("teacher_") for s in third["steps"])
+    assert set(third["skipped_steps"]) == set(third["steps"])

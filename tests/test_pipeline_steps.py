@@ -36,3 +36,46 @@ def test_crashed_step_runs_again(tmp_path):
         "partial_seen": True
     }
     assert r.is_done("b")
+
+
+def _writer(calls):
+    def work(d):
+        calls.append(d.name)
+        (d / "sub").mkdir(exist_ok=True)
+        (d / "sub" / "predictions.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
+        return {"n": len(calls)}
+
+    return work
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda d: (d / "sub/predictions.jsonl").write_text('{"a": 1}\n'), "predictions.jsonl"),
+        (lambda d: (d / "sub/predictions.jsonl").write_text('{"a": 1}\n{"a": 3}\n'), "SHA-256"),
+        (lambda d: (d / "sub/predictions.jsonl").unlink(), "predictions.jsonl is missing"),
+        (lambda d: (d / "DONE.json").write_text("{garbage"), "DONE.json is damaged"),
+        (lambda d: (d / "DONE.json").write_bytes(b"\xff\xfe"), "DONE.json is damaged"),
+        (lambda d: (d / "DONE.json").write_text('{"result": 3}'), "DONE.json is damaged"),
+    ],
+)
+def test_damaged_finished_step_runs_again_naming_the_file(tmp_path, damage, named):
+    calls, logged = [], []
+    work = _writer(calls)
+    assert StepRunner(tmp_path, log=logged.append).run("a", work) == {"n": 1}
+    damage(tmp_path / "a")
+    assert StepRunner(tmp_path, log=logged.append).run("a", work) == {"n": 2}
+    redo = [x for x in logged if x.startswith("[redo] a:")]
+    assert len(redo) == 1 and named in redo[0], logged
+    assert (tmp_path / "a/sub/predictions.jsonl").read_text().count("\n") == 2
+    assert StepRunner(tmp_path, log=logged.append).run("a", work) == {"n": 2}  # trusted again
+
+
+def test_files_added_after_a_step_finished_are_not_its_outputs(tmp_path):
+    calls = []
+    StepRunner(tmp_path, log=lambda s: None).run("a", _writer(calls))
+    (tmp_path / "a/infer").mkdir()
+    (tmp_path / "a/infer/later.jsonl").write_text("{}\n")  # e.g. a later step's infer files
+    (tmp_path / "a/sub/.writer.lock").write_text("")
+    StepRunner(tmp_path, log=lambda s: None).run("a", _writer(calls))
+    assert calls == ["a"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import jax
@@ -14,6 +15,24 @@ from scicot_jax.paths import Path, PathLike, as_path
 Params = dict[str, Any]
 PARAMS_DIR = "params"
 CONFIG_FILE = "config.json"
+ITEM_DIRS = ("params", "opt_state")  # pytree items of a step (or a save_params dir)
+
+
+class _ItemMetadataNoise(logging.Filter):
+    """Orbax looks for a checkpoint-level _CHECKPOINT_METADATA inside an item directory
+    (`<step>/params`) and warns on every load that it is missing: it never is there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "Metadata file does not exist: %s" or not record.args:
+            return True
+        return Path(str(record.args[0])).parent.name not in ITEM_DIRS
+
+
+def quiet_item_metadata_warning() -> None:
+    """Installs the filter once on the logger orbax warns through (absl's)."""
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _ItemMetadataNoise) for f in logger.filters):
+        logger.addFilter(_ItemMetadataNoise())
 
 
 def save_params(path: PathLike, params: Params, config: T5Config, *, force: bool = False) -> Path:
@@ -75,6 +94,7 @@ def restore_tree(directory: PathLike, *, shardings: Any = None) -> Any:
     """
     import orbax.checkpoint as ocp
 
+    quiet_item_metadata_warning()
     target = as_path(directory)
     tree = tree_metadata(target)
     with ocp.StandardCheckpointer() as checkpointer:

@@ -10,20 +10,23 @@ A run directory is resumable: running the same command again skips finished step
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 from scicot_jax.clihelp import show_defaults
 from scicot_jax.paths import as_path
+from scicot_jax.pipeline import owner
 from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
 from scicot_jax.pipeline.config import (
     TEACHER_BACKENDS,
     PipelineConfig,
 )
+from scicot_jax.runtime import deadlines
 from scicot_jax.runtime.gin_utils import setup_logging
 
 
@@ -350,12 +353,42 @@ def _parser() -> argparse.ArgumentParser:
     return show_defaults(p)
 
 
+@contextlib.contextmanager
+def _owning(out: str) -> Iterator[None]:
+    """Process 0 owns --out for the run (owner.own); on a pod every process learns if it
+    could not, and all stop with its message."""
+    import jax
+
+    from scicot_jax.runtime import multihost
+
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if jax.process_index() == 0:
+            try:
+                stack.enter_context(owner.own(out))
+            except owner.RunDirBusy as e:
+                refused = str(e)
+        refused = multihost.allgather_objects(refused)[0]
+        if refused:
+            raise owner.RunDirBusy(refused)
+        yield
+
+
+def _fail(e: BaseException) -> None:
+    """An expected failure: one line on stderr, exit 2 (README "Exit codes")."""
+    print(f"run_pipeline.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Parse, run, print the results table and the run directory; returns the results."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     setup_logging("INFO" if getattr(args, "verbose", False) else "WARNING")
     if args.cmd == "accuracy":
-        return _accuracy(args)
+        try:
+            return _accuracy(args)
+        except (ValueError, OSError) as e:  # a damaged predictions file: file:line, one line
+            _fail(e)
     if args.cmd == "demo" and args.seeds:
         return _demo_seeds(args)
     if args.cmd == "demo":
@@ -364,6 +397,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         cfg = demo_config(args.out, args.seed, args.pack)
     else:
         cfg = config_from_args(args)
+        try:  # before --out exists: a typo in a method or card name leaves nothing behind
+            cfg.method_specs()
+            from scicot_jax.data.cards import load_card
+
+            load_card(cfg.task)
+        except (ValueError, OSError) as e:
+            _fail(e)
     from scicot_jax.data.sources import SourceError
     from scicot_jax.pipeline.run import run_pipeline
     from scicot_jax.runtime.partitioning import maybe_initialize_distributed
@@ -371,9 +411,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     maybe_initialize_distributed()  # on a pod (TPU VM workers, SLURM, ...): before any jax use
     t0 = time.time()
     try:
-        res = run_pipeline(cfg, redo=tuple(args.redo))
+        with _owning(cfg.out):
+            res = run_pipeline(cfg, redo=tuple(args.redo))
     except SourceError as e:  # a missing or bad data file: one line, no traceback
         raise SystemExit(f"run_pipeline.py: error: {e}") from None
+    except owner.RunDirBusy as e:
+        _fail(e)
+    except deadlines.StorageError as e:  # a training stage's storage stopped answering
+        print(f"run_pipeline.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        raise SystemExit(deadlines.EXIT_STORAGE) from None
     print((as_path(cfg.out) / "results.md").read_text())
     print(f"run directory: {as_path(cfg.out)}  ({time.time() - t0:.0f}s)")
     if args.cmd == "demo":

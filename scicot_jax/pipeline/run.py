@@ -132,7 +132,7 @@ class Pipeline:
                 t, self.card, prompt, samples, self.examples("train"), d, temperature, self.cfg.seed
             ),
             inputs={
-                "teacher": t.__dict__,
+                "teacher": teacher_step.result_inputs(t),
                 "prompt": prompt,
                 "temperature": temperature,
                 "samples": samples,

@@ -1,6 +1,8 @@
 """Resumable pipeline steps: each step owns a directory in the run dir and a DONE marker.
 
-A step whose ``<run_dir>/<name>/DONE.json`` exists is skipped and its recorded result returned.
+A step whose ``<run_dir>/<name>/DONE.json`` exists is skipped and its recorded result returned,
+once the size and SHA-256 of every file it wrote (recorded in the marker) still match; a damaged
+output or marker makes the step run again from scratch, naming the file.
 A step that crashed part-way has a directory but no marker and runs again; steps that can
 resume internally (the teacher's exactly-once store, the trainer's checkpoints) pick up there.
 The marker records a fingerprint of the step's inputs: re-running a finished step with
@@ -36,6 +38,58 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _outputs(d: Path) -> list[Path]:
+    # lock files hold no result and are recreated by readers
+    return sorted(
+        p for p in d.rglob("*") if p.is_file() and p.name != MARKER and not p.name.endswith(".lock")
+    )
+
+
+def output_records(d: Path) -> dict[str, list]:
+    """{path relative to the step dir: [size, sha256]} of every file the step wrote."""
+    return {str(p.relative_to(d)): [p.stat().st_size, _sha256(p)] for p in _outputs(d)}
+
+
+def damaged(d: Path) -> str | None:
+    """Why the finished step in `d` cannot be trusted (its DONE.json or an output it recorded
+    is damaged or missing), or None. Files added after the step finished are not its outputs."""
+    marker = d / MARKER
+    try:
+        done = json.loads(marker.read_text())
+        if not isinstance(done, dict) or not isinstance(done.get("result"), dict):
+            raise ValueError("not a step record")
+        float(done["seconds"])
+        str(done["fingerprint"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        return f"{marker} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+    records = done.get("outputs")
+    if records is None:  # written before steps recorded their outputs: nothing to check
+        return None
+    if not isinstance(records, dict):
+        return f"{marker} is damaged (outputs is not a mapping)"
+    for rel, rec in records.items():
+        p = d / rel
+        if not p.is_file():
+            return f"{p} is missing"
+        try:
+            size, digest = rec
+        except (TypeError, ValueError):
+            return f"{marker} is damaged (outputs[{rel!r}] is {rec!r})"
+        if p.stat().st_size != size:
+            return f"{p} is damaged ({p.stat().st_size} bytes, {size} when the step finished)"
+        if _sha256(p) != digest:
+            return f"{p} is damaged (its SHA-256 differs from the one recorded when it finished)"
+    return None
+
+
 class StepRunner:
     """Runs named steps inside ``run_dir``, skipping those already finished."""
 
@@ -67,6 +121,10 @@ class StepRunner:
         fp = fingerprint(inputs)
         if name in self.redo and d.exists():
             shutil.rmtree(d)
+        damage = damaged(d) if marker.exists() else None
+        if damage:  # a finished step whose outputs no longer prove themselves: run it again
+            self.log(f"[redo] {name}: {damage}")
+            shutil.rmtree(d)
         if marker.exists():
             done = json.loads(marker.read_text())
             if done.get("fingerprint") != fp:
@@ -94,6 +152,7 @@ class StepRunner:
                 "seconds": seconds,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "result": result,
+                "outputs": output_records(d),
             },
         )
         self.timings[name] = seconds

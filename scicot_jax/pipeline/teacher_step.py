@@ -32,6 +32,12 @@ def describe(t: TeacherConfig) -> str:
     return f"live {t.backend} model {t.model}" + (f" at {t.base_url}" if t.base_url else "")
 
 
+def result_inputs(t: TeacherConfig) -> dict:
+    """The teacher settings that change the step's result (its fingerprint): where the request
+    cache lives does not, so a moved cache keeps the finished step (None, as before it was set)."""
+    return {**t.__dict__, "cache": None}
+
+
 def check_replay_degree(
     recordings: dict[str, list], examples: Sequence[Example], prompt: str, samples: int
 ) -> None:

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from scicot_jax.model import checkpoint_io
 from scicot_jax.paths import Path, PathLike, as_path
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Checkpoints:
         `<step>.corrupt-<time>`; if no step is readable, NoReadableCheckpointError (nothing
         renamed) rather than a silent restart from step 0.
         """
+        checkpoint_io.quiet_item_metadata_warning()
         unreadable: list[tuple[int, str]] = []
         for step in reversed(self.all_steps()):
             step_dir = self.directory / str(step)
@@ -210,6 +212,7 @@ def read_meta(step_dir: PathLike) -> dict:
 
 def restore_item(step_dir: PathLike, name: str, abstract: Any) -> Any:
     """One pytree item (`params`, `opt_state`) of a trainer step, restored onto `abstract`."""
+    checkpoint_io.quiet_item_metadata_warning()
     with ocp.StandardCheckpointer() as checkpointer:
         return checkpointer.restore(as_path(step_dir) / name, abstract)
 

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import gin
+from scicot_jax import disk_full
 from scicot_jax.clihelp import show_defaults
 from scicot_jax.data.seqio_feed import DatasetConfig
 from scicot_jax.files import atomic_write
 from scicot_jax.model import T5Config
 from scicot_jax.paths import PathLike, as_path
 from scicot_jax.resources import resource_dir
+from scicot_jax.runtime import deadlines, gin_checks, quiet_failure
 from scicot_jax.runtime.checkpoints import NoReadableCheckpointError
 from scicot_jax.runtime.failures import RunFailed
 
@@ -187,9 +189,9 @@ def parse_gin(
     _READ_MACROS.clear()
     try:  # one file at a time: a macro read by a binding that a later file overrides counts
         for f in resolved:
-            gin.parse_config_file(f)
+            gin_checks.parse_file(f)
             _READ_MACROS.update(_macros_read())
-        gin.parse_config(list(bindings))
+        gin_checks.parse_bindings(list(bindings))  # one at a time: a bad one is named
         _READ_MACROS.update(_macros_read())
     finally:
         logging.getLogger().removeFilter(quiet)
@@ -255,14 +257,35 @@ def run_binary(
             bindings.append(f"{param} = {getattr(args, flag)!r}")
     setup_logging(args.log_level)
     apply_t5x_flags(args)
-    parse_gin(args.gin_file, bindings, args.gin_search_paths)
     try:
+        parse_gin(args.gin_file, bindings, args.gin_search_paths)
         if model_param:
             _bind_model(model_param)
         check_macros_used()
+        gin_checks.check_config(run)  # wrong types, missing or out-of-range values: one line
         return run()
+    except Exception as e:
+        if disk_full.is_full_disk(e):  # the error often names no file: name the output dir
+            e.scicot_where = _output_dir()
+        raise
     finally:
         gin.clear_config()
+
+
+def _output_dir() -> str | None:
+    """Where the binary being run writes (MODEL_DIR, EVAL_OUTPUT_DIR, INFER_OUTPUT_DIR)."""
+    from gin.config import ConfigurableReference
+
+    for query in ("train.model_dir", "evaluate.output_dir", "infer.output_dir"):
+        try:
+            v = gin.query_parameter(query)
+            while isinstance(v, ConfigurableReference) and v.scoped_selector.endswith("/gin.macro"):
+                v = gin.query_parameter(v.scoped_selector.rsplit("/", 1)[0] + "/macro.value")
+        except ValueError:
+            continue
+        if isinstance(v, str | os.PathLike):
+            return str(v)
+    return None
 
 
 # Exit codes of the train/eval/infer binaries (README "Exit codes").
@@ -273,18 +296,32 @@ def console_main(main: Any, prog: str) -> None:
     """Runs a binary's `main(sys.argv)` and exits: an expected failure is one stderr line.
 
     0 done; 1 training stopped on a non-finite loss; 2 bad flags, gin, task, checkpoint or
-    input; 75 preempted by SIGTERM after saving a checkpoint (a re-run resumes).
+    input; 74 storage unreachable past its deadline; 75 preempted by SIGTERM (a checkpoint
+    saved, or "no checkpoint saved: storage unreachable"); 130 Ctrl-C. A re-run resumes.
     """
     import sys
 
+    quiet_failure.install_log_filter()
     try:
         result = main(sys.argv)
     except RunFailed as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        quiet_failure.silence_exit_noise()
         sys.exit(EXIT_FAILED)
+    except deadlines.StorageError as e:  # before OSError: an outage, not a bad config
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        quiet_failure.silence_exit_noise()
+        sys.exit(deadlines.EXIT_STORAGE)
+    except KeyboardInterrupt:
+        print(f"{prog}: error: interrupted (Ctrl-C); a re-run resumes", file=sys.stderr)
+        quiet_failure.silence_exit_noise()
+        sys.exit(deadlines.EXIT_INTERRUPTED)
     except (ValueError, OSError, NoReadableCheckpointError) as e:
         msg = str(e).split("\n  In call to configurable")[0]  # gin's context, not the cause
+        if disk_full.is_full_disk(e):
+            msg = disk_full.full_disk_message(e, getattr(e, "scicot_where", None))
         print(f"{prog}: error: {' '.join(msg.split())}", file=sys.stderr)
+        quiet_failure.silence_exit_noise()
         sys.exit(EXIT_BAD_CONFIG)
     sys.exit(EXIT_PREEMPTED if getattr(result, "preempted", False) else EXIT_DONE)
 

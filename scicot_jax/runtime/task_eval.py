@@ -108,6 +108,15 @@ def _row_correct(task: Any, target: str, pred: str) -> bool | None:
     return bool(values) and float(getattr(values[0], "value", values[0])) == 100.0
 
 
+def _logged_step(line: str) -> int | None:
+    """The step of a `{task}-metrics.jsonl` line (None: not a step line; it is kept)."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value.get("step") if isinstance(value, dict) else None
+
+
 def write_t5x_outputs(
     out_dir: PathLike,
     step: int,
@@ -129,8 +138,10 @@ def write_t5x_outputs(
         mine = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.split("/")[0] == task}
         if mine:
             path = out / f"{task}-metrics.jsonl"
-            old = path.read_text() if path.exists() else ""
-            atomic_write(path, old + json.dumps({"step": step, **mine}) + "\n")
+            old = path.read_text().splitlines(keepends=True) if path.exists() else []
+            # a re-run of a step replaces its line rather than adding a second one
+            kept = "".join(x for x in old if _logged_step(x) != step)
+            atomic_write(path, kept + json.dumps({"step": step, **mine}) + "\n")
         if write_n_results == 0:
             continue
         keys = ("input", "target", "prediction", "score", "split", "parsed", "gold", "correct")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -248,6 +249,39 @@ def _serve(server: object) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        code = _main(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # `report | head`: the reader has what it wanted
+        _stdout_to_devnull()
+        return 0
+    except Exception as e:
+        from scicot_jax import disk_full
+
+        if not disk_full.is_full_disk(e):
+            raise
+        msg = disk_full.full_disk_message(e, _full_path(args, e))
+        print(f"scicot-teacher: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def _stdout_to_devnull() -> None:
+    """Python flushes stdout again at exit: point it at /dev/null so that cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _full_path(args: argparse.Namespace, e: BaseException) -> str | None:
+    """Which of the run's outputs a full disk stopped: SQLite's words mean the cache."""
+    sqlite_full = "database or disk is full" in str(e) or "database or disk is full" in str(
+        e.__cause__
+    )
+    path = getattr(args, "cache", None) if sqlite_full else getattr(args, "out", None)
+    return str(path) if path else None
+
+
+def _main(args: argparse.Namespace) -> int:
     from scicot_jax.data.cards import CardError
     from scicot_jax.data.sources import SourceError
     from scicot_jax.data.store import StoreError
@@ -315,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     batch_faults=_batch_faults(args),
                 )
             )
+    except BrokenPipeError:
+        raise  # not a failure of the run: main() ends quietly
     except (
         InputError,
         RunMismatch,
@@ -327,7 +363,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         OSError,
         ValueError,
     ) as e:
-        print(f"scicot-teacher: error: {e}", file=sys.stderr)
+        from scicot_jax import disk_full
+
+        msg = (
+            disk_full.full_disk_message(e, _full_path(args, e)) if disk_full.is_full_disk(e) else e
+        )
+        print(f"scicot-teacher: error: {msg}", file=sys.stderr)
         return 2
     except TeacherError as e:  # cancel: the provider refused or is unreachable
         print(f"scicot-teacher: error: {e}", file=sys.stderr)

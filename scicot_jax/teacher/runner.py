@@ -17,6 +17,7 @@ import os
 import queue
 import signal
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from scicot_jax import disk_full
 from scicot_jax.data import grading
 from scicot_jax.data.cards import TaskCard, load_card
 from scicot_jax.data.examples import Example
@@ -262,7 +264,10 @@ class Writer(threading.Thread):
                 # killed run's counters then lag its records by at most that second.
                 now = time.monotonic()
                 if ok or failed or done or now - saved >= 1.0:
-                    cache.write_batch(ok, failed, self.stats)
+                    try:
+                        cache.write_batch(ok, failed, self.stats)
+                    except Exception as e:  # SQLite's "disk is full" names no file
+                        raise disk_full.naming(e, self.cache_path) from e
                     saved = now
                 entries: list[tuple[Key, bytes]] = []
                 for b in items:  # in queue order
@@ -270,7 +275,10 @@ class Writer(threading.Thread):
                         entries += b.answered.entries
                     entries += [(r.key, encode_record(r)) for r in b.records]
                 if entries:
-                    self.store.extend_encoded(entries)
+                    try:
+                        self.store.extend_encoded(entries)
+                    except OSError as e:
+                        raise disk_full.naming(e, self.store.records_path) from e
                     crash_point("records")
                     if self.tally is not None:
                         for b in items:
@@ -950,7 +958,10 @@ class TeacherRun:
             except RuntimeError as e:
                 error = error or e
                 self.status, self.message = "error", scrub(str(e), self._key)
-            self.cache.release_leases(self.invocation)
+            try:  # leases expire by themselves: a full disk here must not hide the cause
+                self.cache.release_leases(self.invocation)
+            except sqlite3.OperationalError as e:
+                error = error or disk_full.naming(e, self.cache.path)
             if self.status == "complete" and self.stats.jobs_failed:
                 self.status = "failures"
                 causes = ", ".join(f"{n} {c}" for c, n in self._causes.most_common())
@@ -972,7 +983,11 @@ class TeacherRun:
                 message=self.message,
                 stats=self.stats.to_json(),
             )
-            self.store.update_manifest(invocations=invocations)
+            try:
+                self.store.update_manifest(invocations=invocations)
+            except OSError as e:
+                if error is None or not disk_full.is_full_disk(e):
+                    raise
             self.store.close()
             self.store.release_index()  # done writing: the summary's pass needs the memory
         if error is not None:

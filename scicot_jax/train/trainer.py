@@ -19,6 +19,7 @@ import numpy as np
 
 from scicot_jax.paths import as_path
 from scicot_jax.progress import StepProgress
+from scicot_jax.runtime import deadlines
 from scicot_jax.runtime import partitioning as part
 from scicot_jax.runtime.checkpoints import Checkpoints
 from scicot_jax.runtime.failures import RunFailed
@@ -123,10 +124,21 @@ class _StopFlag:
             signal.signal(signal.SIGTERM, self._old)
 
 
-def train(
+def train(config: TrainConfig, batches: Batches, **kw: Any) -> TrainResult:
+    """_train with every storage call and the life after SIGTERM/Ctrl-C bounded in time
+    (runtime.deadlines): an outage ends the run with one line instead of a hang."""
+    guard = deadlines.Guard().start(signals=config.handle_sigterm)
+    try:
+        return _train(config, batches, guard=guard, **kw)
+    finally:
+        guard.stop()
+
+
+def _train(
     config: TrainConfig,
     batches: Batches,
     *,
+    guard: deadlines.Guard,
     eval_batches: Callable[[], Any] | None = None,
     model_spec: ModelSpec | None = None,
     mesh: jax.sharding.Mesh | None = None,
@@ -151,12 +163,13 @@ def train(
     abs_params, abs_opt, rules = su.abstract_params, su.abstract_opt_state, su.rules
     rep, data_sh = su.replicated, su.data
 
-    ckpts = Checkpoints(
-        config.model_dir, keep=config.keep_checkpoints, async_save=config.async_checkpoints
-    )
-    restored = ckpts.restore_latest(
-        abstract_like(abs_params, p_sh), abstract_like(abs_opt, o_sh), _model_dict(spec.config)
-    )
+    with guard.storage("restore the latest checkpoint of", config.model_dir):
+        ckpts = Checkpoints(
+            config.model_dir, keep=config.keep_checkpoints, async_save=config.async_checkpoints
+        )
+        restored = ckpts.restore_latest(
+            abstract_like(abs_params, p_sh), abstract_like(abs_opt, o_sh), _model_dict(spec.config)
+        )
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         if restored:
             step0, params, opt_state, data_pos, _ = restored
@@ -177,12 +190,13 @@ def train(
             opt_state=opt_state,
         )
 
-    if on_start is not None:
-        on_start()
-    writer = MetricsWriter(as_path(config.model_dir) / "train")
-    eval_writer = (
-        MetricsWriter(as_path(config.model_dir) / "eval") if (eval_batches or eval_fn) else None
-    )
+    with guard.storage("write to", config.model_dir):
+        if on_start is not None:
+            on_start()
+        writer = MetricsWriter(as_path(config.model_dir) / "train")
+        eval_writer = (
+            MetricsWriter(as_path(config.model_dir) / "eval") if (eval_batches or eval_fn) else None
+        )
     stop = _StopFlag(config.handle_sigterm)
     prefetch = Prefetcher(open_batches(batches, consumed), data_sh, config.prefetch)
     last: dict[str, float] = {}
@@ -237,6 +251,10 @@ def train(
             return vals
 
         def save(s: int) -> None:
+            with guard.storage("save checkpoint", f"{ckpts.directory}/{s}"):
+                _save(s)
+
+        def _save(s: int) -> None:
             ckpts.save(
                 s,
                 state.params,
@@ -271,7 +289,8 @@ def train(
             if log_now and acc:
                 last = {k: float(np.mean([a[k] for a in acc])) for k in acc[-1]}
                 last.update(meter.measure())
-                writer.write(step, last)
+                with guard.storage("write metrics to", writer.dir):
+                    writer.write(step, last)
                 # `objective` is what the optimizer sees (summed unless LOSS_NORMALIZING_FACTOR
                 # normalizes it); `loss/token` the mean cross-entropy per target token.
                 log.info(
@@ -303,7 +322,8 @@ def train(
                     rules,
                 )
                 if eval_writer:
-                    eval_writer.write(step, last_eval)
+                    with guard.storage("write metrics to", eval_writer.dir):
+                        eval_writer.write(step, last_eval)
             if preempted:
                 log.warning("stopped by SIGTERM at step %d; checkpoint saved", step)
                 break
@@ -313,14 +333,16 @@ def train(
             bar.maybe_render(force=True)
         if step > step0 and ckpts.latest_step() != step:  # stopped early: data ran out
             save(step)
-        ckpts.wait()
+        with guard.storage("finish saving checkpoints in", ckpts.directory):
+            ckpts.wait()
     finally:
         stop.restore()
         prefetch.close()
-        writer.close()
-        if eval_writer:
-            eval_writer.close()
-        ckpts.close()
+        with guard.storage("close", config.model_dir):
+            writer.close()
+            if eval_writer:
+                eval_writer.close()
+            ckpts.close()
     return TrainResult(
         step, preempted, last, last_eval, str(ckpts.directory), state if return_state else None
     )

@@ -1,0 +1,177 @@
+"""One owner per pipeline run directory: a second run on the same --out is refused in one line.
+
+Local: an flock on `<out>/.owner` (the kernel releases it when the owner dies, however it dies);
+the file says who holds it. gs://: a lease object `<out>/.owner.json` written with generation
+preconditions (create only if absent; renew or take over only the generation read), renewed by
+a thread; an expired lease, or one whose owner process on this host is gone, passes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+from scicot_jax.files import try_lock
+from scicot_jax.paths import is_url
+
+log = logging.getLogger(__name__)
+
+LOCAL_FILE = ".owner"
+LEASE_OBJECT = ".owner.json"
+LEASE_TTL_S = 120.0  # a crashed owner's gs:// lease passes on after this long
+_GCS_TIMEOUT_S = 30.0  # each request: a lease call never waits on storage for long
+
+
+class RunDirBusy(RuntimeError):
+    """Another live run owns the run directory."""
+
+
+def _me(ttl: float) -> dict:
+    now = time.time()
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "owner_id": uuid.uuid4().hex,
+        "expires": now + ttl,
+    }
+
+
+def _busy(out: str, info: dict | None) -> RunDirBusy:
+    if not info:
+        return RunDirBusy(f"{out}: another run owns this run directory")
+    left = info.get("expires")
+    lease = f"; its lease ends in {max(0, left - time.time()):.0f}s unless renewed" if left else ""
+    return RunDirBusy(
+        f"{out}: another run owns this run directory (host {info.get('host')}, pid "
+        f"{info.get('pid')}, started {info.get('started')}{lease}); wait for it or stop it"
+    )
+
+
+def _dead_here(info: dict) -> bool:
+    """The owner ran on this host and its process is gone."""
+    if info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def own(out: str, ttl: float = LEASE_TTL_S) -> Iterator[dict]:
+    """Holds the run directory for the `with` body; raises RunDirBusy when another run does."""
+    if is_url(out):
+        with _gcs_lease(out, ttl) as info:
+            yield info
+        return
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, LOCAL_FILE)
+    fd = try_lock(path)
+    if fd is None:
+        raise _busy(out, _read_json(path))
+    try:
+        info = _me(ttl)
+        info.pop("expires")  # the kernel ends a local lock with its process
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield info
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _bucket_blob(url: str):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        client = storage.Client(project="local", credentials=AnonymousCredentials())
+    else:
+        client = storage.Client()
+    bucket, _, prefix = url.removeprefix("gs://").partition("/")
+    name = f"{prefix.rstrip('/')}/{LEASE_OBJECT}" if prefix else LEASE_OBJECT
+    return client.bucket(bucket), name
+
+
+@contextlib.contextmanager
+def _gcs_lease(out: str, ttl: float) -> Iterator[dict]:
+    from google.api_core import exceptions as gexc
+
+    bucket, name = _bucket_blob(out)
+    info = _me(ttl)
+    blob = bucket.blob(name)
+    try:
+        blob.upload_from_string(json.dumps(info), if_generation_match=0, timeout=_GCS_TIMEOUT_S)
+    except gexc.PreconditionFailed:
+        held = bucket.get_blob(name, timeout=_GCS_TIMEOUT_S)
+        other = json.loads(held.download_as_bytes(timeout=_GCS_TIMEOUT_S)) if held else None
+        if (
+            held is not None
+            and other
+            and time.time() < other.get("expires", 0)
+            and not (_dead_here(other))
+        ):
+            raise _busy(out, other) from None
+        log.warning("%s: taking over the lease of a finished or dead run (%s)", out, other)
+        generation = held.generation if held is not None else 0
+        try:
+            blob.upload_from_string(
+                json.dumps(info), if_generation_match=generation, timeout=_GCS_TIMEOUT_S
+            )
+        except gexc.PreconditionFailed:  # another run took it over first
+            raise _busy(out, _peek(bucket, name)) from None
+    stop = threading.Event()
+    renewer = threading.Thread(
+        target=_renew, args=(blob, info, ttl, stop), name="run-dir-lease", daemon=True
+    )
+    renewer.start()
+    try:
+        yield info
+    finally:
+        stop.set()
+        renewer.join(timeout=_GCS_TIMEOUT_S)
+        with contextlib.suppress(Exception):  # an unreleased lease simply expires
+            blob.delete(if_generation_match=blob.generation, timeout=_GCS_TIMEOUT_S)
+
+
+def _peek(bucket, name: str) -> dict | None:
+    try:
+        return json.loads(bucket.blob(name).download_as_bytes(timeout=_GCS_TIMEOUT_S))
+    except Exception:  # noqa: BLE001 - only for the message
+        return None
+
+
+def _renew(blob, info: dict, ttl: float, stop: threading.Event) -> None:
+    """Extends the lease every ttl/4 while the run lives (only the generation we wrote)."""
+    from google.api_core import exceptions as gexc
+
+    while not stop.wait(ttl / 4):
+        info["expires"] = time.time() + ttl
+        try:
+            blob.upload_from_string(
+                json.dumps(info), if_generation_match=blob.generation, timeout=_GCS_TIMEOUT_S
+            )
+        except gexc.PreconditionFailed:
+            log.error("the run directory lease was taken over by another run; stop this one")
+            return
+        except Exception as e:  # noqa: BLE001 - storage hiccup: the next renewal retries
+            log.warning("renewing the run directory lease failed (%s); retrying", e)

@@ -1,0 +1,50 @@
+"""An expected failure stays one line: library noise around it is cut to its message.
+
+Orbax logs each failed async-save thread's exception with its traceback (through absl), and at
+exit TensorBoard writers, orbax's event loops and their threads report the same I/O error again
+from atexit callbacks and threads. Once the binary has printed its one error line those add
+nothing but tracebacks; this module cuts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+_installed = False
+
+
+class _OneLineLibraryErrors(logging.Filter):
+    """Orbax's background-thread errors: the message once, without the traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "orbax" not in record.pathname or record.levelno < logging.ERROR:
+            return True
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        msg = record.getMessage().split("raised an exception: ", 1)[-1]
+        if msg in self._seen:  # every save thread reports the one cause again
+            return False
+        self._seen.add(msg)
+        return True
+
+
+def install_log_filter() -> None:
+    """Applies the filter to the loggers orbax reports through (absl's, orbax's own)."""
+    global _installed
+    if _installed:
+        return
+    f = _OneLineLibraryErrors()
+    for name in ("absl", "orbax"):
+        logging.getLogger(name).addFilter(f)
+    _installed = True
+
+
+def silence_exit_noise() -> None:
+    """After the error line: exceptions of atexit callbacks and dying threads are not shown."""
+    sys.unraisablehook = lambda unraisable: None
+    threading.excepthook = lambda args: None
