@@ -111,3 +111,19 @@ def test_cli_epochs_steps_and_paper_recipe(tmp_path):
     assert c.student.epochs == 3 and c.match == "steps"
     c = cfg("--task", "synthetic_mc", "--match", "rationale_student", "--scorer-steps", "7")
     assert c.match == "rationale_student" and c.student.scorer_steps == 7
+
+
+def test_run_defaults_are_the_demos_evidence(tmp_path, capsys):
+    """`run` without training flags trains as the demo whose figures the README reports (1,600
+    steps of batch 32, constant 3e-3 after warmup), and --help says so."""
+    from scicot_jax.pipeline.demo import demo_config
+
+    args = cli._parser().parse_args(["run", "--task", "synthetic_mc", "--out", str(tmp_path)])
+    got, demo = cli.config_from_args(args).student, demo_config(str(tmp_path)).student
+    for knob in ("steps", "batch_size", "learning_rate", "schedule", "warmup_fraction"):
+        assert getattr(got, knob) == getattr(demo, knob), knob
+    with pytest.raises(SystemExit):
+        cli._parser().parse_args(["run", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "default 1600, batch 32" in shown and "default 0.003" in shown
+    assert "(default constant:" in shown

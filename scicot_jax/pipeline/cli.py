@@ -22,8 +22,11 @@ from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
 from scicot_jax.pipeline.config import (
     TEACHER_BACKENDS,
     PipelineConfig,
+    StudentConfig,
 )
 from scicot_jax.runtime.gin_utils import setup_logging
+
+_D = StudentConfig()  # the defaults --help shows
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -108,7 +111,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--split-digits", action="store_true", help="task vocabulary spells numbers digit by digit"
     )
     s.add_argument("--init-checkpoint", help="initial checkpoint (orbax, trainer or HF dir)")
-    s.add_argument("--steps", type=int, help="training budget in steps (see --match)")
+    s.add_argument(
+        "--steps",
+        type=int,
+        help=f"training budget in steps (see --match; default {_D.steps}, batch {_D.batch_size})",
+    )
     s.add_argument(
         "--epochs",
         type=float,
@@ -129,11 +136,16 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--scorer-steps", type=int, help="each MoRSD probe's own steps (default --steps / 2)"
     )
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--optimizer", choices=("adamw", "adafactor"))
-    s.add_argument("--lr", type=float)
+    s.add_argument("--batch-size", type=int, help=f"default {_D.batch_size}")
+    s.add_argument("--optimizer", choices=("adamw", "adafactor"), help=f"default {_D.optimizer}")
+    s.add_argument("--lr", type=float, help=f"peak learning rate (default {_D.learning_rate:g})")
     s.add_argument("--weight-decay", type=float)
-    s.add_argument("--schedule", choices=("constant", "rsqrt", "linear", "cosine"))
+    s.add_argument(
+        "--schedule",
+        choices=("constant", "rsqrt", "linear", "cosine"),
+        help=f"after {100 * _D.warmup_fraction:g}%% linear warmup (default {_D.schedule}: a cosine "
+        "decay to zero left the demo's students at chance on some seeds)",
+    )
     s.add_argument("--inputs-length", type=int)
     s.add_argument("--targets-length", type=int)
     s.add_argument("--dropout", type=float, help="dropout rate while training (default 0)")
