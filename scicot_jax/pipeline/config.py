@@ -14,6 +14,9 @@ METHODS = ("baseline", "finetune_cot", "scicot")
 # Which teacher prompt each method learns from (Fine-tune-CoT: zero-shot CoT; Sci-CoT: the
 # teacher sees the correct answer).
 PROMPT_FOR = {"finetune_cot": "zero_shot_cot", "scicot": "answer_conditioned"}
+# Prompts that give the teacher the answer: its "accuracy" is the answers given (100 %), not a
+# teacher's skill; reports show its flawed-step rate beside it and plots draw no teacher line.
+ANSWERS_GIVEN = ("answer_conditioned",)
 TEACHER_BACKENDS = ("oracle", "replay", "gemini", "openai", "import")
 
 
