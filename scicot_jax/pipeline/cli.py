@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from scicot_jax.paths import as_path
+from scicot_jax.pipeline import presets
 from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
 from scicot_jax.pipeline.config import (
     TEACHER_BACKENDS,
@@ -49,6 +50,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task", help="task card name (see tasks/) or path to your own .toml card")
     g.add_argument("--out", help="run directory")
     g.add_argument("--config", help="JSON config (a run's config.json); flags override it")
+    g.add_argument(
+        "--preset",
+        choices=sorted(presets.PRESETS),
+        help="a paper's recipe for real cards (its methods and per-stage budgets; flags beside "
+        "it override): " + presets.help_text(),
+    )
     g.add_argument(
         "--methods",
         help="comma list: baseline, finetune_cot:D, scicot:D, "
@@ -210,6 +217,8 @@ def config_from_args(
             if not args.task or not args.out:
                 raise SystemExit("run: --task and --out are required (or --config)")
             base = PipelineConfig(task=args.task, out=args.out)
+    if args.preset:
+        base = presets.apply(base, args.preset)
     top = _given(
         task=args.task,
         out=args.out,
@@ -269,7 +278,8 @@ def config_from_args(
     if args.steps is not None and args.epochs is None:
         student["epochs"] = None  # --steps replaces a configured epoch budget
     elif args.steps is None and args.epochs is None and base.student.epochs is None:
-        student["epochs"] = paper_epochs(top.get("task", base.task))
+        if not base.preset:  # a preset's budget stands
+            student["epochs"] = paper_epochs(top.get("task", base.task))
     if args.clip_grad_norm is not None:
         student["clip_grad_norm"] = args.clip_grad_norm or None  # 0: no clipping
     if args.model:
@@ -288,13 +298,18 @@ def config_from_args(
         sel.setdefault("fraction", None)
     if "fraction" in sel and sel["fraction"] is not None:
         sel.setdefault("per_question", None)
-    return replace(
+    cfg = replace(
         base,
         **top,
         teacher=replace(base.teacher, **teacher),
         student=replace(base.student, **student),
         selection=replace(base.selection, **sel),
     )
+    try:
+        presets.check(cfg)
+    except ValueError as e:
+        raise SystemExit(f"run_pipeline.py: error: {e}") from None
+    return cfg
 
 
 def paper_epochs(task: str) -> float | None:

@@ -158,6 +158,7 @@ class PipelineConfig:
         per_question=1
     )  # MoRSD: best rationale per question
     seed: int = 0
+    preset: str | None = None  # the paper recipe applied (pipeline.presets), for the record
 
     def method_specs(self) -> list[MethodSpec]:
         specs = [MethodSpec.parse(m) for m in self.methods]

@@ -49,6 +49,14 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"(Fine-tune-CoT's, Sci-CoT's Stage 1) train {b.get('steps')} steps each; Sci-CoT's "
             "Stage 2 and MoRSD's probes are overhead, in their own columns.",
         ]
+    elif b.get("match") == "none":
+        preset = results["config"].get("preset")
+        lines += [
+            "",
+            "Budget: each stage trains to its own budget (no compute matching"
+            + (f"; the {preset} paper's recipe, --preset {preset}" if preset else "")
+            + "): steps, tokens and FLOPs per stage below.",
+        ]
     elif b:
         lines += [
             "",
