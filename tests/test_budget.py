@@ -173,3 +173,25 @@ def test_scicot_preset_trains_each_stage_its_own_steps(tmp_path):
     assert res["methods"]["baseline"]["stages"]["student"]["steps"] == 120
     md = (tmp_path / "run" / "results.md").read_text()
     assert "the scicot paper's recipe, --preset scicot" in md
+
+
+def test_morsd_preset_scores_with_the_pretrained_student_no_probes(tmp_path):
+    """The MoRSD recipe: RD comes from the pretrained student itself; no probe is trained."""
+    from scicot_jax.pipeline import presets
+
+    cfg = presets.apply(
+        PipelineConfig(
+            task="synthetic_compass",
+            out=str(tmp_path / "run"),
+            limits={"train": 24, "validation": 4, "test": 4},
+            student=StudentConfig(steps=40, batch_size=8, vocab="t5", init_checkpoint="/ckpt"),
+        ),
+        "morsd",
+    )
+    presets.check(cfg)
+    student = CountingStudent()
+    res = run_mod.Pipeline(cfg, student, log=lambda s: None).run()
+    m = res["methods"]["scicot+morsd:4"]
+    assert "probes" not in m["stages"] and not [c for c in student.calls if c[1] == "scorer"]
+    assert {ckpt for ckpt, _ in student.scored} == {"/ckpt"}  # the pretrained student scored
+    assert "pretrained student" in m["selection_summary"]["rd_source"]

@@ -60,5 +60,8 @@ def test_results_md_rationales_and_answers_given():
     assert "| finetune_cot:1 | 454 |  |  |  | 75.7 |  |  |" in md  # no flaw labels: blank
     # per stage: Stage 1 1600 steps, Stage 2 and probes in their own columns, totals beside
     (compute,) = [line for line in md.splitlines() if line.startswith("| scicot+morsd:4 | 4 |")]
-    assert "| 1600 | 5,000,000 | 400 | 900,000 | 1600 | 2,000,000 | 7,900,000 |" in compute
+    assert (
+        "| 1600 | 5,000,000 | 1.00e+15 | 400 | 900,000 | 1.00e+14 | 1600 | 2,000,000 | 4.00e+14 "
+        "| 7,900,000 |"
+    ) in compute
     assert "match rationale_student" in md and "train 1600 steps each" in md

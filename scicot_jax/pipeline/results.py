@@ -65,7 +65,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         ]
     cols = [f"{s} acc %" for s in SPLITS]
     for stage in STAGE_NAMES.values():
-        cols += [f"{stage} steps", f"{stage} tokens"]
+        cols += [f"{stage} steps", f"{stage} tokens", f"{stage} FLOPs"]
     cols += ["total tokens", "total FLOPs", "seconds"]
     lines += [
         "",
@@ -78,7 +78,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         cells = [_pct(acc.get(s)) for s in SPLITS]
         for key in STAGE_NAMES:
             st = stages.get(key)
-            cells += ["", ""] if not st else [str(st["steps"]), f"{st['train_tokens']:,}"]
+            cells += (
+                ["", "", ""]
+                if not st
+                else [str(st["steps"]), f"{st['train_tokens']:,}", f"{st['train_flops']:.2e}"]
+            )
         cells += [
             f"{m.get('train_tokens', 0):,}",
             f"{(m.get('train_flops') or 0):.2e}",
