@@ -20,8 +20,7 @@ from typing import Any
 
 from scicot_jax.clihelp import show_defaults
 from scicot_jax.paths import as_path
-from scicot_jax.pipeline import owner
-from scicot_jax.pipeline import presets
+from scicot_jax.pipeline import owner, presets
 from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
 from scicot_jax.pipeline.config import (
     TEACHER_BACKENDS,
