@@ -62,6 +62,6 @@ def test_block_runs_as_written(where, cmds, tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,  # CPU: ~2 min of work; the shared machine can stretch it tenfold
     )
     assert p.returncode == 0, f"{where}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
