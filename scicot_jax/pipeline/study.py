@@ -228,7 +228,7 @@ def collect(study_dir: str | Path) -> list[dict]:
                 {
                     "run": name,
                     "method": m.get("method", key)
-                    + ("+morsd" if m.get("selection") == "morsd" else ""),
+                    + {"morsd": "+morsd", "random": "+random"}.get(m.get("selection"), ""),
                     "selection": m.get("selection", "none"),
                     "degree": m.get("degree", 0),
                     "train_fraction": cfg.get("train_fraction", plan_row.get("train_fraction")),
