@@ -60,3 +60,36 @@ def test_replay_reproduces_svamp_teacher_accuracy(tmp_path, capsys, shared_data)
         srv.close()
     assert records == 1000
     assert round(100 * correct / records, 2) == 64.20
+
+
+def test_standalone_replay_gives_sample_k_its_kth_recording(tmp_path):
+    """A question recorded several times: sample k gets recording k whatever its seed (the
+    client's X-Sample-Index), and a request without one gets the first (the greedy sample), as
+    in the pipeline; never `seed % len(recordings)`."""
+    import asyncio
+
+    import httpx
+
+    from scicot_jax.teacher.backends import OpenAIBackend
+    from scicot_jax.teacher.protocol import GenRequest
+
+    samples = [{"prompt": "Q: flip?\nA:", "completion": f" take {k}"} for k in range(3)]
+    (tmp_path / "D_toy.json").write_text(json.dumps({"data": {"0": samples}}))
+    srv = start_replay_server(tmp_path / "D_toy.json", log_requests=False)
+
+    async def sample(k: int, seed: int) -> str:
+        backend = OpenAIBackend("completions", base_url=srv.url)
+        try:
+            req = GenRequest("openai-completions", "m", "Q: flip?\nA:", 0.7, 8, seed, k)
+            return (await backend.generate(req)).text
+        finally:
+            await backend.aclose()
+
+    try:
+        for k, seed in ((0, 5), (1, 7), (2, 4)):  # seed % 3 would give 2, 1, 1
+            assert asyncio.run(sample(k, seed)) == f" take {k}"
+        body = {"model": "m", "prompt": "Q: flip?\nA:", "temperature": 0, "seed": 5}
+        r = httpx.post(f"{srv.url}/v1/completions", json=body)
+        assert r.json()["choices"][0]["text"] == " take 0"
+    finally:
+        srv.close()

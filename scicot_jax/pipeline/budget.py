@@ -7,6 +7,13 @@ default) every method trains on the same number of tokens: as many as ``steps`` 
 whatever its methods. ``match="steps"`` gives every method the same number of optimizer steps;
 ``match="none"`` trains each stage its own ``steps`` / ``stage2_steps`` / ``scorer_steps``
 (or ``epochs`` of its own data, as in Fine-tune-CoT's recipe).
+
+``match="rationale_student"`` is the papers' comparison: every rationale-writing student
+(Fine-tune-CoT's one-stage student, Sci-CoT's Stage 1) and the baseline train the same
+``steps`` (or ``epochs`` of the train questions) at the same batch size, so the same number of
+rows (the same tokens when rows are packed to the same lengths); Sci-CoT's Stage 2 and MoRSD's
+probes are overhead beside it, each trained its own ``stage2_steps`` / ``scorer_steps`` (or
+``epochs`` of its own data) and reported apart.
 """
 
 from __future__ import annotations
@@ -14,7 +21,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-MATCH = ("tokens", "steps", "none")
+MATCH = ("tokens", "steps", "none", "rationale_student")
+# Stages that write rationales (or, for the baseline, answers) from the question alone: the
+# students "rationale_student" gives equal budgets. Stage 2 and probes are overhead there.
+WRITER_STAGES = ("baseline", "one_stage", "stage1")
 # Share of a method's budget per stage. Sci-CoT: Stage 1 (long rationale targets) gets two
 # thirds. MoRSD: the probes that score RD take a quarter, the method's stages the rest.
 STAGE_SHARES = {
@@ -55,16 +65,21 @@ class Budget:
         """Train tokens every method gets (match="tokens")."""
         return self.reference_steps * self.batch_size * self.reference_tokens_per_row
 
-    def share(self, method: str, stage: str, morsd: bool) -> float:
-        """The fraction of the budget one stage of ``method`` gets (MoRSD probes: ``scorer``)."""
+    def share(self, method: str, stage: str, morsd: bool) -> float | None:
+        """The fraction of the budget one stage of ``method`` gets (MoRSD probes: ``scorer``);
+        None: an overhead stage trained to its own budget (match="rationale_student")."""
+        if self.match == "rationale_student":
+            return 1.0 if stage in WRITER_STAGES else None
         if stage == "scorer":
             return SCORER_SHARE
         share = STAGE_SHARES[method][stage]
         return share * (1 - SCORER_SHARE) if morsd else share
 
-    def stage_steps(self, share: float, tokens_per_row: float, rows: float) -> int | None:
-        """Steps for a stage with ``share`` of the budget, on data of ``rows`` batch rows an
-        epoch (None: the student's own configured steps, match="none" without epochs)."""
+    def stage_steps(self, share: float | None, tokens_per_row: float, rows: float) -> int | None:
+        """Steps for a stage with ``share`` of the budget (None: an overhead stage), on data of
+        ``rows`` batch rows an epoch (None: the student's own configured steps)."""
+        if self.match == "rationale_student" and share is not None:
+            return self.reference_steps  # every writer: the same steps of the same batch
         if self.match == "steps":
             return max(1, round(share * self.reference_steps))
         if self.match == "tokens":

@@ -120,9 +120,15 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         choices=MATCH,
         help="compute-matched methods (default tokens): every method, MoRSD's probes "
         "included, trains on as many tokens (or steps) as --steps of plain fine-tuning; "
-        "none: each stage trains --steps / --stage2-steps",
+        "rationale_student: every rationale-writing student (Fine-tune-CoT's, Sci-CoT's "
+        "Stage 1) and the baseline train --steps (or --epochs) each, Stage 2 and MoRSD's "
+        "probes are overhead reported beside it (--stage2-steps, --scorer-steps); "
+        "none: each stage trains --steps / --stage2-steps / --scorer-steps",
     )
-    s.add_argument("--stage2-steps", type=int)
+    s.add_argument("--stage2-steps", type=int, help="Sci-CoT Stage 2's own steps (default --steps)")
+    s.add_argument(
+        "--scorer-steps", type=int, help="each MoRSD probe's own steps (default --steps / 2)"
+    )
     s.add_argument("--batch-size", type=int)
     s.add_argument("--optimizer", choices=("adamw", "adafactor"))
     s.add_argument("--lr", type=float)
@@ -234,6 +240,7 @@ def config_from_args(
         steps=args.steps,
         epochs=args.epochs,
         stage2_steps=args.stage2_steps,
+        scorer_steps=args.scorer_steps,
         batch_size=args.batch_size,
         optimizer=args.optimizer,
         learning_rate=args.lr,

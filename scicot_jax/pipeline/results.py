@@ -9,6 +9,9 @@ from typing import Any
 from scicot_jax.files import atomic_write
 
 SPLITS = ("validation", "test")
+# results.json's per-stage compute keys -> column names: the student trained on the question
+# (baseline, Fine-tune-CoT, Sci-CoT Stage 1), Sci-CoT's Stage 2, MoRSD's probes.
+STAGE_NAMES = {"student": "student", "stage2": "Stage 2", "probes": "probes"}
 
 
 def _pct(x: float | None) -> str:
@@ -35,27 +38,45 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"tokens in/out {s.get('input_tokens', 0)}/{s.get('output_tokens', 0)}."
         )
     b = results["config"].get("budget") or {}
-    if b:
+    if b.get("match") == "rationale_student":
+        lines += [
+            "",
+            f"Budget: match rationale_student: the baseline and every rationale-writing student "
+            f"(Fine-tune-CoT's, Sci-CoT's Stage 1) train {b.get('steps')} steps each; Sci-CoT's "
+            "Stage 2 and MoRSD's probes are overhead, in their own columns.",
+        ]
+    elif b:
         lines += [
             "",
             f"Budget: match {b.get('match')}, {b.get('tokens', 0):,} train tokens "
             f"(= {b.get('steps')} steps of plain fine-tuning) per method, MoRSD probes included.",
         ]
+    cols = [f"{s} acc %" for s in SPLITS]
+    for stage in STAGE_NAMES.values():
+        cols += [f"{stage} steps", f"{stage} tokens"]
+    cols += ["total tokens", "total FLOPs", "seconds"]
     lines += [
         "",
-        "| method | D | selection | rationales | train examples | "
-        + " | ".join(f"{s} acc %" for s in SPLITS)
-        + " | train steps | train tokens | train FLOPs | seconds |",
-        "|---|---:|---|---:|---:|" + "---:|" * len(SPLITS) + "---:|---:|---:|---:|",
+        "| method | D | selection | rationales | train examples | " + " | ".join(cols) + " |",
+        "|---|---:|---|---:|---:|" + "---:|" * len(cols),
     ]
     for label, m in results["methods"].items():
         acc = m.get("accuracy", {})
+        stages = m.get("stages") or {}
+        cells = [_pct(acc.get(s)) for s in SPLITS]
+        for key in STAGE_NAMES:
+            st = stages.get(key)
+            cells += ["", ""] if not st else [str(st["steps"]), f"{st['train_tokens']:,}"]
+        cells += [
+            f"{m.get('train_tokens', 0):,}",
+            f"{(m.get('train_flops') or 0):.2e}",
+            f"{m.get('seconds', 0):.0f}",
+        ]
         lines.append(
             f"| {label} | {m.get('degree') or ''} | {m.get('selection', 'none')} | "
             f"{m.get('rationales_used', 0)} | {m.get('train_examples', 0)} | "
-            + " | ".join(_pct(acc.get(s)) for s in SPLITS)
-            + f" | {m.get('train_steps', '')} | {m.get('train_tokens', 0):,} | "
-            f"{(m.get('train_flops') or 0):.2e} | {m.get('seconds', 0):.0f} |"
+            + " | ".join(cells)
+            + " |"
         )
     return "\n".join(lines) + "\n"
 

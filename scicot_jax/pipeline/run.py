@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from scicot_jax.data import formats, grading
 from scicot_jax.data.examples import Example
-from scicot_jax.pipeline import data_step, results
+from scicot_jax.pipeline import data_step, plan, results
 from scicot_jax.pipeline.budget import Budget
 from scicot_jax.pipeline.config import MethodSpec, PipelineConfig
 from scicot_jax.pipeline.steps import StepRunner
@@ -220,11 +220,12 @@ class Pipeline:
                 {"source": f"half {half} of teacher_{key}", "samples_per_example": degree},
                 recs,
             )
+            share = self.budget().share("scicot", "scorer", True)
             return self._train_stage(
                 d,
                 [rd_pair(train[r.example_id], r.rationale) for r in recs],
                 "scorer",
-                self.budget().share("scicot", "scorer", True) / 2,
+                None if share is None else share / 2,  # two probes share the probes' budget
                 lambda vocab: self._seqio_task("stage2", vocab, d / "store", degree),
             )
 
@@ -422,10 +423,11 @@ class Pipeline:
         d: Path,
         pairs: list[tuple[str, str]],
         stage: str,
-        share: float,
+        share: float | None,
         task_fn: Callable[[str | None], str],
     ) -> dict:
-        """Train one stage on ``share`` of the method's budget, inside step directory ``d``."""
+        """Train one stage on ``share`` of the method's budget (None: an overhead stage's own
+        budget), inside step directory ``d``."""
         if not pairs:
             raise ValueError(
                 f"step {d.name}: no training examples (did the teacher get any "
@@ -434,8 +436,8 @@ class Pipeline:
         kw: dict[str, Any] = {"task": task_fn}
         tokens, examples = self._per_row(pairs)
         steps = self.budget().stage_steps(share, tokens, len(pairs) / examples)
-        if steps is not None:
-            kw["steps"] = steps
+        # None: the stage's own configured steps (stage2_steps, scorer_steps, steps)
+        kw["steps"] = steps or plan.steps_for(self.cfg.student, stage)
         return {**self.student.train(pairs, d, stage=stage, **kw), "train_examples": len(pairs)}
 
     def _train(
@@ -553,11 +555,11 @@ class Pipeline:
                 lambda split, ex: formats.render_question(ex),
             )
             entry.update(rationales_used=0, train_examples=tr["train_examples"])
-            trained = [tr]
+            trained = {"student": tr}
         else:
             sel = self._select(spec)
             entry.update(rationales_used=sel["kept"], selection_summary=sel["summary"])
-            trained = [sel.get("scorer_compute") or {}]
+            trained = {"probes": sel.get("scorer_compute") or {}}
             sel_store = self.steps.step_dir(f"select_{spec.slug}") / "store"
             if spec.method == "finetune_cot":
                 tr = self._train(
@@ -574,7 +576,7 @@ class Pipeline:
                     lambda split, ex: formats.render_question(ex),
                 )
                 entry.update(train_examples=tr["train_examples"])
-                trained.append(tr)
+                trained["student"] = tr
             else:
                 s1 = self._train(
                     f"stage1_{spec.slug}",
@@ -603,10 +605,13 @@ class Pipeline:
                     train_examples=s2["train_examples"],
                     stage1_rationale_answer_accuracy=rat["rationale_answer_accuracy"],
                 )
-                trained += [s1, s2]
+                trained.update(student=s1, stage2=s2)
         entry["accuracy"] = ev["accuracy"]
-        # The method's compute: every student it trained, MoRSD's probes included.
-        compute = compute_of(trained)
+        # Per stage: the student that learns from the question (baseline, Fine-tune-CoT's, Sci-CoT
+        # Stage 1), Stage 2, MoRSD's probes; the total is the method's compute.
+        stages = {k: compute_of([trained[k]]) for k in STAGES if k in trained}
+        entry["stages"] = {k: v for k, v in stages.items() if k == "student" or v["steps"]}
+        compute = compute_of(list(trained.values()))
         entry.update(
             train_steps=compute["steps"],
             train_tokens=compute["train_tokens"],
@@ -668,6 +673,11 @@ class Pipeline:
 def question_half(example_id: str) -> int:
     """0 or 1: which half of the train questions an example falls in (MoRSD cross-fitting)."""
     return hashlib.sha256(example_id.encode()).digest()[0] % 2
+
+
+# Keys of a method's per-stage compute in results.json ("student": the one trained on the
+# question alone, i.e. the baseline, Fine-tune-CoT's student or Sci-CoT's Stage 1).
+STAGES = ("student", "stage2", "probes")
 
 
 def compute_of(trained: Sequence[dict]) -> dict:

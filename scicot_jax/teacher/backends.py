@@ -208,6 +208,10 @@ class _Lanes(Generic[T]):
             self.load[i] -= 1
 
 
+# Request header naming the sample index k of a question (0 for the greedy sample).
+SAMPLE_INDEX_HEADER = "X-Sample-Index"
+
+
 def openai_body(
     req: GenRequest, route: str, max_tokens_field: str = "max_tokens"
 ) -> dict[str, Any]:
@@ -288,7 +292,10 @@ class OpenAIBackend:
         path = "/chat/completions" if self.route == "chat" else "/completions"
         try:
             with self._clients.pick() as client:
-                r = await client.post(path, json=self._body(req))
+                # The sample index rides in a header (providers ignore it; the body, which real
+                # APIs validate, stays theirs): a replay server gives sample k its k-th recording.
+                headers = {SAMPLE_INDEX_HEADER: str(req.sample_index)}
+                r = await client.post(path, json=self._body(req), headers=headers)
         except httpx.TimeoutException as e:
             raise TransientError(f"timeout: {type(e).__name__}") from None
         except httpx.TransportError as e:

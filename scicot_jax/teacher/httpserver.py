@@ -257,6 +257,9 @@ class TeacherServer(ThreadingHTTPServer):
 
     def serve_post(self, h: _Handler, route: str, model: str, body: dict[str, Any]) -> None:
         prompt, params = _parse_request(route, body)
+        sample = h.headers.get("X-Sample-Index")  # backends.SAMPLE_INDEX_HEADER
+        if sample is not None and sample.isdigit():
+            params["sample_index"] = int(sample)
         keyed = bool(h.headers.get("Authorization") or h.headers.get("x-goog-api-key"))
         with self._lock:
             self._counts["with_api_key"] += keyed  # counted, never stored

@@ -70,17 +70,17 @@ class ReplayServer(TeacherServer):
         super().__init__(port, faults=faults, log_requests=log_requests, batch_faults=batch_faults)
         self.recordings = recordings
         # Request seed -> sample index, when the client's seeds are known (the pipeline's
-        # teacher step): sample k gets the k-th recorded completion, so D samples are distinct.
+        # teacher step); else the request's X-Sample-Index header, else 0. Sample k gets the
+        # k-th recorded completion everywhere, so D samples are distinct and runs agree.
         self.sample_of_seed: dict[int, int] = {}
 
     def complete(self, prompt: str, params: dict[str, Any]) -> tuple[str, str]:
         options = self.recordings.get(prompt)
         if not options:
             raise LookupError(f"prompt not in the recording: {prompt[:120]!r}...")
-        seed = int(params.get("seed") or 0)
-        k = self.sample_of_seed.get(seed)
-        if k is None:  # an unknown client: the seed picks one of the recorded samples
-            return options[seed % len(options)]
+        k = self.sample_of_seed.get(int(params.get("seed") or 0))
+        if k is None:  # the client's sample index (X-Sample-Index); none sent: the greedy one
+            k = int(params.get("sample_index") or 0)
         if k >= len(options) and float(params.get("temperature") or 0) > 0:
             raise LookupError(f"sample {k} asked, {len(options)} recorded for {prompt[:80]!r}")
         return options[min(k, len(options) - 1)]
