@@ -20,6 +20,22 @@ from scicot_jax.selection import SelectionConfig
 # The README's multi-seed table: study.csv of `run_pipeline.py demo --seeds 3,4,5` (one row
 # per seed and method), copied here unchanged.
 SEEDS_FILE = Path(__file__).with_name("demo_seeds.csv")
+# What each selecting arm kept, per seed (the oracle's account of flaws), same command.
+SELECTION_FILE = Path(__file__).with_name("demo_selection.csv")
+SELECTION_COLUMNS = (
+    "seed",
+    "method",
+    "kept",
+    "candidates",
+    "flawed_share_kept",
+    "rationalised_share_kept",
+    "flawed_share_candidates",
+    "rationalised_share_candidates",
+    "mean_rd_sound_kept",
+    "mean_rd_sound_dropped",
+    "mean_rd_rationalised_kept",
+    "mean_rd_rationalised_dropped",
+)
 REPORTED_SEEDS = (3, 4, 5)
 
 
@@ -101,9 +117,7 @@ def demo_config(out: str, seed: int = 0, pack: bool = False, **knobs: Any) -> Pi
     )
 
 
-def run_seeds(
-    out: str, seeds: Sequence[int], pack: bool = False, redo: Sequence[str] = ()
-) -> dict:
+def run_seeds(out: str, seeds: Sequence[int], pack: bool = False, redo: Sequence[str] = ()) -> dict:
     """The demo once per seed (``<out>/runs/demo_s<seed>``), then the study report over the
     seeds: study.csv (per seed), summary.csv (mean ± std), study.md and plots."""
     from scicot_jax.pipeline import study
@@ -112,7 +126,51 @@ def run_seeds(
     for seed in seeds:
         run_dir = Path(out) / "runs" / f"demo_s{seed}"
         run_pipeline(demo_config(str(run_dir), seed, pack), redo=tuple(redo))
+    write_selection(out, Path(out) / "selection.csv")
     return study.render(study.collect(out), out, title="The demo over seeds")
+
+
+def selection_rows(out: str | Path) -> list[dict]:
+    """Per seed and selecting arm (MoRSD, the random control): what the kept set carries."""
+    import json
+
+    rows = []
+    for path in sorted(Path(out).glob("runs/*/results.json")):
+        res = json.loads(path.read_text())
+        for label, m in res["methods"].items():
+            f = (m.get("selection_summary") or {}).get("flaws")
+            if not f or m.get("selection") not in ("morsd", "random"):
+                continue
+            by = f["by_class"]
+            row = {"seed": res["config"]["seed"], "method": label}
+            row.update({k: f[k] for k in SELECTION_COLUMNS[2:8]})
+            for flaw in ("sound", "rationalised"):
+                for side in ("kept", "dropped"):
+                    row[f"mean_rd_{flaw}_{side}"] = (
+                        (by.get(flaw) or {}).get(side, {}).get("mean_rd")
+                    )
+            rows.append(row)
+    return rows
+
+
+def write_selection(out: str | Path, path: str | Path) -> Path:
+    """``selection_rows`` as CSV."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(SELECTION_COLUMNS))
+        w.writeheader()
+        w.writerows(selection_rows(out))
+    return Path(path)
+
+
+def measured_selection(path: str | Path = SELECTION_FILE) -> dict[str, dict[int, dict]]:
+    """Method label -> {seed: row} from a selection CSV (shares as floats)."""
+    out: dict[str, dict[int, dict]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            vals = {k: float(v) if v not in ("", None) else None for k, v in row.items()
+                    if k not in ("seed", "method")}  # fmt: skip
+            out.setdefault(row["method"], {})[int(row["seed"])] = vals
+    return out
 
 
 def measured_seeds(path: str | Path = SEEDS_FILE) -> dict[str, dict[int, float]]:
@@ -151,9 +209,7 @@ def beside_spread(results: dict[str, Any], path: str | Path = SEEDS_FILE) -> str
     return "\n".join(lines) + "\n"
 
 
-def margins(
-    seeds: dict[str, dict[int, float]], higher: str, lower: str
-) -> dict[int, float] | None:
+def margins(seeds: dict[str, dict[int, float]], higher: str, lower: str) -> dict[int, float] | None:
     """Per seed, ``higher``'s accuracy minus ``lower``'s (None when either is missing)."""
     a, b = seeds.get(higher), seeds.get(lower)
     if not a or not b:

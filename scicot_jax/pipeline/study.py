@@ -39,6 +39,12 @@ COLUMNS = (
     "train_steps",
     "train_tokens",
     "train_flops",
+    "student_steps",
+    "student_tokens",
+    "stage2_tokens",
+    "probe_tokens",
+    "flawed_share_kept",
+    "rationalised_share_kept",
     "wall_seconds",
 )
 # A point of the sweep: what stays fixed across seeds.
@@ -54,6 +60,9 @@ SUMMARY_COLUMNS = (
     "chance",
     "train_tokens_mean",
     "train_flops_mean",
+    "rationales_used_mean",
+    "student_tokens_mean",
+    "flawed_share_kept_mean",
 )
 
 
@@ -243,10 +252,25 @@ def collect(study_dir: str | Path) -> list[dict]:
                     "train_steps": m.get("train_steps"),
                     "train_tokens": m.get("train_tokens"),
                     "train_flops": m.get("train_flops"),
+                    **_stage_columns(m),
                     "wall_seconds": m.get("seconds"),
                 }
             )
     return rows
+
+
+def _stage_columns(m: dict) -> dict:
+    """Per-stage compute (results.json ``stages``) and the kept set's flaws (oracle runs)."""
+    stages = m.get("stages") or {}
+    flaws = (m.get("selection_summary") or {}).get("flaws") or {}
+    return {
+        "student_steps": (stages.get("student") or {}).get("steps"),
+        "student_tokens": (stages.get("student") or {}).get("train_tokens"),
+        "stage2_tokens": (stages.get("stage2") or {}).get("train_tokens"),
+        "probe_tokens": (stages.get("probes") or {}).get("train_tokens"),
+        "flawed_share_kept": flaws.get("flawed_share_kept"),
+        "rationalised_share_kept": flaws.get("rationalised_share_kept"),
+    }
 
 
 def mean_std(xs: Sequence[float]) -> tuple[float | None, float | None]:
@@ -274,6 +298,8 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
         row["chance"] = rs[0].get("chance")
         row["train_tokens_mean"] = mean_std([r.get("train_tokens") for r in rs])[0]
         row["train_flops_mean"] = mean_std([r.get("train_flops") for r in rs])[0]
+        for col in ("rationales_used", "student_tokens", "flawed_share_kept"):
+            row[f"{col}_mean"] = mean_std([r.get(col) for r in rs])[0]
         out.append(row)
     return out
 
