@@ -131,18 +131,24 @@ def run_seeds(out: str, seeds: Sequence[int], pack: bool = False, redo: Sequence
 
 
 def selection_rows(out: str | Path) -> list[dict]:
-    """Per seed and selecting arm (MoRSD, the random control): what the kept set carries."""
+    """Per seed and selecting arm (MoRSD, the random control): what the kept set carries, from
+    each run's ``select_<method>/summary.json`` (there as soon as the selection step is)."""
     import json
 
+    from scicot_jax.pipeline.config import PipelineConfig
+
     rows = []
-    for path in sorted(Path(out).glob("runs/*/results.json")):
-        res = json.loads(path.read_text())
-        for label, m in res["methods"].items():
-            f = (m.get("selection_summary") or {}).get("flaws")
-            if not f or m.get("selection") not in ("morsd", "random"):
+    for path in sorted(Path(out).glob("runs/*/config.json")):
+        cfg = PipelineConfig.from_dict(json.loads(path.read_text()))
+        for spec in cfg.method_specs():
+            summary = path.parent / f"select_{spec.slug}" / "summary.json"
+            if not (spec.morsd or spec.random) or not summary.exists():
+                continue
+            f = json.loads(summary.read_text()).get("flaws")
+            if not f:
                 continue
             by = f["by_class"]
-            row = {"seed": res["config"]["seed"], "method": label}
+            row = {"seed": cfg.seed, "method": spec.label}
             row.update({k: f[k] for k in SELECTION_COLUMNS[2:8]})
             for flaw in ("sound", "rationalised"):
                 for side in ("kept", "dropped"):
