@@ -135,12 +135,12 @@ def selection_rows(out: str | Path) -> list[dict]:
     each run's ``select_<method>/summary.json`` (there as soon as the selection step is)."""
     import json
 
-    from scicot_jax.pipeline.config import PipelineConfig
+    from scicot_jax.pipeline.config import MethodSpec, PipelineConfig
 
     rows = []
     for path in sorted(Path(out).glob("runs/*/config.json")):
         cfg = PipelineConfig.from_dict(json.loads(path.read_text()))
-        for spec in cfg.method_specs():
+        for spec in map(MethodSpec.parse, DEMO_METHODS):
             summary = path.parent / f"select_{spec.slug}" / "summary.json"
             if not (spec.morsd or spec.random) or not summary.exists():
                 continue
