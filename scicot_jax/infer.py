@@ -107,7 +107,7 @@ def run(
     for task, exs, vocab in tasks:
         log.info("%s %s: %d examples on this host (shard %d of %d)", mode, task, len(exs), *mine)
         if mode == "score":
-            rows = _score_rows(inference, params, config, mesh, exs, lengths, batch_size)
+            rows = _score_rows(inference, params, config, mesh, exs, lengths, batch_size, vocab)
         else:
             outs = inference.predict(
                 params,
@@ -125,6 +125,7 @@ def run(
                 alpha=alpha,
                 seed=seed,
                 progress=f"{mode} {task}",
+                vocab_size=vocab.vocab_size,
             )
             rows = [
                 _prediction_row(e, toks, scores, vocab, mode, return_all_decodes)
@@ -161,7 +162,14 @@ def _prediction_row(
 
 
 def _score_rows(
-    inference: Any, params: Any, config: Any, mesh: Any, exs: list, lengths: dict, batch_size: int
+    inference: Any,
+    params: Any,
+    config: Any,
+    mesh: Any,
+    exs: list,
+    lengths: dict,
+    batch_size: int,
+    vocab: Any,
 ) -> list[dict[str, Any]]:
     missing = [e["id"] for e in exs if e.get("targets") is None]
     if missing:
@@ -175,6 +183,7 @@ def _score_rows(
         input_length=lengths["inputs"],
         target_length=lengths["targets"],
         batch_size=batch_size,
+        vocab_size=vocab.vocab_size,
     )
     return [{"inputs": _inputs(e), "score": r["sum_logprob"]} for e, r in zip(exs, res)]
 

@@ -111,3 +111,87 @@ def test_cli_epochs_steps_and_paper_recipe(tmp_path):
     assert c.student.epochs == 3 and c.match == "steps"
     c = cfg("--task", "synthetic_mc", "--match", "rationale_student", "--scorer-steps", "7")
     assert c.match == "rationale_student" and c.student.scorer_steps == 7
+
+
+def test_run_defaults_are_the_demos_evidence(tmp_path, capsys):
+    """`run` without training flags trains as the demo whose figures the README reports (1,600
+    steps of batch 32, constant 3e-3 after warmup), and --help says so."""
+    from scicot_jax.pipeline.demo import demo_config
+
+    args = cli._parser().parse_args(["run", "--task", "synthetic_mc", "--out", str(tmp_path)])
+    got, demo = cli.config_from_args(args).student, demo_config(str(tmp_path)).student
+    for knob in ("steps", "batch_size", "learning_rate", "schedule", "warmup_fraction"):
+        assert getattr(got, knob) == getattr(demo, knob), knob
+    with pytest.raises(SystemExit):
+        cli._parser().parse_args(["run", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "default 1600, batch 32" in shown and "default 0.003" in shown
+    assert "(default constant:" in shown
+
+
+def test_paper_presets(tmp_path):
+    """--preset: each paper's recipe (methods, each stage to its own budget), flags on top; MoRSD
+    needs the pretrained student that scores RD."""
+
+    def cfg(*extra):
+        args = ["run", "--task", "synthetic_mc", "--out", str(tmp_path), *extra]
+        return cli.config_from_args(cli._parser().parse_args(args))
+
+    ft = cfg("--preset", "finetune_cot")
+    assert (ft.match, ft.student.epochs, ft.preset) == ("none", 20.0, "finetune_cot")
+    assert ft.methods == ("baseline", "finetune_cot:1")
+    assert cfg("--preset", "finetune_cot", "--methods", "finetune_cot:4").methods == (
+        "finetune_cot:4",
+    )
+    sci = cfg("--preset", "scicot", "--steps", "300", "--stage2-steps", "100")
+    assert (sci.match, sci.student.steps, sci.student.stage2_steps) == ("none", 300, 100)
+    assert sci.methods == ("baseline", "scicot:1") and sci.student.epochs is None
+    ck = ("--vocab", "t5", "--init-checkpoint", "/ckpt")
+    assert cfg("--preset", "morsd", *ck).methods == ("baseline", "scicot+morsd:4")
+    with pytest.raises(SystemExit, match="--init-checkpoint"):
+        cfg("--preset", "morsd")
+    with pytest.raises(SystemExit, match="--match tokens"):
+        cfg("--preset", "scicot", "--match", "tokens")
+
+
+def test_scicot_preset_trains_each_stage_its_own_steps(tmp_path):
+    """The Sci-CoT recipe: Stage 1 --steps, Stage 2 --stage2-steps, no share taken from either."""
+    from scicot_jax.pipeline import presets
+
+    cfg = presets.apply(
+        PipelineConfig(
+            task="synthetic_compass",
+            out=str(tmp_path / "run"),
+            limits={"train": 40, "validation": 4, "test": 4},
+            student=StudentConfig(steps=120, stage2_steps=30, batch_size=8),
+        ),
+        "scicot",
+    )
+    res = run_mod.Pipeline(cfg, CountingStudent(), log=lambda s: None).run()
+    stages = res["methods"]["scicot:1"]["stages"]
+    assert (stages["student"]["steps"], stages["stage2"]["steps"]) == (120, 30)
+    assert res["methods"]["baseline"]["stages"]["student"]["steps"] == 120
+    md = (tmp_path / "run" / "results.md").read_text()
+    assert "the scicot paper's recipe, --preset scicot" in md
+
+
+def test_morsd_preset_scores_with_the_pretrained_student_no_probes(tmp_path):
+    """The MoRSD recipe: RD comes from the pretrained student itself; no probe is trained."""
+    from scicot_jax.pipeline import presets
+
+    cfg = presets.apply(
+        PipelineConfig(
+            task="synthetic_compass",
+            out=str(tmp_path / "run"),
+            limits={"train": 24, "validation": 4, "test": 4},
+            student=StudentConfig(steps=40, batch_size=8, vocab="t5", init_checkpoint="/ckpt"),
+        ),
+        "morsd",
+    )
+    presets.check(cfg)
+    student = CountingStudent()
+    res = run_mod.Pipeline(cfg, student, log=lambda s: None).run()
+    m = res["methods"]["scicot+morsd:4"]
+    assert "probes" not in m["stages"] and not [c for c in student.calls if c[1] == "scorer"]
+    assert {ckpt for ckpt, _ in student.scored} == {"/ckpt"}  # the pretrained student scored
+    assert "pretrained student" in m["selection_summary"]["rd_source"]

@@ -137,7 +137,8 @@ def test_pipeline_out_on_gcs_is_pushed_per_step_and_resumes(gcs_bucket, monkeypa
     student = FakeStudent()
     res = run_mod.run_pipeline(cfg, student, log=lambda s: None)
     run = as_path(out)
-    assert (run / "results.md").read_text().count("\n| ") == 3
+    # the compute table (header, 2 methods) and the rationales table (header, 1 CoT method)
+    assert (run / "results.md").read_text().count("\n| ") == 3 + 2
     assert (run / "data" / "DONE.json").exists()
     n_calls = len(student.calls)
     again = run_mod.run_pipeline(cfg, student, log=lambda s: None)

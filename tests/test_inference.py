@@ -9,6 +9,7 @@ from scicot_jax.data.tokens import pad_rows
 from scicot_jax.model import init_params
 from scicot_jax.model.decoding import generate
 from scicot_jax.model.scoring import score as score_fn
+from scicot_jax.model.t5 import Transformer
 from scicot_jax.runtime import inference
 from scicot_jax.runtime import partitioning as part
 
@@ -117,3 +118,39 @@ def test_score_matches_full_length_padding(setup):
     assert [r["num_tokens"] for r in got] == ref["num_tokens"].tolist()
     for key in ("sum_logprob", "mean_logprob"):
         np.testing.assert_allclose([r[key] for r in got], ref[key], rtol=1e-5, atol=1e-5)
+
+
+def test_ids_beyond_the_vocabulary_are_never_emitted_nor_scored(setup):
+    """An embedding with more rows than the vocabulary has pieces (T5's 32,128 for 32,100): greedy,
+    sampling and beam emit only ids < vocab_size, and scoring normalises over those ids."""
+    params, mesh, _, _ = setup
+    pieces = 6
+    rng = np.random.default_rng(0)  # one batch of one shape: one compile per method
+    inputs = [list(rng.integers(2, pieces, 7)) + [1] for _ in range(BATCH)]
+    targets = [list(rng.integers(2, pieces, 5)) + [1] for _ in range(BATCH)]
+
+    def emitted(**kw):
+        outs = inference.predict(
+            params, CFG, mesh, inputs, input_length=IN_LEN, max_decode_length=MAX_DECODE,
+            batch_size=BATCH, num_decodes=2, **kw,
+        )  # fmt: skip
+        return {t for toks, _ in outs for seq in toks for t in seq}
+
+    for method in ("sample", "beam"):  # greedy shares the sampling loop (argmax chooser)
+        assert max(emitted(method=method)) >= pieces, method  # the random model picks them
+        assert max(emitted(method=method, vocab_size=pieces)) < pieces, method
+    kw = dict(input_length=IN_LEN, target_length=TGT_LEN, batch_size=BATCH)
+    full = inference.score(params, CFG, mesh, inputs, targets, **kw)
+    own = inference.score(params, CFG, mesh, inputs, targets, vocab_size=pieces, **kw)
+    # the same targets, a softmax over fewer ids: every target token is more likely
+    assert all(o["sum_logprob"] > f["sum_logprob"] for o, f in zip(own, full) if f["num_tokens"])
+    batch = {
+        "encoder_input_tokens": pad_rows(inputs[:1], IN_LEN, 0),
+        "decoder_input_tokens": np.pad(pad_rows(targets[:1], TGT_LEN, 0)[:, :-1], ((0, 0), (1, 0))),
+        "decoder_target_tokens": pad_rows(targets[:1], TGT_LEN, 0),
+    }
+    logits = Transformer(CFG).apply({"params": params}, *batch.values(), enable_dropout=False)
+    logits = np.asarray(logits)[..., :pieces]
+    tgt = batch["decoder_target_tokens"][0]
+    lp = jax.nn.log_softmax(logits[0], axis=-1)[np.arange(len(tgt)), tgt]
+    np.testing.assert_allclose(own[0]["sum_logprob"], float(lp[tgt != 0].sum()), rtol=1e-5)

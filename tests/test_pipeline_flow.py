@@ -97,7 +97,8 @@ def test_flow_results_and_resume(tmp_path, monkeypatch):
     for v in m.values():
         assert set(v["accuracy"]) == {"validation", "test"}
     run = Path(cfg.out)
-    assert (run / "results.md").read_text().count("\n| ") == 5
+    # 4 methods in the compute table, 3 CoT methods in the rationales table, a header row each
+    assert (run / "results.md").read_text().count("\n| ") == 4 + 1 + 3 + 1
     report = (run / "select_scicot-morsd_d2" / "report.md").read_text()
     assert "cross-fitted probes" in report and "| kept | 12 |" in report
     for label, v in m.items():  # every accuracy recomputes from its predictions file

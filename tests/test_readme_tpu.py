@@ -1,6 +1,7 @@
 """The README's Cloud TPU commands, run as written against a GCS-protocol server: a tiny model
 stands in for Flan-T5-small (its t5x checkpoint written where the public one lives,
-gs://t5-data/...), a synthetic task for ARC-Easy, and a few size flags are appended."""
+gs://t5-data/...), the demo vocabulary for T5's, a synthetic task for ARC-Easy, the oracle
+(speaking Gemini's protocol) for Gemini, and a few size flags are appended."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def readme_commands() -> tuple[dict[str, str], list[list[str]]]:
         current += line.rstrip("\\").rstrip() + " "
         if line.endswith("\\"):
             continue
-        m = re.fullmatch(r"([A-Z_]+)=(\S+)\s*", current)
+        m = re.fullmatch(r"([A-Z_][A-Z0-9_]*)=(\S+)\s*", current)
         if m:
             env[m.group(1)] = m.group(2)
         else:
@@ -64,6 +65,26 @@ def _tiny(argv: list[str]) -> list[str]:
         else:
             out.append(a)
     return out + SIZE_FLAGS
+
+
+def _pipeline_tiny(argv: list[str], oracle_url: str) -> list[str]:
+    """The README's pipeline command with the tiny model, a synthetic card, the oracle speaking
+    Gemini's protocol as the teacher, and test sizes (flags given last win)."""
+    swap = {"arc_easy": "synthetic_mc", "small": "tiny"}
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--data-dir":  # the synthetic card reads no files
+            skip = True
+        else:
+            out.append(swap.get(a, a))
+    model = [f"--model={k}={v}" for k, v in TINY.items() if k != "VOCAB_SIZE"]
+    return out + model + [
+        f"--model=vocab_size={TINY['VOCAB_SIZE']}", "--base-url", oracle_url,
+        "--methods", "scicot:1", "--limit", "train=8", "--limit", "validation=4",
+        "--limit", "test=4", "--steps", "2", "--stage2-steps", "2", "--batch-size", "4",
+    ]  # fmt: skip
 
 
 def _flan_t5x_stand_in(url: str) -> dict:
@@ -97,13 +118,15 @@ def _local_compile_cache_after(tmp_path):
 
 @pytest.mark.slow
 def test_readme_cloud_tpu_commands_run_against_gcs(
-    tmp_path, tiny_vocab_path, _local_compile_cache_after
+    tmp_path, tiny_vocab_path, _local_compile_cache_after, monkeypatch
 ):
     from gcs_emulator import gcs_emulator
 
     from scicot_jax import eval as eval_bin
     from scicot_jax import infer, train
+    from scicot_jax.pipeline import cli as pipeline_cli
     from scicot_jax.runtime import t5x_checkpoints
+    from scicot_jax.teacher import start_oracle_server
 
     sys.path.insert(0, str(ROOT / "tools"))
     import convert_checkpoint
@@ -111,22 +134,45 @@ def test_readme_cloud_tpu_commands_run_against_gcs(
     enable_compile_cache(tmp_path / "jax_cache")
     env, commands = readme_commands()
     assert [c[:3] for c in commands] == [
+        ["python", "tools/run_pipeline.py", "run"],
+        ["python", "tools/convert_checkpoint.py", "orbax-to-t5x"],
         ["python", "-m", "scicot_jax.train"],
         ["python", "-m", "scicot_jax.eval"],
         ["python", "-m", "scicot_jax.infer"],
         ["python", "tools/convert_checkpoint.py", "orbax-to-t5x"],
     ]
+    assert "--preset" in commands[0] and commands[0][commands[0].index("--preset") + 1] == "scicot"
     flan = env["FLAN"]
     public_bucket = flan[len("gs://") :].split("/")[0]
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")  # the README's environment
+    oracle = start_oracle_server(log_requests=False)
     with gcs_emulator(env["BUCKET"]) as bucket:
         import gcsfs
 
         gcsfs.GCSFileSystem(token="anon").mkdir(public_bucket)
         pretrained = _flan_t5x_stand_in(flan)
+        as_path(env["T5_VOCAB"]).write_bytes(Path(tiny_vocab_path).read_bytes())
         start = int(flan.rsplit("_", 1)[1])
+
+        # Sci-CoT with the preset: Stage 1, the Stage-1 student's rationales, Stage 2, eval
+        res = pipeline_cli.main(_pipeline_tiny(commands[0][2:], oracle.url))
+        oracle.close()
+        run = as_path(f"{bucket}/runs/arc_easy_scicot")
+        m = res["methods"]["scicot:1"]
+        assert res["config"]["preset"] == "scicot" and res["config"]["budget"]["match"] == "none"
+        assert (m["stages"]["student"]["steps"], m["stages"]["stage2"]["steps"]) == (2, 2)
+        assert set(m["stage1_rationale_answer_accuracy"]) == {"train", "validation", "test"}
+        for step in ("teacher_answer_conditioned", "stage1_scicot_d1", "rationales_scicot_d1"):
+            assert (run / step / "DONE.json").exists(), step  # pushed to the bucket
+        assert (run / "stage2_scicot_d1" / "config.gin").exists()  # the gin trainer ran it
+        assert "the scicot paper's recipe" in (run / "results.md").read_text()
+        assert convert_checkpoint.main(commands[1][2:]) == 0
+        stage2 = t5x_checkpoints.read(f"{bucket}/arc_easy_scicot_t5x")
+        assert stage2.step == 2  # the pipeline's stages count their steps from 0
+
         model_dir = as_path(f"{bucket}/arc_easy")
 
-        train_argv = _tiny(commands[0][3:]) + [
+        train_argv = _tiny(commands[2][3:]) + [
             f"--gin.TRAIN_STEPS={start + 2}",  # the README's TRAIN_STEPS minus 1,998 steps
             "--gin.EVAL_PERIOD=0",
             "--gin.CHECKPOINT_PERIOD=2",
@@ -137,17 +183,17 @@ def test_readme_cloud_tpu_commands_run_against_gcs(
         assert "T5Config.d_model = 16" in (model_dir / "config.gin").read_text()
         assert any(as_path(f"{bucket}/xla_cache").iterdir())  # the compiled step, on gs://
 
-        res = eval_bin.main(["eval", *_tiny(commands[1][3:]), "--gin.evaluate.limit=4"])
+        res = eval_bin.main(["eval", *_tiny(commands[3][3:]), "--gin.evaluate.limit=4"])
         assert list(res) == [start + 2]
         evals = {p.name for p in (model_dir / "inference_eval").iterdir()}
         assert f"{TASK}-{start + 2:06}.jsonl" in evals and f"{TASK}-metrics.jsonl" in evals, evals
 
-        infer.main(["infer", *_tiny(commands[2][3:]), "--gin.infer.limit=3"])
+        infer.main(["infer", *_tiny(commands[4][3:]), "--gin.infer.limit=3"])
         (pred,) = list((model_dir / "infer").iterdir())
         assert pred.name.endswith("-predict.jsonl-00000-of-00001")
         assert len(pred.read_text().splitlines()) == 3
 
-        assert convert_checkpoint.main(commands[3][2:]) == 0
+        assert convert_checkpoint.main(commands[5][2:]) == 0
         exported = t5x_checkpoints.read(f"{bucket}/arc_easy_t5x")
         assert exported.step == start + 2 and exported.param_states is not None
         moved = jax.tree.leaves(jax.tree.map(np.array_equal, exported.params, pretrained))

@@ -105,6 +105,8 @@ def test_run_local_collect_render(tmp_path):
     assert len(paths["summary"].read_text().splitlines()) == 1 + 4
     md = paths["md"].read_text()
     assert "| finetune_cot | 2 | 1.0 | tiny | 3 | 42.00 ± 2.00 |" in md
+    scicot = next(line for line in md.splitlines() if line.startswith("| scicot | 1 |"))
+    assert "| answers given |" in scicot and "80.00" not in scicot  # no teacher "accuracy"
     for key in ("degree", "train_fraction", "student", "train_tokens", "method"):
         assert paths[key].read_bytes()[:4] == b"\x89PNG", key
 
@@ -122,8 +124,8 @@ def test_plot_axes_are_fixed_with_chance_and_teacher_lines(tmp_path, monkeypatch
         seen[Path(path).name] = (ax.get_ylim(), [t.get_text() for t in ax.get_legend().texts])
         teacher_y = {ln.get_label(): ln.get_ydata()[0] for ln in ax.get_lines()
                      if ln.get_label().startswith("teacher")}  # fmt: skip
-        # one line per teacher, each at its own accuracy (not one line averaged over both)
-        assert teacher_y == {"teacher (zero-shot CoT)": 72.0, "teacher (answer-conditioned)": 100.0}
+        # the zero-shot teacher's accuracy; the answer-conditioned one was given the answers
+        assert teacher_y == {"teacher (zero-shot CoT)": 72.0}
         renderer = fig.canvas.get_renderer()  # the legend sits right of the axes, over no data
         assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent().x1
         if Path(path).name == "accuracy_vs_train_fraction.png":

@@ -93,3 +93,25 @@ def test_standalone_replay_gives_sample_k_its_kth_recording(tmp_path):
         assert r.json()["choices"][0]["text"] == " take 0"
     finally:
         srv.close()
+
+
+def test_standalone_replay_coin_flip_agrees_with_the_pipeline(tmp_path, capsys, shared_data):
+    """`serve-replay` + `run` on coin flip (questions recorded more than once): 314 of the 350
+    train questions right, as the pipeline's replay teacher gives (README), not 313."""
+    srv = start_replay_server(shared_data / "finetune_cot" / "completions" / "D_coin_flip.json")
+    try:
+        code = main(
+            ["run", "--task", "ftcot_coin_flip", "--data-dir", str(shared_data / "finetune_cot"),
+             "--split", "train", "--backend", "openai", "--api", "completions", "--base-url",
+             srv.url, "--model", "text-davinci-002", "--prompt", "zero_shot_cot", "--samples",
+             "1", "--temperature", "0", "--max-tokens", "128", "--answer-max-tokens", "128",
+             "--cache", str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "run"),
+             "--concurrency", "16", "--no-progress"]
+        )  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        capsys.readouterr()
+        assert main(["report", str(tmp_path / "run")]) == 0
+        rep = json.loads(capsys.readouterr().out)
+    finally:
+        srv.close()
+    assert (rep["correct"], rep["records"]) == (314, 350)

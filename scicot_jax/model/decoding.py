@@ -42,9 +42,12 @@ def generate(
     alpha: float = 0.6,
     rng: jax.Array | None = None,
     encoder_segment_ids: jax.Array | None = None,
+    vocab_size: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Decode `num_decodes` outputs per input: tokens int32 [B, n, max_len] and scores fp32 [B, n].
 
+    `vocab_size`: the vocabulary's pieces; an embedding with more rows (rounded up, e.g. T5's
+    32,128 for 32,100 pieces) never emits, nor gives probability to, the ids beyond it.
     The padding id is never emitted, so tokens end with EOS then padding 0 (unless cut at
     max_decode_length). Scores: greedy and
     sample give the sum of the model's log-probabilities (temperature 1, no truncation) of the
@@ -75,11 +78,21 @@ def generate(
         num_decodes=num_decodes,
         top_k=int(top_k),
         use_top_p=use_top_p,
+        vocab_size=vocab_size if vocab_size and vocab_size < config.vocab_size else None,
     )
 
 
 @functools.partial(
-    jax.jit, static_argnames=("config", "max_len", "method", "num_decodes", "top_k", "use_top_p")
+    jax.jit,
+    static_argnames=(
+        "config",
+        "max_len",
+        "method",
+        "num_decodes",
+        "top_k",
+        "use_top_p",
+        "vocab_size",
+    ),
 )
 def _generate(
     params: Any,
@@ -96,10 +109,13 @@ def _generate(
     num_decodes: int,
     top_k: int,
     use_top_p: bool,
+    vocab_size: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     if config.scan_layers:  # decode caches are per layer; run the per-layer twin of the model
         params, config = unscan_params(params, config), config.replace(scan_layers=False)
     first_logits, cache, run = prefill(params, config, enc_tokens, enc_segments, max_len)
+    if vocab_size is not None:  # rows beyond the vocabulary: never chosen, no probability
+        first_logits, run = mask_beyond(first_logits, vocab_size), _masked(run, vocab_size)
     batch = enc_tokens.shape[0]
     # Copies for samples / beams: own self-attention caches, one shared cross-attention K/V.
     first_logits, enc_tokens = _repeat_batch((first_logits, enc_tokens), num_decodes)
@@ -162,6 +178,19 @@ def prefill(
     start = jnp.full((enc_tokens.shape[0],), config.decoder_start_id, jnp.int32)
     first_logits, cache = run(start, None, encoded, enc_tokens)
     return first_logits, cache, run
+
+
+def mask_beyond(logits_NxV: jax.Array, vocab_size: int) -> jax.Array:
+    """Logits of ids >= vocab_size (embedding rows with no piece) set to NEG_INF."""
+    return jnp.where(jnp.arange(logits_NxV.shape[-1]) < vocab_size, logits_NxV, NEG_INF)
+
+
+def _masked(run: Callable, vocab_size: int) -> Callable:
+    def masked_run(*args):
+        logits, cache = run(*args)
+        return mask_beyond(logits, vocab_size), cache
+
+    return masked_run
 
 
 def _repeat_batch(tree: Any, n: int, keep_cross: bool = False) -> Any:

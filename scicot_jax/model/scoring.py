@@ -14,8 +14,11 @@ from scicot_jax.model.t5 import Transformer
 _OPTIONAL = ("encoder_segment_ids", "decoder_segment_ids", "encoder_positions", "decoder_positions")
 
 
-def score(params: Any, config: T5Config, batch: dict[str, Any]) -> dict[str, jax.Array]:
-    """{"sum_logprob", "mean_logprob", "num_tokens"} per example [B], over target tokens != pad."""
+def score(
+    params: Any, config: T5Config, batch: dict[str, Any], vocab_size: int | None = None
+) -> dict[str, jax.Array]:
+    """{"sum_logprob", "mean_logprob", "num_tokens"} per example [B], over target tokens != pad;
+    with `vocab_size`, normalised over the vocabulary's ids only (not spare embedding rows)."""
     for key in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens"):
         if key not in batch:
             raise ValueError(f"score: batch is missing {key!r} (has {sorted(batch)})")
@@ -26,20 +29,30 @@ def score(params: Any, config: T5Config, batch: dict[str, Any]) -> dict[str, jax
     inputs.update(
         {k: jnp.asarray(batch[k], jnp.int32) for k in _OPTIONAL if batch.get(k) is not None}
     )
-    return _score(params, inputs, config=config)
+    limit = vocab_size if vocab_size and vocab_size < config.vocab_size else None
+    return _score(params, inputs, config=config, vocab_size=limit)
 
 
-@functools.partial(jax.jit, static_argnames="config")
-def _score(params: Any, inputs: dict[str, jax.Array], *, config: T5Config) -> dict[str, jax.Array]:
+@functools.partial(jax.jit, static_argnames=("config", "vocab_size"))
+def _score(
+    params: Any, inputs: dict[str, jax.Array], *, config: T5Config, vocab_size: int | None
+) -> dict[str, jax.Array]:
     logits = Transformer(config).apply({"params": params}, **inputs, enable_dropout=False)
-    return token_logprob_sums(logits, inputs["decoder_target_tokens"], config.pad_id)
+    return token_logprob_sums(logits, inputs["decoder_target_tokens"], config.pad_id, vocab_size)
 
 
 def token_logprob_sums(
-    logits_BxLxV: jax.Array, targets_BxL: jax.Array, pad_id: int = 0
+    logits_BxLxV: jax.Array,
+    targets_BxL: jax.Array,
+    pad_id: int = 0,
+    vocab_size: int | None = None,
 ) -> dict[str, jax.Array]:
-    """Sum / mean / count of log p(target) over non-pad target positions."""
-    logprobs = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
+    """Sum / mean / count of log p(target) over non-pad target positions (the softmax over the
+    first `vocab_size` ids when given)."""
+    logits = logits_BxLxV.astype(jnp.float32)
+    if vocab_size is not None:
+        logits = jnp.where(jnp.arange(logits.shape[-1]) < vocab_size, logits, -1.0e9)
+    logprobs = jax.nn.log_softmax(logits, axis=-1)
     token_lp = jnp.take_along_axis(logprobs, targets_BxL[..., None], axis=-1)[..., 0]
     weights = (targets_BxL != pad_id).astype(jnp.float32)
     total = jnp.sum(token_lp * weights, axis=-1)

@@ -18,12 +18,16 @@ from dataclasses import replace
 from typing import Any
 
 from scicot_jax.paths import as_path
+from scicot_jax.pipeline import presets
 from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
 from scicot_jax.pipeline.config import (
     TEACHER_BACKENDS,
     PipelineConfig,
+    StudentConfig,
 )
 from scicot_jax.runtime.gin_utils import setup_logging
+
+_D = StudentConfig()  # the defaults --help shows
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -46,6 +50,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task", help="task card name (see tasks/) or path to your own .toml card")
     g.add_argument("--out", help="run directory")
     g.add_argument("--config", help="JSON config (a run's config.json); flags override it")
+    g.add_argument(
+        "--preset",
+        choices=sorted(presets.PRESETS),
+        help="a paper's recipe for real cards (its methods and per-stage budgets; flags beside "
+        "it override): " + presets.help_text(),
+    )
     g.add_argument(
         "--methods",
         help="comma list: baseline, finetune_cot:D, scicot:D, "
@@ -108,7 +118,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--split-digits", action="store_true", help="task vocabulary spells numbers digit by digit"
     )
     s.add_argument("--init-checkpoint", help="initial checkpoint (orbax, trainer or HF dir)")
-    s.add_argument("--steps", type=int, help="training budget in steps (see --match)")
+    s.add_argument(
+        "--steps",
+        type=int,
+        help=f"training budget in steps (see --match; default {_D.steps}, batch {_D.batch_size})",
+    )
     s.add_argument(
         "--epochs",
         type=float,
@@ -129,11 +143,16 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--scorer-steps", type=int, help="each MoRSD probe's own steps (default --steps / 2)"
     )
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--optimizer", choices=("adamw", "adafactor"))
-    s.add_argument("--lr", type=float)
+    s.add_argument("--batch-size", type=int, help=f"default {_D.batch_size}")
+    s.add_argument("--optimizer", choices=("adamw", "adafactor"), help=f"default {_D.optimizer}")
+    s.add_argument("--lr", type=float, help=f"peak learning rate (default {_D.learning_rate:g})")
     s.add_argument("--weight-decay", type=float)
-    s.add_argument("--schedule", choices=("constant", "rsqrt", "linear", "cosine"))
+    s.add_argument(
+        "--schedule",
+        choices=("constant", "rsqrt", "linear", "cosine"),
+        help=f"after {100 * _D.warmup_fraction:g}%% linear warmup (default {_D.schedule}: a cosine "
+        "decay to zero left the demo's students at chance on some seeds)",
+    )
     s.add_argument("--inputs-length", type=int)
     s.add_argument("--targets-length", type=int)
     s.add_argument("--dropout", type=float, help="dropout rate while training (default 0)")
@@ -198,6 +217,8 @@ def config_from_args(
             if not args.task or not args.out:
                 raise SystemExit("run: --task and --out are required (or --config)")
             base = PipelineConfig(task=args.task, out=args.out)
+    if args.preset:
+        base = presets.apply(base, args.preset)
     top = _given(
         task=args.task,
         out=args.out,
@@ -257,7 +278,8 @@ def config_from_args(
     if args.steps is not None and args.epochs is None:
         student["epochs"] = None  # --steps replaces a configured epoch budget
     elif args.steps is None and args.epochs is None and base.student.epochs is None:
-        student["epochs"] = paper_epochs(top.get("task", base.task))
+        if not base.preset:  # a preset's budget stands
+            student["epochs"] = paper_epochs(top.get("task", base.task))
     if args.clip_grad_norm is not None:
         student["clip_grad_norm"] = args.clip_grad_norm or None  # 0: no clipping
     if args.model:
@@ -276,13 +298,18 @@ def config_from_args(
         sel.setdefault("fraction", None)
     if "fraction" in sel and sel["fraction"] is not None:
         sel.setdefault("per_question", None)
-    return replace(
+    cfg = replace(
         base,
         **top,
         teacher=replace(base.teacher, **teacher),
         student=replace(base.student, **student),
         selection=replace(base.selection, **sel),
     )
+    try:
+        presets.check(cfg)
+    except ValueError as e:
+        raise SystemExit(f"run_pipeline.py: error: {e}") from None
+    return cfg
 
 
 def paper_epochs(task: str) -> float | None:

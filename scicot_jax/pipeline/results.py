@@ -30,11 +30,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
     ]
     for kind, s in t.items():
-        acc = _pct(s.get("accuracy"))
+        acc = (
+            "answers given (the prompt holds the answer; wrong steps: see Rationales)"
+            if _answers_given(kind)
+            else f"accuracy {_pct(s.get('accuracy'))}% over all samples"
+        )
         lines.append(
             f"Teacher run `{kind}`: {s.get('teacher') or s.get('source', '')}, "
             f"temperature {s.get('temperature', '-')}: {s.get('records', 0)} rationales "
-            f"for {s.get('questions', 0)} questions, accuracy {acc}% over all samples, "
+            f"for {s.get('questions', 0)} questions, {acc}, "
             f"tokens in/out {s.get('input_tokens', 0)}/{s.get('output_tokens', 0)}."
         )
     b = results["config"].get("budget") or {}
@@ -45,6 +49,14 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"(Fine-tune-CoT's, Sci-CoT's Stage 1) train {b.get('steps')} steps each; Sci-CoT's "
             "Stage 2 and MoRSD's probes are overhead, in their own columns.",
         ]
+    elif b.get("match") == "none":
+        preset = results["config"].get("preset")
+        lines += [
+            "",
+            "Budget: each stage trains to its own budget (no compute matching"
+            + (f"; the {preset} paper's recipe, --preset {preset}" if preset else "")
+            + "): steps, tokens and FLOPs per stage below.",
+        ]
     elif b:
         lines += [
             "",
@@ -53,7 +65,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         ]
     cols = [f"{s} acc %" for s in SPLITS]
     for stage in STAGE_NAMES.values():
-        cols += [f"{stage} steps", f"{stage} tokens"]
+        cols += [f"{stage} steps", f"{stage} tokens", f"{stage} FLOPs"]
     cols += ["total tokens", "total FLOPs", "seconds"]
     lines += [
         "",
@@ -66,7 +78,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         cells = [_pct(acc.get(s)) for s in SPLITS]
         for key in STAGE_NAMES:
             st = stages.get(key)
-            cells += ["", ""] if not st else [str(st["steps"]), f"{st['train_tokens']:,}"]
+            cells += (
+                ["", "", ""]
+                if not st
+                else [str(st["steps"]), f"{st['train_tokens']:,}", f"{st['train_flops']:.2e}"]
+            )
         cells += [
             f"{m.get('train_tokens', 0):,}",
             f"{(m.get('train_flops') or 0):.2e}",
@@ -78,7 +94,56 @@ def render_markdown(results: dict[str, Any]) -> str:
             + " | ".join(cells)
             + " |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + rationale_lines(results)) + "\n"
+
+
+def _answers_given(teacher_run: str) -> bool:
+    """Whether a teacher run's prompt held the answer (its key starts with the prompt)."""
+    from scicot_jax.pipeline.config import ANSWERS_GIVEN
+
+    return teacher_run.startswith(ANSWERS_GIVEN)
+
+
+def _share(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.1f}"
+
+
+def rationale_lines(results: dict[str, Any]) -> list[str]:
+    """Per CoT method: the teacher rationales it learnt from (the kept set's wrong-step and
+    rationalised shares where the oracle knows them, against all candidates'), the teacher's
+    accuracy or "answers given", and the Stage-1 student's rationale accuracy on train and test."""
+    from scicot_jax.pipeline.config import ANSWERS_GIVEN, PROMPT_FOR
+
+    rows = []
+    for label, m in results["methods"].items():
+        if m.get("method") == "baseline":
+            continue
+        f = (m.get("selection_summary") or {}).get("flaws") or {}
+        given = PROMPT_FOR.get(m.get("method")) in ANSWERS_GIVEN
+        teacher = "answers given" if given else _pct(m.get("teacher_accuracy"))
+        s1 = m.get("stage1_rationale_answer_accuracy") or {}
+        rows.append(
+            f"| {label} | {m.get('rationales_used', 0)} | {_share(f.get('flawed_share_kept'))} | "
+            f"{_share(f.get('rationalised_share_kept'))} | "
+            f"{_share(f.get('flawed_share_candidates'))} | {teacher} | "
+            f"{_pct(s1.get('train'))} | {_pct(s1.get('test'))} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "Rationales: the kept teacher rationales with a wrong step (flawed right answers and "
+        "rationalised ones, where the oracle teacher knows) and rationalised ones (a wrong step, "
+        "then the given answer asserted), beside all candidates' share (a random choice's); the "
+        'teacher\'s accuracy, or "answers given" where its prompt held the answer; the Sci-CoT '
+        "Stage-1 student's rationales: answer accuracy % on train and test.",
+        "",
+        "| method | rationales | kept with a wrong step % | kept rationalised % | "
+        "candidates with a wrong step % | teacher acc % | Stage-1 rationales train % | "
+        "Stage-1 rationales test % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def write(run_dir: str | Path, results: dict[str, Any]) -> tuple[Path, Path]:

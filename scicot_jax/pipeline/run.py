@@ -650,6 +650,7 @@ class Pipeline:
             "config": {
                 "student": self.cfg.student.size,
                 "budget": self._budget_key(),
+                "preset": self.cfg.preset,
                 "train_fraction": self.cfg.train_fraction,
                 "methods": list(self.cfg.methods),
                 "seed": self.cfg.seed,

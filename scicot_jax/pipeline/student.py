@@ -273,5 +273,6 @@ class T5Student:
             target_length=tgt_len,
             batch_size=self.cfg.eval_batch_size,
             progress="score",
+            vocab_size=self.vocab.vocab_size,
         )
         return multihost.gather_shards([-r["mean_logprob"] for r in res], host, hosts)

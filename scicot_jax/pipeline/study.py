@@ -344,7 +344,7 @@ def render(
             f"| {r['method']} | {r['degree'] or ''} | {r['train_fraction']} | {r['student']} | "
             f"{r['seeds']} | {_cell(r['accuracy_test_mean'])} ± {_cell(r['accuracy_test_std'])} | "
             f"{_cell(r['accuracy_validation_mean'])} ± {_cell(r['accuracy_validation_std'])} | "
-            f"{_cell(r['teacher_accuracy_mean'])} | {_cell(r['train_tokens_mean'])} | "
+            f"{_teacher_cell(r)} | {_cell(r['train_tokens_mean'])} | "
             f"{_cell(r['train_flops_mean'])} |"
         )
     md += ["", "## Every run", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -352,3 +352,12 @@ def render(
     paths["md"].write_text("\n".join(md) + "\n")
     paths.update(study_plots.plot_all(summary, out))
     return paths
+
+
+def _teacher_cell(r: dict) -> str:
+    """The teacher's accuracy; "answers given" where the prompt held the answer."""
+    from scicot_jax.pipeline.config import ANSWERS_GIVEN, PROMPT_FOR
+
+    if PROMPT_FOR.get(r["method"].partition("+")[0]) in ANSWERS_GIVEN:
+        return "answers given"
+    return _cell(r["teacher_accuracy_mean"])

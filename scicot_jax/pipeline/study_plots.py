@@ -48,10 +48,10 @@ def _x_value(axis: str) -> Callable[[dict], float]:
 
 
 def _reference_lines(ax, summary: Sequence[dict]) -> None:
-    """Chance, and each teacher's accuracy (over all its samples, mean over the study's runs
-    of the methods that learn from it): zero-shot CoT and answer-conditioned teachers differ,
-    one line averaged over both would match neither."""
-    from scicot_jax.pipeline.config import PROMPT_FOR
+    """Chance, and each zero-shot teacher's accuracy (over all its samples, mean over the
+    study's runs of the methods that learn from it). An answer-conditioned teacher is given the
+    answer, so its 100 % is no teacher's skill: no line for it."""
+    from scicot_jax.pipeline.config import ANSWERS_GIVEN, PROMPT_FOR
 
     chance = [r["chance"] for r in summary if r.get("chance") is not None]
     if chance:
@@ -59,7 +59,7 @@ def _reference_lines(ax, summary: Sequence[dict]) -> None:
     teachers: dict[str, list[float]] = defaultdict(list)
     for r in summary:
         prompt = PROMPT_FOR.get(r["method"].partition("+")[0])
-        if prompt and r.get("teacher_accuracy_mean"):
+        if prompt and prompt not in ANSWERS_GIVEN and r.get("teacher_accuracy_mean"):
             teachers[prompt].append(r["teacher_accuracy_mean"])
     for (prompt, accs), ls, color in zip(sorted(teachers.items()), (":", "-."), TEACHER_COLORS):
         name = TEACHER_NAMES.get(prompt, prompt)

@@ -192,8 +192,10 @@ def predict(
     alpha: float = 0.6,
     seed: int = 0,
     progress: str | None = None,
+    vocab_size: int | None = None,
 ) -> list[tuple[list[list[int]], list[float]]]:
-    """Per input: (num_decodes token lists cut at EOS, scores), best first for beam.
+    """Per input: (num_decodes token lists cut at EOS, scores), best first for beam; only ids
+    below `vocab_size` (the vocabulary's pieces) are emitted.
 
     `inputs` are this process's examples (all of them on one host); `batch_size` is global.
     Inputs are truncated at `input_length`; batch k (in length-sorted order) samples with
@@ -220,6 +222,7 @@ def predict(
             top_p=top_p,
             alpha=alpha,
             rng=jax.random.fold_in(jax.random.key(seed), k),
+            vocab_size=vocab_size,
         )
 
     def unpack(batch: Batch, host: Any) -> list:
@@ -246,8 +249,10 @@ def score(
     target_length: int,
     batch_size: int = 32,
     progress: str | None = None,
+    vocab_size: int | None = None,
 ) -> list[dict[str, float]]:
-    """Per example: sum/mean log-probability of the target tokens and their count.
+    """Per example: sum/mean log-probability of the target tokens and their count (normalised
+    over the first `vocab_size` ids when given: spare embedding rows get no probability).
 
     `inputs`/`targets` are this process's examples (all of them on one host); `batch_size` is
     global.
@@ -271,7 +276,7 @@ def score(
             "decoder_input_tokens": dec_in,
             "decoder_target_tokens": tgt,
         }
-        return score_fn(params, config, part.to_global(arrays, data_sh))
+        return score_fn(params, config, part.to_global(arrays, data_sh), vocab_size)
 
     def unpack(batch: Batch, res: Any) -> list:
         return [

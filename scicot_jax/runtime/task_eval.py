@@ -61,6 +61,7 @@ def evaluate_task(
             input_length=feature_lengths["inputs"],
             max_decode_length=max_decode_length or feature_lengths["targets"],
             batch_size=batch_size,
+            vocab_size=vocab.vocab_size,
         )
         mine = [
             _row(task, split, ex, vocab.decode(toks[0]), scores[0])
