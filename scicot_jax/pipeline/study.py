@@ -41,10 +41,19 @@ COLUMNS = (
     "train_flops",
     "student_steps",
     "student_tokens",
+    "student_flops",
+    "stage2_steps",
     "stage2_tokens",
+    "stage2_flops",
+    "probe_steps",
     "probe_tokens",
+    "probe_flops",
+    "stage1_rationale_accuracy_train",
+    "stage1_rationale_accuracy_test",
     "flawed_share_kept",
+    "flawed_share_candidates",
     "rationalised_share_kept",
+    "rationalised_share_candidates",
     "wall_seconds",
 )
 # A point of the sweep: what stays fixed across seeds.
@@ -260,17 +269,22 @@ def collect(study_dir: str | Path) -> list[dict]:
 
 
 def _stage_columns(m: dict) -> dict:
-    """Per-stage compute (results.json ``stages``) and the kept set's flaws (oracle runs)."""
+    """Per-stage compute (results.json ``stages``), Stage-1 rationale accuracy, and the kept
+    set's flawed / rationalised shares against all candidates' (oracle runs)."""
     stages = m.get("stages") or {}
     flaws = (m.get("selection_summary") or {}).get("flaws") or {}
-    return {
-        "student_steps": (stages.get("student") or {}).get("steps"),
-        "student_tokens": (stages.get("student") or {}).get("train_tokens"),
-        "stage2_tokens": (stages.get("stage2") or {}).get("train_tokens"),
-        "probe_tokens": (stages.get("probes") or {}).get("train_tokens"),
-        "flawed_share_kept": flaws.get("flawed_share_kept"),
-        "rationalised_share_kept": flaws.get("rationalised_share_kept"),
-    }
+    stage1 = m.get("stage1_rationale_answer_accuracy") or {}
+    out = {}
+    for prefix, key in (("student", "student"), ("stage2", "stage2"), ("probe", "probes")):
+        st = stages.get(key) or {}
+        out.update({f"{prefix}_steps": st.get("steps"), f"{prefix}_tokens": st.get("train_tokens"),
+                    f"{prefix}_flops": st.get("train_flops")})  # fmt: skip
+    out["stage1_rationale_accuracy_train"] = stage1.get("train")
+    out["stage1_rationale_accuracy_test"] = stage1.get("test")
+    for k in ("flawed", "rationalised"):
+        for side in ("kept", "candidates"):
+            out[f"{k}_share_{side}"] = flaws.get(f"{k}_share_{side}")
+    return out
 
 
 def mean_std(xs: Sequence[float]) -> tuple[float | None, float | None]:
