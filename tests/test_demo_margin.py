@@ -52,11 +52,6 @@ def test_readme_table_is_the_measured_seeds_file():
         assert accs == [seeds[label][s] for s in REPORTED_SEEDS], label
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Sci-CoT's three arms were measured on seed 3 (and 4) only: the shared machine's "
-    "time ran out (docs/demo.md); `run_pipeline.py demo --seeds 3,4,5` completes the file",
-)
 def test_every_arm_is_measured_on_every_reported_seed():
     assert _complete(demo.measured_seeds()) == set(DEMO_METHODS)
 
