@@ -140,9 +140,15 @@ def parse_card(raw: dict, path: str | Path) -> TaskCard:
             raise _fail(
                 path, "source.task", f"{source['task']!r} is not one of {sorted(SYNTHETIC_TASKS)}"
             )
-        for key in ("difficulty", "seed"):
-            if key in source:
-                _require(source, key, int, path, "source.")
+        if "seed" in source:
+            _require(source, "seed", int, path, "source.")
+        if "difficulty" in source:
+            from scicot_jax.data.synthetic import difficulty_range
+
+            try:
+                difficulty_range(source["difficulty"])
+            except ValueError as e:
+                raise _fail(path, "source.difficulty", str(e)) from None
         sizes = source.get("sizes", {})
         if not isinstance(sizes, dict):
             raise _fail(path, "source.sizes", f"expected a table of split sizes, got {sizes!r}")

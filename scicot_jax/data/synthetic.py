@@ -414,17 +414,33 @@ def _bucket(question: str) -> int:
     return int.from_bytes(hashlib.sha256(question.encode()).digest()[:4], "big") % 20
 
 
+def difficulty_range(difficulty: int | str) -> tuple[int, int]:
+    """(lowest, highest) steps: an int n is (n, n), "lo-hi" a range drawn per question."""
+    lo, sep, hi = str(difficulty).partition("-")
+    try:
+        low, high = int(lo), int(hi) if sep else int(lo)
+    except ValueError:
+        raise ValueError(f"difficulty must be an integer or 'lo-hi', got {difficulty!r}") from None
+    if low < 1 or high < low:
+        raise ValueError(f"difficulty must be >= 1 (and lo <= hi), got {difficulty!r}")
+    return low, high
+
+
 def generate(
-    task: str, split: str, n: int | None = None, seed: int = 0, difficulty: int | None = None
+    task: str,
+    split: str,
+    n: int | None = None,
+    seed: int = 0,
+    difficulty: int | str | None = None,
 ) -> list[Example]:
-    """`n` distinct examples of `task` for `split` (deterministic in all arguments)."""
+    """`n` distinct examples of `task` for `split` (deterministic in all arguments); a
+    difficulty "lo-hi" draws each question's number of steps uniformly from lo..hi."""
     spec = _task(task)
     if split not in _SPLIT_BUCKETS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     n = DEFAULT_SIZES[split] if n is None else n
-    difficulty = spec.default_difficulty if difficulty is None else int(difficulty)
-    if difficulty < 1:
-        raise ValueError(f"difficulty must be >= 1, got {difficulty}")
+    low, high = difficulty_range(spec.default_difficulty if difficulty is None else difficulty)
+    difficulty = low if low == high else f"{low}-{high}"
     rng = random.Random(f"{task}/{split}/{seed}/{difficulty}")
     out, seen, tries = [], set(), 0
     while len(out) < n:
@@ -433,7 +449,7 @@ def generate(
             raise ValueError(
                 f"{task}: cannot draw {n} distinct {split} questions at difficulty {difficulty}"
             )
-        ex = spec.make(rng, difficulty)
+        ex = spec.make(rng, low if low == high else rng.randint(low, high))
         if ex.question in seen or _bucket(ex.question) not in _SPLIT_BUCKETS[split]:
             continue
         seen.add(ex.question)

@@ -22,11 +22,13 @@ TEACHER_BACKENDS = ("oracle", "replay", "gemini", "openai", "import")
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method to run: ``baseline``, ``finetune_cot:D``, ``scicot:D``, ``+morsd`` selection."""
+    """One method to run: ``baseline``, ``finetune_cot:D``, ``scicot:D``, ``+morsd`` selection,
+    or ``+random``: MoRSD's control, as many rationales per question chosen at random."""
 
     method: str
     degree: int = 0
     morsd: bool = False
+    random: bool = False
 
     @classmethod
     def parse(cls, text: str) -> MethodSpec:
@@ -37,8 +39,8 @@ class MethodSpec:
             raise ValueError(
                 f"unknown method {text!r}: use one of {METHODS}, e.g. 'finetune_cot:4'"
             )
-        if sel not in ("", "morsd"):
-            raise ValueError(f"unknown selection {sel!r} in {text!r}: only '+morsd'")
+        if sel not in ("", "morsd", "random"):
+            raise ValueError(f"unknown selection {sel!r} in {text!r}: '+morsd' or '+random'")
         if base == "baseline":
             if d or sel:
                 raise ValueError(f"{text!r}: baseline takes no degree or selection")
@@ -49,13 +51,14 @@ class MethodSpec:
             raise ValueError(f"{text!r}: degree must be an integer, e.g. '{base}:4'") from None
         if degree < 1:
             raise ValueError(f"{text!r}: degree must be >= 1")
-        return cls(base, degree, sel == "morsd")
+        return cls(base, degree, sel == "morsd", sel == "random")
 
     @property
     def label(self) -> str:
         if self.method == "baseline":
             return "baseline"
-        return f"{self.method}{'+morsd' if self.morsd else ''}:{self.degree}"
+        sel = "+morsd" if self.morsd else "+random" if self.random else ""
+        return f"{self.method}{sel}:{self.degree}"
 
     @property
     def slug(self) -> str:

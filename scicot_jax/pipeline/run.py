@@ -33,6 +33,7 @@ from scicot_jax.pipeline.budget import Budget
 from scicot_jax.pipeline.config import MethodSpec, PipelineConfig
 from scicot_jax.pipeline.steps import StepRunner
 from scicot_jax.selection import SelectionConfig, select, write_report
+from scicot_jax.selection.difficulty import rd_pair
 
 
 class Student(Protocol):
@@ -222,7 +223,7 @@ class Pipeline:
             share = self.budget().share("scicot", "scorer", True)
             return self._train_stage(
                 d,
-                [formats.stage2(train[r.example_id], r.rationale) for r in recs],
+                [rd_pair(train[r.example_id], r.rationale) for r in recs],
                 "scorer",
                 None if share is None else share / 2,  # two probes share the probes' budget
                 lambda vocab: self._seqio_task("stage2", vocab, d / "store", degree),
@@ -249,7 +250,7 @@ class Pipeline:
         probes = [self._probe(key, degree, h) for h in (0, 1)]
         train = self.by_id("train")
         half_of = {
-            formats.stage2(train[r.example_id], r.rationale): question_half(r.example_id)
+            rd_pair(train[r.example_id], r.rationale): question_half(r.example_id)
             for r in self.teacher_records(key)
         }
 
@@ -263,11 +264,38 @@ class Pipeline:
                     out[i] = rd
             return out
 
-        return score, probes, "cross-fitted probes (each scores the half it did not train on)"
+        return (
+            score,
+            probes,
+            (
+                "cross-fitted probes (each scores the half it did not train on), trained and scoring "
+                "with the rationale's answer statement removed"
+            ),
+        )
+
+    def flaw_fn(self) -> Callable[[Any], str | None] | None:
+        """The oracle teacher's account of a train rationale's flaw (None for other teachers)."""
+        from scicot_jax.teacher.oracle_behaviour import flaw_of
+
+        task = self.card.source.get("task")
+        if self.cfg.teacher.backend != "oracle" or self.card.source.get("type") != "synthetic":
+            return None
+        train = self.by_id("train")
+        return lambda r: flaw_of(
+            task, train[r.example_id].question, r.rationale, train[r.example_id].choices
+        )
 
     def _select(self, spec: MethodSpec) -> dict:
         if spec.morsd:
             sel_cfg = replace(self.cfg.selection, max_degree=spec.degree)
+        elif spec.random:  # MoRSD's control: as many per question, drawn at random
+            sel_cfg = replace(
+                self.cfg.selection,
+                max_degree=spec.degree,
+                use_difficulty=False,
+                random_order=True,
+                seed=self.cfg.seed,
+            )
         else:
             # Fine-tune-CoT / Sci-CoT as published: every correct sample up to degree D.
             sel_cfg = SelectionConfig(dedupe=False, use_difficulty=False, max_degree=spec.degree)
@@ -277,7 +305,11 @@ class Pipeline:
             if spec.morsd and sel_cfg.use_difficulty:
                 scorer, probes, rd_source = self.rd_scorer(self.prompt_of(spec), spec.degree)
             sel = select(
-                self.teacher_records(self.prompt_of(spec)), self.by_id("train"), sel_cfg, scorer
+                self.teacher_records(self.prompt_of(spec)),
+                self.by_id("train"),
+                sel_cfg,
+                scorer,
+                flaw_fn=self.flaw_fn(),
             )
             sel.summary["rd_source"] = rd_source
             # A rationale-store run of the kept records: what the SeqIO registry turns into
@@ -507,7 +539,7 @@ class Pipeline:
         entry: dict[str, Any] = {
             "method": spec.method,
             "degree": spec.degree,
-            "selection": "morsd" if spec.morsd else "none",
+            "selection": "morsd" if spec.morsd else "random" if spec.random else "none",
         }
         train = self.examples("train")
         if spec.method == "baseline":

@@ -39,6 +39,21 @@ COLUMNS = (
     "train_steps",
     "train_tokens",
     "train_flops",
+    "student_steps",
+    "student_tokens",
+    "student_flops",
+    "stage2_steps",
+    "stage2_tokens",
+    "stage2_flops",
+    "probe_steps",
+    "probe_tokens",
+    "probe_flops",
+    "stage1_rationale_accuracy_train",
+    "stage1_rationale_accuracy_test",
+    "flawed_share_kept",
+    "flawed_share_candidates",
+    "rationalised_share_kept",
+    "rationalised_share_candidates",
     "wall_seconds",
 )
 # A point of the sweep: what stays fixed across seeds.
@@ -54,6 +69,9 @@ SUMMARY_COLUMNS = (
     "chance",
     "train_tokens_mean",
     "train_flops_mean",
+    "rationales_used_mean",
+    "student_tokens_mean",
+    "flawed_share_kept_mean",
 )
 
 
@@ -228,7 +246,7 @@ def collect(study_dir: str | Path) -> list[dict]:
                 {
                     "run": name,
                     "method": m.get("method", key)
-                    + ("+morsd" if m.get("selection") == "morsd" else ""),
+                    + {"morsd": "+morsd", "random": "+random"}.get(m.get("selection"), ""),
                     "selection": m.get("selection", "none"),
                     "degree": m.get("degree", 0),
                     "train_fraction": cfg.get("train_fraction", plan_row.get("train_fraction")),
@@ -243,10 +261,30 @@ def collect(study_dir: str | Path) -> list[dict]:
                     "train_steps": m.get("train_steps"),
                     "train_tokens": m.get("train_tokens"),
                     "train_flops": m.get("train_flops"),
+                    **_stage_columns(m),
                     "wall_seconds": m.get("seconds"),
                 }
             )
     return rows
+
+
+def _stage_columns(m: dict) -> dict:
+    """Per-stage compute (results.json ``stages``), Stage-1 rationale accuracy, and the kept
+    set's flawed / rationalised shares against all candidates' (oracle runs)."""
+    stages = m.get("stages") or {}
+    flaws = (m.get("selection_summary") or {}).get("flaws") or {}
+    stage1 = m.get("stage1_rationale_answer_accuracy") or {}
+    out = {}
+    for prefix, key in (("student", "student"), ("stage2", "stage2"), ("probe", "probes")):
+        st = stages.get(key) or {}
+        out.update({f"{prefix}_steps": st.get("steps"), f"{prefix}_tokens": st.get("train_tokens"),
+                    f"{prefix}_flops": st.get("train_flops")})  # fmt: skip
+    out["stage1_rationale_accuracy_train"] = stage1.get("train")
+    out["stage1_rationale_accuracy_test"] = stage1.get("test")
+    for k in ("flawed", "rationalised"):
+        for side in ("kept", "candidates"):
+            out[f"{k}_share_{side}"] = flaws.get(f"{k}_share_{side}")
+    return out
 
 
 def mean_std(xs: Sequence[float]) -> tuple[float | None, float | None]:
@@ -274,6 +312,8 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
         row["chance"] = rs[0].get("chance")
         row["train_tokens_mean"] = mean_std([r.get("train_tokens") for r in rs])[0]
         row["train_flops_mean"] = mean_std([r.get("train_flops") for r in rs])[0]
+        for col in ("rationales_used", "student_tokens", "flawed_share_kept"):
+            row[f"{col}_mean"] = mean_std([r.get(col) for r in rs])[0]
         out.append(row)
     return out
 

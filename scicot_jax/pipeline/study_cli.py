@@ -6,7 +6,9 @@
 
 PIPELINE_ARGS are the ``run_pipeline.py run`` arguments shared by every run (task, teacher,
 steps, ``--gin KEY=VALUE`` ...); the study adds ``--methods``, ``--train-fraction``,
-``--student`` and ``--out`` per run.
+``--student`` and ``--out`` per run. ``--demo-base [--knob KEY=VALUE ...]`` starts every run
+from the demo's configuration (``pipeline.demo.demo_config``, written to
+``STUDY/base_config.json``; PIPELINE_ARGS still override it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from scicot_jax.clihelp import show_defaults
 from scicot_jax.pipeline import study
@@ -53,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
             default=["tiny"],
             help="model presets (tiny, small, base, ...)",
         )
+        s.add_argument(
+            "--demo-base",
+            action="store_true",
+            help="start every run from the demo's config (STUDY/base_config.json)",
+        )
+        s.add_argument(
+            "--knob",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="with --demo-base: a demo design knob (pipeline.demo.DESIGN)",
+        )
         if name == "plan":
             s.add_argument("--python", default="python")
             s.add_argument("--tpu-name", help="Cloud TPU VM: wrap each line in gcloud ... ssh")
@@ -74,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "report":
         return _report(args.study_dir)
+    if args.demo_base:
+        base_args = ["--config", str(_demo_base(args.out, args.knob)), *base_args]
     runs = study.plan(args.methods, args.degrees, args.fractions, args.students, range(args.seeds))
     if args.cmd == "plan":
         tpu = None
@@ -94,6 +111,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = study.run_local(runs, args.out, base_args, cli.main)
     _report(args.out)
     return 0 if all(v == "ok" for v in status.values()) else 1
+
+
+def _demo_base(out: str, knobs: Sequence[str]) -> Path:
+    """Write the demo's config (with ``knobs``) as the study's base config; its path."""
+    from scicot_jax.pipeline.demo import DESIGN, demo_config
+
+    values = {}
+    for text in knobs:
+        key, _, value = text.partition("=")
+        if key not in DESIGN:
+            raise SystemExit(f"scaling_study.py: unknown --knob {key!r}; known: {sorted(DESIGN)}")
+        values[key] = type(DESIGN[key])(value)
+    path = Path(out) / "base_config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    demo_config(str(Path(out) / "runs" / "base"), **values).save(path)
+    return path
 
 
 def _report(study_dir: str) -> int:

@@ -20,13 +20,18 @@ AXES = {  # plot key -> (summary column, x-axis label)
     "train_fraction": ("train_fraction", "fraction of the train questions"),
     "student": ("student", "student size"),
     "train_tokens": ("train_tokens_mean", "train tokens (the method's whole compute)"),
+    "rationales_used": ("rationales_used_mean", "rationales used (kept teacher rationales)"),
+    "student_tokens": (
+        "student_tokens_mean",
+        "rationale-student train tokens (one-stage student or Stage 1)",
+    ),
 }
 
 
 def _label(r: dict, without: str) -> str:
     """A series name from the point's fields other than the plotted axis."""
     parts = [r["method"]]
-    if without != "degree" and r.get("degree"):
+    if without not in ("degree", "rationales_used", "student_tokens") and r.get("degree"):
         parts.append(f"D={r['degree']}")
     if without != "student":
         parts.append(str(r["student"]))
@@ -83,7 +88,9 @@ def line_plot(summary: Sequence[dict], axis: str, path: Path) -> Path:
     for r in summary:
         if r.get("accuracy_test_mean") is None:
             continue
-        if axis == "degree" and not r.get("degree"):
+        if axis != "student" and r.get(AXES[axis][0]) is None:
+            continue  # e.g. a run from before per-stage accounting
+        if axis in ("degree", "rationales_used") and not r.get("degree"):
             flat.append(r)
             continue
         series[_label(r, axis)].append(
@@ -109,7 +116,7 @@ def line_plot(summary: Sequence[dict], axis: str, path: Path) -> Path:
     _reference_lines(ax, summary)
     if axis == "degree":
         ax.set_xscale("log", base=2)
-    elif axis == "train_tokens":
+    elif axis in ("train_tokens", "student_tokens", "rationales_used"):
         xs_all = [x for pts in series.values() for x, _, _ in pts]
         if xs_all and max(xs_all) > 10 * min(xs_all):
             ax.set_xscale("log")
@@ -157,7 +164,11 @@ def plot_all(summary: Sequence[dict], out: Path) -> dict[str, Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = {key: line_plot(summary, key, out / f"accuracy_vs_{key}.png") for key in AXES}
+    paths = {
+        key: line_plot(summary, key, out / f"accuracy_vs_{key}.png")
+        for key in AXES
+        if any(r.get(AXES[key][0]) is not None for r in summary)  # e.g. runs without stages
+    }
     paths["method"] = method_plot(summary, out / "accuracy_by_method.png")
     plt.close("all")
     return paths

@@ -4,9 +4,10 @@ Given teacher rationales (rationale-store records) for a set of questions:
 
 1. **Accuracy**: a rationale whose parsed answer is wrong (or unparseable) is dropped.
 2. **Difficulty**: every surviving rationale gets a Rationale Difficulty
-   ``RD = -mean log p_student(answer | question + rationale)`` over the answer's tokens, from a
-   batched scoring callable (the student's score mode). Lower RD = the rationale makes the
-   answer easier for *this* student to produce.
+   ``RD = -mean log p_student(answer | question + reasoning)`` over the answer's tokens, from a
+   batched scoring callable (the student's score mode), where the reasoning is the rationale
+   without its own answer statement (``difficulty.py`` says why). Lower RD = the rationale makes
+   the answer easier for *this* student to produce.
 3. **Diversity**: within each question, candidates are visited from lowest RD up (sample order
    when there is no scorer); one whose similarity to an already kept sample of the same
    question reaches the threshold is a near-duplicate and dropped (see ``similarity.py``).
@@ -14,17 +15,24 @@ Given teacher rationales (rationale-store records) for a set of questions:
    ``fraction`` of all correct rationales chosen globally by RD (after guaranteeing each question
    ``min_per_question`` so hard questions are not lost entirely).
 
-Every input record gets a ``Decision`` saying whether it was kept and why.
+Every input record gets a ``Decision`` saying whether it was kept and why (and, when a
+``flaw_fn`` knows, which flaw the rationale carries: the oracle teacher's own account).
+
+The control (``random_order``): the same filters and budget, candidates visited in a seeded
+random order instead of by RD and without the diversity filter: a random choice of as many
+rationales per question, against which MoRSD's choice is measured.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scicot_jax.selection.difficulty import rd_pair
 from scicot_jax.selection.similarity import DEFAULT_MEASURE, DEFAULT_THRESHOLD, get_measure
 
 # (inputs, targets) text pairs -> mean token negative log-likelihood of targets, one per pair.
@@ -58,6 +66,8 @@ class SelectionConfig:
     fraction: float | None = None
     min_per_question: int = 1
     max_degree: int | None = None  # only sample_index < max_degree (diverse-reasoning degree D)
+    random_order: bool = False  # the control: a seeded random order instead of RD
+    seed: int = 0  # random_order's seed
 
     def __post_init__(self):
         if self.per_question is not None and self.fraction is not None:
@@ -80,6 +90,7 @@ class Decision:
     rd: float | None = None
     similar_to: int | None = None  # sample_index of the kept near-duplicate
     similarity: float | None = None
+    flaw: str | None = None  # the rationale's flaw, when the teacher knows (oracle_behaviour)
 
 
 @dataclass
@@ -92,10 +103,14 @@ class Selection:
 
 
 def default_pair_fn(example: Any, rationale: str) -> tuple[str, str]:
-    """Stage-2 text format: question + rationale -> answer."""
-    from scicot_jax.data import formats
+    """What RD scores: question + the rationale without its answer statement -> answer."""
+    return rd_pair(example, rationale)
 
-    return formats.stage2(example, rationale)
+
+def _draw(seed: int, example_id: str, sample_index: int) -> float:
+    """A uniform draw fixed per (seed, record): the control's order."""
+    h = hashlib.sha256(f"{seed}|{example_id}|{sample_index}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
 
 
 def _filter_reason(rec: Any, examples: Mapping[str, Any], cfg: SelectionConfig) -> str | None:
@@ -116,8 +131,10 @@ def select(
     cfg: SelectionConfig = SelectionConfig(),
     scorer: Scorer | None = None,
     pair_fn: PairFn | None = None,
+    flaw_fn: Callable[[Any], str | None] | None = None,
 ) -> Selection:
-    """Run MoRSD over ``records`` (objects with example_id, sample_index, rationale, answer, correct)."""
+    """Run MoRSD over ``records`` (objects with example_id, sample_index, rationale, answer,
+    correct); ``flaw_fn(record)`` labels each decision with the rationale's flaw."""
     records = list(records)
     decisions: list[Decision | None] = [None] * len(records)
     candidates: list[int] = []
@@ -138,6 +155,9 @@ def select(
         rd = {i: float(s) for i, s in zip(candidates, scores)}
 
     def order(i: int) -> tuple[float, int]:
+        if cfg.random_order:
+            r = records[i]
+            return (_draw(cfg.seed, r.example_id, r.sample_index), r.sample_index)
         return (rd.get(i, 0.0), records[i].sample_index)
 
     by_question: dict[str, list[int]] = defaultdict(list)
@@ -150,7 +170,7 @@ def select(
         kept_here: list[int] = []
         for i in sorted(idxs, key=order):
             dup = None
-            if cfg.dedupe:
+            if cfg.dedupe and not cfg.random_order:
                 for j in kept_here:
                     s = similarity(records[i].rationale, records[j].rationale)
                     if s >= cfg.threshold:
@@ -184,6 +204,9 @@ def select(
             )
     final = [d for d in decisions if d is not None]
     assert len(final) == len(records)
+    if flaw_fn is not None:
+        for rec, d in zip(records, final):
+            d.flaw = flaw_fn(rec)
     kept = [rec for rec, d in zip(records, final) if d.kept]
     return Selection(kept, final, summarize(final, cfg, scored=bool(rd)))
 
@@ -251,5 +274,44 @@ def summarize(decisions: Sequence[Decision], cfg: SelectionConfig, scored: bool)
             )
             for r in ("duplicate", "over_budget")
         },  # fmt: skip
+        "flaws": flaw_breakdown(decisions),
         "config": asdict(cfg),
+    }
+
+
+def flaw_breakdown(decisions: Sequence[Decision]) -> dict | None:
+    """Per flaw class, kept and dropped candidates (correct, within the degree) with their mean
+    RD; the flawed and rationalised share of the kept set against all candidates' (what a
+    random choice of the same size keeps on average). None when no flaw is known."""
+    cands = [d for d in decisions if d.reason in (KEPT, "duplicate", "over_budget")]
+    if not any(d.flaw for d in cands):
+        return None
+    classes: dict[str, dict] = {}
+    for d in cands:
+        c = classes.setdefault(d.flaw or "unknown", {"kept": [], "dropped": []})
+        c["kept" if d.kept else "dropped"].append(d.rd)
+    table = {
+        name: {
+            side: {
+                "count": len(rds),
+                "mean_rd": _mean([x for x in rds if x is not None and math.isfinite(x)]),
+            }
+            for side, rds in c.items()
+        }
+        for name, c in sorted(classes.items())
+    }
+    kept = [d for d in cands if d.kept]
+
+    def share(ds: Sequence[Decision], flaws: tuple[str, ...]) -> float | None:
+        return round(sum(d.flaw in flaws for d in ds) / len(ds), 4) if ds else None
+
+    flawed = ("flawed_right", "rationalised", "flawed")
+    return {
+        "by_class": table,
+        "kept": len(kept),
+        "candidates": len(cands),
+        "flawed_share_kept": share(kept, flawed),
+        "flawed_share_candidates": share(cands, flawed),
+        "rationalised_share_kept": share(kept, ("rationalised",)),
+        "rationalised_share_candidates": share(cands, ("rationalised",)),
     }

@@ -51,7 +51,7 @@ def render_markdown(selection: Selection, title: str = "Rationale selection") ->
         lines += [
             "",
             f"Rationale difficulty (RD: the student's NLL per answer token given question + "
-            f"rationale) from {s.get('rd_source') or 'the scorer'}:",
+            f"rationale without its answer statement) from {s.get('rd_source') or 'the scorer'}:",
             "",
             "| candidates | count | mean | min | 25 % | median | 75 % | max |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -65,6 +65,7 @@ def render_markdown(selection: Selection, title: str = "Rationale selection") ->
                     f"| {name} | {dist['count']} | {dist['mean']} | {dist['min']} | "
                     f"{dist['p25']} | {dist['median']} | {dist['p75']} | {dist['max']} |"
                 )
+    lines += _flaw_lines(s.get("flaws"))
     lines += [
         "",
         "Every rationale's fate (kept or the reason it was dropped, its RD, the kept sample a "
@@ -84,3 +85,39 @@ def write_report(
     md = out / "report.md"
     md.write_text(render_markdown(selection, title))
     return md
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.1f} %"
+
+
+def _flaw_lines(f: dict | None) -> list[str]:
+    """Kept vs dropped candidates per flaw class (the oracle teacher's account), with mean RD."""
+    if not f:
+        return []
+    lines = [
+        "",
+        "By flaw class (the teacher's own account of each correct candidate; mean RD where "
+        "scored):",
+        "",
+        "| flaw | kept | mean RD kept | dropped | mean RD dropped |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, c in f["by_class"].items():
+        k, d = c["kept"], c["dropped"]
+        lines.append(
+            f"| {name} | {k['count']} | {_opt(k['mean_rd'])} | {d['count']} | "
+            f"{_opt(d['mean_rd'])} |"
+        )
+    lines += [
+        "",
+        f"Kept set: {_pct(f['flawed_share_kept'])} flawed (a wrong step, right answer), "
+        f"{_pct(f['rationalised_share_kept'])} rationalised; all {f['candidates']} candidates "
+        f"(a random choice's expectation): {_pct(f['flawed_share_candidates'])} flawed, "
+        f"{_pct(f['rationalised_share_candidates'])} rationalised.",
+    ]
+    return lines
+
+
+def _opt(x: float | None) -> str:
+    return "" if x is None else f"{x}"

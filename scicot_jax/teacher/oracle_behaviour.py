@@ -217,3 +217,52 @@ def flawed_rationale(
         keep = -2 if k < len(ws) - 2 else -1  # the true conclusion (else only the answer line)
         return " ".join(ws[:keep] + rs[keep:])
     return None
+
+
+# -- which flaw a rationale carries (what the oracle knows about its own rationales) ----------
+FLAWS = ("sound", "flawed_right", "rationalised", "flawed", "wrong")
+_STEP_RE = re.compile(r"(?:^|\s)(\d+)\. ([^.]*)\.")
+_HEADING_RE = re.compile(r"\b(north|east|south|west)\b")
+_FINAL_RE = re.compile(re.escape(ANSWER_TRIGGER) + r" \(?([A-Za-z0-9-]+)")
+
+
+def flaw_of(task: str, question: str, rationale: str, choices: tuple = ()) -> str | None:
+    """The flaw of an oracle rationale: "sound", "flawed_right" (a wrong step, a later step
+    back on track), "rationalised" (a wrong step carried on, the right answer asserted) or
+    "wrong" (a wrong answer); None where it cannot be told (an unknown task, unparsed text).
+
+    Compass: each numbered step's stated heading against the true one. The other synthetic
+    tasks: "wrong" by the answer, "sound" when the rationale is one of the task's correct
+    rationales, else "flawed" (a misread step; which of the two kinds is not told apart)."""
+    if task not in SYNTHETIC_TASKS:
+        return None
+    try:
+        prog = SYNTHETIC_TASKS[task].solve(question)
+        _, truth = write_rationale_and_answer(task, Example("", question, "", choices), 0)
+    except (ValueError, KeyError):
+        return None
+    found = _FINAL_RE.findall(rationale)
+    if not found:
+        return None
+    if found[-1].rstrip(".").lower() != truth.lower():
+        return "wrong"
+    if task == "compass":
+        _, heading, turns = prog
+        true = [heading]
+        for t in turns:
+            true.append((true[-1] + _TURNS[t]) % 4)
+        stated = {}
+        for k, text in _STEP_RE.findall(rationale):
+            hs = _HEADING_RE.findall(text)
+            if hs:
+                stated[int(k)] = _HEADINGS.index(hs[-1])
+        bad = [k for k in range(1, len(turns) + 1) if stated.get(k, true[k]) != true[k]]
+        if not bad:
+            return "sound"
+        return "flawed_right" if stated.get(len(turns), true[-1]) == true[-1] else "rationalised"
+    ex = Example("", question, "", choices)
+    norm = " ".join(rationale.split())
+    for v in range(SYNTHETIC_TASKS[task].num_variants):
+        if " ".join(write_rationale_and_answer(task, ex, v)[0].split()) == norm:
+            return "sound"
+    return "flawed"
