@@ -39,7 +39,7 @@ SELECTION_COLUMNS = (
 REPORTED_SEEDS = (3, 4, 5)
 
 
-# The demo's design knobs, chosen on the validation split with seeds 0-2 (docs/demo.md);
+# The demo's design knobs, set from the teacher's statistics on seed 0 (docs/demo.md);
 # seeds 3-5 are reported, never used to choose.
 DESIGN = {
     "difficulty": "2-6",  # turns per question, drawn per question: long ones fail the teacher
