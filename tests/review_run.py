@@ -179,10 +179,10 @@ def build(root: Path) -> Path:
                     "train_tokens": 990,
                     "train_flops": 9.1e8,
                     "seconds": 9.0,
-                    # a field another part of the pipeline may add: shown without code for it
+                    # per-stage compute as results.json has it (shown generically: no code per field)
                     "stages": {
-                        "stage1": {"steps": 4, "tokens": 600, "flops": 5.5e8},
-                        "stage2": {"steps": 2, "tokens": 390, "flops": 3.6e8},
+                        "student": {"steps": 4, "train_tokens": 600, "train_flops": 5.5e8},
+                        "stage2": {"steps": 2, "train_tokens": 390, "train_flops": 3.6e8},
                     },
                 },
             },

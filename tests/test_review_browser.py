@@ -408,7 +408,7 @@ def test_report_page_and_the_static_report(page, server, run, tmp_path):
     expect(acc).to_contain_text("scicot+morsd:2")
     expect(acc.locator("tbody tr")).to_have_count(2)
     fields = page.locator("#method-fields")
-    for row in ("train_flops", "stages.stage1.flops", "stages.stage2.steps"):
+    for row in ("train_flops", "stages.student.train_flops", "stages.stage2.steps"):
         expect(fields.locator("th", has_text=row).first).to_be_visible()
     expect(page.locator("#teacher-fields")).to_contain_text("output_tokens")
     expect(page.locator("svg.chart")).to_have_count(4)  # loss and accuracy, two stages
