@@ -9,6 +9,7 @@ nothing but tracebacks; this module cuts them.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 
@@ -45,6 +46,19 @@ def install_log_filter() -> None:
 
 
 def silence_exit_noise() -> None:
-    """After the error line: exceptions of atexit callbacks and dying threads are not shown."""
+    """After the error line: exceptions of atexit callbacks and dying threads are not shown.
+
+    Hooks alone miss some: asyncio logs futures never retrieved when they are collected, and
+    orbax's loops print "Event loop is closed" tracebacks straight to stderr. The error line is
+    already written, so the process's stderr is closed off for the rest of its exit.
+    """
     sys.unraisablehook = lambda unraisable: None
     threading.excepthook = lambda args: None
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
+    try:
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stderr.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stderr (an embedding host, a closed stream)
+        pass
