@@ -1,8 +1,17 @@
-"""argparse help that shows every flag's default (stdlib only: the teacher tool uses it too)."""
+"""argparse for every CLI: help that shows each flag's default, usage errors as one line (stdlib
+only: the teacher tool and the review app use it too)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr (exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

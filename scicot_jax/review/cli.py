@@ -15,18 +15,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr (exit 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from scicot_jax.clihelp import OneLineErrorParser, show_defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(
+    ap = OneLineErrorParser(
         prog="scicot-review",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -34,13 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="the review web app on 127.0.0.1")
     s.add_argument("run_dir")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind")
     s.add_argument("--port", type=int, default=8765, help="0: any free port")
     s.add_argument("--token", help="access token (default: a random one, printed in the URL)")
     r = sub.add_parser("report", help="write the run report as one HTML file")
     r.add_argument("run_dir")
     r.add_argument("--out", required=True, help="HTML file to write")
-    return ap
+    return show_defaults(ap)
 
 
 async def _serve(args: argparse.Namespace) -> int:

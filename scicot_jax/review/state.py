@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scicot_jax.data.formats import render_question
 from scicot_jax.data.store import RECORDS_FILE, RationaleStore
 from scicot_jax.files import atomic_write
 from scicot_jax.teacher import review as review_file
@@ -121,17 +120,7 @@ class ReviewState:
             row = rows.pop(rec.key, None)
             if row is None:  # a record added to the store after the file was written
                 added = True
-                ex = examples.get(rec.example_id)
-                row = {
-                    "example_id": rec.example_id,
-                    "sample_index": rec.sample_index,
-                    "question": render_question(ex) if ex else None,
-                    "gold": ex.answer if ex else None,
-                    "answer": rec.answer,
-                    "correct": rec.correct,
-                    "decision": "keep" if rec.correct else "drop",
-                    "rationale": rec.rationale,
-                }
+                row = review_file.review_row(rec, examples.get(rec.example_id))
             self.items.append(Item(row, rec.rationale))
         if rows:
             key = next(iter(rows))

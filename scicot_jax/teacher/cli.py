@@ -17,9 +17,8 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
-from scicot_jax.clihelp import show_defaults
+from scicot_jax.clihelp import OneLineErrorParser, show_defaults
 from scicot_jax.teacher import prompts
 
 
@@ -131,15 +130,8 @@ def _add_servers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--latency-ms", type=float, default=0.0)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr (exit 2), like every other error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(
+    ap = OneLineErrorParser(
         prog="scicot-teacher",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from scicot_jax.data.answers import ANSWER_TRIGGER, answers_match, parse_answer
+from scicot_jax.data.examples import Example
 from scicot_jax.data.formats import render_question
-from scicot_jax.data.store import RationaleStore
+from scicot_jax.data.store import RationaleRecord, RationaleStore
 from scicot_jax.files import write_jsonl
 from scicot_jax.teacher.inputs import json_objects
 
@@ -27,22 +28,27 @@ class ReviewError(ValueError):
     """A review file line is malformed; the message names file:line and field."""
 
 
+def review_row(rec: RationaleRecord, ex: Example | None) -> dict[str, Any]:
+    """A store record's line of the review file, decided by default: keep it if it is correct."""
+    return {
+        "example_id": rec.example_id,
+        "sample_index": rec.sample_index,
+        "question": render_question(ex) if ex else None,
+        "gold": ex.answer if ex else None,
+        "answer": rec.answer,
+        "correct": rec.correct,
+        "decision": "keep" if rec.correct else "drop",
+        "rationale": rec.rationale,
+    }
+
+
 def export(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write the review file (default RUN_DIR/review.jsonl); returns its path."""
     store = RationaleStore.open(run_dir)
     examples = {ex.id: ex for ex in store.examples()}
     out = Path(out) if out else Path(run_dir) / "review.jsonl"
     rows = (
-        {
-            "example_id": rec.example_id,
-            "sample_index": rec.sample_index,
-            "question": render_question(ex) if ex else None,
-            "gold": ex.answer if ex else None,
-            "answer": rec.answer,
-            "correct": rec.correct,
-            "decision": "keep" if rec.correct else "drop",
-            "rationale": rec.rationale,
-        }
+        review_row(rec, examples.get(rec.example_id))
         for rec in store.records()
         for ex in [examples.get(rec.example_id)]
     )
