@@ -15,8 +15,10 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
+# The demo is sized for CPU. libtpu (the test extra's TPU compiler, for --compile_only) would
+# otherwise make JAX probe for a TPU first and log its failure; JAX_PLATFORMS=... overrides.
 demo: install
-	$(BIN)/python tools/run_pipeline.py demo --out runs/demo
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(BIN)/python tools/run_pipeline.py demo --out runs/demo
 
 lint: install
 	$(BIN)/ruff check scicot_jax tools tests bench
