@@ -461,8 +461,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(demo.against_controls(res))
         print(demo.beside_spread(res))
         print(
-            "One seed; the columns beside it are the README's measured seeds ('What make demo "
-            "shows'). Reproduce them with "
+            "One seed; the columns beside it are the measured seeds of docs/demo.md. "
+            "Reproduce them with "
             "`python tools/run_pipeline.py demo --seeds 3,4,5 --out runs/demo_seeds`."
         )
     return res

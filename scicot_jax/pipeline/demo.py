@@ -197,7 +197,7 @@ def beside_spread(results: dict[str, Any], path: str | Path = SEEDS_FILE) -> str
     seeds = measured_seeds(path)
     ids = sorted({s for accs in seeds.values() for s in accs})
     lines = [
-        f"This run (seed {results['config']['seed']}) beside the README's measured seeds "
+        f"This run (seed {results['config']['seed']}) beside docs/demo.md's measured seeds "
         f"(test accuracy %, chance {results.get('chance', 0):.0f} %; {Path(path).name}):",
         "",
         "| method | this run | " + " | ".join(f"seed {s}" for s in ids) + " | mean ± std |",
