@@ -1,9 +1,9 @@
 """Rationale Difficulty scores the reasoning, not the rationale's own answer statement."""
 
 import random
-from dataclasses import dataclass
 
 import pytest
+from test_selection import Rec  # the selection tests' stand-in record
 
 from scicot_jax.data.examples import Example
 from scicot_jax.data.synthetic import SYNTHETIC_TASKS, generate, write_rationale_and_answer
@@ -61,15 +61,6 @@ def test_the_oracle_knows_each_flaw_of_its_rationales():
         if bad is not None:
             assert flaw_of("arithmetic", ex.question, bad) == "flawed"
     assert flaw_of("nonesuch", "q", "r") is None
-
-
-@dataclass
-class Rec:
-    example_id: str
-    sample_index: int
-    rationale: str
-    answer: str | None = "A"
-    correct: bool | None = True
 
 
 def test_random_control_and_flaw_breakdown():

@@ -241,25 +241,24 @@ def hlo_collectives(hlo_text: str) -> dict[str, dict[str, int]]:
     return out
 
 
+def _short(used: tuple[str, str], cap: tuple[str, str], what: str) -> str:
+    """'the compiler needs U GiB per chip{what}, C GiB available (S GiB short)' from (number, unit)s."""
+    u, c = (float(n) * _UNITS[unit] for n, unit in (used, cap))
+    return (
+        f"the compiler needs {u / GiB:.2f} GiB per chip{what}, {c / GiB:.2f} GiB available "
+        f"({(u - c) / GiB:.2f} GiB short)"
+    )
+
+
 def oom_message(error: Exception) -> str | None:
     """The compiler's out-of-HBM line (used vs capacity), or None for other errors."""
     text = str(error)
     m = _USED.search(text)
     if m:
-        used = float(m.group(1)) * _UNITS[m.group(2)]
-        cap = float(m.group(3)) * _UNITS[m.group(4)]
-        return (
-            f"the compiler needs {used / GiB:.2f} GiB per chip, {cap / GiB:.2f} GiB available "
-            f"({(used - cap) / GiB:.2f} GiB short)"
-        )
+        return _short(m.group(1, 2), m.group(3, 4), "")
     m = _NEEDS.search(text)
     if m:
-        used = float(m.group(2)) * _UNITS[m.group(3)]
-        cap = float(m.group(4)) * _UNITS[m.group(5)]
-        return (
-            f"the compiler needs {used / GiB:.2f} GiB per chip for {m.group(1)}, "
-            f"{cap / GiB:.2f} GiB available ({(used - cap) / GiB:.2f} GiB short)"
-        )
+        return _short(m.group(2, 3), m.group(4, 5), f" for {m.group(1)}")
     if "RESOURCE_EXHAUSTED" in text or "Ran out of memory" in text:
         return next((s.strip() for s in text.splitlines() if "memory" in s), text[:200])
     return None
