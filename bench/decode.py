@@ -155,8 +155,8 @@ def run_case(
     import jax
     import numpy as np
 
+    from scicot_jax.checkpoints.hf import export_hf
     from scicot_jax.model import T5Config, init_params
-    from scicot_jax.model.hf import export_hf
 
     overrides = {"dtype": dtype, "dropout_rate": 0.0}
     if vocab:

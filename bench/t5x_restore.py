@@ -5,8 +5,8 @@
 
 Writes a legacy t5x checkpoint (msgpack + gzip zarr per array, t5x's layout: Flan-T5's public
 checkpoints look like this) and a save_params orbax checkpoint of the same random params in a
-temp dir, then times, alternating, `t5x_checkpoints.read` (params only; and params plus the
-Adafactor state) and `checkpoint_io.restore_tree` (orbax, OCDBT). Reported: median seconds,
+temp dir, then times, alternating, `checkpoints.t5x.read` (params only; and params plus the
+Adafactor state) and `params_io.restore_tree` (orbax, OCDBT). Reported: median seconds,
 seconds per GB of array bytes read, and the t5x / orbax ratio measured in the same run. Files are
 in the page cache after the first read, so this is decode + copy cost, not disk bandwidth.
 """
@@ -32,9 +32,9 @@ def main() -> None:
     import jax
     import numpy as np
 
+    from scicot_jax.checkpoints import t5x, t5x_adafactor
+    from scicot_jax.checkpoints.params_io import restore_tree, save_params
     from scicot_jax.model import T5Config, init_params, logical_axes
-    from scicot_jax.model.checkpoint_io import restore_tree, save_params
-    from scicot_jax.runtime import t5x_adafactor, t5x_checkpoints
     from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer
 
     config = T5Config.preset(args.preset)
@@ -43,7 +43,7 @@ def main() -> None:
     opt_state = jax.tree.map(lambda x: np.asarray(x) + 0.5, opt.init(params))  # nonzero state
     states = t5x_adafactor.to_t5x(opt_state, params, logical_axes(config))
     work = Path(tempfile.mkdtemp(prefix="bench_t5x_"))
-    t5x_dir = t5x_checkpoints.write_legacy(work / "checkpoint_1000", params, 1000, states)
+    t5x_dir = t5x.write_legacy(work / "checkpoint_1000", params, 1000, states)
     save_params(work / "orbax", params, config)
 
     def nbytes(tree) -> int:
@@ -52,8 +52,8 @@ def main() -> None:
     p_gb = nbytes(params) / 1e9
     s_gb = nbytes(states) / 1e9
     runs = {
-        "t5x params": (lambda: t5x_checkpoints.read(t5x_dir, optimizer=False), p_gb),
-        "t5x params+adafactor": (lambda: t5x_checkpoints.read(t5x_dir), p_gb + s_gb),
+        "t5x params": (lambda: t5x.read(t5x_dir, optimizer=False), p_gb),
+        "t5x params+adafactor": (lambda: t5x.read(t5x_dir), p_gb + s_gb),
         "orbax params": (lambda: restore_tree(work / "orbax" / "params"), p_gb),
     }
     times: dict[str, list[float]] = {k: [] for k in runs}

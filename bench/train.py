@@ -183,7 +183,7 @@ def build_hf(config: Any, batch_np: dict, compiled: bool, gpu: bool) -> Any:
     import transformers
     from transformers.optimization import Adafactor
 
-    from scicot_jax.model.hf import config_to_hf
+    from scicot_jax.checkpoints.hf import config_to_hf
 
     hf_cfg = transformers.T5Config(**config_to_hf(config))
     hf_cfg.dropout_rate = 0.0

@@ -27,20 +27,20 @@ def checkpoint_steps(
 
     Model dirs are ours (`checkpoints/<step>`) or t5x's (`checkpoint_<step>`).
     """
-    from scicot_jax.runtime import checkpoints, t5x_checkpoints
+    from scicot_jax.checkpoints import orbax, t5x
 
     p = as_path(path)
-    base = p / checkpoints.CHECKPOINT_SUBDIR if (p / checkpoints.CHECKPOINT_SUBDIR).is_dir() else p
-    dirs = {s: base / str(s) for s in checkpoints.trainer_steps(base)}
-    if not dirs and not (p / t5x_checkpoints.CHECKPOINT_FILE).exists():
-        base, dirs = p, t5x_checkpoints.step_dirs(p)
+    base = p / orbax.CHECKPOINT_SUBDIR if (p / orbax.CHECKPOINT_SUBDIR).is_dir() else p
+    dirs = {s: base / str(s) for s in orbax.trainer_steps(base)}
+    if not dirs and not (p / t5x.CHECKPOINT_FILE).exists():
+        base, dirs = p, t5x.step_dirs(p)
     steps = sorted(dirs)
     if not steps:  # a single step dir, save_params dir, HF export or t5x checkpoint_<step>
         step = 0
-        if checkpoints.is_trainer_step_dir(p):
-            step = int(checkpoints.read_meta(p).get("step", p.name if p.name.isdigit() else 0))
-        elif p.name.startswith(t5x_checkpoints.STEP_PREFIX):
-            tail = p.name[len(t5x_checkpoints.STEP_PREFIX) :]
+        if orbax.is_trainer_step_dir(p):
+            step = int(orbax.read_meta(p).get("step", p.name if p.name.isdigit() else 0))
+        elif p.name.startswith(t5x.STEP_PREFIX):
+            tail = p.name[len(t5x.STEP_PREFIX) :]
             step = int(tail) if tail.isdigit() else 0
         return [(step, p)]
     if which == "latest":
@@ -58,12 +58,12 @@ def checkpoint_steps(
 
 def model_dir_of(checkpoint_path: PathLike) -> Path:
     """The model dir holding a checkpoint (`<model_dir>/checkpoints/<step>`), or its parent."""
-    from scicot_jax.runtime import checkpoints
+    from scicot_jax.checkpoints import orbax
 
     p = as_path(checkpoint_path)
-    if (p / checkpoints.CHECKPOINT_SUBDIR).is_dir():
+    if (p / orbax.CHECKPOINT_SUBDIR).is_dir():
         return p
-    if p.parent.name == checkpoints.CHECKPOINT_SUBDIR:
+    if p.parent.name == orbax.CHECKPOINT_SUBDIR:
         return p.parent.parent
     return p.parent
 

@@ -82,12 +82,12 @@ def test_model_gin_that_disagrees_with_the_checkpoint_is_one_error(tmp_path, bin
 
     from scicot_jax import eval as eval_bin
     from scicot_jax import infer
+    from scicot_jax.checkpoints import t5x
     from scicot_jax.model import init_params
-    from scicot_jax.runtime import t5x_checkpoints
 
     config = tiny_config()
     params = jax.tree.map(np.asarray, init_params(config, jax.random.key(0)))
-    step_dir = t5x_checkpoints.write_legacy(tmp_path / "checkpoint_5", params, 5)
+    step_dir = t5x.write_legacy(tmp_path / "checkpoint_5", params, 5)
     argv = [
         binary,
         "--gin_file=models/tiny.gin",

@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from scicot_jax.model import checkpoint_io
+from scicot_jax.checkpoints import params_io
+from scicot_jax.checkpoints.hf import flatten
 from scicot_jax.model.config import T5Config
-from scicot_jax.model.hf import flatten
 from scicot_jax.model.t5 import param_shapes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -35,32 +35,32 @@ def _assert_same(a, b):
 
 def test_save_load_roundtrip(tiny, tmp_path):
     config, params = tiny
-    checkpoint_io.save_params(tmp_path / "ckpt", params, config)
-    loaded_config, loaded = checkpoint_io.load_params(tmp_path / "ckpt")
+    params_io.save_params(tmp_path / "ckpt", params, config)
+    loaded_config, loaded = params_io.load_params(tmp_path / "ckpt")
     assert loaded_config == config
     _assert_same(params, loaded)
     assert all(isinstance(x, jax.Array) for _, x in flatten(loaded))
     with pytest.raises(FileExistsError, match="params"):
-        checkpoint_io.save_params(tmp_path / "ckpt", params, config)
-    checkpoint_io.save_params(tmp_path / "ckpt", params, config, force=True)
+        params_io.save_params(tmp_path / "ckpt", params, config)
+    params_io.save_params(tmp_path / "ckpt", params, config, force=True)
 
 
 def test_load_errors_name_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "config.json")):
-        checkpoint_io.load_params(tmp_path)
+        params_io.load_params(tmp_path)
     (tmp_path / "config.json").write_text('{"d_model": 8,\n oops}')
     with pytest.raises(ValueError, match=r"config.json:2"):
-        checkpoint_io.load_params(tmp_path)
+        params_io.load_params(tmp_path)
 
 
 def test_cli_hf_roundtrip(tiny, tmp_path, capsys):
     pytest.importorskip("transformers")
     config, params = tiny
-    checkpoint_io.save_params(tmp_path / "a", params, config)
+    params_io.save_params(tmp_path / "a", params, config)
     assert convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "a"), str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "model.safetensors").exists()
     assert convert_checkpoint.main(["hf-to-orbax", str(tmp_path / "hf"), str(tmp_path / "b")]) == 0
-    back_config, back = checkpoint_io.load_params(tmp_path / "b")
+    back_config, back = params_io.load_params(tmp_path / "b")
     _assert_same(params, back)
     assert back_config.d_model == config.d_model
     assert (
@@ -70,9 +70,9 @@ def test_cli_hf_roundtrip(tiny, tmp_path, capsys):
 
 
 def test_cli_exports_trainer_checkpoint(tiny, tmp_path):
-    from scicot_jax.model.hf import import_hf
+    from scicot_jax.checkpoints.hf import import_hf
+    from scicot_jax.checkpoints.orbax import Checkpoints
     from scicot_jax.model.scan import scan_params
-    from scicot_jax.runtime.checkpoints import Checkpoints
 
     config, params = tiny
     scanned_config = config.replace(scan_layers=True)

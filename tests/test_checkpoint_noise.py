@@ -6,8 +6,8 @@ import logging
 
 import jax.numpy as jnp
 
-from scicot_jax.model import checkpoint_io
-from scicot_jax.runtime.checkpoints import Checkpoints, restore_item
+from scicot_jax.checkpoints import params_io
+from scicot_jax.checkpoints.orbax import Checkpoints, restore_item
 
 
 def test_checkpoint_loads_are_quiet(tmp_path, caplog):
@@ -17,7 +17,7 @@ def test_checkpoint_loads_are_quiet(tmp_path, caplog):
     ck.manager.wait_until_finished()
     caplog.set_level(logging.WARNING)
     step, got, *_ = Checkpoints(tmp_path, async_save=False).restore_latest(params, opt)
-    checkpoint_io.restore_tree(tmp_path / "checkpoints/1/params")
+    params_io.restore_tree(tmp_path / "checkpoints/1/params")
     restore_item(tmp_path / "checkpoints/1", "opt_state", opt)
     assert step == 1 and float(got["w"].sum()) == 6.0
     noise = [r.getMessage() for r in caplog.records if "Metadata file" in r.getMessage()]

@@ -14,7 +14,7 @@ import pytest
 from model_fixtures import enable_compile_cache, tiny_config
 from train_toy import toy_batches, toy_spec
 
-from scicot_jax.runtime.checkpoints import Checkpoints
+from scicot_jax.checkpoints.orbax import Checkpoints
 from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.trainer import NonFiniteLossError, TrainConfig, train
 
@@ -112,8 +112,8 @@ def test_nan_loss_stops_and_keeps_good_checkpoint(tmp_path):
 
 
 def test_initial_checkpoint_from_trainer_save_params_and_hf(tmp_path):
-    from scicot_jax.model.checkpoint_io import save_params
-    from scicot_jax.model.hf import export_hf
+    from scicot_jax.checkpoints.hf import export_hf
+    from scicot_jax.checkpoints.params_io import save_params
 
     src = train(_cfg(tmp_path / "a", 4, checkpoint_period=2), toy_batches(), return_state=True)
     want = _params(src)

@@ -50,9 +50,9 @@ def test_train_on_gcs_sigterm_then_resume_is_bitwise_equal(tmp_path, gcs_bucket)
 def test_converter_to_and_from_gcs(gcs_bucket):
     """t5x checkpoint on gs:// -> orbax params -> t5x layout -> Hugging Face -> orbax params,
     all on gs://, params bitwise equal at every hop."""
+    from scicot_jax.checkpoints import t5x
+    from scicot_jax.checkpoints.params_io import load_params
     from scicot_jax.model import init_params
-    from scicot_jax.model.checkpoint_io import load_params
-    from scicot_jax.runtime import t5x_checkpoints
 
     config = tiny_config()
     params = jax.tree.map(np.asarray, init_params(config, jax.random.key(0)))
@@ -74,7 +74,7 @@ def test_converter_to_and_from_gcs(gcs_bucket):
     same(loaded)
     t5x_dir = f"{gcs_bucket}/conv/back"
     assert convert_checkpoint.main(["orbax-to-t5x", orbax_dir, t5x_dir]) == 0
-    back = t5x_checkpoints.read(t5x_dir)
+    back = t5x.read(t5x_dir)
     assert back.step == 0  # a save_params dir has no step
     same(back.params)
     hf_dir = f"{gcs_bucket}/conv/hf"

@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from scicot_jax.checkpoints.hf import export_hf, flatten, import_hf  # noqa: E402
 from scicot_jax.model import t5  # noqa: E402
-from scicot_jax.model.hf import export_hf, flatten, import_hf  # noqa: E402
 
 VOCAB, ENC_LEN, DEC_LEN = 96, 12, 9
 TOLERANCE = 1e-4

@@ -76,8 +76,8 @@ def _child_reshard(model_dir: str) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from model_fixtures import tiny_spec  # noqa: E402
 
+    from scicot_jax.checkpoints.orbax import Checkpoints
     from scicot_jax.runtime import partitioning as part
-    from scicot_jax.runtime.checkpoints import Checkpoints
     from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.state import abstract_like
     from scicot_jax.train.trainer import TrainConfig, init_state, make_setup

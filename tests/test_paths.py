@@ -15,11 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # converter arguments.
 USER_PATH_MODULES = [
     *sorted((ROOT / "scicot_jax" / "runtime").glob("*.py")),
+    *sorted((ROOT / "scicot_jax" / "checkpoints").glob("*.py")),
     *sorted((ROOT / "scicot_jax" / "train").glob("*.py")),
     ROOT / "scicot_jax" / "eval.py",
     ROOT / "scicot_jax" / "infer.py",
-    ROOT / "scicot_jax" / "model" / "checkpoint_io.py",
-    ROOT / "scicot_jax" / "model" / "hf.py",
     ROOT / "scicot_jax" / "data" / "cards.py",
     ROOT / "scicot_jax" / "data" / "sources.py",
     ROOT / "tools" / "convert_checkpoint.py",
@@ -30,7 +29,7 @@ ALLOWED = {
     ("scicot_jax/data/cards.py", "load_card"),  # card TOML files: local, shipped or the user's
     ("scicot_jax/data/cards.py", "parse_card"),
     ("scicot_jax/data/sources.py", "_read_tfds"),  # TFDS reads its own data_dir
-    ("scicot_jax/model/hf.py", "import_hf"),  # a gs:// HF dir is copied to local disk first
+    ("scicot_jax/checkpoints/hf.py", "import_hf"),  # a gs:// HF dir is copied to local disk first
 }
 
 

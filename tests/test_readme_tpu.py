@@ -124,8 +124,8 @@ def test_readme_cloud_tpu_commands_run_against_gcs(
 
     from scicot_jax import eval as eval_bin
     from scicot_jax import infer, train
+    from scicot_jax.checkpoints import t5x
     from scicot_jax.pipeline import cli as pipeline_cli
-    from scicot_jax.runtime import t5x_checkpoints
     from scicot_jax.teacher import start_oracle_server
 
     sys.path.insert(0, str(ROOT / "tools"))
@@ -167,7 +167,7 @@ def test_readme_cloud_tpu_commands_run_against_gcs(
         assert (run / "stage2_scicot_d1" / "config.gin").exists()  # the gin trainer ran it
         assert "the scicot paper's recipe" in (run / "results.md").read_text()
         assert convert_checkpoint.main(commands[1][2:]) == 0
-        stage2 = t5x_checkpoints.read(f"{bucket}/arc_easy_scicot_t5x")
+        stage2 = t5x.read(f"{bucket}/arc_easy_scicot_t5x")
         assert stage2.step == 2  # the pipeline's stages count their steps from 0
 
         model_dir = as_path(f"{bucket}/arc_easy")
@@ -194,7 +194,7 @@ def test_readme_cloud_tpu_commands_run_against_gcs(
         assert len(pred.read_text().splitlines()) == 3
 
         assert convert_checkpoint.main(commands[5][2:]) == 0
-        exported = t5x_checkpoints.read(f"{bucket}/arc_easy_t5x")
+        exported = t5x.read(f"{bucket}/arc_easy_t5x")
         assert exported.step == start + 2 and exported.param_states is not None
         moved = jax.tree.leaves(jax.tree.map(np.array_equal, exported.params, pretrained))
         assert not all(moved)  # trained params, not the initial ones

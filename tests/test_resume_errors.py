@@ -10,7 +10,7 @@ from model_fixtures import enable_compile_cache, tiny_config
 from test_checkpoints import _cfg as checkpoint_cfg
 from train_toy import toy_batches
 
-from scicot_jax.runtime.checkpoints import (
+from scicot_jax.checkpoints.orbax import (
     CheckpointMismatchError,
     Checkpoints,
     NoReadableCheckpointError,

@@ -13,8 +13,8 @@ import optax
 import pytest
 from t5x_layout import flatten, nest, t5x_adafactor_states, t5x_inline
 
+from scicot_jax.checkpoints import t5x, t5x_adafactor
 from scicot_jax.model import T5Config, logical_axes
-from scicot_jax.runtime import t5x_adafactor, t5x_checkpoints
 from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer
 
 REFERENCE = Path(__file__).parent / "data" / "t5x_adafactor_reference.npz"
@@ -182,9 +182,9 @@ def test_write_legacy_puts_what_t5x_puts_inline_in_the_msgpack(tmp_path):
     (1,) placeholders inline."""
     params = _kernels()
     states = t5x_adafactor_states(params, min_dim=16)
-    t5x_checkpoints.write_legacy(tmp_path / "checkpoint_4", params, 4, states)
-    tree = t5x_checkpoints._msgpack(tmp_path / "checkpoint_4")
-    kinds = {key: t5x_checkpoints._is_spec(leaf) for key, leaf in t5x_checkpoints._leaves(tree)}
+    t5x.write_legacy(tmp_path / "checkpoint_4", params, 4, states)
+    tree = t5x._msgpack(tmp_path / "checkpoint_4")
+    kinds = {key: t5x._is_spec(leaf) for key, leaf in t5x._leaves(tree)}
     assert kinds[("state", "step")] is False
     out = ("state", "param_states", "encoder", "layers_0", "out")
     assert not kinds[(*out, "v_row")] and not kinds[(*out, "v_col")] and not kinds[(*out, "v")]
@@ -199,7 +199,7 @@ def test_write_legacy_puts_what_t5x_puts_inline_in_the_msgpack(tmp_path):
     spec = tree["target"]["embedding"]
     assert spec["kvstore"]["path"] == "target.embedding/"
     assert (tmp_path / "checkpoint_4" / "state.param_states.encoder.layers_0.scale.v").is_dir()
-    back = t5x_checkpoints.read(tmp_path / "checkpoint_4")
+    back = t5x.read(tmp_path / "checkpoint_4")
     np.testing.assert_array_equal(
         back.param_states["encoder"]["layers_0"]["out"]["v_row"],
         states["encoder"]["layers_0"]["out"]["v_row"],

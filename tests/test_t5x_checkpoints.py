@@ -18,8 +18,9 @@ from t5x_layout import (
 from test_checkpoints import _cfg
 from train_toy import toy_batches
 
+from scicot_jax.checkpoints import init_from, t5x
 from scicot_jax.model import init_params, logical_axes, param_shapes
-from scicot_jax.runtime import inference, init_from, partitioning, t5x_checkpoints
+from scicot_jax.runtime import inference, partitioning
 from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.trainer import TrainConfig, train
 
@@ -72,11 +73,11 @@ def test_t5x_checkpoint_params_load_bitwise(tmp_path, layout):
     nested = dict(flatten_to_nested(stored))
     step_dir = tmp_path / f"checkpoint_{STEP}"
     (write_legacy_t5x if layout == "legacy" else write_orbax_t5x)(step_dir, _tree(config, nested))
-    want_fmt = t5x_checkpoints.LEGACY if layout == "legacy" else t5x_checkpoints.ORBAX
+    want_fmt = t5x.LEGACY if layout == "legacy" else t5x.ORBAX
     for path in (step_dir, tmp_path):  # the step dir, or the model dir (latest step)
         assert init_from.detect_format(path) == want_fmt
         _assert_params_equal(_load(path, config), stored)
-    raw = t5x_checkpoints.read(step_dir, optimizer=False)
+    raw = t5x.read(step_dir, optimizer=False)
     assert raw.step == STEP and raw.param_states is None
     assert raw.params["token_embedder"]["embedding"].dtype == bf16(0).dtype  # as stored
     # t5x stores no model config: eval/infer infer it from the parameter shapes.
@@ -179,7 +180,7 @@ def test_orbax_to_t5x_round_trips_params_step_and_adafactor(tmp_path):
     and back into optax: params bitwise, the step, and the same preconditioner."""
     import optax
 
-    from scicot_jax.runtime import convert
+    from scicot_jax.checkpoints import convert
 
     model_dir = tmp_path / "model"
     cfg = _train_cfg(model_dir, 3, None, checkpoint_period=3)
@@ -187,7 +188,7 @@ def test_orbax_to_t5x_round_trips_params_step_and_adafactor(tmp_path):
     out = convert.to_t5x(model_dir, tmp_path / "t5x")
     assert out.name == "checkpoint_3" and (out / "checkpoint").exists()
     assert (out / "target.encoder.layers_0.mlp.wi_0.kernel" / ".zarray").exists()
-    back = t5x_checkpoints.read(tmp_path / "t5x")
+    back = t5x.read(tmp_path / "t5x")
     assert back.step == 3
     want_params = jax.device_get(trained.state.params)
     for key, v in flatten(want_params):
@@ -201,7 +202,7 @@ def test_orbax_to_t5x_round_trips_params_step_and_adafactor(tmp_path):
     for a, b in zip(jax.tree.leaves(jax.device_get(f1)), jax.tree.leaves(jax.device_get(f2))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     bf = convert.to_t5x(model_dir, tmp_path / "bf16" / "checkpoint_3", dtype="bfloat16")
-    emb = t5x_checkpoints.read(bf, optimizer=False).params["token_embedder"]["embedding"]
+    emb = t5x.read(bf, optimizer=False).params["token_embedder"]["embedding"]
     assert emb.dtype == bf16(0).dtype
 
 

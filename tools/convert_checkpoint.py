@@ -19,16 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from scicot_jax.checkpoints import convert  # noqa: E402
 from scicot_jax.clihelp import show_defaults
-from scicot_jax.runtime import convert  # noqa: E402
 
 
 def hf_to_orbax(hf_dir: str, out_dir: str, param_dtype: str, force: bool) -> None:
     """Import an HF T5 v1.1 / Flan-T5 directory and save it as a params checkpoint."""
-    from scicot_jax.model import checkpoint_io, hf
+    from scicot_jax.checkpoints import hf, params_io
 
     config, params = hf.import_hf(hf_dir, param_dtype=param_dtype)
-    checkpoint_io.save_params(out_dir, params, config, force=force)
+    params_io.save_params(out_dir, params, config, force=force)
     print(
         f"{hf_dir} -> {out_dir} ({config.num_encoder_layers}+{config.num_decoder_layers} "
         f"layers, d_model {config.d_model}, vocab {config.vocab_size})"
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "hf-to-orbax":
             hf_to_orbax(args.hf_dir, args.out_dir, args.param_dtype, args.force)
         elif args.command == "orbax-to-hf":
-            from scicot_jax.model import hf
+            from scicot_jax.checkpoints import hf
 
             loaded = convert.load_any(args.ckpt_dir)
             hf.export_hf(loaded.config, loaded.params, args.out_dir)

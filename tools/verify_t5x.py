@@ -11,7 +11,7 @@ into this project). Without them it prints how to get them and exits 0 (skipped)
    factor rules; emb 128, heads 4 x 32, mlp 256: all attention kernels square) takes 3 updates and
    its Checkpointer writes checkpoint_3. The layout it wrote is printed (which leaves are inline in
    the msgpack, which are zarr).
-2. This project restores that state (`t5x_checkpoints.read` + `t5x_adafactor.from_t5x`, what the
+2. This project restores that state (`checkpoints.t5x.read` + `t5x_adafactor.from_t5x`, what the
    train binary's INITIAL_CHECKPOINT_PATH does) and applies its optax Adafactor to t5x's 4th
    gradient; every param is compared with t5x's own 4th update.
 3. The project's `convert.to_t5x` output of that restored state is restored by t5x's Checkpointer
@@ -165,7 +165,7 @@ class T5xSide:
 
 def show_layout(step_dir: Path) -> None:
     """What t5x's Checkpointer put inline in the msgpack and what in zarr stores."""
-    from scicot_jax.runtime import t5x_checkpoints as tc
+    from scicot_jax.checkpoints import t5x as tc
 
     tree = tc._msgpack(step_dir)
     kinds: dict = {}
@@ -189,11 +189,12 @@ def project_next_step(step_dir: Path, grads4, state4):
     import numpy as np
     import optax
 
+    from scicot_jax.checkpoints import t5x as tc
+    from scicot_jax.checkpoints import t5x_adafactor
     from scicot_jax.model import T5Config, logical_axes
-    from scicot_jax.runtime import t5x_adafactor, t5x_checkpoints
     from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer
 
-    read = t5x_checkpoints.read(step_dir)
+    read = tc.read(step_dir)
     config = project_config()
     assert isinstance(config, T5Config)
     opt, _ = make_optimizer(OptimizerConfig(learning_rate=LR))
@@ -302,13 +303,14 @@ def reference_inputs(i: int, shape: tuple):
 
 def t5x_trains_from_converted(t5: T5xSide, restored, work: Path) -> None:
     """The project's state, written as orbax-to-t5x writes it (`t5x_adafactor.to_t5x` +
-    `t5x_checkpoints.write_legacy`), restored by t5x's Checkpointer; `t5x.train` runs 2 steps."""
+    `checkpoints.t5x.write_legacy`), restored by t5x's Checkpointer; `t5x.train` runs 2 steps."""
+    from scicot_jax.checkpoints import t5x as tc
+    from scicot_jax.checkpoints import t5x_adafactor
     from scicot_jax.model import logical_axes
-    from scicot_jax.runtime import t5x_adafactor, t5x_checkpoints
 
     config, params, opt_state, step = restored
     states = t5x_adafactor.to_t5x(opt_state, params, logical_axes(config))
-    out = t5x_checkpoints.write_legacy(work / "ours" / f"checkpoint_{step}", params, step, states)
+    out = tc.write_legacy(work / "ours" / f"checkpoint_{step}", params, step, states)
     t5x_train_from(t5, out, step, params, work)
     t5x_eval_infer_files(t5, out, step, work)
 

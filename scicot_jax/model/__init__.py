@@ -1,6 +1,4 @@
-"""T5 v1.1 / Flan-T5 student model: config, network, decoding, scoring, FLOPs, HF weights."""
-
-from typing import Any
+"""T5 v1.1 / Flan-T5 student model: config, network, decoding, scoring, FLOPs."""
 
 from scicot_jax.model.config import PRESET_NAMES, T5Config
 from scicot_jax.model.decoding import generate
@@ -13,10 +11,8 @@ __all__ = [
     "PRESET_NAMES",
     "T5Config",
     "Transformer",
-    "export_hf",
     "flops_per_example",
     "generate",
-    "import_hf",
     "init_params",
     "logical_axes",
     "num_params",
@@ -25,12 +21,3 @@ __all__ = [
     "score",
     "unscan_params",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """`import_hf` / `export_hf` live in hf.py, imported on first use."""
-    if name in ("import_hf", "export_hf"):
-        from scicot_jax.model import hf
-
-        return getattr(hf, name)
-    raise AttributeError(f"module 'scicot_jax.model' has no attribute {name!r}")

@@ -13,6 +13,7 @@ from typing import Any
 
 import gin
 from scicot_jax import disk_full
+from scicot_jax.checkpoints.orbax import NoReadableCheckpointError
 from scicot_jax.clihelp import show_defaults
 from scicot_jax.data.seqio_feed import DatasetConfig
 from scicot_jax.files import atomic_write
@@ -20,7 +21,6 @@ from scicot_jax.model import T5Config
 from scicot_jax.paths import PathLike, as_path
 from scicot_jax.resources import resource_dir
 from scicot_jax.runtime import deadlines, gin_checks, quiet_failure
-from scicot_jax.runtime.checkpoints import NoReadableCheckpointError
 from scicot_jax.runtime.failures import RunFailed
 
 log = logging.getLogger(__name__)

@@ -17,15 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scicot_jax.checkpoints.initial import restore_initial
+from scicot_jax.checkpoints.orbax import Checkpoints
 from scicot_jax.paths import as_path
 from scicot_jax.progress import StepProgress
 from scicot_jax.runtime import deadlines
 from scicot_jax.runtime import partitioning as part
-from scicot_jax.runtime.checkpoints import Checkpoints
 from scicot_jax.runtime.failures import RunFailed
 from scicot_jax.runtime.metrics import MetricsWriter, Throughput
 from scicot_jax.train.data_iter import Batches, Prefetcher, open_batches, to_global
-from scicot_jax.train.initial import restore_initial
 from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer
 from scicot_jax.train.state import ModelSpec, TrainState, abstract_like, t5_spec
 from scicot_jax.train.step import (

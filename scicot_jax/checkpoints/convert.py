@@ -10,9 +10,9 @@ import dataclasses
 import logging
 from typing import Any
 
+from scicot_jax.checkpoints import orbax, t5x, t5x_adafactor
+from scicot_jax.checkpoints.init_from import detect_format
 from scicot_jax.paths import Path, PathLike, as_path
-from scicot_jax.runtime import checkpoints, t5x_adafactor, t5x_checkpoints
-from scicot_jax.runtime.init_from import detect_format
 
 log = logging.getLogger(__name__)
 
@@ -29,26 +29,27 @@ class Loaded:
 
 def load_any(path: PathLike, *, optimizer: bool = False) -> Loaded:
     """Config and params (and, when asked, step and t5x-shaped optimizer state) of any format."""
-    from scicot_jax.model import checkpoint_io, logical_axes
+    from scicot_jax.checkpoints import params_io
+    from scicot_jax.model import logical_axes
     from scicot_jax.runtime.inference import checkpoint_config
 
     fmt = detect_format(path)
     config = checkpoint_config(path)
-    if fmt in (t5x_checkpoints.LEGACY, t5x_checkpoints.ORBAX):
-        state = t5x_checkpoints.read(path, optimizer=optimizer)
+    if fmt in (t5x.LEGACY, t5x.ORBAX):
+        state = t5x.read(path, optimizer=optimizer)
         return Loaded(config, state.params, state.step or 0, state.param_states)
     if fmt == "hf":
-        from scicot_jax.model.hf import import_hf
+        from scicot_jax.checkpoints.hf import import_hf
 
         return Loaded(config, import_hf(str(path))[1])
     if fmt == "params":
-        return Loaded(config, checkpoint_io.load_params(path)[1])
-    step_dir = checkpoints.resolve_step_dir(path)
-    params = checkpoint_io.restore_tree(step_dir / "params")
-    step = int(checkpoints.read_meta(step_dir).get("step", 0))
+        return Loaded(config, params_io.load_params(path)[1])
+    step_dir = orbax.resolve_step_dir(path)
+    params = params_io.restore_tree(step_dir / "params")
+    step = int(orbax.read_meta(step_dir).get("step", 0))
     param_states = None
     if optimizer:  # scanned layers' state is split per layer, as t5x keeps it
-        raw = checkpoint_io.restore_tree(step_dir / "opt_state")
+        raw = params_io.restore_tree(step_dir / "opt_state")
         param_states = t5x_adafactor.to_t5x(
             t5x_adafactor.optax_structure(raw), params, logical_axes(config)
         )
@@ -57,10 +58,10 @@ def load_any(path: PathLike, *, optimizer: bool = False) -> Loaded:
 
 def to_orbax(src: PathLike, dst: PathLike, *, force: bool = False) -> Loaded:
     """Any checkpoint -> a save_params directory (INITIAL_CHECKPOINT_PATH / CHECKPOINT_PATH)."""
-    from scicot_jax.model import checkpoint_io
+    from scicot_jax.checkpoints import params_io
 
     loaded = load_any(src)
-    checkpoint_io.save_params(dst, _unscanned(loaded), loaded.config, force=force)
+    params_io.save_params(dst, _unscanned(loaded), loaded.config, force=force)
     return loaded
 
 
@@ -74,9 +75,9 @@ def to_t5x(src: PathLike, dst: PathLike, *, dtype: str | None = None) -> Path:
 
     loaded = load_any(src, optimizer=True)
     out = as_path(dst)
-    if not out.name.startswith(t5x_checkpoints.STEP_PREFIX):
-        out = out / f"{t5x_checkpoints.STEP_PREFIX}{loaded.step}"
-    return t5x_checkpoints.write_legacy(
+    if not out.name.startswith(t5x.STEP_PREFIX):
+        out = out / f"{t5x.STEP_PREFIX}{loaded.step}"
+    return t5x.write_legacy(
         out,
         _unscanned(loaded),
         loaded.step,

@@ -13,12 +13,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from scicot_jax.checkpoints import orbax, t5x
 from scicot_jax.paths import PathLike, as_path
-from scicot_jax.runtime import checkpoints, t5x_checkpoints
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("trainer", "params", "hf", t5x_checkpoints.LEGACY, t5x_checkpoints.ORBAX)
+FORMATS = ("trainer", "params", "hf", t5x.LEGACY, t5x.ORBAX)
 
 
 def detect_format(path: PathLike) -> str:
@@ -26,9 +26,9 @@ def detect_format(path: PathLike) -> str:
     p = as_path(path)
     if not p.exists():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
-    if checkpoints.resolve_step_dir(p) is not None:
+    if orbax.resolve_step_dir(p) is not None:
         return "trainer"
-    found = t5x_checkpoints.find(p)
+    found = t5x.find(p)
     if found is not None:
         return found[0]
     cfg = p / "config.json"
@@ -69,11 +69,11 @@ def load_initial(
     log.info("checkpoint %s (%s format)", path, fmt)
     step, param_states = None, None
     if fmt in ("trainer", "params"):
-        from scicot_jax.model.checkpoint_io import restore_tree
+        from scicot_jax.checkpoints.params_io import restore_tree
 
-        base = checkpoints.resolve_step_dir(path) if fmt == "trainer" else as_path(path)
+        base = orbax.resolve_step_dir(path) if fmt == "trainer" else as_path(path)
         if fmt == "trainer":
-            step = checkpoints.read_meta(base).get("step")
+            step = orbax.read_meta(base).get("step")
         try:  # straight onto the mesh when the stored tree has the model's layout
             params = restore_tree(base / "params", shardings=shardings)
             _check_shapes(params, abstract_params, path)
@@ -82,11 +82,11 @@ def load_initial(
             log.info("restoring %s on host for layout conversion (%s)", path, e)
             params = restore_tree(base / "params")
     elif fmt == "hf":
-        from scicot_jax.model.hf import import_hf
+        from scicot_jax.checkpoints.hf import import_hf
 
         _, params = import_hf(str(path))
     else:
-        state = t5x_checkpoints.read(path, optimizer=optimizer)
+        state = t5x.read(path, optimizer=optimizer)
         params, step, param_states = state.params, state.step, state.param_states
     params = _match_layout(params, abstract_params, model_config)
     _check_shapes(params, abstract_params, path)

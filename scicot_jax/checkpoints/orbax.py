@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from scicot_jax.model import checkpoint_io
+from scicot_jax.checkpoints import params_io
 from scicot_jax.paths import Path, PathLike, as_path
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Checkpoints:
         `<step>.corrupt-<time>`; if no step is readable, NoReadableCheckpointError (nothing
         renamed) rather than a silent restart from step 0.
         """
-        checkpoint_io.quiet_item_metadata_warning()
+        params_io.quiet_item_metadata_warning()
         unreadable: list[tuple[int, str]] = []
         for step in reversed(self.all_steps()):
             step_dir = self.directory / str(step)
@@ -147,7 +147,7 @@ def _check_finite(tree: Any, where: str) -> None:
 
 def _stored_metadata(step_dir: Path) -> dict:
     """The meta JSON and the stored params/opt_state array metadata of one step."""
-    from scicot_jax.model.checkpoint_io import tree_metadata
+    from scicot_jax.checkpoints.params_io import tree_metadata
 
     out = {"meta": read_meta(step_dir)}
     for item in ("params", "opt_state"):
@@ -212,7 +212,7 @@ def read_meta(step_dir: PathLike) -> dict:
 
 def restore_item(step_dir: PathLike, name: str, abstract: Any) -> Any:
     """One pytree item (`params`, `opt_state`) of a trainer step, restored onto `abstract`."""
-    checkpoint_io.quiet_item_metadata_warning()
+    params_io.quiet_item_metadata_warning()
     with ocp.StandardCheckpointer() as checkpointer:
         return checkpointer.restore(as_path(step_dir) / name, abstract)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import jax
 
+from scicot_jax.checkpoints import orbax
+from scicot_jax.checkpoints.init_from import detect_format, load_initial
 from scicot_jax.paths import PathLike
-from scicot_jax.runtime import checkpoints
-from scicot_jax.runtime.init_from import detect_format, load_initial
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,10 @@ def _optimizer_state(path: PathLike, setup: Any, spec: Any, step: int, param_sta
 
     abstract = abstract_like(setup.abstract_opt_state, setup.opt_shardings)
     if detect_format(path) == "trainer":
-        return checkpoints.restore_item(checkpoints.resolve_step_dir(path), "opt_state", abstract)
+        return orbax.restore_item(orbax.resolve_step_dir(path), "opt_state", abstract)
     if param_states is None:
         raise ValueError("the checkpoint holds no optimizer state")
-    from scicot_jax.runtime import t5x_adafactor
+    from scicot_jax.checkpoints import t5x_adafactor
 
     host = t5x_adafactor.from_t5x(
         setup.abstract_opt_state, param_states, step, setup.abstract_params, spec.logical_axes

@@ -1,0 +1,1 @@
+"""Every checkpoint format and conversion: trainer (orbax), params-only, t5x, Hugging Face."""
