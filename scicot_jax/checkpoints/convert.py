@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
 
-from scicot_jax.checkpoints import orbax, t5x, t5x_adafactor
-from scicot_jax.checkpoints.init_from import detect_format
+from scicot_jax.checkpoints import orbax, params_io, t5x, t5x_adafactor
+from scicot_jax.checkpoints.hf import import_hf
+from scicot_jax.checkpoints.init_from import checkpoint_config, detect_format
+from scicot_jax.model import logical_axes
+from scicot_jax.model.config import T5Config
+from scicot_jax.model.scan import unscan_params
 from scicot_jax.paths import Path, PathLike, as_path
 
 log = logging.getLogger(__name__)
@@ -21,7 +24,7 @@ log = logging.getLogger(__name__)
 class Loaded:
     """A checkpoint's model config and params (numpy/host), step and t5x optimizer state."""
 
-    config: Any
+    config: T5Config
     params: dict
     step: int = 0
     param_states: dict | None = None
@@ -29,18 +32,12 @@ class Loaded:
 
 def load_any(path: PathLike, *, optimizer: bool = False) -> Loaded:
     """Config and params (and, when asked, step and t5x-shaped optimizer state) of any format."""
-    from scicot_jax.checkpoints import params_io
-    from scicot_jax.model import logical_axes
-    from scicot_jax.runtime.inference import checkpoint_config
-
     fmt = detect_format(path)
     config = checkpoint_config(path)
     if fmt in (t5x.LEGACY, t5x.ORBAX):
         state = t5x.read(path, optimizer=optimizer)
         return Loaded(config, state.params, state.step or 0, state.param_states)
     if fmt == "hf":
-        from scicot_jax.checkpoints.hf import import_hf
-
         return Loaded(config, import_hf(str(path))[1])
     if fmt == "params":
         return Loaded(config, params_io.load_params(path)[1])
@@ -58,8 +55,6 @@ def load_any(path: PathLike, *, optimizer: bool = False) -> Loaded:
 
 def to_orbax(src: PathLike, dst: PathLike, *, force: bool = False) -> Loaded:
     """Any checkpoint -> a save_params directory (INITIAL_CHECKPOINT_PATH / CHECKPOINT_PATH)."""
-    from scicot_jax.checkpoints import params_io
-
     loaded = load_any(src)
     params_io.save_params(dst, _unscanned(loaded), loaded.config, force=force)
     return loaded
@@ -89,7 +84,5 @@ def to_t5x(src: PathLike, dst: PathLike, *, dtype: str | None = None) -> Path:
 def _unscanned(loaded: Loaded) -> dict:
     """Per-layer params (t5x's and HF's layout) whatever layout the source was trained in."""
     if "layers" in loaded.params.get("encoder", {}):
-        from scicot_jax.model.scan import unscan_params
-
         return unscan_params(dict(loaded.params), loaded.config)
     return loaded.params

@@ -14,6 +14,10 @@ import jax
 import numpy as np
 
 from scicot_jax.checkpoints import orbax, t5x
+from scicot_jax.checkpoints.hf import config_from_hf, import_hf
+from scicot_jax.checkpoints.params_io import read_config, restore_tree
+from scicot_jax.model import scan as scan_lib
+from scicot_jax.model.config import T5Config
 from scicot_jax.paths import PathLike, as_path
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,23 @@ def detect_format(path: PathLike) -> str:
     )
 
 
+def checkpoint_config(path: PathLike) -> T5Config:
+    """The T5Config stored with a checkpoint (trainer meta, save_params or HF config.json)."""
+    fmt = detect_format(path)
+    if fmt == "trainer":
+        step_dir = orbax.resolve_step_dir(path)
+        model = orbax.read_meta(step_dir).get("model")
+        if not model:
+            raise ValueError(f"{step_dir}: checkpoint meta has no model config; pass a model")
+        return T5Config.from_dict(model, source=f"{step_dir}/meta")
+    if fmt == "hf":
+        cfg_file = as_path(path) / "config.json"
+        return config_from_hf(json.loads(cfg_file.read_text()), cfg_file)
+    if fmt in (t5x.LEGACY, t5x.ORBAX):  # t5x stores no config
+        return t5x.config_from_shapes(t5x.read_shapes(path))
+    return read_config(path)
+
+
 def load_initial_params(
     path: PathLike, abstract_params: Any, shardings: Any, model_config: Any = None
 ) -> Any:
@@ -69,8 +90,6 @@ def load_initial(
     log.info("checkpoint %s (%s format)", path, fmt)
     step, param_states = None, None
     if fmt in ("trainer", "params"):
-        from scicot_jax.checkpoints.params_io import restore_tree
-
         base = orbax.resolve_step_dir(path) if fmt == "trainer" else as_path(path)
         if fmt == "trainer":
             step = orbax.read_meta(base).get("step")
@@ -82,8 +101,6 @@ def load_initial(
             log.info("restoring %s on host for layout conversion (%s)", path, e)
             params = restore_tree(base / "params")
     elif fmt == "hf":
-        from scicot_jax.checkpoints.hf import import_hf
-
         _, params = import_hf(str(path))
     else:
         state = t5x.read(path, optimizer=optimizer)
@@ -105,8 +122,6 @@ def _match_layout(params: Any, abstract_params: Any, model_config: Any) -> Any:
         return params
     if model_config is None:
         return params
-    from scicot_jax.model import scan as scan_lib
-
     if getattr(model_config, "scan_layers", False):
         return scan_lib.scan_params(params, model_config)
     return scan_lib.unscan_params(params, model_config)

@@ -147,11 +147,9 @@ def _check_finite(tree: Any, where: str) -> None:
 
 def _stored_metadata(step_dir: Path) -> dict:
     """The meta JSON and the stored params/opt_state array metadata of one step."""
-    from scicot_jax.checkpoints.params_io import tree_metadata
-
     out = {"meta": read_meta(step_dir)}
     for item in ("params", "opt_state"):
-        tree = tree_metadata(step_dir / item)
+        tree = params_io.tree_metadata(step_dir / item)
         if not any(hasattr(x, "shape") for x in jax.tree.leaves(tree)):
             raise ValueError(f"{step_dir / item}: no readable array metadata")
         out[item] = tree

@@ -8,7 +8,6 @@ so a host with fewer (or no) examples feeds filler batches instead of leaving th
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,37 +15,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from scicot_jax.checkpoints import orbax, t5x
-from scicot_jax.checkpoints.init_from import detect_format, load_initial_params
+from scicot_jax.checkpoints.init_from import checkpoint_config, load_initial_params
 from scicot_jax.data.tokens import pad_rows, shift_right
-from scicot_jax.paths import PathLike, as_path
+from scicot_jax.paths import PathLike
 from scicot_jax.progress import StepProgress
 from scicot_jax.runtime import partitioning as part
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_config(path: PathLike) -> Any:
-    """The T5Config stored with a checkpoint (trainer meta, save_params or HF config.json)."""
-    from scicot_jax.model import T5Config
-
-    fmt = detect_format(path)
-    if fmt == "trainer":
-        step_dir = orbax.resolve_step_dir(path)
-        model = orbax.read_meta(step_dir).get("model")
-        if not model:
-            raise ValueError(f"{step_dir}: checkpoint meta has no model config; pass a model")
-        return T5Config.from_dict(model, source=f"{step_dir}/meta")
-    if fmt == "hf":
-        from scicot_jax.checkpoints.hf import config_from_hf
-
-        cfg_file = as_path(path) / "config.json"
-        return config_from_hf(json.loads(cfg_file.read_text()), cfg_file)
-    if fmt in (t5x.LEGACY, t5x.ORBAX):  # t5x stores no config
-        return t5x.config_from_shapes(t5x.read_shapes(path))
-    from scicot_jax.checkpoints.params_io import read_config
-
-    return read_config(path)
 
 
 # What fixes the params' shapes; dtypes, dropout, scan and remat are the run's to choose.

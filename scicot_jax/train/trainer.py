@@ -167,8 +167,9 @@ def _train(
         ckpts = Checkpoints(
             config.model_dir, keep=config.keep_checkpoints, async_save=config.async_checkpoints
         )
+        sharded_opt = abstract_like(abs_opt, o_sh)
         restored = ckpts.restore_latest(
-            abstract_like(abs_params, p_sh), abstract_like(abs_opt, o_sh), _model_dict(spec.config)
+            abstract_like(abs_params, p_sh), sharded_opt, _model_dict(spec.config)
         )
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         if restored:
@@ -179,7 +180,11 @@ def _train(
             step0, consumed, params, opt_state = 0, 0, None, None
             if config.initial_checkpoint_path:
                 params, step0, opt_state = restore_initial(
-                    config.initial_checkpoint_path, su, spec, config.initial_params_only
+                    config.initial_checkpoint_path,
+                    su,
+                    spec,
+                    sharded_opt,
+                    config.initial_params_only,
                 )
             if opt_state is None:
                 fresh = init_state(su, spec, config.seed, params)
