@@ -32,6 +32,7 @@ def worker(args: argparse.Namespace) -> None:
     import numpy as np
 
     from scicot_jax.model import T5Config, init_params
+    from scicot_jax.model.decoding import DecodeConfig
     from scicot_jax.runtime import inference, multihost
     from scicot_jax.runtime import partitioning as part
 
@@ -53,7 +54,13 @@ def worker(args: argparse.Namespace) -> None:
         shipped("bench start")
         t0 = time.perf_counter()
         inference.predict(
-            params, config, mesh, mine, input_length=64, max_decode_length=16, batch_size=args.batch
+            params,
+            config,
+            mesh,
+            mine,
+            decode=DecodeConfig(max_decode_length=16),
+            input_length=64,
+            batch_size=args.batch,
         )
         return time.perf_counter() - t0
 

@@ -75,7 +75,7 @@ def ours_runner(config, params, inputs, new_tokens: int, top_k: int) -> Callable
     import jax
     import numpy as np
 
-    from scicot_jax.model.decoding import generate
+    from scicot_jax.model.decoding import DecodeConfig, generate
 
     @jax.jit
     def sample(params, tokens, rng):
@@ -83,9 +83,7 @@ def ours_runner(config, params, inputs, new_tokens: int, top_k: int) -> Callable
             params,
             config,
             tokens,
-            max_decode_length=new_tokens,
-            method="sample",
-            top_k=top_k,
+            DecodeConfig(max_decode_length=new_tokens, method="sample", top_k=top_k),
             rng=rng,
         )
         return out[:, 0]
@@ -205,7 +203,7 @@ def run_case(
     return out
 
 
-def legacy_predict(params, config, mesh, inputs, *, input_length, max_decode_length, batch_size):
+def legacy_predict(params, config, mesh, inputs, *, input_length, decode, batch_size):
     """The pre-bucketing inference.predict (greedy): full-length padding, input order, sync."""
     import jax
     import numpy as np
@@ -220,9 +218,8 @@ def legacy_predict(params, config, mesh, inputs, *, input_length, max_decode_len
         rows = list(inputs[a : a + batch_size])
         enc = pad_rows(rows + [[]] * (batch_size - len(rows)), input_length, config.pad_id)
         toks, scores = generate(
-            params, config, jax.device_put(enc, part.batch_sharding(mesh)),
-            max_decode_length=max_decode_length,
-        )  # fmt: skip
+            params, config, jax.device_put(enc, part.batch_sharding(mesh)), decode
+        )
         toks, scores = np.asarray(jax.device_get(toks)), np.asarray(jax.device_get(scores))
         out += [
             ([inference._cut(t, config.eos_id, config.pad_id) for t in toks[j]], list(scores[j]))
@@ -301,6 +298,7 @@ def mixed_case(name: str, args, tmp: Path) -> None:
     """Train a Stage-1 student on one data set, then time generation and scoring both ways."""
     import numpy as np
 
+    from scicot_jax.model.decoding import DecodeConfig
     from scicot_jax.pipeline.config import StudentConfig
     from scicot_jax.runtime import inference
 
@@ -312,7 +310,8 @@ def mixed_case(name: str, args, tmp: Path) -> None:
     rows, in_len = student._tokens([q for qs in questions.values() for q in qs], student.max_inputs)
     enc, enc_len = student._tokens([q for q, _ in pairs], student.max_inputs)
     tgt, tgt_len = student._tokens([r for _, r in pairs], student.max_targets)
-    kw = dict(input_length=in_len, max_decode_length=max_new, batch_size=args.eval_batch)
+    greedy = DecodeConfig(max_decode_length=max_new)
+    kw = dict(input_length=in_len, decode=greedy, batch_size=args.eval_batch)
     skw = dict(input_length=enc_len, target_length=tgt_len, batch_size=args.eval_batch)
     gen = {
         "before": lambda: legacy_predict(params, config, mesh, rows, **kw),
@@ -385,7 +384,7 @@ def run_samples(args) -> None:
     import numpy as np
 
     from scicot_jax.model import T5Config, init_params
-    from scicot_jax.model.decoding import generate
+    from scicot_jax.model.decoding import DecodeConfig, generate
 
     preset, n = args.preset or "small", args.num_decodes
     batch, in_len = args.batch or 4, args.input_len or 256
@@ -397,7 +396,7 @@ def run_samples(args) -> None:
         np.random.default_rng(0).integers(2, config.vocab_size, (batch, in_len), np.int32)
     )
     shared = jax.jit(
-        lambda p, e, r: generate(p, config, e, max_decode_length=new, method="sample", num_decodes=n, rng=r)[0]
+        lambda p, e, r: generate(p, config, e, DecodeConfig(max_decode_length=new, method="sample", num_decodes=n), rng=r)[0]
     )  # fmt: skip
     runs = {"before": repeated_kv_sampler(config, n, new), "after": shared}
     outs = {k: np.asarray(f(params, enc, jax.random.key(1))) for k, f in runs.items()}  # warm-up

@@ -17,12 +17,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import gin
+from scicot_jax.model.decoding import DecodeConfig
 from scicot_jax.paths import as_path
 from scicot_jax.runtime import gin_utils
 
 log = logging.getLogger(__name__)
 
 MODES = ("predict", "predict_with_aux", "score")
+gin_utils.register_configurables(DecodeConfig)  # `infer.decode = @DecodeConfig()`
 
 
 @gin.configurable("infer")
@@ -45,15 +47,8 @@ def run(
     inputs_key: str = "inputs",
     targets_key: str = "targets",
     batch_size: int = 32,
-    max_decode_length: int | None = None,
-    method: str = "greedy",
-    num_decodes: int = 1,
+    decode: DecodeConfig | None = None,
     return_all_decodes: bool = False,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    alpha: float = 0.6,
-    seed: int = 0,
     limit: int | None = None,
     model_parallel: int = 1,
 ) -> dict[str, Any]:
@@ -61,7 +56,8 @@ def run(
 
     shard_id/num_shards split the examples across separate infer jobs (t5x's infer flags);
     within a job each host reads and decodes only its data shard of the job's examples, the
-    rows are gathered in the examples' order and process 0 writes them.
+    rows are gathered in the examples' order and process 0 writes them. `decode` (default
+    greedy) decodes up to the targets' feature length unless its max_decode_length is set.
     """
     import jax
 
@@ -75,12 +71,13 @@ def run(
         raise ValueError("infer: give exactly one of mixture_or_task_name or input_file")
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"infer.shard_id={shard_id} not in [0, num_shards={num_shards})")
+    lengths = dict(task_feature_lengths or {"inputs": 512, "targets": 128})
+    decode = (gin_utils.plain(decode) or DecodeConfig()).with_length(lengths["targets"])
     part.maybe_initialize_distributed()
     mesh = part.make_mesh(model_parallel)
     config, params = inference.load_model(checkpoint_path, gin_utils.plain(model), mesh)
     host, hosts = part.host_shard(mesh)
     mine = multihost.shard_info(host, hosts, shard_id, num_shards)
-    lengths = dict(task_feature_lengths or {"inputs": 512, "targets": 128})
     if input_file is not None:
         examples, vocab = _jsonl_examples(
             input_file,
@@ -115,15 +112,8 @@ def run(
                 mesh,
                 [e["inputs"] for e in exs],
                 input_length=lengths["inputs"],
-                max_decode_length=max_decode_length or lengths["targets"],
+                decode=decode,
                 batch_size=batch_size,
-                method=method,
-                num_decodes=num_decodes,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                alpha=alpha,
-                seed=seed,
                 progress=f"{mode} {task}",
                 vocab_size=vocab.vocab_size,
             )

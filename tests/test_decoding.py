@@ -1,5 +1,6 @@
 """Decoding: cached greedy == full recompute; sampling, beam search and early stopping."""
 
+import dataclasses
 import functools
 
 import jax
@@ -9,6 +10,7 @@ import pytest
 
 from scicot_jax.model import T5Config, Transformer, init_params
 from scicot_jax.model.decoding import (
+    DecodeConfig,
     _repeat_batch,
     beam_search,
     generate,
@@ -35,7 +37,7 @@ def params():
 
 @pytest.fixture(scope="module")
 def greedy(params):
-    return generate(params, CFG, ENC, max_decode_length=MAX_LEN)
+    return generate(params, CFG, ENC, DecodeConfig(max_decode_length=MAX_LEN))
 
 
 def recompute_greedy(params, cfg, enc, max_len):
@@ -79,16 +81,16 @@ def test_top_k_1_and_tiny_top_p_sampling_equal_greedy(params, greedy):
         params,
         CFG,
         ENC,
-        max_decode_length=MAX_LEN,
-        method="sample",
-        top_k=1,
-        num_decodes=2,
+        DecodeConfig(max_decode_length=MAX_LEN, method="sample", top_k=1, num_decodes=2),
         rng=jax.random.key(5),
     )
     np.testing.assert_array_equal(tokens, np.repeat(greedy[0], 2, axis=1))
     np.testing.assert_allclose(scores, np.repeat(greedy[1], 2, axis=1), rtol=1e-6)
     tokens, _ = generate(
-        params, CFG, ENC, max_decode_length=MAX_LEN, method="sample", top_p=1e-4, temperature=2.0
+        params,
+        CFG,
+        ENC,
+        DecodeConfig(max_decode_length=MAX_LEN, method="sample", top_p=1e-4, temperature=2.0),
     )
     np.testing.assert_array_equal(tokens, greedy[0])
 
@@ -97,9 +99,12 @@ def test_beam_size_1_equals_greedy_on_a_confident_model(params):
     # Sharper distributions: a finished short beam can no longer beat the greedy path.
     peaked = jax.tree.map(lambda x: x, params)
     peaked["decoder"]["logits_dense"]["kernel"] = params["decoder"]["logits_dense"]["kernel"] * 6.0
-    want = generate(peaked, CFG, ENC, max_decode_length=MAX_LEN)
+    want = generate(peaked, CFG, ENC, DecodeConfig(max_decode_length=MAX_LEN))
     got = generate(
-        peaked, CFG, ENC, max_decode_length=MAX_LEN, method="beam", num_decodes=1, alpha=0.0
+        peaked,
+        CFG,
+        ENC,
+        DecodeConfig(max_decode_length=MAX_LEN, method="beam", num_decodes=1, alpha=0.0),
     )
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
@@ -107,7 +112,11 @@ def test_beam_size_1_equals_greedy_on_a_confident_model(params):
 
 def test_num_decodes_samples_differ_and_are_reproducible(params):
     run = functools.partial(
-        generate, params, CFG, ENC, max_decode_length=MAX_LEN, method="sample", num_decodes=4
+        generate,
+        params,
+        CFG,
+        ENC,
+        decode=DecodeConfig(max_decode_length=MAX_LEN, method="sample", num_decodes=4),
     )
     tokens, scores = run(rng=jax.random.key(1))
     assert tokens.shape == (4, 4, MAX_LEN) and scores.shape == (4, 4)
@@ -124,7 +133,10 @@ def test_num_decodes_samples_differ_and_are_reproducible(params):
 def test_beams_sorted_and_scores_match_scoring(params):
     alpha = 0.6
     tokens, scores = generate(
-        params, CFG, ENC, max_decode_length=MAX_LEN, method="beam", num_decodes=3, alpha=alpha
+        params,
+        CFG,
+        ENC,
+        DecodeConfig(max_decode_length=MAX_LEN, method="beam", num_decodes=3, alpha=alpha),
     )
     scores = np.asarray(scores)
     assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
@@ -143,7 +155,9 @@ def test_beams_sorted_and_scores_match_scoring(params):
 
 def test_scanned_dot_product_model_decodes_like_the_default(params, greedy):
     cfg = CFG.replace(scan_layers=True, attention_impl="dot_product")
-    tokens, scores = generate(scan_params(params, CFG), cfg, ENC, max_decode_length=MAX_LEN)
+    tokens, scores = generate(
+        scan_params(params, CFG), cfg, ENC, DecodeConfig(max_decode_length=MAX_LEN)
+    )
     np.testing.assert_array_equal(tokens, greedy[0])
     np.testing.assert_allclose(scores, greedy[1], rtol=1e-5, atol=1e-5)
 
@@ -161,10 +175,17 @@ def test_cross_attention_kv_are_cached_once(params):
         params, cache
     ):  # no encoder output at all: cross K/V can only come from the cache
         return Transformer(CFG).apply(
-            {"params": params, "cache": cache}, None, ENC, jnp.zeros((4, 1), jnp.int32), None,
-            enable_dropout=False, decode=True, max_decode_length=MAX_LEN, mutable=["cache"],
+            {"params": params, "cache": cache},
+            None,
+            ENC,
+            jnp.zeros((4, 1), jnp.int32),
+            None,
+            enable_dropout=False,
+            decode=True,
+            max_decode_length=MAX_LEN,
+            mutable=["cache"],
             method=Transformer.decode,
-        )  # fmt: skip
+        )
 
     logits, _ = jax.eval_shape(later_step, params, cache)
     assert logits.shape == (4, 1, CFG.vocab_size)
@@ -181,9 +202,10 @@ def test_samples_share_one_cross_kv_and_decode_like_repeated_inputs(params, impl
     assert copies["encoder_decoder_attention"]["cached_key"].shape[0] == 4  # one per input
     assert copies["self_attention"]["cached_key"].shape[0] == 4 * n  # one per sample
     # Shared K/V give the samples that n explicit copies of every input (own K/V) give.
-    run = functools.partial(generate, params, cfg, max_decode_length=MAX_LEN, method="sample")
-    shared = run(ENC, num_decodes=n, rng=jax.random.key(5))
-    copied = run(np.repeat(ENC, n, axis=0), num_decodes=1, rng=jax.random.key(5))
+    sample = DecodeConfig(max_decode_length=MAX_LEN, method="sample")
+    run = functools.partial(generate, params, cfg, rng=jax.random.key(5))
+    shared = run(ENC, dataclasses.replace(sample, num_decodes=n))
+    copied = run(np.repeat(ENC, n, axis=0), sample)
     np.testing.assert_array_equal(shared[0], np.asarray(copied[0]).reshape(4, n, MAX_LEN))
     np.testing.assert_allclose(shared[1], np.asarray(copied[1]).reshape(4, n), rtol=1e-5, atol=1e-5)
 
@@ -240,6 +262,6 @@ def test_sample_token_respects_top_k_and_temperature():
 
 def test_bad_arguments_raise(params):
     with pytest.raises(ValueError, match="method"):
-        generate(params, CFG, ENC, max_decode_length=4, method="nucleus")
+        generate(params, CFG, ENC, DecodeConfig(max_decode_length=4, method="nucleus"))
     with pytest.raises(ValueError, match="beam size"):
-        generate(params, CFG, ENC, max_decode_length=4, method="beam", num_decodes=9)
+        generate(params, CFG, ENC, DecodeConfig(max_decode_length=4, method="beam", num_decodes=9))

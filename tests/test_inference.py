@@ -7,7 +7,7 @@ from model_fixtures import tiny_config
 
 from scicot_jax.data.tokens import pad_rows
 from scicot_jax.model import init_params
-from scicot_jax.model.decoding import generate
+from scicot_jax.model.decoding import DecodeConfig, generate
 from scicot_jax.model.scoring import score as score_fn
 from scicot_jax.model.t5 import Transformer
 from scicot_jax.runtime import inference
@@ -67,20 +67,15 @@ def test_run_pipelined_dispatches_next_before_fetching_and_keeps_order():
 
 def test_greedy_predict_matches_full_length_padding(setup):
     params, mesh, inputs, _ = setup
+    decode = DecodeConfig(max_decode_length=MAX_DECODE)
     got = inference.predict(
-        params,
-        CFG,
-        mesh,
-        inputs,
-        input_length=IN_LEN,
-        max_decode_length=MAX_DECODE,
-        batch_size=BATCH,
+        params, CFG, mesh, inputs, input_length=IN_LEN, decode=decode, batch_size=BATCH
     )
     # The old path: every row padded to input_length, batches in the caller's order.
     toks, scores = [], []
     for start in range(0, len(inputs), BATCH):
         enc = pad_rows(inputs[start : start + BATCH] + [[]] * BATCH, IN_LEN, 0)[:BATCH]
-        t, s = jax.device_get(generate(params, CFG, enc, max_decode_length=MAX_DECODE))
+        t, s = jax.device_get(generate(params, CFG, enc, decode))
         toks.append(t)
         scores.append(s)
     toks, scores = np.concatenate(toks), np.concatenate(scores)
@@ -129,16 +124,23 @@ def test_ids_beyond_the_vocabulary_are_never_emitted_nor_scored(setup):
     inputs = [list(rng.integers(2, pieces, 7)) + [1] for _ in range(BATCH)]
     targets = [list(rng.integers(2, pieces, 5)) + [1] for _ in range(BATCH)]
 
-    def emitted(**kw):
+    def emitted(method, vocab_size=None):
+        decode = DecodeConfig(method, num_decodes=2, max_decode_length=MAX_DECODE)
         outs = inference.predict(
-            params, CFG, mesh, inputs, input_length=IN_LEN, max_decode_length=MAX_DECODE,
-            batch_size=BATCH, num_decodes=2, **kw,
-        )  # fmt: skip
+            params,
+            CFG,
+            mesh,
+            inputs,
+            input_length=IN_LEN,
+            decode=decode,
+            batch_size=BATCH,
+            vocab_size=vocab_size,
+        )
         return {t for toks, _ in outs for seq in toks for t in seq}
 
     for method in ("sample", "beam"):  # greedy shares the sampling loop (argmax chooser)
-        assert max(emitted(method=method)) >= pieces, method  # the random model picks them
-        assert max(emitted(method=method, vocab_size=pieces)) < pieces, method
+        assert max(emitted(method)) >= pieces, method  # the random model picks them
+        assert max(emitted(method, vocab_size=pieces)) < pieces, method
     kw = dict(input_length=IN_LEN, target_length=TGT_LEN, batch_size=BATCH)
     full = inference.score(params, CFG, mesh, inputs, targets, **kw)
     own = inference.score(params, CFG, mesh, inputs, targets, vocab_size=pieces, **kw)

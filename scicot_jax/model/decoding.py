@@ -9,6 +9,7 @@ as soon as every sequence has ended.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -28,23 +29,50 @@ StepFn = Callable[[jax.Array, Any], tuple[jax.Array, Any]]
 ChooseFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    """How to decode (infer's `DecodeConfig.*`, gin macros DECODE_METHOD, NUM_DECODES,
+    TEMPERATURE): the method, outputs per input, sampling truncation, beam length penalty."""
+
+    method: str = "greedy"  # "greedy" | "sample" | "beam"
+    num_decodes: int = 1  # samples or beams per input
+    temperature: float = 1.0  # sample: logits / temperature
+    top_k: int = 0  # sample: keep the k likeliest tokens (0: all)
+    top_p: float = 1.0  # sample: keep the nucleus of this mass (1.0: all)
+    alpha: float = 0.6  # beam: t5x's length penalty ((5 + len) / 6) ** alpha
+    max_decode_length: int | None = None  # new tokens; None: the caller's targets length
+    seed: int = 0  # sample: batch k draws from fold_in(key(seed), k)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"DecodeConfig.method={self.method!r}; expected one of {METHODS}")
+        for name in ("num_decodes", "max_decode_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"DecodeConfig.{name}={value}; must be >= 1")
+        if self.top_k < 0 or not 0.0 < self.top_p <= 1.0 or self.temperature < 0:
+            raise ValueError(
+                f"DecodeConfig: top_k={self.top_k} (>= 0), top_p={self.top_p} (in (0, 1]) and "
+                f"temperature={self.temperature} (>= 0) out of range"
+            )
+
+    def with_length(self, default: int) -> DecodeConfig:
+        """This config with max_decode_length set (to `default` when it is None)."""
+        return dataclasses.replace(self, max_decode_length=self.max_decode_length or default)
+
+
 def generate(
     params: Any,
     config: T5Config,
     encoder_input_tokens: jax.Array,
+    decode: DecodeConfig,
     *,
-    max_decode_length: int,
-    method: str = "greedy",
-    num_decodes: int = 1,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    alpha: float = 0.6,
     rng: jax.Array | None = None,
     encoder_segment_ids: jax.Array | None = None,
     vocab_size: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Decode `num_decodes` outputs per input: tokens int32 [B, n, max_len] and scores fp32 [B, n].
+    """Decode `decode.num_decodes` outputs per input: tokens int32 [B, n, max_len] and scores
+    fp32 [B, n]; `rng` defaults to key(decode.seed).
 
     `vocab_size`: the vocabulary's pieces; an embedding with more rows (rounded up, e.g. T5's
     32,128 for 32,100 pieces) never emits, nor gives probability to, the ids beyond it.
@@ -54,30 +82,27 @@ def generate(
     emitted tokens; beam gives that sum divided by the t5x length penalty ((5 + len) / 6) ** alpha,
     beams sorted best first.
     """
-    if method not in METHODS:
-        raise ValueError(f"generate: method={method!r}; expected one of {METHODS}")
-    if max_decode_length < 1 or num_decodes < 1:
+    if decode.max_decode_length is None:
+        raise ValueError("generate: DecodeConfig.max_decode_length is not set")
+    if decode.method == "beam" and 2 * decode.num_decodes > config.vocab_size:
         raise ValueError(
-            f"generate: max_decode_length={max_decode_length} and num_decodes={num_decodes} must be >= 1"
+            f"generate: beam size {decode.num_decodes} needs vocab_size >= {2 * decode.num_decodes}"
         )
-    if method == "beam" and 2 * num_decodes > config.vocab_size:
-        raise ValueError(f"generate: beam size {num_decodes} needs vocab_size >= {2 * num_decodes}")
-    use_top_p = not isinstance(top_p, int | float) or top_p < 1.0
-    rng = jax.random.key(0) if rng is None else rng
+    rng = jax.random.key(decode.seed) if rng is None else rng
     return _generate(
         params,
         encoder_input_tokens,
         encoder_segment_ids,
-        jnp.float32(temperature),
-        jnp.float32(top_p),
-        jnp.float32(alpha),
+        jnp.float32(decode.temperature),
+        jnp.float32(decode.top_p),
+        jnp.float32(decode.alpha),
         rng,
         config=config,
-        max_len=max_decode_length,
-        method=method,
-        num_decodes=num_decodes,
-        top_k=int(top_k),
-        use_top_p=use_top_p,
+        max_len=decode.max_decode_length,
+        method=decode.method,
+        num_decodes=decode.num_decodes,
+        top_k=int(decode.top_k),
+        use_top_p=decode.top_p < 1.0,
         vocab_size=vocab_size if vocab_size and vocab_size < config.vocab_size else None,
     )
 

@@ -17,6 +17,9 @@ import numpy as np
 
 from scicot_jax.checkpoints.init_from import checkpoint_config, load_initial_params
 from scicot_jax.data.tokens import pad_rows, shift_right
+from scicot_jax.model import logical_axes, param_shapes
+from scicot_jax.model.decoding import DecodeConfig, generate
+from scicot_jax.model.scoring import score as score_fn
 from scicot_jax.paths import PathLike
 from scicot_jax.progress import StepProgress
 from scicot_jax.runtime import partitioning as part
@@ -57,8 +60,6 @@ def check_model(path: PathLike, model: Any) -> Any:
 
 def load_model(path: PathLike, model: Any = None, mesh: Any = None) -> tuple[Any, Any]:
     """(config, params sharded on mesh); `model` overrides the checkpoint's own config."""
-    from scicot_jax.model import logical_axes, param_shapes
-
     config = checkpoint_config(path) if model is None else check_model(path, model)
     mesh = mesh or part.make_mesh()
     abstract = param_shapes(config)
@@ -188,15 +189,8 @@ def predict(
     inputs: Sequence[Sequence[int]],
     *,
     input_length: int,
-    max_decode_length: int,
+    decode: DecodeConfig,
     batch_size: int = 32,
-    method: str = "greedy",
-    num_decodes: int = 1,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    alpha: float = 0.6,
-    seed: int = 0,
     progress: str | None = None,
     vocab_size: int | None = None,
 ) -> list[tuple[list[list[int]], list[float]]]:
@@ -204,11 +198,9 @@ def predict(
     below `vocab_size` (the vocabulary's pieces) are emitted.
 
     `inputs` are this process's examples (all of them on one host); `batch_size` is global.
-    Inputs are truncated at `input_length`; batch k (in length-sorted order) samples with
-    rng fold_in(key(seed), k).
+    Inputs are truncated at `input_length`; `decode.max_decode_length` must be set; batch k
+    (in length-sorted order) samples with rng fold_in(key(decode.seed), k).
     """
-    from scicot_jax.model.decoding import generate
-
     data_sh, local = _local_batch(batch_size, mesh)
     batches = plan_batches([[len(r) for r in inputs]], [input_length], local)
     batches = agree_batches(batches, local)
@@ -220,14 +212,8 @@ def predict(
             params,
             config,
             part.to_global({"x": enc}, data_sh)["x"],
-            max_decode_length=max_decode_length,
-            method=method,
-            num_decodes=num_decodes,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            alpha=alpha,
-            rng=jax.random.fold_in(jax.random.key(seed), k),
+            decode,
+            rng=jax.random.fold_in(jax.random.key(decode.seed), k),
             vocab_size=vocab_size,
         )
 
@@ -263,8 +249,6 @@ def score(
     `inputs`/`targets` are this process's examples (all of them on one host); `batch_size` is
     global.
     """
-    from scicot_jax.model.scoring import score as score_fn
-
     if len(inputs) != len(targets):
         raise ValueError(f"score: {len(inputs)} inputs but {len(targets)} targets")
     data_sh, local = _local_batch(batch_size, mesh)

@@ -9,6 +9,7 @@ from typing import Any
 
 from scicot_jax.data import seqio_feed as data_feed
 from scicot_jax.files import atomic_write, write_jsonl
+from scicot_jax.model.decoding import DecodeConfig
 from scicot_jax.paths import PathLike, as_path
 from scicot_jax.runtime import inference
 
@@ -59,7 +60,7 @@ def evaluate_task(
             mesh,
             [ex["inputs"] for ex in examples],
             input_length=feature_lengths["inputs"],
-            max_decode_length=max_decode_length or feature_lengths["targets"],
+            decode=DecodeConfig(max_decode_length=max_decode_length or feature_lengths["targets"]),
             batch_size=batch_size,
             vocab_size=vocab.vocab_size,
         )
