@@ -71,13 +71,13 @@ def run(
         raise ValueError("infer: give exactly one of mixture_or_task_name or input_file")
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"infer.shard_id={shard_id} not in [0, num_shards={num_shards})")
-    lengths = dict(task_feature_lengths or {"inputs": 512, "targets": 128})
-    decode = (gin_utils.plain(decode) or DecodeConfig()).with_length(lengths["targets"])
     part.maybe_initialize_distributed()
     mesh = part.make_mesh(model_parallel)
     config, params = inference.load_model(checkpoint_path, gin_utils.plain(model), mesh)
     host, hosts = part.host_shard(mesh)
     mine = multihost.shard_info(host, hosts, shard_id, num_shards)
+    lengths = dict(task_feature_lengths or {"inputs": 512, "targets": 128})
+    decode = (gin_utils.plain(decode) or DecodeConfig()).with_length(lengths["targets"])
     if input_file is not None:
         examples, vocab = _jsonl_examples(
             input_file,
