@@ -56,8 +56,8 @@ from scicot_jax.data.examples import Example  # noqa: E402
 from scicot_jax.data.synthetic import generate  # noqa: E402
 from scicot_jax.teacher import run_teacher  # noqa: E402
 from scicot_jax.teacher.cache import Cache  # noqa: E402
-from scicot_jax.teacher.httpserver import FaultConfig  # noqa: E402
-from scicot_jax.teacher.oracle_server import OracleServer  # noqa: E402
+from scicot_jax.teacher.fakes.httpserver import FaultConfig  # noqa: E402
+from scicot_jax.teacher.fakes.oracle_server import OracleServer  # noqa: E402
 from scicot_jax.teacher.protocol import GenRequest, GenResponse  # noqa: E402
 from scicot_jax.teacher.runner import RunConfig, TeacherRun  # noqa: E402
 

@@ -99,14 +99,14 @@ def run_teacher(
 
 def start_oracle_server(port: int = 0, **opts: Any) -> Any:
     """Start the synthetic-task oracle on loopback; returns an object with .url and .close()."""
-    from scicot_jax.teacher.oracle_server import start_oracle_server as start
+    from scicot_jax.teacher.fakes.oracle_server import start_oracle_server as start
 
     return start(port, **opts)
 
 
 def start_replay_server(data: Any, port: int = 0, **opts: Any) -> Any:
     """Serve recorded Fine-tune-CoT completions (files or folders, e.g. its completions/)."""
-    from scicot_jax.teacher.replay_server import start_replay_server as start
+    from scicot_jax.teacher.fakes.replay_server import start_replay_server as start
 
     return start(data, port, **opts)
 

@@ -219,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _batch_faults(args: argparse.Namespace) -> object:
-    from scicot_jax.teacher.batch_server import BatchFaults
+    from scicot_jax.teacher.fakes.batch_server import BatchFaults
 
     return BatchFaults(
         queue_s=args.batch_queue_s,
@@ -307,7 +307,7 @@ def _main(args: argparse.Namespace) -> int:
 
             print(json.dumps(apply_review(args.run_dir, args.file, args.out, args.missing)))
         elif args.cmd == "serve-oracle":
-            from scicot_jax.teacher.oracle_server import start_oracle_server
+            from scicot_jax.teacher.fakes.oracle_server import start_oracle_server
 
             lat = args.latency_ms if len(args.latency_ms) > 1 else args.latency_ms * 2
             return _serve(
@@ -330,7 +330,7 @@ def _main(args: argparse.Namespace) -> int:
                 )
             )
         elif args.cmd == "serve-replay":
-            from scicot_jax.teacher.replay_server import start_replay_server
+            from scicot_jax.teacher.fakes.replay_server import start_replay_server
 
             return _serve(
                 start_replay_server(
