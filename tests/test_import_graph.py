@@ -110,15 +110,8 @@ def _room(mod: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-# Imports inside functions that still close a cycle: the cached pass's workers build a whole
-# TeacherRun to answer from the cache. A small cache reader of their own removes it; nothing
-# may join it or form another.
-KNOWN_CYCLES = [
-    [
-        "scicot_jax.teacher.cached_pass",
-        "scicot_jax.teacher.runner",
-    ],
-]
+# Imports inside functions that still close a cycle (none now): nothing may form one.
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def _without_parents(graph: dict[str, set[str]]) -> dict[str, set[str]]:

@@ -149,7 +149,7 @@ def test_an_online_run_leaves_a_stopped_batch_runs_requests_alone(tmp_path):
     )
     cache = tmp_path / "c.sqlite"
     run = TeacherRun(RunConfig(**opts), "synthetic_arithmetic", as_source(exs), cache, tmp_path)
-    held = run.requests_for(exs[0], 0)
+    held = run.requests.requests_for(exs[0], 0)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with Cache(cache) as c:

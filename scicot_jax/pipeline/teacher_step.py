@@ -125,7 +125,7 @@ def run(
         backend, base_url = t.api, server.url
     elif t.backend == "replay":
         from scicot_jax.teacher.fakes.replay_server import ReplayServer, load_recordings
-        from scicot_jax.teacher.runner import derive_seed
+        from scicot_jax.teacher.jobs import derive_seed
 
         if not t.replay_path:
             raise ValueError("--teacher replay needs --replay-path (recorded completions)")
