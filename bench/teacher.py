@@ -56,8 +56,8 @@ from scicot_jax.data.examples import Example  # noqa: E402
 from scicot_jax.data.synthetic import generate  # noqa: E402
 from scicot_jax.teacher import run_teacher  # noqa: E402
 from scicot_jax.teacher.cache import Cache  # noqa: E402
-from scicot_jax.teacher.httpserver import FaultConfig  # noqa: E402
-from scicot_jax.teacher.oracle_server import OracleServer  # noqa: E402
+from scicot_jax.teacher.fakes.httpserver import FaultConfig  # noqa: E402
+from scicot_jax.teacher.fakes.oracle_server import OracleServer  # noqa: E402
 from scicot_jax.teacher.protocol import GenRequest, GenResponse  # noqa: E402
 from scicot_jax.teacher.runner import RunConfig, TeacherRun  # noqa: E402
 
@@ -197,10 +197,10 @@ def _fill_cache(run: TeacherRun) -> float:
     t = time.monotonic()
     with Cache(run.cache_path) as cache:
         for ex in run.source():
-            first = run.requests_for(ex, 0)
+            first = run.requests.requests_for(ex, 0)
             ok.append((first, reply))
             if run.cfg.prompt == "zero_shot_cot":
-                ok.append((run.step2_for(first, reply), reply))
+                ok.append((run.requests.step2_for(first, reply), reply))
             if len(ok) >= 20_000:
                 cache.write_batch(ok, [])
                 ok = []
@@ -374,7 +374,7 @@ def leases_child(n: int, m: int, tmp: str) -> None:
     )
     _fill_cache(other)  # the lease's lookups walk B-trees of a realistic size
     run = _run_for(m, tmp)
-    keys = [run.requests_for(ex, 0).key for ex in run.source()]
+    keys = [run.requests.requests_for(ex, 0).key for ex in run.source()]
     holder = f"bench:{os.getpid()}:leases"
     with Cache(run.cache_path) as cache:
         t, cpu = time.monotonic(), time.process_time()
@@ -408,7 +408,7 @@ def fill_child(n: int, tmp: str) -> None:
     from scicot_jax.data.store import RationaleStore
 
     run = _run_for(n, tmp)
-    store = RationaleStore.create(run.out_dir, run._manifest())
+    store = RationaleStore.create(run.out_dir, run.manifest.new())
     line = (
         '{{"answer": "{a}", "correct": true, "example_id": "q{i}", "extra": {{}}, '
         '"input_tokens": 40, "output_tokens": 12, "prompt_kind": "answer_conditioned", '
@@ -431,7 +431,7 @@ def structures_child(n: int) -> None:
 
     base = peak_rss_mb()
     t = time.monotonic()
-    ids = array("Q", (id_hash(f"q{i}") for i in range(n)))  # runner._scan
+    ids = array("Q", (id_hash(f"q{i}") for i in range(n)))  # RunManifest.scan
     assert not duplicate_hashes(ids)
     del ids
     hashes = array("Q", (key_hash(f"q{i}", 0) for i in range(n)))  # RationaleStore open

@@ -10,7 +10,7 @@ from scicot_jax.data.synthetic import SYNTHETIC_TASKS, generate, write_rationale
 from scicot_jax.selection import SelectionConfig, select
 from scicot_jax.selection.difficulty import rd_pair, sentences, strip_answer_statement
 from scicot_jax.selection.report import render_markdown
-from scicot_jax.teacher.oracle_behaviour import compass_rationale, flaw_of, flawed_rationale
+from scicot_jax.teacher.fakes.oracle_behaviour import compass_rationale, flaw_of, flawed_rationale
 
 
 @pytest.mark.parametrize("task", sorted(SYNTHETIC_TASKS))

@@ -62,7 +62,7 @@ def test_train_model_dir_on_a_full_disk(tmp_path, tiny_vocab_path):
 def test_teacher_cache_or_store_on_a_full_disk(tmp_path, where, size):
     from test_teacher_cli import _input
 
-    from scicot_jax.teacher.oracle_server import start_oracle_server
+    from scicot_jax.teacher.fakes.oracle_server import start_oracle_server
 
     disk = tmp_path / "disk"
     cache = (disk if where == "cache" else tmp_path) / "c.sqlite"

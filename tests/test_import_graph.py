@@ -114,15 +114,8 @@ def _room(mod: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-# Imports inside functions that still close a cycle: the cached pass's workers build a whole
-# TeacherRun to answer from the cache. A small cache reader of their own removes it; nothing
-# may join it or form another.
-KNOWN_CYCLES = [
-    [
-        "scicot_jax.teacher.cached_pass",
-        "scicot_jax.teacher.runner",
-    ],
-]
+# Imports inside functions that still close a cycle (none now): nothing may form one.
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def _without_parents(graph: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -150,3 +143,44 @@ def test_lower_rooms_do_not_import_higher_ones():
 
 def test_the_graph_sees_a_cycle(tmp_path):
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+HEAVY = {"jax", "jaxlib", "flax", "optax", "orbax", "tensorflow", "seqio", "t5"}
+
+
+def _external(top_only: bool = False) -> dict[str, set[str]]:
+    """module -> the top-level names of the non-project packages it imports (at any depth)."""
+    out: dict[str, set[str]] = {}
+    for path in PKG.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        names: set[str] = set()
+        for node in tree.body if top_only else _runtime_nodes(tree):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names.add(node.module.split(".")[0])
+        out[_module(path)] = names - {"scicot_jax"}
+    return out
+
+
+def _heavy_reached(prefix: str) -> dict[str, set[str]]:
+    """For each module under `prefix`: the HEAVY packages it reaches through project imports."""
+    graph, ext = imports(top_only=False), _external()
+    found = {}
+    for start in (m for m in graph if m == prefix or m.startswith(prefix + ".")):
+        seen, todo = {start}, [start]
+        while todo:
+            for dep in graph[todo.pop()] - seen:
+                seen.add(dep)
+                todo.append(dep)
+        heavy = set().union(*(ext[m] & HEAVY for m in seen))
+        if heavy:
+            found[start] = heavy
+    return found
+
+
+def test_the_teacher_tool_never_imports_jax():
+    # The tool runs on machines without accelerators: no module of it reaches jax, flax,
+    # tensorflow or seqio, at any depth (imports inside functions included).
+    assert _heavy_reached("scicot_jax.teacher") == {}
+    assert "jax" in _heavy_reached("scicot_jax.model")["scicot_jax.model"]  # the walk sees it

@@ -8,8 +8,8 @@ import pytest
 from scicot_jax.data import synthetic
 from scicot_jax.data.answers import ANSWER_TRIGGER
 from scicot_jax.teacher import prompts
-from scicot_jax.teacher.oracle_behaviour import Behaviour
-from scicot_jax.teacher.oracle_server import OracleServer
+from scicot_jax.teacher.fakes.oracle_behaviour import Behaviour
+from scicot_jax.teacher.fakes.oracle_server import OracleServer
 
 REAL = Behaviour(step_error=0.06, flawed_right=0.05, rationalise=0.3, seed=0)
 _HEAD = re.compile(r"\b(north|east|south|west)\b")

@@ -15,9 +15,9 @@ import pytest
 from scicot_jax.data.store import RationaleStore
 from scicot_jax.data.synthetic import generate
 from scicot_jax.teacher import batch_clients, run_teacher, start_oracle_server
-from scicot_jax.teacher.batch_server import BatchFaults
 from scicot_jax.teacher.cache import Cache
-from scicot_jax.teacher.httpserver import request_id
+from scicot_jax.teacher.fakes.batch_server import BatchFaults
+from scicot_jax.teacher.fakes.httpserver import request_id
 from scicot_jax.teacher.inputs import as_source
 from scicot_jax.teacher.protocol import FatalRequestError, GenRequest
 from scicot_jax.teacher.report import report

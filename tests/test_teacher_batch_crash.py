@@ -20,9 +20,9 @@ from scicot_jax.data.store import RationaleStore
 from scicot_jax.data.synthetic import generate
 from scicot_jax.teacher import start_oracle_server
 from scicot_jax.teacher.batch import CRASH_ENV, CRASH_POINTS
-from scicot_jax.teacher.batch_server import BatchFaults
 from scicot_jax.teacher.cache import Cache
-from scicot_jax.teacher.httpserver import request_id
+from scicot_jax.teacher.fakes.batch_server import BatchFaults
+from scicot_jax.teacher.fakes.httpserver import request_id
 from scicot_jax.teacher.report import report
 
 ROOT = Path(__file__).resolve().parents[1]

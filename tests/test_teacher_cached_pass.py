@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from scicot_jax.data.cards import load_card
 from scicot_jax.data.synthetic import generate
 from scicot_jax.teacher import cached_pass, runner
 from scicot_jax.teacher.batch import CRASH_ENV
 from scicot_jax.teacher.cache import Cache
-from scicot_jax.teacher.cached_pass import POOL_MIN_JOBS, _Worker, pool_size
+from scicot_jax.teacher.cached_pass import POOL_MIN_JOBS, CacheReader, _Worker, pool_size
+from scicot_jax.teacher.jobs import JobRequests
 from scicot_jax.teacher.protocol import GenRequest, GenResponse
 from scicot_jax.teacher.runner import RunConfig, TeacherRun
 
@@ -144,13 +146,11 @@ def test_a_worker_that_cannot_start_is_reported():
 
 
 def test_pool_size(tmp_path):
-    run = TeacherRun(_cfg("zero_shot_cot", None), "synthetic_arithmetic", list, tmp_path, tmp_path)
-    run.stats.jobs_total = POOL_MIN_JOBS - 1
-    assert pool_size(run) == 1  # a small run: starting workers would cost more than they save
-    run.stats.jobs_total = POOL_MIN_JOBS
-    assert pool_size(run) == min(cached_pass.MAX_WORKERS, cached_pass.usable_cores())
-    run.cfg = replace(run.cfg, workers=3)
-    assert pool_size(run) == 3
+    cfg = _cfg("zero_shot_cot", None)
+    assert pool_size(cfg, POOL_MIN_JOBS - 1) == 1  # a small run: workers would cost more
+    want = min(cached_pass.MAX_WORKERS, cached_pass.usable_cores())
+    assert pool_size(cfg, POOL_MIN_JOBS) == want
+    assert pool_size(replace(cfg, workers=3), POOL_MIN_JOBS - 1) == 3
     with pytest.raises(ValueError, match="--workers must be a number >= 1, got 0"):
         _cfg("zero_shot_cot", 0)
 
@@ -232,12 +232,13 @@ def test_kill_9_of_the_run_leaves_no_worker_and_a_rerun_completes(tmp_path):
 def test_answers_left_unread_do_not_hold_the_workers(tmp_path, started):
     cache = tmp_path / "cache.sqlite"
     _run(_cfg("answer_conditioned", 1), cache, tmp_path / "fill")  # every job cached
-    run = TeacherRun(
-        _cfg("answer_conditioned", 2), "synthetic_arithmetic", list, cache, tmp_path / "run"
-    )
+    requests = JobRequests(_cfg("answer_conditioned", 2), load_card("synthetic_arithmetic"))
     jobs = [(ex, k) for ex in EXAMPLES for k in range(SAMPLES)]
     chunks = [jobs[i : i + 512] for i in range(0, len(jobs), 512)]
-    with cached_pass.answered_chunks(run, chunks) as answered:
+    with (
+        Cache(cache, readonly=True) as read,
+        cached_pass.answered_chunks(CacheReader(requests, read), chunks, 2) as answered,
+    ):
         _, first = next(answered)
         assert len(first.entries) == 512
         time.sleep(1)  # the second worker's answer (~90 KB) now fills its pipe, unread

@@ -14,7 +14,7 @@ from scicot_jax.data.store import RationaleStore
 from scicot_jax.data.synthetic import generate
 from scicot_jax.teacher import start_oracle_server
 from scicot_jax.teacher.cache import Cache
-from scicot_jax.teacher.httpserver import request_id
+from scicot_jax.teacher.fakes.httpserver import request_id
 
 ROOT = Path(__file__).resolve().parents[1]
 N, D, CONCURRENCY = 60, 2, 6

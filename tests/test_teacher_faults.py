@@ -12,7 +12,7 @@ from scicot_jax.data.store import RationaleStore
 from scicot_jax.data.synthetic import generate
 from scicot_jax.teacher import run_teacher, start_oracle_server, start_replay_server
 from scicot_jax.teacher.cache import Cache
-from scicot_jax.teacher.httpserver import request_id
+from scicot_jax.teacher.fakes.httpserver import request_id
 
 BACKENDS = ["openai", "gemini"]
 FAST = dict(backoff_base=0.01, backoff_cap=0.05, timeout=5.0, concurrency=4)

@@ -8,7 +8,7 @@ import sys
 from test_teacher_cli import ROOT, _run_args
 
 from scicot_jax.teacher.cli import main
-from scicot_jax.teacher.oracle_server import start_oracle_server
+from scicot_jax.teacher.fakes.oracle_server import start_oracle_server
 
 
 def test_report_into_a_closed_pipe_is_quiet(tmp_path, monkeypatch):

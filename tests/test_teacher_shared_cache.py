@@ -13,9 +13,9 @@ from pathlib import Path
 
 from scicot_jax.data.synthetic import generate
 from scicot_jax.teacher import run_teacher, start_oracle_server
-from scicot_jax.teacher.batch_server import BatchFaults
 from scicot_jax.teacher.cache import Cache
-from scicot_jax.teacher.httpserver import request_id
+from scicot_jax.teacher.fakes.batch_server import BatchFaults
+from scicot_jax.teacher.fakes.httpserver import request_id
 from scicot_jax.teacher.inputs import as_source
 from scicot_jax.teacher.runner import RunConfig, TeacherRun
 
@@ -149,7 +149,7 @@ def test_an_online_run_leaves_a_stopped_batch_runs_requests_alone(tmp_path):
     )
     cache = tmp_path / "c.sqlite"
     run = TeacherRun(RunConfig(**opts), "synthetic_arithmetic", as_source(exs), cache, tmp_path)
-    held = run.requests_for(exs[0], 0)
+    held = run.requests.requests_for(exs[0], 0)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with Cache(cache) as c:

@@ -24,10 +24,10 @@ from scicot_jax.teacher.backends import (
 )
 from scicot_jax.teacher.cache import Cache
 from scicot_jax.teacher.inputs import InputError, jsonl_source, validate_jsonl
+from scicot_jax.teacher.jobs import derive_seed
 from scicot_jax.teacher.limiter import AdaptiveConcurrency, Limiter, Limits, TokenBucket
 from scicot_jax.teacher.pricing import price_for
 from scicot_jax.teacher.protocol import GenRequest, GenResponse
-from scicot_jax.teacher.runner import derive_seed
 
 
 def _req(prompt: str = "Q: x\nA:", k: int = 0, **kw) -> GenRequest:

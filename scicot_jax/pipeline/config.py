@@ -84,7 +84,7 @@ class TeacherConfig:
     import_path: str | None = None  # backend=import: file or folder of recorded rationales
     replay_path: str | None = None  # backend=replay: recorded completions file
     oracle_error_rate: float = 0.0  # oracle: fraction of deliberately wrong rationales
-    # oracle: a real teacher's failure modes, drawn per question (teacher.oracle_behaviour)
+    # oracle: a real teacher's failure modes, drawn per question (teacher.fakes.oracle_behaviour)
     oracle_step_error: float = 0.06  # zero-shot CoT: per-step chance a question is hard
     oracle_flawed_right: float = 0.05  # right answers with a flawed step
     oracle_rationalise: float = 0.3  # answer-conditioned, hard question: wrong-step rationale

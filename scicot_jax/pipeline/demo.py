@@ -76,7 +76,7 @@ def demo_config(out: str, seed: int = 0, pack: bool = False, **knobs: Any) -> Pi
 
     Tracking a heading turn by turn is easy for a small student, the final heading in one shot
     is not. Questions have 2-6 turns; the oracle errs like a real teacher, mostly on long
-    questions (teacher.oracle_behaviour): zero-shot CoT gets them wrong (Fine-tune-CoT loses
+    questions (teacher.fakes.oracle_behaviour): zero-shot CoT gets them wrong (Fine-tune-CoT loses
     them), answer-conditioned prompting rationalises them (Sci-CoT keeps flawed rationales,
     MoRSD's selection is there to drop them). Every rationale-writing student (Fine-tune-CoT's,
     Sci-CoT's Stage 1) trains the same steps at a constant learning rate; Sci-CoT's Stage 2 and

@@ -275,7 +275,7 @@ class Pipeline:
 
     def flaw_fn(self) -> Callable[[Any], str | None] | None:
         """The oracle teacher's account of a train rationale's flaw (None for other teachers)."""
-        from scicot_jax.teacher.oracle_behaviour import flaw_of
+        from scicot_jax.teacher.fakes.oracle_behaviour import flaw_of
 
         task = self.card.source.get("task")
         if self.cfg.teacher.backend != "oracle" or self.card.source.get("type") != "synthetic":

@@ -110,7 +110,7 @@ def run(
     server = None
     backend, base_url, options = t.backend, t.base_url, {}
     if t.backend == "oracle":
-        from scicot_jax.teacher.oracle_behaviour import Behaviour
+        from scicot_jax.teacher.fakes.oracle_behaviour import Behaviour
 
         behaviour = Behaviour(
             t.oracle_step_error, t.oracle_flawed_right, t.oracle_rationalise, seed=seed
@@ -124,8 +124,8 @@ def run(
         )
         backend, base_url = t.api, server.url
     elif t.backend == "replay":
-        from scicot_jax.teacher.replay_server import ReplayServer, load_recordings
-        from scicot_jax.teacher.runner import derive_seed
+        from scicot_jax.teacher.fakes.replay_server import ReplayServer, load_recordings
+        from scicot_jax.teacher.jobs import derive_seed
 
         if not t.replay_path:
             raise ValueError("--teacher replay needs --replay-path (recorded completions)")

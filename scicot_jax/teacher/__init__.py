@@ -9,6 +9,8 @@ import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+# Project imports sit inside the functions: importing any teacher module runs this file first,
+# and one that needs only, say, the cache must not load the clients and the fake servers.
 _ALIASES = {"rpm": "requests_per_minute", "tpm": "tokens_per_minute"}
 
 
@@ -21,7 +23,7 @@ def _config(
     base_url: str | None,
     options: dict[str, Any],
 ) -> Any:
-    from scicot_jax.teacher.runner import RunConfig
+    from scicot_jax.teacher.config import RunConfig
 
     opts = {_ALIASES.get(k, k): v for k, v in options.items() if v is not None}
     opts.setdefault("progress", False)
@@ -99,14 +101,14 @@ def run_teacher(
 
 def start_oracle_server(port: int = 0, **opts: Any) -> Any:
     """Start the synthetic-task oracle on loopback; returns an object with .url and .close()."""
-    from scicot_jax.teacher.oracle_server import start_oracle_server as start
+    from scicot_jax.teacher.fakes.oracle_server import start_oracle_server as start
 
     return start(port, **opts)
 
 
 def start_replay_server(data: Any, port: int = 0, **opts: Any) -> Any:
     """Serve recorded Fine-tune-CoT completions (files or folders, e.g. its completions/)."""
-    from scicot_jax.teacher.replay_server import start_replay_server as start
+    from scicot_jax.teacher.fakes.replay_server import start_replay_server as start
 
     return start(data, port, **opts)
 

@@ -84,7 +84,7 @@ class BatchDriver:
             if self.run.stopping:
                 return
             if self.budget is not None:  # what was paid for is in: now stop
-                self.run._stop(*self.budget)
+                self.run.stop(*self.budget)
                 return
             submitted, exhausted, busy = self.one_pass(count_skipped=first)
             first = False
@@ -107,7 +107,7 @@ class BatchDriver:
         for chunk in _chunks(self.run.jobs(count_skipped=count_skipped)):
             nexts = [
                 r1req if r1 is None else r2req
-                for r1req, r1, r2req, _ in self.run.cached_responses(chunk)
+                for r1req, r1, r2req, _ in self.run.reader.cached_responses(chunk)
             ]
             reqs = [r for r in nexts if r is not None]  # None: answered since jobs() looked
             self.recheck += len(nexts) - len(reqs)
@@ -246,7 +246,7 @@ class BatchDriver:
                     and (self._job(jid)["cancel_requested"] or 0) >= self.started
                 ):
                     # `scicot-teacher cancel` while this run was going: stop spending
-                    self.run._stop(
+                    self.run.stop(
                         "cancelled",
                         f"batch job {jid} was cancelled; its finished items are kept, "
                         "re-run the same command to send the rest",

@@ -27,19 +27,21 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from scicot_jax.data.store import Key
+from scicot_jax.data.cards import load_card
+from scicot_jax.data.examples import Example
+from scicot_jax.data.store import Key, encode_record
+from scicot_jax.teacher.cache import Cache
+from scicot_jax.teacher.config import RunConfig
+from scicot_jax.teacher.jobs import JobRequests
+from scicot_jax.teacher.protocol import GenRequest, GenResponse
 from scicot_jax.teacher.report import Tally
-
-if TYPE_CHECKING:
-    from scicot_jax.data.examples import Example
-    from scicot_jax.teacher.runner import TeacherRun
 
 POOL_MIN_JOBS = 20_000  # below: starting the workers (~0.5 s each) costs more than they save
 MAX_WORKERS = 8  # the run's one writer and store stay in one process: more would wait on it
 
-Chunk = list[tuple["Example", int]]
+Chunk = list[tuple[Example, int]]
 
 
 @dataclass
@@ -53,11 +55,53 @@ class Answered:
     tally: Tally = field(default_factory=Tally)  # the summary's counts of `entries`
 
 
-def pool_size(run: TeacherRun) -> int:
-    """Worker processes for the run's cached pass (1: none, the run answers in-process)."""
-    if run.cfg.workers is not None:
-        return run.cfg.workers
-    if run.stats.jobs_total < POOL_MIN_JOBS:
+class CacheReader:
+    """Answers jobs from a cache alone (the run's own, or a worker's read-only connection)."""
+
+    def __init__(self, requests: JobRequests, cache: Cache):
+        self.requests, self.cache = requests, cache
+
+    def cached_responses(
+        self, chunk: list[tuple[Example, int]]
+    ) -> list[tuple[GenRequest, GenResponse | None, GenRequest | None, GenResponse | None]]:
+        """Per job: (first request, its cached response, step-2 request, its cached response)."""
+        firsts = [self.requests.requests_for(ex, k) for ex, k in chunk]
+        hits = self.cache.get_many([r.key for r in firsts])
+        seconds: list[GenRequest | None] = [None] * len(firsts)
+        if self.requests.cfg.prompt == "zero_shot_cot":
+            for i, r in enumerate(firsts):
+                if r.key in hits:
+                    seconds[i] = self.requests.step2_for(r, hits[r.key])
+            hits.update(self.cache.get_many([r.key for r in seconds if r is not None]))
+        return [
+            (r, hits.get(r.key), r2, hits.get(r2.key) if r2 is not None else None)
+            for r, r2 in zip(firsts, seconds, strict=True)
+        ]
+
+    def answer(self, chunk: list[tuple[Example, int]]) -> Answered:
+        """The records of the jobs the cache answers fully, encoded, and the others' places."""
+        answered = Answered()
+        two_step = self.requests.cfg.prompt == "zero_shot_cot"
+        records = []
+        for i, ((ex, k), (first, r1, _, r2)) in enumerate(
+            zip(chunk, self.cached_responses(chunk), strict=True)
+        ):
+            if r1 is None or (two_step and r2 is None):
+                answered.rest.append(i)
+                continue
+            answered.truncated += r1.truncated
+            records.append(self.requests.record_for(ex, k, first, r1, r2))
+        answered.hits = len(records) * (1 + two_step)
+        answered.entries = [(r.key, encode_record(r)) for r in records]
+        answered.tally.add(records)
+        return answered
+
+
+def pool_size(cfg: RunConfig, jobs_total: int) -> int:
+    """Worker processes for a run's cached pass (1: none, the run answers in-process)."""
+    if cfg.workers is not None:
+        return cfg.workers
+    if jobs_total < POOL_MIN_JOBS:
         return 1
     return min(MAX_WORKERS, usable_cores())
 
@@ -71,15 +115,15 @@ def usable_cores() -> int:
 
 @contextlib.contextmanager
 def answered_chunks(
-    run: TeacherRun, chunks: Iterable[Chunk]
+    reader: CacheReader, chunks: Iterable[Chunk], n: int
 ) -> Iterator[Iterator[tuple[Chunk, Answered]]]:
-    """(chunk, what the cache answers of it), in order: in-process, or from `pool_size` worker
-    processes (stopped when the context exits, however the run stops)."""
-    n = pool_size(run)
+    """(chunk, what the cache answers of it), in order: in-process (n <= 1), or from n worker
+    processes reading the same cache (stopped when the context exits, however the run stops)."""
     if n <= 1:
-        yield ((chunk, run.answer_from_cache(chunk)) for chunk in chunks)
+        yield ((chunk, reader.answer(chunk)) for chunk in chunks)
         return
-    workers = [_Worker((run.cfg, run.card.path, str(run.cache_path))) for _ in range(n)]
+    init = (reader.requests.cfg, reader.requests.card.path, str(reader.cache.path))
+    workers = [_Worker(init) for _ in range(n)]
     try:
         yield _in_order(workers, chunks, window=2 * n)
     finally:
@@ -168,19 +212,15 @@ class _Worker:
 
 def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
     """A worker: read (run config, card, cache), then answer chunks until the input ends."""
-    from scicot_jax.teacher.cache import Cache
-    from scicot_jax.teacher.runner import TeacherRun
-
     cfg, card, cache_path = pickle.load(inp)
-    run = TeacherRun(cfg, card, lambda: iter(()), cache_path, os.devnull)
-    run.cache = Cache(cache_path, readonly=True)
+    reader = CacheReader(JobRequests(cfg, load_card(card)), Cache(cache_path, readonly=True))
     while True:
         try:
             chunk = pickle.load(inp)
         except EOFError:
             return
         try:
-            answer: Answered | str = run.answer_from_cache(chunk)
+            answer: Answered | str = reader.answer(chunk)
         except Exception as e:  # noqa: BLE001 - reported to the run, which fails with it
             answer = f"{type(e).__name__}: {e}"
         pickle.dump(answer, out, protocol=pickle.HIGHEST_PROTOCOL)

@@ -18,8 +18,24 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from scicot_jax import disk_full
 from scicot_jax.clihelp import OneLineErrorParser, show_defaults
+from scicot_jax.data.cards import CardError, load_card
+from scicot_jax.data.sources import SourceError
+from scicot_jax.data.store import StoreError
 from scicot_jax.teacher import prompts
+from scicot_jax.teacher.batch import cancel_run
+from scicot_jax.teacher.cache import CacheError
+from scicot_jax.teacher.config import EXIT_CODES, RunConfig, check_number
+from scicot_jax.teacher.fakes.batch_server import BatchFaults
+from scicot_jax.teacher.fakes.oracle_server import start_oracle_server
+from scicot_jax.teacher.fakes.replay_server import start_replay_server
+from scicot_jax.teacher.inputs import InputError, card_source, jsonl_source, validate_jsonl
+from scicot_jax.teacher.manifest import RunMismatch
+from scicot_jax.teacher.protocol import TeacherError
+from scicot_jax.teacher.report import failure_lines, report
+from scicot_jax.teacher.review import ReviewError, apply_review, export
+from scicot_jax.teacher.runner import RunBusy, TeacherRun
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -161,9 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from scicot_jax.data.cards import load_card
-    from scicot_jax.teacher.inputs import card_source, jsonl_source, validate_jsonl
-    from scicot_jax.teacher.runner import EXIT_CODES, RunConfig, TeacherRun, check_number
 
     check_number("--limit", args.limit, 1)
     card = load_card(args.task)
@@ -219,7 +232,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _batch_faults(args: argparse.Namespace) -> object:
-    from scicot_jax.teacher.batch_server import BatchFaults
 
     return BatchFaults(
         queue_s=args.batch_queue_s,
@@ -249,8 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stdout_to_devnull()
         return 0
     except Exception as e:
-        from scicot_jax import disk_full
-
         if not disk_full.is_full_disk(e):
             raise
         msg = disk_full.full_disk_message(e, _full_path(args, e))
@@ -274,41 +284,20 @@ def _full_path(args: argparse.Namespace, e: BaseException) -> str | None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from scicot_jax.data.cards import CardError
-    from scicot_jax.data.sources import SourceError
-    from scicot_jax.data.store import StoreError
-    from scicot_jax.teacher.cache import CacheError
-    from scicot_jax.teacher.inputs import InputError
-    from scicot_jax.teacher.protocol import TeacherError
-    from scicot_jax.teacher.review import ReviewError
-    from scicot_jax.teacher.runner import RunBusy, RunMismatch
-
     try:
         if args.cmd == "run":
             return _run(args)
         if args.cmd == "report":
-            from scicot_jax.teacher.report import report
-
             print(json.dumps(report(args.run_dir), indent=2))
         elif args.cmd == "failures":
-            from scicot_jax.teacher.report import failure_lines
-
             print("\n".join(failure_lines(args.cache, args.limit)))
         elif args.cmd == "cancel":
-            from scicot_jax.teacher.batch import cancel_run
-
             print(json.dumps(cancel_run(args.run_dir), indent=2))
         elif args.cmd == "export":
-            from scicot_jax.teacher.review import export
-
             print(export(args.run_dir, args.out))
         elif args.cmd == "apply-review":
-            from scicot_jax.teacher.review import apply_review
-
             print(json.dumps(apply_review(args.run_dir, args.file, args.out, args.missing)))
         elif args.cmd == "serve-oracle":
-            from scicot_jax.teacher.oracle_server import start_oracle_server
-
             lat = args.latency_ms if len(args.latency_ms) > 1 else args.latency_ms * 2
             return _serve(
                 start_oracle_server(
@@ -330,8 +319,6 @@ def _main(args: argparse.Namespace) -> int:
                 )
             )
         elif args.cmd == "serve-replay":
-            from scicot_jax.teacher.replay_server import start_replay_server
-
             return _serve(
                 start_replay_server(
                     args.data,
@@ -355,8 +342,6 @@ def _main(args: argparse.Namespace) -> int:
         OSError,
         ValueError,
     ) as e:
-        from scicot_jax import disk_full
-
         msg = (
             disk_full.full_disk_message(e, _full_path(args, e)) if disk_full.is_full_disk(e) else e
         )

@@ -12,7 +12,7 @@ from typing import Any
 from scicot_jax.data.answers import normalize_number
 from scicot_jax.data.examples import Example
 from scicot_jax.data.key_index import sorted_duplicates
-from scicot_jax.data.sources import mc_answer_label, parse_choices
+from scicot_jax.data.sources import mc_answer_label, parse_choices, read_examples
 from scicot_jax.files import read_jsonl
 
 ExampleSource = Callable[[], Iterator[Example]]  # re-iterable: called once per pass
@@ -163,8 +163,6 @@ def card_source(
     card: Any, split: str, data_dir: str | None = None, limit: int | None = None
 ) -> ExampleSource:
     """A re-iterable source over a task card's split."""
-    from scicot_jax.data.sources import read_examples
-
     return lambda: iter(read_examples(card, split, data_dir=data_dir, limit=limit))
 
 

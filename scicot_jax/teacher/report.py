@@ -14,6 +14,7 @@ import numpy as np
 
 from scicot_jax.data.store import RationaleRecord, RationaleStore
 from scicot_jax.files import try_lock
+from scicot_jax.teacher.batch import job_table
 from scicot_jax.teacher.cache import Cache, CacheError
 from scicot_jax.teacher.inputs import id_hash
 from scicot_jax.teacher.pricing import price_for
@@ -213,8 +214,6 @@ def _invocations(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]
 
 def _batch_jobs(cache: str | None, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Per-job state and spend of the run's batch jobs (from the cache)."""
-    from scicot_jax.teacher.batch import job_table
-
     jobs = job_table(cache, run_dir) if cache else []
     return {
         "count": len(jobs),

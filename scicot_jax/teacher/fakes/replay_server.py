@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from scicot_jax.files import read_json
-from scicot_jax.teacher.batch_server import BatchFaults
-from scicot_jax.teacher.httpserver import FaultConfig, TeacherServer
+from scicot_jax.teacher.fakes.batch_server import BatchFaults
+from scicot_jax.teacher.fakes.httpserver import FaultConfig, TeacherServer
 
 
 def load_recordings(paths: Iterable[str | Path]) -> dict[str, list[tuple[str, str]]]:

@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from scicot_jax.teacher.wire import parse_request, wire_response
+from scicot_jax.teacher.fakes.wire import parse_request, wire_response
 
 OPENAI_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 _OPENAI_TERMINAL = ("completed", "failed", "expired", "cancelled")

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from scicot_jax.teacher.batch_server import BatchFaults, BatchService
-from scicot_jax.teacher.batch_server import handle as handle_batch
-from scicot_jax.teacher.wire import parse_request, wire_response
+from scicot_jax.teacher.fakes.batch_server import BatchFaults, BatchService
+from scicot_jax.teacher.fakes.batch_server import handle as handle_batch
+from scicot_jax.teacher.fakes.wire import parse_request, wire_response
 
 FAULTS = ("ok", "429", "500", "503", "malformed", "drop", "slow", "quota", "401", "echo_key")
 _GEMINI_RE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")

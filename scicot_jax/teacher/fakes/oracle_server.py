@@ -17,9 +17,9 @@ from typing import Any
 from scicot_jax.data.answers import ANSWER_TRIGGER
 from scicot_jax.data.examples import Example
 from scicot_jax.data.synthetic import SYNTHETIC_TASKS, write_rationale_and_answer
-from scicot_jax.teacher.batch_server import BatchFaults
-from scicot_jax.teacher.httpserver import FaultConfig, TeacherServer
-from scicot_jax.teacher.oracle_behaviour import (
+from scicot_jax.teacher.fakes.batch_server import BatchFaults
+from scicot_jax.teacher.fakes.httpserver import FaultConfig, TeacherServer
+from scicot_jax.teacher.fakes.oracle_behaviour import (
     Behaviour,
     compass_rationale,
     flawed_rationale,

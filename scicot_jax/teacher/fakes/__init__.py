@@ -1,0 +1,1 @@
+"""Loopback fake providers (oracle and replay teachers, both wire protocols) for tests and demos."""
