@@ -64,3 +64,101 @@ def test_sigterm_while_stuck_in_storage_exits_75_within_the_grace():
     err = p.stderr.read().strip().splitlines()
     assert len(err) == 1 and "no checkpoint saved: storage unreachable (SIGTERM 1s ago" in err[0]
     assert took < 4, took
+
+
+def _refused_then(port: int, after_s: float | None) -> None:
+    """Nothing listens on `port`; after `after_s` seconds (None: never) something does."""
+    import socket
+    import threading
+
+    def listen() -> None:
+        time.sleep(after_s)
+        srv = socket.create_server(("127.0.0.1", port))
+        threading.Event().wait(30)
+        srv.close()
+
+    if after_s is not None:
+        threading.Thread(target=listen, daemon=True).start()
+
+
+def test_call_retries_with_backoff_while_refused_and_goes_on_when_storage_is_back(monkeypatch):
+    from scicot_jax.runtime import deadlines
+
+    port = _free_port()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("SCICOT_STORAGE_DEADLINE_S", "30")
+    _refused_then(port, after_s=2)
+    tries = []
+
+    def push() -> str:
+        tries.append(time.monotonic())
+        if deadlines.unreachable("gs://b/x"):
+            raise ConnectionError("Cannot connect to host")
+        return "pushed"
+
+    assert deadlines.call("write", "gs://b/x", push) == "pushed"
+    gaps = [b - a for a, b in zip(tries, tries[1:])]
+    assert len(tries) >= 3 and gaps[-1] > gaps[0] * 1.5, gaps  # backoff grows
+
+
+def test_call_past_its_budget_is_one_storage_error_naming_path_and_cause(monkeypatch):
+    from scicot_jax.runtime import deadlines
+
+    port = _free_port()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("SCICOT_STORAGE_DEADLINE_S", "3")
+
+    def push() -> None:
+        raise ConnectionError("Cannot connect to host")
+
+    t0 = time.monotonic()
+    try:
+        deadlines.call("write", "gs://b/run/results.json", push)
+    except deadlines.StorageError as e:
+        msg = str(e)
+    took = time.monotonic() - t0
+    assert "gs://b/run/results.json" in msg and f"cannot connect to 127.0.0.1:{port}" in msg
+    assert 1.4 < took < 6, took
+
+
+def test_call_does_not_retry_an_error_of_the_data_itself():
+    from scicot_jax.runtime import deadlines
+
+    tries = []
+
+    def read() -> None:
+        tries.append(1)
+        raise FileNotFoundError("gone")
+
+    try:
+        deadlines.call("read", "/tmp/no-such-file", read)
+    except FileNotFoundError:
+        pass
+    assert tries == [1]
+
+
+_NOTHING_TO_SAVE = """
+import os, sys
+from scicot_jax.runtime import deadlines
+with deadlines.watching("scicot-eval"):
+    print("running", flush=True)
+    os.read(os.pipe()[0], 1)  # e.g. a checkpoint restore that never answers
+"""
+
+
+def test_sigterm_with_nothing_to_save_exits_75_at_once_in_one_line():
+    """eval/infer (no SIGTERM handler of their own): exit 75 right away, whatever storage does."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", _NOTHING_TO_SAVE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), SCICOT_SHUTDOWN_GRACE_S="60"),
+    )
+    assert p.stdout.readline().strip() == "running"
+    p.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    assert p.wait(timeout=30) == 75
+    err = p.stderr.read().strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scicot-eval: error: stopped by SIGTERM"), err
+    assert time.monotonic() - t0 < 3

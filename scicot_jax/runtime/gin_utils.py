@@ -303,15 +303,14 @@ def console_main(main: Any, prog: str) -> None:
 
     quiet_failure.install_log_filter()
     try:
-        result = main(sys.argv)
+        with deadlines.watching(prog):  # every storage call of the run is bounded in time
+            result = main(sys.argv)
     except RunFailed as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         quiet_failure.silence_exit_noise()
         sys.exit(EXIT_FAILED)
     except deadlines.StorageError as e:  # before OSError: an outage, not a bad config
-        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        quiet_failure.silence_exit_noise()
-        sys.exit(deadlines.EXIT_STORAGE)
+        deadlines.fail(prog, deadlines.EXIT_STORAGE, str(e))  # no exit barrier on a pod
     except KeyboardInterrupt:
         print(f"{prog}: error: interrupted (Ctrl-C); a re-run resumes", file=sys.stderr)
         quiet_failure.silence_exit_noise()
