@@ -99,7 +99,8 @@ def run(
     out_dir = (
         as_path(output_dir) if output_dir else model_dir_of(checkpoint_path) / "inference_eval"
     )
-    if not deadlines.call("read", checkpoint_path, as_path(checkpoint_path).exists):
+    ckpt = as_path(checkpoint_path)
+    if not deadlines.call("read", ckpt, lambda: deadlines.surely(ckpt, ckpt.exists())):
         raise FileNotFoundError(f"CHECKPOINT_PATH {checkpoint_path}: no such checkpoint")
     writer = None  # made with the first metrics: a failed load leaves no empty output dir
     results: dict[int, dict[str, float]] = {}

@@ -15,6 +15,7 @@ stop tells the others through jax.distributed's key-value store, so none waits o
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ EXIT_STORAGE = 74  # storage unreachable past the deadline: a re-run resumes fro
 EXIT_PREEMPTED = 75  # SIGTERM: a checkpoint saved, or none ("no checkpoint saved: ...")
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
+log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _PEER_KEY = "scicot/deadlines/exit"  # on a pod: the first process's exit code and line
 _GONE_KEY = "scicot/deadlines/gone/"  # ... and which processes have read it
@@ -114,6 +116,15 @@ def unreachable(path: object) -> str | None:
     return why if why.startswith("cannot connect") else None
 
 
+def surely(path: object, answer: bool) -> bool:
+    """`answer` of path.exists()/is_dir(), unless it is False because the server is down
+    (fsspec answers False rather than fail): then ConnectionError, which `call` retries."""
+    why = None if answer else unreachable(path)
+    if why:
+        raise ConnectionError(f"{path}: {why}")
+    return answer
+
+
 class StorageError(OSError):
     """Storage did not answer (one line, naming the path and the error)."""
 
@@ -132,6 +143,7 @@ class Guard:
         self.storage_s = storage_deadline_s() if storage_s is None else storage_s
         self.grace_s = shutdown_grace_s()
         self._ops: dict[int, tuple[str, str, float]] = {}
+        self._told: set[tuple[str, str, float]] = set()  # slow calls already logged
         self._lock = threading.Lock()
         self._signal: tuple[int, float] | None = None
         self._stop = threading.Event()
@@ -217,6 +229,10 @@ class Guard:
             now = time.monotonic()
             with self._lock:
                 ops = sorted(self._ops.values(), key=lambda o: o[2])
+            slow = [o for o in ops if now - o[2] > min(10.0, self.storage_s / 3)]
+            if slow and slow[0] not in self._told:
+                self._told.add(slow[0])
+                self._tell_slow(*slow[0])
             if ops and now - ops[0][2] > self.storage_s:
                 what, path, _ = ops[0]
                 _die(
@@ -235,6 +251,19 @@ class Guard:
                     f"no checkpoint saved: storage unreachable ({name} {self.grace_s:.0f}s ago; "
                     f"{where}); a re-run resumes from the last saved checkpoint",
                 )
+
+    def _tell_slow(self, what: str, path: str, since: float) -> None:
+        """One log line while a call waits on an unreachable server: why the run is quiet."""
+        why = unreachable(path)
+        if why:
+            log.warning(
+                "storage not answering (%s): %s %s, waiting up to %.0fs (%s)",
+                why,
+                what,
+                path,
+                self.storage_s,
+                "SCICOT_STORAGE_DEADLINE_S",
+            )
 
     def _peers(self) -> None:
         """On a pod: ends this process too when another one has stopped on a deadline (its
