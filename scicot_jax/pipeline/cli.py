@@ -452,6 +452,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         _fail(e)
     except deadlines.StorageError as e:  # the run dir's or a stage's storage stopped answering
         deadlines.fail("run_pipeline.py", deadlines.EXIT_STORAGE, str(e))
+    except KeyboardInterrupt:
+        msg = "interrupted (Ctrl-C); a re-run skips the finished steps"
+        deadlines.fail("run_pipeline.py", deadlines.EXIT_INTERRUPTED, msg)
     results = as_path(cfg.out) / "results.md"
     print(deadlines.call("read", results, results.read_text))
     print(f"run directory: {as_path(cfg.out)}  ({time.time() - t0:.0f}s)")

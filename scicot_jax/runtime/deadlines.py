@@ -67,7 +67,9 @@ def _die(prog: str, code: int, message: str, tell_peers: bool = True) -> None:
     waits (at most 5 s) until they have read it: its exit would abort theirs."""
     if not _dying.acquire(blocking=False):
         threading.Event().wait()  # another thread is ending the process with its own line
-    os.write(2, f"{prog}: error: {' '.join(message.split())}\n".encode())
+    from scicot_jax.runtime.quiet_failure import error_line
+
+    error_line(f"{prog}: error: {message}", flush=False)
     pod = _pod() if tell_peers else None
     if pod is not None:
         client, me, n = pod
