@@ -70,11 +70,12 @@ def _die(prog: str, code: int, message: str, tell_peers: bool = True) -> None:
     from scicot_jax.runtime.quiet_failure import error_line
 
     error_line(f"{prog}: error: {message}", flush=False)
-    pod = _pod() if tell_peers else None
+    pod = _pod()
     if pod is not None:
         client, me, n = pod
-        with contextlib.suppress(Exception):
-            client.key_value_set(_PEER_KEY, f"{code} {me} {message}")
+        if tell_peers:
+            with contextlib.suppress(Exception):
+                client.key_value_set(_PEER_KEY, f"{code} {me} {message}")
         with contextlib.suppress(Exception):
             client.key_value_set(f"{_GONE_KEY}{me}", "1")
         end = time.monotonic() + 5
@@ -282,8 +283,6 @@ class Guard:
                 continue
             code, who, message = value.split(" ", 2)
             if int(who) != me:
-                with contextlib.suppress(Exception):
-                    client.key_value_set(f"{_GONE_KEY}{me}", "1")
                 _die(self.prog, int(code), f"process {who}: {message}", tell_peers=False)
 
 
