@@ -27,7 +27,7 @@ from scicot_jax.pipeline.config import (
     PipelineConfig,
     StudentConfig,
 )
-from scicot_jax.runtime import deadlines
+from scicot_jax.runtime import deadlines, quiet_failure
 from scicot_jax.runtime.gin_utils import setup_logging
 
 _D = StudentConfig()  # the defaults --help shows
@@ -443,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     maybe_initialize_distributed()  # on a pod (TPU VM workers, SLURM, ...): before any jax use
     t0 = time.time()
+    quiet_failure.install_log_filter()  # library errors in background threads: one line each
     try:
         with deadlines.watching("run_pipeline.py"), _owning(cfg.out):  # storage bounded
             res = run_pipeline(cfg, redo=tuple(args.redo))

@@ -21,14 +21,16 @@ _saved_fd: int | None = None  # the real stderr while fd 2 is muted (see mute)
 
 
 class _OneLineLibraryErrors(logging.Filter):
-    """Orbax's background-thread errors: the message once, without the traceback."""
+    """Orbax's background-thread errors and gcsfs's spent retries: the message once, without
+    the traceback."""
 
     def __init__(self) -> None:
         super().__init__()
         self._seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "orbax" not in record.pathname or record.levelno < logging.ERROR:
+        library = "orbax" in record.pathname or record.name.startswith("gcsfs")
+        if not library or record.levelno < logging.ERROR:
             return True
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         msg = record.getMessage().split("raised an exception: ", 1)[-1]
@@ -46,7 +48,7 @@ def install_log_filter() -> None:
     if _installed:
         return
     f = _OneLineLibraryErrors()
-    for name in ("absl", "orbax"):
+    for name in ("absl", "orbax", "gcsfs"):  # gcsfs: "out of retries" with its traceback
         logging.getLogger(name).addFilter(f)
     _installed = True
 
