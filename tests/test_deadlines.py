@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from gcs_emulator import _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,3 +165,91 @@ def test_sigterm_with_nothing_to_save_exits_75_at_once_in_one_line():
     err = p.stderr.read().strip().splitlines()
     assert len(err) == 1 and err[0].startswith("scicot-eval: error: stopped by SIGTERM"), err
     assert time.monotonic() - t0 < 3
+
+
+_POD = """
+import os, signal, sys
+from scicot_jax.runtime import deadlines
+from scicot_jax.runtime import partitioning as part
+me, port, waits = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+signal.signal(signal.SIGTERM, lambda *a: None)  # as the trainer's: it saves on SIGTERM
+with deadlines.watching("prog"):
+    part.initialize_distributed(f"127.0.0.1:{port}", 2, me)
+    print("ready", flush=True)
+    if waits == str(me):  # on a barrier for the other one, as orbax's save does
+        from jax._src import distributed
+        distributed.global_state.client.wait_at_barrier("never", 600_000)
+    with deadlines.storage("save checkpoint", "gs://bucket/model/checkpoints/3"):
+        os.read(os.pipe()[0], 1)  # a storage call that never answers
+"""
+
+
+def _pod(waits: str, storage_s: float, grace_s: float) -> list[subprocess.Popen]:
+    port = _free_port()
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        JAX_PLATFORMS="cpu",
+        SCICOT_STORAGE_DEADLINE_S=str(storage_s),
+        SCICOT_SHUTDOWN_GRACE_S=str(grace_s),
+        STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{_free_port()}",  # nothing listens there
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _POD, str(i), str(port), waits],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()[-3000:]
+    return procs
+
+
+def _ends(procs: list[subprocess.Popen], t0: float) -> tuple[list[int], list[float], list[str]]:
+    codes, took, errors = [], [], []
+    try:
+        for p in procs:
+            codes.append(p.wait(timeout=120))
+            took.append(time.monotonic() - t0)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p in procs:
+        lines = p.stderr.read().strip().splitlines()
+        err = [x for x in lines if x.startswith("prog: error:")]
+        assert len(err) == 1, lines[-30:]
+        assert not [x for x in lines if "Traceback" in x or (x[:1] == "F" and x[1:5].isdigit())]
+        errors.append(err[0])
+    return codes, took, errors
+
+
+@pytest.mark.slow  # two processes importing jax (~20 s on 2 idle cores)
+@pytest.mark.parametrize("waits", ["none", "0", "1"])
+def test_two_processes_both_stop_on_a_storage_deadline_none_hangs_on_a_barrier(waits):
+    """Both stuck in storage, or one on a barrier for the other (either side, so either the
+    coordinator's process or the other stops first): both exit 74 in bounded time, one line."""
+    procs = _pod(waits, storage_s=3, grace_s=60)
+    codes, took, errors = _ends(procs, time.monotonic())
+    print(f"2 processes ({waits} on a barrier): outage -> exit {took[0]:.1f}s, {took[1]:.1f}s")
+    assert codes == [74, 74], (codes, errors)
+    assert all("gs://bucket/model/checkpoints/3" in e for e in errors), errors
+    if waits != "none":
+        assert errors[int(waits)].startswith(f"prog: error: process {1 - int(waits)}: "), errors
+    assert max(took) < 3 + 10, took
+
+
+@pytest.mark.slow
+def test_sigterm_to_two_processes_stuck_in_storage_exits_75_within_the_grace():
+    procs = _pod("none", storage_s=600, grace_s=2)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    codes, took, errors = _ends(procs, time.monotonic())
+    print(f"2 processes: SIGTERM -> exit {took[0]:.1f}s, {took[1]:.1f}s (grace 2s)")
+    assert codes == [75, 75], (codes, errors)
+    assert all("no checkpoint saved: storage unreachable" in e for e in errors), errors
+    assert max(took) < 2 + 8, took
