@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 
-_TEXTS = ("No space left on device", "database or disk is full")
+TEXTS = ("No space left on device", "database or disk is full")
 
 
 def _chain(e: BaseException | None):
@@ -19,7 +19,7 @@ def is_full_disk(e: BaseException) -> bool:
     """Whether `e` or what it was raised from is ENOSPC (an OSError, SQLite's or TensorStore's
     wording of it)."""
     return any(
-        (isinstance(x, OSError) and x.errno == errno.ENOSPC) or any(t in str(x) for t in _TEXTS)
+        (isinstance(x, OSError) and x.errno == errno.ENOSPC) or any(t in str(x) for t in TEXTS)
         for x in _chain(e)
     )
 

@@ -90,7 +90,7 @@ def run(
     Writes t5x's files to output_dir (EVAL_OUTPUT_DIR; default <model dir>/inference_eval):
     `{task}-{step:06}.jsonl`, `{task}-metrics.jsonl` and TensorBoard scalars.
     """
-    from scicot_jax.runtime import inference, task_eval
+    from scicot_jax.runtime import deadlines, inference, task_eval
     from scicot_jax.runtime import partitioning as part
     from scicot_jax.runtime.metrics import MetricsWriter
 
@@ -99,13 +99,16 @@ def run(
     out_dir = (
         as_path(output_dir) if output_dir else model_dir_of(checkpoint_path) / "inference_eval"
     )
-    if not as_path(checkpoint_path).exists():
+    ckpt = as_path(checkpoint_path)
+    if not deadlines.call("read", ckpt, lambda: deadlines.surely(ckpt, ckpt.exists())):
         raise FileNotFoundError(f"CHECKPOINT_PATH {checkpoint_path}: no such checkpoint")
     writer = None  # made with the first metrics: a failed load leaves no empty output dir
     results: dict[int, dict[str, float]] = {}
+    chosen = deadlines.call("read", checkpoint_path, checkpoint_steps, checkpoint_path, steps)
     try:
-        for step, step_dir in checkpoint_steps(checkpoint_path, steps):
-            config, params = inference.load_model(step_dir, gin_utils.plain(model), mesh)
+        for step, step_dir in chosen:
+            with deadlines.storage("restore checkpoint", step_dir):
+                config, params = inference.load_model(step_dir, gin_utils.plain(model), mesh)
             metrics, rows = task_eval.evaluate_task(
                 params,
                 config,
@@ -127,7 +130,9 @@ def run(
             results[step] = metrics
             writer = writer or MetricsWriter(out_dir)
             writer.write(step, metrics)
-            task_eval.write_t5x_outputs(out_dir, step, metrics, rows)
+            deadlines.call(
+                "write to", out_dir, task_eval.write_t5x_outputs, out_dir, step, metrics, rows
+            )
     finally:
         if writer is not None:
             writer.close()

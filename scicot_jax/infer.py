@@ -62,7 +62,7 @@ def run(
     import jax
 
     from scicot_jax.files import write_jsonl
-    from scicot_jax.runtime import inference, multihost
+    from scicot_jax.runtime import deadlines, inference, multihost
     from scicot_jax.runtime import partitioning as part
 
     if mode not in MODES:
@@ -73,13 +73,17 @@ def run(
         raise ValueError(f"infer.shard_id={shard_id} not in [0, num_shards={num_shards})")
     part.maybe_initialize_distributed()
     mesh = part.make_mesh(model_parallel)
-    config, params = inference.load_model(checkpoint_path, gin_utils.plain(model), mesh)
+    with deadlines.storage("restore checkpoint", checkpoint_path):
+        config, params = inference.load_model(checkpoint_path, gin_utils.plain(model), mesh)
     host, hosts = part.host_shard(mesh)
     mine = multihost.shard_info(host, hosts, shard_id, num_shards)
     lengths = dict(task_feature_lengths or {"inputs": 512, "targets": 128})
     decode = (gin_utils.plain(decode) or DecodeConfig()).with_length(lengths["targets"])
     if input_file is not None:
-        examples, vocab = _jsonl_examples(
+        examples, vocab = deadlines.call(
+            "read",
+            input_file,
+            _jsonl_examples,
             input_file,
             vocabulary,
             lengths,
@@ -124,7 +128,7 @@ def run(
         rows = multihost.gather_shards(rows, host, hosts)
         path = as_path(output_dir) / f"{task}-{mode}.jsonl-{shard_id:05}-of-{num_shards:05}"
         if jax.process_index() == 0:
-            write_jsonl(path, rows)
+            deadlines.call("write", path, write_jsonl, path, rows)
             log.info("wrote %d rows to %s", len(rows), path)
         written[task] = str(path)
     part.sync_processes("infer outputs written")  # on return every host can read them

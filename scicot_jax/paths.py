@@ -59,25 +59,41 @@ class Mirror:
         return self
 
     def pull(self) -> None:
-        """Fills the local copy from the URL (nothing there yet is fine)."""
-        if self.url.is_dir():
-            copy_tree(self.url, self.local)
-        os.makedirs(self.local, exist_ok=True)
+        """Fills the local copy from the URL (nothing there yet is fine); an outage is retried
+        with backoff and then ends the run in bounded time (runtime.deadlines)."""
+        from scicot_jax.runtime import deadlines
+
+        deadlines.call("read", self.url, self._pull)
         self._pushed = self._stamps()
 
+    def _pull(self) -> None:
+        from scicot_jax.runtime.deadlines import surely
+
+        if surely(self.url, self.url.is_dir()):  # an outage is not an empty run dir
+            copy_tree(self.url, self.local)
+        os.makedirs(self.local, exist_ok=True)
+
     def sync(self) -> None:
-        """Pushes the files changed since the last pull or push."""
+        """Pushes the files changed since the last pull or push (bounded as `pull`)."""
+        from scicot_jax.runtime import deadlines
+
         stamps = self._stamps()
         for rel, stamp in stamps.items():
             if self._pushed.get(rel) != stamp:
-                dst = self.url / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                with open(os.path.join(self.local, rel), "rb") as f:
-                    dst.write_bytes(f.read())
-        self._pushed = stamps
+                deadlines.call("write", self.url / rel, self._push, rel)
+                self._pushed[rel] = stamp  # a retried sync pushes only what is left
 
-    def __exit__(self, *exc: Any) -> None:
-        self.sync()
+    def _push(self, rel: str) -> None:
+        dst = self.url / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(os.path.join(self.local, rel), "rb") as f:
+            dst.write_bytes(f.read())
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        from scicot_jax.runtime.deadlines import StorageError
+
+        if not (exc_type and issubclass(exc_type, StorageError)):  # else a second wait, in vain
+            self.sync()
 
     def _stamps(self) -> dict[str, tuple[int, int]]:
         out = {}

@@ -26,12 +26,6 @@ def _one_line_error(r: subprocess.CompletedProcess, prog: str, code: int, *words
 
 
 @pytest.mark.slow  # a train binary: compiles the tiny model (~1-2 min on 2 busy cores)
-@pytest.mark.xfail(
-    reason="known gap: when the disk fills inside an orbax async save, tensorstore prints "
-    "'Event loop is closed' tracebacks from C++ before the one error line (exit code and line "
-    "are right); not silenced yet",
-    strict=False,
-)
 def test_train_model_dir_on_a_full_disk(tmp_path, tiny_vocab_path):
     disk = tmp_path / "disk"
     cmd = [

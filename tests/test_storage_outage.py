@@ -64,16 +64,13 @@ def gcs(tmp_path, monkeypatch):
         srv.stop()
 
 
-class Train:
-    """The train binary on gs://<bucket>/model, its stderr read line by line."""
+class Binary:
+    """A binary (python -m `module` / a driver) with gs:// paths, its stderr read line by line."""
 
-    def __init__(self, gcs: GcsServer, steps: int, name: str = "model"):
-        self.model_dir = f"gs://outage/{name}"
+    def __init__(self, gcs: GcsServer, args: list[str], prog: str, env: dict | None = None):
+        self.prog = prog
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scicot_jax.train", *TINY]
-            + [f"--gin.TRAIN_STEPS={steps}", "--gin.CHECKPOINT_PERIOD=1", "--gin.EVAL_PERIOD=0"]
-            + ["--gin.train.log_period=1", f"--gin.MODEL_DIR='{self.model_dir}'"]
-            + ["--gin.MIXTURE_OR_TASK_NAME=scicot:synthetic_coin_flip:baseline"],
+            [sys.executable, *args],
             cwd=ROOT,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -84,6 +81,7 @@ class Train:
                 JAX_PLATFORMS="cpu",
                 SCICOT_STORAGE_DEADLINE_S=str(DEADLINE_S),
                 SCICOT_SHUTDOWN_GRACE_S=str(GRACE_S),
+                **(env or {}),
             ),
         )
         self.lines: list[str] = []
@@ -118,9 +116,26 @@ class Train:
             raise AssertionError(f"still running {timeout}s later: {self.lines[-40:]}") from None
 
     def error(self) -> str:
-        errors = [x for x in self.lines if x.startswith("scicot-train: error:")]
+        errors = [x for x in self.lines if x.startswith(f"{self.prog}: error:")]
         assert len(errors) == 1, self.lines[-60:]
         return errors[0]
+
+
+def train_args(steps: int, name: str = "model") -> list[str]:
+    return (
+        ["-m", "scicot_jax.train", *TINY]
+        + [f"--gin.TRAIN_STEPS={steps}", "--gin.CHECKPOINT_PERIOD=1", "--gin.EVAL_PERIOD=0"]
+        + ["--gin.train.log_period=1", f"--gin.MODEL_DIR='gs://outage/{name}'"]
+        + ["--gin.MIXTURE_OR_TASK_NAME=scicot:synthetic_coin_flip:baseline"]
+    )
+
+
+class Train(Binary):
+    """The train binary on gs://<bucket>/<name>."""
+
+    def __init__(self, gcs: GcsServer, steps: int, name: str = "model", env: dict | None = None):
+        self.model_dir = f"gs://outage/{name}"
+        super().__init__(gcs, train_args(steps, name), "scicot-train", env)
 
 
 @pytest.mark.slow  # a train binary on gs:// (~1-2 min on 2 busy cores)
@@ -171,3 +186,134 @@ def test_outage_shorter_than_the_deadline_is_ridden_out_and_restore_needs_storag
     print(f"restore on a dead server -> exit: {time.monotonic() - t0:.1f}s (incl. start-up)")
     assert code == 74, again.lines[-60:]
     assert "gs://outage/model" in again.error()
+
+
+TASK = "--gin.MIXTURE_OR_TASK_NAME=scicot:synthetic_coin_flip:baseline"
+EVAL = ["-m", "scicot_jax.eval", *TINY, "--gin_file=runs/eval.gin"]
+EVAL += ["--gin.CHECKPOINT_PATH='gs://outage/model'", TASK, "--gin.evaluate.limit=4"]
+INFER = ["-m", "scicot_jax.infer", *TINY, "--gin_file=runs/infer.gin"]
+INFER += ["--gin.CHECKPOINT_PATH='gs://outage/model'", TASK, "--gin.infer.limit=3"]
+INFER += ["--gin.INFER_OUTPUT_DIR='gs://outage/pred'"]
+
+
+def _objects(prefix: str) -> list[str]:
+    import gcsfs
+
+    return gcsfs.GCSFileSystem(token="anon", skip_instance_cache=True).find(prefix)
+
+
+@pytest.mark.slow
+def test_eval_and_infer_end_74_on_a_dead_server_and_ride_out_a_short_outage(gcs):
+    assert Train(gcs, steps=2).exit_code(timeout=600) == 0
+    gcs.stop()  # never back: eval's read of the checkpoint cannot finish
+    ev = Binary(gcs, EVAL, "scicot-eval")
+    ev.wait_for("storage not answering")  # a log line while it waits: the outage is met
+    t0 = time.monotonic()
+    code = ev.exit_code(timeout=DEADLINE_S + 60)
+    print(f"eval on a dead server: 74 {time.monotonic() - t0:.1f}s after its wait was logged")
+    assert code == 74, ev.lines[-60:]
+    assert "gs://outage/model" in ev.error() and f"127.0.0.1:{gcs.port}" in ev.error()
+
+    infer = Binary(gcs, INFER, "scicot-infer")
+    infer.wait_for("storage not answering")  # mid-restore
+    gcs.start()  # back before the deadline: the restore goes on, the outputs land
+    assert infer.exit_code(timeout=420) == 0, infer.lines[-60:]
+    assert "Traceback" not in "\n".join(infer.lines), infer.lines[-60:]
+    assert any("-predict.jsonl" in x for x in _objects("outage/pred")), _objects("outage")
+
+
+_PIPELINE = """
+import sys, time
+sys.path.insert(0, "tests")
+from test_pipeline_flow import FakeStudent, fake_teacher
+from scicot_jax.pipeline import cli, teacher_step
+from scicot_jax.pipeline import run as run_mod
+
+class Student(FakeStudent):
+    def train(self, *a, **kw):
+        if not self.calls:  # the test stops the server now: this step's push meets the outage
+            print("TRAINING", file=sys.stderr, flush=True)
+            time.sleep(2)
+        return super().train(*a, **kw)
+
+teacher_step.run = fake_teacher
+run = run_mod.run_pipeline
+run_mod.run_pipeline = lambda cfg, **kw: run(cfg, Student(), **kw)
+cli.main(["run", "--task", "synthetic_mc", "--out", sys.argv[1], "--methods",
+          "baseline,finetune_cot:1", "--limit", "train=8", "--limit", "validation=4",
+          "--limit", "test=4"])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("back_after", [None, "the wait"])
+def test_pipeline_gs_mirror_outage_ends_74_or_is_ridden_out(gcs, back_after):
+    """run_pipeline --out gs://: the server goes away while a step runs; the step's push is
+    retried, then ends the run (74, one line naming the file) or goes on once it is back."""
+    run = Binary(gcs, ["-c", _PIPELINE, "gs://outage/run"], "run_pipeline.py")
+    run.wait_for("TRAINING")
+    gcs.stop()
+    t0 = time.monotonic()
+    if back_after is None:
+        code = run.exit_code(timeout=DEADLINE_S + 60)
+        print(f"pipeline mirror: outage -> exit {time.monotonic() - t0:.1f}s")
+        assert code == 74, run.lines[-60:]
+        assert "gs://outage/run/" in run.error() and f"127.0.0.1:{gcs.port}" in run.error()
+        return
+    run.wait_for("storage not answering")
+    gcs.start()
+    assert run.exit_code(timeout=420) == 0, run.lines[-60:]
+    assert "Traceback" not in "\n".join(run.lines), run.lines[-60:]
+    assert "outage/run/results.md" in _objects("outage/run")
+
+
+def _pod(gcs: GcsServer, steps: int) -> list[Binary]:
+    """Two train processes (jax.distributed on loopback, gloo, 2 fake CPU devices each)."""
+    port = _free_port()
+    return [
+        Binary(
+            gcs,
+            train_args(steps)
+            + ["--multiprocess_gpu", f"--coordinator_address=127.0.0.1:{port}"]
+            + ["--process_count=2", f"--process_index={i}"],
+            "scicot-train",
+            {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        )
+        for i in range(2)
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigterm", [False, True])
+def test_two_processes_both_end_in_bounded_time_on_an_outage(gcs, sigterm):
+    """A pod's processes both exit with the documented code and one line each; neither waits
+    on a barrier for the other. Prints outage -> exit (and SIGTERM -> exit) per process."""
+    procs = _pod(gcs, steps=1000)
+    try:
+        for p in procs:
+            p.wait_for("step 3:", timeout=600)
+        gcs.stop()
+        t0 = time.monotonic()
+        if sigterm:
+            time.sleep(1)  # the next saves are stuck on the dead server
+            for p in procs:
+                p.proc.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+        limit = (GRACE_S if sigterm else DEADLINE_S) + 30
+        codes, took = [], []
+        for p in procs:
+            codes.append(p.exit_code(timeout=limit + 30))
+            took.append(time.monotonic() - t0)
+    finally:
+        for p in procs:
+            if p.proc.poll() is None:
+                p.proc.kill()
+    what = "SIGTERM" if sigterm else "outage"
+    print(f"2 processes: {what} -> exit {took[0]:.1f}s, {took[1]:.1f}s")
+    assert codes == ([75, 75] if sigterm else [74, 74]), [p.lines[-30:] for p in procs]
+    for p in procs:
+        err = p.error()
+        assert "no checkpoint saved: storage unreachable" in err if sigterm else "gs://" in err
+        fatal = [x for x in p.lines if "Traceback" in x or (x[:1] == "F" and x[1:5].isdigit())]
+        assert not fatal, p.lines[-30:]  # no traceback, no abort of jax.distributed's client
+    assert max(took) < limit, took

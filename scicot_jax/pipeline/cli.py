@@ -27,7 +27,7 @@ from scicot_jax.pipeline.config import (
     PipelineConfig,
     StudentConfig,
 )
-from scicot_jax.runtime import deadlines
+from scicot_jax.runtime import deadlines, quiet_failure
 from scicot_jax.runtime.gin_utils import setup_logging
 
 _D = StudentConfig()  # the defaults --help shows
@@ -443,17 +443,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     maybe_initialize_distributed()  # on a pod (TPU VM workers, SLURM, ...): before any jax use
     t0 = time.time()
+    quiet_failure.install_log_filter()  # library errors in background threads: one line each
     try:
-        with _owning(cfg.out):
+        with deadlines.watching("run_pipeline.py"), _owning(cfg.out):  # storage bounded
             res = run_pipeline(cfg, redo=tuple(args.redo))
     except SourceError as e:  # a missing or bad data file: one line, no traceback
         raise SystemExit(f"run_pipeline.py: error: {e}") from None
     except owner.RunDirBusy as e:
         _fail(e)
-    except deadlines.StorageError as e:  # a training stage's storage stopped answering
-        print(f"run_pipeline.py: error: {' '.join(str(e).split())}", file=sys.stderr)
-        raise SystemExit(deadlines.EXIT_STORAGE) from None
-    print((as_path(cfg.out) / "results.md").read_text())
+    except deadlines.StorageError as e:  # the run dir's or a stage's storage stopped answering
+        deadlines.fail("run_pipeline.py", deadlines.EXIT_STORAGE, str(e))
+    except KeyboardInterrupt:
+        msg = "interrupted (Ctrl-C); a re-run skips the finished steps"
+        deadlines.fail("run_pipeline.py", deadlines.EXIT_INTERRUPTED, msg)
+    results = as_path(cfg.out) / "results.md"
+    print(deadlines.call("read", results, results.read_text))
     print(f"run directory: {as_path(cfg.out)}  ({time.time() - t0:.0f}s)")
     if args.cmd == "demo":
         from scicot_jax.pipeline import demo

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 from scicot_jax.files import try_lock
 from scicot_jax.paths import is_url
+from scicot_jax.runtime import deadlines
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +149,10 @@ def _gcs_lease(out: str, ttl: float) -> Iterator[dict]:
         yield info
     finally:
         stop.set()
-        renewer.join(timeout=_GCS_TIMEOUT_S)
-        with contextlib.suppress(Exception):  # an unreleased lease simply expires
-            blob.delete(if_generation_match=blob.generation, timeout=_GCS_TIMEOUT_S)
+        if deadlines.unreachable(out) is None:  # in an outage the lease simply expires
+            renewer.join(timeout=_GCS_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                blob.delete(if_generation_match=blob.generation, timeout=_GCS_TIMEOUT_S)
 
 
 def _peek(bucket, name: str) -> dict | None:

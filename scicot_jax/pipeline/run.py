@@ -694,8 +694,9 @@ def stage_checkpoint(src: str, dest: Path) -> Path:
     """Copy a remote (gs://, ...) checkpoint directory to local ``dest`` once, so a resumed run
     does not read it again."""
     from scicot_jax.paths import copy_tree
+    from scicot_jax.runtime import deadlines
 
-    return Path(copy_tree(src.rstrip("/"), dest))
+    return Path(deadlines.call("read", src, copy_tree, src.rstrip("/"), dest))
 
 
 def run_pipeline(cfg: PipelineConfig, student: Student | None = None, **kw: Any) -> dict:

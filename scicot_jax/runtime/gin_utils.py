@@ -302,27 +302,30 @@ def console_main(main: Any, prog: str) -> None:
     import sys
 
     quiet_failure.install_log_filter()
+    say = quiet_failure.error_line  # the real stderr, even once library noise is muted
     try:
-        result = main(sys.argv)
+        with deadlines.watching(prog):  # every storage call of the run is bounded in time
+            result = main(sys.argv)
     except RunFailed as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        say(f"{prog}: error: {e}")
         quiet_failure.silence_exit_noise()
         sys.exit(EXIT_FAILED)
     except deadlines.StorageError as e:  # before OSError: an outage, not a bad config
-        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        quiet_failure.silence_exit_noise()
-        sys.exit(deadlines.EXIT_STORAGE)
+        deadlines.fail(prog, deadlines.EXIT_STORAGE, str(e))  # no exit barrier on a pod
     except KeyboardInterrupt:
-        print(f"{prog}: error: interrupted (Ctrl-C); a re-run resumes", file=sys.stderr)
+        say(f"{prog}: error: interrupted (Ctrl-C); a re-run resumes")
         quiet_failure.silence_exit_noise()
         sys.exit(deadlines.EXIT_INTERRUPTED)
     except (ValueError, OSError, NoReadableCheckpointError) as e:
         msg = str(e).split("\n  In call to configurable")[0]  # gin's context, not the cause
         if disk_full.is_full_disk(e):
             msg = disk_full.full_disk_message(e, getattr(e, "scicot_where", None))
-        print(f"{prog}: error: {' '.join(msg.split())}", file=sys.stderr)
+        say(f"{prog}: error: {msg}")
         quiet_failure.silence_exit_noise()
         sys.exit(EXIT_BAD_CONFIG)
+    except BaseException:  # unexpected (or SystemExit): its own output must be seen
+        quiet_failure.unmute()
+        raise
     sys.exit(EXIT_PREEMPTED if getattr(result, "preempted", False) else EXIT_DONE)
 
 

@@ -85,6 +85,7 @@ def maybe_initialize_distributed() -> bool:
     except RuntimeError as e:  # already initialized by the caller
         if "already" not in str(e).lower():
             raise
+    _keep_python_sigterm()
     log.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
     return True
 
@@ -114,6 +115,18 @@ def initialize_distributed(
         process_count,
     )
     jax.distributed.initialize(coordinator_address, process_count, process_index, **kwargs)
+    _keep_python_sigterm()
+
+
+def _keep_python_sigterm() -> None:
+    """jax.distributed's preemption notifier takes SIGTERM's C handler; Python's is put back so
+    the run's own handler and runtime.deadlines' bound on the life after SIGTERM still work."""
+    import signal
+    import threading
+
+    handler = signal.getsignal(signal.SIGTERM)
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def broadcast_time_seed() -> int:

@@ -8,29 +8,37 @@ nothing but tracebacks; this module cuts them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
 
+from scicot_jax import disk_full
+
 _installed = False
+_saved_fd: int | None = None  # the real stderr while fd 2 is muted (see mute)
 
 
 class _OneLineLibraryErrors(logging.Filter):
-    """Orbax's background-thread errors: the message once, without the traceback."""
+    """Orbax's background-thread errors and gcsfs's spent retries: the message once, without
+    the traceback."""
 
     def __init__(self) -> None:
         super().__init__()
         self._seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "orbax" not in record.pathname or record.levelno < logging.ERROR:
+        library = "orbax" in record.pathname or record.name.startswith("gcsfs")
+        if not library or record.levelno < logging.ERROR:
             return True
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         msg = record.getMessage().split("raised an exception: ", 1)[-1]
         if msg in self._seen:  # every save thread reports the one cause again
             return False
         self._seen.add(msg)
+        if any(t in msg for t in disk_full.TEXTS):  # the run is over: the rest is noise
+            mute()
         return True
 
 
@@ -40,9 +48,47 @@ def install_log_filter() -> None:
     if _installed:
         return
     f = _OneLineLibraryErrors()
-    for name in ("absl", "orbax"):
+    for name in ("absl", "orbax", "gcsfs"):  # gcsfs: "out of retries" with its traceback
         logging.getLogger(name).addFilter(f)
     _installed = True
+
+
+def mute() -> None:
+    """From now on fd 2 goes nowhere; the binary's one error line still reaches the real stderr
+    through error_line(). For a full disk inside an async save: tensorstore's and asyncio's
+    threads print "Event loop is closed" tracebacks (from C++ callbacks, past any Python hook)
+    before the main thread learns the save failed."""
+    global _saved_fd
+    if _saved_fd is not None:
+        return
+    try:
+        sys.stderr.flush()
+        _saved_fd = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stderr (an embedding host, a closed stream)
+        pass
+
+
+def unmute() -> None:
+    """fd 2 back to the real stderr (an unexpected error's traceback must be seen)."""
+    global _saved_fd
+    if _saved_fd is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+            os.dup2(_saved_fd, 2)
+            os.close(_saved_fd)
+        _saved_fd = None
+
+
+def error_line(text: str, flush: bool = True) -> None:
+    """Writes the binary's one error line to the real stderr, muted or not (flush=False from a
+    thread that must not wait on the main thread's stream lock)."""
+    if flush:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+    os.write(_saved_fd if _saved_fd is not None else 2, f"{' '.join(text.split())}\n".encode())
 
 
 def silence_exit_noise() -> None:

@@ -127,11 +127,8 @@ class _StopFlag:
 def train(config: TrainConfig, batches: Batches, **kw: Any) -> TrainResult:
     """_train with every storage call and the life after SIGTERM/Ctrl-C bounded in time
     (runtime.deadlines): an outage ends the run with one line instead of a hang."""
-    guard = deadlines.Guard().start(signals=config.handle_sigterm)
-    try:
+    with deadlines.watching("scicot-train", signals=config.handle_sigterm) as guard:
         return _train(config, batches, guard=guard, **kw)
-    finally:
-        guard.stop()
 
 
 def _train(
