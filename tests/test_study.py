@@ -109,6 +109,12 @@ def test_run_local_collect_render(tmp_path):
     assert "| answers given |" in scicot and "80.00" not in scicot  # no teacher "accuracy"
     for key in ("degree", "train_fraction", "student", "train_tokens", "method"):
         assert paths[key].read_bytes()[:4] == b"\x89PNG", key
+    # the shipped CSV alone remakes the same CSV, summary and plots (no run directories)
+    again = tmp_path / "again"
+    assert main(["report", str(paths["csv"]), "--out", str(again)]) == 0
+    assert (again / "study.csv").read_text() == paths["csv"].read_text()
+    assert (again / "summary.csv").read_text() == paths["summary"].read_text()
+    assert (again / "accuracy_vs_degree.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_plot_axes_are_fixed_with_chance_and_teacher_lines(tmp_path, monkeypatch):

@@ -360,6 +360,24 @@ def collect(study_dir: str | Path) -> list[dict]:
     return rows
 
 
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a study.csv (as ``collect`` made them): plots and tables can be remade from
+    the shipped CSV alone, without the run directories."""
+
+    def value(text: str):
+        if text == "":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    with open(path, newline="") as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 def _stage_columns(m: dict) -> dict:
     """Per-stage compute (results.json ``stages``), Stage-1 rationale accuracy, and the kept
     set's flawed / rationalised shares against all candidates' (oracle runs)."""

@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--repo-dir", default="~/scicot_jax", help="repo on the TPU workers")
             s.add_argument("--gcs-dir", help="gs:// folder each finished run is copied to")
     r = sub.add_parser("report")
-    r.add_argument("study_dir")
+    r.add_argument("study_dir", help="study directory, or a study.csv to remake its files from")
     r.add_argument("--out", help="write the CSV, study.md and PNGs here (default: STUDY)")
     return show_defaults(p)
 
@@ -157,10 +157,13 @@ def _knobs(knobs: Sequence[str]) -> dict:
 
 
 def _report(study_dir: str, out: str | None = None) -> int:
-    rows = study.collect(study_dir)
+    is_csv = study_dir.endswith(".csv")
+    rows = study.read_rows(study_dir) if is_csv else study.collect(study_dir)
     if not rows:
         print(f"no results.json under {study_dir}/runs/*", file=sys.stderr)
         return 1
+    if is_csv and not out:
+        raise SystemExit("scaling_study.py report: from a study.csv, give --out DIR")
     paths = study.render(rows, out or study_dir)
     print(paths["md"].read_text())
     for key, path in paths.items():
