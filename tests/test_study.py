@@ -109,6 +109,12 @@ def test_run_local_collect_render(tmp_path):
     assert "| answers given |" in scicot and "80.00" not in scicot  # no teacher "accuracy"
     for key in ("degree", "train_fraction", "student", "train_tokens", "method"):
         assert paths[key].read_bytes()[:4] == b"\x89PNG", key
+    # the shipped CSV alone remakes the same CSV, summary and plots (no run directories)
+    again = tmp_path / "again"
+    assert main(["report", str(paths["csv"]), "--out", str(again)]) == 0
+    assert (again / "study.csv").read_text() == paths["csv"].read_text()
+    assert (again / "summary.csv").read_text() == paths["summary"].read_text()
+    assert (again / "accuracy_vs_degree.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_plot_axes_are_fixed_with_chance_and_teacher_lines(tmp_path, monkeypatch):
@@ -191,3 +197,35 @@ def test_cli_plan_writes_script(tmp_path, capsys):
     assert script.count("gcloud compute tpus tpu-vm ssh tpu1") == 2
     assert len(json.loads((tmp_path / "plan.json").read_text())) == 2
     assert "finetune_cot:8" in capsys.readouterr().out
+
+
+def test_demo_plan_groups_methods_per_degree_and_seed(tmp_path):
+    from scicot_jax.pipeline.config import PipelineConfig
+    from scicot_jax.pipeline.demo import DEMO_METHODS, demo_config
+
+    methods = ["baseline", "finetune_cot", "scicot", "scicot+morsd", "scicot+random"]
+    runs = study.demo_plan(tmp_path, methods, [1, 2, 4, 8], [3, 4])
+    assert [r.name for r in runs[:4]] == [f"demo_d{d}_s3" for d in (1, 2, 4, 8)]
+    by = {r.name: r for r in runs}
+    # D = 1: one rationale per question, so MoRSD and its control would keep Sci-CoT's data
+    assert by["demo_d1_s3"].methods == ("finetune_cot:1", "scicot:1")
+    # the baseline has no D: once per seed, in the demo's D = 4 run
+    assert [r.name for r in runs if "baseline" in r.methods] == ["demo_d4_s3", "demo_d4_s4"]
+    cfg = lambda name: PipelineConfig.from_dict(json.loads(Path(by[name].config).read_text()))  # noqa: E731
+    # the D = 4 run is the demo's run (same config but for its directory)
+    d4 = cfg("demo_d4_s4")
+    assert d4 == demo_config(d4.out, 4) and d4.methods == DEMO_METHODS
+    assert d4.out == str(tmp_path / "runs" / "demo_d4_s4")
+    # selecting arms keep half of D (at least one)
+    assert cfg("demo_d8_s3").selection.per_question == 4
+    assert cfg("demo_d2_s3").selection.per_question == 1
+    assert by["demo_d8_s3"].argv("o") == ["--config", by["demo_d8_s3"].config, "--out", "o"]
+    assert "scicot+morsd:8" in cfg("demo_d8_s3").methods
+
+
+def test_cli_demo_grid_plan_with_seed_ids(tmp_path, capsys):
+    argv = ["plan", "--out", str(tmp_path), "--demo-base", "--methods", "baseline,scicot"]
+    assert main([*argv, "--degrees", "4,8", "--seed-ids", "3,5"]) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert [p["name"] for p in plan] == ["demo_d4_s3", "demo_d8_s3", "demo_d4_s5", "demo_d8_s5"]
+    assert "--config" in capsys.readouterr().out

@@ -135,7 +135,63 @@ def plan(
     return runs
 
 
-def run_dir(study_dir: str | Path, run: StudyRun) -> Path:
+@dataclass(frozen=True)
+class GroupRun:
+    """One run directory holding every method at one degree D and seed, as the demo does: the
+    methods share data, teacher samples and vocabulary, and are compared on them."""
+
+    name: str
+    methods: tuple[str, ...]
+    degree: int
+    seed: int
+    config: str  # the run's configuration (PipelineConfig JSON)
+
+    def argv(self, out_dir: str) -> list[str]:
+        """Pipeline arguments of this run: its configuration and its directory."""
+        return ["--config", self.config, "--out", out_dir]
+
+
+def demo_plan(
+    study_dir: str | Path,
+    methods: Sequence[str],
+    degrees: Sequence[int],
+    seeds: Sequence[int],
+    knobs: dict | None = None,
+    baseline_degree: int = 4,
+) -> list[GroupRun]:
+    """The demo's design swept over D: per (seed, D) one run of every method at that D.
+
+    Selecting arms keep half of D per question (at least 1; the demo's 2 of 4), so at D = 4
+    a group is exactly the demo's run. At D = 1 MoRSD and its random control keep the one
+    rationale there is, Sci-CoT's own data, and are not run. The baseline has no D: it runs
+    once per seed, in the ``baseline_degree`` group (the demo's)."""
+    from dataclasses import replace
+
+    from scicot_jax.pipeline.demo import demo_config
+
+    out = []
+    for seed in seeds:
+        for d in degrees:
+            if d < 1:
+                raise ValueError(f"degree must be >= 1, got {d}")
+            ms = [
+                m if m in NO_DEGREE_METHODS else f"{m}:{d}"
+                for m in methods
+                if (m in NO_DEGREE_METHODS and d == baseline_degree)
+                or (m not in NO_DEGREE_METHODS and not (d == 1 and "+" in m))
+            ]
+            name = f"demo_d{d}_s{seed}"
+            rd = Path(study_dir) / "runs" / name
+            cfg = demo_config(str(rd), seed, **{**(knobs or {}), "keep": max(1, d // 2)})
+            cfg = replace(cfg, methods=tuple(ms))
+            path = Path(study_dir) / "configs" / f"{name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cfg.save(path)
+            out.append(GroupRun(name, tuple(ms), d, seed, str(path)))
+    return out
+
+
+def run_dir(study_dir: str | Path, run: StudyRun | GroupRun) -> Path:
     return Path(study_dir) / "runs" / run.name
 
 
@@ -152,7 +208,7 @@ class TpuTarget:
 
 
 def commands(
-    runs: Sequence[StudyRun],
+    runs: Sequence[StudyRun | GroupRun],
     study_dir: str | Path,
     base_args: Sequence[str],
     tpu: TpuTarget | None = None,
@@ -187,7 +243,9 @@ def commands(
     return lines
 
 
-def write_plan(study_dir: str | Path, runs: Sequence[StudyRun], lines: Sequence[str]) -> Path:
+def write_plan(
+    study_dir: str | Path, runs: Sequence[StudyRun | GroupRun], lines: Sequence[str]
+) -> Path:
     """Save the plan (plan.json) and the launch lines (commands.sh); returns the script path."""
     d = Path(study_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -203,7 +261,7 @@ def write_plan(study_dir: str | Path, runs: Sequence[StudyRun], lines: Sequence[
 
 
 def run_local(
-    runs: Sequence[StudyRun],
+    runs: Sequence[StudyRun | GroupRun],
     study_dir: str | Path,
     base_args: Sequence[str],
     pipeline_main: Callable[[list[str]], object],
@@ -225,6 +283,40 @@ def run_local(
             (run_dir(study_dir, run) / "error.txt").write_text(err)
             status[run.name] = "failed"
         log(f"[study] {run.name}: {status[run.name]} in {time.time() - t0:.0f}s")
+    (Path(study_dir) / "status.json").write_text(json.dumps(status, indent=2) + "\n")
+    return status
+
+
+def run_parallel(
+    runs: Sequence[StudyRun | GroupRun],
+    study_dir: str | Path,
+    lines: Sequence[str],
+    jobs: int,
+    env: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, str]:
+    """Run the launch lines ``jobs`` at a time in subprocesses (``runs/<name>.log`` each); a
+    failed run is logged and the sweep goes on. Tiny students use about one core each, so
+    two single-threaded runs on two cores finish about twice as fast as one after another."""
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item: tuple[StudyRun | GroupRun, str]) -> tuple[str, str]:
+        run, line = item
+        path = Path(study_dir) / "runs" / f"{run.name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        log(f"[study] start {run.name}")
+        with open(path, "ab") as f:
+            rc = subprocess.call(line, shell=True, stdout=f, stderr=subprocess.STDOUT,
+                                 env={**os.environ, **(env or {})})  # fmt: skip
+        status = "ok" if rc == 0 else f"failed (exit {rc}, {path})"
+        log(f"[study] {run.name}: {status} in {time.time() - t0:.0f}s")
+        return run.name, status
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        status = dict(pool.map(one, zip(runs, lines)))
     (Path(study_dir) / "status.json").write_text(json.dumps(status, indent=2) + "\n")
     return status
 
@@ -266,6 +358,24 @@ def collect(study_dir: str | Path) -> list[dict]:
                 }
             )
     return rows
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a study.csv (as ``collect`` made them): plots and tables can be remade from
+    the shipped CSV alone, without the run directories."""
+
+    def value(text: str):
+        if text == "":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    with open(path, newline="") as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _stage_columns(m: dict) -> dict:

@@ -28,16 +28,24 @@ AXES = {  # plot key -> (summary column, x-axis label)
 }
 
 
-def _label(r: dict, without: str) -> str:
-    """A series name from the point's fields other than the plotted axis."""
+def _label(r: dict, without: str, same: frozenset = frozenset()) -> str:
+    """A series name from the point's fields other than the plotted axis and those the whole
+    study holds fixed (``same``: one student size, one train fraction say nothing)."""
     parts = [r["method"]]
     if without not in ("degree", "rationales_used", "student_tokens") and r.get("degree"):
         parts.append(f"D={r['degree']}")
-    if without != "student":
+    if without != "student" and "student" not in same:
         parts.append(str(r["student"]))
-    if without != "train_fraction":
+    if without != "train_fraction" and "train_fraction" not in same:
         parts.append(f"f={r['train_fraction']}")
     return " ".join(parts)
+
+
+def _fixed(summary: Sequence[dict]) -> frozenset:
+    """The sweep fields with one value over the whole study."""
+    return frozenset(
+        k for k in ("student", "train_fraction") if len({r.get(k) for r in summary}) == 1
+    )
 
 
 def _x_value(axis: str) -> Callable[[dict], float]:
@@ -83,6 +91,7 @@ def line_plot(summary: Sequence[dict], axis: str, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     x_of = _x_value(axis)
+    same = _fixed(summary)
     series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     flat: list[dict] = []  # points without the axis (e.g. the baseline has no D): flat lines
     for r in summary:
@@ -93,14 +102,14 @@ def line_plot(summary: Sequence[dict], axis: str, path: Path) -> Path:
         if axis in ("degree", "rationales_used") and not r.get("degree"):
             flat.append(r)
             continue
-        series[_label(r, axis)].append(
+        series[_label(r, axis, same)].append(
             (x_of(r), r["accuracy_test_mean"], r.get("accuracy_test_std") or 0.0)
         )
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, r in enumerate(flat):
         m, sd = r["accuracy_test_mean"], r.get("accuracy_test_std") or 0.0
         color = FLAT_COLORS[i % len(FLAT_COLORS)]
-        line = ax.axhline(m, lw=1.2, color=color, label=_label(r, axis))
+        line = ax.axhline(m, lw=1.2, color=color, label=_label(r, axis, same))
         ax.axhspan(m - sd, m + sd, color=line.get_color(), alpha=0.12)
     for k, (label, pts) in enumerate(sorted(series.items())):
         pts.sort()
@@ -141,7 +150,7 @@ def method_plot(summary: Sequence[dict], path: Path) -> Path:
 
     pts = [r for r in summary if r.get("accuracy_test_mean") is not None]
     pts.sort(key=lambda r: (r["method"] != "baseline", r["method"], r.get("degree") or 0))
-    labels = [_label(r, "method") for r in pts]
+    labels = [_label(r, "method", _fixed(summary)) for r in pts]
     fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(pts)), 4.2))
     ax.bar(
         range(len(pts)),
