@@ -161,10 +161,11 @@ def test_inprocess_student_trains_on_packed_rows(tmp_path, tiny_vocab_path):
     cfg = _student(pack=True, packed_row_tokens=128, steps=2, vocab=str(tiny_vocab_path))
     cfg = dataclasses.replace(cfg, inputs_length=64, targets_length=16)  # as _packed_plan's
     student = T5Student(cfg, task="synthetic_coin_flip")
-    res = student.train(PACKED_TEXTS, tmp_path, stage="baseline")
+    rows = student.prepare(PACKED_TEXTS)
+    res = student.train(rows, tmp_path, stage="baseline")
     assert res["steps"] == 2 and np.isfinite(res["final_loss"])
-    per_row = student.tokens_per_example(PACKED_TEXTS) * student.examples_per_row(PACKED_TEXTS)
-    assert student.examples_per_row(PACKED_TEXTS) > 1.5
+    per_row = rows.tokens_per_example * rows.examples_per_row
+    assert isinstance(rows, plan.PackedPairs) and rows.examples_per_row > 1.5
     assert res["train_tokens"] == int(2 * 4 * per_row)
 
 
