@@ -177,7 +177,8 @@ def test_demo_pack_flag_packs_the_in_process_student(tmp_path, tiny_vocab):
     from scicot_jax.pipeline.demo import demo_config
 
     args = _parser().parse_args(["demo", "--pack"])
-    cfg = demo_config(args.out, args.seed, args.pack).student
+    run = demo_config(args.out, args.seed, args.pack)
+    cfg = run.student
     assert cfg.pack and cfg.trainer == "inprocess"
     model = plan.model_config(cfg, tiny_vocab.vocab_size)
     card = load_card("synthetic_compass")
@@ -186,6 +187,6 @@ def test_demo_pack_flag_packs_the_in_process_student(tmp_path, tiny_vocab):
     pairs = plan.TokenizedPairs(tiny_vocab, model, texts, 128, 128)
     p = plan.build(cfg, model, tmp_path, "one_stage", pairs, steps=2)
     assert isinstance(p.data, plan.PackedPairs)
-    batch = next(p.data.batches(cfg.batch_size, cfg.seed))
+    batch = next(p.data.batches(cfg.batch_size, run.seed))
     assert batch["encoder_segment_ids"].max(axis=1).min() > 1  # every row holds several
     assert packing.density(batch) >= 0.95 > packing.density(pairs.batch(np.arange(32)))
