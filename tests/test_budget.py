@@ -17,12 +17,9 @@ class CountingStudent(FakeStudent):
 
     batch_size = 8
 
-    def tokens_per_example(self, pairs):
-        return sum(len(i.split()) + len(t.split()) for i, t in pairs) / len(pairs)
-
     def train(self, pairs, out_dir, *, stage, task, steps=None):
         out = super().train(pairs, out_dir, stage=stage, task=task, steps=steps)
-        tokens = steps * self.batch_size * self.tokens_per_example(pairs)
+        tokens = steps * self.batch_size * pairs.tokens_per_example  # as prepared, measured
         return {**out, "steps": steps, "train_tokens": int(tokens), "train_flops": 6 * int(tokens)}
 
 

@@ -121,19 +121,21 @@ def test_every_control_is_a_demo_arm_and_claims_are_controls():
 @pytest.mark.slow
 @pytest.mark.long  # data, teacher and MoRSD's probes of one reported seed (minutes on 2 cores)
 def test_morsd_selection_beats_random_on_a_fresh_run(tmp_path):
+    from scicot_jax.pipeline import methods
     from scicot_jax.pipeline.run import Pipeline
     from scicot_jax.pipeline.student import T5Student
 
     seed = REPORTED_SEEDS[0]
     cfg = demo_config(str(tmp_path / "demo"), seed)
-    p = Pipeline(cfg, T5Student(cfg.student, task=cfg.task), log=lambda s: None)
+    p = Pipeline(cfg, T5Student(cfg.student, task=cfg.task, seed=cfg.seed), log=lambda s: None)
     p._data()
     teacher = {k: p._teacher(k, 4) for k in p.teacher_runs()}
     p._task_vocab(sorted(teacher))
     got = {}
     for spec in p.specs:
         if spec.morsd or spec.random:
-            got[spec.label] = p._select(spec)["summary"]["flaws"]
+            selection = methods.for_spec(spec).selection
+            got[spec.label] = selection.run(p, spec)["summary"]["flaws"]
     assert teacher
     m, r = got["scicot+morsd:4"], got["scicot+random:4"]
     assert m["kept"] == r["kept"]

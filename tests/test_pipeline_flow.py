@@ -36,6 +36,16 @@ def fake_teacher(t, card, prompt, samples, examples, out_dir, temperature=None, 
     return teacher_step.summarize_store(out_dir / "store")
 
 
+class WordPairs(list):
+    """Training pairs as a stand-in student prepares them: measured in words, one per row."""
+
+    examples_per_row = 1.0
+
+    @property
+    def tokens_per_example(self) -> float:
+        return sum(len(i.split()) + len(t.split()) + 2 for i, t in self) / max(1, len(self))
+
+
 class FakeStudent:
     """Memorises its training pairs; unseen inputs get a fixed answer."""
 
@@ -45,6 +55,9 @@ class FakeStudent:
 
     def use_vocab(self, path):
         self.vocab = path  # works on raw text: no tokenizer to load
+
+    def prepare(self, pairs):
+        return WordPairs(pairs)
 
     def train(self, pairs, out_dir, *, stage, task, steps=None):
         self.calls.append(("train", stage, len(pairs)))

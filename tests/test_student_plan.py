@@ -161,10 +161,11 @@ def test_inprocess_student_trains_on_packed_rows(tmp_path, tiny_vocab_path):
     cfg = _student(pack=True, packed_row_tokens=128, steps=2, vocab=str(tiny_vocab_path))
     cfg = dataclasses.replace(cfg, inputs_length=64, targets_length=16)  # as _packed_plan's
     student = T5Student(cfg, task="synthetic_coin_flip")
-    res = student.train(PACKED_TEXTS, tmp_path, stage="baseline")
+    rows = student.prepare(PACKED_TEXTS)
+    res = student.train(rows, tmp_path, stage="baseline")
     assert res["steps"] == 2 and np.isfinite(res["final_loss"])
-    per_row = student.tokens_per_example(PACKED_TEXTS) * student.examples_per_row(PACKED_TEXTS)
-    assert student.examples_per_row(PACKED_TEXTS) > 1.5
+    per_row = rows.tokens_per_example * rows.examples_per_row
+    assert isinstance(rows, plan.PackedPairs) and rows.examples_per_row > 1.5
     assert res["train_tokens"] == int(2 * 4 * per_row)
 
 
@@ -176,7 +177,8 @@ def test_demo_pack_flag_packs_the_in_process_student(tmp_path, tiny_vocab):
     from scicot_jax.pipeline.demo import demo_config
 
     args = _parser().parse_args(["demo", "--pack"])
-    cfg = demo_config(args.out, args.seed, args.pack).student
+    run = demo_config(args.out, args.seed, args.pack)
+    cfg = run.student
     assert cfg.pack and cfg.trainer == "inprocess"
     model = plan.model_config(cfg, tiny_vocab.vocab_size)
     card = load_card("synthetic_compass")
@@ -185,6 +187,6 @@ def test_demo_pack_flag_packs_the_in_process_student(tmp_path, tiny_vocab):
     pairs = plan.TokenizedPairs(tiny_vocab, model, texts, 128, 128)
     p = plan.build(cfg, model, tmp_path, "one_stage", pairs, steps=2)
     assert isinstance(p.data, plan.PackedPairs)
-    batch = next(p.data.batches(cfg.batch_size, cfg.seed))
+    batch = next(p.data.batches(cfg.batch_size, run.seed))
     assert batch["encoder_segment_ids"].max(axis=1).min() > 1  # every row holds several
     assert packing.density(batch) >= 0.95 > packing.density(pairs.batch(np.arange(32)))

@@ -255,7 +255,6 @@ def config_from_args(
     if args.teacher in ("replay", "import") and not args.teacher_model:
         teacher["model"] = args.teacher  # not the oracle's name on a replayed or imported run
     student = _given(
-        seed=args.seed,  # one seed: teacher failures, data subsample, student
         size=args.student,
         vocab=args.vocab,
         init_checkpoint=args.init_checkpoint,

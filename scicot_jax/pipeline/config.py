@@ -115,7 +115,6 @@ class StudentConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant | rsqrt | linear | cosine
     warmup_fraction: float = 0.05
-    seed: int = 0
     inputs_length: int | None = None  # default: the card's feature lengths
     targets_length: int | None = None
     trainer: str = "inprocess"  # inprocess (in-memory pairs) | gin (train binary, SeqIO task)
@@ -160,7 +159,7 @@ class PipelineConfig:
     selection: SelectionConfig = SelectionConfig(
         per_question=1
     )  # MoRSD: best rationale per question
-    seed: int = 0
+    seed: int = 0  # one seed: data subsample, teacher samples and failures, student, selection
     preset: str | None = None  # the paper recipe applied (pipeline.presets), for the record
 
     def method_specs(self) -> list[MethodSpec]:
@@ -179,6 +178,7 @@ class PipelineConfig:
         d["teacher"] = TeacherConfig(**d.get("teacher", {}))
         st = dict(d.get("student", {}))
         st["gin"] = tuple(st.get("gin", ()))
+        st.pop("seed", None)  # a config.json from before the run's seed was the student's too
         d["student"] = StudentConfig(**st)
         d["selection"] = SelectionConfig(**d.get("selection", {}))
         for k in ("methods", "eval_splits"):

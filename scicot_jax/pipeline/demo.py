@@ -108,7 +108,6 @@ def demo_config(out: str, seed: int = 0, pack: bool = False, **knobs: Any) -> Pi
             batch_size=32,
             learning_rate=3e-3,
             schedule="constant",
-            seed=seed,
             pack=pack,
         ),
         selection=SelectionConfig(per_question=k["keep"]),

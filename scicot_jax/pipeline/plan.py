@@ -103,6 +103,8 @@ class PackedPairs:
         if model.pad_id != 0 or model.decoder_start_id != 0:  # SeqIO's packed features' ids
             raise ValueError("packing needs pad_id = decoder_start_id = 0 (T5's)")
         self.model = model
+        self.tokenized = pairs  # its lengths are one example's: what decoding reads
+        self.truncated = pairs.truncated
         self.inputs = [r[r != 0] for r in pairs.encoder_BxL]
         self.targets = [r[r != 0] for r in pairs.targets_BxL]
         sizes = np.array([[len(i), len(t)] for i, t in zip(self.inputs, self.targets)])
@@ -128,6 +130,11 @@ class PackedPairs:
             host=host,
             hosts=hosts,
         )
+
+
+def batch_rows(cfg: StudentConfig, pairs: TokenizedPairs) -> TokenizedPairs | PackedPairs:
+    """The pairs as the student's batch rows: packed into fitted lengths when it packs."""
+    return PackedPairs(pairs, cfg.packed_row_tokens) if cfg.pack else pairs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,22 +195,24 @@ def build(
     model: Any,
     out_dir: str | Path,
     stage: str,
-    data: TokenizedPairs | SeqioTask,
+    data: TokenizedPairs | PackedPairs | SeqioTask,
     steps: int | None = None,
     task: str | None = None,
+    seed: int = 0,
 ) -> TrainPlan:
     """The plan of one stage on in-memory pairs or a SeqIO task, for ``steps`` (default: the
     stage's configured steps). Pairs with ``task`` (the SeqIO task registered from the same
     pairs, in order) plan the gin trainer on that task at the pairs' own lengths (packed:
-    fitted once, here) and in their epoch order, so either trainer sees the same batches."""
+    fitted once, by ``batch_rows``) and in their epoch order, so either trainer sees the same
+    batches. ``seed`` (the run's) draws the initial parameters, dropout and data order."""
     steps = steps or steps_for(cfg, stage)
     rows = None
-    if isinstance(data, TokenizedPairs):
-        rows = PackedPairs(data, cfg.packed_row_tokens) if cfg.pack else data
+    if isinstance(data, TokenizedPairs | PackedPairs):
+        rows = data if isinstance(data, PackedPairs) else batch_rows(cfg, data)
         lengths = rows.lengths
-        data = rows if task is None else _dataset(cfg, task, lengths, order="epochs")
+        data = rows if task is None else _dataset(cfg, task, lengths, "epochs", seed)
     else:
-        data = _dataset(cfg, data.name, data.lengths, order="seqio")
+        data = _dataset(cfg, data.name, data.lengths, "seqio", seed)
         data = fit_packed_lengths(data)  # the model's lengths: fitted once, here
         lengths = data.task_feature_lengths
     optimizer = OptimizerConfig(
@@ -221,7 +230,7 @@ def build(
         model=model,
         optimizer=optimizer,
         loss=LossConfig(),
-        seed=cfg.seed,
+        seed=seed,
         feature_lengths=dict(lengths),
         checkpoint_period=steps,
         keep_checkpoints=1,
@@ -234,7 +243,7 @@ def build(
     return TrainPlan(train, data, tuple(cfg.gin), rows)
 
 
-def _dataset(cfg: StudentConfig, name: str, lengths: dict, order: str) -> DatasetConfig:
+def _dataset(cfg: StudentConfig, name: str, lengths: dict, order: str, seed: int) -> DatasetConfig:
     """The SeqIO train split as the student reads it; in "epochs" order the lengths are final
     (packed: already fitted), in "seqio" order packed lengths are fitted to the split."""
     refit = cfg.pack and order == "seqio"
@@ -244,7 +253,7 @@ def _dataset(cfg: StudentConfig, name: str, lengths: dict, order: str) -> Datase
         split="train",
         batch_size=cfg.batch_size,
         shuffle=True,
-        seed=cfg.seed,
+        seed=seed,
         pack=cfg.pack,
         packed_row_tokens=cfg.packed_row_tokens if refit else None,
         order=order,

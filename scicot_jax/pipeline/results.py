@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,15 @@ SPLITS = ("validation", "test")
 # results.json's per-stage compute keys -> column names: the student trained on the question
 # (baseline, Fine-tune-CoT, Sci-CoT Stage 1), Sci-CoT's Stage 2, MoRSD's probes.
 STAGE_NAMES = {"student": "student", "stage2": "Stage 2", "probes": "probes"}
+STAGES = tuple(STAGE_NAMES)
+
+
+def compute_of(trained: Sequence[dict]) -> dict:
+    """Steps, train tokens and train FLOPs summed over trained students."""
+    return {
+        k: sum(int(t.get(k) or 0) for t in trained)
+        for k in ("steps", "train_tokens", "train_flops")
+    }
 
 
 def _pct(x: float | None) -> str:

@@ -1,25 +1,17 @@
 """The pipeline: data -> teacher -> selection -> students -> evaluation, as resumable steps.
 
-Step directories inside the run directory (each finished step has a DONE.json and is skipped
-when the pipeline runs again):
+Each step owns a directory inside the run directory (``pipeline.step_names`` lists them); a
+finished step has a DONE.json and is skipped when the pipeline runs again. What each method
+trains and evaluates is its object in ``pipeline.methods``; the Pipeline runs the shared steps
+(data, teacher, vocabulary) and gives the methods what they build on (training a stage on its
+share of the budget, evaluation, rationale stores, SeqIO tasks).
 
-  data/                       train/validation/test.jsonl
-  teacher_<prompt>/           rationale-store run of the teacher (or of an import)
-  scorer_<prompt>/            MoRSD: the student that scores rationale difficulty (RD)
-  select_<method>/            selected.jsonl + decisions.jsonl, summary.json, report.md
-  train_<method>/             checkpoint of a one-stage student (baseline, finetune_cot)
-  stage1_<method>/            Sci-CoT Stage-1 student (question -> rationale)
-  rationales_<method>/        rationale-store run written by the Stage-1 student, all splits
-  stage2_<method>/            Sci-CoT Stage-2 student (question + rationale -> answer)
-  eval_<method>/              predictions_<split>.jsonl and accuracy
-
-rationales_* and eval_* decode through the infer binary's files: infer/<split>.jsonl in,
-infer/<split>-predict.jsonl-<shard>-of-<n> out (pipeline.infer_files).
+Decoding (the Stage-1 rationales, evaluation) goes through the infer binary's files:
+infer/<split>.jsonl in, infer/<split>-predict.jsonl-<shard>-of-<n> out (pipeline.infer_files).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -28,12 +20,21 @@ from typing import Any, Protocol
 
 from scicot_jax.data import formats, grading
 from scicot_jax.data.examples import Example
-from scicot_jax.pipeline import data_step, plan, results
+from scicot_jax.pipeline import data_step, methods, plan, results, step_names
 from scicot_jax.pipeline.budget import Budget
 from scicot_jax.pipeline.config import MethodSpec, PipelineConfig
+from scicot_jax.pipeline.results import STAGES, compute_of
 from scicot_jax.pipeline.steps import StepRunner
-from scicot_jax.selection import SelectionConfig, select, write_report
-from scicot_jax.selection.difficulty import rd_pair
+
+
+class TrainData(Protocol):
+    """A stage's pairs as a student trains on them (``plan.TokenizedPairs``/``PackedPairs``):
+    ``len`` counts pairs; the budget reads the two sizes."""
+
+    tokens_per_example: float  # inputs + targets, EOS included, cut to the max lengths
+    examples_per_row: float  # 1 unpacked; packed, the examples one batch row carries
+
+    def __len__(self) -> int: ...
 
 
 class Student(Protocol):
@@ -42,16 +43,20 @@ class Student(Protocol):
     def use_vocab(self, path: str | Path) -> None:
         """Tokenize with the SentencePiece model at ``path`` (the run's task vocabulary)."""
 
+    def prepare(self, pairs: Sequence[tuple[str, str]]) -> TrainData:
+        """(inputs, targets) texts as the student trains on them: tokenized (and packed) once,
+        measured by the budget, then given to ``train``."""
+
     def train(
         self,
-        pairs: Sequence[tuple[str, str]],
+        data: TrainData,
         out_dir: Path,
         *,
         stage: str,
         task: Callable[[str | None], str],
         steps: int | None = None,
     ) -> dict:
-        """Train on (inputs, targets) texts, the data ``task(vocabulary)`` registers as a SeqIO
+        """Train on ``prepare``d pairs, the data ``task(vocabulary)`` registers as a SeqIO
         task and names; returns at least {"checkpoint", "train_tokens"}."""
 
     def predict(
@@ -89,11 +94,13 @@ class Pipeline:
         self.steps = StepRunner(self.run_dir, log=log, redo=redo, after_step=after_step)
         self.specs = cfg.method_specs()
         self._examples: dict[str, list[Example]] = {}
+        self._budget: Budget | None = None
+        self._reference: tuple[list, TrainData] | None = None  # the budget's pairs, prepared
 
     # ------------------------------------------------------------------ data and teacher
     def examples(self, split: str) -> list[Example]:
         if split not in self._examples:
-            self._examples[split] = data_step.load(self.steps.step_dir("data"), split)
+            self._examples[split] = data_step.load(self.steps.step_dir(step_names.DATA), split)
         return self._examples[split]
 
     def by_id(self, split: str) -> dict[str, Example]:
@@ -102,7 +109,7 @@ class Pipeline:
     def _data(self) -> dict:
         c = self.cfg
         return self.steps.run(
-            "data",
+            step_names.DATA,
             lambda d: data_step.prepare(
                 self.card,
                 d,
@@ -128,7 +135,7 @@ class Pipeline:
         t = self.cfg.teacher
         prompt, temperature = self.teacher_runs()[key]
         return self.steps.run_on_process_zero(  # on a pod the teacher is called (billed) once
-            f"teacher_{key}",
+            step_names.teacher(key),
             lambda d: teacher_step.run(
                 t, self.card, prompt, samples, self.examples("train"), d, temperature, self.cfg.seed
             ),
@@ -173,7 +180,7 @@ class Pipeline:
         selection, the order of training pairs and so the batches) must not."""
         from scicot_jax.data.store import RationaleStore
 
-        store = RationaleStore.open(self.steps.step_dir(f"teacher_{prompt}") / "store")
+        store = RationaleStore.open(self.steps.step_dir(step_names.teacher(prompt)) / "store")
         place = {ex.id: i for i, ex in enumerate(self.examples("train"))}
         recs = [r for r in store.records() if r.example_id in place]
         return sorted(recs, key=lambda r: (place[r.example_id], r.sample_index))
@@ -191,7 +198,7 @@ class Pipeline:
 
         st = self.cfg.student
         out = self.steps.run(
-            "vocab",
+            step_names.VOCAB,
             work,
             inputs={
                 "size": st.vocab_size,
@@ -199,79 +206,7 @@ class Pipeline:
                 "split_digits": st.split_digits,
             },
         )
-        self.student.use_vocab(self.steps.step_dir("vocab") / Path(out["path"]).name)
-
-    # ------------------------------------------------------------------ selection
-    def _probe(self, key: str, degree: int, half: int) -> dict:
-        """A probe Stage-2 student trained on the correct rationales of one half of the train
-        questions; it scores the other half (cross-fitting: no rationale is scored by a student
-        that saw it)."""
-
-        def work(d: Path) -> dict:
-            recs = [
-                r
-                for r in self.teacher_records(key)
-                if r.correct and r.sample_index < degree and question_half(r.example_id) == half
-            ]
-            train = self.by_id("train")
-            self._new_store(
-                d / "store",
-                f"probe{half}_{key}_d{degree}",
-                {"source": f"half {half} of teacher_{key}", "samples_per_example": degree},
-                recs,
-            )
-            share = self.budget().share("scicot", "scorer", True)
-            return self._train_stage(
-                d,
-                [rd_pair(train[r.example_id], r.rationale) for r in recs],
-                "scorer",
-                None if share is None else share / 2,  # two probes share the probes' budget
-                lambda vocab: self._seqio_task("stage2", vocab, d / "store", degree),
-            )
-
-        return self.steps.run(
-            f"probe{half}_{key}_d{degree}",
-            work,
-            inputs={
-                "student": self.cfg.student.__dict__,
-                "degree": degree,
-                "budget": self._budget_key(),
-            },
-        )
-
-    def rd_scorer(self, key: str, degree: int) -> tuple[Callable, list[dict], str]:
-        """(scorer of stage-2 pairs, the probe students trained for it, how RD is measured).
-
-        With an initial checkpoint, the pretrained student scores directly (as in MoRSD);
-        otherwise two probes cross-fit: each scores the questions it was not trained on."""
-        init = self.cfg.student.init_checkpoint
-        if init:
-            return (lambda pairs: self.student.score(init, pairs)), [], "pretrained student"
-        probes = [self._probe(key, degree, h) for h in (0, 1)]
-        train = self.by_id("train")
-        half_of = {
-            rd_pair(train[r.example_id], r.rationale): question_half(r.example_id)
-            for r in self.teacher_records(key)
-        }
-
-        def score(pairs: Sequence[tuple[str, str]]) -> list[float]:
-            out: list[float] = [0.0] * len(pairs)
-            for h, probe in enumerate(probes):
-                idx = [i for i, p in enumerate(pairs) if half_of[p] != h]  # the other half
-                for i, rd in zip(
-                    idx, self.student.score(probe["checkpoint"], [pairs[i] for i in idx])
-                ):
-                    out[i] = rd
-            return out
-
-        return (
-            score,
-            probes,
-            (
-                "cross-fitted probes (each scores the half it did not train on), trained and scoring "
-                "with the rationale's answer statement removed"
-            ),
-        )
+        self.student.use_vocab(self.steps.step_dir(step_names.VOCAB) / Path(out["path"]).name)
 
     def flaw_fn(self) -> Callable[[Any], str | None] | None:
         """The oracle teacher's account of a train rationale's flaw (None for other teachers)."""
@@ -285,59 +220,8 @@ class Pipeline:
             task, train[r.example_id].question, r.rationale, train[r.example_id].choices
         )
 
-    def _select(self, spec: MethodSpec) -> dict:
-        if spec.morsd:
-            sel_cfg = replace(self.cfg.selection, max_degree=spec.degree)
-        elif spec.random:  # MoRSD's control: as many per question, drawn at random
-            sel_cfg = replace(
-                self.cfg.selection,
-                max_degree=spec.degree,
-                use_difficulty=False,
-                random_order=True,
-                seed=self.cfg.seed,
-            )
-        else:
-            # Fine-tune-CoT / Sci-CoT as published: every correct sample up to degree D.
-            sel_cfg = SelectionConfig(dedupe=False, use_difficulty=False, max_degree=spec.degree)
-
-        def work(d: Path) -> dict:
-            scorer, probes, rd_source = None, [], None
-            if spec.morsd and sel_cfg.use_difficulty:
-                scorer, probes, rd_source = self.rd_scorer(self.prompt_of(spec), spec.degree)
-            sel = select(
-                self.teacher_records(self.prompt_of(spec)),
-                self.by_id("train"),
-                sel_cfg,
-                scorer,
-                flaw_fn=self.flaw_fn(),
-            )
-            sel.summary["rd_source"] = rd_source
-            # A rationale-store run of the kept records: what the SeqIO registry turns into
-            # one_stage / stage1 tasks (scicot_jax.tasks.register_run_dir).
-            self._new_store(
-                d / "store",
-                f"select_{spec.slug}",
-                {
-                    "source": f"selection of teacher_{self.prompt_of(spec)}",
-                    "samples_per_example": spec.degree,
-                    "selection": asdict(sel_cfg),
-                },
-                sel.kept,
-            )
-            write_report(sel, d, title=f"Rationale selection for {spec.label}")
-            return {
-                "kept": len(sel.kept),
-                "summary": sel.summary,
-                "scorer_compute": compute_of(probes),
-            }
-
-        return self.steps.run(
-            f"select_{spec.slug}",
-            work,
-            inputs={"selection": sel_cfg.__dict__, "budget": self._budget_key()},
-        )
-
-    def _new_store(self, path: Path, name: str, manifest: dict, records: Sequence = ()) -> None:
+    # ------------------------------------------------------------------ what methods build on
+    def new_store(self, path: Path, name: str, manifest: dict, records: Sequence = ()) -> None:
         """A fresh rationale-store run (a crashed step's partial one is replaced); on a pod
         process 0 writes it and the others wait for it (the run dir is shared)."""
         import shutil
@@ -358,15 +242,7 @@ class Pipeline:
 
         multihost.on_process_zero(write, f"rationale store {path}")
 
-    def selected(self, spec: MethodSpec) -> list[tuple[Example, str]]:
-        from scicot_jax.data.store import RationaleStore
-
-        train = self.by_id("train")
-        store = RationaleStore.open(self.steps.step_dir(f"select_{spec.slug}") / "store")
-        return [(train[r.example_id], r.rationale) for r in store.records()]
-
-    # ------------------------------------------------------------------ students
-    def _seqio_task(
+    def seqio_task(
         self,
         method: str,
         vocab: str | None,
@@ -391,35 +267,42 @@ class Pipeline:
         )
         return tasks.task_name(self.card.name, method, run_name, degree)
 
-    # ------------------------------------------------------------------ budgets
+    def reference_pairs(self) -> list[tuple[str, str]]:
+        """The budget's reference data: plain fine-tuning on the train questions (the
+        baseline's pairs)."""
+        return [formats.baseline(ex) for ex in self.examples("train")]
+
+    def prepare(self, pairs: list[tuple[str, str]]) -> TrainData:
+        """The pairs as the student trains on them (``Student.prepare``); the reference pairs
+        are prepared once, for the budget and the baseline."""
+        if self._reference is not None and pairs == self._reference[0]:
+            return self._reference[1]
+        return self.student.prepare(pairs)
+
     def budget(self) -> Budget:
         """The run's training budget (reference: plain fine-tuning on its train questions)."""
-        if not hasattr(self, "_budget_cache"):
+        if self._budget is None:
             st = self.cfg.student
-            ref = [formats.baseline(ex) for ex in self.examples("train")]
-            tokens, examples = self._per_row(ref)
-            self._budget_cache = Budget(
-                self.cfg.match, st.steps, st.batch_size, tokens, st.epochs, len(ref) / examples
-            )
-        return self._budget_cache
+            ref = self.reference_pairs()
+            tokens, rows = 0.0, 0.0
+            if ref:
+                data = self.student.prepare(ref)
+                self._reference = (ref, data)
+                tokens, rows = _per_row(data)
+            self._budget = Budget(self.cfg.match, st.steps, st.batch_size, tokens, st.epochs, rows)
+        return self._budget
 
-    def _budget_key(self) -> dict:
+    def budget_key(self) -> dict:
         b = self.budget()
         return {"match": b.match, "steps": b.reference_steps, "tokens": round(b.tokens)}
 
-    def _per_row(self, pairs: Sequence[tuple[str, str]]) -> tuple[float, float]:
-        """(tokens, examples) one batch row of these pairs carries, in the student's vocabulary:
-        one example's tokens unpacked, several examples' when the student packs."""
-        count = getattr(self.student, "tokens_per_example", None)
-        if count is not None:
-            tokens = float(count(pairs))
-        else:
-            tokens = sum(len(i.split()) + len(t.split()) + 2 for i, t in pairs) / max(1, len(pairs))
-        per_row = getattr(self.student, "examples_per_row", None)
-        examples = float(per_row(pairs)) if per_row is not None else 1.0
-        return tokens * examples, examples
+    def student_inputs(self) -> dict:
+        """What every training step's fingerprint holds: the student's settings (with the run's
+        seed, where a run's record has always held it), the budget."""
+        student = {**self.cfg.student.__dict__, "seed": self.cfg.seed}
+        return {"student": student, "budget": self.budget_key()}
 
-    def _train_stage(
+    def train_stage(
         self,
         d: Path,
         pairs: list[tuple[str, str]],
@@ -434,85 +317,30 @@ class Pipeline:
                 f"step {d.name}: no training examples (did the teacher get any "
                 "answer right? see the select_* report)"
             )
-        kw: dict[str, Any] = {"task": task_fn}
-        tokens, examples = self._per_row(pairs)
-        steps = self.budget().stage_steps(share, tokens, len(pairs) / examples)
+        data = self.prepare(pairs)
+        steps = self.budget().stage_steps(share, *_per_row(data))
         # None: the stage's own configured steps (stage2_steps, scorer_steps, steps)
-        kw["steps"] = steps or plan.steps_for(self.cfg.student, stage)
-        return {**self.student.train(pairs, d, stage=stage, **kw), "train_examples": len(pairs)}
+        steps = steps or plan.steps_for(self.cfg.student, stage)
+        trained = self.student.train(data, d, stage=stage, task=task_fn, steps=steps)
+        return {**trained, "train_examples": len(pairs)}
 
-    def _train(
+    def train_step(
         self,
         name: str,
         pairs_fn: Callable[[], list[tuple[str, str]]],
         stage: str,
         task_fn: Callable[[str | None], str],
-        spec: MethodSpec | None = None,
+        spec: MethodSpec,
     ) -> dict:
-        method = spec.method if spec else "baseline"
-        share = self.budget().share(method, stage, bool(spec and spec.morsd))
+        """The step ``name`` that trains one stage of ``spec`` on ``pairs_fn()``."""
+        share = self.budget().share(spec.method, stage, spec.morsd)
         return self.steps.run(
             name,
-            lambda d: self._train_stage(d, pairs_fn(), stage, share, task_fn),
-            inputs={
-                "student": self.cfg.student.__dict__,
-                "stage": stage,
-                "budget": self._budget_key(),
-                "share": share,
-            },
+            lambda d: self.train_stage(d, pairs_fn(), stage, share, task_fn),
+            inputs={**self.student_inputs(), "stage": stage, "share": share},
         )
 
-    def _student_rationales(self, spec: MethodSpec, ckpt: str) -> dict:
-        """The Stage-1 student writes a rationale for every question of every split."""
-
-        def work(d: Path) -> dict:
-            from scicot_jax.data.store import RationaleRecord
-
-            grader = grading.grader_for(self.card, "rationale")
-            acc, records, rows = {}, [], []
-            for split in ("train", *self.cfg.eval_splits):
-                exs = self.examples(split)
-                inputs = [formats.render_question(ex) for ex in exs]
-                outs = self.student.predict(
-                    ckpt, inputs, stage="stage1", infer_input=d / "infer" / f"{split}.jsonl"
-                )
-                graded = grading.grade_outputs(grader, split, exs, inputs, outs)
-                for ex, row in zip(exs, graded):
-                    records.append(
-                        RationaleRecord(
-                            ex.id,
-                            0,
-                            row["output"],
-                            row["parsed"],
-                            row["correct"],
-                            f"student:{ckpt}",
-                            "stage1",
-                            0.0,
-                            split=split,
-                        )
-                    )
-                rows += graded
-                acc[split] = grading.percent(sum(r["correct"] for r in graded), len(graded))
-            grading.write_predictions(d / "predictions.jsonl", rows)
-            self._new_store(
-                d / "store",
-                f"rationales_{spec.slug}",
-                {"source": f"student:{ckpt}", "prompt_kind": "stage1", "samples_per_example": 1},
-                records,
-            )
-            return {"rationale_answer_accuracy": acc}
-
-        return self.steps.run(f"rationales_{spec.slug}", work, inputs={"checkpoint": ckpt})
-
-    def student_rationales(self, spec: MethodSpec) -> dict[tuple[str, str], str]:
-        """(split, example id) -> the Stage-1 student's rationale."""
-        from scicot_jax.data.store import RationaleStore
-
-        store = RationaleStore.open(self.steps.step_dir(f"rationales_{spec.slug}") / "store")
-        return {(r.split, r.example_id): r.rationale for r in store.records()}
-
-    # ------------------------------------------------------------------ evaluation
-    def _evaluate(
+    def evaluate(
         self, slug: str, ckpt: str, stage: str, inputs_fn: Callable[[str, Example], str]
     ) -> dict:
         """Decode every eval split, grade with the card's rules (percent), write predictions."""
@@ -531,85 +359,24 @@ class Pipeline:
                 acc[split] = grading.accuracy_from_predictions(rows).get(split)
             return {"accuracy": acc, "scale": "percent", "grader": asdict(grader)}
 
-        return self.steps.run(f"eval_{slug}", work, inputs={"checkpoint": ckpt, "stage": stage})
+        name = step_names.evaluation(slug)
+        return self.steps.run(name, work, inputs={"checkpoint": ckpt, "stage": stage})
 
     # ------------------------------------------------------------------ methods
     def _method(self, spec: MethodSpec) -> dict:
         before = set(self.steps.timings)
+        method = methods.for_spec(spec)
+        out = method.run(self)
         entry: dict[str, Any] = {
             "method": spec.method,
             "degree": spec.degree,
-            "selection": "morsd" if spec.morsd else "random" if spec.random else "none",
+            "selection": method.selection_name,
+            **out.fields,
+            "accuracy": out.evaluation["accuracy"],
         }
-        train = self.examples("train")
-        if spec.method == "baseline":
-            tr = self._train(
-                "train_baseline",
-                lambda: [formats.baseline(ex) for ex in train],
-                "baseline",
-                lambda vocab: self._seqio_task("baseline", vocab),
-            )
-            ev = self._evaluate(
-                "baseline",
-                tr["checkpoint"],
-                "baseline",
-                lambda split, ex: formats.render_question(ex),
-            )
-            entry.update(rationales_used=0, train_examples=tr["train_examples"])
-            trained = {"student": tr}
-        else:
-            sel = self._select(spec)
-            entry.update(rationales_used=sel["kept"], selection_summary=sel["summary"])
-            trained = {"probes": sel.get("scorer_compute") or {}}
-            sel_store = self.steps.step_dir(f"select_{spec.slug}") / "store"
-            if spec.method == "finetune_cot":
-                tr = self._train(
-                    f"train_{spec.slug}",
-                    lambda: [formats.one_stage(ex, r) for ex, r in self.selected(spec)],
-                    "one_stage",
-                    lambda vocab: self._seqio_task("one_stage", vocab, sel_store),
-                    spec,
-                )
-                ev = self._evaluate(
-                    spec.slug,
-                    tr["checkpoint"],
-                    "one_stage",
-                    lambda split, ex: formats.render_question(ex),
-                )
-                entry.update(train_examples=tr["train_examples"])
-                trained["student"] = tr
-            else:
-                s1 = self._train(
-                    f"stage1_{spec.slug}",
-                    lambda: [formats.stage1(ex, r) for ex, r in self.selected(spec)],
-                    "stage1",
-                    lambda vocab: self._seqio_task("stage1", vocab, sel_store),
-                    spec,
-                )
-                rat = self._student_rationales(spec, s1["checkpoint"])
-                written = self.student_rationales(spec)
-                rat_store = self.steps.step_dir(f"rationales_{spec.slug}") / "store"
-                s2 = self._train(
-                    f"stage2_{spec.slug}",
-                    lambda: [formats.stage2(ex, written["train", ex.id]) for ex in train],
-                    "stage2",
-                    lambda vocab: self._seqio_task("stage2", vocab, rat_store),
-                    spec,
-                )
-                ev = self._evaluate(
-                    spec.slug,
-                    s2["checkpoint"],
-                    "stage2",
-                    lambda split, ex: formats.stage2(ex, written[split, ex.id])[0],
-                )
-                entry.update(
-                    train_examples=s2["train_examples"],
-                    stage1_rationale_answer_accuracy=rat["rationale_answer_accuracy"],
-                )
-                trained.update(student=s1, stage2=s2)
-        entry["accuracy"] = ev["accuracy"]
         # Per stage: the student that learns from the question (baseline, Fine-tune-CoT's, Sci-CoT
         # Stage 1), Stage 2, MoRSD's probes; the total is the method's compute.
+        trained = out.students
         stages = {k: compute_of([trained[k]]) for k in STAGES if k in trained}
         entry["stages"] = {k: v for k, v in stages.items() if k == "student" or v["steps"]}
         compute = compute_of(list(trained.values()))
@@ -650,7 +417,7 @@ class Pipeline:
             "run_dir": str(self.run_dir),
             "config": {
                 "student": self.cfg.student.size,
-                "budget": self._budget_key(),
+                "budget": self.budget_key(),
                 "preset": self.cfg.preset,
                 "train_fraction": self.cfg.train_fraction,
                 "methods": list(self.cfg.methods),
@@ -672,22 +439,9 @@ class Pipeline:
         return res
 
 
-def question_half(example_id: str) -> int:
-    """0 or 1: which half of the train questions an example falls in (MoRSD cross-fitting)."""
-    return hashlib.sha256(example_id.encode()).digest()[0] % 2
-
-
-# Keys of a method's per-stage compute in results.json ("student": the one trained on the
-# question alone, i.e. the baseline, Fine-tune-CoT's student or Sci-CoT's Stage 1).
-STAGES = ("student", "stage2", "probes")
-
-
-def compute_of(trained: Sequence[dict]) -> dict:
-    """Steps, train tokens and train FLOPs summed over trained students."""
-    return {
-        k: sum(int(t.get(k) or 0) for t in trained)
-        for k in ("steps", "train_tokens", "train_flops")
-    }
+def _per_row(data: TrainData) -> tuple[float, float]:
+    """(tokens one batch row carries, rows in one epoch) of prepared training data."""
+    return data.tokens_per_example * data.examples_per_row, len(data) / data.examples_per_row
 
 
 def stage_checkpoint(src: str, dest: Path) -> Path:
@@ -715,9 +469,9 @@ def run_pipeline(cfg: PipelineConfig, student: Student | None = None, **kw: Any)
     init = cfg.student.init_checkpoint
     if init and "://" in init:  # stage a gs:// checkpoint once, as a resumable step
         runner = StepRunner(cfg.out, log=kw.get("log", print), after_step=kw.get("after_step"))
-        local = runner.step_dir("init_checkpoint") / "checkpoint"
+        local = runner.step_dir(step_names.INIT_CHECKPOINT) / "checkpoint"
         runner.run(
-            "init_checkpoint",
+            step_names.INIT_CHECKPOINT,
             lambda d: {"path": str(stage_checkpoint(init, local))},
             inputs={"source": init},
         )
@@ -725,5 +479,5 @@ def run_pipeline(cfg: PipelineConfig, student: Student | None = None, **kw: Any)
     if student is None:
         from scicot_jax.pipeline.student import T5Student
 
-        student = T5Student(cfg.student, card=kw.get("card"), task=cfg.task)
+        student = T5Student(cfg.student, card=kw.get("card"), task=cfg.task, seed=cfg.seed)
     return Pipeline(cfg, student, **kw).run()

@@ -17,8 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from scicot_jax.data.tokens import with_eos
 from scicot_jax.files import atomic_write
 from scicot_jax.pipeline import plan
@@ -32,8 +30,11 @@ STUDENT_FILE = "student.json"  # written next to the checkpoints: lengths the st
 class T5Student:
     """Student trainer/decoder/scorer over the library API (see ``pipeline.run.Student``)."""
 
-    def __init__(self, cfg: StudentConfig, card: Any = None, task: str | None = None):
+    def __init__(
+        self, cfg: StudentConfig, card: Any = None, task: str | None = None, seed: int = 0
+    ):
         self.cfg = cfg
+        self.seed = seed  # the run's (PipelineConfig.seed)
         if card is None and task is not None:
             from scicot_jax.data.cards import load_card
 
@@ -75,47 +76,54 @@ class T5Student:
         return self._model
 
     # ------------------------------------------------------------------ training
+    def prepare(self, pairs: Sequence[tuple[str, str]]) -> plan.TokenizedPairs | plan.PackedPairs:
+        """(inputs, targets) texts as batch rows: tokenized once, padded to their own lengths
+        (capped by the card's), packed into lengths fitted to them when the student packs."""
+        data = plan.TokenizedPairs(self.vocab, self.model, pairs, self.max_inputs, self.max_targets)
+        if data.truncated:
+            log.warning(
+                "%d texts truncated to %d/%d tokens",
+                data.truncated,
+                self.max_inputs,
+                self.max_targets,
+            )
+        return plan.batch_rows(self.cfg, data)
+
     def train(
         self,
-        pairs: Sequence[tuple[str, str]],
+        data: Sequence[tuple[str, str]] | plan.TokenizedPairs | plan.PackedPairs,
         out_dir: Path,
         *,
         stage: str,
         task: Callable[[str | None], str] | None = None,
         steps: int | None = None,
     ) -> dict:
-        """Train a fresh student on ``pairs`` into ``out_dir`` for ``steps`` (default: the
-        stage's configured steps); resumes from its checkpoints. ``task(vocab)`` registers the
-        same data as a SeqIO task and names it (the data source of ``--trainer gin``)."""
+        """Train a fresh student on ``data`` (texts, or the rows ``prepare`` made of them) into
+        ``out_dir`` for ``steps`` (default: the stage's configured steps); resumes from its
+        checkpoints. ``task(vocab)`` registers the same data as a SeqIO task and names it (the
+        data source of ``--trainer gin``)."""
         model = self.model
         # Tokenized once; the lengths (packed: fitted) are planned once and both trainers
         # read them, in the same epoch order (data.epochs).
-        data = plan.TokenizedPairs(self.vocab, model, pairs, self.max_inputs, self.max_targets)
-        if data.truncated:
-            log.warning(
-                "%s: %d texts truncated to %d/%d tokens",
-                stage,
-                data.truncated,
-                self.max_inputs,
-                self.max_targets,
-            )
+        if not isinstance(data, plan.TokenizedPairs | plan.PackedPairs):
+            data = self.prepare(data)
         extra: dict[str, Any] = {"truncated": data.truncated}
         if self.cfg.trainer == "gin":
             if task is None:
                 raise ValueError(f"{stage}: the gin trainer needs the data as a SeqIO task")
             extra["task"] = task(self.vocab_spec)
-            p = plan.build(self.cfg, model, out_dir, stage, data, steps, task=extra["task"])
+            p = plan.build(self.cfg, model, out_dir, stage, data, steps, extra["task"], self.seed)
             res = plan.train_with_gin(p)
         else:
-            p = plan.build(self.cfg, model, out_dir, stage, data, steps)
+            p = plan.build(self.cfg, model, out_dir, stage, data, steps, seed=self.seed)
             res = plan.train_in_process(p)
             if res.state is not None:
                 self._params[str(out_dir)] = res.state.params
-        lengths = data.lengths
-        per_row = p.rows.tokens_per_example * p.rows.examples_per_row  # packed or not
+        # lengths of one example, not of a packed row: decoding reads them
+        lengths = (data.tokenized if isinstance(data, plan.PackedPairs) else data).lengths
+        per_row = data.tokens_per_example * data.examples_per_row  # packed or not
         self._configs[str(out_dir)] = model
         # every host of a pod writes the same file: atomically, so none reads half of it
-        # (lengths of one example, not of a packed row: decoding reads them)
         atomic_write(out_dir / STUDENT_FILE, json.dumps({"lengths": lengths, "stage": stage}))
         return {
             "checkpoint": str(out_dir),
@@ -128,37 +136,6 @@ class T5Student:
             "lengths": lengths,
             **extra,
         }
-
-    def tokens_per_example(self, pairs: Sequence[tuple[str, str]]) -> float:
-        """Mean tokens (inputs + targets, with EOS, cut to the max lengths) per pair."""
-        return float(self._sizes(pairs).sum(axis=1).mean()) if pairs else 0.0
-
-    def examples_per_row(self, pairs: Sequence[tuple[str, str]]) -> float:
-        """Examples one batch row carries: 1 unpacked; packed, as many as fill rows of the
-        lengths fitted to these pairs (at the packer's steady density)."""
-        return self._examples_per_row(self._sizes(pairs)) if self.cfg.pack else 1.0
-
-    def _examples_per_row(self, sizes: Any) -> float:
-        """examples_per_row of pairs with these (n, 2) token counts."""
-        if not self.cfg.pack or not len(sizes):
-            return 1.0
-        from scicot_jax.data import packing
-
-        lengths, density = packing.fitted_rows(sizes, self.cfg.packed_row_tokens)
-        return density * sum(lengths.values()) / float(sizes.sum(axis=1).mean())
-
-    def _sizes(self, pairs: Sequence[tuple[str, str]]) -> Any:
-        """(n, 2) tokens (inputs, targets) per pair, with EOS, cut to the max lengths."""
-        return np.array(
-            [
-                [
-                    min(len(self.vocab.encode(i)) + 1, self.max_inputs),
-                    min(len(self.vocab.encode(t)) + 1, self.max_targets),
-                ]
-                for i, t in pairs
-            ],
-            np.int64,
-        ).reshape(-1, 2)
 
     def train_flops(self, steps: int, lengths: dict[str, int]) -> int:
         """Training FLOPs of ``steps`` batches at the padded ``lengths`` (forward + backward)."""

@@ -16,7 +16,7 @@ rationale's last step names the answer's value, and the student only maps it to 
 rationalised one's last step names another value, and the right label becomes unlikely. The
 same pair is used by every scorer: the cross-fitted probe students (trained on such pairs, so
 they learn to read the answer off the reasoning, not off its last line) and the pretrained
-student of MoRSD's own recipe (``pipeline.run.Pipeline.rd_scorer``).
+student of MoRSD's own recipe (``pipeline.methods.MoRSD.scorer``).
 """
 
 from __future__ import annotations
