@@ -89,6 +89,18 @@ def computations(text: str) -> tuple[dict[str, list[str]], str]:
     return comps, entry
 
 
+def _operand_bytes(operands: str, shapes: dict[str, str]) -> int:
+    """Bytes of an operand list, written with shapes ('f32[2] %x') or as bare names ('%x')."""
+    total = 0
+    for operand in re.split(r",\s*(?![^{]*\})(?![^(]*\))", operands):
+        ref = re.search(r"(%?[\w.\-]+)\s*$", operand)
+        if SHAPE.search(operand):
+            total += shape_bytes(operand)
+        elif ref:
+            total += shape_bytes(shapes.get(ref.group(1), ""))
+    return total
+
+
 def instructions(text: str) -> list[dict[str, Any]]:
     """Top-level instructions with opcode, bytes (operands + output) and jax's op_name."""
     comps, entry = computations(text)
@@ -98,8 +110,10 @@ def instructions(text: str) -> list[dict[str, Any]]:
         if comp in seen or comp not in comps:
             continue
         seen.add(comp)
+        shapes: dict[str, str] = {}  # instruction name -> its output shape, for bare operands
         for line in comps[comp]:
             name, rest = line.split(" = ", 1)
+            name = name.replace("ROOT", "").strip()
             if rest.startswith("("):  # tuple-shaped output
                 _, inner, rest = _group(rest)
                 shape = f"({inner})"
@@ -109,16 +123,19 @@ def instructions(text: str) -> list[dict[str, Any]]:
             if not op:
                 continue
             _, operands, attrs = _group(rest)
+            shapes[name] = shape
             if op.group(1) in CALLERS:
                 todo += re.findall(
                     r"(?:body=|condition=|to_apply=|branch_computations=\{)%?([\w.\-]+)", attrs
                 )
                 todo += re.findall(r"(?:true|false)_computation=%?([\w.\-]+)", attrs)
             meta = re.search(r'op_name="([^"]*)"', attrs)
-            size = 0 if op.group(1) in FREE else shape_bytes(shape) + shape_bytes(operands)
+            size = (
+                0 if op.group(1) in FREE else shape_bytes(shape) + _operand_bytes(operands, shapes)
+            )
             out.append(
                 dict(
-                    name=name.replace("ROOT", "").strip(),
+                    name=name,
                     op=op.group(1),
                     shape=shape,
                     bytes=size,
