@@ -286,7 +286,7 @@ def table(cells: list[dict[str, Any]]) -> str:
     """Markdown: one row per (model, topology, t5x's logits dtype), ours | t5x | ours/t5x."""
     ours_by = {(_model(c), c["topology"]): c for c in cells if c["system"] == "ours"}
     t5x_cells = [c for c in cells if c["system"] == "t5x"] or [
-        dict(c, system="t5x", error="not run") for c in ours_by.values()
+        dict(c, system="t5x", error="not run", t5x_logits="-") for c in ours_by.values()
     ]
     head = ["model", "topology", "t5x logits"] + [f"{m} ours / t5x (ratio)" for m in METRICS]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
