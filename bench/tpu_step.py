@@ -18,6 +18,13 @@ t5x's mesh for the topology. Ours: the trainer's make_setup / jit_train_step. Pe
 the compiled program: FLOPs and bytes accessed (cost_analysis), argument and temporary memory
 (memory_analysis), and the bytes the HLO's collectives move (runtime.aot.hlo_collectives).
 Each compile runs in its own process (libtpu keeps state between compiles).
+
+Attention logits: ours computes them and the softmax in float32; t5x's network does so only with
+float32_attention_logits=True (its default is bfloat16), so t5x is built with float32 logits
+unless --t5x-logits bfloat16. Left different: t5x adds the relative-position bias in bfloat16
+(ours float32) and recomputes it in every layer (ours once per stack); ours also logs the
+gradient norm. --layers N compiles both with N encoder and N decoder layers (quick HLO diffs);
+--hlo FILE (with --one) keeps the optimized HLO.
 """
 
 from __future__ import annotations
@@ -62,6 +69,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target-len", type=int, default=TARGETS)
     p.add_argument("--json", default=None, help="also write every cell's figures here")
     p.add_argument("--markdown", default=None, help="also write the table here (markdown)")
+    p.add_argument(
+        "--layers", type=int, default=None, help="encoder and decoder layers (default: preset's)"
+    )
+    p.add_argument(
+        "--t5x-logits",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="t5x's attention logits/softmax dtype: float32 as ours (t5x's default is bfloat16)",
+    )
+    p.add_argument("--hlo", default=None, help="with --one: write the optimized HLO here")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # system,preset,topology
     return p.parse_args(argv)
 
@@ -95,13 +112,21 @@ def measure(compiled: Any) -> dict[str, Any]:
     }
 
 
+def preset_config(preset: str, a: argparse.Namespace) -> Any:
+    """The preset's T5Config, with --layers encoder and decoder layers when given."""
+    from scicot_jax.model import T5Config
+
+    if a.layers is None:
+        return T5Config.preset(preset)
+    return T5Config.preset(preset, num_encoder_layers=a.layers, num_decoder_layers=a.layers)
+
+
 def ours_compiled(preset: str, devices: list, a: argparse.Namespace) -> Any:
     """Our trainer's step (make_setup / jit_train_step) compiled for `devices` on abstract state."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
-    from scicot_jax.model import T5Config
     from scicot_jax.runtime import partitioning as part
     from scicot_jax.train.compile_only import abstract_batch
     from scicot_jax.train.optimizers import OptimizerConfig
@@ -109,7 +134,7 @@ def ours_compiled(preset: str, devices: list, a: argparse.Namespace) -> Any:
     from scicot_jax.train.step import LossConfig
     from scicot_jax.train.trainer import TrainConfig, jit_train_step, make_setup
 
-    model = T5Config.preset(preset, vocab_size=VOCAB, dtype="bfloat16", dropout_rate=0.0)
+    model = preset_config(preset, a).replace(vocab_size=VOCAB, dtype="bfloat16", dropout_rate=0.0)
     lengths = {"inputs": a.input_len, "targets": a.target_len}
     config = TrainConfig(
         model_dir="",
@@ -142,9 +167,7 @@ def t5x_compiled(preset: str, devices: list, a: argparse.Namespace) -> Any:
     from t5x import adafactor, models, partitioning, trainer, utils
     from t5x.examples.t5 import network
 
-    from scicot_jax.model import T5Config
-
-    size = T5Config.preset(preset)
+    size = preset_config(preset, a)
     cfg = network.T5Config(
         vocab_size=VOCAB,
         dtype=jnp.bfloat16,
@@ -157,6 +180,7 @@ def t5x_compiled(preset: str, devices: list, a: argparse.Namespace) -> Any:
         mlp_activations=("gelu", "linear"),
         dropout_rate=0.0,
         logits_via_embedding=False,
+        float32_attention_logits=a.t5x_logits == "float32",
     )
     vocab = seqio.PassThroughVocabulary(VOCAB)
     model = models.EncoderDecoderModel(  # t5x/examples/t5/t5_1_1/base.gin's settings
@@ -214,7 +238,13 @@ def run_one(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     compiled = build(preset, devices, a)
     out = {"system": system, "preset": preset, "topology": topology, "chips": len(devices)}
+    if a.layers is not None:
+        out["layers"] = a.layers
+    if system == "t5x":
+        out["t5x_logits"] = a.t5x_logits
     out.update(measure(compiled), compile_s=time.perf_counter() - t0)
+    if a.hlo:
+        Path(a.hlo).write_text(compiled.as_text())
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -223,6 +253,9 @@ def spawn(a: argparse.Namespace, system: str, preset: str, topology: str) -> dic
     cmd = [sys.executable, __file__, "--one", f"{system},{preset},{topology}"]
     cmd += ["--batch", str(a.batch), "--input-len", str(a.input_len)]
     cmd += ["--target-len", str(a.target_len)]
+    if a.layers is not None:
+        cmd += ["--layers", str(a.layers)]
+    cmd += ["--t5x-logits", a.t5x_logits]
     if a.t5x:
         cmd += ["--t5x", a.t5x]
     p = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -230,7 +263,12 @@ def spawn(a: argparse.Namespace, system: str, preset: str, topology: str) -> dic
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-    return {"system": system, "preset": preset, "topology": topology, "error": " | ".join(tail)}
+    cell = {"system": system, "preset": preset, "topology": topology, "error": " | ".join(tail)}
+    if a.layers is not None:
+        cell["layers"] = a.layers
+    if system == "t5x":
+        cell["t5x_logits"] = a.t5x_logits
+    return cell
 
 
 def _fmt(metric: str, v: float) -> str:
@@ -239,26 +277,32 @@ def _fmt(metric: str, v: float) -> str:
     return f"{v / 2**30:.2f} GiB" if v >= 2**30 else f"{v / 2**20:.1f} MiB"
 
 
+def _model(c: dict[str, Any]) -> str:
+    layers = c.get("layers")
+    return f"T5-{c['preset']}" + (f" ({layers}+{layers} layers)" if layers is not None else "")
+
+
 def table(cells: list[dict[str, Any]]) -> str:
-    """Markdown: one row per (preset, topology), ours | t5x | ours/t5x for each metric."""
-    by = {(c["system"], c["preset"], c["topology"]): c for c in cells}
-    head = ["model", "topology"] + [f"{m} ours / t5x (ratio)" for m in METRICS]
+    """Markdown: one row per (model, topology, t5x's logits dtype), ours | t5x | ours/t5x."""
+    ours_by = {(_model(c), c["topology"]): c for c in cells if c["system"] == "ours"}
+    t5x_cells = [c for c in cells if c["system"] == "t5x"] or [
+        dict(c, system="t5x", error="not run", t5x_logits="-") for c in ours_by.values()
+    ]
+    head = ["model", "topology", "t5x logits"] + [f"{m} ours / t5x (ratio)" for m in METRICS]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    keys = sorted({(c["preset"], c["topology"]) for c in cells}, key=lambda k: k)
-    for preset, topo in keys:
-        ours, t5x = by.get(("ours", preset, topo)), by.get(("t5x", preset, topo))
-        row = [f"T5-{preset}", f"{topo} ({(ours or t5x or {}).get('chips', '?')} chips)"]
+    for t5x in sorted(t5x_cells, key=lambda c: (_model(c), c["topology"])):
+        ours = ours_by.get((_model(t5x), t5x["topology"]))
+        chips = (ours or t5x).get("chips", "?")
+        row = [_model(t5x), f"{t5x['topology']} ({chips} chips)", t5x.get("t5x_logits", "?")]
         for m in METRICS:
-            if not ours or "error" in ours or not t5x or "error" in t5x:
+            if not ours or "error" in ours or "error" in t5x:
                 row.append("n/a")
                 continue
             ratio = ours[m] / t5x[m] if t5x[m] else float("nan")
             row.append(f"{_fmt(m, ours[m])} / {_fmt(m, t5x[m])} ({ratio:.3f})")
         rows.append("| " + " | ".join(row) + " |")
     errors = [
-        f"- {c['system']} {c['preset']} {c['topology']}: {c['error']}"
-        for c in cells
-        if "error" in c
+        f"- {c['system']} {_model(c)} {c['topology']}: {c['error']}" for c in cells if "error" in c
     ]
     return "\n".join(rows + ([""] + errors if errors else []))
 

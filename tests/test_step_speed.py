@@ -43,12 +43,12 @@ def test_dense_keeps_logical_axes():
     assert nn.meta.unbox(boxed)["params"]["kernel"].shape == (5, 7)
 
 
-def _tpu_step():
+def _tpu_step(name="tpu_step"):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "tpu_step.py"
-    spec = importlib.util.spec_from_file_location("tpu_step", path)
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -72,3 +72,44 @@ def test_tpu_step_table_ratios():
     row = next(line for line in text.splitlines() if "v5e:2x2" in line)
     assert "(2.000)" in row and "(3.000)" in row and "(0.500)" in row and "(1.000)" in row
     assert "boom" in text
+
+
+# An optimized TPU HLO as compiled.as_text() prints it (tiled layouts; operands with their shapes
+# or, as jax 0.10 prints them, by name only).
+_HLO = """HloModule jit_train_step, entry_computation_layout={(f32[16,6,512,512]{3,2,1,0})->bf16[2]}
+
+%fused_computation (param_0: f32[16,6,512,512]) -> bf16[16,6,512,512] {
+  %param_0 = f32[16,6,512,512]{3,2,1,0:T(8,128)} parameter(0)
+  ROOT %convert.1 = bf16[16,6,512,512]{3,2,1,0:T(8,128)(2,1)} convert(f32[16,6,512,512]{3,2,1,0:T(8,128)} %param_0)
+}
+
+%body (p: (s32[], f32[1024])) -> (s32[], f32[1024]) {
+  %p = (s32[], f32[1024]{0:T(1024)}) parameter(0)
+  %x = f32[1024]{0:T(1024)} get-tuple-element((s32[], f32[1024]{0:T(1024)}) %p), index=1
+  %y = f32[1024]{0:T(1024)} multiply(%x, %x), metadata={op_name="jit(train_step)/adafactor/mul"}
+  %i = s32[] get-tuple-element((s32[], f32[1024]{0:T(1024)}) %p), index=0
+  ROOT %t = (s32[], f32[1024]{0:T(1024)}) tuple(s32[] %i, f32[1024]{0:T(1024)} %y)
+}
+
+ENTRY %main.9 (Arg_0.1: f32[16,6,512,512]) -> bf16[16,6,512,512] {
+  %Arg_0.1 = f32[16,6,512,512]{3,2,1,0:T(8,128)} parameter(0), metadata={op_name="state"}
+  %w = (s32[], f32[1024]{0:T(1024)}) while((s32[], f32[1024]{0:T(1024)}) %init), condition=%cond, body=%body
+  ROOT %fusion.3 = bf16[16,6,512,512]{3,2,1,0:T(8,128)(2,1)} fusion(f32[16,6,512,512]{3,2,1,0:T(8,128)} %Arg_0.1), kind=kLoop, calls=%fused_computation, metadata={op_name="jit(train_step)/transpose(jvp(Transformer))/encoder/layers_3/attention/convert_element_type" source_file="x.py" source_line=1}
+}
+"""
+
+
+def test_hlo_bytes_counts_top_level_instructions_by_region():
+    """Operand + output bytes of entry and while-body instructions, grouped by jax's op_name."""
+    mod = _tpu_step("hlo_bytes")
+    assert mod.shape_bytes("(f32[2,3]{1,0}, bf16[4]{0:T(256)}, pred[])") == 24 + 8 + 1
+    ins = {i["name"]: i for i in mod.instructions(_HLO)}
+    assert "%convert.1" not in ins  # inside a fusion: counted by the fusion
+    n = 16 * 6 * 512 * 512
+    assert ins["%fusion.3"]["bytes"] == n * 4 + n * 2
+    assert ins["%y"]["bytes"] == 3 * 1024 * 4  # while body reached; bare operands looked up
+    assert ins["%Arg_0.1"]["bytes"] == 0 and ins["%x"]["bytes"] == 0
+    regions = mod.by_region(_HLO)
+    assert regions["bwd encoder attention"] == n * 6
+    while_itself = 2 * (4 + 1024 * 4)  # its tuple operand and output; no op_name
+    assert regions["optimizer / other"] == 3 * 1024 * 4 + while_itself
