@@ -6,6 +6,8 @@ skipped; every response is committed to the cache before its record is appended 
 writer thread), so after a crash only requests that were in flight are sent again.
 """
 
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import os
