@@ -242,7 +242,7 @@ class Guard:
                     self.prog,
                     EXIT_STORAGE,
                     f"storage did not answer for {self.storage_s:.0f}s: {what} {path}: "
-                    f"{probe(path)}; a re-run resumes from the last saved checkpoint",
+                    f"{probe(path)}; a re-run resumes from what was saved",
                 )
             if self._signal is not None and now - self._signal[1] > self.grace_s:
                 signum = self._signal[0]
