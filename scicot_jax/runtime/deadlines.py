@@ -35,6 +35,14 @@ _T = TypeVar("_T")
 _PEER_KEY = "scicot/deadlines/exit"  # on a pod: the first process's exit code and line
 _GONE_KEY = "scicot/deadlines/gone/"  # ... and which processes have read it
 _dying = threading.Lock()  # the monitor, signal and peer threads may all decide at once
+# set once jax.distributed has connected: a key-value call before that (incarnation 0) makes
+# the coordination agent abort the process
+_pod_ready = threading.Event()
+
+
+def pod_started() -> None:
+    """jax.distributed.initialize has returned: the pod's processes may now tell each other."""
+    _pod_ready.set()
 
 
 def storage_deadline_s() -> float:
@@ -52,6 +60,8 @@ def shutdown_grace_s() -> float:
 def _pod() -> tuple[Any, int, int] | None:
     """(jax.distributed client, this process, process count) on a pod; None otherwise (jax is
     not imported here: the teacher tool and the pipeline's CLI share this module)."""
+    if not _pod_ready.is_set():
+        return None
     dist = sys.modules.get("jax._src.distributed")
     state = getattr(dist, "global_state", None)
     client = getattr(state, "client", None)
@@ -242,7 +252,7 @@ class Guard:
                     self.prog,
                     EXIT_STORAGE,
                     f"storage did not answer for {self.storage_s:.0f}s: {what} {path}: "
-                    f"{probe(path)}; a re-run resumes from the last saved checkpoint",
+                    f"{probe(path)}; a re-run resumes from what was saved",
                 )
             if self._signal is not None and now - self._signal[1] > self.grace_s:
                 signum = self._signal[0]

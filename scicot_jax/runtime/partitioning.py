@@ -119,14 +119,18 @@ def initialize_distributed(
 
 
 def _keep_python_sigterm() -> None:
-    """jax.distributed's preemption notifier takes SIGTERM's C handler; Python's is put back so
-    the run's own handler and runtime.deadlines' bound on the life after SIGTERM still work."""
+    """After jax.distributed.initialize: its preemption notifier takes SIGTERM's C handler, so
+    Python's is put back (the run's own handler and runtime.deadlines' bound on the life after
+    SIGTERM still work), and runtime.deadlines learns the pod is connected."""
     import signal
     import threading
+
+    from scicot_jax.runtime import deadlines
 
     handler = signal.getsignal(signal.SIGTERM)
     if callable(handler) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+    deadlines.pod_started()  # connected: its processes may now tell each other they stop
 
 
 def broadcast_time_seed() -> int:
