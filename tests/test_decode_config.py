@@ -54,8 +54,9 @@ def _infer(checkpoint, tmp_path, name, *bindings):
 def test_gin_bindings_reach_decoding(checkpoint, tmp_path, tiny_vocab_path):
     greedy8 = _infer(checkpoint, tmp_path, "g8")
     greedy5 = _infer(checkpoint, tmp_path, "g5", "--gin.DecodeConfig.max_decode_length=5")
-    # A random model over 512 ids almost never says EOS: 5 new tokens are fewer than 8.
-    assert all(len(a) < len(b) for a, b in zip(greedy5, greedy8)), (greedy5, greedy8)
+    # 5 new tokens: the start of the 8-token text, shorter where EOS did not come first.
+    assert all(b.startswith(a) for a, b in zip(greedy5, greedy8)), (greedy5, greedy8)
+    assert any(len(a) < len(b) for a, b in zip(greedy5, greedy8)), (greedy5, greedy8)
     # Sampling keeps only the likeliest token under top_k=1: every sample is the greedy text.
     # Without top_k reaching generate, temperature-1 samples of this model would differ.
     samples = _infer(

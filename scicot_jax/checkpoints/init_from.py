@@ -70,7 +70,7 @@ def checkpoint_config(path: PathLike) -> T5Config:
 
 
 def load_initial_params(
-    path: PathLike, abstract_params: Any, shardings: Any, model_config: Any = None
+    path: PathLike, abstract_params: Any, shardings: Any, model_config: T5Config | None = None
 ) -> Any:
     """Params from `path`, placed with `shardings`, checked against the model's shapes."""
     return load_initial(path, abstract_params, shardings, model_config, optimizer=False)[0]
@@ -80,7 +80,7 @@ def load_initial(
     path: PathLike,
     abstract_params: Any,
     shardings: Any,
-    model_config: Any = None,
+    model_config: T5Config | None = None,
     *,
     optimizer: bool = True,
 ) -> tuple[Any, int | None, Any]:
@@ -116,7 +116,7 @@ def load_initial(
     return params, step, param_states
 
 
-def _match_layout(params: Any, abstract_params: Any, model_config: Any) -> Any:
+def _match_layout(params: Any, abstract_params: Any, model_config: T5Config | None) -> Any:
     """Converts between per-layer and scanned (stacked) param trees when they differ."""
     if jax.tree.structure(params) == jax.tree.structure(abstract_params):
         return params

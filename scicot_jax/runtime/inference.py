@@ -14,10 +14,11 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
 
 from scicot_jax.checkpoints.init_from import checkpoint_config, load_initial_params
 from scicot_jax.data.tokens import pad_rows, shift_right
-from scicot_jax.model import logical_axes, param_shapes
+from scicot_jax.model import T5Config, logical_axes, param_shapes
 from scicot_jax.model.decoding import DecodeConfig, generate
 from scicot_jax.model.scoring import score as score_fn
 from scicot_jax.paths import PathLike
@@ -40,7 +41,7 @@ ARCH_FIELDS = (
 )
 
 
-def check_model(path: PathLike, model: Any) -> Any:
+def check_model(path: PathLike, model: T5Config) -> T5Config:
     """`model` (a model gin's MODEL), once it agrees with the checkpoint's own config on every
     field that sets a param shape; else one error naming the first field that differs."""
     try:
@@ -58,7 +59,9 @@ def check_model(path: PathLike, model: Any) -> Any:
     return model
 
 
-def load_model(path: PathLike, model: Any = None, mesh: Any = None) -> tuple[Any, Any]:
+def load_model(
+    path: PathLike, model: T5Config | None = None, mesh: Mesh | None = None
+) -> tuple[T5Config, Any]:
     """(config, params sharded on mesh); `model` overrides the checkpoint's own config."""
     config = checkpoint_config(path) if model is None else check_model(path, model)
     mesh = mesh or part.make_mesh()
@@ -184,8 +187,8 @@ def run_pipelined(
 
 def predict(
     params: Any,
-    config: Any,
-    mesh: Any,
+    config: T5Config,
+    mesh: Mesh,
     inputs: Sequence[Sequence[int]],
     *,
     input_length: int,
@@ -232,8 +235,8 @@ def predict(
 
 def score(
     params: Any,
-    config: Any,
-    mesh: Any,
+    config: T5Config,
+    mesh: Mesh,
     inputs: Sequence[Sequence[int]],
     targets: Sequence[Sequence[int]],
     *,
@@ -281,7 +284,7 @@ def score(
     return run_pipelined(batches, dispatch, unpack, progress, data_sh)
 
 
-def _local_batch(batch_size: int, mesh: Any) -> tuple[Any, int]:
+def _local_batch(batch_size: int, mesh: Mesh) -> tuple[NamedSharding, int]:
     """(batch sharding, this process's rows per batch): the global batch is rounded up to a
     multiple of the data axis so it shards evenly."""
     d = mesh.shape[part.DATA_AXIS]

@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from scicot_jax.runtime import partitioning as part
+
 
 def shard_info(host: int, hosts: int, job: int = 0, jobs: int = 1) -> tuple[int, int]:
     """(index, count) of host `host`'s part of job shard `job` of `jobs` (t5x infer's shards).
@@ -35,8 +37,6 @@ def allgather_objects(obj: Any) -> list[Any]:
     if jax.process_count() == 1:
         return [obj]
     from jax.experimental import multihost_utils
-
-    from scicot_jax.runtime import partitioning as part
 
     part.sync_processes("allgather")  # hosts may arrive far apart (uneven host work)
     data = np.frombuffer(json.dumps(obj).encode(), np.uint8)

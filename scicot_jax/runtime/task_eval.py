@@ -7,19 +7,24 @@ import json
 import logging
 from typing import Any
 
+import jax
+from jax.sharding import Mesh
+
 from scicot_jax.data import seqio_feed as data_feed
 from scicot_jax.files import atomic_write, write_jsonl
+from scicot_jax.model import T5Config
 from scicot_jax.model.decoding import DecodeConfig
 from scicot_jax.paths import PathLike, as_path
-from scicot_jax.runtime import inference
+from scicot_jax.runtime import inference, multihost
+from scicot_jax.runtime import partitioning as part
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_task(
     params: Any,
-    config: Any,
-    mesh: Any,
+    config: T5Config,
+    mesh: Mesh,
     task_name: str,
     split: str,
     feature_lengths: dict,
@@ -35,9 +40,6 @@ def evaluate_task(
     On a pod each host reads and decodes only its data shard of the split (every H-th example);
     the rows are gathered, in the split's order, so every process returns all of them.
     """
-    from scicot_jax.runtime import multihost
-    from scicot_jax.runtime import partitioning as part
-
     host, hosts = part.host_shard(mesh)
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
@@ -131,8 +133,6 @@ def write_t5x_outputs(
     Metrics are keyed "<task>/<metric>"; each task's line holds {"step", <metric>: value}.
     write_n_results: the first N rows per task only; 0 writes no rows file (JSONLogger's).
     """
-    import jax
-
     if jax.process_index() != 0:
         return
     out = as_path(out_dir)
