@@ -21,6 +21,8 @@ from typing import Any
 import jax
 from jax.sharding import Mesh
 
+from scicot_jax import platforms
+
 GiB = 2**30
 
 # HBM per chip by device_kind (Cloud TPU docs); the compiler reserves a little of it.
@@ -77,6 +79,7 @@ def topology_devices(name: str, num_slices: int = 1) -> list[Any]:
     from jax.experimental import topologies
 
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    platforms.set_compiler_flags()  # in case jax loaded before scicot_jax
     try:
         kwargs = {"num_slices": num_slices} if num_slices > 1 else {}
         return list(
