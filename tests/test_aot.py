@@ -154,8 +154,9 @@ def test_train_binary_compile_only_reports_and_exits():
     assert len(err) == 1 and "does not fit v5e:2x2" in err[0], big.stderr[-2000:]
 
 
-# Compiler / model FLOPs of the binary's tiny step: no remat TBD_NONE, full remat TBD_FULL.
-REMAT_RATIO = 1.3
+# Compiler / model FLOPs of a tiny step (1+1 layers, vocab 256, 32/8 tokens, batch 8) on
+# v5e:2x2, measured: no remat 1.228, full remat 1.512 (the recomputed forward).
+REMAT_RATIO = 1.35
 
 
 def test_train_binary_compiles_remat_for_v5e_2x2():
