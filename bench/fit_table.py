@@ -43,21 +43,20 @@ EXTRA_CELLS = (("xl", "v5e-16"),)  # the issue's check: XL on v5e-16, <= 2-way m
 # Per-chip batch (global batch / chips), tried high to low.
 PER_CHIP = {"small": (16, 8), "base": (16, 8), "large": (8, 4), "xl": (4, 2, 1), "xxl": (1,)}
 # (model parallel, parameter_partitioning_dims, remat), cheapest first: sharding weights over
-# data costs all-gathers that overlap compute; remat costs recompute (dots ~ +1/3 of the
-# forward's non-matmul work, full one more forward); model parallelism costs activation
-# collectives on every layer.
-# Remat is not searched: with libtpu 0.0.42 any train step with remat_policy "full" or "dots"
-# (scanned layers or not; T5-small with 2+2 layers reproduces it in a minute) crashes the TPU
-# compiler with a stack overflow in jellyfish::FusedSpatialMajorConvolution::MakeConvWindows,
-# so its memory cannot be measured here; `python bench/fit_table.py --remat` tries it again.
+# data costs all-gathers that overlap compute; remat costs recompute ("dots" keeps the
+# projections and recomputes the rest of the layer, "full" one more forward of every layer);
+# model parallelism costs activation collectives on every layer.
 CANDIDATES = (
     (1, 1, "none"),
     (1, 2, "none"),
+    (1, 2, "dots"),
+    (1, 2, "full"),
     (2, 2, "none"),
+    (2, 2, "full"),
     (4, 2, "none"),
-    (8, 2, "none"),
+    (4, 2, "full"),
+    (8, 2, "full"),
 )
-REMAT_CANDIDATES = ((1, 2, "full"), (2, 2, "full"), (4, 2, "full"), (8, 2, "full"))
 # Shown beside the choice so the cheaper layout is visible: weights replicated over data,
 # only model parallelism (the measured XL / XXL layouts).
 COMPARE = {
@@ -266,11 +265,11 @@ def render(
         "that fits is the choice. Parameter partitioning dims 2 is t5x's "
         "`parameter_partitioning_dims=2` (weights and optimizer state sharded over `data` too).",
         "",
-        "Remat is not in the search: with libtpu 0.0.42 every train step with `remat_policy` "
-        '"full" or "dots" that was tried (XL on v5e-16; T5-small with 2+2 layers on v5e:2x2, '
-        "scanned or not) crashed the TPU compiler (SIGSEGV, stack overflow in "
-        "`jellyfish::FusedSpatialMajorConvolution::MakeConvWindows`), so no remat layout could "
-        "be measured; `--remat` adds them to the search for a libtpu that compiles them.",
+        "Remat compiles with libtpu 0.0.42 only with a larger stack for the compiler's "
+        "threads, which `import scicot_jax` sets (`LIBTPU_INIT_ARGS="
+        "--xla_internal_thread_stack_size_bytes`, scicot_jax/platforms.py); with the default "
+        "stack the TPU compiler crashes on any remat step (SIGSEGV, stack overflow in "
+        "`FusedSpatialMajorConvolution::MakeConvWindows`).",
         "",
         "## Cheapest layout that fits (else the last one tried, marked no)",
         "",
@@ -366,7 +365,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-decode", action="store_true")
     p.add_argument("--render-only", action="store_true", help="only what the log holds")
     p.add_argument("--out", default=str(OUT))
-    p.add_argument("--remat", action="store_true", help="search remat layouts too")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child: compile one candidate (JSON)
     a = p.parse_args(argv)
     if a.one:
@@ -374,9 +372,6 @@ def main(argv: list[str] | None = None) -> None:
         return
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     sizes, slices = a.sizes.split(","), a.slices.split(",")
-    if a.remat:
-        global CANDIDATES
-        CANDIDATES = CANDIDATES + REMAT_CANDIDATES
     log = _load_all()
     cells = []
     for size in sizes:

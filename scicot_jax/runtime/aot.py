@@ -21,6 +21,8 @@ from typing import Any
 import jax
 from jax.sharding import Mesh
 
+from scicot_jax import platforms
+
 GiB = 2**30
 
 # HBM per chip by device_kind (Cloud TPU docs); the compiler reserves a little of it.
@@ -77,13 +79,34 @@ def topology_devices(name: str, num_slices: int = 1) -> list[Any]:
     from jax.experimental import topologies
 
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    platforms.set_compiler_flags()  # in case jax loaded before scicot_jax
     try:
         kwargs = {"num_slices": num_slices} if num_slices > 1 else {}
-        return list(
-            topologies.get_topology_desc(platform="tpu", topology_name=name, **kwargs).devices
-        )
+        devices = topologies.get_topology_desc(platform="tpu", topology_name=name, **kwargs)
     except Exception as e:  # libtpu missing or an unknown name: one line that says which
         raise ValueError(f"COMPILE_TOPOLOGY={name!r}: no TPU topology ({e})") from e
+    _parse_libtpu_flags()
+    return list(devices.devices)
+
+
+_FLAGS_PARSED = False
+
+
+def _parse_libtpu_flags() -> None:
+    """libtpu reads LIBTPU_INIT_ARGS when a TPU client is created, not for a topology: where
+    JAX_PLATFORMS leaves the TPU out (a CPU host, platforms.py), create one once (it fails
+    without a TPU) so the compiler runs with the flags (the remat stack size)."""
+    global _FLAGS_PARSED
+    platforms_ = jax.config.jax_platforms or "tpu"
+    if _FLAGS_PARSED or "tpu" in platforms_.split(","):
+        return
+    from jax._src.lib import xla_client
+
+    _FLAGS_PARSED = True
+    try:
+        xla_client.make_c_api_client("tpu", {}, None)
+    except Exception:  # noqa: BLE001, S110 - "No jellyfish device found": the flags are read
+        pass
 
 
 def chip_hbm_bytes(device: Any) -> int | None:

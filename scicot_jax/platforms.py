@@ -1,0 +1,53 @@
+"""Process-wide JAX/libtpu defaults, set before jax loads (scicot_jax/__init__.py).
+
+- JAX_PLATFORMS=cpu when unset on a host with no TPU or GPU device files: libtpu (installed for
+  `--compile_only`) otherwise makes every JAX process probe for a TPU and log its failure. The
+  compile-only path still reaches TPU topologies: `jax.experimental.topologies` loads libtpu
+  on its own.
+- A larger stack for libtpu's compiler threads: libtpu 0.0.42's convolution emitter overflows
+  the default one (SIGSEGV "STACK OVERFLOW" in FusedSpatialMajorConvolution::MakeConvWindows)
+  on the fusions of a rematerialized train step; 256 KiB is enough for T5, 8 MiB leaves room.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import MutableMapping
+
+# Device files of the accelerators JAX drives: TPU v4/v5e (accel), v5p/v6e (vfio), NVIDIA, AMD.
+ACCELERATOR_FILES = ("accel*", "vfio/[0-9]*", "nvidia[0-9]*", "kfd")
+COMPILER_STACK_FLAG = "--xla_internal_thread_stack_size_bytes"
+COMPILER_STACK_BYTES = 8 * 2**20
+
+
+def has_accelerator(dev: str = "/dev") -> bool:
+    """Whether `dev` holds a TPU or GPU device file."""
+    return any(glob.glob(os.path.join(dev, pattern)) for pattern in ACCELERATOR_FILES)
+
+
+def default_platforms(env: MutableMapping[str, str] | None = None, dev: str = "/dev") -> None:
+    """Sets JAX_PLATFORMS=cpu when it is unset and the host has no accelerator."""
+    env = os.environ if env is None else env
+    if "JAX_PLATFORMS" not in env and not has_accelerator(dev):
+        env["JAX_PLATFORMS"] = "cpu"
+
+
+def set_compiler_flags(env: MutableMapping[str, str] | None = None) -> None:
+    """Adds the TPU compiler's thread stack size to LIBTPU_INIT_ARGS unless one is set there.
+
+    Read once, when libtpu loads (the first TPU backend or topology of the process).
+    """
+    env = os.environ if env is None else env
+    args = env.get("LIBTPU_INIT_ARGS", "")
+    if COMPILER_STACK_FLAG not in args:
+        env["LIBTPU_INIT_ARGS"] = f"{args} {COMPILER_STACK_FLAG}={COMPILER_STACK_BYTES}".strip()
+
+
+def defaults() -> None:
+    """Both defaults, for this process and the processes it starts."""
+    import importlib.util
+
+    default_platforms()
+    if importlib.util.find_spec("libtpu") is not None:  # other TPU runtimes may not know the flag
+        set_compiler_flags()
