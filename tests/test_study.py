@@ -201,10 +201,10 @@ def test_cli_plan_writes_script(tmp_path, capsys):
 
 def test_demo_plan_groups_methods_per_degree_and_seed(tmp_path):
     from scicot_jax.pipeline.config import PipelineConfig
-    from scicot_jax.pipeline.demo import DEMO_METHODS, demo_config
+    from scicot_jax.pipeline.demo import DEMO_METHODS, demo_config, demo_plan
 
     methods = ["baseline", "finetune_cot", "scicot", "scicot+morsd", "scicot+random"]
-    runs = study.demo_plan(tmp_path, methods, [1, 2, 4, 8], [3, 4])
+    runs = demo_plan(tmp_path, methods, [1, 2, 4, 8], [3, 4])
     assert [r.name for r in runs[:4]] == [f"demo_d{d}_s3" for d in (1, 2, 4, 8)]
     by = {r.name: r for r in runs}
     # D = 1: one rationale per question, so MoRSD and its control would keep Sci-CoT's data

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from scicot_jax.pipeline import study
 from scicot_jax.pipeline.config import PipelineConfig, StudentConfig, TeacherConfig
 from scicot_jax.selection import SelectionConfig
 
@@ -119,7 +121,6 @@ def demo_config(out: str, seed: int = 0, pack: bool = False, **knobs: Any) -> Pi
 def run_seeds(out: str, seeds: Sequence[int], pack: bool = False, redo: Sequence[str] = ()) -> dict:
     """The demo once per seed (``<out>/runs/demo_s<seed>``), then the study report over the
     seeds: study.csv (per seed), summary.csv (mean ± std), study.md and plots."""
-    from scicot_jax.pipeline import study
     from scicot_jax.pipeline.run import run_pipeline
 
     for seed in seeds:
@@ -191,8 +192,6 @@ def measured_seeds(path: str | Path = SEEDS_FILE) -> dict[str, dict[int, float]]
 
 def beside_spread(results: dict[str, Any], path: str | Path = SEEDS_FILE) -> str:
     """A markdown table: this run's test accuracy per method beside the measured seeds'."""
-    from scicot_jax.pipeline.study import mean_std
-
     seeds = measured_seeds(path)
     ids = sorted({s for accs in seeds.values() for s in accs})
     lines = [
@@ -204,7 +203,7 @@ def beside_spread(results: dict[str, Any], path: str | Path = SEEDS_FILE) -> str
     ]
     for label, m in results["methods"].items():
         accs = seeds.get(label, {})
-        mean, std = mean_std(list(accs.values()))
+        mean, std = study.mean_std(list(accs.values()))
         spread = "" if mean is None else f"{mean:.1f} ± {std:.1f}"
         lines.append(
             f"| {label} | {m['accuracy']['test']:.1f} | "
@@ -254,3 +253,39 @@ def against_controls(results: dict[str, Any], path: str | Path = SEEDS_FILE) -> 
             + f" | {claim} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def demo_plan(
+    study_dir: str | Path,
+    methods: Sequence[str],
+    degrees: Sequence[int],
+    seeds: Sequence[int],
+    knobs: dict | None = None,
+    baseline_degree: int = 4,
+) -> list[study.GroupRun]:
+    """The demo's design swept over D: per (seed, D) one run of every method at that D.
+
+    Selecting arms keep half of D per question (at least 1; the demo's 2 of 4), so at D = 4
+    a group is exactly the demo's run. At D = 1 MoRSD and its random control keep the one
+    rationale there is, Sci-CoT's own data, and are not run. The baseline has no D: it runs
+    once per seed, in the ``baseline_degree`` group (the demo's)."""
+    out = []
+    for seed in seeds:
+        for d in degrees:
+            if d < 1:
+                raise ValueError(f"degree must be >= 1, got {d}")
+            ms = [
+                m if m in study.NO_DEGREE_METHODS else f"{m}:{d}"
+                for m in methods
+                if (m in study.NO_DEGREE_METHODS and d == baseline_degree)
+                or (m not in study.NO_DEGREE_METHODS and not (d == 1 and "+" in m))
+            ]
+            name = f"demo_d{d}_s{seed}"
+            rd = Path(study_dir) / "runs" / name
+            cfg = demo_config(str(rd), seed, **{**(knobs or {}), "keep": max(1, d // 2)})
+            cfg = replace(cfg, methods=tuple(ms))
+            path = Path(study_dir) / "configs" / f"{name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cfg.save(path)
+            out.append(study.GroupRun(name, tuple(ms), d, seed, str(path)))
+    return out

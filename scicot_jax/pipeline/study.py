@@ -151,46 +151,6 @@ class GroupRun:
         return ["--config", self.config, "--out", out_dir]
 
 
-def demo_plan(
-    study_dir: str | Path,
-    methods: Sequence[str],
-    degrees: Sequence[int],
-    seeds: Sequence[int],
-    knobs: dict | None = None,
-    baseline_degree: int = 4,
-) -> list[GroupRun]:
-    """The demo's design swept over D: per (seed, D) one run of every method at that D.
-
-    Selecting arms keep half of D per question (at least 1; the demo's 2 of 4), so at D = 4
-    a group is exactly the demo's run. At D = 1 MoRSD and its random control keep the one
-    rationale there is, Sci-CoT's own data, and are not run. The baseline has no D: it runs
-    once per seed, in the ``baseline_degree`` group (the demo's)."""
-    from dataclasses import replace
-
-    from scicot_jax.pipeline.demo import demo_config
-
-    out = []
-    for seed in seeds:
-        for d in degrees:
-            if d < 1:
-                raise ValueError(f"degree must be >= 1, got {d}")
-            ms = [
-                m if m in NO_DEGREE_METHODS else f"{m}:{d}"
-                for m in methods
-                if (m in NO_DEGREE_METHODS and d == baseline_degree)
-                or (m not in NO_DEGREE_METHODS and not (d == 1 and "+" in m))
-            ]
-            name = f"demo_d{d}_s{seed}"
-            rd = Path(study_dir) / "runs" / name
-            cfg = demo_config(str(rd), seed, **{**(knobs or {}), "keep": max(1, d // 2)})
-            cfg = replace(cfg, methods=tuple(ms))
-            path = Path(study_dir) / "configs" / f"{name}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cfg.save(path)
-            out.append(GroupRun(name, tuple(ms), d, seed, str(path)))
-    return out
-
-
 def run_dir(study_dir: str | Path, run: StudyRun | GroupRun) -> Path:
     return Path(study_dir) / "runs" / run.name
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from scicot_jax.clihelp import show_defaults
-from scicot_jax.pipeline import study
+from scicot_jax.pipeline import demo, study
 
 # XLA on CPU in one thread: a tiny student gains little from a second core, so parallel runs
 # (--jobs) each take one.
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(args.study_dir, args.out)
     seeds = args.seed_ids or list(range(args.seeds))
     if args.demo_base:
-        runs = study.demo_plan(args.out, args.methods, args.degrees, seeds, _knobs(args.knob))
+        runs = demo.demo_plan(args.out, args.methods, args.degrees, seeds, _knobs(args.knob))
     else:
         runs = study.plan(args.methods, args.degrees, args.fractions, args.students, seeds)
     if args.cmd == "plan":
