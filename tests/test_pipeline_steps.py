@@ -79,3 +79,22 @@ def test_files_added_after_a_step_finished_are_not_its_outputs(tmp_path):
     (tmp_path / "a/sub/.writer.lock").write_text("")
     StepRunner(tmp_path, log=lambda s: None).run("a", _writer(calls))
     assert calls == ["a"]
+
+
+def test_another_pod_process_write_in_flight_is_not_an_output(tmp_path):
+    """On a pod every process writes a step's outputs into the same shared directory; the
+    temp file of another process's atomic write, there while DONE.json is made and gone after,
+    is neither recorded nor missed."""
+    in_flight = tmp_path / "a/sub/.predictions.jsonl.1831.d5cab263.tmp"
+
+    def work(d):
+        _writer([])(d)
+        in_flight.write_text('{"a": 1}\n')  # the other process has not renamed it yet
+        return {"n": 1}
+
+    StepRunner(tmp_path, log=lambda s: None).run("a", work)
+    assert in_flight.name not in (tmp_path / "a/DONE.json").read_text()
+    in_flight.unlink()  # its os.replace lands
+    logged = []
+    assert StepRunner(tmp_path, log=logged.append).run("a", work) == {"n": 1}
+    assert not [x for x in logged if x.startswith("[redo]")], logged

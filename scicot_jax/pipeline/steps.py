@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scicot_jax.files import atomic_write
+from scicot_jax.files import atomic_write, is_in_flight
 
 MARKER = "DONE.json"
 
@@ -47,9 +47,12 @@ def _sha256(path: Path) -> str:
 
 
 def _outputs(d: Path) -> list[Path]:
-    # lock files hold no result and are recreated by readers
+    # lock files hold no result and are recreated by readers; a temp file is another pod
+    # process's write of the same output still in flight (it may vanish while listed)
     return sorted(
-        p for p in d.rglob("*") if p.is_file() and p.name != MARKER and not p.name.endswith(".lock")
+        p
+        for p in d.rglob("*")
+        if p.is_file() and p.name != MARKER and not p.name.endswith(".lock") and not is_in_flight(p)
     )
 
 
