@@ -329,14 +329,7 @@ def t5x_eval_infer_files(t5: T5xSide, out: Path, step: int, work: Path) -> None:
 
     name = _register_task()
     restore = utils.RestoreCheckpointConfig(path=str(out), mode="specific", dtype="float32")
-    ds = utils.DatasetConfig(
-        mixture_or_task_name=name,
-        task_feature_lengths={"inputs": IN_LEN, "targets": OUT_LEN},
-        split="train",
-        batch_size=BATCH,
-        shuffle=False,
-        seed=0,
-    )
+    ds = _t5x_dataset(utils, name)
     common = dict(model=t5.model, restore_checkpoint_cfg=restore, partitioner=t5.partitioner)
     infer_dir = work / "t5x_infer"
     infer_dir.mkdir()  # t5x's gin summary makes it in the binary
@@ -372,6 +365,18 @@ def t5x_eval_infer_files(t5: T5xSide, out: Path, step: int, work: Path) -> None:
     write_t5x_outputs(mine, step, {f"{name}/accuracy": 0.0}, rows, None)
     ours = sorted(p.name for p in mine.rglob("*.jsonl"))
     print(f"t5x.eval wrote {theirs}; ours writes {ours}: {'same' if ours == theirs else 'DIFFER'}")
+
+
+def _t5x_dataset(utils, name: str):  # utils: t5x.utils (imported only where t5x is on the path)
+    """t5x's DatasetConfig of the check's task: train split, in order, BATCH rows."""
+    return utils.DatasetConfig(
+        mixture_or_task_name=name,
+        task_feature_lengths={"inputs": IN_LEN, "targets": OUT_LEN},
+        split="train",
+        batch_size=BATCH,
+        shuffle=False,
+        seed=0,
+    )
 
 
 def _register_task() -> str:
@@ -422,14 +427,7 @@ def t5x_train_from(t5: T5xSide, out: Path, step: int, params, work: Path) -> Non
     model_dir = work / "t5x_train"
     final_step, final = t5x_train.train(
         model=t5.model,
-        train_dataset_cfg=utils.DatasetConfig(
-            mixture_or_task_name=name,
-            task_feature_lengths={"inputs": IN_LEN, "targets": OUT_LEN},
-            split="train",
-            batch_size=BATCH,
-            shuffle=False,
-            seed=0,
-        ),
+        train_dataset_cfg=_t5x_dataset(utils, name),
         train_eval_dataset_cfg=None,
         infer_eval_dataset_cfg=None,
         checkpoint_cfg=utils.CheckpointConfig(
