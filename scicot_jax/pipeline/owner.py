@@ -28,6 +28,7 @@ LOCAL_FILE = ".owner"
 LEASE_OBJECT = ".owner.json"
 LEASE_TTL_S = 120.0  # a crashed owner's gs:// lease passes on after this long
 _GCS_TIMEOUT_S = 30.0  # each request: a lease call never waits on storage for long
+_RENEW_MARGIN = 1 / 8  # of the ttl: a renewal must land this long before its lease ends
 
 
 class RunDirBusy(RuntimeError):
@@ -70,10 +71,11 @@ def _dead_here(info: dict) -> bool:
 
 
 @contextlib.contextmanager
-def own(out: str, ttl: float = LEASE_TTL_S) -> Iterator[dict]:
-    """Holds the run directory for the `with` body; raises RunDirBusy when another run does."""
+def own(out: str, ttl: float = LEASE_TTL_S, prog: str = "run_pipeline.py") -> Iterator[dict]:
+    """Holds the run directory for the `with` body; raises RunDirBusy when another run does
+    (`prog` names the run in the one line that ends it if a gs:// lease cannot be renewed)."""
     if is_url(out):
-        with _gcs_lease(out, ttl) as info:
+        with _gcs_lease(out, ttl, prog) as info:
             yield info
         return
     os.makedirs(out, exist_ok=True)
@@ -114,7 +116,7 @@ def _bucket_blob(url: str):
 
 
 @contextlib.contextmanager
-def _gcs_lease(out: str, ttl: float) -> Iterator[dict]:
+def _gcs_lease(out: str, ttl: float, prog: str) -> Iterator[dict]:
     from google.api_core import exceptions as gexc
 
     bucket, name = _bucket_blob(out)
@@ -142,7 +144,7 @@ def _gcs_lease(out: str, ttl: float) -> Iterator[dict]:
             raise _busy(out, _peek(bucket, name)) from None
     stop = threading.Event()
     renewer = threading.Thread(
-        target=_renew, args=(blob, info, ttl, stop), name="run-dir-lease", daemon=True
+        target=_renew, args=(out, blob, info, ttl, stop, prog), name="run-dir-lease", daemon=True
     )
     renewer.start()
     try:
@@ -162,18 +164,42 @@ def _peek(bucket, name: str) -> dict | None:
         return None
 
 
-def _renew(blob, info: dict, ttl: float, stop: threading.Event) -> None:
-    """Extends the lease every ttl/4 while the run lives (only the generation we wrote)."""
+def _renew(out: str, blob, info: dict, ttl: float, stop: threading.Event, prog: str) -> None:
+    """Extends the lease every ttl/4 while the run lives (only the generation we wrote). A
+    renewal is retried by the storage deadline policy (deadlines.call) only while the lease
+    still holds: past that another run may take the directory, so this one stops (exit 74, or
+    2 if another run has taken it over), in one line like every storage deadline."""
     from google.api_core import exceptions as gexc
 
+    where = f"{out.rstrip('/')}/{LEASE_OBJECT}"
     while not stop.wait(ttl / 4):
-        info["expires"] = time.time() + ttl
+        new = dict(info, expires=time.time() + ttl)
+        left = info["expires"] - time.time() - ttl * _RENEW_MARGIN
         try:
-            blob.upload_from_string(
-                json.dumps(info), if_generation_match=blob.generation, timeout=_GCS_TIMEOUT_S
+            deadlines.call(
+                "renew the run directory lease", where, _write, blob, new, budget_s=max(left, 0)
             )
         except gexc.PreconditionFailed:
-            log.error("the run directory lease was taken over by another run; stop this one")
-            return
-        except Exception as e:  # noqa: BLE001 - storage hiccup: the next renewal retries
-            log.warning("renewing the run directory lease failed (%s); retrying", e)
+            deadlines.fail(
+                prog,
+                2,
+                f"{where}: the run directory lease was taken over by another run "
+                f"({_peek(blob.bucket, blob.name)}); this run stops",
+            )
+        except Exception as e:  # noqa: BLE001 - the lease ends: so does this run
+            if stop.is_set():
+                return
+            deadlines.fail(
+                prog,
+                deadlines.EXIT_STORAGE,
+                f"{' '.join(str(e).split())}; the run directory lease could not be renewed "
+                "before it ends (another run could take the directory); a re-run resumes",
+            )
+        info.update(new)
+
+
+def _write(blob, info: dict) -> None:
+    """One conditional write of the lease (no library retries: deadlines.call is the policy)."""
+    blob.upload_from_string(
+        json.dumps(info), if_generation_match=blob.generation, timeout=_GCS_TIMEOUT_S, retry=None
+    )

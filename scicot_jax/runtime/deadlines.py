@@ -129,6 +129,31 @@ def unreachable(path: object) -> str | None:
     return why if why.startswith("cannot connect") else None
 
 
+# connection-level failures that aiohttp (gcsfs) raises; builtin ConnectionError covers the rest
+_BROKEN_CONNECTION = {"ClientConnectorError", "ClientOSError", "ServerDisconnectedError"}
+
+
+def retryable(exc: BaseException, path: object) -> str | None:
+    """Why a failed storage call on `path` is worth repeating, in a few words, else None (an
+    error of the data itself: a missing file, a full disk, a refused write). Worth repeating:
+    the server refuses connections now, a connection broke, or the server lost the session of
+    an upload in progress (GCS answers 404 to a resumable upload id after it restarted or the
+    session expired; the upload must start again)."""
+    why = unreachable(path)
+    if why:
+        return why
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, FileNotFoundError) and "upload_id=" in str(e):
+            return "the server lost an upload in progress (its session is gone)"
+        if isinstance(e, ConnectionError | TimeoutError) or type(e).__name__ in _BROKEN_CONNECTION:
+            return f"connection lost ({type(e).__name__})"
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def surely(path: object, answer: bool) -> bool:
     """`answer` of path.exists()/is_dir(), unless it is False because the server is down
     (fsspec answers False rather than fail): then ConnectionError, which `call` retries."""
@@ -322,11 +347,22 @@ def storage(what: str, path: object) -> contextlib.AbstractContextManager[None]:
     return (_active or Guard()).storage(what, path)
 
 
-def call(what: str, path: object, fn: Callable[..., _T], *args: Any, **kw: Any) -> _T:
+def call(
+    what: str,
+    path: object,
+    fn: Callable[..., _T],
+    *args: Any,
+    budget_s: float | None = None,
+    **kw: Any,
+) -> _T:
     """fn(*args, **kw) as one storage call (it must be safe to repeat), retried with backoff
-    (0.5 s doubling to 8 s) while the server of `path` refuses connections, until the storage
-    deadline's budget is spent: then StorageError, one line naming the path and the cause."""
+    (0.5 s doubling to 8 s) while its failure is `retryable` (an outage, a broken connection, a
+    lost upload), until the storage deadline's budget (or `budget_s`, if less) is spent: then
+    StorageError, one line naming the path and the cause. The one retry policy of storage calls
+    (checkpoint saves included: checkpoints.orbax.Checkpoints.wait; the pipeline's run
+    directory lease renewals: pipeline.owner)."""
     budget = _active.storage_s if _active is not None else storage_deadline_s()
+    budget = budget if budget_s is None else min(budget, budget_s)
     end = time.monotonic() + budget
     delay = 0.5
     with storage(what, path):
@@ -335,8 +371,14 @@ def call(what: str, path: object, fn: Callable[..., _T], *args: Any, **kw: Any) 
                 return fn(*args, **kw)
             except StorageError:
                 raise
-            except Exception:
-                if time.monotonic() + delay >= end or unreachable(path) is None:
-                    raise  # not an outage, or its budget is spent (storage() names it)
+            except Exception as e:
+                why = retryable(e, path)
+                if why is None:
+                    raise  # an error of the data itself: repeating it changes nothing
+                if time.monotonic() + delay >= end:
+                    raise StorageError(
+                        f"{what} {path}: storage failed for {budget:.0f}s: {why}"
+                    ) from e
+                log.info("%s %s failed (%s); trying again in %.1fs", what, path, why, delay)
             time.sleep(delay)
             delay = min(2 * delay, 8.0)
