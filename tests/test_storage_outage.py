@@ -213,10 +213,11 @@ _SAVE = """
 import json, logging, sys
 import jax, jax.numpy as jnp, orbax.checkpoint as ocp
 from scicot_jax.checkpoints.orbax import Checkpoints
+from scicot_jax.runtime import deadlines
 
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
 state = lambda: ({"w": jnp.arange(1000.0)}, {"m": jnp.zeros((3,))})
-ckpts = Checkpoints("gs://outage/m")
+ckpts = Checkpoints("gs://outage/m", storage_call=deadlines.call)  # as the trainer's
 params, opt = state()
 ckpts.save(1, params, opt, {"batches_consumed": 1}, {})
 if sys.argv[1] == "donated":  # as the next train step does with the state it is given

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -14,7 +15,6 @@ import orbax.checkpoint as ocp
 
 from scicot_jax.checkpoints import params_io
 from scicot_jax.paths import Path, PathLike, as_path
-from scicot_jax.runtime import deadlines
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,19 @@ class NoReadableCheckpointError(RuntimeError):
 class Checkpoints:
     """A CheckpointManager over `<model_dir>/checkpoints/<step>/{params,opt_state,data,meta}`."""
 
-    def __init__(self, model_dir: PathLike, *, keep: int = 3, async_save: bool = True):
+    def __init__(
+        self,
+        model_dir: PathLike,
+        *,
+        keep: int = 3,
+        async_save: bool = True,
+        storage_call: Callable[..., Any] | None = None,
+    ):
+        """storage_call(what, path, fn, *args) runs one storage call under the run's retry
+        policy (the trainer passes runtime.deadlines.call); without it a failed save is not
+        repeated."""
         self.directory = as_path(model_dir) / CHECKPOINT_SUBDIR
+        self._call = storage_call or (lambda what, path, fn, *args: fn(*args))
         self.directory.mkdir(parents=True, exist_ok=True)
         self._keep, self._async = keep, async_save
         # the save not yet known to be committed: (step, (params, opt_state, data, meta)), and
@@ -70,17 +81,17 @@ class Checkpoints:
         return True
 
     def wait(self) -> None:
-        """Blocks until the pending save is committed. A save that failed for a retryable
-        storage reason (a broken connection, an upload whose session the server lost) is saved
-        again as a whole into a clean directory, within the storage deadline's budget
-        (deadlines.call); an uncommitted step directory is never read as a checkpoint."""
+        """Blocks until the pending save is committed. A save that failed for a reason the
+        storage_call policy retries (runtime.deadlines: a broken connection, an upload whose
+        session the server lost) is saved again as a whole into a clean directory, within its
+        budget; an uncommitted step directory is never read as a checkpoint."""
         if self._pending is not None:
             self._retrying(block=True)
 
     def _retrying(self, block: bool) -> None:
         step = self._pending[0]
         try:
-            deadlines.call("save checkpoint", self.directory / str(step), self._attempt, block)
+            self._call("save checkpoint", self.directory / str(step), self._attempt, block)
         except BaseException:
             self._pending = None  # not worth repeating, or out of time: the error is the answer
             raise

@@ -162,7 +162,10 @@ def _train(
 
     with guard.storage("restore the latest checkpoint of", config.model_dir):
         ckpts = Checkpoints(
-            config.model_dir, keep=config.keep_checkpoints, async_save=config.async_checkpoints
+            config.model_dir,
+            keep=config.keep_checkpoints,
+            async_save=config.async_checkpoints,
+            storage_call=deadlines.call,  # a save that failed for a retryable reason is redone
         )
         sharded_opt = abstract_like(abs_opt, o_sh)
         restored = ckpts.restore_latest(
