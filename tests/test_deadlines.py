@@ -140,6 +140,24 @@ def test_call_does_not_retry_an_error_of_the_data_itself():
     assert tries == [1]
 
 
+def test_retryable_names_a_lost_upload_a_broken_connection_and_a_busy_server_only():
+    from scicot_jax.runtime import deadlines
+
+    class ServiceUnavailable(Exception):  # google.api_core's name for a 503
+        pass
+
+    lost = FileNotFoundError("http://h/upload/storage/v1/b/x/o?name=a&upload_id=12")
+    try:
+        raise RuntimeError("save failed") from lost  # as orbax wraps it
+    except RuntimeError as e:
+        wrapped = e
+    assert "lost an upload" in deadlines.retryable(wrapped, "/tmp/x")
+    assert "ConnectionResetError" in deadlines.retryable(ConnectionResetError(), "/tmp/x")
+    assert "ServiceUnavailable" in deadlines.retryable(ServiceUnavailable(), "/tmp/x")
+    assert deadlines.retryable(FileNotFoundError("/tmp/x/gone"), "/tmp/x") is None
+    assert deadlines.retryable(OSError(28, "No space left on device"), "/tmp/x") is None
+
+
 _NOTHING_TO_SAVE = """
 import os, sys
 from scicot_jax.runtime import deadlines

@@ -129,8 +129,11 @@ def unreachable(path: object) -> str | None:
     return why if why.startswith("cannot connect") else None
 
 
-# connection-level failures that aiohttp (gcsfs) raises; builtin ConnectionError covers the rest
-_BROKEN_CONNECTION = {"ClientConnectorError", "ClientOSError", "ServerDisconnectedError"}
+# connection-level failures that aiohttp (gcsfs) raises (builtin ConnectionError covers the
+# rest), and the answers GCS documents as "retry with backoff" (google-cloud-storage's names)
+_TRANSIENT = {"ClientConnectorError", "ClientOSError", "ServerDisconnectedError"}
+_TRANSIENT |= {"TooManyRequests", "InternalServerError", "BadGateway", "ServiceUnavailable"}
+_TRANSIENT |= {"GatewayTimeout"}
 
 
 def retryable(exc: BaseException, path: object) -> str | None:
@@ -148,8 +151,8 @@ def retryable(exc: BaseException, path: object) -> str | None:
         seen.add(id(e))
         if isinstance(e, FileNotFoundError) and "upload_id=" in str(e):
             return "the server lost an upload in progress (its session is gone)"
-        if isinstance(e, ConnectionError | TimeoutError) or type(e).__name__ in _BROKEN_CONNECTION:
-            return f"connection lost ({type(e).__name__})"
+        if isinstance(e, ConnectionError | TimeoutError) or type(e).__name__ in _TRANSIENT:
+            return f"connection lost or server busy ({type(e).__name__})"
         e = e.__cause__ or e.__context__
     return None
 
