@@ -174,7 +174,7 @@ def model_config(cfg: StudentConfig, vocab_size: int) -> Any:
     if owned:
         raise ValueError(
             f"student overrides {owned}: set them with the student's own settings "
-            "(StudentConfig.dropout_rate / dtype, --dropout / --dtype)"
+            "(StudentConfig.dropout_rate / dtype, --student.dropout_rate / --student.dtype)"
         )
     overrides = {"dropout_rate": cfg.dropout_rate, "dtype": activation_dtype(cfg), **cfg.overrides}
     overrides.setdefault("vocab_size", round_up(vocab_size, 128))
