@@ -117,3 +117,32 @@ def test_clip_zero_is_off():
         ["run", "--task", "synthetic_mc", "--out", "o", "--student.clip_grad_norm", "0"]
     )
     assert cli.config_from_args(args).student.clip_grad_norm is None
+
+
+def _doc_pipeline_commands() -> list[tuple[str, list[str]]]:
+    """(file, argv after `run`) of every `run_pipeline.py run` command in README.md and docs/
+    (the pipeline arguments after `--` of a `scaling_study.py run` too)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for block in re.findall(r"^```bash\n(.*?)^```$", doc.read_text(), re.M | re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                argv = shlex.split(line, comments=True)
+                if "run_pipeline.py" in " ".join(argv[:3]) and "run" in argv[:4]:
+                    out.append((doc.name, argv[argv.index("run") + 1 :]))
+                elif "scaling_study.py" in " ".join(argv[:3]) and "--" in argv:
+                    out.append((doc.name, argv[argv.index("--") + 1 :]))
+    return out
+
+
+def test_every_documented_pipeline_command_parses():
+    commands = _doc_pipeline_commands()
+    assert len(commands) >= 4 and {d for d, _ in commands} >= {"README.md", "real_data.md"}
+    parser = cli._parser()
+    for doc, argv in commands:
+        args, unknown = parser.parse_known_args(["run", *argv, "--out", "o", "--task", "t"])
+        assert not unknown, f"{doc}: {unknown}"

@@ -138,7 +138,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="cmd", required=True)
-    _add_run_args(sub.add_parser("run", help="run the pipeline on any task card"))
+    _add_run_args(
+        sub.add_parser("run", help="run the pipeline on any task card", allow_abbrev=False)
+    )
     a = sub.add_parser(
         "accuracy", help="recompute accuracy (percent per split) from predictions JSONL files"
     )
