@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import gin
+from scicot_jax.model.decoding import DecodeConfig
 from scicot_jax.paths import Path, PathLike, as_path
 from scicot_jax.runtime import gin_utils
 
 log = logging.getLogger(__name__)
+gin_utils.register_configurables(DecodeConfig)  # `evaluate.decode = @DecodeConfig()`
 
 
 def checkpoint_steps(
@@ -80,13 +82,15 @@ def run(
     output_dir: str | None = None,
     model: Any = None,
     batch_size: int = 32,
-    max_decode_length: int | None = None,
+    decode: DecodeConfig | None = None,
     limit: int | None = None,
     use_cached: bool = False,
     model_parallel: int = 1,
 ) -> dict[int, dict[str, float]]:
     """Evaluates each chosen checkpoint; returns {step: metrics keyed "<task>/<metric>"}.
 
+    decode (gin/runs/eval.gin: `evaluate.decode = @DecodeConfig()`, greedy): how outputs are
+    decoded, e.g. `--gin.DecodeConfig.max_decode_length=16` (default: the targets' length).
     Writes t5x's files to output_dir (EVAL_OUTPUT_DIR; default <model dir>/inference_eval):
     `{task}-{step:06}.jsonl`, `{task}-metrics.jsonl` and TensorBoard scalars.
     """
@@ -119,7 +123,7 @@ def run(
                 module=module,
                 limit=limit,
                 batch_size=batch_size,
-                max_decode_length=max_decode_length,
+                decode=gin_utils.plain(decode),
                 use_cached=use_cached,
             )
             if not rows:

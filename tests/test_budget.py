@@ -1,5 +1,5 @@
 """Compute-matched methods: equal train tokens (or steps) per method, MoRSD probes included;
---epochs beside --steps; the paper's recipe for Fine-tune-CoT cards."""
+--student.epochs beside --student.steps; the paper's recipe for Fine-tune-CoT cards."""
 
 import pytest
 from test_pipeline_flow import FakeStudent
@@ -55,8 +55,8 @@ def test_methods_train_equal_steps(tmp_path):
 
 def test_rationale_students_train_equal_steps_overhead_apart(tmp_path):
     """match rationale_student: every student trained on the question (baseline, Fine-tune-CoT,
-    Sci-CoT Stage 1, with or without MoRSD) trains --steps; Stage 2 and the probes train their
-    own steps and are reported per stage, not taken out of Stage 1."""
+    Sci-CoT Stage 1, with or without MoRSD) trains --student.steps; Stage 2 and the probes train
+    their own steps and are reported per stage, not taken out of Stage 1."""
     methods = (*METHODS, "finetune_cot:2")
     res = _run(tmp_path, "rationale_student", methods, stage2_steps=30, scorer_steps=20)
     m = res["methods"]
@@ -102,11 +102,11 @@ def test_cli_epochs_steps_and_paper_recipe(tmp_path):
         )
 
     assert cfg("--task", "ftcot_svamp").student.epochs == 20  # Fine-tune-CoT's recipe
-    assert cfg("--task", "ftcot_svamp", "--steps", "50").student.epochs is None
+    assert cfg("--task", "ftcot_svamp", "--student.steps", "50").student.epochs is None
     assert cfg("--task", "synthetic_mc").student.epochs is None
-    c = cfg("--task", "synthetic_mc", "--epochs", "3", "--match", "steps")
+    c = cfg("--task", "synthetic_mc", "--student.epochs", "3", "--match", "steps")
     assert c.student.epochs == 3 and c.match == "steps"
-    c = cfg("--task", "synthetic_mc", "--match", "rationale_student", "--scorer-steps", "7")
+    c = cfg("--task", "synthetic_mc", "--match", "rationale_student", "--student.scorer_steps=7")
     assert c.match == "rationale_student" and c.student.scorer_steps == 7
 
 
@@ -124,9 +124,12 @@ def test_run_defaults_are_the_demos_evidence(tmp_path, capsys):
     assert got.steps >= demo.steps
     with pytest.raises(SystemExit):
         cli._parser().parse_args(["run", "--help"])
-    shown = " ".join(capsys.readouterr().out.split())
-    assert "default 1600, batch 32" in shown and "default 0.003" in shown
-    assert "(default constant:" in shown
+    shown = capsys.readouterr().out.split("\n  --")[1:]  # each flag's help, by name
+    helps = {h.split()[0]: " ".join(h.split()) for h in shown}
+    for flag, default in [("steps", "1600"), ("batch_size", "32"), ("learning_rate", "0.003")]:
+        assert helps[f"student.{flag}"].endswith(f"(default: {default})"), flag
+    assert helps["student.schedule"].endswith("(default: constant)")
+    assert "(constant: a cosine decay to zero left" in helps["student.schedule"]
 
 
 def test_paper_presets(tmp_path):
@@ -143,19 +146,20 @@ def test_paper_presets(tmp_path):
     assert cfg("--preset", "finetune_cot", "--methods", "finetune_cot:4").methods == (
         "finetune_cot:4",
     )
-    sci = cfg("--preset", "scicot", "--steps", "300", "--stage2-steps", "100")
+    sci = cfg("--preset", "scicot", "--student.steps", "300", "--student.stage2_steps", "100")
     assert (sci.match, sci.student.steps, sci.student.stage2_steps) == ("none", 300, 100)
     assert sci.methods == ("baseline", "scicot:1") and sci.student.epochs is None
-    ck = ("--vocab", "t5", "--init-checkpoint", "/ckpt")
+    ck = ("--student.vocab", "t5", "--student.init_checkpoint", "/ckpt")
     assert cfg("--preset", "morsd", *ck).methods == ("baseline", "scicot+morsd:4")
-    with pytest.raises(SystemExit, match="--init-checkpoint"):
+    with pytest.raises(SystemExit, match="--student.init_checkpoint"):
         cfg("--preset", "morsd")
     with pytest.raises(SystemExit, match="--match tokens"):
         cfg("--preset", "scicot", "--match", "tokens")
 
 
 def test_scicot_preset_trains_each_stage_its_own_steps(tmp_path):
-    """The Sci-CoT recipe: Stage 1 --steps, Stage 2 --stage2-steps, no share taken from either."""
+    """The Sci-CoT recipe: Stage 1 --student.steps, Stage 2 --student.stage2_steps, no share
+    taken from either."""
     from scicot_jax.pipeline import presets
 
     cfg = presets.apply(

@@ -72,6 +72,45 @@ def test_gin_bindings_reach_decoding(checkpoint, tmp_path, tiny_vocab_path):
     assert samples == [[g] * 3 for g in greedy5]
 
 
+def _eval_decodes(checkpoint, tmp_path, monkeypatch, name, *bindings):
+    """The DecodeConfigs the eval binary (runs/eval.gin) decodes four coin-flip questions with."""
+    from scicot_jax import eval as eval_bin
+    from scicot_jax.runtime import inference
+
+    seen, predict = [], inference.predict
+
+    def spy(*args, decode, **kw):
+        seen.append(decode)
+        return predict(*args, decode=decode, **kw)
+
+    monkeypatch.setattr(inference, "predict", spy)
+    eval_bin.main(
+        [
+            "eval",
+            "--gin_file=runs/eval.gin",
+            f"--gin.CHECKPOINT_PATH={checkpoint}",
+            "--gin.MIXTURE_OR_TASK_NAME='scicot:synthetic_coin_flip:baseline'",
+            f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}",
+            f"--gin.EVAL_OUTPUT_DIR='{tmp_path / name}'",
+            "--gin.evaluate.limit=4",
+            "--gin.BATCH_SIZE=4",
+            *bindings,
+        ]
+    )
+    return seen
+
+
+def test_eval_decodes_with_its_decode_config(checkpoint, tmp_path, monkeypatch):
+    """The eval binary takes a DecodeConfig as infer does (`evaluate.decode`, greedy up to the
+    targets' length by default), bound by `DecodeConfig.*`."""
+    (default,) = _eval_decodes(checkpoint, tmp_path, monkeypatch, "full")
+    assert default == DecodeConfig(max_decode_length=8)
+    (short,) = _eval_decodes(
+        checkpoint, tmp_path, monkeypatch, "short", "--gin.DecodeConfig.max_decode_length=2"
+    )
+    assert short == DecodeConfig(max_decode_length=2)
+
+
 def test_bad_decoding_settings_are_one_line(checkpoint, tmp_path):
     with pytest.raises(GinValueError, match=r"^NUM_DECODES: expected an int > 0, got 0$"):
         _infer(checkpoint, tmp_path, "bad", "--gin.NUM_DECODES=0")

@@ -1,5 +1,5 @@
 """The pipeline's own student path, run as a user runs it (its CLI), gives bitwise-equal losses
-and parameters through ``--trainer inprocess`` and ``--trainer gin``, packed or not."""
+and parameters through ``--student.trainer inprocess`` and ``--student.trainer gin``, packed or not."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 
 from scicot_jax.pipeline import cli
 
-ARGS = "--task synthetic_coin_flip --methods baseline --teacher oracle --student tiny"
-ARGS += " --steps 40 --batch-size 8 --limit validation=8 --limit test=8"
+ARGS = "--task synthetic_coin_flip --methods baseline --teacher.backend oracle --student.size tiny"
+ARGS += " --student.steps 40 --student.batch_size 8 --limits validation=8 --limits test=8"
 
 
 def _run(out, trainer: str, *extra: str) -> tuple[list[dict], dict, dict]:
     """(training metrics, results.json, final params) of one run."""
-    cli.main(["run", *ARGS.split(), "--out", str(out), "--trainer", trainer, *extra])
+    cli.main(["run", *ARGS.split(), "--out", str(out), "--student.trainer", trainer, *extra])
     step = out / "train_baseline"
     lines = (step / "train" / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
@@ -33,7 +33,7 @@ def _run(out, trainer: str, *extra: str) -> tuple[list[dict], dict, dict]:
 @pytest.mark.slow  # four 40-step trainings of the pipeline, two through SeqIO: minutes on CPU
 @pytest.mark.parametrize("pack", [False, True], ids=["padded", "packed"])
 def test_both_trainers_give_bitwise_equal_losses_and_params(tmp_path, pack):
-    extra = ("--pack", "--packed-row-tokens", "256") if pack else ()
+    extra = ("--student.pack", "--student.packed_row_tokens", "256") if pack else ()
     m_a, r_a, p_a = _run(tmp_path / "inprocess", "inprocess", *extra)
     m_b, r_b, p_b = _run(tmp_path / "gin", "gin", *extra)
     assert len(m_a) >= 5 and any("loss" in k for k in m_a[0])

@@ -184,7 +184,7 @@ def test_training_data_does_not_depend_on_teacher_completion_order(tmp_path, mon
 
 
 def test_morsd_with_a_pretrained_student_scores_directly(tmp_path, monkeypatch):
-    """With --init-checkpoint the pretrained student scores RD itself (as in MoRSD): no probe
+    """With --student.init_checkpoint the pretrained student scores RD itself (as in MoRSD): no probe
     students, every correct rationale scored once by that checkpoint, the lowest RD kept."""
     monkeypatch.setattr(teacher_step, "run", fake_teacher)
     init = tmp_path / "pretrained"
@@ -231,23 +231,23 @@ def test_cli_flags_build_config(tmp_path):
             str(tmp_path),
             "--methods",
             "baseline,scicot+morsd:4",
-            "--limit",
+            "--limits",
             "train=10",
-            "--source",
+            "--source_overrides",
             "difficulty=2",
-            "--teacher",
+            "--teacher.backend",
             "oracle",
-            "--oracle-error-rate",
+            "--teacher.oracle_error_rate",
             "0.1",
-            "--student",
+            "--student.size",
             "small",
-            "--model",
+            "--student.overrides",
             "d_model=96",
-            "--steps",
+            "--student.steps",
             "7",
-            "--keep-fraction",
+            "--selection.fraction",
             "0.5",
-            "--gin",
+            "--student.gin",
             "BATCH_SIZE=8",
         ]
     )
@@ -320,7 +320,7 @@ def test_truncated_predictions_redo_the_eval_and_a_moved_cache_keeps_the_teacher
     tmp_path, monkeypatch
 ):
     """A damaged output of a finished step is redone (results.json recomputed, not the old
-    accuracy kept); the teacher's --cache path is no input of its result."""
+    accuracy kept); the teacher's --teacher.cache path is no input of its result."""
     from dataclasses import replace
 
     monkeypatch.setattr(teacher_step, "run", fake_teacher)

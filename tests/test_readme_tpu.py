@@ -75,15 +75,16 @@ def _pipeline_tiny(argv: list[str], oracle_url: str) -> list[str]:
     for a in argv:
         if skip:
             skip = False
-        elif a == "--data-dir":  # the synthetic card reads no files
+        elif a == "--data_dir":  # the synthetic card reads no files
             skip = True
         else:
             out.append(swap.get(a, a))
-    model = [f"--model={k}={v}" for k, v in TINY.items() if k != "VOCAB_SIZE"]
+    model = [f"--student.overrides={k}={v}" for k, v in TINY.items() if k != "VOCAB_SIZE"]
     return out + model + [
-        f"--model=vocab_size={TINY['VOCAB_SIZE']}", "--base-url", oracle_url,
-        "--methods", "scicot:1", "--limit", "train=8", "--limit", "validation=4",
-        "--limit", "test=4", "--steps", "2", "--stage2-steps", "2", "--batch-size", "4",
+        f"--student.overrides=vocab_size={TINY['VOCAB_SIZE']}", "--teacher.base_url", oracle_url,
+        "--methods", "scicot:1", "--limits", "train=8", "--limits", "validation=4",
+        "--limits", "test=4", "--student.steps", "2", "--student.stage2_steps", "2",
+        "--student.batch_size", "4",
     ]  # fmt: skip
 
 

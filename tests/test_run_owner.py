@@ -108,7 +108,7 @@ def test_pipeline_on_an_owned_out_is_one_line(tmp_path):
         assert _first_line(first) == "owner"
         r = subprocess.run(
             [sys.executable, str(ROOT / "tools/run_pipeline.py"), "run", "--task", "synthetic_mc"]
-            + ["--out", out, "--methods", "baseline", "--teacher", "oracle"],
+            + ["--out", out, "--methods", "baseline", "--teacher.backend", "oracle"],
             capture_output=True,
             text=True,
             timeout=300,

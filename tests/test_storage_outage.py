@@ -373,8 +373,8 @@ teacher_step.run = fake_teacher
 run = run_mod.run_pipeline
 run_mod.run_pipeline = lambda cfg, student=None, **kw: run(cfg, student or Student(), **kw)
 cli.main(["run", "--task", "synthetic_mc", "--out", sys.argv[1], "--methods",
-          "baseline,finetune_cot:1", "--limit", "train=8", "--limit", "validation=4",
-          "--limit", "test=4"])
+          "baseline,finetune_cot:1", "--limits", "train=8", "--limits", "validation=4",
+          "--limits", "test=4"])
 """
 
 

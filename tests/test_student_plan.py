@@ -70,9 +70,23 @@ def captured(monkeypatch):
 
 @pytest.mark.parametrize("trainer", ["inprocess", "gin"])
 def test_each_pipeline_flag_reaches_the_step(tmp_path, tiny_vocab_path, captured, trainer):
-    flags = ["--dropout", "0.25", "--clip-grad-norm", "0.5", "--dtype", "bfloat16"]
-    flags += ["--batch-size", "6", "--trainer", trainer, "--vocab", str(tiny_vocab_path)]
-    flags += ["--pack", "--packed-row-tokens", "512"]
+    flags = [
+        "--student.dropout_rate",
+        "0.25",
+        "--student.clip_grad_norm",
+        "0.5",
+        "--student.dtype",
+        "bfloat16",
+    ]
+    flags += [
+        "--student.batch_size",
+        "6",
+        "--student.trainer",
+        trainer,
+        "--student.vocab",
+        str(tiny_vocab_path),
+    ]
+    flags += ["--student.pack", "--student.packed_row_tokens", "512"]
     args = _parser().parse_args(["run", "--task", "synthetic_coin_flip", "--out", "x", *flags])
     cfg = config_from_args(args).student
     cfg = dataclasses.replace(cfg, overrides=SMALL, steps=2)
@@ -138,7 +152,7 @@ def _packed_plan(tmp_path, tiny_vocab):
 
 
 def test_inprocess_student_packs_and_resumes_exactly(tmp_path, tiny_vocab):
-    """--pack with the in-process trainer: pairs packed best-fit into rows fitted to them,
+    """--student.pack with the in-process trainer: pairs packed best-fit into rows fitted to them,
     batch k replayed exactly on resume, each host its rows."""
     p = _packed_plan(tmp_path, tiny_vocab)
     data = p.data

@@ -17,9 +17,9 @@ def test_plan_expands_axes():
     assert r.argv("o") == [
         "--methods",
         "finetune_cot:4",
-        "--train-fraction",
+        "--train_fraction",
         "0.5",
-        "--student",
+        "--student.size",
         "tiny",
         "--seed",
         "0",
@@ -33,7 +33,7 @@ def test_plan_expands_axes():
 
 def test_commands_local_and_tpu(tmp_path):
     runs = study.plan(["scicot"], [2], [1.0], ["small"])
-    base = ["--task", "arc_easy", "--gin", "BATCH_SIZE=128"]
+    base = ["--task", "arc_easy", "--student.gin", "BATCH_SIZE=128"]
     (local,) = study.commands(runs, tmp_path, base)
     argv = shlex.split(local)
     assert argv[:3] == ["python", "tools/run_pipeline.py", "run"]
@@ -60,8 +60,8 @@ def _fake_pipeline(argv):
     res = {
         "chance": 25.0,
         "config": {
-            "train_fraction": float(argv[argv.index("--train-fraction") + 1]),
-            "student": argv[argv.index("--student") + 1],
+            "train_fraction": float(argv[argv.index("--train_fraction") + 1]),
+            "student": argv[argv.index("--student.size") + 1],
             "seed": seed,
         },
         "methods": {

@@ -103,8 +103,8 @@ def test_validation_fraction_zero_means_no_carve_off(tmp_path):
         .replace('name = "synthetic_compass"', 'name = "nov"')
         .replace('validation = "validation"\n', "")
     )
-    args = ["run", "--task", str(card), "--out", str(tmp_path / "r"), "--limit", "train=20"]
-    cfg = cli.config_from_args(cli._parser().parse_args([*args, "--validation-fraction", "0"]))
+    args = ["run", "--task", str(card), "--out", str(tmp_path / "r"), "--limits", "train=20"]
+    cfg = cli.config_from_args(cli._parser().parse_args([*args, "--validation_fraction", "0"]))
     assert cfg.validation_fraction == 0
     res = run_mod.Pipeline(
         PipelineConfig(**{**cfg.__dict__, "methods": ("baseline",)}), FakeStudent()
@@ -116,7 +116,7 @@ def test_validation_fraction_zero_means_no_carve_off(tmp_path):
 def test_missing_data_file_names_card_split_and_path(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(
-            ["run", "--task", "arc_easy", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]
+            ["run", "--task", "arc_easy", "--data_dir", str(tmp_path), "--out", str(tmp_path / "o")]
         )
     msg = str(e.value)
     assert "task arc_easy, split train" in msg and str(tmp_path / "ARC-Easy-train.jsonl") in msg
@@ -124,8 +124,8 @@ def test_missing_data_file_names_card_split_and_path(tmp_path, capsys):
 
 
 def test_replay_run_names_its_teacher(tmp_path):
-    args = ["run", "--task", "ftcot_svamp", "--out", str(tmp_path), "--teacher", "replay"]
-    args += ["--replay-path", str(tmp_path / "D_svamp.json")]
+    args = ["run", "--task", "ftcot_svamp", "--out", str(tmp_path), "--teacher.backend", "replay"]
+    args += ["--teacher.replay_path", str(tmp_path / "D_svamp.json")]
     cfg = cli.config_from_args(cli._parser().parse_args(args))
     assert cfg.teacher.model == "replay"
     assert teacher_step.describe(cfg.teacher).startswith("replay")

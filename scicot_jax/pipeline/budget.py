@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-MATCH = ("tokens", "steps", "none", "rationale_student")
+Match = Literal["tokens", "steps", "none", "rationale_student"]
+MATCH = get_args(Match)
 # Stages that write rationales (or, for the baseline, answers) from the question alone: the
 # students "rationale_student" gives equal budgets. Stage 2 and probes are overhead there.
 WRITER_STAGES = ("baseline", "one_stage", "stage1")

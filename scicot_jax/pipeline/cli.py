@@ -1,10 +1,13 @@
 """Command line of the pipeline (``tools/run_pipeline.py``).
 
   run_pipeline.py run  --task CARD --out RUN_DIR [--methods baseline,finetune_cot:4,scicot+morsd:4]
-                       [--teacher oracle|replay|gemini|openai|import ...] [--student tiny ...]
+                       [--teacher.backend oracle|replay|gemini|openai|import ...]
+                       [--student.size tiny ...] [--selection.per_question 1 ...]
   run_pipeline.py demo [--out runs/demo]     (synthetic_compass, oracle teacher, tiny T5 on CPU)
 
 A run directory is resumable: running the same command again skips finished steps.
+Each setting of pipeline.config is one flag of the same name: --FIELD for the run's own,
+--teacher.FIELD, --student.FIELD and --selection.FIELD for its parts.
 """
 
 from __future__ import annotations
@@ -15,185 +18,30 @@ import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
-from typing import Any
 
 from scicot_jax.clihelp import show_defaults
 from scicot_jax.paths import as_path
-from scicot_jax.pipeline import owner, presets
-from scicot_jax.pipeline.budget import MATCH, PAPER_EPOCHS
-from scicot_jax.pipeline.config import (
-    TEACHER_BACKENDS,
-    PipelineConfig,
-    StudentConfig,
-)
+from scicot_jax.pipeline import flags, owner, presets
+from scicot_jax.pipeline.budget import PAPER_EPOCHS
+from scicot_jax.pipeline.config import PipelineConfig, StudentConfig, TeacherConfig
 from scicot_jax.runtime import deadlines, quiet_failure
 from scicot_jax.runtime.gin_utils import setup_logging
+from scicot_jax.selection import SelectionConfig
 
-_D = StudentConfig()  # the defaults --help shows
-
-
-def _kv(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), value.strip()
-
-
-def _value(text: str):
-    """'3' -> 3, '0.5' -> 0.5, 'true' -> True, else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+# Fields set another way than by their own flag: the preset by --preset (it records the recipe
+# applied); the selection's degree, order and seed by each method (pipeline.methods).
+NOT_FLAGS = ("preset", "selection.max_degree", "selection.random_order", "selection.seed")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("task and data")
-    g.add_argument("--task", help="task card name (see tasks/) or path to your own .toml card")
-    g.add_argument("--out", help="run directory")
-    g.add_argument("--config", help="JSON config (a run's config.json); flags override it")
-    g.add_argument(
+    p.add_argument("--config", help="JSON config (a run's config.json); flags override it")
+    p.add_argument(
         "--preset",
         choices=sorted(presets.PRESETS),
         help="a paper's recipe for real cards (its methods and per-stage budgets; flags beside "
         "it override): " + presets.help_text(),
     )
-    g.add_argument(
-        "--methods",
-        help="comma list: baseline, finetune_cot:D, scicot:D, "
-        "with optional +morsd, e.g. finetune_cot+morsd:4",
-    )
-    g.add_argument("--data-dir", help="data folder for the card's source (TFDS, files)")
-    g.add_argument(
-        "--limit",
-        type=_kv,
-        action="append",
-        default=[],
-        metavar="SPLIT=N",
-        help="read at most N examples of SPLIT (repeatable)",
-    )
-    g.add_argument("--train-fraction", type=float)
-    g.add_argument(
-        "--validation-fraction",
-        type=float,
-        help="share of train carved off as validation when the card has no validation split "
-        "(default 0.1; 0: the card's own validation split, or none)",
-    )
-    g.add_argument(
-        "--source",
-        type=_kv,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the card's [source], e.g. difficulty=4",
-    )
-    g.add_argument("--seed", type=int)
-    t = p.add_argument_group("teacher")
-    t.add_argument("--teacher", choices=TEACHER_BACKENDS)
-    t.add_argument("--teacher-model")
-    t.add_argument("--base-url")
-    t.add_argument(
-        "--teacher-api",
-        choices=("openai", "gemini"),
-        help="wire protocol used to talk to the oracle",
-    )
-    t.add_argument("--temperature", type=float)
-    t.add_argument("--cache", help="teacher request cache (SQLite); share it between runs")
-    t.add_argument("--importer", help="with --teacher import: importer name")
-    t.add_argument("--import-path", help="with --teacher import: recorded rationales")
-    t.add_argument("--replay-path", help="with --teacher replay: recorded completions")
-    t.add_argument("--oracle-error-rate", type=float)
-    t.add_argument("--max-requests", type=int)
-    s = p.add_argument_group("student")
-    s.add_argument("--student", help="T5 preset: tiny, small, base, large, xl")
-    s.add_argument(
-        "--model",
-        type=_kv,
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="T5Config override, e.g. d_model=96 (repeatable)",
-    )
-    s.add_argument("--vocab", help="SentencePiece model (path, gs://, 't5'); default: demo")
-    s.add_argument("--vocab-size", type=int, help="size of the task vocabulary (--vocab task)")
-    s.add_argument(
-        "--split-digits", action="store_true", help="task vocabulary spells numbers digit by digit"
-    )
-    s.add_argument("--init-checkpoint", help="initial checkpoint (orbax, trainer or HF dir)")
-    s.add_argument(
-        "--steps",
-        type=int,
-        help=f"training budget in steps (see --match; default {_D.steps}, batch {_D.batch_size})",
-    )
-    s.add_argument(
-        "--epochs",
-        type=float,
-        help="training budget in epochs over the train questions, instead of --steps "
-        "(Fine-tune-CoT cards default to the paper's 20)",
-    )
-    s.add_argument(
-        "--match",
-        choices=MATCH,
-        help="compute-matched methods (default tokens): every method, MoRSD's probes "
-        "included, trains on as many tokens (or steps) as --steps of plain fine-tuning; "
-        "rationale_student: every rationale-writing student (Fine-tune-CoT's, Sci-CoT's "
-        "Stage 1) and the baseline train --steps (or --epochs) each, Stage 2 and MoRSD's "
-        "probes are overhead reported beside it (--stage2-steps, --scorer-steps); "
-        "none: each stage trains --steps / --stage2-steps / --scorer-steps",
-    )
-    s.add_argument("--stage2-steps", type=int, help="Sci-CoT Stage 2's own steps (default --steps)")
-    s.add_argument(
-        "--scorer-steps", type=int, help="each MoRSD probe's own steps (default --steps / 2)"
-    )
-    s.add_argument("--batch-size", type=int, help=f"default {_D.batch_size}")
-    s.add_argument("--optimizer", choices=("adamw", "adafactor"), help=f"default {_D.optimizer}")
-    s.add_argument("--lr", type=float, help=f"peak learning rate (default {_D.learning_rate:g})")
-    s.add_argument("--weight-decay", type=float)
-    s.add_argument(
-        "--schedule",
-        choices=("constant", "rsqrt", "linear", "cosine"),
-        help=f"after {100 * _D.warmup_fraction:g}%% linear warmup (default {_D.schedule}: a cosine "
-        "decay to zero left the demo's students at chance on some seeds)",
-    )
-    s.add_argument("--inputs-length", type=int)
-    s.add_argument("--targets-length", type=int)
-    s.add_argument("--dropout", type=float, help="dropout rate while training (default 0)")
-    s.add_argument(
-        "--clip-grad-norm", type=float, help="global gradient-norm clip (default 1; 0: off)"
-    )
-    s.add_argument(
-        "--pack",
-        action="store_true",
-        help="pack examples into rows of lengths fitted to each stage's data (best-fit)",
-    )
-    s.add_argument(
-        "--packed-row-tokens", type=int, help="packed rows' inputs + targets (default 1024)"
-    )
-    s.add_argument(
-        "--dtype",
-        choices=("auto", "float32", "bfloat16"),
-        help="activations (default auto: float32 on CPU, else bfloat16)",
-    )
-    s.add_argument(
-        "--gin",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="gin binding applied after the plan's (with --trainer gin), "
-        "e.g. train.num_microbatches=2",
-    )
-    s.add_argument(
-        "--trainer",
-        choices=("inprocess", "gin"),
-        help="inprocess: numpy batches (small runs); gin: train/infer binaries on the SeqIO tasks",
-    )
-    m = p.add_argument_group("MoRSD selection (methods with +morsd)")
-    m.add_argument("--per-question", type=int, help="keep the k lowest-RD rationales per question")
-    m.add_argument("--keep-fraction", type=float, help="keep this fraction of correct rationales")
-    m.add_argument("--similarity", choices=("jaccard", "char_cosine"))
-    m.add_argument("--threshold", type=float, help="near-duplicate similarity threshold")
-    m.add_argument("--no-difficulty", action="store_true", help="skip RD scoring")
+    flags.add_flags(p, PipelineConfig, skip=NOT_FLAGS)
     p.add_argument(
         "--redo",
         action="append",
@@ -204,110 +52,44 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
-def _given(**flags: Any) -> dict[str, Any]:
-    """The flags the user gave (None means not given)."""
-    return {k: v for k, v in flags.items() if v is not None}
-
-
 def config_from_args(
     args: argparse.Namespace, base: PipelineConfig | None = None
 ) -> PipelineConfig:
-    """Flags on top of ``base`` (or defaults)."""
+    """Flags on top of ``base`` (or --config, or defaults); each flag sets its field."""
+    top = flags.given(args, PipelineConfig)
     if base is None:
         if args.config:
             base = PipelineConfig.from_dict(json.loads(as_path(args.config).read_text()))
         else:
-            if not args.task or not args.out:
+            if "task" not in top or "out" not in top:
                 raise SystemExit("run: --task and --out are required (or --config)")
-            base = PipelineConfig(task=args.task, out=args.out)
+            base = PipelineConfig(task=top["task"], out=top["out"])
     if args.preset:
         base = presets.apply(base, args.preset)
-    top = _given(
-        task=args.task,
-        out=args.out,
-        data_dir=args.data_dir,
-        train_fraction=args.train_fraction,
-        validation_fraction=args.validation_fraction,
-        match=args.match,
-        seed=args.seed,
-        methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
-    )
-    if args.limit:
-        top["limits"] = {**base.limits, **{k: int(v) for k, v in args.limit}}
-    if args.source:
-        top["source_overrides"] = {
-            **base.source_overrides,
-            **{k: _value(v) for k, v in args.source},
-        }
-    teacher = _given(
-        backend=args.teacher,
-        model=args.teacher_model,
-        base_url=args.base_url,
-        api=args.teacher_api,
-        temperature=args.temperature,
-        cache=args.cache,
-        importer=args.importer,
-        import_path=args.import_path,
-        replay_path=args.replay_path,
-        oracle_error_rate=args.oracle_error_rate,
-        max_requests=args.max_requests,
-    )
-    if args.teacher in ("replay", "import") and not args.teacher_model:
-        teacher["model"] = args.teacher  # not the oracle's name on a replayed or imported run
-    student = _given(
-        size=args.student,
-        vocab=args.vocab,
-        init_checkpoint=args.init_checkpoint,
-        vocab_size=args.vocab_size,
-        split_digits=args.split_digits or None,
-        steps=args.steps,
-        epochs=args.epochs,
-        stage2_steps=args.stage2_steps,
-        scorer_steps=args.scorer_steps,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        learning_rate=args.lr,
-        schedule=args.schedule,
-        weight_decay=args.weight_decay,
-        inputs_length=args.inputs_length,
-        targets_length=args.targets_length,
-        trainer=args.trainer,
-        dropout_rate=args.dropout,
-        pack=args.pack or None,
-        packed_row_tokens=args.packed_row_tokens,
-        dtype=args.dtype,
-    )
-    if args.steps is not None and args.epochs is None:
-        student["epochs"] = None  # --steps replaces a configured epoch budget
-    elif args.steps is None and args.epochs is None and base.student.epochs is None:
+    teacher = flags.given(args, TeacherConfig, "teacher.")
+    if teacher.get("backend") in ("replay", "import") and "model" not in teacher:
+        teacher["model"] = teacher["backend"]  # not the oracle's name on a replayed or imported run
+    student = flags.given(args, StudentConfig, "student.")
+    if "steps" in student and "epochs" not in student:
+        student["epochs"] = None  # steps replace a configured epoch budget
+    elif "steps" not in student and "epochs" not in student and base.student.epochs is None:
         if not base.preset:  # a preset's budget stands
             student["epochs"] = paper_epochs(top.get("task", base.task))
-    if args.clip_grad_norm is not None:
-        student["clip_grad_norm"] = args.clip_grad_norm or None  # 0: no clipping
-    if args.model:
-        student["overrides"] = {**base.student.overrides, **{k: _value(v) for k, v in args.model}}
-    if args.gin:
-        student["gin"] = (*base.student.gin, *args.gin)
-    sel = _given(
-        per_question=args.per_question,
-        fraction=args.keep_fraction,
-        measure=args.similarity,
-        threshold=args.threshold,
-    )
-    if args.no_difficulty:
-        sel["use_difficulty"] = False
-    if "per_question" in sel:
+    sel = flags.given(args, SelectionConfig, "selection.")
+    if sel.get("per_question") is not None:  # one of the two: the one given wins
         sel.setdefault("fraction", None)
-    if "fraction" in sel and sel["fraction"] is not None:
+    if sel.get("fraction") is not None:
         sel.setdefault("per_question", None)
-    cfg = replace(
-        base,
-        **top,
-        teacher=replace(base.teacher, **teacher),
-        student=replace(base.student, **student),
-        selection=replace(base.selection, **sel),
-    )
     try:
+        cfg = flags.merged(
+            base,
+            {
+                **top,
+                "teacher": flags.merged(base.teacher, teacher),
+                "student": flags.merged(base.student, student),
+                "selection": flags.merged(base.selection, sel),
+            },
+        )
         presets.check(cfg)
     except ValueError as e:
         raise SystemExit(f"run_pipeline.py: error: {e}") from None
@@ -356,7 +138,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="cmd", required=True)
-    _add_run_args(sub.add_parser("run", help="run the pipeline on any task card"))
+    _add_run_args(
+        sub.add_parser("run", help="run the pipeline on any task card", allow_abbrev=False)
+    )
     a = sub.add_parser(
         "accuracy", help="recompute accuracy (percent per split) from predictions JSONL files"
     )
@@ -412,9 +196,23 @@ def _fail(e: BaseException) -> None:
     raise SystemExit(2)
 
 
+def _unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Unknown arguments: one line, naming the flag nearest to each unknown one."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    run = sub.choices["run"]
+    said = [
+        f"{u} (did you mean {near}?)" if (near := flags.nearest_flag(run, u)) else u
+        for u in unknown
+    ]
+    _fail(ValueError(f"unrecognized arguments: {' '.join(said)}; see run --help"))
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Parse, run, print the results table and the run directory; returns the results."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = _parser()
+    args, unknown = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    if unknown:
+        _unknown(parser, unknown)
     setup_logging("INFO" if getattr(args, "verbose", False) else "WARNING")
     if args.cmd == "accuracy":
         try:

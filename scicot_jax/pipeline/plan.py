@@ -15,6 +15,7 @@ The same plan through both gives bitwise-equal parameters (tests/test_student_pl
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,12 @@ from scicot_jax.data import epochs, packing
 from scicot_jax.data.seqio_feed import DatasetConfig, fit_packed_lengths, train_batches
 from scicot_jax.data.tokens import pad_rows, with_eos
 from scicot_jax.pipeline.config import StudentConfig
+from scicot_jax.train import cli as train_cli
 from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.step import LossConfig
 from scicot_jax.train.trainer import TrainConfig
 
+RUN_ARGS = inspect.signature(train_cli.run).parameters  # the train binary's gin arguments
 # StudentConfig owns these model fields; an `overrides` entry for them would be a second owner.
 OWNED_MODEL_FIELDS = ("dropout_rate", "dtype")
 
@@ -174,7 +177,7 @@ def model_config(cfg: StudentConfig, vocab_size: int) -> Any:
     if owned:
         raise ValueError(
             f"student overrides {owned}: set them with the student's own settings "
-            "(StudentConfig.dropout_rate / dtype, --dropout / --dtype)"
+            "(StudentConfig.dropout_rate / dtype, --student.dropout_rate / --student.dtype)"
         )
     overrides = {"dropout_rate": cfg.dropout_rate, "dtype": activation_dtype(cfg), **cfg.overrides}
     overrides.setdefault("vocab_size", round_up(vocab_size, 128))
@@ -287,20 +290,13 @@ def gin_bindings(plan: TrainPlan) -> list[str]:
     def objs(scope: str, obj: Any) -> list[str]:
         return [f"{scope}.{f.name} = {getattr(obj, f.name)!r}" for f in dataclasses.fields(obj)]
 
-    run_args = {
-        "model_dir": tc.model_dir,
-        "train_steps": tc.train_steps,
-        "num_microbatches": tc.num_microbatches,
-        "checkpoint_period": tc.checkpoint_period,
-        "keep_checkpoints": tc.keep_checkpoints,
-        "async_checkpoints": tc.async_checkpoints,
-        "log_period": tc.log_period,
-        "eval_period": 0,
-        "initial_checkpoint_path": tc.initial_checkpoint_path,
-        "initial_params_only": tc.initial_params_only,
-        "model_parallel": tc.model_parallel,
-        "seed": tc.seed,
-    }
+    # The binary's own arguments are TrainConfig's fields of the same name: bound from it as
+    # they are (the model, optimizer and loss as objects above; eval off: no eval dataset).
+    run_args = [
+        f"train.{f.name} = {getattr(tc, f.name)!r}"
+        for f in dataclasses.fields(tc)
+        if f.name in RUN_ARGS and f.name not in ("model", "optimizer", "loss")
+    ]
     return [
         "train.model = @T5Config()",
         *objs("T5Config", tc.model),
@@ -310,7 +306,7 @@ def gin_bindings(plan: TrainPlan) -> list[str]:
         *objs("OptimizerConfig", tc.optimizer),
         "train.loss = @LossConfig()",
         *objs("LossConfig", tc.loss),
-        *(f"train.{k} = {v!r}" for k, v in run_args.items()),
+        *run_args,
     ]
 
 
@@ -319,12 +315,11 @@ def train_with_gin(plan: TrainPlan) -> Any:
     ``python -m scicot_jax.train`` would, config.gin written); returns its TrainResult."""
     import gin
     from scicot_jax.runtime import gin_utils
-    from scicot_jax.train import cli
 
     with gin.unlock_config():
         gin.clear_config()
         try:
             gin_utils.parse_gin([], [*gin_bindings(plan), *plan.gin])
-            return cli.run()
+            return train_cli.run()
         finally:
             gin.clear_config()

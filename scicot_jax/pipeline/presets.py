@@ -19,8 +19,8 @@ class Preset:
 
     methods: tuple[str, ...]
     match: str = "none"  # each stage to its own budget, no compute matching
-    epochs: float | None = None  # epochs of each stage's own data (None: --steps per stage)
-    pretrained_scorer: bool = False  # RD scored by the pretrained student (--init-checkpoint)
+    epochs: float | None = None  # epochs of each stage's own data (None: steps per stage)
+    pretrained_scorer: bool = False  # RD scored by the pretrained student (init_checkpoint)
     doc: str = ""
 
 
@@ -33,13 +33,14 @@ PRESETS = {
     ),
     "scicot": Preset(
         ("baseline", "scicot:1"),
-        doc="Sci-CoT: Stage 1 (question -> rationale) trains --steps, Stage 2 (question + "
-        "rationale -> answer) --stage2-steps, each to its own budget (or --epochs of its data)",
+        doc="Sci-CoT: Stage 1 (question -> rationale) trains --student.steps, Stage 2 (question + "
+        "rationale -> answer) --student.stage2_steps, each to its own budget (or "
+        "--student.epochs of its data)",
     ),
     "morsd": Preset(
         ("baseline", "scicot+morsd:4"),
         pretrained_scorer=True,
-        doc="MoRSD: the pretrained student (--init-checkpoint) scores rationale difficulty, no "
+        doc="MoRSD: the pretrained student (--student.init_checkpoint) scores rationale difficulty, no "
         "probes are trained; then Sci-CoT's two stages, each to its own budget",
     ),
 }
@@ -64,7 +65,7 @@ def check(cfg: PipelineConfig) -> None:
     p = PRESETS.get(cfg.preset or "")
     if p and p.pretrained_scorer and not cfg.student.init_checkpoint:
         raise ValueError(
-            f"preset {cfg.preset}: the pretrained student scores RD; give --init-checkpoint"
+            f"preset {cfg.preset}: the pretrained student scores RD; give --student.init_checkpoint"
         )
     if p and p.match != cfg.match:
         raise ValueError(

@@ -150,7 +150,7 @@ class Pipeline:
         )
 
     def teacher_temperature(self, spec: MethodSpec) -> float:
-        """D = 1: greedy, D > 1: sampled at 0.7 (Fine-tune-CoT), unless --temperature is set."""
+        """D = 1: greedy, D > 1: sampled at 0.7 (Fine-tune-CoT), unless --teacher.temperature is set."""
         from scicot_jax.pipeline import teacher_step
 
         t = self.cfg.teacher.temperature

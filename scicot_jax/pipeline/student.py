@@ -2,8 +2,8 @@
 
 Texts are tokenized with the run's SentencePiece vocabulary and padded to fixed lengths (the
 longest example rounded up to a multiple of 8, capped by the card's feature lengths), so each
-stage compiles once. ``--trainer inprocess`` trains on those in-memory token pairs;
-``--trainer gin`` trains on the SeqIO task registered from the same pairs through the train
+stage compiles once. ``--student.trainer inprocess`` trains on those in-memory token pairs;
+``--student.trainer gin`` trains on the SeqIO task registered from the same pairs through the train
 binary's ``run`` (SeqIO tokenization, config.gin), as a t5x run would, at the same lengths and in
 the same epoch order: both give the same batches, losses and parameters. Decoding and scoring
 use the checkpoint's own model config.
@@ -101,7 +101,7 @@ class T5Student:
         """Train a fresh student on ``data`` (texts, or the rows ``prepare`` made of them) into
         ``out_dir`` for ``steps`` (default: the stage's configured steps); resumes from its
         checkpoints. ``task(vocab)`` registers the same data as a SeqIO task and names it (the
-        data source of ``--trainer gin``)."""
+        data source of ``--student.trainer gin``)."""
         model = self.model
         # Tokenized once; the lengths (packed: fitted) are planned once and both trainers
         # read them, in the same epoch order (data.epochs).

@@ -95,9 +95,9 @@ class StudyRun:
         return [
             "--methods",
             self.method_spec(),
-            "--train-fraction",
+            "--train_fraction",
             f"{self.train_fraction:g}",
-            "--student",
+            "--student.size",
             self.student,
             "--seed",
             str(self.seed),

@@ -5,8 +5,8 @@
   scaling_study.py report STUDY [--out DIR]                      (collect results, CSV/MD/PNG)
 
 PIPELINE_ARGS are the ``run_pipeline.py run`` arguments shared by every run (task, teacher,
-steps, ``--gin KEY=VALUE`` ...); the study adds ``--methods``, ``--train-fraction``,
-``--student`` and ``--out`` per run. ``--demo-base`` sweeps the demo's design (``pipeline.demo.demo_config``) over D: one run
+steps, ``--student.gin KEY=VALUE`` ...); the study adds ``--methods``, ``--train_fraction``,
+``--student.size`` and ``--out`` per run. ``--demo-base`` sweeps the demo's design (``pipeline.demo.demo_config``) over D: one run
 directory per (seed, D) holding every method, the D = 4 ones being the demo's runs.
 """
 

@@ -52,7 +52,7 @@ def check_replay_degree(
             raise ValueError(
                 f"replay teacher: question {ex.id} has {have} recorded completion(s), but D = "
                 f"{samples} needs {samples} distinct samples per question; use D = 1 or "
-                "recordings with diverse samples (e.g. --teacher import of a multi-sample set)"
+                "recordings with diverse samples (e.g. --teacher.backend import of a multi-sample set)"
             )
 
 
@@ -128,7 +128,9 @@ def run(
         from scicot_jax.teacher.jobs import derive_seed
 
         if not t.replay_path:
-            raise ValueError("--teacher replay needs --replay-path (recorded completions)")
+            raise ValueError(
+                "--teacher.backend replay needs --teacher.replay_path (recorded completions)"
+            )
         recordings = load_recordings([t.replay_path])
         check_replay_degree(recordings, examples, prompt, samples)
         server = ReplayServer(recordings, log_requests=False)

@@ -32,10 +32,11 @@ def evaluate_task(
     module: str | None = None,
     limit: int | None = None,
     batch_size: int = 32,
-    max_decode_length: int | None = None,
+    decode: DecodeConfig | None = None,
     use_cached: bool = False,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """(metrics keyed "<task>/<metric>", prediction rows) for greedy decoding of `split`.
+    """(metrics keyed "<task>/<metric>", prediction rows) for decoding `split` (default greedy,
+    up to the targets' feature length; the first of a sampled decode's outputs is scored).
 
     On a pod each host reads and decodes only its data shard of the split (every H-th example);
     the rows are gathered, in the split's order, so every process returns all of them.
@@ -62,7 +63,7 @@ def evaluate_task(
             mesh,
             [ex["inputs"] for ex in examples],
             input_length=feature_lengths["inputs"],
-            decode=DecodeConfig(max_decode_length=max_decode_length or feature_lengths["targets"]),
+            decode=(decode or DecodeConfig()).with_length(feature_lengths["targets"]),
             batch_size=batch_size,
             vocab_size=vocab.vocab_size,
         )

@@ -30,7 +30,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from scicot_jax.selection.difficulty import rd_pair
 from scicot_jax.selection.similarity import DEFAULT_MEASURE, DEFAULT_THRESHOLD, get_measure
@@ -57,14 +57,14 @@ REASONS = (
 class SelectionConfig:
     """What to filter and how much to keep."""
 
-    require_correct: bool = True
-    dedupe: bool = True
-    measure: str = DEFAULT_MEASURE
-    threshold: float = DEFAULT_THRESHOLD
-    use_difficulty: bool = True
-    per_question: int | None = None
-    fraction: float | None = None
-    min_per_question: int = 1
+    require_correct: bool = True  # keep only rationales that reach the right answer
+    dedupe: bool = True  # drop near-duplicates of a kept rationale of the same question
+    measure: Literal["jaccard", "char_cosine"] = DEFAULT_MEASURE  # near-duplicate similarity
+    threshold: float = DEFAULT_THRESHOLD  # near-duplicate similarity threshold
+    use_difficulty: bool = True  # rank by rationale difficulty (RD); false: skip RD scoring
+    per_question: int | None = None  # keep the k lowest-RD rationales per question
+    fraction: float | None = None  # keep this fraction of correct rationales (not per question)
+    min_per_question: int = 1  # with fraction: every question keeps at least this many
     max_degree: int | None = None  # only sample_index < max_degree (diverse-reasoning degree D)
     random_order: bool = False  # the control: a seeded random order instead of RD
     seed: int = 0  # random_order's seed

@@ -28,13 +28,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from scicot_jax.data.examples import Example
 from scicot_jax.data.store import RationaleStore
 from scicot_jax.files import atomic_write
 from scicot_jax.teacher.batch_clients import BatchClient, JobLost, make_batch_client
 from scicot_jax.teacher.cache import Cache, select_in
-from scicot_jax.teacher.pricing import batch_price
+from scicot_jax.teacher.config import RunConfig
+from scicot_jax.teacher.pricing import Price, batch_price
+from scicot_jax.teacher.progress import Progress, Stats
 from scicot_jax.teacher.protocol import (
     FatalRequestError,
     GenRequest,
@@ -43,8 +46,8 @@ from scicot_jax.teacher.protocol import (
     estimate_tokens,
 )
 
-if TYPE_CHECKING:
-    from scicot_jax.teacher.runner import TeacherRun
+if TYPE_CHECKING:  # cached_pass reads the report, which reads this module's job table
+    from scicot_jax.teacher.cached_pass import CacheReader
 
 CRASH_ENV = "SCICOT_TEACHER_CRASH_AT"  # tests: SIGKILL the run at one of these points
 CRASH_POINTS = ("built", "uploaded", "submitted", "polled", "downloaded", "collected", "records")
@@ -57,10 +60,31 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class BatchRun(Protocol):
+    """What the batch driver reads and calls of the run it drives (runner.TeacherRun is one)."""
+
+    cfg: RunConfig
+    out_dir: Path
+    price: Price
+    reader: CacheReader  # answers from the cache, and the requests of a job
+    invocation: str  # this invocation's id in the cache (its leases)
+    stats: Stats
+    progress: Progress
+
+    def counters(self) -> tuple[str, dict[str, Any]]: ...  # committed with each result
+
+    def jobs(self, count_skipped: bool = True) -> Iterator[tuple[Example, int]]: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def stop(self, status: str, message: str) -> None: ...
+
+
 class BatchDriver:
     """Builds, submits, polls and collects the batch jobs of one run."""
 
-    def __init__(self, run: TeacherRun, client: BatchClient, cache: Cache):
+    def __init__(self, run: BatchRun, client: BatchClient, cache: Cache):
         self.run, self.client, self.cache = run, client, cache
         self.db = cache.db
         self.run_id = str(run.out_dir.resolve())
@@ -465,7 +489,7 @@ def _chunks(jobs: Iterator[Any], n: int = 512) -> Iterator[list[Any]]:
         yield chunk
 
 
-async def _sleep(run: TeacherRun, seconds: float) -> None:
+async def _sleep(run: BatchRun, seconds: float) -> None:
     """Sleep in short steps so Ctrl-C stops a long poll interval at once."""
     end = time.monotonic() + seconds
     while not run.stopping and time.monotonic() < end:
