@@ -91,3 +91,50 @@ def test_schedule_stops_starting_on_a_failure_and_names_the_log(tmp_path):
     spans = _spans(record)
     assert "x" in spans and "y" not in spans  # x was running: it finished; y never started
     assert time.time() - t0 < 30
+
+
+@pytest.mark.slow  # two tiny demo runs (one in workers, one in-process): ~3 min on 2 cores
+def test_demo_in_two_workers_matches_the_sequential_run_and_resumes(tmp_path):
+    from dataclasses import replace
+
+    from scicot_jax.pipeline.run import run_pipeline
+
+    cfg = demo_config(str(tmp_path / "par"), 0, train=24, steps=2, stage2_steps=2, scorer_steps=2)
+    cfg = replace(
+        cfg,
+        methods=("baseline", "scicot+morsd:4", "scicot+random:4"),
+        limits={"train": 24, "validation": 4, "test": 4},
+        student=replace(cfg.student, batch_size=8, eval_batch_size=8),
+    )
+    lines = []
+    res = arms.run_arms(cfg, 2, log=lines.append)
+    seq = run_pipeline(replace(cfg, out=str(tmp_path / "seq")), log=lambda s: None)
+
+    def finished(d):
+        return sorted(p.name for p in d.iterdir() if (p / "DONE.json").exists())
+
+    assert finished(tmp_path / "par") == finished(tmp_path / "seq")  # the same layout
+    assert set(res["steps"]) == set(seq["steps"])
+    for label, m in seq["methods"].items():
+        got = res["methods"][label]
+        assert got["stages"].keys() == m["stages"].keys()
+        assert got["rationales_used"] == m.get("rationales_used", got["rationales_used"])
+    logs = sorted(p.name for p in (tmp_path / "par" / "logs").iterdir())
+    assert logs == sorted(
+        [
+            "baseline.log",
+            "probe0_answer_conditioned_t0.7_d4.log",
+            "probe1_answer_conditioned_t0.7_d4.log",
+            "scicot-morsd_d4.log",
+            "scicot-random_d4.log",
+        ]
+    )
+    assert (tmp_path / "par" / "results.md").read_text().count("| scicot+morsd:4 |") >= 1
+    # resumed: every step is finished, no worker starts; --redo one step: only its part runs
+    again = []
+    res2 = arms.run_arms(cfg, 2, log=again.append)
+    assert not any("started" in x for x in again)
+    assert set(res2["skipped_steps"]) == set(res2["steps"])
+    redo = []
+    arms.run_arms(cfg, 2, redo=("eval_baseline",), log=redo.append)
+    assert [x.split()[1] for x in redo if x.startswith("[arms]") and "started" in x] == ["baseline"]
