@@ -25,6 +25,14 @@ def test_demo_parts_probes_first_morsd_after_them(tmp_path):
     # the probes lead the longest chain (probes, then MoRSD's own steps): they start first
     order = sorted(names, key=lambda n: -prio[n])
     assert order[:3] == [*probes, "scicot+morsd:4"] or order[:2] == probes
+    # a finished part has work again when one of its own steps is to be redone
+    run = tmp_path / "demo"
+    for q in parts:
+        (run / q.done).mkdir(parents=True)
+        (run / q.done / "DONE.json").write_text("{}")
+    assert not any(arms._to_do(q, run, ()) for q in parts)
+    redo = ("stage2_scicot_d4", probes[1])
+    assert [q.name for q in parts if arms._to_do(q, run, redo)] == [probes[1], "scicot:4"]
 
 
 SLEEPER = """import sys, time
@@ -136,5 +144,5 @@ def test_demo_in_two_workers_matches_the_sequential_run_and_resumes(tmp_path):
     assert not any("started" in x for x in again)
     assert set(res2["skipped_steps"]) == set(res2["steps"])
     redo = []
-    arms.run_arms(cfg, 2, redo=("eval_baseline",), log=redo.append)
+    arms.run_arms(cfg, 2, redo=("train_baseline",), log=redo.append)
     assert [x.split()[1] for x in redo if x.startswith("[arms]") and "started" in x] == ["baseline"]

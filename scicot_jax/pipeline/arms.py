@@ -89,9 +89,9 @@ def run_part(cfg: PipelineConfig, name: str, log: Callable[[str], None] = print)
         if spec.label == name:
             p._method(spec)
             return
-        key = p.prompt_of(spec)
-        for h in (0, 1):
-            if spec.morsd and name == step_names.probe(h, key, spec.degree):
+        for h in (0, 1) if spec.morsd else ():
+            key = p.prompt_of(spec)
+            if name == step_names.probe(h, key, spec.degree):
                 methods.MoRSD().probe(p, key, spec.degree, h)
                 return
     raise ValueError(f"no part {name!r} in {[q.name for q in parts(p)]}")
@@ -127,13 +127,20 @@ def run_arms(
     first = Pipeline(cfg, student, log=log)
     cfg.save(run_dir / "config.json")
     first.shared()
-    todo = [q for q in parts(first) if not (run_dir / q.done / "DONE.json").exists()]
+    todo = [q for q in parts(first) if _to_do(q, run_dir, redo)]
     schedule(todo, run_dir, jobs, log)
     res = Pipeline(cfg, student, log=log).run()  # every step finished: skipped, results written
     res["wall_seconds"] = round(time.time() - t0, 1)
     res["workers"] = jobs
     results.write(run_dir, res)
     return res
+
+
+def _to_do(q: Part, run_dir: Path, redo: Sequence[str]) -> bool:
+    """Whether part ``q`` has work left: its last step unfinished, or a step of its own
+    (``<kind>_<slug>``, a probe's own name) asked to be redone."""
+    mine = any(s == q.slug or s.endswith(f"_{q.slug}") for s in redo)
+    return mine or not (run_dir / q.done / "DONE.json").exists()
 
 
 def worker_command(run_dir: Path, part: Part) -> list[str]:
