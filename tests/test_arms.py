@@ -122,7 +122,10 @@ def test_demo_in_two_workers_matches_the_sequential_run_and_resumes(tmp_path):
         return sorted(p.name for p in d.iterdir() if (p / "DONE.json").exists())
 
     assert finished(tmp_path / "par") == finished(tmp_path / "seq")  # the same layout
-    assert set(res["steps"]) == set(seq["steps"])
+    assert set(res["steps"]) == set(seq["steps"])  # the probes too, which the final pass skips
+    probes = sum(res["steps"][f"probe{h}_answer_conditioned_t0.7_d4"] for h in (0, 1))
+    own = sum(v for k, v in res["steps"].items() if k.endswith("_scicot-morsd_d4") and k != "eval")
+    assert res["methods"]["scicot+morsd:4"]["seconds"] == pytest.approx(probes + own, abs=0.2)
     for label, m in seq["methods"].items():
         got = res["methods"][label]
         assert got["stages"].keys() == m["stages"].keys()
