@@ -146,6 +146,9 @@ def test_demo_in_two_workers_matches_the_sequential_run_and_resumes(tmp_path):
     res2 = arms.run_arms(cfg, 2, log=again.append)
     assert not any("started" in x for x in again)
     assert set(res2["skipped_steps"]) == set(res2["steps"])
+    # only some methods (a design experiment): the shared steps stay the whole run's
+    part = arms.run_arms(cfg, 2, log=lambda s: None, only=("scicot+random:4",))
+    assert list(part["methods"]) == ["scicot+random:4"]
     redo = []
     arms.run_arms(cfg, 2, redo=("train_baseline",), log=redo.append)
     assert [x.split()[1] for x in redo if x.startswith("[arms]") and "started" in x] == ["baseline"]

@@ -15,7 +15,6 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -82,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--methods",
-        help="comma list of the demo's arms to run (default: all); e.g. only the selecting arms "
-        "for the keep knob",
+        help="comma list of the demo's arms to run (default: all; the data, teacher and "
+        "vocabulary steps stay the whole demo's), e.g. only the selecting arms for the keep knob",
     )
     p.add_argument(
         "--share-from",
@@ -101,10 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = Path(args.out) / "runs" / f"{args.tag}_s{seed}"
             if args.share_from:
                 share(Path(args.out) / "runs" / f"{args.share_from}_s{seed}", run_dir)
-            cfg = demo_config(str(run_dir), seed, **knobs)
-            if args.methods:
-                cfg = replace(cfg, methods=tuple(args.methods.split(",")))
-            run(cfg, args.jobs)
+            only = args.methods.split(",") if args.methods else None
+            run(demo_config(str(run_dir), seed, **knobs), args.jobs, only=only)
     print(table(args.out, args.tag, seeds, args.split))
     return 0
 

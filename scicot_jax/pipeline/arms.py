@@ -113,10 +113,13 @@ def run_arms(
     jobs: int = 2,
     redo: Sequence[str] = (),
     log: Callable[[str], None] = print,
+    only: Sequence[str] | None = None,
 ) -> dict:
     """Run ``cfg`` with its parts in ``jobs`` worker processes; results as ``run_pipeline``.
 
-    ``redo`` steps are removed first (each is then run once, by whichever process owns it)."""
+    ``redo`` steps are removed first (each is then run once, by whichever process owns it).
+    ``only``: the labels of the methods to run (and the probes they need); the shared steps
+    stay those of every configured method, so a design experiment shares them with full runs."""
     from scicot_jax.pipeline.student import T5Student
 
     t0 = time.time()
@@ -127,10 +130,14 @@ def run_arms(
     first = Pipeline(cfg, student, log=log)
     cfg.save(run_dir / "config.json")
     first.shared()
-    todo = [q for q in parts(first) if _to_do(q, run_dir, redo)]
+    wanted = parts(first)
+    if only is not None:
+        needs = {a for q in wanted if q.name in only for a in q.after}
+        wanted = [q for q in wanted if q.name in only or q.name in needs]
+    todo = [q for q in wanted if _to_do(q, run_dir, redo)]
     schedule(todo, run_dir, jobs, log)
-    res = Pipeline(cfg, student, log=log).run()  # every step finished: skipped, results written
-    _count_probes(res, parts(first), run_dir)
+    res = Pipeline(cfg, student, log=log).run(only)  # every step finished: skipped
+    _count_probes(res, wanted, run_dir)
     res["wall_seconds"] = round(time.time() - t0, 1)
     res["workers"] = jobs
     results.write(run_dir, res)

@@ -131,13 +131,19 @@ def run_seeds(
     return study.render(study.collect(out), out, title="The demo over seeds")
 
 
-def run(cfg: PipelineConfig, jobs: int = 2, redo: Sequence[str] = ()) -> dict:
+def run(
+    cfg: PipelineConfig,
+    jobs: int = 2,
+    redo: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+) -> dict:
     """One demo run: its methods in ``jobs`` single-threaded worker processes
-    (``pipeline.arms``), or in this process one after another (``jobs`` 1)."""
-    if jobs > 1:
+    (``pipeline.arms``), or in this process one after another (``jobs`` 1). ``only``: the
+    methods to run (design experiments; the shared steps stay the full demo's)."""
+    if jobs > 1 or only is not None:
         from scicot_jax.pipeline.arms import run_arms
 
-        return run_arms(cfg, jobs, redo=tuple(redo))
+        return run_arms(cfg, max(1, jobs), redo=tuple(redo), only=only)
     from scicot_jax.pipeline.run import run_pipeline
 
     return run_pipeline(cfg, redo=tuple(redo))

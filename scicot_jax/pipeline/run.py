@@ -403,14 +403,17 @@ class Pipeline:
             self._task_vocab(sorted(teacher))
         return data, teacher
 
-    def run(self) -> dict:
-        """Run every step not yet finished; write and return results."""
+    def run(self, only: Sequence[str] | None = None) -> dict:
+        """Run every step not yet finished; write and return results. ``only``: the labels of
+        the methods to run (the shared steps stay those of every configured method)."""
         t0 = time.time()
         self.cfg_path = self.run_dir / "config.json"
         self.cfg.save(self.cfg_path)
         data, teacher = self.shared()
         methods = {}
         for spec in self.specs:
+            if only is not None and spec.label not in only:
+                continue
             self.log(f"== {spec.label}")
             methods[spec.label] = self._method(spec)
             if spec.prompt:
