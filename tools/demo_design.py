@@ -1,6 +1,7 @@
 """Design experiments of the demo: run ``demo_config`` with knobs over seeds, print a table.
 
   demo_design.py --out runs/design --tag A --seeds 0,1,2 [--split validation] [KNOB=VALUE ...]
+  demo_design.py --out runs/design --tag keep3 --share-from A --methods ARMS keep=3
 
 Each run goes to ``<out>/runs/<tag>_s<seed>`` (resumable: finished steps are skipped). The table
 is the accuracy (percent) of each arm per seed on ``--split`` (designs are chosen on validation
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scicot_jax.pipeline.demo import DESIGN, demo_config  # noqa: E402
+from scicot_jax.pipeline.demo import DESIGN, demo_config, run  # noqa: E402
 
 
 def _knob(text: str) -> tuple[str, object]:
@@ -26,6 +28,19 @@ def _knob(text: str) -> tuple[str, object]:
         raise SystemExit(f"demo_design.py: unknown knob {key!r}; known: {sorted(DESIGN)}")
     kind = type(DESIGN[key])
     return key, kind(value)
+
+
+SHARED = ("data", "vocab", "teacher_", "probe")
+
+
+def share(src: Path, dest: Path) -> None:
+    """Copy ``src``'s finished shared steps (data, teacher runs, vocabulary, MoRSD's probes)
+    that ``dest`` lacks: they are skipped there, as in their own run."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for d in sorted(src.iterdir()) if src.is_dir() else ():
+        done = (d / "DONE.json").exists() and not (dest / d.name).exists()
+        if done and (d.name in SHARED or d.name.startswith(SHARED[2:])):
+            shutil.copytree(d, dest / d.name, symlinks=True)
 
 
 def table(out: str, tag: str, seeds: list[int], split: str) -> str:
@@ -61,16 +76,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--split", default="validation", choices=("validation", "test"))
     p.add_argument("--report", action="store_true", help="only print the table")
+    p.add_argument(
+        "--jobs", type=int, default=2, help="methods at once, single-threaded worker processes"
+    )
+    p.add_argument(
+        "--methods",
+        help="comma list of the demo's arms to run (default: all; the data, teacher and "
+        "vocabulary steps stay the whole demo's), e.g. only the selecting arms for the keep knob",
+    )
+    p.add_argument(
+        "--share-from",
+        metavar="TAG",
+        help="copy the finished data, teacher, vocabulary and probe steps of TAG's run of each "
+        "seed first (for knobs those steps do not read, e.g. keep; a step whose inputs differ "
+        "stops the run, naming it)",
+    )
     p.add_argument("knobs", nargs="*", help=f"KNOB=VALUE, knobs: {', '.join(DESIGN)}")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     knobs = dict(_knob(k) for k in args.knobs)
     if not args.report:
-        from scicot_jax.pipeline.run import run_pipeline
-
         for seed in seeds:
             run_dir = Path(args.out) / "runs" / f"{args.tag}_s{seed}"
-            run_pipeline(demo_config(str(run_dir), seed, **knobs))
+            if args.share_from:
+                share(Path(args.out) / "runs" / f"{args.share_from}_s{seed}", run_dir)
+            only = args.methods.split(",") if args.methods else None
+            run(demo_config(str(run_dir), seed, **knobs), args.jobs, only=only)
     print(table(args.out, args.tag, seeds, args.split))
     return 0
 

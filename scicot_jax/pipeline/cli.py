@@ -126,7 +126,7 @@ def _demo_seeds(args: argparse.Namespace) -> dict:
     """The demo once per seed, then the study report over the seeds (mean ± std, plots)."""
     from scicot_jax.pipeline import demo
 
-    paths = demo.run_seeds(args.out, args.seeds, args.pack, args.redo)
+    paths = demo.run_seeds(args.out, args.seeds, args.pack, args.redo, args.jobs)
     print(paths["md"].read_text())
     return {"summary": str(paths["summary"])}
 
@@ -164,6 +164,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--redo", action="append", default=[], metavar="STEP")
     d.add_argument(
         "--pack", action="store_true", help="students train on packed rows (best-fit, fitted)"
+    )
+    d.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="methods (and MoRSD's probes) at once, each in a single-threaded worker process "
+        "(pipeline.arms); 1: one process, one method after another",
     )
     d.add_argument("-v", "--verbose", action="store_true")
     return show_defaults(p)
@@ -243,7 +250,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     quiet_failure.install_log_filter()  # library errors in background threads: one line each
     try:
         with deadlines.watching("run_pipeline.py"), _owning(cfg.out):  # storage bounded
-            res = run_pipeline(cfg, redo=tuple(args.redo))
+            if args.cmd == "demo":
+                from scicot_jax.pipeline import demo
+
+                res = demo.run(cfg, args.jobs, args.redo)
+            else:
+                res = run_pipeline(cfg, redo=tuple(args.redo))
     except SourceError as e:  # a missing or bad data file: one line, no traceback
         raise SystemExit(f"run_pipeline.py: error: {e}") from None
     except owner.RunDirBusy as e:

@@ -118,16 +118,35 @@ def demo_config(out: str, seed: int = 0, pack: bool = False, **knobs: Any) -> Pi
     )
 
 
-def run_seeds(out: str, seeds: Sequence[int], pack: bool = False, redo: Sequence[str] = ()) -> dict:
-    """The demo once per seed (``<out>/runs/demo_s<seed>``), then the study report over the
-    seeds: study.csv (per seed), summary.csv (mean ± std), study.md and plots."""
-    from scicot_jax.pipeline.run import run_pipeline
-
+def run_seeds(
+    out: str, seeds: Sequence[int], pack: bool = False, redo: Sequence[str] = (), jobs: int = 2
+) -> dict:
+    """The demo once per seed (``<out>/runs/demo_s<seed>``; methods in ``jobs`` worker
+    processes), then the study report over the seeds: study.csv (per seed), summary.csv
+    (mean ± std), study.md and plots."""
     for seed in seeds:
         run_dir = Path(out) / "runs" / f"demo_s{seed}"
-        run_pipeline(demo_config(str(run_dir), seed, pack), redo=tuple(redo))
+        run(demo_config(str(run_dir), seed, pack), jobs, redo)
     write_selection(out, Path(out) / "selection.csv")
     return study.render(study.collect(out), out, title="The demo over seeds")
+
+
+def run(
+    cfg: PipelineConfig,
+    jobs: int = 2,
+    redo: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+) -> dict:
+    """One demo run: its methods in ``jobs`` single-threaded worker processes
+    (``pipeline.arms``), or in this process one after another (``jobs`` 1). ``only``: the
+    methods to run (design experiments; the shared steps stay the full demo's)."""
+    if jobs > 1 or only is not None:
+        from scicot_jax.pipeline.arms import run_arms
+
+        return run_arms(cfg, max(1, jobs), redo=tuple(redo), only=only)
+    from scicot_jax.pipeline.run import run_pipeline
+
+    return run_pipeline(cfg, redo=tuple(redo))
 
 
 def selection_rows(out: str | Path) -> list[dict]:

@@ -392,11 +392,8 @@ class Pipeline:
         )
         return entry
 
-    def run(self) -> dict:
-        """Run every step not yet finished; write and return results."""
-        t0 = time.time()
-        self.cfg_path = self.run_dir / "config.json"
-        self.cfg.save(self.cfg_path)
+    def shared(self) -> tuple[dict, dict]:
+        """The steps every method builds on (data, teacher runs, vocabulary): (data, teacher)."""
         data = self._data()
         teacher = {}
         for prompt in sorted({self.prompt_of(s) for s in self.specs if s.prompt}):
@@ -404,8 +401,19 @@ class Pipeline:
             teacher[prompt] = self._teacher(prompt, samples)
         if self.cfg.student.vocab == "task":
             self._task_vocab(sorted(teacher))
+        return data, teacher
+
+    def run(self, only: Sequence[str] | None = None) -> dict:
+        """Run every step not yet finished; write and return results. ``only``: the labels of
+        the methods to run (the shared steps stay those of every configured method)."""
+        t0 = time.time()
+        self.cfg_path = self.run_dir / "config.json"
+        self.cfg.save(self.cfg_path)
+        data, teacher = self.shared()
         methods = {}
         for spec in self.specs:
+            if only is not None and spec.label not in only:
+                continue
             self.log(f"== {spec.label}")
             methods[spec.label] = self._method(spec)
             if spec.prompt:

@@ -11,6 +11,7 @@
   rationales_<method>/        rationale-store run written by the Stage-1 student, all splits
   stage2_<method>/            Sci-CoT Stage-2 student (question + rationale -> answer)
   eval_<method>/              predictions_<split>.jsonl and accuracy
+  logs/                       <part>.log of each worker process (pipeline.arms; not a step)
 
 <method> is the method's slug (``MethodSpec.slug``, e.g. ``scicot-morsd_d4``).
 """
