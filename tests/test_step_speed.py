@@ -113,3 +113,33 @@ def test_hlo_bytes_counts_top_level_instructions_by_region():
     assert regions["bwd encoder attention"] == n * 6
     while_itself = 2 * (4 + 1024 * 4)  # its tuple operand and output; no op_name
     assert regions["optimizer / other"] == 3 * 1024 * 4 + while_itself
+
+
+def test_adafactor_one_pass_param_scale_equals_optax_bitwise():
+    """Our Adafactor (one RMS pass per parameter) = optax.adafactor: same state tree, same bits.
+
+    Three steps on factored, unfactored and all-zero (RMS below the 1e-3 floor) parameters.
+    """
+    import optax
+
+    from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer
+
+    keys = jax.random.split(jax.random.key(0), 6)
+    params = {
+        "kernel": jax.random.normal(keys[0], (256, 128)) * 0.05,
+        "scale": jax.random.normal(keys[1], (128,)) + 1.0,
+        "zeros": jnp.zeros((128, 4)),
+    }
+    ours, sched = make_optimizer(OptimizerConfig(learning_rate=1e-2))
+    ref = optax.adafactor(learning_rate=sched, min_dim_size_to_factor=128, decay_rate=0.8)
+    s_ours, s_ref = ours.init(params), ref.init(params)
+    assert jax.tree.structure(s_ours) == jax.tree.structure(s_ref)
+    p_ours = p_ref = params
+    for i in range(3):
+        grads = jax.tree.map(lambda p, k=keys[2 + i]: jax.random.normal(k, p.shape) * 1e-2, params)
+        u_ours, s_ours = jax.jit(ours.update)(grads, s_ours, p_ours)
+        u_ref, s_ref = jax.jit(ref.update)(grads, s_ref, p_ref)
+        p_ours, p_ref = optax.apply_updates(p_ours, u_ours), optax.apply_updates(p_ref, u_ref)
+        for a, b in zip(jax.tree.leaves((p_ours, s_ours)), jax.tree.leaves((p_ref, s_ref))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(jnp.abs(p_ours["zeros"]).max()) > 0  # the floor branch moved the zero param
