@@ -94,7 +94,7 @@ _HLO = """HloModule jit_train_step, entry_computation_layout={(f32[16,6,512,512]
 ENTRY %main.9 (Arg_0.1: f32[16,6,512,512]) -> bf16[16,6,512,512] {
   %Arg_0.1 = f32[16,6,512,512]{3,2,1,0:T(8,128)} parameter(0), metadata={op_name="state"}
   %w = (s32[], f32[1024]{0:T(1024)}) while((s32[], f32[1024]{0:T(1024)}) %init), condition=%cond, body=%body
-  ROOT %fusion.3 = bf16[16,6,512,512]{3,2,1,0:T(8,128)(2,1)} fusion(f32[16,6,512,512]{3,2,1,0:T(8,128)} %Arg_0.1), kind=kLoop, calls=%fused_computation, metadata={op_name="jit(train_step)/transpose(jvp(Transformer))/encoder/layers_3/attention/convert_element_type" source_file="x.py" source_line=1}
+  ROOT %fusion.3 = bf16[16,6,512,512]{3,2,1,0:T(8,128)(2,1)} fusion(f32[16,6,512,512]{3,2,1,0:T(8,128)} %Arg_0.1), kind=kLoop, calls=%fused_computation, metadata={op_name="jit(train_step)/transpose(jvp(Transformer))/encoder/layers_3/attention/convert_element_type" source_file="x.py" source_line=1}, backend_config={"flag_configs":[],"window_config":{"estimated_cycles":"110416"}}
 }
 """
 
@@ -113,6 +113,8 @@ def test_hlo_bytes_counts_top_level_instructions_by_region():
     assert regions["bwd encoder attention"] == n * 6
     while_itself = 2 * (4 + 1024 * 4)  # its tuple operand and output; no op_name
     assert regions["optimizer / other"] == 3 * 1024 * 4 + while_itself
+    cycles = mod.by_region(_HLO, "cycles")  # the compiler's own per-op estimate
+    assert cycles["bwd encoder attention"] == 110416 and cycles["optimizer / other"] == 0
 
 
 def test_adafactor_one_pass_param_scale_equals_optax_bitwise():
