@@ -145,3 +145,48 @@ def test_adafactor_one_pass_param_scale_equals_optax_bitwise():
         for a, b in zip(jax.tree.leaves((p_ours, s_ours)), jax.tree.leaves((p_ref, s_ref))):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert float(jnp.abs(p_ours["zeros"]).max()) > 0  # the floor branch moved the zero param
+
+
+def test_half_precision_forms_equal_the_float32_forms():
+    """bf16 configs' t5x forms: the one-hot position bias selects exactly the gathered values
+    (and gets the same table gradient); Dense over [B, L, heads, d_kv] equals the flattened one.
+    """
+    from scicot_jax.model.relpos import RelativePositionBiases
+
+    f32, bf16 = CFG, CFG.replace(dtype="bfloat16")
+    assert bf16.half_precision and not f32.half_precision
+    pos = jnp.arange(40)
+    rel = {b: RelativePositionBiases(b, bidirectional=True) for b in (f32, bf16)}
+    params = nn.meta.unbox(rel[f32].init(jax.random.key(0), pos, pos))
+    w = jax.random.normal(jax.random.key(1), (1, f32.num_heads, 40, 40))
+    out = {b: m.apply(params, pos, pos) for b, m in rel.items()}
+    assert out[bf16].dtype == jnp.float32
+    np.testing.assert_array_equal(out[bf16], out[f32])
+    grad = {
+        b: jax.grad(lambda p, m=m: jnp.sum(m.apply(p, pos, pos) * w))(params)
+        for b, m in rel.items()
+    }
+    np.testing.assert_allclose(
+        grad[bf16]["params"]["rel_embedding"], grad[f32]["params"]["rel_embedding"], rtol=1e-5
+    )
+
+    x = jax.random.normal(jax.random.key(2), (2, 3, 8))
+    heads = (4, 5)
+    dense = {
+        b: Dense(20, ("embed", "joined_kv"), MLP_KERNEL_INIT, b, out_shape=heads)
+        for b in (f32, bf16)
+    }
+    p = nn.meta.unbox(dense[f32].init(jax.random.key(3), x))
+    y = {b: d.apply(p, x) for b, d in dense.items()}
+    assert y[bf16].shape == y[f32].shape == (2, 3, 4, 5) and y[bf16].dtype == jnp.bfloat16
+    np.testing.assert_allclose(y[bf16].astype(jnp.float32), y[f32], rtol=2e-2, atol=2e-2)
+    back = {b: Dense(8, ("joined_kv", "embed"), MLP_KERNEL_INIT, b, in_axes=2) for b in (f32, bf16)}
+    q = nn.meta.unbox(back[f32].init(jax.random.key(4), y[f32]))
+    assert q["params"]["kernel"].shape == (20, 8)  # the kernel stays 2-D (t5x's stored layout)
+    z32 = back[f32].apply(q, y[f32])
+    np.testing.assert_allclose(
+        back[bf16].apply(q, y[f32]).astype(jnp.float32), z32, rtol=5e-2, atol=5e-2
+    )
+    np.testing.assert_allclose(
+        z32, y[f32].reshape(2, 3, 20) @ q["params"]["kernel"], rtol=1e-5, atol=1e-5
+    )
