@@ -113,9 +113,9 @@ class T5Config:
     def half_precision(self) -> bool:
         """bf16/fp16 activations: the accelerator forms (t5x's), else the float32 (CPU) ones.
 
-        Where XLA:TPU and XLA:CPU want different forms of the same math (a one-hot position bias
-        vs a gather, [B, L, ...] contractions vs tokens flattened to one axis), half-precision
-        configs take t5x's; float32 configs keep theirs, so their numbers stay bit for bit.
+        Where XLA:TPU and XLA:CPU want different forms of the same math ([B, L, ...]
+        contractions vs tokens flattened to one axis), half-precision configs take t5x's;
+        float32 configs keep theirs, so their numbers stay bit for bit.
         """
         return self.activation_dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 

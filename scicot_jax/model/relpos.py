@@ -80,14 +80,5 @@ class RelativePositionBiases(nn.Module):
             num_buckets=cfg.relative_attention_num_buckets,
             max_distance=cfg.relative_attention_max_distance,
         )
-        if cfg.half_precision:
-            # t5x's one-hot contraction: on TPU the gather's [Q*K, heads] result (heads minor,
-            # padded to 128 lanes) and its relayout copies cost more than this tiny matmul.
-            # HIGHEST keeps the selected float32 values exact; the gradient sums in float32.
-            one_hot = buckets_QxK[None] == jnp.arange(table.shape[1])[:, None, None]
-            bias_HxQxK = jnp.einsum(
-                "hn,nqk->hqk", table, one_hot.astype(table.dtype), precision="highest"
-            )
-        else:
-            bias_HxQxK = jnp.take(table, buckets_QxK, axis=1)
+        bias_HxQxK = jnp.take(table, buckets_QxK, axis=1)
         return bias_HxQxK[None].astype(jnp.float32)
