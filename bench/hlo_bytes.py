@@ -9,7 +9,9 @@ not the insides of fusions) counts its operands' and its output's bytes, an uppe
 XLA's cost analysis counts (it also knows slices and in-place updates). Instructions are grouped
 by the op_name metadata jax writes: forward or backward (`transpose(`), encoder or decoder, and
 the block (attention, mlp, norms, logits, loss, optimizer). With two files the regions are shown
-side by side with their ratio.
+side by side with their ratio. The TPU compiler also writes its own time estimate of each
+op (`estimated_cycles` in the backend config); those are summed per region too (the measure
+that found this step's excess: the byte sums over-count copies and in-place updates).
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ def instructions(text: str) -> list[dict[str, Any]]:
                 )
                 todo += re.findall(r"(?:true|false)_computation=%?([\w.\-]+)", attrs)
             meta = re.search(r'op_name="([^"]*)"', attrs)
+            cycles = re.search(r'"estimated_cycles":"(\d+)"', attrs)
             size = (
                 0 if op.group(1) in FREE else shape_bytes(shape) + _operand_bytes(operands, shapes)
             )
@@ -139,6 +142,7 @@ def instructions(text: str) -> list[dict[str, Any]]:
                     op=op.group(1),
                     shape=shape,
                     bytes=size,
+                    cycles=int(cycles.group(1)) if cycles else 0,
                     op_name=meta.group(1) if meta else "",
                 )
             )
@@ -161,11 +165,11 @@ def region(op_name: str) -> str:
     return "optimizer / other" if way == "fwd" else "bwd other"
 
 
-def by_region(text: str) -> collections.Counter:
-    """Bytes per region of one HLO text."""
+def by_region(text: str, key: str = "bytes") -> collections.Counter:
+    """Bytes (or estimated cycles: key="cycles") per region of one HLO text."""
     out: collections.Counter = collections.Counter()
     for ins in instructions(text):
-        out[region(ins["op_name"])] += ins["bytes"]
+        out[region(ins["op_name"])] += ins[key]
     return out
 
 
@@ -175,20 +179,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=20, help="largest instructions to list per file")
     a = p.parse_args(argv)
     texts = [Path(f).read_text() for f in a.hlo[:2]]
-    regions = [by_region(t) for t in texts]
-    gib = lambda v: f"{v / 2**30:8.3f}"
-    print("GiB per region: " + " | ".join(a.hlo[:2]) + (" | ratio" if len(texts) == 2 else ""))
-    for key in sorted(set().union(*regions), key=lambda k: -regions[0].get(k, 0)):
-        vals = [r.get(key, 0) for r in regions]
-        ratio = f" {vals[0] / vals[1]:6.2f}" if len(vals) == 2 and vals[1] else ""
-        print(f"  {key:40s} " + " ".join(gib(v) for v in vals) + ratio)
-    print("  " + "total".ljust(40) + " " + " ".join(gib(sum(r.values())) for r in regions))
+    for key, unit, scale in (("bytes", "GiB", 2**30), ("cycles", "M estimated cycles", 1e6)):
+        regions = [by_region(t, key) for t in texts]
+        head = " | ".join(a.hlo[:2]) + (" | ratio" if len(texts) == 2 else "")
+        print(f"{unit} per region: {head}")
+        for k in sorted(set().union(*regions), key=lambda k: -regions[0].get(k, 0)):
+            vals = [r.get(k, 0) for r in regions]
+            ratio = f" {vals[0] / vals[1]:6.2f}" if len(vals) == 2 and vals[1] else ""
+            print(f"  {k:40s} " + " ".join(f"{v / scale:8.3f}" for v in vals) + ratio)
+        print(
+            "  "
+            + "total".ljust(40)
+            + " "
+            + " ".join(f"{sum(r.values()) / scale:8.3f}" for r in regions)
+        )
     for f, t in zip(a.hlo, texts, strict=False):
-        print(f"largest instructions of {f}:")
-        for ins in sorted(instructions(t), key=lambda i: -i["bytes"])[: a.top]:
+        print(f"largest instructions of {f} (by estimated cycles):")
+        for ins in sorted(instructions(t), key=lambda i: (-i["cycles"], -i["bytes"]))[: a.top]:
             print(
-                f"  {ins['bytes'] / 2**20:9.1f} MiB {ins['op']:14s} {ins['shape'][:48]:48s}"
-                f" {ins['op_name'][-90:]}"
+                f"  {ins['cycles']:9d} cyc {ins['bytes'] / 2**20:9.1f} MiB {ins['op']:12s}"
+                f" {ins['shape'][:44]:44s} {ins['op_name'][-80:]}"
             )
     return 0
 

@@ -94,7 +94,7 @@ _HLO = """HloModule jit_train_step, entry_computation_layout={(f32[16,6,512,512]
 ENTRY %main.9 (Arg_0.1: f32[16,6,512,512]) -> bf16[16,6,512,512] {
   %Arg_0.1 = f32[16,6,512,512]{3,2,1,0:T(8,128)} parameter(0), metadata={op_name="state"}
   %w = (s32[], f32[1024]{0:T(1024)}) while((s32[], f32[1024]{0:T(1024)}) %init), condition=%cond, body=%body
-  ROOT %fusion.3 = bf16[16,6,512,512]{3,2,1,0:T(8,128)(2,1)} fusion(f32[16,6,512,512]{3,2,1,0:T(8,128)} %Arg_0.1), kind=kLoop, calls=%fused_computation, metadata={op_name="jit(train_step)/transpose(jvp(Transformer))/encoder/layers_3/attention/convert_element_type" source_file="x.py" source_line=1}
+  ROOT %fusion.3 = bf16[16,6,512,512]{3,2,1,0:T(8,128)(2,1)} fusion(f32[16,6,512,512]{3,2,1,0:T(8,128)} %Arg_0.1), kind=kLoop, calls=%fused_computation, metadata={op_name="jit(train_step)/transpose(jvp(Transformer))/encoder/layers_3/attention/convert_element_type" source_file="x.py" source_line=1}, backend_config={"flag_configs":[],"window_config":{"estimated_cycles":"110416"}}
 }
 """
 
@@ -113,3 +113,61 @@ def test_hlo_bytes_counts_top_level_instructions_by_region():
     assert regions["bwd encoder attention"] == n * 6
     while_itself = 2 * (4 + 1024 * 4)  # its tuple operand and output; no op_name
     assert regions["optimizer / other"] == 3 * 1024 * 4 + while_itself
+    cycles = mod.by_region(_HLO, "cycles")  # the compiler's own per-op estimate
+    assert cycles["bwd encoder attention"] == 110416 and cycles["optimizer / other"] == 0
+
+
+def test_adafactor_one_pass_param_scale_equals_optax_bitwise():
+    """Our Adafactor (one RMS pass per parameter) = optax.adafactor: same state tree, same bits.
+
+    Three steps on factored, unfactored and all-zero (RMS below the 1e-3 floor) parameters.
+    """
+    import optax
+
+    from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer
+
+    keys = jax.random.split(jax.random.key(0), 6)
+    params = {
+        "kernel": jax.random.normal(keys[0], (256, 128)) * 0.05,
+        "scale": jax.random.normal(keys[1], (128,)) + 1.0,
+        "zeros": jnp.zeros((128, 4)),
+    }
+    ours, sched = make_optimizer(OptimizerConfig(learning_rate=1e-2))
+    ref = optax.adafactor(learning_rate=sched, min_dim_size_to_factor=128, decay_rate=0.8)
+    s_ours, s_ref = ours.init(params), ref.init(params)
+    assert jax.tree.structure(s_ours) == jax.tree.structure(s_ref)
+    p_ours = p_ref = params
+    for i in range(3):
+        grads = jax.tree.map(lambda p, k=keys[2 + i]: jax.random.normal(k, p.shape) * 1e-2, params)
+        u_ours, s_ours = jax.jit(ours.update)(grads, s_ours, p_ours)
+        u_ref, s_ref = jax.jit(ref.update)(grads, s_ref, p_ref)
+        p_ours, p_ref = optax.apply_updates(p_ours, u_ours), optax.apply_updates(p_ref, u_ref)
+        for a, b in zip(jax.tree.leaves((p_ours, s_ours)), jax.tree.leaves((p_ref, s_ref))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(jnp.abs(p_ours["zeros"]).max()) > 0  # the floor branch moved the zero param
+
+
+def test_half_precision_dense_equals_the_float32_form():
+    """bf16 configs' Dense (t5x's DenseGeneral form) over [B, L, heads, d_kv] equals the flattened one."""
+    f32, bf16 = CFG, CFG.replace(dtype="bfloat16")
+    assert bf16.half_precision and not f32.half_precision
+    x = jax.random.normal(jax.random.key(2), (2, 3, 8))
+    heads = (4, 5)
+    dense = {
+        b: Dense(20, ("embed", "joined_kv"), MLP_KERNEL_INIT, b, out_shape=heads)
+        for b in (f32, bf16)
+    }
+    p = nn.meta.unbox(dense[f32].init(jax.random.key(3), x))
+    y = {b: d.apply(p, x) for b, d in dense.items()}
+    assert y[bf16].shape == y[f32].shape == (2, 3, 4, 5) and y[bf16].dtype == jnp.bfloat16
+    np.testing.assert_allclose(y[bf16].astype(jnp.float32), y[f32], rtol=2e-2, atol=2e-2)
+    back = {b: Dense(8, ("joined_kv", "embed"), MLP_KERNEL_INIT, b, in_axes=2) for b in (f32, bf16)}
+    q = nn.meta.unbox(back[f32].init(jax.random.key(4), y[f32]))
+    assert q["params"]["kernel"].shape == (20, 8)  # the kernel stays 2-D (t5x's stored layout)
+    z32 = back[f32].apply(q, y[f32])
+    np.testing.assert_allclose(
+        back[bf16].apply(q, y[f32]).astype(jnp.float32), z32, rtol=5e-2, atol=5e-2
+    )
+    np.testing.assert_allclose(
+        z32, y[f32].reshape(2, 3, 20) @ q["params"]["kernel"], rtol=1e-5, atol=1e-5
+    )

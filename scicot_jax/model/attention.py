@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from scicot_jax.model.config import T5Config
-from scicot_jax.model.layers import ATTENTION_KERNEL_INIT, Dense, constrain
+from scicot_jax.model.layers import ATTENTION_KERNEL_INIT, Dense, Initializer, constrain
 
 # Finite so that fully masked rows (padding queries) give a uniform softmax instead of NaN.
 MASK_VALUE = -1e10
@@ -105,12 +105,13 @@ class MultiHeadAttention(nn.Module):
         heads, d_kv = cfg.num_heads, cfg.d_kv
         # T5 folds the 1/sqrt(d_kv) logit scale into the query initialisation.
         query_init = lambda *a: ATTENTION_KERNEL_INIT(*a) / jnp.sqrt(d_kv).astype(a[-1])
-        proj = lambda name, init: Dense(heads * d_kv, ("embed", "joined_kv"), init, cfg, name=name)
+
+        def proj(name: str, init: Initializer) -> Dense:
+            axes = ("embed", "joined_kv")
+            return Dense(heads * d_kv, axes, init, cfg, out_shape=(heads, d_kv), name=name)
 
         def split_heads(x: jax.Array) -> jax.Array:
-            return constrain(
-                x.reshape(x.shape[:-1] + (heads, d_kv)), ("batch", "length", "heads", "kv")
-            )
+            return constrain(x, ("batch", "length", "heads", "kv"))
 
         q = split_heads(proj("query", query_init)(inputs_q))
         if self.decode and self.is_cross:
@@ -139,10 +140,10 @@ class MultiHeadAttention(nn.Module):
             out = xla_attention(q, k, v, bias, mask, drop, self.deterministic)
         if groups > 1:
             out = out.reshape((-1, out.shape[1] // groups) + out.shape[2:])
-        out = out.reshape(out.shape[:-2] + (heads * d_kv,))
-        return Dense(cfg.d_model, ("joined_kv", "embed"), ATTENTION_KERNEL_INIT, cfg, name="out")(
-            out
+        out_proj = Dense(
+            cfg.d_model, ("joined_kv", "embed"), ATTENTION_KERNEL_INIT, cfg, in_axes=2, name="out"
         )
+        return out_proj(out)
 
     def _update_cache(
         self, k_Bx1xHxD: jax.Array, v_Bx1xHxD: jax.Array, index: jax.Array, max_len: int | None

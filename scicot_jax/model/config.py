@@ -110,6 +110,16 @@ class T5Config:
         return jnp.dtype(self.dtype)
 
     @property
+    def half_precision(self) -> bool:
+        """bf16/fp16 activations: the accelerator forms (t5x's), else the float32 (CPU) ones.
+
+        Where XLA:TPU and XLA:CPU want different forms of the same math ([B, L, ...]
+        contractions vs tokens flattened to one axis), half-precision configs take t5x's;
+        float32 configs keep theirs, so their numbers stay bit for bit.
+        """
+        return self.activation_dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+    @property
     def weight_dtype(self) -> jnp.dtype:
         return jnp.dtype(self.param_dtype)
 

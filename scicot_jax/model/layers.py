@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -55,30 +56,45 @@ class RMSNorm(nn.Module):
 
 
 class Dense(nn.Module):
-    """Bias-free projection with a 2-D kernel [in, out] (t5x's stored kernel layout)."""
+    """Bias-free projection with a 2-D kernel [in, out] (t5x's stored kernel layout).
+
+    `in_axes` trailing input axes are contracted (2 for attention's [.., heads, d_kv] output);
+    `out_shape` splits the output features (e.g. (heads, d_kv)); the kernel stays 2-D.
+    """
 
     features: int
     kernel_axes: tuple[str, str]
     kernel_init: Initializer
     config: T5Config
     dtype: Any = None  # compute dtype; defaults to config.dtype
+    in_axes: int = 1
+    out_shape: tuple[int, ...] | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         dtype = self.dtype or self.config.activation_dtype
+        in_shape = x.shape[x.ndim - self.in_axes :]
+        out_shape = self.out_shape or (self.features,)
         kernel = logical_param(
             self,
             "kernel",
             self.kernel_init,
-            (x.shape[-1], self.features),
+            (math.prod(in_shape), self.features),
             self.kernel_axes,
             self.config.weight_dtype,
-        )
+        ).astype(dtype)
+        batch_shape = x.shape[: x.ndim - self.in_axes]
+        if self.config.half_precision:
+            # t5x's DenseGeneral: contract [B, L, in...] with the kernel viewed as [in..., out...]
+            # so XLA:TPU picks each side's layout, with no relayout copies around reshapes.
+            k = kernel.reshape(in_shape + out_shape)
+            dims = (tuple(range(x.ndim - self.in_axes, x.ndim)), tuple(range(self.in_axes)))
+            return jax.lax.dot_general(x.astype(dtype), k, (dims, ((), ())))
         # Tokens flattened to one axis: the kernel gradient is then one [in, tokens] x [tokens,
         # out] matmul. With [B, L, in] XLA:CPU transposes the [tokens, out] gradient first
         # (a strided copy fused into the GELU backward, 16% of the CPU bench's step).
-        x2 = x.reshape(-1, x.shape[-1]).astype(dtype)
-        return jnp.dot(x2, kernel.astype(dtype)).reshape(x.shape[:-1] + (self.features,))
+        x2 = x.reshape(-1, kernel.shape[0]).astype(dtype)
+        return jnp.dot(x2, kernel).reshape(batch_shape + out_shape)
 
 
 class Embed(nn.Module):
