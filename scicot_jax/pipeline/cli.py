@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(
             "One seed; the columns beside it are the measured seeds of docs/demo.md. "
             "Reproduce them with "
-            "`python tools/run_pipeline.py demo --seeds 3,4,5 --out runs/demo_seeds`."
+            "`python tools/run_pipeline.py demo --seeds 3,4,5 --jobs 1 --out runs/demo_seeds`."
         )
     return res
 
