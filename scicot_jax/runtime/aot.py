@@ -22,6 +22,7 @@ import jax
 from jax.sharding import Mesh
 
 from scicot_jax import platforms
+from scicot_jax.runtime import hlo_loops
 
 GiB = 2**30
 
@@ -53,10 +54,6 @@ _ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
 _OP = re.compile(
     r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\((.*)$"
 )
-_COMP = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
-_WHILE = re.compile(r"\bwhile\(.*\bbody=%?([\w.\-]+)")
-_TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"')
-_CALLS = re.compile(r"\b(?:calls|to_apply|body|condition|branch_computations)=\{?%?([\w.\-]+)")
 _USED = re.compile(r"Used ([\d.]+)([KMGT]?)i?B? of ([\d.]+)([KMGT]?)i?B? hbm")
 _NEEDS = re.compile(
     r"memory required for ([\w ]+?) \(([\d.]+)([KMGT]?)i?B?\) exceeds available HBM "
@@ -129,6 +126,8 @@ class CompileReport:
     temp_bytes: int = 0
     compiler_flops: float | None = None
     model_flops: float | None = None  # the FLOP model's count for this step, per chip
+    bytes_accessed: float | None = None  # the compiler's HBM bytes read + written, per chip
+    loop_trips: list[int | None] = dataclasses.field(default_factory=list)  # None: unknown
     collectives: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     compile_s: float = 0.0
     error: str | None = None  # the compiler's out-of-memory message, when it refused
@@ -179,6 +178,13 @@ class CompileReport:
             lines.append(
                 f"  FLOPs per chip: compiler {self.compiler_flops:.4g}, model {model}{ratio}"
             )
+        if self.bytes_accessed is not None:
+            lines.append(f"  HBM bytes accessed per chip: {size(self.bytes_accessed)}")
+        if self.loop_trips:
+            trips = ", ".join(
+                "unknown (counted once)" if t is None else str(t) for t in self.loop_trips
+            )
+            lines.append(f"  while loops: {len(self.loop_trips)}, trip counts {trips}")
         if self.collectives:
             parts = [
                 f"{k} x{c['count']} {size(c['bytes'])}" for k, c in sorted(self.collectives.items())
@@ -219,40 +225,13 @@ def hlo_collectives(hlo_text: str) -> dict[str, dict[str, int]]:
     """Collectives of compiled HLO text: kind -> {count, bytes} executed per step per chip.
 
     bytes: each op's result size. Ops inside while loops (scanned layers, microbatches) count
-    once per iteration when the compiler knows the trip count.
+    once per iteration (hlo_loops reads the trip count from the loop's condition).
     """
-    comps: dict[str, list[str]] = {}
-    current = None
-    for line in hlo_text.splitlines():
-        m = _COMP.match(line)
-        if m and not line.startswith(" "):
-            current = m.group(1)
-            comps[current] = []
-            if line.startswith("ENTRY"):
-                comps["__entry__"] = [current]
-        elif current is not None:
-            comps[current].append(line)
-    entry = comps.pop("__entry__", [None])[0]
-    mult: dict[str, int] = {}
-
-    def visit(name: str, k: int) -> None:
-        if name not in comps or mult.get(name, 0) >= k:
-            return
-        mult[name] = k
-        for line in comps[name]:
-            w = _WHILE.search(line)
-            if w:
-                trip = _TRIP.search(line)
-                visit(w.group(1), k * (int(trip.group(1)) if trip else 1))
-            for callee in _CALLS.findall(line):
-                if not (w and callee == w.group(1)):
-                    visit(callee, k)
-
-    if entry:
-        visit(entry, 1)
+    mod = hlo_loops.parse(hlo_text)
+    times, _ = hlo_loops.loops(mod)
     out: dict[str, dict[str, int]] = {}
-    for name, lines in comps.items():
-        k = mult.get(name, 1 if entry is None else 0)
+    for name, lines in mod.comps.items():
+        k = times.get(name, 1 if mod.entry is None else 0)
         for line in lines:
             m = _OP.match(line)
             if not m or not k:
@@ -333,7 +312,12 @@ def compile_report(
         report.temp_bytes = int(mem.temp_size_in_bytes)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) and cost else cost
+    text = compiled.as_text()
     if cost and "flops" in cost:
-        report.compiler_flops = float(cost["flops"])
-    report.collectives = hlo_collectives(compiled.as_text())
+        # The compiler counts a loop body once; scanned layers run it once per layer.
+        per_step, loops = hlo_loops.per_step_cost(text, cost)
+        report.compiler_flops = per_step["flops"]
+        report.bytes_accessed = per_step["bytes accessed"]
+        report.loop_trips = [lp.trip for lp in loops]
+    report.collectives = hlo_collectives(text)
     return report
