@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fresh", action="store_true", help="recompile even what the log holds")
     p.add_argument("--max-compiles", type=int, default=8, help="per cell")
     p.add_argument("--no-decode", action="store_true")
+    p.add_argument("--no-compare", action="store_true", help="skip the comparison layouts")
     p.add_argument("--render-only", action="store_true", help="only what the log holds")
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child: compile one candidate (JSON)
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
                 tried = _logged(size, slc, log)
             else:
                 tried = search(size, slc, log, a.fresh, a.max_compiles)
-            comp = [] if a.render_only else compare(size, slc, log, a.fresh)
+            comp = [] if a.render_only or a.no_compare else compare(size, slc, log, a.fresh)
             comp = comp or [
                 log[Cand(size, slc, b, m, pp, r).key()]
                 for b, m, pp, r in COMPARE.get((size, slc), [])
@@ -408,10 +409,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _load_all() -> dict[str, dict]:
+    """The log's records by candidate (the last one wins); compiled records from before loops
+    were counted per iteration (no `loop_trips`) are left out, so they get compiled again."""
     out: dict[str, dict] = {}
     if LOG.exists():
         for line in LOG.read_text().splitlines():
             rec = json.loads(line)
+            if rec.get("compiler_flops") is not None and "loop_trips" not in rec:
+                continue
             c = rec["cand"]
             key = json.dumps(c) if "decode" in c else Cand(**c).key()
             out[key] = rec

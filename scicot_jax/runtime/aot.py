@@ -128,6 +128,7 @@ class CompileReport:
     model_flops: float | None = None  # the FLOP model's count for this step, per chip
     bytes_accessed: float | None = None  # the compiler's HBM bytes read + written, per chip
     loop_trips: list[int | None] = dataclasses.field(default_factory=list)  # None: unknown
+    assumed_trips: int = 0  # loops whose trip count is the caller's bound, not the HLO's
     collectives: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     compile_s: float = 0.0
     error: str | None = None  # the compiler's out-of-memory message, when it refused
@@ -184,7 +185,11 @@ class CompileReport:
             trips = ", ".join(
                 "unknown (counted once)" if t is None else str(t) for t in self.loop_trips
             )
-            lines.append(f"  while loops: {len(self.loop_trips)}, trip counts {trips}")
+            bound = f" ({self.assumed_trips} of them the loop bound, an upper limit)"
+            lines.append(
+                f"  while loops: {len(self.loop_trips)}, trip counts {trips}"
+                + (bound if self.assumed_trips else "")
+            )
         if self.collectives:
             parts = [
                 f"{k} x{c['count']} {size(c['bytes'])}" for k, c in sorted(self.collectives.items())
@@ -221,14 +226,15 @@ def _shape_bytes(shape: str, start: bool) -> int:
     return sum(arrays)
 
 
-def hlo_collectives(hlo_text: str) -> dict[str, dict[str, int]]:
+def hlo_collectives(hlo_text: str, unknown_trip: int | None = None) -> dict[str, dict[str, int]]:
     """Collectives of compiled HLO text: kind -> {count, bytes} executed per step per chip.
 
     bytes: each op's result size. Ops inside while loops (scanned layers, microbatches) count
-    once per iteration (hlo_loops reads the trip count from the loop's condition).
+    once per iteration (hlo_loops reads the trip count from the loop's condition; a loop it
+    cannot read runs `unknown_trip` times, or once).
     """
     mod = hlo_loops.parse(hlo_text)
-    times, _ = hlo_loops.loops(mod)
+    times, _ = hlo_loops.loops(mod, unknown_trip)
     out: dict[str, dict[str, int]] = {}
     for name, lines in mod.comps.items():
         k = times.get(name, 1 if mod.entry is None else 0)
@@ -275,11 +281,13 @@ def compile_report(
     topology: str = "",
     model_flops: float | None = None,
     rules: Any = None,
+    unknown_trip: int | None = None,
 ) -> CompileReport:
     """Lowers `jitted` on abstract `args` (ShapeDtypeStructs with shardings) and compiles it.
 
     An out-of-memory refusal from the compiler becomes `report.error`; other errors raise.
     `rules`: flax logical axis rules active while tracing (the model's sharding constraints).
+    `unknown_trip`: iterations of a loop whose HLO gives no trip count (a decode loop's bound).
     """
     import flax.linen as nn
 
@@ -315,9 +323,10 @@ def compile_report(
     text = compiled.as_text()
     if cost and "flops" in cost:
         # The compiler counts a loop body once; scanned layers run it once per layer.
-        per_step, loops = hlo_loops.per_step_cost(text, cost)
+        per_step, loops = hlo_loops.per_step_cost(text, cost, unknown_trip)
         report.compiler_flops = per_step["flops"]
         report.bytes_accessed = per_step["bytes accessed"]
         report.loop_trips = [lp.trip for lp in loops]
-    report.collectives = hlo_collectives(text)
+        report.assumed_trips = sum(lp.assumed for lp in loops)
+    report.collectives = hlo_collectives(text, unknown_trip)
     return report

@@ -31,6 +31,7 @@ class Loop:
     trip: int | None
     times: int  # body executions per step (enclosing loops' trips included)
     parent: str | None  # the body of the nearest enclosing loop
+    assumed: bool = False  # trip unknown from the HLO: the caller's bound (a decode loop)
 
 
 @dataclasses.dataclass
@@ -171,8 +172,11 @@ def trip_count(mod: Module, caller: str, while_line: str) -> int | None:
     return max(n, 0) if n is not None else None
 
 
-def loops(mod: Module) -> tuple[dict[str, int], list[Loop]]:
-    """Runs per step of every computation reachable from the entry, and the while loops."""
+def loops(mod: Module, unknown_trip: int | None = None) -> tuple[dict[str, int], list[Loop]]:
+    """Runs per step of every computation reachable from the entry, and the while loops.
+
+    unknown_trip: iterations to assume for a loop whose trip count the HLO does not give (a
+    decode loop that stops early at EOS: its bound); None counts such a body once."""
     times: dict[str, int] = {}
     found: dict[str, Loop] = {}
 
@@ -184,8 +188,10 @@ def loops(mod: Module) -> tuple[dict[str, int], list[Loop]]:
             w = _WHILE.search(line)
             if w:
                 trip = trip_count(mod, name, line)
+                assumed = trip is None and unknown_trip is not None
+                trip = unknown_trip if assumed else trip
                 body = w.group(3)
-                found[body] = Loop(body, trip, k * (trip or 1), parent)
+                found[body] = Loop(body, trip, k * (trip or 1), parent, assumed)
                 visit(body, k * (trip or 1), body)
             for callee in _CALLS.findall(line):
                 if not (w and callee == w.group(3)):
@@ -229,11 +235,13 @@ def hlo_cost(text: str) -> dict[str, float]:
     return {k: float(cost.get(k, 0.0)) for k in COST_KEYS}
 
 
-def per_step_cost(text: str, cost: dict[str, float]) -> tuple[dict[str, float], list[Loop]]:
+def per_step_cost(
+    text: str, cost: dict[str, float], unknown_trip: int | None = None
+) -> tuple[dict[str, float], list[Loop]]:
     """The compiler's `cost` (each loop body counted once) with every loop's body counted as
     often as it runs: + (runs - 1) x the body's own cost (its nested loops' bodies taken out)."""
     mod = parse(text)
-    _, found = loops(mod)
+    _, found = loops(mod, unknown_trip)
     scaled = {k: float(cost.get(k, 0.0)) for k in COST_KEYS}
     counted = [lp for lp in found if lp.times > 1]
     counted_bodies = {lp.body for lp in counted}
