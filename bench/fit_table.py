@@ -253,7 +253,10 @@ def render(
         "logged in `bench/fit_table.jsonl` and reused). Every figure is the TPU compiler's own "
         "(libtpu, `jax.experimental.topologies`, no TPU needed): `memory_analysis()` per chip, "
         "`cost_analysis()['flops']` per chip, and the collectives of the compiled HLO (result "
-        "bytes per chip, ops in loops counted once per iteration). Model FLOPs come from "
+        "bytes per chip). The compiler's cost analysis counts a while loop's body once, and "
+        "libtpu's HLO gives the scanned layers' loop no trip count: the FLOPs, HBM bytes and "
+        "collectives here count each loop body once per iteration, the trip count read from "
+        "the loop's condition (`scicot_jax/runtime/hlo_loops.py`). Model FLOPs come from "
         "`scicot_jax/model/flops.py` (6 x params x tokens style count; remat shows up as the "
         "ratio above 1). The same report for any gin config: "
         "`python -m scicot_jax.train --gin_file=... --compile_only=v5e:4x4`.",
@@ -297,11 +300,11 @@ def render(
             "## Sampling step (Fine-tune-CoT diverse reasoning, Stage-1 rationales)",
             "",
             "Encoder, prefill and the decode loop compiled as one program; bf16 weights. The "
-            "loop's trip count is dynamic (it stops at EOS), so the compiler's FLOPs count one "
-            "loop iteration while the model's count all new tokens.",
+            "loop stops at EOS, so its HLO has no trip count: FLOPs and collectives count it at "
+            "its bound (every new token), as the model's FLOPs do: an upper limit.",
             "",
             "| model | slice | mesh | batch | inputs | new tokens | memory per chip, GiB | "
-            "compiler FLOPs | collectives per program (one loop iteration) | fits |",
+            "compiler FLOPs (model's) | collectives per program, all new tokens | fits |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for d in decode:
@@ -318,7 +321,8 @@ def render(
             lines.append(
                 f"| {d['size']} | {d['slice']} | {d['mesh']['data']} x {d['mesh']['model']} | "
                 f"{d['batch']} | {d['inputs']} | {d['new_tokens']} | {mem} | "
-                f"{(d.get('compiler_flops') or 0):.3g} | {coll} | "
+                f"{(d.get('compiler_flops') or 0):.3g} ({(d.get('model_flops') or 0):.3g}) | "
+                f"{coll} | "
                 f"{'yes' if d.get('fits') else '**no**'} |"
             )
     return "\n".join(lines) + "\n"
@@ -339,7 +343,7 @@ def decode_rows(log: dict, fresh: bool, which: set[str]) -> list[dict]:
         rec = None if fresh else log.get(key)
         if rec is None:
             r = decode_report(
-                T5Config.preset(size),
+                T5Config.preset(size, scan_layers=True),  # as gin/models/{size}.gin
                 SLICES[slc],
                 batch_size=256,
                 input_length=INPUTS,
