@@ -203,15 +203,20 @@ def loops(mod: Module, unknown_trip: int | None = None) -> tuple[dict[str, int],
 
 
 def _as_entry(mod: Module, body: str) -> str:
-    """The module's text with `body` as its entry (the old entry kept, unreached)."""
+    """HLO text of a module whose entry is `body`, with only the computations it calls."""
+    keep, todo = set(), [body]
+    while todo:
+        name = todo.pop()
+        if name in keep or name not in mod.comps:
+            continue
+        keep.add(name)
+        for line in mod.comps[name]:
+            todo += _CALLS.findall(line)
     out = [f"HloModule loop_{body}", ""]
     for name, lines in mod.comps.items():
-        header = mod.headers[name]
-        if name == mod.entry:
-            header = header[len("ENTRY ") :] if header.startswith("ENTRY ") else header
-        if name == body:
-            header = "ENTRY " + header
-        out += [header, *lines, ""]
+        if name in keep:
+            header = mod.headers[name].removeprefix("ENTRY ")
+            out += [("ENTRY " if name == body else "") + header, *lines, ""]
     return "\n".join(out)
 
 
