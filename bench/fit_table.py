@@ -132,9 +132,23 @@ def compile_in_process(c: Cand) -> dict:
     t0 = time.time()
     report = train_report(config, topo)
     rec.update(report.to_dict(), wall_s=round(time.time() - t0, 1))
+    _keep_hlo(c.key(), report.hlo_text)
     print(report.format(), flush=True)
     jax.clear_caches()
     return rec
+
+
+def _keep_hlo(key: str, text: str | None) -> None:
+    """$FIT_TABLE_HLO_DIR/<candidate>.hlo.gz: the compiled HLO, to re-read without compiling."""
+    import gzip
+    import re
+
+    where = os.environ.get("FIT_TABLE_HLO_DIR")
+    if where and text:
+        name = re.sub(r"[^\w]+", "_", key).strip("_")
+        Path(where).mkdir(parents=True, exist_ok=True)
+        with gzip.open(Path(where) / f"{name}.hlo.gz", "wt") as f:
+            f.write(text)
 
 
 def _state_bytes(config: Any, topo: str) -> int:
@@ -352,6 +366,7 @@ def decode_rows(log: dict, fresh: bool, which: set[str]) -> list[dict]:
             )
             print(r.format(), flush=True)
             rec = dict(r.to_dict(), size=size, slice=slc, batch=256, inputs=INPUTS, new_tokens=128)
+            _keep_hlo(key, r.hlo_text)
             rec["cand"] = {"decode": [size, slc, mp, 256, INPUTS, 128]}
             log[key] = rec
             with LOG.open("a") as f:

@@ -132,6 +132,7 @@ class CompileReport:
     collectives: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     compile_s: float = 0.0
     error: str | None = None  # the compiler's out-of-memory message, when it refused
+    hlo_text: str | None = dataclasses.field(default=None, repr=False)  # the compiled HLO
 
     @property
     def peak_bytes(self) -> int:
@@ -205,6 +206,7 @@ class CompileReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d.pop("hlo_text")
         d.update(peak_bytes=self.peak_bytes, collective_bytes=self.collective_bytes)
         d["fits"] = self.shortfall() is None
         return d
@@ -320,7 +322,7 @@ def compile_report(
         report.temp_bytes = int(mem.temp_size_in_bytes)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) and cost else cost
-    text = compiled.as_text()
+    text = report.hlo_text = compiled.as_text()
     if cost and "flops" in cost:
         # The compiler counts a loop body once; scanned layers run it once per layer.
         per_step, loops = hlo_loops.per_step_cost(text, cost, unknown_trip)
