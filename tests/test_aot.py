@@ -76,6 +76,35 @@ def test_hlo_collectives_read_the_trip_count_from_the_loop_condition():
     assert aot.hlo_collectives(SCAN_HLO)["all-reduce"] == {"count": 4, "bytes": 4 * 4096}
 
 
+# libtpu's asynchronous all-gather: the same collective in the start fusion, the done fusion and
+# the compute fusion that consumes it as it arrives.
+ASYNC_HLO = """\
+HloModule m
+
+%fused_computation.1 (p: bf16[64]) -> bf16[256] {
+  ROOT %ag.1 = bf16[256]{0} all-gather(%p), dimensions={0}
+}
+
+%fused_computation.2 (p: bf16[64]) -> bf16[256] {
+  ROOT %ag.2 = bf16[256]{0} all-gather(%p), dimensions={0}
+}
+
+%async_collective_fusion.3 (p: bf16[64]) -> bf16[256] {
+  ROOT %ag.3 = bf16[256]{0} all-gather(%p), dimensions={0}
+}
+
+ENTRY %main (x: bf16[64]) -> bf16[256] {
+  %async-collective-start = (bf16[64]{0}, bf16[256]{0}, s32[2]{0}) fusion(%x), kind=kCustom, calls=%fused_computation.1
+  %async-collective-done = bf16[256]{0} fusion(%async-collective-start), kind=kCustom, calls=%fused_computation.2
+  ROOT %fusion.3 = bf16[256]{0} fusion(%async-collective-done), kind=kOutput, calls=%async_collective_fusion.3
+}
+"""
+
+
+def test_hlo_collectives_count_an_async_collective_once():
+    assert aot.hlo_collectives(ASYNC_HLO) == {"all-gather": {"count": 1, "bytes": 512}}
+
+
 def test_scanned_layers_count_once_per_layer_per_step():
     """The compiler's cost analysis counts a while loop's body once and libtpu's HLO gives the
     scanned layers' loop no trip count: the report scales the body by the layers it runs."""

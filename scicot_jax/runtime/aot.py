@@ -54,6 +54,7 @@ _ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
 _OP = re.compile(
     r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\((.*)$"
 )
+_CALLER = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*\sfusion\(")
 _USED = re.compile(r"Used ([\d.]+)([KMGT]?)i?B? of ([\d.]+)([KMGT]?)i?B? hbm")
 _NEEDS = re.compile(
     r"memory required for ([\w ]+?) \(([\d.]+)([KMGT]?)i?B?\) exceeds available HBM "
@@ -234,12 +235,19 @@ def hlo_collectives(hlo_text: str, unknown_trip: int | None = None) -> dict[str,
     bytes: each op's result size. Ops inside while loops (scanned layers, microbatches) count
     once per iteration (hlo_loops reads the trip count from the loop's condition; a loop it
     cannot read runs `unknown_trip` times, or once).
+
+    libtpu writes one asynchronous collective three times: in the fusion that starts it, in the
+    fusion that waits for it (`async-collective-done`) and in the compute fusions that consume
+    its pieces as they arrive (`async_collective_fusion`); only the start is counted.
     """
     mod = hlo_loops.parse(hlo_text)
     times, _ = hlo_loops.loops(mod, unknown_trip)
+    echoes = _async_echoes(mod)
     out: dict[str, dict[str, int]] = {}
     for name, lines in mod.comps.items():
         k = times.get(name, 1 if mod.entry is None else 0)
+        if name in echoes:
+            continue
         for line in lines:
             m = _OP.match(line)
             if not m or not k:
@@ -249,6 +257,23 @@ def hlo_collectives(hlo_text: str, unknown_trip: int | None = None) -> dict[str,
             c["count"] += k
             c["bytes"] += k * _shape_bytes(m.group(1), bool(m.group(3)))
     return out
+
+
+def _async_echoes(mod: hlo_loops.Module) -> set[str]:
+    """Computations whose collectives repeat one started elsewhere (libtpu's async fusions)."""
+    callers: dict[str, list[str]] = {}
+    for lines in mod.comps.values():
+        for line in lines:
+            m = _CALLER.match(line)
+            if m:
+                for callee in re.findall(r"\bcalls=%?([\w.\-]+)", line):
+                    callers.setdefault(callee, []).append(m.group(1))
+    return {
+        name
+        for name in mod.comps
+        if name.startswith("async_collective_fusion")
+        or (callers.get(name) and all(c.startswith("async-collective-done") for c in callers[name]))
+    }
 
 
 def _short(used: tuple[str, str], cap: tuple[str, str], what: str) -> str:
