@@ -197,13 +197,18 @@ def _state_bytes(config: Any, topo: str) -> int:
     return total
 
 
-def search(size: str, slc: str, log: dict, fresh: bool, limit: int) -> list[dict]:
-    """Candidates of one cell, cheapest first, until one fits (or `limit` compiles)."""
+def search(
+    size: str, slc: str, log: dict, fresh: bool, limit: int, stale: bool = False
+) -> list[dict]:
+    """Candidates of one cell, cheapest first, until one fits (or `limit` compiles); `stale`
+    recompiles logged compiles whose collectives were counted the old way."""
     tried, compiles = [], 0
     for b in PER_CHIP[size]:
         for mp, ppd, remat in CANDIDATES:
             c = Cand(size, slc, b, mp, ppd, remat)
             rec = None if fresh else log.get(c.key())
+            old = rec and rec.get("compiler_flops") and rec.get("count_version") != COUNT_VERSION
+            rec = None if stale and old else rec
             if rec is None:
                 if compiles >= limit:
                     return tried
@@ -414,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-decode", action="store_true")
     p.add_argument("--no-compare", action="store_true", help="skip the comparison layouts")
     p.add_argument("--render-only", action="store_true", help="only what the log holds")
+    p.add_argument("--stale", action="store_true", help="recompile old-count records")
     p.add_argument(
         "--recount", action="store_true", help="count collectives again from $FIT_TABLE_HLO_DIR"
     )
@@ -436,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
             if a.render_only:
                 tried = _logged(size, slc, log)
             else:
-                tried = search(size, slc, log, a.fresh, a.max_compiles)
+                tried = search(size, slc, log, a.fresh, a.max_compiles, a.stale)
             comp = [] if a.render_only or a.no_compare else compare(size, slc, log, a.fresh)
             comp = comp or [
                 log[Cand(size, slc, b, m, pp, r).key()]
