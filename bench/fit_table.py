@@ -9,7 +9,10 @@ topology and walks the candidates cheapest first: per-chip batch high to low, th
 parallelism, parameter_partitioning_dims, remat) in CANDIDATES' order; the first that fits the
 chip's HBM is the cell's choice. A candidate whose weights and optimizer state alone exceed 90 %
 of HBM (exact, from the shardings) is skipped without compiling. Every compile is appended to
-bench/fit_table.jsonl, so a rerun only compiles what is missing (--fresh recompiles).
+bench/fit_table.jsonl, so a rerun only compiles what is missing (--fresh recompiles; --stale
+recompiles records whose collectives were counted before async collectives were counted once).
+With FIT_TABLE_HLO_DIR set, each compile's HLO is kept there (gzip) and --recount counts the
+logged records' collectives again from it without compiling.
 """
 
 from __future__ import annotations
