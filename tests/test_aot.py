@@ -44,19 +44,26 @@ def test_hlo_collectives_count_loop_iterations_and_result_bytes():
     assert set(got) == {"all-reduce", "all-gather", "reduce-scatter"}
 
 
-# A scan as libtpu compiles it: no known_trip_count; `i < 6` in the condition, i starts at 2.
+# A loop as libtpu compiles it: no known_trip_count; `i < 10` in the condition, i starts at 2
+# and steps by 2 (libtpu unrolls some loops two iterations at a time): 4 iterations.
 SCAN_HLO = """\
 HloModule m
 
 %cond (p: (s32[], f32[8])) -> pred[] {
   %p = (s32[], f32[8]) parameter(0)
-  %c = s32[] constant(6)
+  %c = s32[] constant(10)
   %i = s32[] get-tuple-element(%p), index=0
   ROOT %lt = pred[] compare(%i, %c), direction=LT
 }
 
 %body (p: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %p = (s32[], f32[8]) parameter(0)
+  %i = s32[] get-tuple-element(%p), index=0
+  %i2 = s32[] copy(%i)
+  %two = s32[] constant(2)
+  %next = s32[] add(%i2, %two)
   %ar = f32[1024]{0} all-reduce(f32[1024]{0} %x), replica_groups={}, to_apply=%add
+  ROOT %out = (s32[], f32[8]) tuple(%next, %ar)
 }
 
 %add (a: f32[], b: f32[]) -> f32[] {

@@ -149,16 +149,39 @@ def _bound(mod: Module, cond: str) -> tuple[int, int, str] | None:
     return None
 
 
+def _step(mod: Module, body: str, index: int) -> int | None:
+    """The constant the body adds to loop-state element `index` (the counter's step)."""
+    root = mod.root(body)
+    elems = _args(root, "tuple") if root and re.search(r"\stuple\(", " " + root) else []
+    rhs = mod.defs(body).get(elems[index], "") if index < len(elems) else ""
+    args = _args(rhs, "add") if re.search(r"\sadd\(", " " + rhs) else []
+    if len(args) != 2:
+        return None
+    for counter, step in (args, args[::-1]):
+        c = _constant(mod, body, step)
+        name = counter
+        for _ in range(8):  # through copies to the get-tuple-element of the counter
+            if _counter(mod, body, name) is not None:
+                break
+            inner = mod.defs(body).get(name, "")
+            op = next((p for p in _PASS if re.search(rf"\s{p}\(", " " + inner)), None)
+            name = (_args(inner, op) or [""])[0] if op else ""
+        if c is not None and _counter(mod, body, name) == index:
+            return c
+    return None
+
+
 def trip_count(mod: Module, caller: str, while_line: str) -> int | None:
     """Iterations of a while loop: its known_trip_count, else `counter < N` in its condition
-    with the counter starting from a constant (and stepping by one, as scans do)."""
+    with the counter starting from a constant and stepping by a constant (libtpu unrolls some
+    loops two steps at a time)."""
     known = _TRIP.search(while_line)
     if known:
         return int(known.group(1))
     w = _WHILE.search(while_line)
     if w is None:
         return None
-    state, cond = w.group(1), w.group(2)
+    state, cond, body = w.group(1), w.group(2), w.group(3)
     bound = _bound(mod, cond)
     if bound is None:
         return None
@@ -166,10 +189,11 @@ def trip_count(mod: Module, caller: str, while_line: str) -> int | None:
     init_rhs = mod.defs(caller).get(state, "")
     elems = _args(init_rhs, "tuple") if re.search(r"\stuple\(", " " + init_rhs) else []
     start = _constant(mod, caller, elems[index]) if index < len(elems) else None
-    if start is None:
+    step = _step(mod, body, index)
+    if start is None or not step or step < 0:
         return None
     n = {"LT": limit - start, "LE": limit - start + 1}.get(direction)
-    return max(n, 0) if n is not None else None
+    return max(-(-n // step), 0) if n is not None else None
 
 
 def loops(mod: Module, unknown_trip: int | None = None) -> tuple[dict[str, int], list[Loop]]:
