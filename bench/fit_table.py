@@ -9,7 +9,10 @@ topology and walks the candidates cheapest first: per-chip batch high to low, th
 parallelism, parameter_partitioning_dims, remat) in CANDIDATES' order; the first that fits the
 chip's HBM is the cell's choice. A candidate whose weights and optimizer state alone exceed 90 %
 of HBM (exact, from the shardings) is skipped without compiling. Every compile is appended to
-bench/fit_table.jsonl, so a rerun only compiles what is missing (--fresh recompiles).
+bench/fit_table.jsonl, so a rerun only compiles what is missing (--fresh recompiles; --stale
+recompiles records whose collectives were counted before async collectives were counted once).
+With FIT_TABLE_HLO_DIR set, each compile's HLO is kept there (gzip) and --recount counts the
+logged records' collectives again from it without compiling.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ COMPARE = {
     ("xxl", "v5e-64"): [(1, 16, 1, "none")],
 }
 INPUTS, TARGETS = 512, 128
+# Records' loop and collective counts: 3 reads loop steps of 2 (2 assumed steps of 1; 1 also
+# counted libtpu's async collectives 3x).
+COUNT_VERSION = 3
 LOG = ROOT / "bench" / "fit_table.jsonl"
 OUT = ROOT / "docs" / "fit_table.md"
 
@@ -131,10 +137,52 @@ def compile_in_process(c: Cand) -> dict:
         return rec
     t0 = time.time()
     report = train_report(config, topo)
-    rec.update(report.to_dict(), wall_s=round(time.time() - t0, 1))
+    rec.update(report.to_dict(), wall_s=round(time.time() - t0, 1), count_version=COUNT_VERSION)
+    _keep_hlo(c.key(), report.hlo_text)
     print(report.format(), flush=True)
     jax.clear_caches()
     return rec
+
+
+def _keep_hlo(key: str, text: str | None) -> None:
+    """$FIT_TABLE_HLO_DIR/<candidate>.hlo.gz: the compiled HLO, to re-read without compiling."""
+    import gzip
+
+    where = os.environ.get("FIT_TABLE_HLO_DIR")
+    if where and text:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        with gzip.open(Path(where) / _hlo_name(key), "wt") as f:
+            f.write(text)
+
+
+def recount(log: dict) -> None:
+    """Collectives of logged compiles counted again from their kept HLO (FIT_TABLE_HLO_DIR)."""
+    import gzip
+
+    from scicot_jax.runtime import aot, hlo_loops
+
+    for key, rec in list(log.items()):
+        path = Path(os.environ.get("FIT_TABLE_HLO_DIR", "/nonexistent")) / _hlo_name(key)
+        if rec.get("count_version") == COUNT_VERSION or not path.exists():
+            continue
+        with gzip.open(path, "rt") as f:
+            text = f.read()
+        bound = 128 if "decode" in rec["cand"] else None
+        coll = aot.hlo_collectives(text, bound)
+        # XLA's cost analysis of the compiled HLO is the compiler's own count (the same numbers).
+        cost, loops = hlo_loops.per_step_cost(text, hlo_loops.hlo_cost(text), bound)
+        rec.update(collectives=coll, count_version=COUNT_VERSION, compiler_flops=cost["flops"])
+        rec.update(bytes_accessed=cost["bytes accessed"], loop_trips=[lp.trip for lp in loops])
+        rec["collective_bytes"] = sum(c["bytes"] for c in coll.values())
+        with LOG.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(f"recounted {path.name}: {aot.size(rec['collective_bytes'])}")
+
+
+def _hlo_name(key: str) -> str:
+    import re
+
+    return re.sub(r"[^\w]+", "_", key).strip("_") + ".hlo.gz"
 
 
 def _state_bytes(config: Any, topo: str) -> int:
@@ -158,13 +206,18 @@ def _state_bytes(config: Any, topo: str) -> int:
     return total
 
 
-def search(size: str, slc: str, log: dict, fresh: bool, limit: int) -> list[dict]:
-    """Candidates of one cell, cheapest first, until one fits (or `limit` compiles)."""
+def search(
+    size: str, slc: str, log: dict, fresh: bool, limit: int, stale: bool = False
+) -> list[dict]:
+    """Candidates of one cell, cheapest first, until one fits (or `limit` compiles); `stale`
+    recompiles logged compiles whose collectives were counted the old way."""
     tried, compiles = [], 0
     for b in PER_CHIP[size]:
         for mp, ppd, remat in CANDIDATES:
             c = Cand(size, slc, b, mp, ppd, remat)
             rec = None if fresh else log.get(c.key())
+            old = rec and rec.get("compiler_flops") and rec.get("count_version") != COUNT_VERSION
+            rec = None if stale and old else rec
             if rec is None:
                 if compiles >= limit:
                     return tried
@@ -222,6 +275,10 @@ def row(rec: dict) -> str:
         f"{k} {v['count']}x {v['bytes'] / 2**20:.0f} MiB"
         for k, v in sorted(rec["collectives"].items())
     )
+    coll_bytes = f"{rec['collective_bytes'] / 2**30:.2f} GiB"
+    if rec.get("count_version") != COUNT_VERSION:
+        coll_bytes = "?"
+        coll = "not per step: counted before loop steps and async collectives were; recompile"
     ratio = (
         f" ({rec['compiler_flops'] / rec['model_flops']:.2f}x model)"
         if rec.get("model_flops") and rec.get("compiler_flops")
@@ -230,7 +287,7 @@ def row(rec: dict) -> str:
     return (
         head + f" {_gib(rec['argument_bytes'])} + {_gib(rec['temp_bytes'])} = "
         f"**{_gib(rec['peak_bytes'])}** of {_gib(rec['hbm_bytes'])} | "
-        f"{rec['compiler_flops']:.3g}{ratio} | {rec['collective_bytes'] / 2**30:.2f} GiB | "
+        f"{rec['compiler_flops']:.3g}{ratio} | {coll_bytes} | "
         f"{coll} | {'yes' if rec['fits'] else '**no**'} |"
     )
 
@@ -253,7 +310,10 @@ def render(
         "logged in `bench/fit_table.jsonl` and reused). Every figure is the TPU compiler's own "
         "(libtpu, `jax.experimental.topologies`, no TPU needed): `memory_analysis()` per chip, "
         "`cost_analysis()['flops']` per chip, and the collectives of the compiled HLO (result "
-        "bytes per chip, ops in loops counted once per iteration). Model FLOPs come from "
+        "bytes per chip). The compiler's cost analysis counts a while loop's body once, and "
+        "libtpu's HLO gives the scanned layers' loop no trip count: the FLOPs, HBM bytes and "
+        "collectives here count each loop body once per iteration, the trip count read from "
+        "the loop's condition (`scicot_jax/runtime/hlo_loops.py`). Model FLOPs come from "
         "`scicot_jax/model/flops.py` (6 x params x tokens style count; remat shows up as the "
         "ratio above 1). The same report for any gin config: "
         "`python -m scicot_jax.train --gin_file=... --compile_only=v5e:4x4`.",
@@ -297,11 +357,11 @@ def render(
             "## Sampling step (Fine-tune-CoT diverse reasoning, Stage-1 rationales)",
             "",
             "Encoder, prefill and the decode loop compiled as one program; bf16 weights. The "
-            "loop's trip count is dynamic (it stops at EOS), so the compiler's FLOPs count one "
-            "loop iteration while the model's count all new tokens.",
+            "loop stops at EOS, so its HLO has no trip count: FLOPs and collectives count it at "
+            "its bound (every new token), as the model's FLOPs do: an upper limit.",
             "",
             "| model | slice | mesh | batch | inputs | new tokens | memory per chip, GiB | "
-            "compiler FLOPs | collectives per program (one loop iteration) | fits |",
+            "compiler FLOPs (model's) | collectives per program, all new tokens | fits |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for d in decode:
@@ -318,7 +378,8 @@ def render(
             lines.append(
                 f"| {d['size']} | {d['slice']} | {d['mesh']['data']} x {d['mesh']['model']} | "
                 f"{d['batch']} | {d['inputs']} | {d['new_tokens']} | {mem} | "
-                f"{(d.get('compiler_flops') or 0):.3g} | {coll} | "
+                f"{(d.get('compiler_flops') or 0):.3g} ({(d.get('model_flops') or 0):.3g}) | "
+                f"{coll} | "
                 f"{'yes' if d.get('fits') else '**no**'} |"
             )
     return "\n".join(lines) + "\n"
@@ -339,7 +400,7 @@ def decode_rows(log: dict, fresh: bool, which: set[str]) -> list[dict]:
         rec = None if fresh else log.get(key)
         if rec is None:
             r = decode_report(
-                T5Config.preset(size),
+                T5Config.preset(size, scan_layers=True),  # as gin/models/{size}.gin
                 SLICES[slc],
                 batch_size=256,
                 input_length=INPUTS,
@@ -348,6 +409,8 @@ def decode_rows(log: dict, fresh: bool, which: set[str]) -> list[dict]:
             )
             print(r.format(), flush=True)
             rec = dict(r.to_dict(), size=size, slice=slc, batch=256, inputs=INPUTS, new_tokens=128)
+            rec["count_version"] = COUNT_VERSION
+            _keep_hlo(key, r.hlo_text)
             rec["cand"] = {"decode": [size, slc, mp, 256, INPUTS, 128]}
             log[key] = rec
             with LOG.open("a") as f:
@@ -363,7 +426,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fresh", action="store_true", help="recompile even what the log holds")
     p.add_argument("--max-compiles", type=int, default=8, help="per cell")
     p.add_argument("--no-decode", action="store_true")
+    p.add_argument("--no-compare", action="store_true", help="skip the comparison layouts")
     p.add_argument("--render-only", action="store_true", help="only what the log holds")
+    p.add_argument("--stale", action="store_true", help="recompile old-count records")
+    p.add_argument(
+        "--recount", action="store_true", help="count collectives again from $FIT_TABLE_HLO_DIR"
+    )
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child: compile one candidate (JSON)
     a = p.parse_args(argv)
@@ -373,6 +441,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     sizes, slices = a.sizes.split(","), a.slices.split(",")
     log = _load_all()
+    if a.recount:
+        recount(log)
     cells = []
     for size in sizes:
         for slc in TABLE_SLICES + ("v5e-16",):
@@ -381,8 +451,8 @@ def main(argv: list[str] | None = None) -> None:
             if a.render_only:
                 tried = _logged(size, slc, log)
             else:
-                tried = search(size, slc, log, a.fresh, a.max_compiles)
-            comp = [] if a.render_only else compare(size, slc, log, a.fresh)
+                tried = search(size, slc, log, a.fresh, a.max_compiles, a.stale)
+            comp = [] if a.render_only or a.no_compare else compare(size, slc, log, a.fresh)
             comp = comp or [
                 log[Cand(size, slc, b, m, pp, r).key()]
                 for b, m, pp, r in COMPARE.get((size, slc), [])
@@ -408,10 +478,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _load_all() -> dict[str, dict]:
+    """The log's records by candidate (the last one wins); compiled records from before loops
+    were counted per iteration (no `loop_trips`) are left out, so they get compiled again."""
     out: dict[str, dict] = {}
     if LOG.exists():
         for line in LOG.read_text().splitlines():
             rec = json.loads(line)
+            if rec.get("compiler_flops") is not None and "loop_trips" not in rec:
+                continue
             c = rec["cand"]
             key = json.dumps(c) if "decode" in c else Cand(**c).key()
             out[key] = rec

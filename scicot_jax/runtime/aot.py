@@ -22,6 +22,7 @@ import jax
 from jax.sharding import Mesh
 
 from scicot_jax import platforms
+from scicot_jax.runtime import hlo_loops
 
 GiB = 2**30
 
@@ -53,10 +54,7 @@ _ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
 _OP = re.compile(
     r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\((.*)$"
 )
-_COMP = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
-_WHILE = re.compile(r"\bwhile\(.*\bbody=%?([\w.\-]+)")
-_TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"')
-_CALLS = re.compile(r"\b(?:calls|to_apply|body|condition|branch_computations)=\{?%?([\w.\-]+)")
+_CALLER = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*\sfusion\(")
 _USED = re.compile(r"Used ([\d.]+)([KMGT]?)i?B? of ([\d.]+)([KMGT]?)i?B? hbm")
 _NEEDS = re.compile(
     r"memory required for ([\w ]+?) \(([\d.]+)([KMGT]?)i?B?\) exceeds available HBM "
@@ -129,9 +127,13 @@ class CompileReport:
     temp_bytes: int = 0
     compiler_flops: float | None = None
     model_flops: float | None = None  # the FLOP model's count for this step, per chip
+    bytes_accessed: float | None = None  # the compiler's HBM bytes read + written, per chip
+    loop_trips: list[int | None] = dataclasses.field(default_factory=list)  # None: unknown
+    assumed_trips: int = 0  # loops whose trip count is the caller's bound, not the HLO's
     collectives: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     compile_s: float = 0.0
     error: str | None = None  # the compiler's out-of-memory message, when it refused
+    hlo_text: str | None = dataclasses.field(default=None, repr=False)  # the compiled HLO
 
     @property
     def peak_bytes(self) -> int:
@@ -179,6 +181,17 @@ class CompileReport:
             lines.append(
                 f"  FLOPs per chip: compiler {self.compiler_flops:.4g}, model {model}{ratio}"
             )
+        if self.bytes_accessed is not None:
+            lines.append(f"  HBM bytes accessed per chip: {size(self.bytes_accessed)}")
+        if self.loop_trips:
+            trips = ", ".join(
+                "unknown (counted once)" if t is None else str(t) for t in self.loop_trips
+            )
+            bound = f" ({self.assumed_trips} of them the loop bound, an upper limit)"
+            lines.append(
+                f"  while loops: {len(self.loop_trips)}, trip counts {trips}"
+                + (bound if self.assumed_trips else "")
+            )
         if self.collectives:
             parts = [
                 f"{k} x{c['count']} {size(c['bytes'])}" for k, c in sorted(self.collectives.items())
@@ -194,6 +207,7 @@ class CompileReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d.pop("hlo_text")
         d.update(peak_bytes=self.peak_bytes, collective_bytes=self.collective_bytes)
         d["fits"] = self.shortfall() is None
         return d
@@ -215,44 +229,25 @@ def _shape_bytes(shape: str, start: bool) -> int:
     return sum(arrays)
 
 
-def hlo_collectives(hlo_text: str) -> dict[str, dict[str, int]]:
+def hlo_collectives(hlo_text: str, unknown_trip: int | None = None) -> dict[str, dict[str, int]]:
     """Collectives of compiled HLO text: kind -> {count, bytes} executed per step per chip.
 
     bytes: each op's result size. Ops inside while loops (scanned layers, microbatches) count
-    once per iteration when the compiler knows the trip count.
+    once per iteration (hlo_loops reads the trip count from the loop's condition; a loop it
+    cannot read runs `unknown_trip` times, or once).
+
+    libtpu writes one asynchronous collective three times: in the fusion that starts it, in the
+    fusion that waits for it (`async-collective-done`) and in the compute fusions that consume
+    its pieces as they arrive (`async_collective_fusion`); only the start is counted.
     """
-    comps: dict[str, list[str]] = {}
-    current = None
-    for line in hlo_text.splitlines():
-        m = _COMP.match(line)
-        if m and not line.startswith(" "):
-            current = m.group(1)
-            comps[current] = []
-            if line.startswith("ENTRY"):
-                comps["__entry__"] = [current]
-        elif current is not None:
-            comps[current].append(line)
-    entry = comps.pop("__entry__", [None])[0]
-    mult: dict[str, int] = {}
-
-    def visit(name: str, k: int) -> None:
-        if name not in comps or mult.get(name, 0) >= k:
-            return
-        mult[name] = k
-        for line in comps[name]:
-            w = _WHILE.search(line)
-            if w:
-                trip = _TRIP.search(line)
-                visit(w.group(1), k * (int(trip.group(1)) if trip else 1))
-            for callee in _CALLS.findall(line):
-                if not (w and callee == w.group(1)):
-                    visit(callee, k)
-
-    if entry:
-        visit(entry, 1)
+    mod = hlo_loops.parse(hlo_text)
+    times, _ = hlo_loops.loops(mod, unknown_trip)
+    echoes = _async_echoes(mod)
     out: dict[str, dict[str, int]] = {}
-    for name, lines in comps.items():
-        k = mult.get(name, 1 if entry is None else 0)
+    for name, lines in mod.comps.items():
+        k = times.get(name, 1 if mod.entry is None else 0)
+        if name in echoes:
+            continue
         for line in lines:
             m = _OP.match(line)
             if not m or not k:
@@ -262,6 +257,23 @@ def hlo_collectives(hlo_text: str) -> dict[str, dict[str, int]]:
             c["count"] += k
             c["bytes"] += k * _shape_bytes(m.group(1), bool(m.group(3)))
     return out
+
+
+def _async_echoes(mod: hlo_loops.Module) -> set[str]:
+    """Computations whose collectives repeat one started elsewhere (libtpu's async fusions)."""
+    callers: dict[str, list[str]] = {}
+    for lines in mod.comps.values():
+        for line in lines:
+            m = _CALLER.match(line)
+            if m:
+                for callee in re.findall(r"\bcalls=%?([\w.\-]+)", line):
+                    callers.setdefault(callee, []).append(m.group(1))
+    return {
+        name
+        for name in mod.comps
+        if name.startswith("async_collective_fusion")
+        or (callers.get(name) and all(c.startswith("async-collective-done") for c in callers[name]))
+    }
 
 
 def _short(used: tuple[str, str], cap: tuple[str, str], what: str) -> str:
@@ -296,11 +308,13 @@ def compile_report(
     topology: str = "",
     model_flops: float | None = None,
     rules: Any = None,
+    unknown_trip: int | None = None,
 ) -> CompileReport:
     """Lowers `jitted` on abstract `args` (ShapeDtypeStructs with shardings) and compiles it.
 
     An out-of-memory refusal from the compiler becomes `report.error`; other errors raise.
     `rules`: flax logical axis rules active while tracing (the model's sharding constraints).
+    `unknown_trip`: iterations of a loop whose HLO gives no trip count (a decode loop's bound).
     """
     import flax.linen as nn
 
@@ -333,7 +347,13 @@ def compile_report(
         report.temp_bytes = int(mem.temp_size_in_bytes)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) and cost else cost
+    text = report.hlo_text = compiled.as_text()
     if cost and "flops" in cost:
-        report.compiler_flops = float(cost["flops"])
-    report.collectives = hlo_collectives(compiled.as_text())
+        # The compiler counts a loop body once; scanned layers run it once per layer.
+        per_step, loops = hlo_loops.per_step_cost(text, cost, unknown_trip)
+        report.compiler_flops = per_step["flops"]
+        report.bytes_accessed = per_step["bytes accessed"]
+        report.loop_trips = [lp.trip for lp in loops]
+        report.assumed_trips = sum(lp.assumed for lp in loops)
+    report.collectives = hlo_collectives(text, unknown_trip)
     return report

@@ -128,6 +128,7 @@ def decode_report(
         topology=topology,
         model_flops=fwd * batch_size * num_decodes / len(devices),
         rules=rules,
+        unknown_trip=max_decode_length,  # the loop stops at EOS: counted at its bound
     )
 
 
