@@ -134,10 +134,11 @@ def test_scanned_layers_count_once_per_layer_per_step():
         )
         reports[scan] = train_report(config, "v5e:2x2")
     flat, scanned = reports[False], reports[True]
-    # Measured: scanned / unrolled FLOPs 0.976, bytes accessed 0.95, all-gather bytes 1.05; the
-    # body counted once gives about a third of each.
+    # Measured: scanned / unrolled FLOPs 0.976, bytes accessed 0.83-0.95 (the two programs fuse
+    # differently; bf16 Dense in t5x's form: 0.83), all-gather bytes 1.05; the body counted
+    # once gives about a third of each.
     assert 0.95 < scanned.compiler_flops / flat.compiler_flops < 1.05, scanned.format()
-    assert 0.85 < scanned.bytes_accessed / flat.bytes_accessed < 1.15, scanned.format()
+    assert 0.7 < scanned.bytes_accessed / flat.bytes_accessed < 1.3, scanned.format()
     gathered = [r.collectives["all-gather"]["bytes"] for r in (flat, scanned)]
     assert 0.8 < gathered[1] / gathered[0] < 1.25, scanned.format()
     assert scanned.loop_trips == [3, 3, 3, 3] and flat.loop_trips == []
