@@ -249,9 +249,9 @@ def test_a_save_whose_upload_the_server_lost_is_saved_again_whole(cut_gcs, array
     else the next save (step 2) replaces it; either way only committed steps are left.
     (A process of its own: gcsfs and tensorstore keep the first emulator address they see.)"""
     # The params item's metadata file, written on the save's own path. A cut of the manager's
-    # _CHECKPOINT_METADATA (orbax's metadata thread) is a known gap: its failure does not reach
-    # wait_until_finished, so that save is not redone (seen hanging in this script, which has
-    # no deadline monitor).
+    # _CHECKPOINT_METADATA (orbax's metadata thread) is a known gap here: that failure does not
+    # reach wait_until_finished and this script (no deadline monitor) waited past 90 s, while
+    # the train binary rode the same cut at step 3 out (exit 0, one probe run).
     cut_gcs.cut_at = upload_of("m/checkpoints/1/params/_METADATA")
     run = Binary(cut_gcs, ["-c", _SAVE, arrays], "save")
     assert cut_gcs.cut.wait(120), run.lines[-30:]
