@@ -58,6 +58,9 @@ def test_wheel_installed_outside_the_checkout_trains_and_runs_the_demo_data_step
     # The dependencies this interpreter has, as a plain path (not its .pth files: an editable
     # install there would shadow the wheel).
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Without PYTHONPATH: a checkout on it (with its *.egg-info) reads as the wheel already
+    # installed, and pip would install nothing.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     _sh(
         py,
         "-m",
@@ -69,9 +72,9 @@ def test_wheel_installed_outside_the_checkout_trains_and_runs_the_demo_data_step
         "-q",
         str(wheel),
         cwd=tmp_path,
+        env=env,
     )
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = _sh(
         str(vpy),
         "-c",
