@@ -116,23 +116,13 @@ def test_scanned_layers_count_once_per_layer_per_step():
     """The compiler's cost analysis counts a while loop's body once and libtpu's HLO gives the
     scanned layers' loop no trip count: the report scales the body by the layers it runs."""
     from scicot_jax.model.config import T5Config
-    from scicot_jax.train.compile_only import train_report
-    from scicot_jax.train.trainer import TrainConfig
 
     reports = {}
     for scan in (False, True):
         model = T5Config.preset(
             "tiny", vocab_size=256, num_encoder_layers=3, num_decoder_layers=3, scan_layers=scan
         )
-        config = TrainConfig(
-            model_dir="/nonexistent",
-            train_steps=10,
-            batch_size=8,
-            model=model,
-            feature_lengths={"inputs": 32, "targets": 8},
-            parameter_partitioning_dims=2,
-        )
-        reports[scan] = train_report(config, "v5e:2x2")
+        reports[scan] = _tiny_train_report(model, parameter_partitioning_dims=2)
     flat, scanned = reports[False], reports[True]
     # Measured: scanned / unrolled FLOPs 0.976, bytes accessed 0.83-0.95 (the two programs fuse
     # differently; bf16 Dense in t5x's form: 0.83), all-gather bytes 1.05; the body counted
@@ -171,21 +161,9 @@ def test_unknown_topology_is_one_line():
 def test_tiny_train_step_compiles_for_v5e_2x2_with_weights_over_data():
     """The real step on 4 abstract v5e chips: FSDP shards the state, the compiler agrees."""
     from scicot_jax.model.config import T5Config
-    from scicot_jax.train.compile_only import train_report
-    from scicot_jax.train.trainer import TrainConfig
 
     model = T5Config.preset("tiny", vocab_size=256, num_encoder_layers=1, num_decoder_layers=1)
-    reports = {}
-    for ppd in (1, 2):
-        config = TrainConfig(
-            model_dir="/nonexistent",
-            train_steps=10,
-            batch_size=8,
-            model=model,
-            feature_lengths={"inputs": 32, "targets": 8},
-            parameter_partitioning_dims=ppd,
-        )
-        reports[ppd] = train_report(config, "v5e:2x2")
+    reports = {ppd: _tiny_train_report(model, parameter_partitioning_dims=ppd) for ppd in (1, 2)}
     one, two = reports[1], reports[2]
     for r in (one, two):
         assert r.device_kind == "TPU v5 lite" and r.mesh == {"data": 4, "model": 1}
@@ -283,3 +261,19 @@ def test_sampling_step_compiles_for_v5e_2x2(capsys):
     # the loop body counted once gave 0.50.
     ratio = float(out.split("FLOPs per chip:")[1].split("(")[1].split("x)")[0])
     assert 1.0 < ratio < 3.0, out
+
+
+def _tiny_train_report(model, parameter_partitioning_dims: int):
+    """The compile report of a batch-8, 32/8-token train step of `model` on v5e:2x2."""
+    from scicot_jax.train.compile_only import train_report
+    from scicot_jax.train.trainer import TrainConfig
+
+    config = TrainConfig(
+        model_dir="/nonexistent",
+        train_steps=10,
+        batch_size=8,
+        model=model,
+        feature_lengths={"inputs": 32, "targets": 8},
+        parameter_partitioning_dims=parameter_partitioning_dims,
+    )
+    return train_report(config, "v5e:2x2")
