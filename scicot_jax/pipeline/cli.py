@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     maybe_initialize_distributed()  # on a pod (TPU VM workers, SLURM, ...): before any jax use
     t0 = time.time()
-    quiet_failure.install_log_filter()  # library errors in background threads: one line each
+    quiet_failure.install()  # library errors in background threads: one line each
     try:
         with deadlines.watching("run_pipeline.py"), _owning(cfg.out):  # storage bounded
             if args.cmd == "demo":

@@ -301,7 +301,7 @@ def console_main(main: Any, prog: str) -> None:
     """
     import sys
 
-    quiet_failure.install_log_filter()
+    quiet_failure.install()
     say = quiet_failure.error_line  # the real stderr, even once library noise is muted
     try:
         with deadlines.watching(prog):  # every storage call of the run is bounded in time

@@ -8,11 +8,13 @@ nothing but tracebacks; this module cuts them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import sys
 import threading
+from typing import Any
 
 from scicot_jax import disk_full
 
@@ -42,22 +44,46 @@ class _OneLineLibraryErrors(logging.Filter):
         return True
 
 
-def install_log_filter() -> None:
-    """Applies the filter to the loggers orbax reports through (absl's, orbax's own)."""
+class _LateCallbacksDropped(asyncio.SelectorEventLoop):
+    """An event loop that drops a callback another thread sends after the loop has closed.
+
+    Orbax saves in a thread with a loop of its own; when a write fails (a full disk) that loop
+    closes while TensorStore futures are still in flight, and each one that completes later
+    prints an "Event loop is closed" traceback from C++ (PyErr_Print, past every Python hook),
+    sometimes before orbax has reported the failure. Nothing can run on a closed loop, and the
+    failed save is reported by orbax itself, so the late callback is dropped.
+    """
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any, context: Any = None) -> Any:
+        try:
+            return super().call_soon_threadsafe(callback, *args, context=context)
+        except RuntimeError:
+            if not self.is_closed():
+                raise
+            return None
+
+
+class _LoopPolicy(asyncio.DefaultEventLoopPolicy):
+    _loop_factory = _LateCallbacksDropped
+
+
+def install() -> None:
+    """For a binary: the filter on the loggers orbax and gcsfs report through, and event loops
+    that drop callbacks arriving after they closed."""
     global _installed
     if _installed:
         return
     f = _OneLineLibraryErrors()
     for name in ("absl", "orbax", "gcsfs"):  # gcsfs: "out of retries" with its traceback
         logging.getLogger(name).addFilter(f)
+    asyncio.set_event_loop_policy(_LoopPolicy())
     _installed = True
 
 
 def mute() -> None:
     """From now on fd 2 goes nowhere; the binary's one error line still reaches the real stderr
-    through error_line(). For a full disk inside an async save: tensorstore's and asyncio's
-    threads print "Event loop is closed" tracebacks (from C++ callbacks, past any Python hook)
-    before the main thread learns the save failed."""
+    through error_line(). For a full disk inside an async save: library threads go on reporting
+    the same failure before the main thread learns the save failed."""
     global _saved_fd
     if _saved_fd is not None:
         return
