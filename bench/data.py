@@ -201,8 +201,8 @@ def train_effect(task: str, card_lengths: dict, sizes, steps: int, batch: int, t
     from scicot_jax.data.vocab import get_vocabulary
     from scicot_jax.model import T5Config
     from scicot_jax.pipeline.plan import TokenizedPairs
-    from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.configs import CheckpointConfig
+    from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.trainer import TrainConfig, train
 
     card = load_card("synthetic_compass")

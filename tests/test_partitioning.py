@@ -78,9 +78,9 @@ def _child_reshard(model_dir: str) -> None:
 
     from scicot_jax.checkpoints.orbax import Checkpoints
     from scicot_jax.runtime import partitioning as part
+    from scicot_jax.train.configs import PartitioningConfig
     from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.state import abstract_like
-    from scicot_jax.train.configs import PartitioningConfig
     from scicot_jax.train.trainer import TrainConfig, init_state, make_setup
 
     spec = tiny_spec(dtype="float32")
