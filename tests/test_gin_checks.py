@@ -63,7 +63,7 @@ def test_wrong_value_is_named(binding, expected):
 def test_old_train_parameter_names_its_new_binding(old, new, tmp_path):
     """A parameter that moved is one line naming where it went, from a flag or a gin file."""
     name = old.split(" =")[0]
-    assert _train_error(old) == f"gin binding {old!r} cannot be parsed: {name} is now {new}"
+    assert _train_error(old) == f"gin binding {old!r}: {name} is now {new}"
     path = tmp_path / "old.gin"
     path.write_text(f"{old}\n")
     try:

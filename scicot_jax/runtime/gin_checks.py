@@ -48,11 +48,11 @@ def renamed(configurable: str, **params: str) -> None:
     _RENAMED.update({f"{configurable}.{p}": new for p, new in params.items()})
 
 
-def _what(e: BaseException) -> str:
-    """gin's first line, or for a renamed parameter the binding to write instead."""
+def _moved(e: BaseException) -> str | None:
+    """For gin's unknown-parameter error on a renamed parameter: where it went."""
     m = _UNKNOWN.search(str(e))
     new = _RENAMED.get(f"{m[1]}.{m[2]}") if m else None
-    return f"{m[1]}.{m[2]} is now {new}" if m and new else _first_line(e)
+    return f"{m[1]}.{m[2]} is now {new}" if m and new else None
 
 
 def parse_bindings(bindings: Sequence[str]) -> None:
@@ -61,7 +61,9 @@ def parse_bindings(bindings: Sequence[str]) -> None:
         try:
             gin.parse_config(b)
         except Exception as e:  # noqa: BLE001 - gin raises tokenizer/syntax/value errors alike
-            raise GinValueError(f"gin binding {b!r} cannot be parsed: {_what(e)}") from None
+            moved = _moved(e)
+            what = f": {moved}" if moved else f" cannot be parsed: {_first_line(e)}"
+            raise GinValueError(f"gin binding {b!r}{what}") from None
 
 
 def parse_file(path: str) -> None:
@@ -72,7 +74,7 @@ def parse_file(path: str) -> None:
         raise
     except Exception as e:  # noqa: BLE001
         where = " ".join(str(e).split("\n", 1)[1:]).strip() or path
-        msg = f"gin file {path}: {_what(e)} ({' '.join(where.split())})"
+        msg = f"gin file {path}: {_moved(e) or _first_line(e)} ({' '.join(where.split())})"
         raise GinValueError(msg) from None
 
 
