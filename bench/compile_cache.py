@@ -42,6 +42,7 @@ def child(model_dir: str, cache_dir: str, preset: str, steps: int, t_start: floa
         jax.config.update("jax_compilation_cache_dir", cache_dir)
         compilation_cache.reset_cache()
     from scicot_jax.model import T5Config
+    from scicot_jax.train.configs import CheckpointConfig
     from scicot_jax.train.trainer import TrainConfig, train
 
     compile_s = []
@@ -80,12 +81,10 @@ def child(model_dir: str, cache_dir: str, preset: str, steps: int, t_start: floa
     cfg = TrainConfig(
         model_dir=model_dir,
         train_steps=steps,
-        batch_size=2,
         model=config,
         feature_lengths=lengths,
-        checkpoint_period=1,
+        checkpoint=CheckpointConfig(period=1, async_save=False),
         log_period=1,
-        async_checkpoints=False,
         handle_sigterm=False,
     )
     train(cfg, batches)

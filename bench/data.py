@@ -201,6 +201,7 @@ def train_effect(task: str, card_lengths: dict, sizes, steps: int, batch: int, t
     from scicot_jax.data.vocab import get_vocabulary
     from scicot_jax.model import T5Config
     from scicot_jax.pipeline.plan import TokenizedPairs
+    from scicot_jax.train.configs import CheckpointConfig
     from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.trainer import TrainConfig, train
 
@@ -240,9 +241,9 @@ def train_effect(task: str, card_lengths: dict, sizes, steps: int, batch: int, t
             return {}
 
         tc = TrainConfig(
-            model_dir=str(tmp / f"train_{name}"), train_steps=steps, batch_size=rows, model=model,
+            model_dir=str(tmp / f"train_{name}"), train_steps=steps, model=model,
             feature_lengths=dict(lengths), optimizer=OptimizerConfig(name="adafactor", learning_rate=3e-3),
-            seed=0, checkpoint_period=steps, keep_checkpoints=1, async_checkpoints=False,
+            seed=0, checkpoint=CheckpointConfig(period=steps, keep=1, async_save=False),
             log_period=period, eval_period=period, handle_sigterm=False,
         )  # fmt: skip
         train(tc, feed, eval_batches=evals, eval_fn=eval_end)

@@ -112,6 +112,7 @@ def compile_in_process(c: Cand) -> dict:
     from scicot_jax.model.config import T5Config
     from scicot_jax.runtime import aot
     from scicot_jax.train.compile_only import train_report
+    from scicot_jax.train.configs import PartitioningConfig
     from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.trainer import TrainConfig
 
@@ -121,12 +122,10 @@ def compile_in_process(c: Cand) -> dict:
     config = TrainConfig(
         model_dir="/nonexistent",
         train_steps=1000,
-        batch_size=c.per_chip * chips,
         model=model,
         feature_lengths={"inputs": INPUTS, "targets": TARGETS},
         optimizer=OptimizerConfig(name="adafactor", learning_rate=1e-3, schedule="constant"),
-        model_parallel=c.mp,
-        parameter_partitioning_dims=c.ppd,
+        partitioning=PartitioningConfig(model_parallel=c.mp, parameter_partitioning_dims=c.ppd),
     )
     state_bytes = _state_bytes(config, topo)
     hbm = aot.chip_hbm_bytes(aot.topology_devices(topo)[0])
@@ -136,7 +135,7 @@ def compile_in_process(c: Cand) -> dict:
         rec.update(skipped=f"weights + optimizer state {aot.size(state_bytes)} per chip")
         return rec
     t0 = time.time()
-    report = train_report(config, topo)
+    report = train_report(config, topo, c.per_chip * chips)
     rec.update(report.to_dict(), wall_s=round(time.time() - t0, 1), count_version=COUNT_VERSION)
     _keep_hlo(c.key(), report.hlo_text)
     print(report.format(), flush=True)
@@ -194,7 +193,7 @@ def _state_bytes(config: Any, topo: str) -> int:
     from scicot_jax.train.state import t5_spec
     from scicot_jax.train.trainer import make_setup
 
-    mesh = part.make_mesh(config.model_parallel, devices=aot.topology_devices(topo))
+    mesh = part.make_mesh(config.partitioning.model_parallel, devices=aot.topology_devices(topo))
     su = make_setup(config, t5_spec(config.model, config.feature_lengths), mesh)
     total = 0
     for a, s in zip(

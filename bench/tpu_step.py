@@ -139,7 +139,6 @@ def ours_compiled(preset: str, devices: list, a: argparse.Namespace) -> Any:
     config = TrainConfig(
         model_dir="",
         train_steps=1000,
-        batch_size=a.batch,
         model=model,
         feature_lengths=lengths,
         optimizer=OptimizerConfig(name="adafactor", learning_rate=1e-3),

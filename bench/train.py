@@ -143,7 +143,6 @@ def build_ours(config: Any, batch_np: dict, total_steps: int) -> tuple[Any, Any,
     cfg = TrainConfig(
         model_dir="",
         train_steps=total_steps,
-        batch_size=b,
         model=config,
         feature_lengths={"inputs": lin, "targets": lt},
         optimizer=OptimizerConfig(name="adafactor", learning_rate=1e-3),

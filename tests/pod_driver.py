@@ -138,8 +138,8 @@ def main(mode: str, out: str, flags: list[str]) -> None:
             # 2 processes, "odd": 2 eval batches of 2 rows on host 0, 1 on host 1; 4 processes,
             # "three": 1 batch on hosts 0-2, none on host 3 (it feeds zero batches)
             f"--gin.EVAL_SPLIT='{'odd' if devices <= 4 else 'three'}'",
-            "--gin.train.infer_eval=False",
-            "--gin.train.log_period=1",
+            "--gin.train.infer_eval_dataset_cfg=None",
+            "--gin.train.stats_period=1",
             "--gin.LEARNING_RATE=0.01",
             "--gin.DROPOUT_RATE=0.0",  # masks follow row positions, which differ across hosts
             "--gin.T5Config.dtype='float32'",  # bf16 rounding would follow the reduction order

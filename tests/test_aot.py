@@ -266,14 +266,14 @@ def test_sampling_step_compiles_for_v5e_2x2(capsys):
 def _tiny_train_report(model, parameter_partitioning_dims: int):
     """The compile report of a batch-8, 32/8-token train step of `model` on v5e:2x2."""
     from scicot_jax.train.compile_only import train_report
+    from scicot_jax.train.configs import PartitioningConfig
     from scicot_jax.train.trainer import TrainConfig
 
     config = TrainConfig(
         model_dir="/nonexistent",
         train_steps=10,
-        batch_size=8,
         model=model,
         feature_lengths={"inputs": 32, "targets": 8},
-        parameter_partitioning_dims=parameter_partitioning_dims,
+        partitioning=PartitioningConfig(parameter_partitioning_dims=parameter_partitioning_dims),
     )
-    return train_report(config, "v5e:2x2")
+    return train_report(config, "v5e:2x2", batch_size=8)

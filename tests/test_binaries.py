@@ -54,7 +54,7 @@ def _train(model_dir: Path):
             "--gin.CHECKPOINT_PERIOD=2",
             "--gin.EVAL_PERIOD=4",
             "--gin.train.eval_steps=1",
-            "--gin.train.infer_eval_examples=4",
+            "--gin.EvaluatorConfig.num_examples=4",
             "--gin.LEARNING_RATE=0.01",
         ]
     )

@@ -3,6 +3,7 @@ the run without saving, initial checkpoints load from ours, save_params dirs and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ from model_fixtures import enable_compile_cache, tiny_config
 from train_toy import toy_batches, toy_spec
 
 from scicot_jax.checkpoints.orbax import Checkpoints
+from scicot_jax.train.configs import CheckpointConfig
 from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.trainer import NonFiniteLossError, TrainConfig, train
 
@@ -25,13 +27,14 @@ def _cache(tmp_path_factory):
 
 
 def _cfg(model_dir: Path, steps: int, **kw) -> TrainConfig:
+    """A tiny run's config; CheckpointConfig's fields (period, initial_path, ...) among `kw`."""
+    names = {f.name for f in dataclasses.fields(CheckpointConfig)}
+    checkpoint = CheckpointConfig(**{"period": 4, **{k: kw.pop(k) for k in names & set(kw)}})
     base = dict(
         model_dir=str(model_dir),
         train_steps=steps,
-        batch_size=8,
-        checkpoint_period=4,
+        checkpoint=checkpoint,
         log_period=4,
-        keep_checkpoints=3,
         model=tiny_config(dropout_rate=0.1),
         feature_lengths={"inputs": 6, "targets": 5},
         optimizer=OptimizerConfig(learning_rate=1e-2, min_dim_size_to_factor=8),
@@ -105,7 +108,7 @@ def test_nan_loss_stops_and_keeps_good_checkpoint(tmp_path):
         for i, b in enumerate(toy_batches()):
             yield dict(b, poison=np.full((8,), np.nan if i == 5 else 1.0, np.float32))
 
-    cfg = _cfg(tmp_path, 12, checkpoint_period=4, log_period=100)
+    cfg = _cfg(tmp_path, 12, period=4, log_period=100)
     with pytest.raises(NonFiniteLossError, match="at step 6.*Last good checkpoint: .*/4"):
         train(cfg, batches(), model_spec=poisoned)
     assert Checkpoints(tmp_path).all_steps() == [4]
@@ -115,7 +118,7 @@ def test_initial_checkpoint_from_trainer_save_params_and_hf(tmp_path):
     from scicot_jax.checkpoints.hf import export_hf
     from scicot_jax.checkpoints.params_io import save_params
 
-    src = train(_cfg(tmp_path / "a", 4, checkpoint_period=2), toy_batches(), return_state=True)
+    src = train(_cfg(tmp_path / "a", 4, period=2), toy_batches(), return_state=True)
     want = _params(src)
     cfg = tiny_config(dropout_rate=0.1)
     host = jax.device_get(src.state.params)
@@ -128,7 +131,7 @@ def test_initial_checkpoint_from_trainer_save_params_and_hf(tmp_path):
         ("hf", tmp_path / "hf"),
     ):
         res = train(
-            _cfg(tmp_path / f"b_{name}", 0, initial_checkpoint_path=str(path)),
+            _cfg(tmp_path / f"b_{name}", 0, initial_path=str(path)),
             toy_batches(),
             return_state=True,
         )
@@ -139,7 +142,7 @@ def test_initial_checkpoint_from_trainer_save_params_and_hf(tmp_path):
 
     scanned = tiny_config(dropout_rate=0.1, scan_layers=True, remat_policy="full")
     res = train(
-        _cfg(tmp_path / "scan", 0, model=scanned, initial_checkpoint_path=str(tmp_path / "saved")),
+        _cfg(tmp_path / "scan", 0, model=scanned, initial_path=str(tmp_path / "saved")),
         toy_batches(),
         return_state=True,
     )
@@ -148,9 +151,7 @@ def test_initial_checkpoint_from_trainer_save_params_and_hf(tmp_path):
     for a, b in zip(jax.tree.leaves(back), want):
         np.testing.assert_array_equal(np.asarray(a), b)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        train(
-            _cfg(tmp_path / "c", 1, initial_checkpoint_path=str(tmp_path / "nope")), toy_batches()
-        )
+        train(_cfg(tmp_path / "c", 1, initial_path=str(tmp_path / "nope")), toy_batches())
 
 
 def test_finite_data_stops_early_and_saves_last_step(tmp_path, caplog):

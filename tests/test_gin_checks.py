@@ -37,13 +37,42 @@ def _train_error(*bindings: str, base=GOOD) -> str:
         ("EVAL_PERIOD = -1", "EVAL_PERIOD: expected an int >= 0, got -1"),
         ("LEARNING_RATE = 'fast'", "LEARNING_RATE: expected float, got 'fast'"),
         ("USE_HARDWARE_RNG = 3", "USE_HARDWARE_RNG: expected bool, got 3"),
-        ("train.log_period = 0", "train.log_period: expected an int > 0, got 0"),
+        ("train.stats_period = 0", "train.stats_period: expected an int > 0, got 0"),
+        ("CheckpointConfig.keep = 0", "CheckpointConfig.keep: expected an int > 0, got 0"),
         ("T5Config.d_model = 6.5", "T5Config.d_model: expected int, got 6.5"),
-        ("train.train_dataset = 5", "train.train_dataset: expected DatasetConfig, got 5"),
+        ("train.train_dataset_cfg = 5", "train.train_dataset_cfg: expected DatasetConfig, got 5"),
+        (
+            "train.checkpoint_cfg = 5",
+            "train.checkpoint_cfg: expected CheckpointConfig or None, got 5",
+        ),
     ],
 )
 def test_wrong_value_is_named(binding, expected):
     assert _train_error(binding).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("train.log_period = 1", "train.stats_period"),
+        ("train.train_steps = 5", "train.total_steps"),
+        ("train.checkpoint_period = 5", "CheckpointConfig.period"),
+        ("train.model_parallel = 2", "PartitioningConfig.model_parallel"),
+    ],
+)
+def test_old_train_parameter_names_its_new_binding(old, new, tmp_path):
+    """A parameter that moved is one line naming where it went, from a flag or a gin file."""
+    name = old.split(" =")[0]
+    assert _train_error(old) == f"gin binding {old!r}: {name} is now {new}"
+    path = tmp_path / "old.gin"
+    path.write_text(f"{old}\n")
+    try:
+        with pytest.raises(gin_checks.GinValueError) as e:
+            gin_utils.parse_gin([*TRAIN_FILES, str(path)], GOOD)
+    finally:
+        gin.clear_config()
+    assert str(e.value).startswith(f"gin file {path}: {name} is now {new} (")
+    assert "\n" not in str(e.value)
 
 
 def test_missing_required_macro_is_named():

@@ -78,6 +78,7 @@ def _child_reshard(model_dir: str) -> None:
 
     from scicot_jax.checkpoints.orbax import Checkpoints
     from scicot_jax.runtime import partitioning as part
+    from scicot_jax.train.configs import PartitioningConfig
     from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.state import abstract_like
     from scicot_jax.train.trainer import TrainConfig, init_state, make_setup
@@ -88,8 +89,7 @@ def _child_reshard(model_dir: str) -> None:
         cfg = TrainConfig(
             model_dir=model_dir,
             train_steps=10,
-            batch_size=16,
-            parameter_partitioning_dims=ppd,
+            partitioning=PartitioningConfig(parameter_partitioning_dims=ppd),
             optimizer=OptimizerConfig(name="adafactor", min_dim_size_to_factor=8),
         )
         return make_setup(cfg, spec, part.make_mesh(mp, dp, devices=jax.devices()[: dp * mp]))
@@ -130,6 +130,7 @@ def _child() -> None:
     from train_toy import toy_batches  # noqa: E402
 
     from scicot_jax.runtime import partitioning as part
+    from scicot_jax.train.configs import PartitioningConfig
     from scicot_jax.train.data_iter import to_global
     from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.trainer import (
@@ -148,9 +149,8 @@ def _child() -> None:
         cfg = TrainConfig(
             model_dir="",
             train_steps=10,
-            batch_size=16,
             num_microbatches=micro,
-            parameter_partitioning_dims=ppd,
+            partitioning=PartitioningConfig(parameter_partitioning_dims=ppd),
             optimizer=OptimizerConfig(
                 name="adafactor", learning_rate=1e-2, min_dim_size_to_factor=8
             ),

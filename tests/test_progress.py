@@ -13,6 +13,7 @@ from train_toy import toy_batches, toy_spec
 from scicot_jax.progress import StepProgress
 from scicot_jax.runtime.inference import Batch, run_pipelined
 from scicot_jax.teacher.progress import Progress, Stats
+from scicot_jax.train.configs import CheckpointConfig
 from scicot_jax.train.trainer import TrainConfig, train
 
 
@@ -56,9 +57,8 @@ def test_training_shows_step_loss_rate_and_eta(tmp_path: Path, capsys):
     cfg = TrainConfig(
         model_dir=str(tmp_path),
         train_steps=3,
-        batch_size=8,
         feature_lengths={"inputs": 6, "targets": 5},
-        async_checkpoints=False,
+        checkpoint=CheckpointConfig(async_save=False),
         handle_sigterm=False,
     )
     train(cfg, toy_batches(), model_spec=toy_spec())

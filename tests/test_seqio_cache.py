@@ -131,7 +131,7 @@ def test_training_reads_a_cache_made_by_cache_tasks_main(tmp_path, tiny_vocab_pa
                 "--gin.BATCH_SIZE=4",
                 "--gin.EVAL_PERIOD=2",
                 "--gin.EVAL_STEPS=1",
-                "--gin.train.infer_eval=False",
+                "--gin.train.infer_eval_dataset_cfg=None",
             ]
         )
     finally:

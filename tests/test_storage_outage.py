@@ -196,7 +196,7 @@ def train_args(steps: int, name: str = "model") -> list[str]:
     return (
         ["-m", "scicot_jax.train", *TINY]
         + [f"--gin.TRAIN_STEPS={steps}", "--gin.CHECKPOINT_PERIOD=1", "--gin.EVAL_PERIOD=0"]
-        + ["--gin.train.log_period=1", f"--gin.MODEL_DIR='gs://outage/{name}'"]
+        + ["--gin.train.stats_period=1", f"--gin.MODEL_DIR='gs://outage/{name}'"]
         + ["--gin.MIXTURE_OR_TASK_NAME=scicot:synthetic_coin_flip:baseline"]
     )
 

@@ -110,9 +110,7 @@ def test_unknown_directory_is_one_clear_error(tmp_path):
 
 def _train_cfg(model_dir, steps, init, **kw) -> TrainConfig:
     init = str(init) if init else None
-    return _cfg(
-        model_dir, steps, **{"checkpoint_period": 100, "initial_checkpoint_path": init, **kw}
-    )
+    return _cfg(model_dir, steps, **{"period": 100, "initial_path": init, **kw})
 
 
 def _second_moment(vr, vc, v, shape):
@@ -183,7 +181,7 @@ def test_orbax_to_t5x_round_trips_params_step_and_adafactor(tmp_path):
     from scicot_jax.checkpoints import convert
 
     model_dir = tmp_path / "model"
-    cfg = _train_cfg(model_dir, 3, None, checkpoint_period=3)
+    cfg = _train_cfg(model_dir, 3, None, period=3)
     trained = train(cfg, lambda start: toy_batches(), return_state=True)
     out = convert.to_t5x(model_dir, tmp_path / "t5x")
     assert out.name == "checkpoint_3" and (out / "checkpoint").exists()

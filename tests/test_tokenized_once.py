@@ -3,9 +3,11 @@ student trains on, and the baseline trains on the budget's reference rows."""
 
 from __future__ import annotations
 
+import pytest
 from test_pipeline_flow import fake_teacher
 
 from scicot_jax.data import packing
+from scicot_jax.data.seqio_feed import DatasetConfig, train_batches
 from scicot_jax.pipeline import plan, teacher_step
 from scicot_jax.pipeline import run as run_mod
 from scicot_jax.pipeline.config import PipelineConfig, StudentConfig
@@ -73,3 +75,11 @@ def test_each_stage_is_tokenized_and_fitted_once(tmp_path, monkeypatch):
     assert built == stages
     assert len(fits) == len(stages)
     assert student.vocab.encoded == 2 * sum(stages)  # inputs and targets, once each
+
+
+def test_seqio_feed_takes_fitted_lengths_only():
+    """Fitting packed lengths reads the whole split: the feed refuses an unfitted config instead
+    of fitting again (the binary and the plan fit once and pass the fitted config on)."""
+    cfg = DatasetConfig("scicot:any", {"inputs": 8, "targets": 4}, packed_row_tokens=64)
+    with pytest.raises(ValueError, match=r"packed_row_tokens=64: fit the lengths first"):
+        train_batches(cfg)

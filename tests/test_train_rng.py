@@ -11,11 +11,11 @@ from scicot_jax.train.trainer import TrainConfig
 
 
 def test_default_is_rbg_and_bad_names_fail_early():
-    assert TrainConfig("/tmp/x", 1, 1).dropout_rng_impl == DEFAULT_DROPOUT_RNG_IMPL == "rbg"
+    assert TrainConfig("/tmp/x", 1).dropout_rng_impl == DEFAULT_DROPOUT_RNG_IMPL == "rbg"
     for name in DROPOUT_RNG_IMPLS:
         assert check_rng_impl(name) == name
     with pytest.raises(ValueError, match="dropout_rng_impl='philox'"):
-        TrainConfig("/tmp/x", 1, 1, dropout_rng_impl="philox")
+        TrainConfig("/tmp/x", 1, dropout_rng_impl="philox")
 
 
 @pytest.mark.parametrize("impl", DROPOUT_RNG_IMPLS)

@@ -173,7 +173,11 @@ def train_batches(cfg: DatasetConfig) -> Callable[[int], Iterator[dict[str, np.n
         raise ValueError(f"DatasetConfig.packer={cfg.packer!r}; expected one of {PACKERS}")
     if cfg.order not in ORDERS:
         raise ValueError(f"DatasetConfig.order={cfg.order!r}; expected one of {ORDERS}")
-    cfg = fit_packed_lengths(cfg)
+    if cfg.packed_row_tokens is not None:  # fitting reads the whole split: once, by the caller
+        raise ValueError(
+            f"DatasetConfig.packed_row_tokens={cfg.packed_row_tokens}: fit the lengths first "
+            "(fit_packed_lengths) and pass the fitted config on"
+        )
     if cfg.order == "epochs":
         return epoch_batches(cfg)
     if cfg.pack and cfg.packer == "best_fit":

@@ -15,7 +15,6 @@ The same plan through both gives bitwise-equal parameters (tests/test_student_pl
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,11 @@ from scicot_jax.data.seqio_feed import DatasetConfig, fit_packed_lengths, train_
 from scicot_jax.data.tokens import pad_rows, with_eos
 from scicot_jax.pipeline.config import StudentConfig
 from scicot_jax.train import cli as train_cli
+from scicot_jax.train.configs import CheckpointConfig
 from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.step import LossConfig
 from scicot_jax.train.trainer import TrainConfig
 
-RUN_ARGS = inspect.signature(train_cli.run).parameters  # the train binary's gin arguments
 # StudentConfig owns these model fields; an `overrides` entry for them would be a second owner.
 OWNED_MODEL_FIELDS = ("dropout_rate", "dtype")
 
@@ -155,6 +154,7 @@ class TrainPlan:
 
     train: TrainConfig
     data: TokenizedPairs | PackedPairs | DatasetConfig
+    batch_size: int  # global rows per step; a DatasetConfig source carries the same
     gin: tuple[str, ...] = ()  # extra bindings for the gin consumer (t5x style)
     rows: TokenizedPairs | PackedPairs | None = None
 
@@ -226,24 +226,26 @@ def build(
         weight_decay=cfg.weight_decay,
         clip_grad_norm=cfg.clip_grad_norm,
     )
+    checkpoint = CheckpointConfig(
+        period=steps,
+        keep=1,
+        async_save=False,
+        initial_path=cfg.init_checkpoint,
+        initial_params_only=True,  # a pretrained start: stage steps count from 0
+    )
     train = TrainConfig(
         model_dir=str(out_dir),
         train_steps=steps,
-        batch_size=cfg.batch_size,
         model=model,
         optimizer=optimizer,
         loss=LossConfig(),
+        checkpoint=checkpoint,
         seed=seed,
         feature_lengths=dict(lengths),
-        checkpoint_period=steps,
-        keep_checkpoints=1,
-        async_checkpoints=False,
         log_period=max(1, steps // 5),
         handle_sigterm=False,
-        initial_checkpoint_path=cfg.init_checkpoint,
-        initial_params_only=True,  # a pretrained start: stage steps count from 0
     )
-    return TrainPlan(train, data, tuple(cfg.gin), rows)
+    return TrainPlan(train, data, cfg.batch_size, tuple(cfg.gin), rows)
 
 
 def _dataset(cfg: StudentConfig, name: str, lengths: dict, order: str, seed: int) -> DatasetConfig:
@@ -274,7 +276,7 @@ def train_in_process(plan: TrainPlan) -> Any:
 
         def batches(start: int) -> Iterator[dict[str, np.ndarray]]:
             return data.batches(
-                tc.batch_size, tc.seed, start, jax.process_index(), jax.process_count()
+                plan.batch_size, tc.seed, start, jax.process_index(), jax.process_count()
             )
     else:
         batches = train_batches(data)
@@ -290,23 +292,28 @@ def gin_bindings(plan: TrainPlan) -> list[str]:
     def objs(scope: str, obj: Any) -> list[str]:
         return [f"{scope}.{f.name} = {getattr(obj, f.name)!r}" for f in dataclasses.fields(obj)]
 
-    # The binary's own arguments are TrainConfig's fields of the same name: bound from it as
-    # they are (the model, optimizer and loss as objects above; eval off: no eval dataset).
-    run_args = [
-        f"train.{f.name} = {getattr(tc, f.name)!r}"
-        for f in dataclasses.fields(tc)
-        if f.name in RUN_ARGS and f.name not in ("model", "optimizer", "loss")
-    ]
+    # TrainConfig's objects as the binary's; its scalars under t5x's names (eval off: no
+    # eval dataset); the batch size is the DatasetConfig's.
     return [
         "train.model = @T5Config()",
         *objs("T5Config", tc.model),
-        "train.train_dataset = @train/DatasetConfig()",
+        "train.train_dataset_cfg = @train/DatasetConfig()",
         *objs("train/DatasetConfig", plan.data),
         "train.optimizer = @OptimizerConfig()",
         *objs("OptimizerConfig", tc.optimizer),
         "train.loss = @LossConfig()",
         *objs("LossConfig", tc.loss),
-        *run_args,
+        "train.checkpoint_cfg = @CheckpointConfig()",
+        *objs("CheckpointConfig", tc.checkpoint),
+        "train.partitioning_cfg = @PartitioningConfig()",
+        *objs("PartitioningConfig", tc.partitioning),
+        f"train.model_dir = {tc.model_dir!r}",
+        f"train.total_steps = {tc.train_steps!r}",
+        f"train.num_microbatches = {tc.num_microbatches!r}",
+        f"train.random_seed = {tc.seed!r}",
+        f"train.stats_period = {tc.log_period!r}",
+        f"train.eval_period = {tc.eval_period!r}",
+        f"train.eval_steps = {tc.eval_steps!r}",
     ]
 
 

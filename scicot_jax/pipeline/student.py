@@ -128,7 +128,7 @@ class T5Student:
         return {
             "checkpoint": str(out_dir),
             "steps": res.step,
-            "train_tokens": int(res.step * p.train.batch_size * per_row),
+            "train_tokens": int(res.step * p.batch_size * per_row),
             "train_flops": self.train_flops(res.step, p.train.feature_lengths),
             "final_loss": res.metrics.get("loss"),  # the objective (per token, plus z-loss)
             "final_loss_per_token": res.metrics.get("cross_ent_loss"),

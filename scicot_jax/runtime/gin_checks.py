@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -25,16 +26,33 @@ class GinValueError(ValueError):
 
 POSITIVE = {
     "batch_size",
-    "checkpoint_period",
-    "log_period",
-    "keep_checkpoints",
+    "period",
+    "stats_period",
+    "keep",
     "num_microbatches",
     "model_parallel",
     "num_shards",
     "num_decodes",
 }
-NON_NEGATIVE = {"eval_period", "train_steps", "eval_steps", "shard_id", "warmup_steps"}
+NON_NEGATIVE = {"eval_period", "total_steps", "eval_steps", "shard_id", "warmup_steps"}
 FEATURE_LENGTHS = {"task_feature_lengths"}
+
+
+_RENAMED: dict[str, str] = {}  # "configurable.param" -> the binding that replaced it
+_UNKNOWN = re.compile(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'")
+
+
+def renamed(configurable: str, **params: str) -> None:
+    """Registers parameters of `configurable` that became other bindings: binding one is an
+    error naming its replacement."""
+    _RENAMED.update({f"{configurable}.{p}": new for p, new in params.items()})
+
+
+def _moved(e: BaseException) -> str | None:
+    """For gin's unknown-parameter error on a renamed parameter: where it went."""
+    m = _UNKNOWN.search(str(e))
+    new = _RENAMED.get(f"{m[1]}.{m[2]}") if m else None
+    return f"{m[1]}.{m[2]} is now {new}" if m and new else None
 
 
 def parse_bindings(bindings: Sequence[str]) -> None:
@@ -43,7 +61,9 @@ def parse_bindings(bindings: Sequence[str]) -> None:
         try:
             gin.parse_config(b)
         except Exception as e:  # noqa: BLE001 - gin raises tokenizer/syntax/value errors alike
-            raise GinValueError(f"gin binding {b!r} cannot be parsed: {_first_line(e)}") from None
+            moved = _moved(e)
+            what = f": {moved}" if moved else f" cannot be parsed: {_first_line(e)}"
+            raise GinValueError(f"gin binding {b!r}{what}") from None
 
 
 def parse_file(path: str) -> None:
@@ -54,7 +74,7 @@ def parse_file(path: str) -> None:
         raise
     except Exception as e:  # noqa: BLE001
         where = " ".join(str(e).split("\n", 1)[1:]).strip() or path
-        msg = f"gin file {path}: {_first_line(e)} ({' '.join(where.split())})"
+        msg = f"gin file {path}: {_moved(e) or _first_line(e)} ({' '.join(where.split())})"
         raise GinValueError(msg) from None
 
 

@@ -9,52 +9,68 @@ from typing import Any
 import gin
 from scicot_jax.data.seqio_feed import DatasetConfig
 from scicot_jax.paths import as_path
-from scicot_jax.runtime import gin_utils
+from scicot_jax.runtime import gin_checks, gin_utils
+from scicot_jax.train.configs import CheckpointConfig, EvaluatorConfig, PartitioningConfig
 from scicot_jax.train.optimizers import OptimizerConfig
 from scicot_jax.train.step import LossConfig
 
 log = logging.getLogger(__name__)
-gin_utils.register_configurables(OptimizerConfig, LossConfig)  # bindable in gin files
+# bindable in gin files by class name
+gin_utils.register_configurables(
+    OptimizerConfig, LossConfig, CheckpointConfig, PartitioningConfig, EvaluatorConfig
+)
+# Parameters that became another binding: naming one is one error line that names the new one.
+gin_checks.renamed(
+    "train",
+    train_dataset="train.train_dataset_cfg",
+    train_steps="train.total_steps",
+    eval_dataset="train.train_eval_dataset_cfg",
+    infer_eval="train.infer_eval_dataset_cfg (None: off)",
+    infer_eval_examples="EvaluatorConfig.num_examples",
+    json_write_n_results="EvaluatorConfig.json_write_n_results",
+    checkpoint_period="CheckpointConfig.period",
+    keep_checkpoints="CheckpointConfig.keep",
+    async_checkpoints="CheckpointConfig.async_save",
+    initial_checkpoint_path="CheckpointConfig.initial_path",
+    initial_params_only="CheckpointConfig.initial_params_only",
+    model_parallel="PartitioningConfig.model_parallel",
+    parameter_partitioning_dims="PartitioningConfig.parameter_partitioning_dims",
+    activation_partitioning_dims="PartitioningConfig.activation_partitioning_dims",
+    log_period="train.stats_period",
+    seed="train.random_seed",
+)
 
 
 @gin.configurable("train")
 def run(
     *,
-    model_dir: str = gin.REQUIRED,
     model: Any = gin.REQUIRED,
-    train_dataset: DatasetConfig = gin.REQUIRED,
-    train_steps: int = gin.REQUIRED,
-    eval_dataset: DatasetConfig | None = None,
+    model_dir: str = gin.REQUIRED,
+    train_dataset_cfg: DatasetConfig = gin.REQUIRED,
+    total_steps: int = gin.REQUIRED,
+    train_eval_dataset_cfg: DatasetConfig | None = None,
+    infer_eval_dataset_cfg: DatasetConfig | None = None,
+    checkpoint_cfg: CheckpointConfig | None = None,
+    partitioning_cfg: PartitioningConfig | None = None,
+    evaluator_cfg: EvaluatorConfig | None = None,
     optimizer: OptimizerConfig | None = None,
     loss: LossConfig | None = None,
     num_microbatches: int = 1,
-    checkpoint_period: int = 1000,
-    keep_checkpoints: int = 3,
-    async_checkpoints: bool = True,
-    log_period: int = 100,
+    stats_period: int = 100,
     eval_period: int = 0,
     eval_steps: int | None = None,
-    infer_eval: bool = False,
-    infer_eval_examples: int | None = 256,
-    json_write_n_results: int | None = None,
+    random_seed: int | None = 0,
     use_hardware_rng: bool = True,
-    initial_checkpoint_path: str | None = None,
-    initial_params_only: bool = False,
-    model_parallel: int = 1,
-    parameter_partitioning_dims: int = 1,
-    activation_partitioning_dims: int = 1,
-    seed: int | None = 0,
     compilation_cache_dir: str | None = None,
     compile_topology: str | None = None,
 ) -> Any:
     """Trains `model` on a SeqIO task; gin binds every argument (see gin/runs/finetune.gin).
 
-    eval_period > 0 with an eval_dataset logs teacher-forced eval loss, and with infer_eval
-    also the task's SeqIO metrics on greedy predictions (first infer_eval_examples examples),
-    writing the first json_write_n_results of them (None: all) as t5x's JSONLogger does.
+    The names t5x's `train()` has mean what they mean there; total_steps is absolute.
+    Every eval_period steps (> 0) train_eval_dataset_cfg gives teacher-forced eval loss
+    (eval_steps batches) and infer_eval_dataset_cfg the task's SeqIO metrics on greedy
+    predictions, as evaluator_cfg says. stats_period: steps between train metrics and log lines.
     use_hardware_rng: dropout keys from XLA's RngBitGenerator ("rbg"), else threefry.
-    parameter_partitioning_dims, activation_partitioning_dims: t5x's; 2 shards weights and
-    optimizer state over "data" too / activations' embed dimension over "model" too.
     compile_topology (e.g. "v5e:4x4"): only compile the step for that TPU slice, print the
     compiler's report and return it (train/compile_only.py); nothing is read or written.
     """
@@ -79,70 +95,71 @@ def run(
             jax.config.update("jax_compilation_cache_max_size", -1)
         compilation_cache.reset_cache()  # a cache opened earlier in this process is replaced
     part.maybe_initialize_distributed()
-    if seed is None:  # RANDOM_SEED = None: a fresh seed, the same on every host (as t5x)
-        seed = part.broadcast_time_seed()
-        log.info("RANDOM_SEED=None: using seed %d", seed)
+    if random_seed is None:  # RANDOM_SEED = None: a fresh seed, the same on every host (t5x)
+        random_seed = part.broadcast_time_seed()
+        log.info("RANDOM_SEED=None: using seed %d", random_seed)
     model = gin_utils.plain(model)
-    train_dataset = gin_utils.plain(train_dataset)
-    eval_dataset = gin_utils.plain(eval_dataset) if eval_dataset is not None else None
+    train_ds = gin_utils.plain(train_dataset_cfg)
+    eval_ds, infer_ds = (
+        gin_utils.plain(d) if d is not None else None
+        for d in (train_eval_dataset_cfg, infer_eval_dataset_cfg)
+    )
     if not compile_topology:  # a compile-only run reads no data
-        for ds in filter(None, (train_dataset, eval_dataset)):
+        for ds in filter(None, (train_ds, eval_ds, infer_ds)):
             check_task(ds)  # before MODEL_DIR gets anything
-        train_dataset = fit_packed_lengths(train_dataset)  # PACKED_ROW_TOKENS: model's lengths
+        train_ds = fit_packed_lengths(train_ds)  # PACKED_ROW_TOKENS: the model's lengths, once
     config = TrainConfig(
         model_dir=str(model_dir),
-        train_steps=int(train_steps),
-        batch_size=train_dataset.batch_size,
+        train_steps=int(total_steps),
         model=model,
-        feature_lengths=dict(train_dataset.task_feature_lengths),
+        feature_lengths=dict(train_ds.task_feature_lengths),
         optimizer=gin_utils.plain(optimizer) or OptimizerConfig(),
         loss=gin_utils.plain(loss) or LossConfig(),
+        checkpoint=gin_utils.plain(checkpoint_cfg) or CheckpointConfig(),
+        partitioning=gin_utils.plain(partitioning_cfg) or PartitioningConfig(),
         num_microbatches=num_microbatches,
-        seed=seed,
-        model_parallel=model_parallel,
-        parameter_partitioning_dims=parameter_partitioning_dims,
-        activation_partitioning_dims=activation_partitioning_dims,
-        checkpoint_period=checkpoint_period,
-        keep_checkpoints=keep_checkpoints,
-        async_checkpoints=async_checkpoints,
-        log_period=log_period,
-        eval_period=eval_period if eval_dataset else 0,
+        seed=random_seed,
+        log_period=stats_period,
+        eval_period=eval_period if (eval_ds or infer_ds) else 0,
         eval_steps=eval_steps,
-        initial_checkpoint_path=initial_checkpoint_path or None,
-        initial_params_only=initial_params_only,
         dropout_rng_impl="rbg" if use_hardware_rng else "threefry2x32",
     )
     if compile_topology:
         from scicot_jax.train.compile_only import report_or_fail
 
-        return report_or_fail(config, compile_topology, packed=train_dataset.pack)
-    mesh = part.make_mesh(model_parallel)
+        return report_or_fail(config, compile_topology, train_ds)
+    mesh = part.make_mesh(config.partitioning.model_parallel)
+    evaluator = gin_utils.plain(evaluator_cfg) or EvaluatorConfig()
     eval_fn = None
-    if infer_eval and eval_dataset is not None:
+    if infer_ds is not None:
 
         def eval_fn(step: int, params: Any) -> dict[str, float]:
             metrics, rows = task_eval.evaluate_task(
                 params,
                 model,
                 mesh,
-                eval_dataset.mixture_or_task_name,
-                eval_dataset.split,
-                eval_dataset.task_feature_lengths,
-                module=eval_dataset.module,
-                limit=infer_eval_examples,
-                batch_size=eval_dataset.batch_size,
-                use_cached=eval_dataset.use_cached,
+                infer_ds.mixture_or_task_name,
+                infer_ds.split,
+                infer_ds.task_feature_lengths,
+                module=infer_ds.module,
+                limit=evaluator.num_examples,
+                batch_size=infer_ds.batch_size,
+                use_cached=infer_ds.use_cached,
             )
             # t5x's in-training SeqIO evaluator writes here too
             task_eval.write_t5x_outputs(
-                as_path(model_dir) / "inference_eval", step, metrics, rows, json_write_n_results
+                as_path(model_dir) / "inference_eval",
+                step,
+                metrics,
+                rows,
+                evaluator.json_write_n_results,
             )
             return metrics
 
     result = train(
         config,
-        train_batches(train_dataset),
-        eval_batches=eval_batches(eval_dataset) if eval_dataset else None,
+        train_batches(train_ds),
+        eval_batches=eval_batches(eval_ds) if eval_ds else None,
         mesh=mesh,
         eval_fn=eval_fn,
         on_start=lambda: gin_utils.write_operative_config(model_dir, "config"),

@@ -31,17 +31,18 @@ def abstract_batch(
 
 
 def train_report(
-    config: Any, topology: str, spec: Any = None, packed: bool = True
+    config: Any, topology: str, batch_size: int, spec: Any = None, packed: bool = True
 ) -> aot.CompileReport:
-    """Compiles `config`'s train step (TrainConfig) for `topology` on abstract state and batch."""
+    """Compiles `config`'s train step (TrainConfig) for `topology` on an abstract state and an
+    abstract global batch of `batch_size` rows."""
     from scicot_jax.train.state import TrainState, abstract_like, t5_spec
     from scicot_jax.train.trainer import jit_train_step, make_setup
 
     devices = aot.topology_devices(topology)
-    mesh = part.make_mesh(config.model_parallel, devices=devices)
+    mesh = part.make_mesh(config.partitioning.model_parallel, devices=devices)
     spec = spec or t5_spec(config.model, config.feature_lengths)
     su = make_setup(config, spec, mesh)
-    n = config.batch_size
+    n = batch_size
     if n % (mesh.shape[part.DATA_AXIS] * config.num_microbatches):
         raise ValueError(
             f"BATCH_SIZE={n} is not divisible by {topology}'s data axis "
@@ -132,9 +133,10 @@ def decode_report(
     )
 
 
-def report_or_fail(config: Any, topology: str, packed: bool = True) -> aot.CompileReport:
-    """The train binary's compile-only run: prints the report; ValueError (one line) if too big."""
-    report = train_report(config, topology, packed=packed)
+def report_or_fail(config: Any, topology: str, data: Any) -> aot.CompileReport:
+    """The train binary's compile-only run on `data`'s batches (its DatasetConfig: batch size,
+    packing): prints the report; ValueError (one line) if too big."""
+    report = train_report(config, topology, data.batch_size, packed=data.pack)
     print(report.format(), flush=True)
     if report.shortfall():
         raise ValueError(report.shortfall())

@@ -25,6 +25,7 @@ from scicot_jax.runtime import deadlines
 from scicot_jax.runtime import partitioning as part
 from scicot_jax.runtime.failures import RunFailed
 from scicot_jax.runtime.metrics import MetricsWriter, Throughput
+from scicot_jax.train.configs import CheckpointConfig, PartitioningConfig
 from scicot_jax.train.data_iter import Batches, Prefetcher, open_batches, to_global
 from scicot_jax.train.optimizers import OptimizerConfig, make_optimizer
 from scicot_jax.train.state import ModelSpec, TrainState, abstract_like, t5_spec
@@ -46,34 +47,24 @@ class NonFiniteLossError(RunFailed):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """All knobs of a training run (gin binds `TrainConfig.*`; the binary fills macros in)."""
+    """All knobs of a training run; the batch size is the data's (its global rows per step)."""
 
     model_dir: str
-    train_steps: int
-    batch_size: int  # global, summed over hosts
+    train_steps: int  # absolute, counting a restored checkpoint's step (t5x's total_steps)
     model: Any = None  # T5Config; unused when a ModelSpec is passed to train()
     feature_lengths: dict = dataclasses.field(
         default_factory=lambda: {"inputs": 512, "targets": 128}
     )
     optimizer: OptimizerConfig = OptimizerConfig()
     loss: LossConfig = LossConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    partitioning: PartitioningConfig = PartitioningConfig()
     num_microbatches: int = 1
     seed: int = 0  # param init and dropout
     dropout_rng_impl: str = DEFAULT_DROPOUT_RNG_IMPL  # "rbg" | "unsafe_rbg" | "threefry2x32"
-    model_parallel: int = 1
-    # t5x's partitioning knobs: 2 shards weights and optimizer state over "data" too (FSDP)
-    parameter_partitioning_dims: int = 1
-    activation_partitioning_dims: int = 1
-    checkpoint_period: int = 1000
-    keep_checkpoints: int = 3
-    async_checkpoints: bool = True
     log_period: int = 100
     eval_period: int = 0  # 0: no eval during training
     eval_steps: int | None = None  # cap on eval batches per eval (None: the whole iterator)
-    initial_checkpoint_path: str | None = None
-    # True: only params from initial_checkpoint_path; otherwise its step and (when the optimizer
-    # matches) optimizer state too, as t5x restores. train_steps is absolute either way.
-    initial_params_only: bool = False
     prefetch: int = 2
     handle_sigterm: bool = True
     progress: bool = True  # a progress line on stderr (process 0): step, loss, tok/s, ETA
@@ -153,7 +144,7 @@ def _train(
     """
     if model_spec is None and config.model is None:
         raise ValueError("TrainConfig.model (a T5Config) is required unless model_spec is given")
-    mesh = mesh or part.make_mesh(config.model_parallel)
+    mesh = mesh or part.make_mesh(config.partitioning.model_parallel)
     spec = model_spec or t5_spec(config.model, config.feature_lengths)
     su = make_setup(config, spec, mesh)
     p_sh, o_sh = su.param_shardings, su.opt_shardings
@@ -163,8 +154,8 @@ def _train(
     with guard.storage("restore the latest checkpoint of", config.model_dir):
         ckpts = Checkpoints(
             config.model_dir,
-            keep=config.keep_checkpoints,
-            async_save=config.async_checkpoints,
+            keep=config.checkpoint.keep,
+            async_save=config.checkpoint.async_save,
             storage_call=deadlines.call,  # a save that failed for a retryable reason is redone
         )
         sharded_opt = abstract_like(abs_opt, o_sh)
@@ -178,13 +169,13 @@ def _train(
             consumed = int(data_pos.get("batches_consumed", step0))
         else:
             step0, consumed, params, opt_state = 0, 0, None, None
-            if config.initial_checkpoint_path:
+            if config.checkpoint.initial_path:
                 params, step0, opt_state = restore_initial(
-                    config.initial_checkpoint_path,
+                    config.checkpoint.initial_path,
                     su,
                     spec,
                     sharded_opt,
-                    config.initial_params_only,
+                    config.checkpoint.initial_params_only,
                 )
             if opt_state is None:
                 fresh = init_state(su, spec, config.seed, params)
@@ -220,7 +211,7 @@ def _train(
                 step0, False, {}, {}, str(ckpts.directory), state if return_state else None
             )
         first = next(prefetch)
-        _check_batch(first, config, mesh)
+        rows = _check_batch(first, config, mesh)  # the global batch size: the data's own
         compiled = compile_step(jit_train_step(su, spec, config), su, state, first)
         part.sync_processes("train step compiled")  # hosts compile at different speeds
         in_len = first["encoder_input_tokens"].shape[1]
@@ -264,7 +255,7 @@ def _train(
                 s,
                 state.params,
                 state.opt_state,
-                {"batches_consumed": consumed, "batch_size": config.batch_size},
+                {"batches_consumed": consumed, "batch_size": rows},
                 {"model": _model_dict(spec.config), "train_steps": config.train_steps},
             )
 
@@ -279,13 +270,13 @@ def _train(
             batch = None
             step += 1
             consumed += 1
-            meter.add(config.batch_size, config.batch_size * (in_len + tgt_len))
+            meter.add(rows, rows * (in_len + tgt_len))
             if pending is not None:  # one step late: the device is already busy with `step`
                 flush(pending)
             pending = (step, metrics)
             preempted = stop.should_stop(step)
             save_now = (
-                step % config.checkpoint_period == 0 or step == config.train_steps or preempted
+                step % config.checkpoint.period == 0 or step == config.train_steps or preempted
             )
             log_now = step % config.log_period == 0 or save_now
             if save_now or log_now:
@@ -309,7 +300,7 @@ def _train(
                     f" MFU {last['mfu']:.1%}" if "mfu" in last else "",
                 )
                 acc.clear()
-            tokens = config.batch_size * (in_len + tgt_len)
+            tokens = rows * (in_len + tgt_len)
             shown = acc[-1] if acc else last
             bar.advance(step, tokens, **{"loss/token": shown.get("cross_ent_loss")})
             if save_now:
@@ -374,7 +365,8 @@ def make_setup(config: TrainConfig, spec: ModelSpec, mesh: Any) -> Setup:
     """Abstract params/optimizer state and their shardings on `mesh` (nothing allocated)."""
     optimizer, schedule = make_optimizer(config.optimizer, config.train_steps)
     rules = part.standard_logical_axis_rules(
-        config.activation_partitioning_dims, config.parameter_partitioning_dims
+        config.partitioning.activation_partitioning_dims,
+        config.partitioning.parameter_partitioning_dims,
     )
     abs_params = jax.eval_shape(spec.init, jax.random.key(config.seed))
     p_sh = part.params_shardings(spec.logical_axes, abs_params, mesh, rules)
@@ -516,18 +508,16 @@ def _lockstep(batches: Any, limit: int | None) -> Any:
         yield zero if b is None else b
 
 
-def _check_batch(batch: dict, config: TrainConfig, mesh: Any) -> None:
+def _check_batch(batch: dict, config: TrainConfig, mesh: Any) -> int:
+    """The global batch's row count, once it divides over the data axis and microbatches."""
     n = batch["encoder_input_tokens"].shape[0]
-    if n != config.batch_size:
-        raise ValueError(
-            f"global batch has {n} rows but TrainConfig.batch_size={config.batch_size}"
-        )
     if n % (mesh.shape[part.DATA_AXIS] * config.num_microbatches):
         raise ValueError(
             f"batch_size={n} must be divisible by data axis "
             f"{mesh.shape[part.DATA_AXIS]} x num_microbatches "
             f"{config.num_microbatches}"
         )
+    return n
 
 
 def _model_dict(model_config: Any) -> dict | None:
