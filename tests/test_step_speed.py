@@ -173,31 +173,6 @@ def test_half_precision_dense_equals_the_float32_form():
     )
 
 
-def _position_bias_and_grad(cfg, bidirectional, q_len, k_len, aranges):
-    """A relpos module's bias for arange positions and its table's gradient under fixed weights."""
-    from scicot_jax.model.relpos import RelativePositionBiases
-
-    mod = RelativePositionBiases(cfg, bidirectional=bidirectional)
-    qp, kp = jnp.arange(q_len), jnp.arange(k_len)
-    p = mod.init(jax.random.key(5), qp, kp)
-    w = jax.random.normal(jax.random.key(6), (1, cfg.num_heads, q_len, k_len))
-    bias = lambda p: mod.apply(p, qp, kp, aranges=aranges)
-    grad = jax.grad(lambda p: (bias(p) * w).sum())(p)["params"]["rel_embedding"]
-    return np.asarray(bias(p)), np.asarray(nn.meta.unbox(grad))
-
-
-def test_half_precision_position_bias_rows_equal_the_gather():
-    """bf16 configs slice the bias out of one row of relative positions: same values and grads."""
-    bf16 = CFG.replace(dtype="bfloat16")
-    for bidirectional in (True, False):
-        for q_len, k_len in ((1, 5), (4, 9), (12, 12)):
-            rows, g_rows = _position_bias_and_grad(bf16, bidirectional, q_len, k_len, True)
-            gather, g_gather = _position_bias_and_grad(bf16, bidirectional, q_len, k_len, False)
-            assert rows.shape == (1, bf16.num_heads, q_len, k_len) and rows.dtype == np.float32
-            np.testing.assert_array_equal(rows, gather)
-            np.testing.assert_allclose(g_rows, g_gather, rtol=1e-5, atol=1e-5)
-
-
 def test_hbm_peak_finds_the_live_peak_and_the_packing_gap(tmp_path):
     """hbm_peak sums the default space's temporaries live at each step; other spaces are left out."""
     mod = _tpu_step("hbm_peak")
