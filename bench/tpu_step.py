@@ -16,7 +16,9 @@ chip. t5x: its EncoderDecoderModel, examples/t5 network.Transformer, adafactor.A
 PjitPartitioner and Trainer's own partitioned step (trainer.Trainer._partitioned_train_step) on
 t5x's mesh for the topology. Ours: the trainer's make_setup / jit_train_step. Per chip, from
 the compiled program: FLOPs and bytes accessed (cost_analysis), argument and temporary memory
-(memory_analysis), and the bytes the HLO's collectives move (runtime.aot.hlo_collectives).
+(memory_analysis), the bytes the HLO's collectives move (runtime.aot.hlo_collectives), and the
+compiler's estimated cycles summed over the HLO's ops (bench/hlo_bytes.py).
+--jsonl FILE appends each cell as it finishes; --table-from FILE prints the table of a jsonl.
 Each compile runs in its own process (libtpu keeps state between compiles).
 
 Attention logits: ours computes them and the softmax in float32; t5x's network does so only with
@@ -24,7 +26,8 @@ float32_attention_logits=True (its default is bfloat16), so t5x is built with fl
 unless --t5x-logits bfloat16. Left different: t5x adds the relative-position bias in bfloat16
 (ours float32) and recomputes it in every layer (ours once per stack); ours also logs the
 gradient norm. --layers N compiles both with N encoder and N decoder layers (quick HLO diffs);
---hlo FILE (with --one) keeps the optimized HLO.
+--hlo FILE (with --one) keeps the optimized HLO; --dump DIR (with --one) the compiler's buffer
+assignment and live ranges, which bench/hbm_peak.py reads.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ HOW_TO_GET_T5X = (
     "  pip install -e '<this repo>[t5x-bench]'   # grain, cached-property, tensorboard, libtpu\n"
     "then pass --t5x t5x_src"
 )
-METRICS = ("flops", "bytes", "argument", "temp", "collective")
+METRICS = ("flops", "bytes", "argument", "temp", "collective", "cycles")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,6 +72,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target-len", type=int, default=TARGETS)
     p.add_argument("--json", default=None, help="also write every cell's figures here")
     p.add_argument("--markdown", default=None, help="also write the table here (markdown)")
+    p.add_argument("--jsonl", default=None, help="append each cell's figures here as it finishes")
+    p.add_argument(
+        "--table-from", default=None, help="print the table of the cells in this jsonl; no compile"
+    )
     p.add_argument(
         "--layers", type=int, default=None, help="encoder and decoder layers (default: preset's)"
     )
@@ -79,6 +86,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="t5x's attention logits/softmax dtype: float32 as ours (t5x's default is bfloat16)",
     )
     p.add_argument("--hlo", default=None, help="with --one: write the optimized HLO here")
+    p.add_argument(
+        "--dump",
+        default=None,
+        help="with --one: XLA dump folder (buffer assignment, live ranges: bench/hbm_peak.py)",
+    )
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # system,preset,topology
     return p.parse_args(argv)
 
@@ -99,7 +111,11 @@ def measure(compiled: Any) -> dict[str, Any]:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     mem = compiled.memory_analysis()
-    coll = aot.hlo_collectives(compiled.as_text())
+    text = compiled.as_text()
+    coll = aot.hlo_collectives(text)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from hlo_bytes import by_region
+
     return {
         "flops": float(cost["flops"]),
         "bytes": float(cost["bytes accessed"]),
@@ -109,7 +125,16 @@ def measure(compiled: Any) -> dict[str, Any]:
         "temp": int(mem.temp_size_in_bytes),
         "collective": sum(c["bytes"] for c in coll.values()),
         "collectives": coll,
+        # the compiler's own time estimate per op, summed (loop bodies once; bench/hlo_bytes.py)
+        "cycles": sum(by_region(text, "cycles").values()),
     }
+
+
+def compile_options(a: argparse.Namespace) -> dict[str, Any]:
+    """XLA debug options for the compile: the dump folder of --dump, if any."""
+    if not a.dump:
+        return {}
+    return {"xla_dump_to": a.dump, "xla_dump_hlo_as_text": True, "xla_dump_hlo_pass_re": ""}
 
 
 def preset_config(preset: str, a: argparse.Namespace) -> Any:
@@ -154,7 +179,8 @@ def ours_compiled(preset: str, devices: list, a: argparse.Namespace) -> Any:
     )
     batch = abstract_batch(a.batch, lengths, su.data, packed=False)
     with jax.set_mesh(mesh), nn.logical_axis_rules(su.rules):
-        return jit_train_step(su, spec, config).lower(state, batch).compile()
+        lowered = jit_train_step(su, spec, config).lower(state, batch)
+        return lowered.compile(compiler_options=compile_options(a))
 
 
 def t5x_compiled(preset: str, devices: list, a: argparse.Namespace) -> Any:
@@ -224,7 +250,8 @@ def t5x_compiled(preset: str, devices: list, a: argparse.Namespace) -> Any:
         num_microbatches=None,
     )
     batch = {k: jax.ShapeDtypeStruct(s, types[k]) for k, s in shapes.items()}
-    return t._partitioned_train_step.lower(init.global_train_state_shape, batch).compile()
+    lowered = t._partitioned_train_step.lower(init.global_train_state_shape, batch)
+    return lowered.compile(compiler_options=compile_options(a))
 
 
 def run_one(a: argparse.Namespace) -> None:
@@ -273,6 +300,8 @@ def spawn(a: argparse.Namespace, system: str, preset: str, topology: str) -> dic
 def _fmt(metric: str, v: float) -> str:
     if metric == "flops":
         return f"{v / 1e12:.3f} T"
+    if metric == "cycles":
+        return f"{v / 1e6:.2f} M"
     return f"{v / 2**30:.2f} GiB" if v >= 2**30 else f"{v / 2**20:.1f} MiB"
 
 
@@ -294,7 +323,7 @@ def table(cells: list[dict[str, Any]]) -> str:
         chips = (ours or t5x).get("chips", "?")
         row = [_model(t5x), f"{t5x['topology']} ({chips} chips)", t5x.get("t5x_logits", "?")]
         for m in METRICS:
-            if not ours or "error" in ours or "error" in t5x:
+            if not ours or "error" in ours or "error" in t5x or m not in ours or m not in t5x:
                 row.append("n/a")
                 continue
             ratio = ours[m] / t5x[m] if t5x[m] else float("nan")
@@ -311,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.one:
         run_one(a)
         return 0
+    if a.table_from:
+        lines = Path(a.table_from).read_text().splitlines()
+        print(table([json.loads(line) for line in lines if line.strip()]))
+        return 0
     systems = a.systems.split(",")
     if "t5x" in systems and t5x_paths(a.t5x) is None:
         print(HOW_TO_GET_T5X)
@@ -321,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             for system in systems:
                 cell = spawn(a, system, preset, topo)
                 cells.append(cell)
+                if a.jsonl:
+                    with open(a.jsonl, "a") as f:
+                        f.write(json.dumps(cell) + "\n")
                 shown = {m: cell[m] for m in METRICS if m in cell} or cell.get("error")
                 print(f"{system} {preset} {topo}: {shown}", flush=True)
     text = table(cells)

@@ -171,3 +171,30 @@ def test_half_precision_dense_equals_the_float32_form():
     np.testing.assert_allclose(
         z32, y[f32].reshape(2, 3, 20) @ q["params"]["kernel"], rtol=1e-5, atol=1e-5
     )
+
+
+def test_hbm_peak_finds_the_live_peak_and_the_packing_gap(tmp_path):
+    """hbm_peak sums the default space's temporaries live at each step; other spaces are left out."""
+    mod = _tpu_step("hbm_peak")
+    pre = "module_0000.jit_train_step"
+    (tmp_path / f"{pre}.after_optimizations-buffer-assignment.txt").write_text(
+        "allocation 0: size 1000, parameter 0, shape |f32[250]| at ShapeIndex {}:\n"
+        " value: <1 p @0> (size=1000,offset=0): f32[250]{0}\n"
+        "allocation 1: size 700, preallocated-temp:\n"
+        " value: <2 a @0> (size=400,offset=0): f32[100]{0}\n"
+        " value: <3 b{0} @0> (size=200,offset=400): f32[50]{0}\n"
+        " value: <4 c @0> (size=300,offset=0): f32[75]{0}\n"
+        "allocation 2: size 900, color 1, preallocated-temp:\n"
+        " value: <5 v @1> (size=900,offset=0): f32[225]{0:S(1)}\n"
+    )
+    (tmp_path / f"{pre}.after_optimizations-live-range.txt").write_text(
+        "HloLiveRange (max 3):\n  InstructionSequence:\n    0:a\n    1:b\n    2:c\n"
+        "  BufferLiveRange:\n    a{}:0-1\n    b{0}:1-2\n    c{}:2-2\n    v{}:0-2\n"
+    )
+    (tmp_path / f"{pre}.after_optimizations.txt").write_text(
+        '  %b = (f32[50]) fusion(%a), metadata={op_name="jit(train_step)/encoder/b"}\n'
+    )
+    r = mod.peak(tmp_path)
+    assert (r["allocation"], r["peak"], r["at"]) == (700, 600, "b")
+    assert [(n, name) for n, name, _, _ in r["live"]] == [(400, "a{}"), (200, "b{0}")]
+    assert r["live"][1][3] == "jit(train_step)/encoder/b"

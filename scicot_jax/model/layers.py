@@ -69,6 +69,11 @@ class Dense(nn.Module):
     dtype: Any = None  # compute dtype; defaults to config.dtype
     in_axes: int = 1
     out_shape: tuple[int, ...] | None = None
+    # Half precision: the kernel's gradient, all-reduced over data-parallel replicas, is made
+    # before the input's gradient flows on (an optimization barrier on both). For logits_dense,
+    # whose gradient needs the [B, L, vocab] float32 logits: otherwise XLA:TPU merges its
+    # all-reduce with the end of the backward's and keeps the logits alive until then.
+    kernel_grad_first: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -87,6 +92,8 @@ class Dense(nn.Module):
         if self.config.half_precision:
             # t5x's DenseGeneral: contract [B, L, in...] with the kernel viewed as [in..., out...]
             # so XLA:TPU picks each side's layout, with no relayout copies around reshapes.
+            if self.kernel_grad_first:
+                x, kernel = jax.lax.optimization_barrier((x, kernel))
             k = kernel.reshape(in_shape + out_shape)
             dims = (tuple(range(x.ndim - self.in_axes, x.ndim)), tuple(range(self.in_axes)))
             return jax.lax.dot_general(x.astype(dtype), k, (dims, ((), ())))

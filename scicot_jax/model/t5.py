@@ -179,6 +179,7 @@ class Decoder(nn.Module):
             MLP_KERNEL_INIT,
             cfg,
             dtype=jnp.float32,
+            kernel_grad_first=True,
             name="logits_dense",
         )(y)
         return constrain(logits, ("batch", "length", "vocab"))
