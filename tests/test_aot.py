@@ -153,6 +153,14 @@ def test_oom_message_names_the_shortfall():
     assert aot.oom_message(RuntimeError("INVALID_ARGUMENT: bad shape")) is None
 
 
+def test_hbm_per_device_splits_a_chip_among_its_cores():
+    """libtpu lists a v4 chip's two TensorCores as two devices: each has half the chip's HBM
+    (the compiler's own limit for them is 15.25 GiB)."""
+    for name, devices, hbm in (("v4:2x2x1", 8, 16), ("v5e:2x2", 4, 16), ("v5p:2x2x1", 4, 95)):
+        d = aot.topology_devices(name)
+        assert (len(d), aot.chip_hbm_bytes(d[0], d)) == (devices, hbm * aot.GiB), name
+
+
 def test_unknown_topology_is_one_line():
     with pytest.raises(ValueError, match="COMPILE_TOPOLOGY='v9z:1x1'"):
         aot.topology_devices("v9z:1x1")
