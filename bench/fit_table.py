@@ -338,7 +338,9 @@ def render(
         "`--xla_tpu_spmd_rng_bit_generator_unsafe=true`: without it every chip draws the "
         "dropout bits of the whole global batch and slices its rows out, so the temporaries "
         "grow with the slice at a fixed batch per chip (T5-small, 16 rows per chip: 6.44 GiB "
-        "on v5e-8, 12.93 on v5e-64, 27.77 on v5e-256).",
+        "of temporaries on v5e-8, 12.93 on v5e-64, 27.77 on v5e-256; with it 6.46 on all "
+        "three). Memory is per device: libtpu's v4 topologies list each TensorCore as a device, "
+        "with half of the chip's 32 GiB.",
         "",
         "## Cheapest layout that fits (else the last one tried, marked no)",
         "",
