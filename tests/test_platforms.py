@@ -27,15 +27,17 @@ def test_cpu_only_when_no_accelerator_file(tmp_path):
     assert env == {"JAX_PLATFORMS": "tpu"}  # the user's choice stands
 
 
-def test_compiler_stack_flag_keeps_user_args():
+def test_compiler_flags_keep_user_args():
     env = {"LIBTPU_INIT_ARGS": "--xla_tpu_foo=1"}
     platforms.set_compiler_flags(env)
     assert env["LIBTPU_INIT_ARGS"] == (
-        f"--xla_tpu_foo=1 {platforms.COMPILER_STACK_FLAG}={platforms.COMPILER_STACK_BYTES}"
+        f"--xla_tpu_foo=1 {platforms.COMPILER_STACK_FLAG}={platforms.COMPILER_STACK_BYTES} "
+        f"{platforms.SHARDED_RNG_FLAG}=true"
     )
-    env = {"LIBTPU_INIT_ARGS": f"{platforms.COMPILER_STACK_FLAG}=1048576"}
+    user = f"{platforms.COMPILER_STACK_FLAG}=1048576 {platforms.SHARDED_RNG_FLAG}=false"
+    env = {"LIBTPU_INIT_ARGS": user}
     platforms.set_compiler_flags(env)
-    assert env["LIBTPU_INIT_ARGS"] == f"{platforms.COMPILER_STACK_FLAG}=1048576"
+    assert env["LIBTPU_INIT_ARGS"] == user
 
 
 PROBE = """

@@ -107,9 +107,14 @@ def _parse_libtpu_flags() -> None:
         pass
 
 
-def chip_hbm_bytes(device: Any) -> int | None:
-    """HBM of one chip, from the device kind (None for unknown kinds)."""
-    return HBM_BYTES.get(getattr(device, "device_kind", ""))
+def chip_hbm_bytes(device: Any, devices: Sequence[Any] = ()) -> int | None:
+    """HBM of one device, from the device kind (None for unknown kinds): the chip's, split
+    among the `devices` on the same chip (libtpu's v4 topologies list each of a chip's two
+    TensorCores as a device, 16 of the chip's 32 GiB each; v5e and v5p list one per chip)."""
+    hbm = HBM_BYTES.get(getattr(device, "device_kind", ""))
+    coords = getattr(device, "coords", None)
+    sharing = sum(1 for d in devices if coords is not None and d.coords == coords) or 1
+    return hbm // sharing if hbm else None
 
 
 @dataclasses.dataclass
@@ -324,7 +329,7 @@ def compile_report(
         topology=topology or getattr(dev, "platform", "?"),
         mesh=dict(mesh.shape),
         device_kind=getattr(dev, "device_kind", "?"),
-        hbm_bytes=chip_hbm_bytes(dev),
+        hbm_bytes=chip_hbm_bytes(dev, list(mesh.devices.flat)),
         model_flops=model_flops,
     )
     t0 = time.perf_counter()
