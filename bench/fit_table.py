@@ -70,8 +70,9 @@ INPUTS, TARGETS = 512, 128
 # Records' loop and collective counts: 3 reads loop steps of 2 (2 assumed steps of 1; 1 also
 # counted libtpu's async collectives 3x).
 COUNT_VERSION = 3
-# Records' train step: 2 draws dropout bits per shard (platforms.SHARDED_RNG_FLAG); before, every
-# chip drew the global batch's bits, so older records' temporaries grow with the slice.
+# Records' step: 2 draws random bits (dropout, sampling) per shard (platforms.SHARDED_RNG_FLAG);
+# before, every chip drew the global batch's bits, so older records' temporaries grow with the
+# slice.
 STEP_VERSION = 2
 LOG = ROOT / "bench" / "fit_table.jsonl"
 OUT = ROOT / "docs" / "fit_table.md"
@@ -419,7 +420,8 @@ def decode_rows(log: dict, fresh: bool, which: set[str]) -> list[dict]:
             )
             print(r.format(), flush=True)
             rec = dict(r.to_dict(), size=size, slice=slc, batch=256, inputs=INPUTS, new_tokens=128)
-            rec["count_version"] = COUNT_VERSION
+            rec.update(count_version=COUNT_VERSION, step_version=STEP_VERSION)
+            rec["libtpu_init_args"] = os.environ.get("LIBTPU_INIT_ARGS")
             _keep_hlo(key, r.hlo_text)
             rec["cand"] = {"decode": [size, slc, mp, 256, INPUTS, 128]}
             log[key] = rec
@@ -489,8 +491,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _load_all() -> dict[str, dict]:
     """The log's records by candidate (the last one wins); compiled records from before loops
-    were counted per iteration (no `loop_trips`) and train steps from before STEP_VERSION are
-    left out, so they get compiled again."""
+    were counted per iteration (no `loop_trips`) and steps from before STEP_VERSION are left
+    out, so they get compiled again."""
     out: dict[str, dict] = {}
     if LOG.exists():
         for line in LOG.read_text().splitlines():
@@ -498,7 +500,7 @@ def _load_all() -> dict[str, dict]:
             if rec.get("compiler_flops") is not None and "loop_trips" not in rec:
                 continue
             c = rec["cand"]
-            if "decode" not in c and rec.get("step_version", 1) < STEP_VERSION:
+            if rec.get("step_version", 1) < STEP_VERSION:
                 continue
             key = json.dumps(c) if "decode" in c else Cand(**c).key()
             out[key] = rec
