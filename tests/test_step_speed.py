@@ -198,3 +198,25 @@ def test_hbm_peak_finds_the_live_peak_and_the_packing_gap(tmp_path):
     assert (r["allocation"], r["peak"], r["at"]) == (700, 600, "b")
     assert [(n, name) for n, name, _, _ in r["live"]] == [(400, "a{}"), (200, "b{0}")]
     assert r["live"][1][3] == "jit(train_step)/encoder/b"
+
+
+def test_batch_shared_bias_gradient_equals_the_broadcast_add():
+    """add_batch_shared_bias: forward and both gradients equal `logits + bias` (broadcast over B)."""
+    from scicot_jax.model.attention import add_batch_shared_bias, xla_attention
+
+    logits = jax.random.normal(jax.random.key(0), (3, 2, 5, 4))
+    bias = jax.random.normal(jax.random.key(1), (1, 2, 5, 4))
+    w = jax.random.normal(jax.random.key(2), logits.shape)
+    ours = jax.grad(lambda a, b: jnp.sum(add_batch_shared_bias(a, b) ** 2 * w), (0, 1))
+    plain = jax.grad(lambda a, b: jnp.sum((a + b) ** 2 * w), (0, 1))
+    np.testing.assert_array_equal(add_batch_shared_bias(logits, bias), logits + bias)
+    for g_ours, g_plain in zip(ours(logits, bias), plain(logits, bias), strict=True):
+        assert g_ours.shape == g_plain.shape
+        np.testing.assert_allclose(g_ours, g_plain, rtol=1e-5, atol=1e-5)
+    # float32 attention takes this form: the bias gradient is a dot over the batch, no reduce.
+    q = k = v = jnp.ones((3, 5, 2, 4))
+    mask = jnp.ones((3, 1, 5, 5), bool)
+    grad = jax.jit(jax.grad(lambda b: jnp.sum(xla_attention(q, k, v, b, mask))))
+    hlo = grad.lower(jnp.zeros((1, 2, 5, 5))).as_text()
+    assert "(tensor<3x2x5x5xf32>, tensor<3xf32>) -> tensor<2x5x5xf32>" in hlo
+    assert "across dimensions = [0]" not in hlo

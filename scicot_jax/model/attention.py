@@ -23,6 +23,26 @@ def make_segment_mask(query_seg_BxQ: jax.Array, key_seg_BxK: jax.Array) -> jax.A
     return query_seg_BxQ[:, None, :, None] == key_seg_BxK[:, None, None, :]
 
 
+@jax.custom_vjp
+def add_batch_shared_bias(logits_BxHxQxK: jax.Array, bias_1xHxQxK: jax.Array) -> jax.Array:
+    """logits + a bias shared by the batch; its gradient sums the batch with a dot (XLA:CPU)."""
+    return logits_BxHxQxK + bias_1xHxQxK
+
+
+def _add_bias_fwd(logits: jax.Array, bias: jax.Array) -> tuple[jax.Array, int]:
+    return logits + bias, logits.shape[0]
+
+
+def _add_bias_bwd(batch: int, g_BxHxQxK: jax.Array) -> tuple[jax.Array, jax.Array]:
+    # As a reduce over the outermost axis, XLA:CPU's library fusion of this sum ran 9x slower on
+    # 2 threads than on 1 (docs/step_speed.md); as a [B] x [B, H, Q, K] dot it scales.
+    ones = jnp.ones((batch,), g_BxHxQxK.dtype)
+    return g_BxHxQxK, jnp.einsum("bhqk,b->hqk", g_BxHxQxK, ones)[None]
+
+
+add_batch_shared_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
 def xla_attention(
     q_BxQxHxD: jax.Array,
     k_BxKxHxD: jax.Array,
@@ -36,7 +56,9 @@ def xla_attention(
     logits_BxHxQxK = jnp.einsum(
         "bqhd,bkhd->bhqk", q_BxQxHxD, k_BxKxHxD, preferred_element_type=jnp.float32
     )
-    if bias is not None:
+    if bias is not None and q_BxQxHxD.dtype == jnp.float32 and bias.shape[0] == 1:
+        logits_BxHxQxK = add_batch_shared_bias(logits_BxHxQxK, bias)  # float32: the CPU form
+    elif bias is not None:
         logits_BxHxQxK = logits_BxHxQxK + bias
     logits_BxHxQxK = jnp.where(mask, logits_BxHxQxK, MASK_VALUE)
     probs = jax.nn.softmax(logits_BxHxQxK, axis=-1).astype(v_BxKxHxD.dtype)
