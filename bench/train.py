@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma list of hf_eager, hf_compile ('' = ours only)",
     )
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--jsonl", default=None, help="also append the results here, one line a run")
+    p.add_argument(
+        "--table-from", default=None, help="print medians and ranges of a --jsonl file's runs, only"
+    )
     return p.parse_args(argv)
 
 
@@ -282,6 +286,9 @@ def cpu_matmul_peak(dtype: str, sizes: tuple[int, ...] = (1024, 2048)) -> dict[s
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = parse_args(argv)
+    if a.table_from:
+        print("\n".join(runs_table(a.table_from)))
+        return {}
     set_threads(a.threads)
     import jax
 
@@ -357,7 +364,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{k}: {v:.2f}x tokens/s")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
+    if a.jsonl:
+        with open(a.jsonl, "a") as f:
+            f.write(json.dumps(out) + "\n")
     return out
+
+
+def runs_table(path: str) -> list[str]:
+    """Per thread count: each system's median step ms and ours' median tokens/s ratios, with ranges."""
+    runs = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    lines = []
+    for threads in sorted({r["threads"] for r in runs}):
+        group = [r for r in runs if r["threads"] == threads]
+        cells = []
+        for system in group[0]["results"]:
+            ms = [r["results"][system]["step_s"] * 1e3 for r in group]
+            cells.append(f"{system} {_median_range(ms, '.1f')} ms")
+        for ratio in group[0]["ratios"]:
+            cells.append(f"{ratio} {_median_range([r['ratios'][ratio] for r in group], '.2f')}x")
+        lines.append(f"threads {threads or 'default'}, {len(group)} runs: " + "; ".join(cells))
+    return lines
+
+
+def _median_range(values: list[float], fmt: str) -> str:
+    return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
 
 
 if __name__ == "__main__":

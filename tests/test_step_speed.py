@@ -1,5 +1,7 @@
 """The train step's speed-motivated formulations compute what the plain ones do (values, grads)."""
 
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -220,3 +222,23 @@ def test_batch_shared_bias_gradient_equals_the_broadcast_add():
     hlo = grad.lower(jnp.zeros((1, 2, 5, 5))).as_text()
     assert "(tensor<3x2x5x5xf32>, tensor<3xf32>) -> tensor<2x5x5xf32>" in hlo
     assert "across dimensions = [0]" not in hlo
+
+
+def test_train_bench_table_gives_medians_and_ranges_per_thread_count(tmp_path, capsys):
+    """bench/train.py --table-from: one line per thread count, medians with [min-max] ranges."""
+    runs = tmp_path / "runs.jsonl"
+
+    def run(threads, ours_s, peer_s):
+        res = {"ours": {"step_s": ours_s}, "hf_compile": {"step_s": peer_s}}
+        return {"threads": threads, "results": res, "ratios": {"ours/hf_compile": peer_s / ours_s}}
+
+    lines = [run(0, 0.4, 0.3), run(0, 0.3, 0.3), run(0, 0.5, 0.4), run(1, 0.6, 0.6)]
+    runs.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert _tpu_step("train").main(["--table-from", str(runs)]) == {}
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "threads default, 3 runs: ours 400.0 [300.0-500.0] ms; hf_compile 300.0 [300.0-400.0] ms;"
+        " ours/hf_compile 0.80 [0.75-1.00]x",
+        "threads 1, 1 runs: ours 600.0 [600.0-600.0] ms; hf_compile 600.0 [600.0-600.0] ms;"
+        " ours/hf_compile 1.00 [1.00-1.00]x",
+    ]
