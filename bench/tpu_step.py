@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PRESETS = ("small", "base")
-# 4 and 16 chips; v4 names count chips as x*y*z (each v4 chip is one megacore device).
+# 4 and 16 chips. v4 names count chips as x*y*z; the compile-only v4 topology has one device
+# per TensorCore (2 a chip), so there the figures are per core and the batch splits over 8 or 32.
 TOPOLOGIES = ("v5e:2x2", "v5e:4x4", "v4:2x2x1", "v4:2x2x4")
 VOCAB, BATCH, INPUTS, TARGETS = 32128, 64, 512, 128
 T5X_REPOS = ("t5x", "airio", "jestimator")
@@ -254,6 +255,13 @@ def t5x_compiled(preset: str, devices: list, a: argparse.Namespace) -> Any:
     return lowered.compile(compiler_options=compile_options(a))
 
 
+def _topology_label(cell: dict[str, Any]) -> str:
+    """'v4:2x2x1 (4 chips, 8 devices)': chips, and devices where a chip holds several."""
+    chips, devices = cell.get("chips", "?"), cell.get("devices", cell.get("chips"))
+    extra = f", {devices} devices" if devices != chips else ""
+    return f"{cell['topology']} ({chips} chips{extra})"
+
+
 def run_one(a: argparse.Namespace) -> None:
     """Child process: compile one (system, preset, topology) and print its figures as JSON."""
     from scicot_jax.runtime import aot
@@ -263,7 +271,9 @@ def run_one(a: argparse.Namespace) -> None:
     build = ours_compiled if system == "ours" else t5x_compiled
     t0 = time.perf_counter()
     compiled = build(preset, devices, a)
-    out = {"system": system, "preset": preset, "topology": topology, "chips": len(devices)}
+    chips = len({tuple(d.coords) for d in devices})
+    out = {"system": system, "preset": preset, "topology": topology, "chips": chips}
+    out["devices"] = len(devices)
     if a.layers is not None:
         out["layers"] = a.layers
     if system == "t5x":
@@ -320,8 +330,7 @@ def table(cells: list[dict[str, Any]]) -> str:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t5x in sorted(t5x_cells, key=lambda c: (_model(c), c["topology"])):
         ours = ours_by.get((_model(t5x), t5x["topology"]))
-        chips = (ours or t5x).get("chips", "?")
-        row = [_model(t5x), f"{t5x['topology']} ({chips} chips)", t5x.get("t5x_logits", "?")]
+        row = [_model(t5x), _topology_label(ours or t5x), t5x.get("t5x_logits", "?")]
         for m in METRICS:
             if not ours or "error" in ours or "error" in t5x or m not in ours or m not in t5x:
                 row.append("n/a")

@@ -242,3 +242,35 @@ def test_train_bench_table_gives_medians_and_ranges_per_thread_count(tmp_path, c
         "threads 1, 1 runs: ours 600.0 [600.0-600.0] ms; hf_compile 600.0 [600.0-600.0] ms;"
         " ours/hf_compile 1.00 [1.00-1.00]x",
     ]
+
+
+def test_cpu_train_step_updates_donated_parameters_without_copying_them():
+    """compile_step on CPU: copy insertion by region analysis, so no parameter is copied first."""
+    import re
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from model_fixtures import tiny_spec
+    from train_toy import toy_batches
+
+    from scicot_jax.runtime import partitioning as part
+    from scicot_jax.train.data_iter import to_global
+    from scicot_jax.train.trainer import (
+        TrainConfig,
+        compile_step,
+        init_state,
+        jit_train_step,
+        make_setup,
+    )
+
+    spec = tiny_spec(dtype="float32")
+    cfg = TrainConfig(model_dir="", train_steps=2)
+    su = make_setup(cfg, spec, part.make_mesh(devices=jax.devices()[:1]))
+    state = init_state(su, spec, seed=0)
+    batch = to_global(next(iter(toy_batches(batch_size=4))), su.data)
+    jitted = jit_train_step(su, spec, cfg)
+    param_copy = re.compile(r"= \S+ copy\(%state_params")
+    plain = jitted.lower(state, batch).compile().as_text()
+    assert param_copy.search(plain), "XLA:CPU no longer copies donated parameters: drop the option"
+    assert not param_copy.search(compile_step(jitted, su, state, batch).as_text())

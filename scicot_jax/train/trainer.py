@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scicot_jax import platforms
 from scicot_jax.checkpoints.initial import restore_initial
 from scicot_jax.checkpoints.orbax import Checkpoints
 from scicot_jax.paths import as_path
@@ -427,7 +428,9 @@ def compile_step(jitted: Any, su: Setup, state: TrainState, batch: dict) -> Any:
     """AOT-compiles the step; logs compile time and memory_analysis()."""
     t0 = time.perf_counter()
     with jax.set_mesh(su.mesh), nn.logical_axis_rules(su.rules):
-        compiled = jitted.lower(state, batch).compile()
+        platform = su.mesh.devices.flat[0].platform
+        options = platforms.compiler_options(platform)
+        compiled = jitted.lower(state, batch).compile(compiler_options=options)
     log.info("train step compiled in %.1fs", time.perf_counter() - t0)
     try:
         mem = compiled.memory_analysis()
