@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--jsonl", default=None, help="also append the results here, one line a run")
+    p.add_argument("--label", default="", help="kept with the run; --table-from groups by it")
     p.add_argument(
         "--table-from", default=None, help="print medians and ranges of a --jsonl file's runs, only"
     )
@@ -337,6 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "peak_flops": peak,
         "peak_probes": probes,
         "threads": a.threads,
+        "label": a.label,
         "results": results,
         "ratios": {
             f"ours/{k}": results["ours"]["tokens_per_s"] / v["tokens_per_s"]
@@ -371,18 +373,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def runs_table(path: str) -> list[str]:
-    """Per thread count: each system's median step ms and ours' median tokens/s ratios, with ranges."""
+    """Per label and thread count: each system's median step ms, ours' tokens/s ratios; ranges."""
     runs = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     lines = []
-    for threads in sorted({r["threads"] for r in runs}):
-        group = [r for r in runs if r["threads"] == threads]
+    for label, threads in sorted({(r.get("label", ""), r["threads"]) for r in runs}):
+        group = [r for r in runs if (r.get("label", ""), r["threads"]) == (label, threads)]
         cells = []
         for system in group[0]["results"]:
             ms = [r["results"][system]["step_s"] * 1e3 for r in group]
             cells.append(f"{system} {_median_range(ms, '.1f')} ms")
         for ratio in group[0]["ratios"]:
             cells.append(f"{ratio} {_median_range([r['ratios'][ratio] for r in group], '.2f')}x")
-        lines.append(f"threads {threads or 'default'}, {len(group)} runs: " + "; ".join(cells))
+        head = f"{label}: " if label else ""
+        lines.append(
+            f"{head}threads {threads or 'default'}, {len(group)} runs: " + "; ".join(cells)
+        )
     return lines
 
 

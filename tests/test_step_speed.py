@@ -233,6 +233,7 @@ def test_train_bench_table_gives_medians_and_ranges_per_thread_count(tmp_path, c
         return {"threads": threads, "results": res, "ratios": {"ours/hf_compile": peer_s / ours_s}}
 
     lines = [run(0, 0.4, 0.3), run(0, 0.3, 0.3), run(0, 0.5, 0.4), run(1, 0.6, 0.6)]
+    lines.append(dict(run(1, 0.5, 0.6), label="after"))
     runs.write_text("".join(json.dumps(r) + "\n" for r in lines))
     assert _tpu_step("train").main(["--table-from", str(runs)]) == {}
     out = capsys.readouterr().out.splitlines()
@@ -241,6 +242,8 @@ def test_train_bench_table_gives_medians_and_ranges_per_thread_count(tmp_path, c
         " ours/hf_compile 0.80 [0.75-1.00]x",
         "threads 1, 1 runs: ours 600.0 [600.0-600.0] ms; hf_compile 600.0 [600.0-600.0] ms;"
         " ours/hf_compile 1.00 [1.00-1.00]x",
+        "after: threads 1, 1 runs: ours 500.0 [500.0-500.0] ms; hf_compile 600.0 [600.0-600.0] ms;"
+        " ours/hf_compile 1.20 [1.20-1.20]x",
     ]
 
 
