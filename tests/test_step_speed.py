@@ -277,3 +277,26 @@ def test_cpu_train_step_updates_donated_parameters_without_copying_them():
     plain = jitted.lower(state, batch).compile().as_text()
     assert param_copy.search(plain), "XLA:CPU no longer copies donated parameters: drop the option"
     assert not param_copy.search(compile_step(jitted, su, state, batch).as_text())
+
+
+def test_cpu_step_ab_variants_differ_where_they_say():
+    """bench/cpu_step_ab.py: 'reduce' traces autodiff's batch sum, 'dot' the model's VJP."""
+    from scicot_jax.model.attention import xla_attention
+
+    ab = _tpu_step("cpu_step_ab")
+    q = k = v = jnp.ones((3, 5, 2, 4))
+    mask = jnp.ones((3, 1, 5, 5), bool)
+
+    def grad_hlo():  # a new function each time: jax caches traces by function
+        grad = jax.grad(lambda b: jnp.sum(xla_attention(q, k, v, b, mask)))
+        return jax.jit(grad).lower(jnp.zeros((1, 2, 5, 5))).as_text()
+
+    (_, reduce_context, _), (_, dot_context, _) = ab.variants("bias-gradient")
+    with reduce_context():
+        reduce_form = grad_hlo()
+    with dot_context():
+        dot_form = grad_hlo()
+    assert "across dimensions = [0]" in reduce_form and "tensor<3xf32>) ->" not in reduce_form
+    assert "across dimensions = [0]" not in dot_form and "tensor<3xf32>) ->" in dot_form
+    (_, _, none), (_, _, cpu) = ab.variants("copy-insertion")
+    assert none is None and cpu == {"xla_cpu_copy_insertion_use_region_analysis": True}
