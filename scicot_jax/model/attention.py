@@ -29,18 +29,14 @@ def add_batch_shared_bias(logits_BxHxQxK: jax.Array, bias_1xHxQxK: jax.Array) ->
     return logits_BxHxQxK + bias_1xHxQxK
 
 
-def _add_bias_fwd(logits: jax.Array, bias: jax.Array) -> tuple[jax.Array, int]:
-    return logits + bias, logits.shape[0]
-
-
-def _add_bias_bwd(batch: int, g_BxHxQxK: jax.Array) -> tuple[jax.Array, jax.Array]:
-    # As a reduce over the outermost axis, XLA:CPU's library fusion of this sum ran 9x slower on
-    # 2 threads than on 1 (docs/step_speed.md); as a [B] x [B, H, Q, K] dot it scales.
-    ones = jnp.ones((batch,), g_BxHxQxK.dtype)
+def _add_bias_bwd(_: None, g_BxHxQxK: jax.Array) -> tuple[jax.Array, jax.Array]:
+    # As a reduce over the outermost axis, XLA:CPU's YNNPACK fusion of this sum took 14x a dot's
+    # time on 2 threads, and more than on 1 (docs/step_speed.md, section 2b).
+    ones = jnp.ones(g_BxHxQxK.shape[:1], g_BxHxQxK.dtype)
     return g_BxHxQxK, jnp.einsum("bhqk,b->hqk", g_BxHxQxK, ones)[None]
 
 
-add_batch_shared_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+add_batch_shared_bias.defvjp(lambda logits, bias: (logits + bias, None), _add_bias_bwd)
 
 
 def xla_attention(
