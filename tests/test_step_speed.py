@@ -247,38 +247,6 @@ def test_train_bench_table_gives_medians_and_ranges_per_thread_count(tmp_path, c
     ]
 
 
-def test_cpu_train_step_updates_donated_parameters_without_copying_them():
-    """compile_step on CPU: copy insertion by region analysis, so no parameter is copied first."""
-    import re
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from model_fixtures import tiny_spec
-    from train_toy import toy_batches
-
-    from scicot_jax.runtime import partitioning as part
-    from scicot_jax.train.data_iter import to_global
-    from scicot_jax.train.trainer import (
-        TrainConfig,
-        compile_step,
-        init_state,
-        jit_train_step,
-        make_setup,
-    )
-
-    spec = tiny_spec(dtype="float32")
-    cfg = TrainConfig(model_dir="", train_steps=2)
-    su = make_setup(cfg, spec, part.make_mesh(devices=jax.devices()[:1]))
-    state = init_state(su, spec, seed=0)
-    batch = to_global(next(iter(toy_batches(batch_size=4))), su.data)
-    jitted = jit_train_step(su, spec, cfg)
-    param_copy = re.compile(r"= \S+ copy\(%state_params")
-    plain = jitted.lower(state, batch).compile().as_text()
-    assert param_copy.search(plain), "XLA:CPU no longer copies donated parameters: drop the option"
-    assert not param_copy.search(compile_step(jitted, su, state, batch).as_text())
-
-
 def test_cpu_step_ab_variants_differ_where_they_say():
     """bench/cpu_step_ab.py: 'reduce' traces autodiff's batch sum, 'dot' the model's VJP."""
     from scicot_jax.model.attention import xla_attention
@@ -300,3 +268,50 @@ def test_cpu_step_ab_variants_differ_where_they_say():
     assert "across dimensions = [0]" not in dot_form and "tensor<3xf32>) ->" in dot_form
     (_, _, none), (_, _, cpu) = ab.variants("copy-insertion")
     assert none is None and cpu == {"xla_cpu_copy_insertion_use_region_analysis": True}
+
+
+def _tiny_cpu_step() -> tuple:
+    """(jitted step, setup, state, batch) of a tiny float32 T5 on one CPU device."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from model_fixtures import tiny_spec
+    from train_toy import toy_batches
+
+    from scicot_jax.runtime import partitioning as part
+    from scicot_jax.train.data_iter import to_global
+    from scicot_jax.train.trainer import TrainConfig, init_state, jit_train_step, make_setup
+
+    spec = tiny_spec(dtype="float32")
+    cfg = TrainConfig(model_dir="", train_steps=2)
+    su = make_setup(cfg, spec, part.make_mesh(devices=jax.devices()[:1]))
+    state = init_state(su, spec, seed=0)
+    batch = to_global(next(iter(toy_batches(batch_size=4))), su.data)
+    return jit_train_step(su, spec, cfg), su, state, batch
+
+
+def test_cpu_train_step_updates_donated_parameters_without_copying_them():
+    """compile_step on CPU: copy insertion by region analysis, so no parameter is copied first."""
+    import re
+
+    from scicot_jax.train.trainer import compile_step
+
+    jitted, su, state, batch = _tiny_cpu_step()
+    param_copy = re.compile(r"= \S+ copy\(%state_params")
+    plain = jitted.lower(state, batch).compile().as_text()
+    assert param_copy.search(plain), "XLA:CPU no longer copies donated parameters: drop the option"
+    assert not param_copy.search(compile_step(jitted, su, state, batch).as_text())
+
+
+def test_train_step_compiles_on_an_xla_without_the_cpu_option(monkeypatch, caplog):
+    """An XLA that lacks a compiler option: the step compiles without it, with one warning."""
+    from scicot_jax import platforms
+    from scicot_jax.train.trainer import compile_step
+
+    monkeypatch.setitem(platforms.COMPILER_OPTIONS, "cpu", {"xla_cpu_no_such_option": True})
+    jitted, su, state, batch = _tiny_cpu_step()
+    step = compile_step(jitted, su, state, batch)
+    state, metrics = step(state, batch)
+    assert np.isfinite(float(metrics["loss"]))
+    assert "compiled without ['xla_cpu_no_such_option']" in caplog.text
