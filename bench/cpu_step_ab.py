@@ -71,23 +71,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     import flax.linen as nn
     import jax
 
-    from scicot_jax.runtime.partitioning import make_mesh
-    from scicot_jax.train.data_iter import to_global
-    from scicot_jax.train.optimizers import OptimizerConfig
-    from scicot_jax.train.state import t5_spec
-    from scicot_jax.train.trainer import TrainConfig, init_state, jit_train_step, make_setup
+    from scicot_jax.train.trainer import init_state, jit_train_step
 
     config = bench_train.build_config(bench_train.parse_args(["--peers", ""]), gpu=False)
-    cfg = TrainConfig(
-        model_dir="",
-        train_steps=a.warmup + a.rounds,
-        model=config,
-        feature_lengths={"inputs": 128, "targets": 32},
-        optimizer=OptimizerConfig(name="adafactor", learning_rate=1e-3),
-    )
-    spec = t5_spec(config, cfg.feature_lengths)
-    su = make_setup(cfg, spec, make_mesh())
-    batch = to_global(bench_train.make_batch(8, 128, 32, config.vocab_size), su.data)
+    batch_np = bench_train.make_batch(8, 128, 32, config.vocab_size)
+    cfg, spec, su, batch = bench_train.ours_setup(config, batch_np, a.warmup + a.rounds)
     runs = []
     for name, context, options in variants(a.compare):
         state = init_state(su, spec, seed=0)

@@ -129,21 +129,15 @@ def make_batch(batch: int, in_len: int, tgt_len: int, vocab: int, seed: int = 0)
     }
 
 
-def build_ours(config: Any, batch_np: dict, total_steps: int) -> tuple[Any, Any, Any]:
-    """(compiled step, fresh state, device batch) for the project's trainer on one host."""
+def ours_setup(config: Any, batch_np: dict, total_steps: int) -> tuple[Any, Any, Any, Any]:
+    """(TrainConfig, model spec, setup, device batch) of the project's trainer on one host."""
     from scicot_jax.runtime.partitioning import make_mesh
     from scicot_jax.train.data_iter import to_global
     from scicot_jax.train.optimizers import OptimizerConfig
     from scicot_jax.train.state import t5_spec
-    from scicot_jax.train.trainer import (
-        TrainConfig,
-        compile_step,
-        init_state,
-        jit_train_step,
-        make_setup,
-    )
+    from scicot_jax.train.trainer import TrainConfig, make_setup
 
-    b, lin = batch_np["encoder_input_tokens"].shape
+    lin = batch_np["encoder_input_tokens"].shape[1]
     lt = batch_np["decoder_target_tokens"].shape[1]
     cfg = TrainConfig(
         model_dir="",
@@ -154,8 +148,15 @@ def build_ours(config: Any, batch_np: dict, total_steps: int) -> tuple[Any, Any,
     )
     spec = t5_spec(config, cfg.feature_lengths)
     su = make_setup(cfg, spec, make_mesh())
+    return cfg, spec, su, to_global(batch_np, su.data)
+
+
+def build_ours(config: Any, batch_np: dict, total_steps: int) -> tuple[Any, Any, Any]:
+    """(compiled step, fresh state, device batch) for the project's trainer on one host."""
+    from scicot_jax.train.trainer import compile_step, init_state, jit_train_step
+
+    cfg, spec, su, batch = ours_setup(config, batch_np, total_steps)
     state = init_state(su, spec, seed=0)
-    batch = to_global(batch_np, su.data)
     return compile_step(jit_train_step(su, spec, cfg), su, state, batch), state, batch
 
 
