@@ -256,3 +256,33 @@ def test_dropout_only_when_enabled(params):
     np.testing.assert_array_equal(
         forward(cfg, params, enc, dec_in, tgt, None, None, True, key(0)), one
     )
+
+
+def test_teacher_forced_forward_looks_up_both_stacks_at_once(params):
+    """One lookup of the shared table: its gradient is one scatter-add, the same as two."""
+    enc, dec_in, dec_tgt = example_batch()
+
+    def loss(p, joint):
+        model = Transformer(CFG)
+        if joint:
+            return model.apply({"params": p}, enc, dec_in, dec_tgt, enable_dropout=False).sum()
+        encoded = model.apply({"params": p}, enc, enable_dropout=False, method=Transformer.encode)
+        logits = model.apply(
+            {"params": p},
+            encoded,
+            enc,
+            dec_in,
+            dec_tgt,
+            enable_dropout=False,
+            method=Transformer.decode,
+        )
+        return logits.sum()
+
+    table = params["token_embedder"]["embedding"]
+    shape = f"f32[{table.shape[0]},{table.shape[1]}] = scatter-add"
+    for joint, scatters in ((True, 1), (False, 2)):
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, joint))
+        assert jaxpr.count(shape) == scatters, joint
+    g_joint, g_apart = (jax.grad(loss)(params, j)["token_embedder"]["embedding"] for j in (1, 0))
+    assert g_joint.shape == table.shape
+    np.testing.assert_allclose(g_joint, g_apart, rtol=1e-5, atol=1e-6)

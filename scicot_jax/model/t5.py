@@ -113,13 +113,21 @@ class Encoder(nn.Module):
     shared_embedding: nn.Module
 
     @nn.compact
-    def __call__(self, tokens_BxL: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(
+        self,
+        tokens_BxL: jax.Array,
+        mask: jax.Array,
+        deterministic: bool,
+        embedded: jax.Array | None = None,
+    ) -> jax.Array:
         cfg = self.config
         # Array positions suffice for packed rows: cross-segment pairs are masked, and within a
         # segment the distance is the same as in the segment alone.
         pos = jnp.arange(tokens_BxL.shape[-1])
         bias = RelativePositionBiases(cfg, bidirectional=True, name="relpos_bias")(pos, pos)
-        x = _dropout(cfg, self.shared_embedding(tokens_BxL), deterministic)
+        if embedded is None:
+            embedded = self.shared_embedding(tokens_BxL)
+        x = _dropout(cfg, embedded, deterministic)
         x = constrain(x, ("batch", "length", "embed"))
         x = _run_layers(
             EncoderLayer, cfg, cfg.num_encoder_layers, x, (bias, mask), deterministic=deterministic
@@ -144,6 +152,7 @@ class Decoder(nn.Module):
         deterministic: bool,
         decode: bool = False,
         max_decode_length: int | None = None,
+        embedded: jax.Array | None = None,
     ) -> jax.Array:
         cfg = self.config
         relpos = RelativePositionBiases(cfg, bidirectional=False, name="relpos_bias")
@@ -160,7 +169,9 @@ class Decoder(nn.Module):
         else:
             pos = jnp.arange(tokens_BxL.shape[-1])
             bias = relpos(pos, pos)
-        y = _dropout(cfg, self.shared_embedding(tokens_BxL), deterministic)
+        if embedded is None:
+            embedded = self.shared_embedding(tokens_BxL)
+        y = _dropout(cfg, embedded, deterministic)
         y = constrain(y, ("batch", "length", "embed"))
         y = _run_layers(
             DecoderLayer,
@@ -200,13 +211,14 @@ class Transformer(nn.Module):
         encoder_input_tokens: jax.Array,
         encoder_segment_ids: jax.Array | None = None,
         enable_dropout: bool = True,
+        embedded: jax.Array | None = None,
     ) -> jax.Array:
         """Encoder output [B, Le, d_model]; padding and other packed segments are masked."""
         ok = encoder_input_tokens != self.config.pad_id
         mask = make_attention_mask(ok, ok)
         if encoder_segment_ids is not None:
             mask &= make_segment_mask(encoder_segment_ids, encoder_segment_ids)
-        return self.encoder(encoder_input_tokens, mask, deterministic=not enable_dropout)
+        return self.encoder(encoder_input_tokens, mask, not enable_dropout, embedded)
 
     def decode(
         self,
@@ -220,6 +232,7 @@ class Transformer(nn.Module):
         enable_dropout: bool = True,
         decode: bool = False,
         max_decode_length: int | None = None,
+        embedded: jax.Array | None = None,
     ) -> jax.Array:
         """Logits [B, Ld, vocab] (fp32); with decode=True one cached step of length 1."""
         del decoder_positions  # relative attention uses array positions; see Encoder
@@ -252,7 +265,18 @@ class Transformer(nn.Module):
             deterministic=not enable_dropout,
             decode=decode,
             max_decode_length=max_decode_length,
+            embedded=embedded,
         )
+
+    def _embed_both(self, enc_tokens: jax.Array, dec_tokens: jax.Array) -> tuple:
+        """Encoder and decoder embeddings from one lookup of the shared table.
+
+        The gradient of a lookup is a scatter-add into a zero table-sized float32 buffer; two
+        lookups make two such buffers and then add them (3 passes over a [vocab, d_model]
+        float32 array, more bytes than all of T5-small's layers' backward on 2 rows a chip).
+        """
+        both = self.token_embedder(jnp.concatenate([enc_tokens, dec_tokens], axis=-1))
+        return both[:, : enc_tokens.shape[-1]], both[:, enc_tokens.shape[-1] :]
 
     def __call__(
         self,
@@ -269,7 +293,10 @@ class Transformer(nn.Module):
     ) -> jax.Array:
         """Teacher-forced logits [B, Ld, vocab] in fp32."""
         del encoder_positions  # see Encoder: array positions give identical per-segment results
-        encoded = self.encode(encoder_input_tokens, encoder_segment_ids, enable_dropout)
+        enc_x = dec_y = None
+        if not decode:
+            enc_x, dec_y = self._embed_both(encoder_input_tokens, decoder_input_tokens)
+        encoded = self.encode(encoder_input_tokens, encoder_segment_ids, enable_dropout, enc_x)
         return self.decode(
             encoded,
             encoder_input_tokens,
@@ -281,6 +308,7 @@ class Transformer(nn.Module):
             enable_dropout,
             decode,
             max_decode_length,
+            dec_y,
         )
 
 
