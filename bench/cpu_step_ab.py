@@ -2,6 +2,7 @@
 
   python bench/cpu_step_ab.py --compare copy-insertion   # compile_step's CPU options vs none
   python bench/cpu_step_ab.py --compare bias-gradient    # position-bias gradient: reduce vs dot
+  python bench/cpu_step_ab.py --compare embedding-lookup # a table lookup per stack vs one
 
 On a shared or even an idle 2-core machine the step's wall time spreads by +-15 % from one
 process to the next, more than most single changes are worth. Here both variants are compiled
@@ -29,7 +30,9 @@ import train as bench_train  # noqa: E402  (bench/train.py: config, batch, threa
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--compare", required=True, choices=["copy-insertion", "bias-gradient"])
+    p.add_argument(
+        "--compare", required=True, choices=["copy-insertion", "bias-gradient", "embedding-lookup"]
+    )
     p.add_argument("--rounds", type=int, default=12, help="timed steps of each variant")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="as bench/train.py (0 = defaults)")
@@ -49,6 +52,19 @@ def plain_bias_add() -> Iterator[None]:
         attention.add_batch_shared_bias = kept
 
 
+@contextmanager
+def separate_lookups() -> Iterator[None]:
+    """Traces the model with one embedding lookup per stack (two scatter-adds in the gradient)."""
+    from scicot_jax.model import t5
+
+    kept = t5.Transformer._embed_both
+    t5.Transformer._embed_both = lambda self, enc, dec: (None, None)
+    try:
+        yield
+    finally:
+        t5.Transformer._embed_both = kept
+
+
 def variants(compare: str) -> list[tuple[str, Callable[[], Any], dict | None]]:
     """(name, tracing context, compiler options) of variant A, then B."""
     from scicot_jax import platforms
@@ -58,6 +74,11 @@ def variants(compare: str) -> list[tuple[str, Callable[[], Any], dict | None]]:
         return [
             ("no compiler options", nullcontext, None),
             ("compile_step's CPU options", nullcontext, cpu),
+        ]
+    if compare == "embedding-lookup":
+        return [
+            ("a lookup per stack", separate_lookups, cpu),
+            ("one lookup for both", nullcontext, cpu),
         ]
     return [
         ("bias gradient: reduce", plain_bias_add, cpu),

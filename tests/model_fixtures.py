@@ -34,3 +34,22 @@ def enable_compile_cache(path) -> None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def table_gradient_scatters(loss, params) -> int:
+    """How many scatter-adds into the embedding table's shape jax.grad(loss) runs, per call."""
+    import jax
+    from jax.extend.core import jaxprs_in_params
+
+    table = params["token_embedder"]["embedding"]
+
+    def count(jaxpr) -> int:
+        n = 0
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scatter-add" and eqn.outvars[0].aval.shape == table.shape:
+                n += 1
+            for sub in jaxprs_in_params(eqn.params):
+                n += count(sub)
+        return n
+
+    return count(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)

@@ -248,7 +248,7 @@ def test_train_bench_table_gives_medians_and_ranges_per_thread_count(tmp_path, c
 
 
 def test_cpu_step_ab_variants_differ_where_they_say():
-    """bench/cpu_step_ab.py: 'reduce' traces autodiff's batch sum, 'dot' the model's VJP."""
+    """bench/cpu_step_ab.py: each variant pair traces or compiles the two forms it names."""
     from scicot_jax.model.attention import xla_attention
 
     ab = _tpu_step("cpu_step_ab")
@@ -268,6 +268,20 @@ def test_cpu_step_ab_variants_differ_where_they_say():
     assert "across dimensions = [0]" not in dot_form and "tensor<3xf32>) ->" in dot_form
     (_, _, none), (_, _, cpu) = ab.variants("copy-insertion")
     assert none is None and cpu == {"xla_cpu_copy_insertion_use_region_analysis": True}
+
+    from model_fixtures import table_gradient_scatters
+
+    from scicot_jax.model import T5Config, Transformer, init_params
+
+    config = T5Config.preset("tiny", vocab_size=40, dtype="float32")
+    params = init_params(config, jax.random.key(0))
+    enc, dec = jnp.ones((2, 6), jnp.int32), jnp.ones((2, 5), jnp.int32)
+    loss = lambda p: Transformer(config).apply({"params": p}, enc, dec, dec).sum()
+    (_, apart, _), (_, joint, _) = ab.variants("embedding-lookup")
+    with apart():
+        assert table_gradient_scatters(loss, params) == 2
+    with joint():
+        assert table_gradient_scatters(loss, params) == 1
 
 
 def _tiny_cpu_step() -> tuple:
