@@ -64,6 +64,22 @@ def test_tpu_step_without_t5x_says_how_to_get_it(tmp_path, capsys):
     assert "--t5x" in out
 
 
+def test_tpu_lookup_cost_compiles_both_forms_forward_and_gradient(capsys):
+    """bench/tpu_lookup_cost.py: gather vs one-hot lookup on one TPU chip, each program costed."""
+    rows = _tpu_step("tpu_lookup_cost").main(
+        ["--topology", "v5e:2x2", "--tokens", "64", "--vocab", "256", "--d-model", "128"]
+    )
+    assert [(r["form"], r["program"]) for r in rows] == [
+        (form, program)
+        for form in ("gather (ours)", "one-hot (t5x)")
+        for program in ("forward", "forward + gradient")
+    ]
+    assert all(r["bytes"] > 0 and r["cycles"] > 0 for r in rows)
+    gather, one_hot = rows[0], rows[2]
+    assert one_hot["flops"] >= 2 * 64 * 256 * 128 > gather["flops"]  # the one-hot matmul's FLOPs
+    assert capsys.readouterr().out.count("| v5e:2x2 | 64 |") == 4
+
+
 def test_tpu_step_table_ratios():
     """The side-by-side table divides ours by t5x's figure per metric and flags failed cells."""
     mod = _tpu_step()
