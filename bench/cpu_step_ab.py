@@ -17,8 +17,8 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train as bench_train  # noqa: E402  (bench/train.py: config, batch, threads)
+import variants as forms  # noqa: E402  (bench/variants.py: the replaced forms)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,32 +38,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="as bench/train.py (0 = defaults)")
     return p.parse_args(argv)
-
-
-@contextmanager
-def plain_bias_add() -> Iterator[None]:
-    """Traces attention with `logits + bias` (autodiff's reduce) instead of the dot-with-ones VJP."""
-    from scicot_jax.model import attention
-
-    kept = attention.add_batch_shared_bias
-    attention.add_batch_shared_bias = lambda logits, bias: logits + bias
-    try:
-        yield
-    finally:
-        attention.add_batch_shared_bias = kept
-
-
-@contextmanager
-def separate_lookups() -> Iterator[None]:
-    """Traces the model with one embedding lookup per stack (two scatter-adds in the gradient)."""
-    from scicot_jax.model import t5
-
-    kept = t5.Transformer._embed_both
-    t5.Transformer._embed_both = lambda self, enc, dec: (None, None)
-    try:
-        yield
-    finally:
-        t5.Transformer._embed_both = kept
 
 
 def variants(compare: str) -> list[tuple[str, Callable[[], Any], dict | None]]:
@@ -77,11 +52,11 @@ def variants(compare: str) -> list[tuple[str, Callable[[], Any], dict | None]]:
         ]
     if compare == "embedding-lookup":
         return [
-            ("a lookup per stack", separate_lookups, cpu),
+            ("a lookup per stack", forms.lookup_per_stack, cpu),
             ("one lookup for both", nullcontext, cpu),
         ]
     return [
-        ("bias gradient: reduce", plain_bias_add, cpu),
+        ("bias gradient: reduce", forms.plain_bias_add, cpu),
         ("bias gradient: dot", nullcontext, cpu),
     ]
 

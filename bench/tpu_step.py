@@ -38,6 +38,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="with --one: XLA dump folder (buffer assignment, live ranges: bench/hbm_peak.py)",
     )
+    p.add_argument(
+        "--variant",
+        default=None,
+        help="compile ours in a form the code replaced (bench/variants.py): "
+        "lookup-per-stack | relpos-one-hot | no-logits-barrier",
+    )
+    p.add_argument(
+        "--xla",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="an XLA compiler option for every compile (e.g. xla_msa_enable=false), repeatable",
+    )
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # system,preset,topology
     return p.parse_args(argv)
 
@@ -132,10 +146,11 @@ def measure(compiled: Any) -> dict[str, Any]:
 
 
 def compile_options(a: argparse.Namespace) -> dict[str, Any]:
-    """XLA debug options for the compile: the dump folder of --dump, if any."""
-    if not a.dump:
-        return {}
-    return {"xla_dump_to": a.dump, "xla_dump_hlo_as_text": True, "xla_dump_hlo_pass_re": ""}
+    """XLA options for the compile: --xla's, and the dump folder of --dump, if any."""
+    out: dict[str, Any] = dict(option.split("=", 1) for option in a.xla)
+    if a.dump:
+        out.update(xla_dump_to=a.dump, xla_dump_hlo_as_text=True, xla_dump_hlo_pass_re="")
+    return out
 
 
 def preset_config(preset: str, a: argparse.Namespace) -> Any:
@@ -269,15 +284,19 @@ def run_one(a: argparse.Namespace) -> None:
     system, preset, topology = a.one.split(",")
     devices = aot.topology_devices(topology)
     build = ours_compiled if system == "ours" else t5x_compiled
+    form = nullcontext()
+    if a.variant and system == "ours":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from variants import TPU_VARIANTS
+
+        form = TPU_VARIANTS[a.variant]()
     t0 = time.perf_counter()
-    compiled = build(preset, devices, a)
+    with form:
+        compiled = build(preset, devices, a)
     chips = len({tuple(d.coords) for d in devices})
     out = {"system": system, "preset": preset, "topology": topology, "chips": chips}
     out["devices"] = len(devices)
-    if a.layers is not None:
-        out["layers"] = a.layers
-    if system == "t5x":
-        out["t5x_logits"] = a.t5x_logits
+    out.update(_labels(a, system))
     out.update(measure(compiled), compile_s=time.perf_counter() - t0)
     if a.hlo:
         Path(a.hlo).write_text(compiled.as_text())
@@ -294,17 +313,31 @@ def spawn(a: argparse.Namespace, system: str, preset: str, topology: str) -> dic
     cmd += ["--t5x-logits", a.t5x_logits]
     if a.t5x:
         cmd += ["--t5x", a.t5x]
+    if a.variant:
+        cmd += ["--variant", a.variant]
+    for option in a.xla:
+        cmd += ["--xla", option]
     p = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
     cell = {"system": system, "preset": preset, "topology": topology, "error": " | ".join(tail)}
+    return cell | _labels(a, system)
+
+
+def _labels(a: argparse.Namespace, system: str) -> dict[str, Any]:
+    """What a cell was compiled with beyond the defaults: layers, variant, XLA options."""
+    out: dict[str, Any] = {}
     if a.layers is not None:
-        cell["layers"] = a.layers
+        out["layers"] = a.layers
     if system == "t5x":
-        cell["t5x_logits"] = a.t5x_logits
-    return cell
+        out["t5x_logits"] = a.t5x_logits
+    if a.variant and system == "ours":
+        out["variant"] = a.variant
+    if a.xla:
+        out["xla"] = sorted(a.xla)
+    return out
 
 
 def _fmt(metric: str, v: float) -> str:
@@ -320,17 +353,28 @@ def _model(c: dict[str, Any]) -> str:
     return f"T5-{c['preset']}" + (f" ({layers}+{layers} layers)" if layers is not None else "")
 
 
+def _key(c: dict[str, Any]) -> tuple:
+    """What pairs ours with t5x's cell: model, topology and the XLA options both compiled with."""
+    return (_model(c), c["topology"], tuple(c.get("xla", ())))
+
+
+def _label(c: dict[str, Any]) -> str:
+    """The model column: model, then ours' variant and the XLA options, if any."""
+    extra = [c["variant"]] if c.get("variant") else []
+    return ", ".join([_model(c), *extra, *c.get("xla", ())])
+
+
 def table(cells: list[dict[str, Any]]) -> str:
-    """Markdown: one row per (model, topology, t5x's logits dtype), ours | t5x | ours/t5x."""
-    ours_by = {(_model(c), c["topology"]): c for c in cells if c["system"] == "ours"}
-    t5x_cells = [c for c in cells if c["system"] == "t5x"] or [
-        dict(c, system="t5x", error="not run", t5x_logits="-") for c in ours_by.values()
-    ]
+    """Markdown: a row per ours cell (and per t5x cell without one): ours | t5x | ours/t5x."""
+    t5x_by = {_key(c): c for c in cells if c["system"] == "t5x"}
+    ours_cells = [c for c in cells if c["system"] == "ours"]
+    paired = {_key(c) for c in ours_cells}
+    pairs = [(o, t5x_by.get(_key(o), dict(o, system="t5x", error="not run"))) for o in ours_cells]
+    pairs += [(None, t) for k, t in t5x_by.items() if k not in paired]
     head = ["model", "topology", "t5x logits"] + [f"{m} ours / t5x (ratio)" for m in METRICS]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for t5x in sorted(t5x_cells, key=lambda c: (_model(c), c["topology"])):
-        ours = ours_by.get((_model(t5x), t5x["topology"]))
-        row = [_model(t5x), _topology_label(ours or t5x), t5x.get("t5x_logits", "?")]
+    for ours, t5x in sorted(pairs, key=lambda p: (_key(p[0] or p[1]), _label(p[0] or p[1]))):
+        row = [_label(ours or t5x), _topology_label(ours or t5x), t5x.get("t5x_logits", "-")]
         for m in METRICS:
             if not ours or "error" in ours or "error" in t5x or m not in ours or m not in t5x:
                 row.append("n/a")

@@ -91,6 +91,18 @@ def test_tpu_step_table_ratios():
     assert "(2.000)" in row and "(3.000)" in row and "(0.500)" in row and "(1.000)" in row
     assert "boom" in text
 
+    # A variant of ours pairs with t5x's default cell; XLA options only with t5x's same options.
+    variant = dict(ours, variant="no-logits-barrier", bytes=2**30)
+    no_msa = dict(ours, xla=["xla_msa_enable=false"], bytes=2**31)
+    t5x_no_msa = dict(t5x, xla=["xla_msa_enable=false"], bytes=2**32)
+    rows = mod.table([ours, variant, no_msa, t5x, t5x_no_msa]).splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| T5-small",
+        "| T5-small, no-logits-barrier",
+        "| T5-small, xla_msa_enable=false",
+    ]
+    assert "(1.000)" in rows[1].split(" | ")[4] and "(0.500)" in rows[2].split(" | ")[4]
+
 
 # An optimized TPU HLO as compiled.as_text() prints it (tiled layouts; operands with their shapes
 # or, as jax 0.10 prints them, by name only).
@@ -345,3 +357,32 @@ def test_train_step_compiles_on_an_xla_without_the_cpu_option(monkeypatch, caplo
     state, metrics = step(state, batch)
     assert np.isfinite(float(metrics["loss"]))
     assert "compiled without ['xla_cpu_no_such_option']" in caplog.text
+
+
+def test_tpu_variants_put_back_the_replaced_forms():
+    """bench/variants.py: each TPU variant traces the form it names, with the same values."""
+    import re
+
+    from model_fixtures import table_gradient_scatters
+
+    from scicot_jax.model import T5Config, Transformer, init_params
+
+    forms = _tpu_step("variants")
+    config = T5Config.preset("tiny", vocab_size=40, dtype="bfloat16")
+    params = init_params(config, jax.random.key(0))
+    enc, dec = jnp.ones((2, 6), jnp.int32), jnp.ones((2, 5), jnp.int32)
+    logits = lambda p: Transformer(config).apply({"params": p}, enc, dec, dec)
+    loss = lambda p: logits(p).sum()
+    default_jaxpr = str(jax.make_jaxpr(jax.grad(loss))(params))
+    assert "optimization_barrier" in default_jaxpr
+    bias_gather = re.compile(rf"f32\[{config.num_heads},\d+,\d+\] = gather")  # [heads, Q, K]
+    assert bias_gather.search(default_jaxpr)
+    with forms.TPU_VARIANTS["lookup-per-stack"]():
+        assert table_gradient_scatters(loss, params) == 2
+    with forms.TPU_VARIANTS["no-logits-barrier"]():
+        assert "optimization_barrier" not in str(jax.make_jaxpr(jax.grad(loss))(params))
+    with forms.TPU_VARIANTS["relpos-one-hot"]():
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss))(params))
+        one_hot_logits = logits(params)
+    assert not bias_gather.search(jaxpr)
+    np.testing.assert_array_equal(one_hot_logits, logits(params))  # the bias values are exact
