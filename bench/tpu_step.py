@@ -18,7 +18,7 @@ t5x's mesh for the topology. Ours: the trainer's make_setup / jit_train_step. Pe
 the compiled program: FLOPs and bytes accessed (cost_analysis), argument and temporary memory
 (memory_analysis), the bytes the HLO's collectives move (runtime.aot.hlo_collectives), and the
 compiler's estimated cycles summed over the HLO's ops (bench/hlo_bytes.py).
---jsonl FILE appends each cell as it finishes; --table-from FILE prints the table of a jsonl.
+--jsonl FILE appends each cell as it finishes; --table-from FILE... prints the table of jsonl files.
 Each compile runs in its own process (libtpu keeps state between compiles).
 
 Attention logits: ours computes them and the softmax in float32; t5x's network does so only with
@@ -76,7 +76,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--markdown", default=None, help="also write the table here (markdown)")
     p.add_argument("--jsonl", default=None, help="append each cell's figures here as it finishes")
     p.add_argument(
-        "--table-from", default=None, help="print the table of the cells in this jsonl; no compile"
+        "--table-from",
+        nargs="+",
+        default=None,
+        help="print the table of the cells in these jsonl files; no compile",
     )
     p.add_argument(
         "--layers", type=int, default=None, help="encoder and decoder layers (default: preset's)"
@@ -394,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         run_one(a)
         return 0
     if a.table_from:
-        lines = Path(a.table_from).read_text().splitlines()
+        lines = [line for f in a.table_from for line in Path(f).read_text().splitlines()]
         print(table([json.loads(line) for line in lines if line.strip()]))
         return 0
     systems = a.systems.split(",")

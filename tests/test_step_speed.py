@@ -104,6 +104,19 @@ def test_tpu_step_table_ratios():
     assert "(1.000)" in rows[1].split(" | ")[4] and "(0.500)" in rows[2].split(" | ")[4]
 
 
+def test_tpu_step_table_from_several_files_pairs_across_them(tmp_path, capsys):
+    """--table-from takes several jsonl files: a variant in one pairs with t5x's cell in another."""
+    base = dict(preset="small", topology="v5e:2x2", chips=4, collective=1, argument=1, temp=1)
+    main = tmp_path / "main.jsonl"
+    main.write_text(json.dumps(dict(base, system="t5x", flops=1, bytes=4, cycles=1)) + "\n")
+    extra = tmp_path / "variants.jsonl"
+    ours = dict(base, system="ours", flops=1, bytes=2, cycles=1, variant="relpos-one-hot")
+    extra.write_text(json.dumps(ours) + "\n")
+    assert _tpu_step().main(["--table-from", str(main), str(extra)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "relpos-one-hot" in line)
+    assert "(0.500)" in row.split(" | ")[4]
+
+
 # An optimized TPU HLO as compiled.as_text() prints it (tiled layouts; operands with their shapes
 # or, as jax 0.10 prints them, by name only).
 _HLO = """HloModule jit_train_step, entry_computation_layout={(f32[16,6,512,512]{3,2,1,0})->bf16[2]}
