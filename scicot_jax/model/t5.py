@@ -272,8 +272,8 @@ class Transformer(nn.Module):
         """Encoder and decoder embeddings from one lookup of the shared table.
 
         The gradient of a lookup is a scatter-add into a zero table-sized float32 buffer; two
-        lookups make two such buffers and then add them (3 passes over a [vocab, d_model]
-        float32 array, more bytes than all of T5-small's layers' backward on 2 rows a chip).
+        lookups make two such buffers and then add them: three passes over a [vocab, d_model]
+        float32 array a step (docs/step_speed.md, fix 5).
         """
         both = self.token_embedder(jnp.concatenate([enc_tokens, dec_tokens], axis=-1))
         return both[:, : enc_tokens.shape[-1]], both[:, enc_tokens.shape[-1] :]
