@@ -187,6 +187,28 @@ def test_tiny_train_step_compiles_for_v5e_2x2_with_weights_over_data():
     assert two.argument_bytes < one.argument_bytes / 2
 
 
+def test_batch_that_does_not_divide_over_the_devices_is_one_line():
+    """compile-only and the trainer refuse the same way: the rows, the devices and microbatches."""
+    from scicot_jax.model import T5Config
+    from scicot_jax.runtime import partitioning as part
+    from scicot_jax.train.trainer import TrainConfig, check_batch_rows
+
+    model = T5Config.preset("tiny", vocab_size=256, num_encoder_layers=1, num_decoder_layers=1)
+    with pytest.raises(ValueError) as err:
+        _tiny_train_report(model, parameter_partitioning_dims=1, batch_size=6)
+    assert str(err.value) == (
+        "BATCH_SIZE=6 is not divisible by the data axis (4 devices of v5e:2x2) x "
+        "num_microbatches (1)"
+    )
+    mesh = part.make_mesh(devices=aot.topology_devices("v5e:2x2"))
+    config = TrainConfig(model_dir="", train_steps=1, num_microbatches=2)
+    assert check_batch_rows(16, config, mesh) == 16
+    with pytest.raises(
+        ValueError, match=r"^batch_size=12 .* \(4 devices\) x num_microbatches \(2\)$"
+    ):
+        check_batch_rows(12, config, mesh)
+
+
 def test_report_shortfall_names_the_missing_memory():
     r = aot.CompileReport(
         "train step", "v5e:2x2", {"data": 4, "model": 1}, "TPU v5 lite", 16 * aot.GiB

@@ -36,18 +36,13 @@ def train_report(
     """Compiles `config`'s train step (TrainConfig) for `topology` on an abstract state and an
     abstract global batch of `batch_size` rows."""
     from scicot_jax.train.state import TrainState, abstract_like, t5_spec
-    from scicot_jax.train.trainer import jit_train_step, make_setup
+    from scicot_jax.train.trainer import check_batch_rows, jit_train_step, make_setup
 
     devices = aot.topology_devices(topology)
     mesh = part.make_mesh(config.partitioning.model_parallel, devices=devices)
+    n = check_batch_rows(batch_size, config, mesh, name="BATCH_SIZE", topology=topology)
     spec = spec or t5_spec(config.model, config.feature_lengths)
     su = make_setup(config, spec, mesh)
-    n = batch_size
-    if n % (mesh.shape[part.DATA_AXIS] * config.num_microbatches):
-        raise ValueError(
-            f"BATCH_SIZE={n} is not divisible by {topology}'s data axis "
-            f"{mesh.shape[part.DATA_AXIS]} x num_microbatches {config.num_microbatches}"
-        )
     state = TrainState(
         step=jax.ShapeDtypeStruct((), jnp.int32, sharding=su.replicated),
         params=abstract_like(su.abstract_params, su.param_shardings),

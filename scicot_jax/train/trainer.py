@@ -212,7 +212,8 @@ def _train(
                 step0, False, {}, {}, str(ckpts.directory), state if return_state else None
             )
         first = next(prefetch)
-        rows = _check_batch(first, config, mesh)  # the global batch size: the data's own
+        # the global batch size: the data's own
+        rows = check_batch_rows(first["encoder_input_tokens"].shape[0], config, mesh)
         compiled = compile_step(jit_train_step(su, spec, config), su, state, first)
         part.sync_processes("train step compiled")  # hosts compile at different speeds
         in_len = first["encoder_input_tokens"].shape[1]
@@ -518,14 +519,16 @@ def _lockstep(batches: Any, limit: int | None) -> Any:
         yield zero if b is None else b
 
 
-def _check_batch(batch: dict, config: TrainConfig, mesh: Any) -> int:
-    """The global batch's row count, once it divides over the data axis and microbatches."""
-    n = batch["encoder_input_tokens"].shape[0]
-    if n % (mesh.shape[part.DATA_AXIS] * config.num_microbatches):
+def check_batch_rows(
+    n: int, config: TrainConfig, mesh: Any, name: str = "batch_size", topology: str = ""
+) -> int:
+    """`n` global rows, once they divide over the mesh's data axis and the microbatches."""
+    data, micro = mesh.shape[part.DATA_AXIS], config.num_microbatches
+    if n % (data * micro):
+        of = f" of {topology}" if topology else ""
         raise ValueError(
-            f"batch_size={n} must be divisible by data axis "
-            f"{mesh.shape[part.DATA_AXIS]} x num_microbatches "
-            f"{config.num_microbatches}"
+            f"{name}={n} is not divisible by the data axis ({data} devices{of}) x "
+            f"num_microbatches ({micro})"
         )
     return n
 
