@@ -116,6 +116,32 @@ def test_defaults_are_one_and_the_same(tmp_path, tiny_vocab):
         assert p.data.batch_size == p.batch_size == cfg.batch_size
 
 
+def test_gin_bindings_carry_every_train_config_field(tmp_path, tiny_vocab):
+    """Each TrainConfig field reaches the gin binary, or is one the binary sets itself."""
+    from scicot_jax.train.trainer import TrainConfig
+
+    cfg = _student(trainer="gin")
+    p = plan.build(
+        cfg,
+        plan.model_config(cfg, tiny_vocab.vocab_size),
+        tmp_path,
+        "baseline",
+        plan.SeqioTask(TASK, LENGTHS),
+    )
+    objects = {"model", "optimizer", "loss", "checkpoint", "partitioning"}
+    carried = objects | set(plan.BINARY_SCALARS) | set(plan.BINARY_OWN_FIELDS)
+    assert {f.name for f in dataclasses.fields(TrainConfig)} == carried | {"dropout_rng_impl"}
+    bindings = plan.gin_bindings(p)
+    assert "train.use_hardware_rng = True" in bindings and "train.total_steps = 3" in bindings
+
+    def with_rng(impl):
+        return dataclasses.replace(p, train=dataclasses.replace(p.train, dropout_rng_impl=impl))
+
+    assert "train.use_hardware_rng = False" in plan.gin_bindings(with_rng("threefry2x32"))
+    with pytest.raises(ValueError, match="unsafe_rbg.*use_hardware_rng"):
+        plan.gin_bindings(with_rng("unsafe_rbg"))
+
+
 def test_an_owned_knob_in_overrides_is_refused(tiny_vocab):
     with pytest.raises(ValueError, match="dropout_rate"):
         plan.model_config(_student(overrides={"dropout_rate": 0.1}), tiny_vocab.vocab_size)

@@ -283,6 +283,23 @@ def train_in_process(plan: TrainPlan) -> Any:
     return trainer.train(tc, batches, return_state=True)
 
 
+# TrainConfig's scalars under the train binary's (t5x's) argument names. The binary sets the
+# other fields itself: feature lengths come with the DatasetConfig; prefetch, SIGTERM handling
+# and the progress line are its own.
+BINARY_SCALARS = {
+    "model_dir": "model_dir",
+    "train_steps": "total_steps",
+    "num_microbatches": "num_microbatches",
+    "seed": "random_seed",
+    "log_period": "stats_period",
+    "eval_period": "eval_period",
+    "eval_steps": "eval_steps",
+}
+BINARY_OWN_FIELDS = ("feature_lengths", "prefetch", "handle_sigterm", "progress")
+# The binary's dropout keys: t5x's use_hardware_rng switch between these two implementations.
+_HARDWARE_RNG = {"rbg": True, "threefry2x32": False}
+
+
 def gin_bindings(plan: TrainPlan) -> list[str]:
     """The plan as bindings of the train binary (``scicot_jax.train.cli.run``)."""
     tc = plan.train
@@ -292,6 +309,11 @@ def gin_bindings(plan: TrainPlan) -> list[str]:
     def objs(scope: str, obj: Any) -> list[str]:
         return [f"{scope}.{f.name} = {getattr(obj, f.name)!r}" for f in dataclasses.fields(obj)]
 
+    if tc.dropout_rng_impl not in _HARDWARE_RNG:
+        raise ValueError(
+            f"TrainConfig.dropout_rng_impl={tc.dropout_rng_impl!r}: the train binary's "
+            f"use_hardware_rng chooses only between {sorted(_HARDWARE_RNG)}"
+        )
     # TrainConfig's objects as the binary's; its scalars under t5x's names (eval off: no
     # eval dataset); the batch size is the DatasetConfig's.
     return [
@@ -307,13 +329,8 @@ def gin_bindings(plan: TrainPlan) -> list[str]:
         *objs("CheckpointConfig", tc.checkpoint),
         "train.partitioning_cfg = @PartitioningConfig()",
         *objs("PartitioningConfig", tc.partitioning),
-        f"train.model_dir = {tc.model_dir!r}",
-        f"train.total_steps = {tc.train_steps!r}",
-        f"train.num_microbatches = {tc.num_microbatches!r}",
-        f"train.random_seed = {tc.seed!r}",
-        f"train.stats_period = {tc.log_period!r}",
-        f"train.eval_period = {tc.eval_period!r}",
-        f"train.eval_steps = {tc.eval_steps!r}",
+        *(f"train.{name} = {getattr(tc, field)!r}" for field, name in BINARY_SCALARS.items()),
+        f"train.use_hardware_rng = {_HARDWARE_RNG[tc.dropout_rng_impl]!r}",
     ]
 
 
