@@ -44,6 +44,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from variants import TPU_VARIANTS  # noqa: E402  (bench/variants.py: the replaced forms)
 
 PRESETS = ("small", "base")
 # 4 and 16 chips. v4 names count chips as x*y*z; the compile-only v4 topology has one device
@@ -99,8 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--variant",
         default=None,
-        help="compile ours in a form the code replaced (bench/variants.py): "
-        "lookup-per-stack | relpos-one-hot | no-logits-barrier",
+        choices=sorted(TPU_VARIANTS),
+        help="compile ours in a form the code replaced (bench/variants.py)",
     )
     p.add_argument(
         "--xla",
@@ -131,7 +134,6 @@ def measure(compiled: Any) -> dict[str, Any]:
     mem = compiled.memory_analysis()
     text = compiled.as_text()
     coll = aot.hlo_collectives(text)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from hlo_bytes import by_region
 
     return {
@@ -287,12 +289,7 @@ def run_one(a: argparse.Namespace) -> None:
     system, preset, topology = a.one.split(",")
     devices = aot.topology_devices(topology)
     build = ours_compiled if system == "ours" else t5x_compiled
-    form = nullcontext()
-    if a.variant and system == "ours":
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from variants import TPU_VARIANTS
-
-        form = TPU_VARIANTS[a.variant]()
+    form = TPU_VARIANTS[a.variant]() if a.variant and system == "ours" else nullcontext()
     t0 = time.perf_counter()
     with form:
         compiled = build(preset, devices, a)
