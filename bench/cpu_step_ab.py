@@ -3,6 +3,7 @@
   python bench/cpu_step_ab.py --compare copy-insertion   # compile_step's CPU options vs none
   python bench/cpu_step_ab.py --compare bias-gradient    # position-bias gradient: reduce vs dot
   python bench/cpu_step_ab.py --compare embedding-lookup # a table lookup per stack vs one
+  python bench/cpu_step_ab.py --compare kernel-gradient  # float32 kernel gradients, tried form
 
 On a shared or even an idle 2-core machine the step's wall time spreads by +-15 % from one
 process to the next, more than most single changes are worth. Here both variants are compiled
@@ -32,7 +33,9 @@ import variants as forms  # noqa: E402  (bench/variants.py: the replaced forms)
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
-        "--compare", required=True, choices=["copy-insertion", "bias-gradient", "embedding-lookup"]
+        "--compare",
+        required=True,
+        choices=["copy-insertion", "bias-gradient", "embedding-lookup", "kernel-gradient"],
     )
     p.add_argument("--rounds", type=int, default=12, help="timed steps of each variant")
     p.add_argument("--warmup", type=int, default=2)
@@ -49,6 +52,11 @@ def variants(compare: str) -> list[tuple[str, Callable[[], Any], dict | None]]:
         return [
             ("no compiler options", nullcontext, None),
             ("compile_step's CPU options", nullcontext, cpu),
+        ]
+    if compare == "kernel-gradient":
+        return [
+            ("kernel gradient: x^T g", nullcontext, cpu),
+            ("kernel gradient: oriented", forms.oriented_kernel_gradient, cpu),
         ]
     if compare == "embedding-lookup":
         return [

@@ -23,6 +23,14 @@ def _replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
         setattr(owner, name, kept)
 
 
+def _numpy_with(**replaced: Any) -> types.SimpleNamespace:
+    """jax.numpy as a namespace with some functions replaced, to put in a model module's place."""
+    import jax.numpy as jnp
+
+    names = {n: getattr(jnp, n) for n in dir(jnp) if n[0] != "_"}
+    return types.SimpleNamespace(**{**names, **replaced})
+
+
 @contextmanager
 def plain_bias_add() -> Iterator[None]:
     """Attention adds the position bias as `logits + bias` (autodiff's reduce for its gradient)."""
@@ -55,9 +63,36 @@ def relpos_one_hot() -> Iterator[None]:
         hot = jax.nn.one_hot(indices, a.shape[1], dtype=a.dtype)
         return jnp.einsum("hb,...b->h...", a, hot, precision=jax.lax.Precision.HIGHEST)
 
-    numpy = types.SimpleNamespace(**{n: getattr(jnp, n) for n in dir(jnp) if n[0] != "_"})
-    numpy.take = take
-    with _replaced(relpos, "jnp", numpy):
+    with _replaced(relpos, "jnp", _numpy_with(take=take)):
+        yield
+
+
+@contextmanager
+def oriented_kernel_gradient() -> Iterator[None]:
+    """Float32 Dense takes a kernel's gradient as (g^T x)^T when the kernel is [in > out].
+
+    Tried for XLA:CPU (its x^T g is slow when written with the narrow dim minor) and not kept:
+    no difference on the CPU bench's step (docs/step_speed.md, section 2b).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from scicot_jax.model import layers
+
+    @jax.custom_vjp
+    def dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return jnp.dot(x, kernel)
+
+    def backward(res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x, kernel = res
+        if kernel.shape[0] > kernel.shape[1]:  # the barrier stops XLA folding the .T back
+            grad = jax.lax.optimization_barrier(jnp.dot(g.T, x)).T
+        else:
+            grad = jnp.dot(x.T, g)
+        return jnp.dot(g, kernel.T), grad
+
+    dot.defvjp(lambda x, kernel: (jnp.dot(x, kernel), (x, kernel)), backward)
+    with _replaced(layers, "jnp", _numpy_with(dot=dot)):
         yield
 
 

@@ -318,6 +318,23 @@ def test_cpu_step_ab_variants_differ_where_they_say():
     params = init_params(config, jax.random.key(0))
     enc, dec = jnp.ones((2, 6), jnp.int32), jnp.ones((2, 5), jnp.int32)
     loss = lambda p: Transformer(config).apply({"params": p}, enc, dec, dec).sum()
+    # The tried kernel-gradient form: a barrier only for a kernel wider in than out; same values.
+    from scicot_jax.model.layers import MLP_KERNEL_INIT, Dense
+
+    (_, plain, _), (_, oriented, _) = ab.variants("kernel-gradient")
+    x = jnp.ones((2, 3, 8)) * jnp.arange(8.0)
+    for features, barriers in ((4, 1), (16, 0)):
+        dense = Dense(features, ("embed", "mlp"), MLP_KERNEL_INIT, config)
+        p = dense.init(jax.random.key(0), x)
+        grad = jax.grad(lambda p, x, d=dense: jnp.sum(d.apply(p, x) ** 2), argnums=(0, 1))
+        with plain():
+            want = grad(p, x)
+        with oriented():
+            got = grad(p, x)
+            jaxpr = str(jax.make_jaxpr(grad)(p, x))
+        assert jaxpr.count("optimization_barrier") == barriers
+        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
     (_, apart, _), (_, joint, _) = ab.variants("embedding-lookup")
     with apart():
         assert table_gradient_scatters(loss, params) == 2
