@@ -296,8 +296,8 @@ BINARY_SCALARS = {
     "eval_steps": "eval_steps",
 }
 BINARY_OWN_FIELDS = ("feature_lengths", "prefetch", "handle_sigterm", "progress")
-# The binary's dropout keys: t5x's use_hardware_rng switch between these two implementations.
-_HARDWARE_RNG = {"rbg": True, "threefry2x32": False}
+# The binary's dropout keys: its use_hardware_rng switch, by the implementation it chooses.
+_HARDWARE_RNG = {impl: flag for flag, impl in train_cli.DROPOUT_RNG_IMPL.items()}
 
 
 def gin_bindings(plan: TrainPlan) -> list[str]:

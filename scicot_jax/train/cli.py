@@ -41,6 +41,10 @@ gin_checks.renamed(
 )
 
 
+# t5x's use_hardware_rng switch -> TrainConfig.dropout_rng_impl (the dropout keys' implementation)
+DROPOUT_RNG_IMPL = {True: "rbg", False: "threefry2x32"}
+
+
 @gin.configurable("train")
 def run(
     *,
@@ -122,7 +126,7 @@ def run(
         log_period=stats_period,
         eval_period=eval_period if (eval_ds or infer_ds) else 0,
         eval_steps=eval_steps,
-        dropout_rng_impl="rbg" if use_hardware_rng else "threefry2x32",
+        dropout_rng_impl=DROPOUT_RNG_IMPL[bool(use_hardware_rng)],
     )
     if compile_topology:
         from scicot_jax.train.compile_only import report_or_fail
