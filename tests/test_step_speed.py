@@ -416,3 +416,31 @@ def test_tpu_variants_put_back_the_replaced_forms():
         one_hot_logits = logits(params)
     assert not bias_gather.search(jaxpr)
     np.testing.assert_array_equal(one_hot_logits, logits(params))  # the bias values are exact
+
+
+def test_step_profile_moves_the_profilers_threads_off_the_steps_cores():
+    """bench/step_profile.py: threads born with the trace leave the cores the step runs on."""
+    import os
+    import threading
+
+    import pytest
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs a core the step does not use")
+    prof = _tpu_step("step_profile")
+    mine = os.sched_getaffinity(0)
+    stop, started = threading.Event(), threading.Event()
+    try:
+        os.sched_setaffinity(0, {0})  # this thread, and those it starts: the "step's" core
+        before = prof._thread_ids()
+        thread = threading.Thread(target=lambda: (started.set(), stop.wait()))
+        thread.start()
+        started.wait()
+        born = prof._thread_ids() - before
+        assert born == {thread.native_id}
+        prof._move_off_our_cores(born)
+        assert os.sched_getaffinity(thread.native_id) == set(range(1, os.cpu_count()))
+        assert os.sched_getaffinity(0) == {0}
+    finally:
+        stop.set()
+        os.sched_setaffinity(0, mine)
