@@ -80,7 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def set_threads(n: int) -> None:
-    if n > 0:  # must precede importing jax / torch
+    """XLA's and torch's thread counts, and scicot_jax's process defaults: before jax / torch load."""
+    import scicot_jax  # noqa: F401  (its host malloc setting must precede jax's CPU client)
+
+    if n > 0:
         os.environ["XLA_FLAGS"] = (
             os.environ.get("XLA_FLAGS", "")
             + f" --xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'}"

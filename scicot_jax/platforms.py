@@ -17,13 +17,22 @@
 - XLA:CPU copy insertion by region analysis for the train step (`compiler_options`, per
   compile): without it the CPU compiler copies every donated parameter before the step updates
   it in place (96 copies on the CPU bench's T5, 2-3 % of its step, docs/step_speed.md).
+- On a CPU-only process (JAX_PLATFORMS=cpu), glibc's malloc keeps large freed blocks for reuse
+  (`keep_host_memory`). XLA:CPU allocates a step's temporaries as one block per run (228 MB on
+  the CPU bench's T5) from its worker thread; glibc serves it with a fresh mmap (above its 32 MB
+  threshold, and always from a thread's own arena above 64 MB) and unmaps it on free, so every
+  step page-faulted all of it: 55,642 faults, a sixth of a 1-thread step (docs/step_speed.md).
+  One arena with mmap and trim thresholds at 1 GiB serves it from the heap, reused, no faults.
+  Set before jax's CPU client starts its threads, so here; any glibc.malloc setting in
+  GLIBC_TUNABLES is the user's choice and turns this off. TPU and GPU processes are unchanged.
 """
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 
 # Device files of the accelerators JAX drives: TPU v4/v5e (accel), v5p/v6e (vfio), NVIDIA, AMD.
 ACCELERATOR_FILES = ("accel*", "vfio/[0-9]*", "nvidia[0-9]*", "kfd")
@@ -42,6 +51,33 @@ def compiler_options(platform: str) -> dict[str, bool] | None:
     """XLA options for compiling the train step on `platform` ('cpu', 'tpu', 'gpu'), or None."""
     options = COMPILER_OPTIONS.get(platform)
     return dict(options) if options else None
+
+
+# glibc's mallopt parameters (malloc.h) and the values `keep_host_memory` gives them.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+HOST_MALLOC = {M_ARENA_MAX: 1, M_MMAP_THRESHOLD: 2**30, M_TRIM_THRESHOLD: 2**30}
+
+
+def keep_host_memory(
+    env: MutableMapping[str, str] | None = None, mallopt: Callable[[int, int], int] | None = None
+) -> bool:
+    """Makes glibc reuse large freed blocks in a CPU-only process (module docstring); if it did."""
+    env = os.environ if env is None else env
+    if env.get("JAX_PLATFORMS") != "cpu" or "glibc.malloc." in env.get("GLIBC_TUNABLES", ""):
+        return False
+    if mallopt is None:
+        if not _libc_version().startswith("glibc"):
+            return False
+        mallopt = ctypes.CDLL(None).mallopt
+    done = [mallopt(param, value) for param, value in HOST_MALLOC.items()]
+    return all(ok == 1 for ok in done)
+
+
+def _libc_version() -> str:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):  # not a GNU libc
+        return ""
 
 
 def has_accelerator(dev: str = "/dev") -> bool:
@@ -70,9 +106,10 @@ def set_compiler_flags(env: MutableMapping[str, str] | None = None) -> None:
 
 
 def defaults() -> None:
-    """Both defaults, for this process and the processes it starts."""
+    """The defaults, for this process and (but malloc's) the processes it starts."""
     import importlib.util
 
     default_platforms()
+    keep_host_memory()
     if importlib.util.find_spec("libtpu") is not None:  # other TPU runtimes may not know the flag
         set_compiler_flags()

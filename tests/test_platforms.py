@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from scicot_jax import platforms
 
@@ -66,3 +69,62 @@ def test_cpu_process_does_not_probe_for_a_tpu_but_still_compiles_for_one():
     # Without the default, libtpu loads with jax.devices() and logs its failed TPU search.
     startup = r.stderr.split("-- topology --")[0]
     assert "TPU" not in startup and "libtpu" not in startup, startup[-2000:]
+
+
+def test_keep_host_memory_only_in_a_cpu_process_and_never_over_the_users_malloc_settings():
+    calls: list[tuple[int, int]] = []
+
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 1
+
+    assert platforms.keep_host_memory({"JAX_PLATFORMS": "cpu"}, mallopt)
+    assert calls == list(platforms.HOST_MALLOC.items())
+    calls.clear()
+    for env in (
+        {},  # an accelerator host: JAX picks its platform, host memory is not the step's
+        {"JAX_PLATFORMS": "tpu"},
+        {"JAX_PLATFORMS": "cpu", "GLIBC_TUNABLES": "glibc.malloc.arena_max=4"},
+    ):
+        assert not platforms.keep_host_memory(env, mallopt), env
+    assert calls == []
+    # A refused setting is reported, and the others are still made.
+    assert not platforms.keep_host_memory({"JAX_PLATFORMS": "cpu"}, lambda p, v: int(p != -3))
+
+
+FAULTS = """
+import resource, sys
+import scicot_jax, jax, jax.numpy as jnp
+step = jax.jit(lambda x, y: (x @ y) @ y.T)  # x @ y: a 128 MiB temporary
+x, y = jnp.ones((8192, 64)), jnp.ones((64, 4096))
+step = step.lower(x, y).compile()
+assert step.memory_analysis().temp_size_in_bytes == 8192 * 4096 * 4
+faults = []
+for _ in range(10):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step(x, y).block_until_ready()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(min(faults[-4:]), max(faults[-4:]))  # once the heap holds what the runs overlap on
+"""
+
+
+def test_cpu_steps_reuse_their_temporaries_instead_of_faulting_them_in_each_run():
+    """Once warm, a program's 128 MiB of temporaries costs no page faults a run."""
+    if not platforms._libc_version().startswith("glibc"):
+        pytest.skip("glibc's malloc only")
+
+    def faults(**extra: str) -> tuple[int, int]:
+        """The fewest and most page faults of the last 4 of 10 runs."""
+        env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", **extra)
+        r = subprocess.run(
+            [sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        return tuple(map(int, r.stdout.split()[-2:]))
+
+    pages = 8192 * 4096 * 4 // resource.getpagesize()
+    # The user's own malloc setting (arena_test=8 is glibc's default) turns ours off: then
+    # glibc maps the block afresh each run and every page of it faults.
+    if faults(GLIBC_TUNABLES="glibc.malloc.arena_test=8")[0] < pages // 2:
+        pytest.skip("this XLA or glibc reuses the block itself")
+    assert faults()[1] < pages // 100
