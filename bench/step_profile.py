@@ -17,8 +17,10 @@ import collections
 import glob
 import gzip
 import json
+import math
 import os
 import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -56,6 +58,53 @@ def hlo_ops(hlo: str) -> dict[str, tuple[str, str, str]]:
         body = bodies.get(calls.group(1), "") if calls else ""
         out[name] = (_kind(op, body), shape, meta.group(1) if meta else "")
     return out
+
+
+def matmul_problems(hlo: str) -> dict[str, tuple[int, int, int, int]]:
+    """Instruction name -> (batch, M, K, N) of the dot it is or its fusion holds."""
+    shapes = {m.group(1): m.group(2) for m in _INSTR.finditer(hlo)}
+    bodies = {m.group(1): m.group(0) for m in re.finditer(r"^%(\S+) .*?^}", hlo, re.M | re.S)}
+    out = {}
+    for m in _INSTR.finditer(hlo):
+        name, _, op, rest = m.groups()
+        calls = re.search(r"calls=%([\w.-]+)", rest)
+        text = m.group(0) if op == "dot" else bodies.get(calls.group(1), "") if calls else ""
+        dot = _DOT.search(text)
+        if dot:
+            out[name] = _problem(shapes, *dot.groups())
+    return out
+
+
+_DOT = re.compile(r"= (\S+) dot\(%([\w.-]+), %([\w.-]+)\)(.*)$", re.M)
+
+
+def _problem(shapes: dict[str, str], out: str, lhs: str, _rhs: str, attrs: str) -> tuple:
+    """(batch, M, K, N) of one dot from its output and left operand's shapes."""
+    left = _dims(shapes[lhs])
+    contract, batch = (_ints(_attr(attrs, f"lhs_{k}_dims")) for k in ("contracting", "batch"))
+    b = math.prod(left[i] for i in batch)
+    k = math.prod(left[i] for i in contract)
+    m = math.prod(d for i, d in enumerate(left) if i not in contract and i not in batch)
+    return b, m, k, math.prod(_dims(out)) // (b * m)
+
+
+def _attr(attrs: str, key: str) -> str:
+    found = re.search(key + r"=\{([\d,]*)\}", attrs)
+    return found[1] if found else ""
+
+
+def _ints(csv: str) -> list[int]:
+    return [int(d) for d in csv.split(",") if d]
+
+
+def _dims(shape: str) -> list[int]:
+    """[8, 4, 128] from 'f32[8,4,128]{2,1,0}'."""
+    return _ints(re.match(r"\w+\[([\d,]*)\]", shape)[1])
+
+
+def problem_key(b: int, m: int, k: int, n: int) -> str:
+    """A matmul's size whatever its orientation: batch x the three dims, sorted."""
+    return f"{b} x " + "x".join(map(str, sorted((m, k, n))))
 
 
 def _kind(op: str, body: str) -> str:
@@ -127,14 +176,15 @@ def profile_ours(a: argparse.Namespace) -> dict[str, Any]:
     if a.hlo:
         Path(a.hlo).write_text(hlo)
     ops = hlo_ops(hlo)
-    cpu, wall = [], []
+    cpu, wall, faults = [], [], []
     for i in range(a.warmup + a.steps):
-        c, w = time.process_time(), time.perf_counter()
+        c, w, f = time.process_time(), time.perf_counter(), _minor_faults()
         state, metrics = step(state, batch)
         jax.block_until_ready(metrics["loss"])
         if i >= a.warmup:
             cpu.append(time.process_time() - c)
             wall.append(time.perf_counter() - w)
+            faults.append(_minor_faults() - f)
     with tempfile.TemporaryDirectory() as d:
         before = _thread_ids()
         jax.profiler.start_trace(d, create_perfetto_trace=True)
@@ -146,10 +196,14 @@ def profile_ours(a: argparse.Namespace) -> dict[str, Any]:
         per = trace_op_ms(d, set(ops), a.steps)
     by_kind: collections.Counter = collections.Counter()
     by_region: collections.Counter = collections.Counter()
+    by_matmul: collections.Counter = collections.Counter()
+    problems = matmul_problems(hlo)
     for name, ms in per.items():
         kind, _, meta = ops[name]
         by_kind[kind] += ms
         by_region[region(meta)] += ms
+        if name in problems:
+            by_matmul[problem_key(*problems[name])] += ms
     cost = step.cost_analysis()
     return {
         "cpu_ms": statistics.median(cpu) * 1e3,
@@ -157,6 +211,9 @@ def profile_ours(a: argparse.Namespace) -> dict[str, Any]:
         "op_ms": sum(per.values()),
         "by_kind": dict(by_kind.most_common()),
         "by_region": dict(by_region.most_common()),
+        "by_matmul": dict(by_matmul.most_common()),
+        "faults": statistics.median(faults),
+        "temp_bytes": step.memory_analysis().temp_size_in_bytes,
         "top": [(n, ms, *ops[n]) for n, ms in per.most_common(a.top)],
         "flops": cost.get("flops"),
         "bytes": cost.get("bytes accessed"),
@@ -172,18 +229,44 @@ def profile_peer(a: argparse.Namespace) -> dict[str, Any]:
     one_step = bench_train.build_hf(config, batch_np, a.peer == "hf_compile", gpu=False)
     for _ in range(a.warmup + 1):
         one_step()
-    cpu = []
+    cpu, faults = [], []
     for _ in range(a.steps):
-        c = time.process_time()
+        c, f = time.process_time(), _minor_faults()
         one_step()
         cpu.append(time.process_time() - c)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        faults.append(_minor_faults() - f)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
         for _ in range(a.steps):
             one_step()
     rows = sorted(prof.key_averages(), key=lambda r: r.self_cpu_time_total, reverse=True)
     total = sum(r.self_cpu_time_total for r in rows) / 1e3 / a.steps
     top = [(r.key, r.self_cpu_time_total / 1e3 / a.steps) for r in rows[: a.top]]
-    return {"cpu_ms": statistics.median(cpu) * 1e3, "op_ms": total, "top": top}
+    by_matmul: collections.Counter = collections.Counter()
+    for r in prof.key_averages(group_by_input_shape=True):
+        if r.key in TORCH_MATMULS:
+            problem = TORCH_MATMULS[r.key](*r.input_shapes)
+            by_matmul[problem_key(*problem)] += r.self_cpu_time_total / 1e3 / a.steps
+    return {
+        "cpu_ms": statistics.median(cpu) * 1e3,
+        "op_ms": total,
+        "top": top,
+        "by_matmul": dict(by_matmul.most_common()),
+        "faults": statistics.median(faults),
+    }
+
+
+# torch's matmul ops -> (batch, M, K, N) from their input shapes.
+TORCH_MATMULS = {
+    "aten::mm": lambda a, b, *_: (1, a[0], a[1], b[1]),
+    "aten::addmm": lambda _bias, a, b, *_: (1, a[0], a[1], b[1]),
+    "aten::bmm": lambda a, b, *_: (a[0], a[1], a[2], b[2]),
+}
+
+
+def _minor_faults() -> int:
+    """This process's minor page faults so far (a first touch of freshly mapped memory)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _share_table(title: str, rows: dict[str, float], total: float) -> None:
@@ -204,7 +287,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         f"ours: step {ours['wall_ms']:.1f} ms wall, {ours['cpu_ms']:.1f} ms CPU; ops {total:.1f} ms;"
         f" HLO {ours['flops'] / 1e9:.2f} GFLOP, {ours['bytes'] / 1e9:.3f} GB accessed;"
-        f" loss {ours['loss']:.4f}"
+        f" loss {ours['loss']:.4f}; {ours['faults']:.0f} minor page faults a step"
+        f" (temporaries {ours['temp_bytes'] / 1e6:.1f} MB)"
     )
     _share_table("by op kind:", ours["by_kind"], total)
     _share_table("by model region:", ours["by_region"], total)
@@ -216,11 +300,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {"ours": ours}
     if a.peer:
         peer = profile_peer(a)
-        print(f"{a.peer}: step {peer['cpu_ms']:.1f} ms CPU; ops (self) {peer['op_ms']:.1f} ms")
+        print(
+            f"{a.peer}: step {peer['cpu_ms']:.1f} ms CPU; ops (self) {peer['op_ms']:.1f} ms;"
+            f" {peer['faults']:.0f} minor page faults a step"
+        )
         for key, ms in peer["top"]:
             print(f"  {ms:8.1f} ms {ms / peer['op_ms']:6.1%}  {key}")
         out[a.peer] = peer
+    _matmul_table(ours, out.get(a.peer), a.peer)
     return out
+
+
+def _matmul_table(ours: dict[str, Any], peer: dict[str, Any] | None, name: str) -> None:
+    """Matmul time by problem size (batch x sorted dims), ours beside the peer's."""
+    theirs = peer["by_matmul"] if peer else {}
+    print(f"matmuls by problem (batch x dims):{'ours':>14}{name:>14}")
+    for key in sorted(
+        set(ours["by_matmul"]) | set(theirs), key=lambda k: -ours["by_matmul"].get(k, 0)
+    ):
+        print(
+            f"  {key:<32}{ours['by_matmul'].get(key, 0.0):11.1f} ms{theirs.get(key, 0.0):11.1f} ms"
+        )
+    mine, other = sum(ours["by_matmul"].values()), sum(theirs.values())
+    print(f"  {'all':<32}{mine:11.1f} ms{other:11.1f} ms")
+    rest = f"; the rest {peer['cpu_ms'] - other:.1f} ms" if peer else ""
+    print(f"  step CPU less matmuls: ours {ours['cpu_ms'] - mine:.1f} ms{rest}")
 
 
 if __name__ == "__main__":

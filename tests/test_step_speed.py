@@ -444,3 +444,40 @@ def test_step_profile_moves_the_profilers_threads_off_the_steps_cores():
     finally:
         stop.set()
         os.sched_setaffinity(0, mine)
+
+
+_DOTS_HLO = """HloModule jit_train_step
+
+%fused_computation.1 (param_0.1: f32[8,4,128,64], param_1.1: f32[8,4,64,128]) -> f32[8,4,128,128] {
+  %param_0.1 = f32[8,4,128,64]{3,2,1,0} parameter(0)
+  %param_1.1 = f32[8,4,64,128]{3,2,1,0} parameter(1)
+  ROOT %dot_general.1 = f32[8,4,128,128]{3,2,1,0} dot(%param_0.1, %param_1.1), lhs_batch_dims={0,1}, lhs_contracting_dims={3}, rhs_batch_dims={0,1}, rhs_contracting_dims={2}
+}
+
+ENTRY %main (h: f32[1024,1024], g: f32[1024,256], q: f32[8,4,128,64], k: f32[8,4,64,128]) -> (f32[1024,256], f32[8,4,128,128]) {
+  %h = f32[1024,1024]{1,0} parameter(0)
+  %g = f32[1024,256]{1,0} parameter(1)
+  %q = f32[8,4,128,64]{3,2,1,0} parameter(2)
+  %k = f32[8,4,64,128]{3,2,1,0} parameter(3)
+  %dot.126 = f32[1024,256]{1,0} dot(%h, %g), lhs_contracting_dims={0}, rhs_contracting_dims={0}
+  %ynn_fusion.1 = f32[8,4,128,128]{3,2,1,0} fusion(%q, %k), kind=kCustom, calls=%fused_computation.1
+  ROOT %tuple = (f32[1024,256]{1,0}, f32[8,4,128,128]{3,2,1,0}) tuple(%dot.126, %ynn_fusion.1)
+}
+"""
+
+
+def test_step_profile_sizes_each_matmul_as_torch_does():
+    """bench/step_profile.py: a dot (or a fusion's) as (batch, M, K, N), keyed like torch's mm."""
+    prof = _tpu_step("step_profile")
+    problems = prof.matmul_problems(_DOTS_HLO)
+    # h^T g: the left operand contracts its dim 0, so M is its dim 1.
+    assert problems["dot.126"] == (1, 1024, 1024, 256)
+    assert problems["ynn_fusion.1"] == problems["dot_general.1"] == (32, 128, 64, 128)
+    assert "tuple" not in problems
+    # torch's linear backward, the same product as [256, 1024] x [1024, 1024]: the same key.
+    mm = prof.TORCH_MATMULS["aten::mm"]([256, 1024], [1024, 1024])
+    assert prof.problem_key(*mm) == prof.problem_key(*problems["dot.126"]) == "1 x 256x1024x1024"
+    bmm = prof.TORCH_MATMULS["aten::bmm"]([32, 128, 64], [32, 64, 128])
+    assert prof.problem_key(*bmm) == prof.problem_key(*problems["ynn_fusion.1"])
+    addmm = prof.TORCH_MATMULS["aten::addmm"]([4096], [256, 256], [256, 4096], [], [])
+    assert addmm == (1, 256, 256, 4096)
