@@ -106,7 +106,7 @@ def set_compiler_flags(env: MutableMapping[str, str] | None = None) -> None:
 
 
 def defaults() -> None:
-    """The defaults, for this process and (but malloc's) the processes it starts."""
+    """The defaults: environment for this process and its children, malloc for this one."""
     import importlib.util
 
     default_platforms()

@@ -89,7 +89,11 @@ def test_keep_host_memory_only_in_a_cpu_process_and_never_over_the_users_malloc_
         assert not platforms.keep_host_memory(env, mallopt), env
     assert calls == []
     # A refused setting is reported, and the others are still made.
-    assert not platforms.keep_host_memory({"JAX_PLATFORMS": "cpu"}, lambda p, v: int(p != -3))
+    refuse = platforms.M_MMAP_THRESHOLD
+    assert not platforms.keep_host_memory(
+        {"JAX_PLATFORMS": "cpu"}, lambda p, v: calls.append((p, v)) or int(p != refuse)
+    )
+    assert calls == list(platforms.HOST_MALLOC.items())
 
 
 FAULTS = """
@@ -99,32 +103,33 @@ step = jax.jit(lambda x, y: (x @ y) @ y.T)  # x @ y: a 128 MiB temporary
 x, y = jnp.ones((8192, 64)), jnp.ones((64, 4096))
 step = step.lower(x, y).compile()
 assert step.memory_analysis().temp_size_in_bytes == 8192 * 4096 * 4
-faults = []
-for _ in range(10):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+step(x, y).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(40):
     step(x, y).block_until_ready()
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(min(faults[-4:]), max(faults[-4:]))  # once the heap holds what the runs overlap on
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
 def test_cpu_steps_reuse_their_temporaries_instead_of_faulting_them_in_each_run():
-    """Once warm, a program's 128 MiB of temporaries costs no page faults a run."""
+    """40 runs of a program with 128 MiB of temporaries fault in a few blocks' pages, not 40."""
     if not platforms._libc_version().startswith("glibc"):
         pytest.skip("glibc's malloc only")
 
-    def faults(**extra: str) -> tuple[int, int]:
-        """The fewest and most page faults of the last 4 of 10 runs."""
+    def faults(**extra: str) -> int:
+        """Page faults of the 40 runs after the first, in 128 MiB blocks."""
         env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", **extra)
         r = subprocess.run(
             [sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True, timeout=300
         )
         assert r.returncode == 0, r.stderr[-2000:]
-        return tuple(map(int, r.stdout.split()[-2:]))
+        return int(r.stdout.split()[-1]) * resource.getpagesize() / (8192 * 4096 * 4)
 
-    pages = 8192 * 4096 * 4 // resource.getpagesize()
     # The user's own malloc setting (arena_test=8 is glibc's default) turns ours off: then
     # glibc maps the block afresh each run and every page of it faults.
-    if faults(GLIBC_TUNABLES="glibc.malloc.arena_test=8")[0] < pages // 2:
+    if faults(GLIBC_TUNABLES="glibc.malloc.arena_test=8") < 30:
         pytest.skip("this XLA or glibc reuses the block itself")
-    assert faults()[1] < pages // 100
+    # Kept, a run whose temporaries are freed only after the next run's are taken grows the
+    # heap by a block (the first faults of it); once grown, the blocks are reused. (1-6 blocks
+    # measured, the most with two busy processes on this test's two cores.)
+    assert faults() < 20
