@@ -80,8 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def set_threads(n: int) -> None:
-    """XLA's and torch's thread counts, and scicot_jax's process defaults: before jax / torch load."""
-    import scicot_jax  # noqa: F401  (its host malloc setting must precede jax's CPU client)
+    """XLA's and torch's thread counts, and the binaries' host malloc: before jax / torch load."""
+    from scicot_jax import platforms
+
+    platforms.keep_host_memory()  # as the train binary does (must precede jax's CPU client)
 
     if n > 0:
         os.environ["XLA_FLAGS"] = (

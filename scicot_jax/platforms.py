@@ -17,14 +17,8 @@
 - XLA:CPU copy insertion by region analysis for the train step (`compiler_options`, per
   compile): without it the CPU compiler copies every donated parameter before the step updates
   it in place (96 copies on the CPU bench's T5, 2-3 % of its step, docs/step_speed.md).
-- On a CPU-only process (JAX_PLATFORMS=cpu), glibc's malloc keeps large freed blocks for reuse
-  (`keep_host_memory`). XLA:CPU allocates a step's temporaries as one block per run (228 MB on
-  the CPU bench's T5) from its worker thread; glibc serves it with a fresh mmap (above its 32 MB
-  threshold, and always from a thread's own arena above 64 MB) and unmaps it on free, so every
-  step page-faulted all of it: 55,642 faults, a sixth of a 1-thread step (docs/step_speed.md).
-  One arena with mmap and trim thresholds at 1 GiB serves it from the heap, reused, no faults.
-  Set before jax's CPU client starts its threads, so here; any glibc.malloc setting in
-  GLIBC_TUNABLES is the user's choice and turns this off. TPU and GPU processes are unchanged.
+- glibc's malloc set to reuse the CPU step's temporaries (`keep_host_memory`): not on import,
+  but by the binaries that run steps, first thing (its docstring says why).
 """
 
 from __future__ import annotations
@@ -61,7 +55,17 @@ HOST_MALLOC = {M_ARENA_MAX: 1, M_MMAP_THRESHOLD: 2**30, M_TRIM_THRESHOLD: 2**30}
 def keep_host_memory(
     env: MutableMapping[str, str] | None = None, mallopt: Callable[[int, int], int] | None = None
 ) -> bool:
-    """Makes glibc reuse large freed blocks in a CPU-only process (module docstring); if it did."""
+    """Makes glibc's malloc reuse large freed blocks in a CPU-only process; whether it did.
+
+    XLA:CPU allocates a run's temporaries as one block (228 MB on the CPU bench's T5) from its
+    worker thread; glibc serves it by a fresh mmap (above its 32 MB threshold, and from a
+    thread's own arena always above 64 MB) and unmaps it on free, so every step page-faulted
+    all of it: 55,642 faults, a sixth of a 1-thread step (docs/step_speed.md 2c). One arena and
+    mmap / trim thresholds of 1 GiB serve it from the heap, reused. One arena slows tf.data's
+    threads, so the binaries that run steps (train, eval, infer, the pipeline) call this, first
+    thing: it must precede jax's CPU client. Only where JAX_PLATFORMS=cpu; any glibc.malloc
+    setting in GLIBC_TUNABLES is the user's choice and turns it off.
+    """
     env = os.environ if env is None else env
     if env.get("JAX_PLATFORMS") != "cpu" or "glibc.malloc." in env.get("GLIBC_TUNABLES", ""):
         return False
@@ -106,10 +110,9 @@ def set_compiler_flags(env: MutableMapping[str, str] | None = None) -> None:
 
 
 def defaults() -> None:
-    """The defaults: environment for this process and its children, malloc for this one."""
+    """Both defaults, for this process and the processes it starts."""
     import importlib.util
 
     default_platforms()
-    keep_host_memory()
     if importlib.util.find_spec("libtpu") is not None:  # other TPU runtimes may not know the flag
         set_compiler_flags()

@@ -98,7 +98,9 @@ def test_keep_host_memory_only_in_a_cpu_process_and_never_over_the_users_malloc_
 
 FAULTS = """
 import resource, sys
-import scicot_jax, jax, jax.numpy as jnp
+from scicot_jax import platforms
+platforms.keep_host_memory()  # as the binaries do, before jax starts
+import jax, jax.numpy as jnp
 step = jax.jit(lambda x, y: (x @ y) @ y.T)  # x @ y: a 128 MiB temporary
 x, y = jnp.ones((8192, 64)), jnp.ones((64, 4096))
 step = step.lower(x, y).compile()
@@ -133,3 +135,17 @@ def test_cpu_steps_reuse_their_temporaries_instead_of_faulting_them_in_each_run(
     # heap by a block (the first faults of it); once grown, the blocks are reused. (1-6 blocks
     # measured, the most with two busy processes on this test's two cores.)
     assert faults() < 20
+
+
+def test_the_binaries_that_run_steps_keep_host_memory_first(monkeypatch):
+    """train / eval / infer (run_binary) and the pipeline set malloc before parsing anything."""
+    from scicot_jax.pipeline import cli as pipeline_cli
+    from scicot_jax.runtime import gin_utils
+
+    calls = []
+    monkeypatch.setattr(platforms, "keep_host_memory", lambda: calls.append(1))
+    with pytest.raises(SystemExit):
+        gin_utils.run_binary(["scicot-train", "--no_such_flag"], "train", run=lambda: None)
+    with pytest.raises(SystemExit):
+        pipeline_cli.main(["--no_such_flag"])
+    assert calls == [1, 1]

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
+from scicot_jax import platforms
 from scicot_jax.clihelp import show_defaults
 from scicot_jax.paths import as_path
 from scicot_jax.pipeline import flags, owner, presets
@@ -216,6 +217,7 @@ def _unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Parse, run, print the results table and the run directory; returns the results."""
+    platforms.keep_host_memory()  # it trains: before jax's CPU client starts its threads
     parser = _parser()
     args, unknown = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     if unknown:

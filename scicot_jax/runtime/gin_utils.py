@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import gin
-from scicot_jax import disk_full
+from scicot_jax import disk_full, platforms
 from scicot_jax.checkpoints.orbax import NoReadableCheckpointError
 from scicot_jax.clihelp import show_defaults
 from scicot_jax.data.seqio_feed import DatasetConfig
@@ -246,6 +246,7 @@ def run_binary(
     """
     import sys
 
+    platforms.keep_host_memory()  # before jax's CPU client starts its threads
     flag_bindings = flag_bindings or {}
     args, bindings = parse_args(
         list(sys.argv if argv is None else argv),
