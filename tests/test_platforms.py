@@ -97,7 +97,7 @@ def test_keep_host_memory_only_in_a_cpu_process_and_never_over_the_users_malloc_
 
 
 FAULTS = """
-import resource, sys
+import resource
 from scicot_jax import platforms
 platforms.keep_host_memory()  # as the binaries do, before jax starts
 import jax, jax.numpy as jnp
@@ -118,7 +118,7 @@ def test_cpu_steps_reuse_their_temporaries_instead_of_faulting_them_in_each_run(
     if not platforms._libc_version().startswith("glibc"):
         pytest.skip("glibc's malloc only")
 
-    def faults(**extra: str) -> int:
+    def faults(**extra: str) -> float:
         """Page faults of the 40 runs after the first, in 128 MiB blocks."""
         env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", **extra)
         r = subprocess.run(
