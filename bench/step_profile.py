@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def hlo_ops(hlo: str) -> dict[str, tuple[str, str, str]]:
-    """Instruction name -> (kind, shape, op_name metadata) for every instruction of the module."""
+def instructions(hlo: str) -> Iterator[tuple[str, str, str, str, str]]:
+    """(name, shape, opcode, line, body of the computation it calls or "") of each instruction."""
     bodies = {m.group(1): m.group(0) for m in re.finditer(r"^%(\S+) .*?^}", hlo, re.M | re.S)}
-    out = {}
     for m in _INSTR.finditer(hlo):
         name, shape, op, rest = m.groups()
-        meta = re.search(r'op_name="([^"]*)"', rest)
         calls = re.search(r"calls=%([\w.-]+)", rest)
-        body = bodies.get(calls.group(1), "") if calls else ""
+        yield name, shape, op, m.group(0), bodies.get(calls.group(1), "") if calls else ""
+
+
+def hlo_ops(hlo: str) -> dict[str, tuple[str, str, str]]:
+    """Instruction name -> (kind, shape, op_name metadata) for every instruction of the module."""
+    out = {}
+    for name, shape, op, line, body in instructions(hlo):
+        meta = re.search(r'op_name="([^"]*)"', line)
         out[name] = (_kind(op, body), shape, meta.group(1) if meta else "")
     return out
 
@@ -65,13 +71,9 @@ def hlo_ops(hlo: str) -> dict[str, tuple[str, str, str]]:
 def matmul_problems(hlo: str) -> dict[str, tuple[int, int, int, int]]:
     """Instruction name -> (batch, M, K, N) of the dot it is or its fusion holds."""
     shapes = {m.group(1): m.group(2) for m in _INSTR.finditer(hlo)}
-    bodies = {m.group(1): m.group(0) for m in re.finditer(r"^%(\S+) .*?^}", hlo, re.M | re.S)}
     out = {}
-    for m in _INSTR.finditer(hlo):
-        name, _, op, rest = m.groups()
-        calls = re.search(r"calls=%([\w.-]+)", rest)
-        text = m.group(0) if op == "dot" else bodies.get(calls.group(1), "") if calls else ""
-        dot = _DOT.search(text)
+    for name, _, op, line, body in instructions(hlo):
+        dot = _DOT.search(line if op == "dot" else body)
         if dot:
             out[name] = _problem(shapes, *dot.groups())
     return out
