@@ -23,11 +23,9 @@ def _replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
         setattr(owner, name, kept)
 
 
-def _numpy_with(**replaced: Any) -> types.SimpleNamespace:
-    """jax.numpy as a namespace with some functions replaced, to put in a model module's place."""
-    import jax.numpy as jnp
-
-    names = {n: getattr(jnp, n) for n in dir(jnp) if n[0] != "_"}
+def _module_with(module: Any, **replaced: Any) -> types.SimpleNamespace:
+    """`module` as a namespace with some names replaced, to put in a model module's import."""
+    names = {n: getattr(module, n) for n in dir(module) if n[0] != "_"}
     return types.SimpleNamespace(**{**names, **replaced})
 
 
@@ -63,7 +61,7 @@ def relpos_one_hot() -> Iterator[None]:
         hot = jax.nn.one_hot(indices, a.shape[1], dtype=a.dtype)
         return jnp.einsum("hb,...b->h...", a, hot, precision=jax.lax.Precision.HIGHEST)
 
-    with _replaced(relpos, "jnp", _numpy_with(take=take)):
+    with _replaced(relpos, "jnp", _module_with(jnp, take=take)):
         yield
 
 
@@ -92,7 +90,7 @@ def oriented_kernel_gradient() -> Iterator[None]:
         return jnp.dot(g, kernel.T), grad
 
     dot.defvjp(lambda x, kernel: (jnp.dot(x, kernel), (x, kernel)), backward)
-    with _replaced(layers, "jnp", _numpy_with(dot=dot)):
+    with _replaced(layers, "jnp", _module_with(jnp, dot=dot)):
         yield
 
 
@@ -103,8 +101,8 @@ def no_logits_barrier() -> Iterator[None]:
 
     from scicot_jax.model import layers
 
-    lax = types.SimpleNamespace(**{**vars(jax.lax), "optimization_barrier": lambda x: x})
-    with _replaced(layers, "jax", types.SimpleNamespace(**{**vars(jax), "lax": lax})):
+    lax = _module_with(jax.lax, optimization_barrier=lambda x: x)
+    with _replaced(layers, "jax", _module_with(jax, lax=lax)):
         yield
 
 
