@@ -7,7 +7,7 @@ import numpy as np
 
 from scicot_jax.model import T5Config, Transformer, init_params
 from scicot_jax.model.attention import fused_attention, make_attention_mask, xla_attention
-from scicot_jax.model.relpos import bucket_of, relative_position_bucket
+from scicot_jax.model.relpos import RelativePositionBiases, bucket_of, relative_position_bucket
 
 
 def reference_bucket(rel: int, bidirectional: bool, num_buckets: int, max_distance: int) -> int:
@@ -56,6 +56,23 @@ def test_relative_position_buckets():
         31,
     ]
     assert [dec(5), dec(0), dec(-3), dec(-20), dec(-1000)] == [0, 0, 3, 17, 31]
+
+
+def test_relpos_bias_is_the_table_at_each_bucket():
+    """Exactly table[:, bucket] for every query/key pair, bidirectional or causal."""
+    cfg = T5Config.preset("tiny", dtype="float32")
+    pos = jax.numpy.arange(40)
+    for bidirectional in (True, False):
+        module = RelativePositionBiases(cfg, bidirectional=bidirectional)
+        table = jax.random.normal(jax.random.key(1), (cfg.num_heads, 32))
+        bias = module.apply({"params": {"rel_embedding": table}}, pos, pos)
+        buckets = bucket_of(
+            pos[None, :] - pos[:, None],
+            bidirectional=bidirectional,
+            num_buckets=32,
+            max_distance=cfg.relative_attention_max_distance,
+        )
+        np.testing.assert_array_equal(bias[0], np.asarray(table)[:, np.asarray(buckets)])
 
 
 def test_attention_kernels_agree():
